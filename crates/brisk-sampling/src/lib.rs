@@ -1,1 +1,283 @@
-//! placeholder
+//! Turning a logit row into the next token.
+//!
+//! The pipeline follows vLLM's order: repetition, frequency and presence penalties on the raw
+//! logits; then greedy argmax when the temperature is 0; otherwise temperature, then the
+//! min-p, top-k and top-p filters, then one draw. The draw is an argument
+//! ([`Sampler::sample_with_draw`]) so that tests can replay any decision, and each request's
+//! generator is seeded (by its `seed`, or by the engine), so a seeded request is reproducible
+//! whatever else shares its batch.
+#![deny(missing_docs)]
+
+use std::collections::HashMap;
+
+use brisk_types::TokenId;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+/// Why sampling parameters were refused.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("invalid sampling parameter {param}: {message}")]
+pub struct SamplingError {
+    /// The offending parameter, named as in the OpenAI API.
+    pub param: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// How to choose tokens; the defaults are OpenAI's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SamplingParams {
+    /// 0 means greedy.
+    pub temperature: f32,
+    /// Keep the smallest set of tokens whose probability sums to at least this (1 = off).
+    pub top_p: f32,
+    /// Keep the k most likely tokens (0 = off).
+    pub top_k: usize,
+    /// Drop tokens less likely than `min_p` times the most likely one (0 = off).
+    pub min_p: f32,
+    /// CTRL-style penalty on tokens already in the prompt or output (1 = off).
+    pub repetition_penalty: f32,
+    /// Subtracted once per earlier occurrence in the output (OpenAI).
+    pub frequency_penalty: f32,
+    /// Subtracted once if the token occurred in the output (OpenAI).
+    pub presence_penalty: f32,
+    /// Seed of the request's generator.
+    pub seed: Option<u64>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            seed: None,
+        }
+    }
+}
+
+impl SamplingParams {
+    /// Greedy decoding.
+    pub fn greedy() -> Self {
+        Self {
+            temperature: 0.0,
+            ..Self::default()
+        }
+    }
+
+    /// Checks every field against the ranges OpenAI and vLLM accept.
+    pub fn validate(&self) -> Result<(), SamplingError> {
+        let err = |param, message: &str| {
+            Err(SamplingError {
+                param,
+                message: message.to_string(),
+            })
+        };
+        if !(self.temperature.is_finite() && (0.0..=100.0).contains(&self.temperature)) {
+            return err("temperature", "must be between 0 and 100");
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return err("top_p", "must be in (0, 1]");
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return err("min_p", "must be in [0, 1]");
+        }
+        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0 && self.repetition_penalty <= 10.0) {
+            return err("repetition_penalty", "must be in (0, 10]");
+        }
+        if !(-2.0..=2.0).contains(&self.frequency_penalty) {
+            return err("frequency_penalty", "must be between -2 and 2");
+        }
+        if !(-2.0..=2.0).contains(&self.presence_penalty) {
+            return err("presence_penalty", "must be between -2 and 2");
+        }
+        Ok(())
+    }
+
+    /// Whether the choice is deterministic argmax.
+    pub fn is_greedy(&self) -> bool {
+        self.temperature == 0.0 || self.top_k == 1
+    }
+}
+
+/// A chosen token and its log-probability under the unmodified model distribution.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sampled {
+    /// The token.
+    pub token: TokenId,
+    /// `log softmax(logits)[token]`, before penalties and temperature (as OpenAI reports).
+    pub logprob: f32,
+}
+
+/// A request's sampler: its parameters and its own seeded generator.
+#[derive(Debug)]
+pub struct Sampler {
+    params: SamplingParams,
+    rng: StdRng,
+}
+
+impl Sampler {
+    /// A sampler seeded by `params.seed`, or by `fallback_seed` when the request gave none.
+    pub fn new(params: SamplingParams, fallback_seed: u64) -> Self {
+        let rng = StdRng::seed_from_u64(params.seed.unwrap_or(fallback_seed));
+        Self { params, rng }
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
+    /// Chooses the next token given the prompt and the output so far.
+    pub fn sample(&mut self, logits: &[f32], prompt: &[TokenId], output: &[TokenId]) -> Sampled {
+        let draw = if self.params.is_greedy() {
+            0.0
+        } else {
+            self.rng.random::<f32>()
+        };
+        self.sample_with_draw(logits, prompt, output, draw)
+    }
+
+    /// Chooses the next token with the uniform draw `draw` in `[0, 1)` supplied by the caller.
+    pub fn sample_with_draw(
+        &self,
+        logits: &[f32],
+        prompt: &[TokenId],
+        output: &[TokenId],
+        draw: f32,
+    ) -> Sampled {
+        assert!(!logits.is_empty(), "empty logit row");
+        let mut work = logits.to_vec();
+        self.apply_penalties(&mut work, prompt, output);
+        let token = if self.params.is_greedy() {
+            argmax(&work)
+        } else {
+            self.draw_filtered(&work, draw)
+        };
+        Sampled {
+            token: token as TokenId,
+            logprob: log_softmax_at(logits, token),
+        }
+    }
+
+    fn apply_penalties(&self, logits: &mut [f32], prompt: &[TokenId], output: &[TokenId]) {
+        let p = &self.params;
+        if p.repetition_penalty != 1.0 {
+            let mut seen: Vec<TokenId> = prompt.iter().chain(output).copied().collect();
+            seen.sort_unstable();
+            seen.dedup();
+            for t in seen {
+                if let Some(l) = logits.get_mut(t as usize) {
+                    *l = if *l > 0.0 {
+                        *l / p.repetition_penalty
+                    } else {
+                        *l * p.repetition_penalty
+                    };
+                }
+            }
+        }
+        if p.frequency_penalty != 0.0 || p.presence_penalty != 0.0 {
+            let mut counts: HashMap<TokenId, u32> = HashMap::new();
+            for &t in output {
+                *counts.entry(t).or_default() += 1;
+            }
+            for (t, n) in counts {
+                if let Some(l) = logits.get_mut(t as usize) {
+                    #[allow(clippy::cast_precision_loss)]
+                    let n = n as f32;
+                    *l -= p.frequency_penalty * n + p.presence_penalty;
+                }
+            }
+        }
+    }
+
+    fn draw_filtered(&self, logits: &[f32], draw: f32) -> usize {
+        let p = &self.params;
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        // Probabilities after temperature, sorted descending.
+        let mut probs: Vec<(usize, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i, ((l - max) / p.temperature).exp()))
+            .filter(|&(_, w)| w > 0.0)
+            .collect();
+        probs.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        if probs.is_empty() {
+            return argmax(logits);
+        }
+        let top = probs[0].1;
+        if p.min_p > 0.0 {
+            probs.retain(|&(_, w)| w >= p.min_p * top);
+        }
+        if p.top_k > 0 {
+            probs.truncate(p.top_k);
+        }
+        let total: f32 = probs.iter().map(|&(_, w)| w).sum();
+        if p.top_p < 1.0 {
+            let mut cum = 0.0;
+            let mut keep = probs.len();
+            for (i, &(_, w)) in probs.iter().enumerate() {
+                cum += w / total;
+                if cum >= p.top_p {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            probs.truncate(keep);
+        }
+        let total: f32 = probs.iter().map(|&(_, w)| w).sum();
+        let target = draw.clamp(0.0, 1.0) * total;
+        let mut cum = 0.0;
+        for &(i, w) in &probs {
+            cum += w;
+            if target < cum {
+                return i;
+            }
+        }
+        probs.last().map_or(0, |&(i, _)| i)
+    }
+}
+
+/// Index of the largest logit (the first on ties).
+pub fn argmax(logits: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// `log softmax(logits)[index]`.
+pub fn log_softmax_at(logits: &[f32], index: usize) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let lse = logits.iter().map(|&l| (l - max).exp()).sum::<f32>().ln() + max;
+    logits[index] - lse
+}
+
+/// The `k` most likely tokens with their log-probabilities, most likely first.
+pub fn top_logprobs(logits: &[f32], k: usize) -> Vec<(TokenId, f32)> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let lse = logits.iter().map(|&l| (l - max).exp()).sum::<f32>().ln() + max;
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    let k = k.min(logits.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    idx.select_nth_unstable_by(k - 1, |&a, &b| logits[b].total_cmp(&logits[a]));
+    idx.truncate(k);
+    idx.sort_unstable_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    idx.into_iter()
+        .map(|i| (i as TokenId, logits[i] - lse))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

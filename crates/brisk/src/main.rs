@@ -1,1 +1,66 @@
-fn main() {}
+//! `brisk`: one binary, subcommands in the style of `vllm serve` / `vllm bench serve`.
+//!
+//! This file is glue: it parses the command line (clap, every flag also an environment
+//! variable) and hands validated settings to the library crates.
+
+mod generate;
+mod loaded_model;
+mod model_fetch;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "brisk", version, about = "An LLM inference server that keeps its latency promises")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate one completion and print it with timing (for checks).
+    Generate(generate::GenerateArgs),
+    /// Download and verify the default model (SmolLM2-135M-Instruct Q4_1) into the models
+    /// directory, then print its path.
+    Download {
+        /// Print nothing but the path.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+}
+
+/// `--model` shared by the subcommands that load a model.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// A GGUF file or a Hugging Face directory (config.json, *.safetensors, tokenizer.json).
+    /// Without it, the default model is used, fetched on first use.
+    #[arg(long, env = "BRISK_MODEL")]
+    pub model: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BRISK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(args) => generate::run(&args),
+        Command::Download { quiet } => {
+            model_fetch::ensure(&model_fetch::DEFAULT_MODEL, quiet).map(|p| println!("{}", p.display()))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("brisk: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

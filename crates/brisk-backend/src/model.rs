@@ -1,0 +1,233 @@
+//! The forward pass of a Llama-family decoder over a packed batch.
+
+use brisk_types::{
+    Backend, BackendCapabilities, BackendError, LogitsWanted, ModelGeometry, StepBatch, StepOutput,
+    TokenId,
+};
+use rayon::prelude::*;
+
+use crate::attention::{paged_attention, write_kv, TokenPlace};
+use crate::config::ModelConfig;
+use crate::kv_pool::CpuKvPool;
+use crate::rope::Rope;
+use crate::weights::ModelWeights;
+
+/// A model loaded for the CPU: weights, hyper-parameters and the stop tokens of its vocabulary.
+pub struct CpuBackend {
+    config: ModelConfig,
+    weights: ModelWeights,
+    rope: Rope,
+    geometry: ModelGeometry,
+    stop_tokens: Vec<TokenId>,
+}
+
+impl CpuBackend {
+    pub(crate) fn new(config: ModelConfig, weights: ModelWeights, stop_tokens: Vec<TokenId>) -> Self {
+        let rope = Rope::new(&config, weights.rope_freq_factors.as_deref());
+        let geometry = ModelGeometry {
+            num_layers: config.num_layers,
+            num_kv_heads: config.num_kv_heads,
+            head_dim: config.head_dim,
+            vocab_size: config.vocab_size,
+            max_context: config.max_context,
+            kv_bytes_per_token: 2
+                * config.num_layers
+                * config.num_kv_heads
+                * config.head_dim
+                * std::mem::size_of::<f32>(),
+        };
+        Self {
+            config,
+            weights,
+            rope,
+            geometry,
+            stop_tokens,
+        }
+    }
+
+    /// The model's hyper-parameters.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn validate(&self, batch: &StepBatch<'_>, kv: &CpuKvPool) -> Result<(), BackendError> {
+        let invalid = |m: String| Err(BackendError::InvalidBatch(m));
+        if kv.layers.len() != self.config.num_layers
+            || kv.num_kv_heads != self.config.num_kv_heads
+            || kv.head_dim != self.config.head_dim
+        {
+            return invalid("the KV pool was allocated for another model".into());
+        }
+        for (i, s) in batch.seqs.iter().enumerate() {
+            if s.tokens.is_empty() {
+                return invalid(format!("sequence {i} has no tokens"));
+            }
+            let end = s.start_pos + s.tokens.len();
+            if end > self.config.max_context {
+                return invalid(format!(
+                    "sequence {i} reaches position {end}, past the context of {}",
+                    self.config.max_context
+                ));
+            }
+            if s.block_table.len() * kv.block_size < end {
+                return invalid(format!(
+                    "sequence {i}: {} blocks of {} cannot hold {end} positions",
+                    s.block_table.len(),
+                    kv.block_size
+                ));
+            }
+            if let Some(b) = s.block_table.iter().find(|&&b| b as usize >= kv.num_blocks) {
+                return invalid(format!("sequence {i}: block {b} is outside the pool"));
+            }
+            if let Some(t) = s
+                .tokens
+                .iter()
+                .find(|&&t| t as usize >= self.config.vocab_size)
+            {
+                return invalid(format!("sequence {i}: token {t} is outside the vocabulary"));
+            }
+        }
+        Ok(())
+    }
+
+    fn forward(&self, batch: &StepBatch<'_>, kv: &mut CpuKvPool) -> candle_core::Result<StepOutput> {
+        let c = &self.config;
+        let (h, hd) = (c.hidden_size, c.head_dim);
+        let tokens: Vec<TokenId> = batch.seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
+        let places: Vec<TokenPlace<'_>> = batch
+            .seqs
+            .iter()
+            .flat_map(|s| {
+                (0..s.tokens.len()).map(move |i| TokenPlace {
+                    block_table: s.block_table,
+                    pos: s.start_pos + i,
+                })
+            })
+            .collect();
+        let n = tokens.len();
+        let positions: Vec<usize> = places.iter().map(|p| p.pos).collect();
+        let (cos, sin) = self.rope.tables(&positions);
+
+        let mut x = Vec::with_capacity(n * h);
+        for &t in &tokens {
+            let t = t as usize;
+            x.extend_from_slice(&self.weights.embedding[t * h..(t + 1) * h]);
+        }
+
+        let mut normed = vec![0.0; n * h];
+        for (li, layer) in self.weights.layers.iter().enumerate() {
+            rms_norm(&x, &layer.attn_norm, c.rms_norm_eps, &mut normed);
+            let mut q = layer.q.forward(&normed, n)?;
+            let mut k = layer.k.forward(&normed, n)?;
+            let v = layer.v.forward(&normed, n)?;
+            self.rope.apply(&mut q, c.num_heads, &cos, &sin);
+            self.rope.apply(&mut k, c.num_kv_heads, &cos, &sin);
+            write_kv(kv, li, &places, &k, &v);
+            let attn = paged_attention(kv, li, &places, &q, c.num_heads);
+            add_into(&mut x, &layer.o.forward(&attn, n)?);
+
+            rms_norm(&x, &layer.ffn_norm, c.rms_norm_eps, &mut normed);
+            let mut gate = layer.gate.forward(&normed, n)?;
+            let up = layer.up.forward(&normed, n)?;
+            gate.par_iter_mut().zip(up.par_iter()).for_each(|(g, u)| {
+                *g = *g / (1.0 + (-*g).exp()) * u;
+            });
+            add_into(&mut x, &layer.down.forward(&gate, n)?);
+        }
+        debug_assert_eq!(hd * c.num_heads, layer_q_dim(c));
+
+        // Only the rows that will be sampled or inspected go through the LM head.
+        let mut rows = Vec::new();
+        let mut first_row = Vec::with_capacity(batch.seqs.len());
+        let mut offset = 0;
+        for s in &batch.seqs {
+            first_row.push(rows.len());
+            match s.logits {
+                LogitsWanted::None => {}
+                LogitsWanted::Last => rows.push(offset + s.tokens.len() - 1),
+                LogitsWanted::All => rows.extend(offset..offset + s.tokens.len()),
+            }
+            offset += s.tokens.len();
+        }
+        let mut selected = Vec::with_capacity(rows.len() * h);
+        for &r in &rows {
+            selected.extend_from_slice(&x[r * h..(r + 1) * h]);
+        }
+        let mut normed = vec![0.0; selected.len()];
+        rms_norm(&selected, &self.weights.output_norm, c.rms_norm_eps, &mut normed);
+        let logits = if rows.is_empty() {
+            Vec::new()
+        } else {
+            self.weights.lm_head.forward(&normed, rows.len())?
+        };
+        Ok(StepOutput {
+            logits,
+            vocab_size: c.vocab_size,
+            first_row,
+        })
+    }
+}
+
+fn layer_q_dim(c: &ModelConfig) -> usize {
+    c.num_heads * c.head_dim
+}
+
+fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let h = weight.len();
+    for (row, o) in x.chunks_exact(h).zip(out.chunks_exact_mut(h)) {
+        #[allow(clippy::cast_precision_loss)]
+        let mean_sq = row.iter().map(|v| v * v).sum::<f32>() / h as f32;
+        let scale = 1.0 / (mean_sq + eps).sqrt();
+        for ((o, v), w) in o.iter_mut().zip(row).zip(weight) {
+            *o = v * scale * w;
+        }
+    }
+}
+
+fn add_into(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+impl Backend for CpuBackend {
+    type KvPool = CpuKvPool;
+
+    fn geometry(&self) -> &ModelGeometry {
+        &self.geometry
+    }
+
+    fn capabilities(&self) -> BackendCapabilities {
+        BackendCapabilities {
+            name: "cpu".into(),
+            mixed_batches: true,
+        }
+    }
+
+    fn stop_tokens(&self) -> &[TokenId] {
+        &self.stop_tokens
+    }
+
+    fn allocate_kv(&self, num_blocks: usize, block_size: usize) -> Result<CpuKvPool, BackendError> {
+        CpuKvPool::new(
+            self.config.num_layers,
+            self.config.num_kv_heads,
+            self.config.head_dim,
+            num_blocks,
+            block_size,
+        )
+    }
+
+    fn execute(&self, batch: &StepBatch<'_>, kv: &mut CpuKvPool) -> Result<StepOutput, BackendError> {
+        self.validate(batch, kv)?;
+        if batch.seqs.is_empty() {
+            return Ok(StepOutput {
+                logits: Vec::new(),
+                vocab_size: self.config.vocab_size,
+                first_row: Vec::new(),
+            });
+        }
+        self.forward(batch, kv)
+            .map_err(|e| BackendError::Forward(e.to_string()))
+    }
+}
