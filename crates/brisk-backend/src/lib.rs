@@ -9,6 +9,7 @@
 mod attention;
 mod config;
 mod error;
+mod kernels;
 mod kv_pool;
 mod model;
 mod rope;

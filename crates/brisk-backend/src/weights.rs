@@ -14,11 +14,18 @@ use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType as CandleDT
 use candle_core::{DType, Device, Module, Tensor};
 
 use crate::config::{Architecture, ModelConfig, RopeScaling};
+use crate::kernels::{KernelFormat, QuantMatrix};
 use crate::ModelError;
+
+/// How a matrix is multiplied: brisk's batched kernels where it has them, candle otherwise.
+enum MatmulImpl {
+    Native(QuantMatrix),
+    Candle(QMatMul),
+}
 
 /// A weight matrix `[out, in]` with an optional bias, applied as `x @ W^T + b`.
 pub(crate) struct Linear {
-    weight: QMatMul,
+    weight: MatmulImpl,
     bias: Option<Vec<f32>>,
     pub(crate) out_dim: usize,
     pub(crate) in_dim: usize,
@@ -28,8 +35,17 @@ impl Linear {
     /// `x` holds `rows` rows of `in_dim` values; returns `rows` rows of `out_dim`.
     pub(crate) fn forward(&self, x: &[f32], rows: usize) -> candle_core::Result<Vec<f32>> {
         debug_assert_eq!(x.len(), rows * self.in_dim);
-        let xs = Tensor::from_slice(x, (rows, self.in_dim), &Device::Cpu)?;
-        let mut out = self.weight.forward(&xs)?.flatten_all()?.to_vec1::<f32>()?;
+        let mut out = match &self.weight {
+            MatmulImpl::Native(w) => {
+                let mut out = vec![0.0; rows * self.out_dim];
+                w.matmul(x, rows, &mut out);
+                out
+            }
+            MatmulImpl::Candle(w) => {
+                let xs = Tensor::from_slice(x, (rows, self.in_dim), &Device::Cpu)?;
+                w.forward(&xs)?.flatten_all()?.to_vec1::<f32>()?
+            }
+        };
         if let Some(bias) = &self.bias {
             for row in out.chunks_exact_mut(self.out_dim) {
                 for (o, b) in row.iter_mut().zip(bias) {
@@ -95,6 +111,10 @@ trait WeightSource {
     fn qtensor(&self, name: &str) -> Result<Arc<QTensor>, ModelError>;
     /// The tensor dequantized to f32, flattened.
     fn f32_values(&self, name: &str) -> Result<Vec<f32>, ModelError>;
+    /// The tensor's ggml type and raw blocks, for formats stored as ggml blocks.
+    fn raw_ggml(&self, _name: &str) -> Option<(GgmlDType, &[u8])> {
+        None
+    }
 }
 
 fn tensor_error(path: &Path, tensor: &str, e: &candle_core::Error) -> ModelError {
@@ -169,6 +189,11 @@ impl WeightSource for GgufSource<'_> {
         qtensor_from_ggml(candle_dtype(info.dtype), bytes, info.shape(), &Device::Cpu)
             .map(Arc::new)
             .map_err(|e| tensor_error(self.path(), name, &e))
+    }
+
+    fn raw_ggml(&self, name: &str) -> Option<(GgmlDType, &[u8])> {
+        let info = self.file.tensor(name)?;
+        Some((info.dtype, self.file.tensor_bytes(info)))
     }
 
     fn f32_values(&self, name: &str) -> Result<Vec<f32>, ModelError> {
@@ -317,8 +342,15 @@ impl Loader<'_> {
     ) -> Result<Linear, ModelError> {
         let name = self.src.name(role, layer);
         self.check_shape(&name, &[out_dim, in_dim])?;
-        let q = self.src.qtensor(&name)?;
-        let weight = QMatMul::from_arc(q).map_err(|e| tensor_error(self.src.path(), &name, &e))?;
+        let weight = match native_matrix(self.src, &name, out_dim, in_dim) {
+            Some(m) => MatmulImpl::Native(m),
+            None => {
+                let q = self.src.qtensor(&name)?;
+                MatmulImpl::Candle(
+                    QMatMul::from_arc(q).map_err(|e| tensor_error(self.src.path(), &name, &e))?,
+                )
+            }
+        };
         let bias = bias.map(|b| self.vector(b, layer, out_dim)).transpose()?;
         Ok(Linear {
             weight,
@@ -327,6 +359,25 @@ impl Loader<'_> {
             in_dim,
         })
     }
+}
+
+/// Whether to use brisk's kernels (`BRISK_KERNELS=candle` forces candle's, for comparisons).
+fn native_kernels_enabled() -> bool {
+    std::env::var("BRISK_KERNELS").map_or(true, |v| v != "candle")
+}
+
+/// The matrix in brisk's kernel layout, when its type has a native kernel.
+fn native_matrix(src: &dyn WeightSource, name: &str, rows: usize, cols: usize) -> Option<QuantMatrix> {
+    if !native_kernels_enabled() {
+        return None;
+    }
+    let (dtype, raw) = src.raw_ggml(name)?;
+    let format = match dtype {
+        GgmlDType::Q4_1 => KernelFormat::Q4_1,
+        GgmlDType::Q8_0 => KernelFormat::Q8_0,
+        _ => return None,
+    };
+    QuantMatrix::from_ggml(format, rows, cols, raw)
 }
 
 /// Loads the weights of a GGUF file.
@@ -359,9 +410,14 @@ fn load(src: &dyn WeightSource, c: &ModelConfig) -> Result<ModelWeights, ModelEr
     let lm_head = if src.shape(&lm_head_name).is_some() {
         loader.linear(Role::LmHead, None, 0, c.vocab_size, h)?
     } else {
+        let weight = match native_matrix(src, &embed_name, c.vocab_size, h) {
+            Some(m) => MatmulImpl::Native(m),
+            None => MatmulImpl::Candle(
+                QMatMul::from_arc(embed_q).map_err(|e| tensor_error(src.path(), &embed_name, &e))?,
+            ),
+        };
         Linear {
-            weight: QMatMul::from_arc(embed_q)
-                .map_err(|e| tensor_error(src.path(), &embed_name, &e))?,
+            weight,
             bias: None,
             out_dim: c.vocab_size,
             in_dim: h,

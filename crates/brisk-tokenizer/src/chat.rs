@@ -58,15 +58,22 @@ fn describe(err: &minijinja::Error) -> String {
 
 impl ChatTemplate {
     /// Compiles `source`; `bos_token`/`eos_token` are the texts the template may insert.
-    pub fn new(source: String, bos_token: String, eos_token: String) -> Result<Self, TokenizerError> {
+    pub fn new(
+        source: String,
+        bos_token: String,
+        eos_token: String,
+    ) -> Result<Self, TokenizerError> {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |message: String| -> Result<(), minijinja::Error> {
-            Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
-        });
+        env.add_function(
+            "raise_exception",
+            |message: String| -> Result<(), minijinja::Error> {
+                Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
+            },
+        );
         env.add_template_owned(TEMPLATE_NAME, source.clone())
             .map_err(|e| TokenizerError::TemplateSyntax {
                 message: describe(&e),

@@ -59,9 +59,11 @@ fn ids_field(path: &Path, json: &Value, field: &str) -> Result<Vec<u32>, Tokeniz
             .iter()
             .map(|v| as_id(v).ok_or_else(|| invalid(path, field, "expected token ids")))
             .collect(),
-        Some(v) => Ok(vec![
-            as_id(v).ok_or_else(|| invalid(path, field, "expected a token id"))?
-        ]),
+        Some(v) => {
+            Ok(vec![as_id(v).ok_or_else(|| {
+                invalid(path, field, "expected a token id")
+            })?])
+        }
     }
 }
 
@@ -72,9 +74,9 @@ fn template_field(path: &Path, value: &Value) -> Result<Option<String>, Tokenize
         Value::String(s) => Ok(Some(s.clone())),
         Value::Array(items) => {
             let named = |name: &str| {
-                items.iter().find(|item| {
-                    item.get("name").and_then(Value::as_str) == Some(name)
-                })
+                items
+                    .iter()
+                    .find(|item| item.get("name").and_then(Value::as_str) == Some(name))
             };
             let chosen = named("default").or_else(|| items.first());
             match chosen.map(|item| item.get("template").and_then(Value::as_str)) {
@@ -83,7 +85,11 @@ fn template_field(path: &Path, value: &Value) -> Result<Option<String>, Tokenize
                 Some(None) => Err(invalid(path, "chat_template", "entry without a template")),
             }
         }
-        _ => Err(invalid(path, "chat_template", "expected a string or a list")),
+        _ => Err(invalid(
+            path,
+            "chat_template",
+            "expected a string or a list",
+        )),
     }
 }
 
@@ -103,8 +109,15 @@ pub(crate) fn load(dir: &Path) -> Result<Parts, TokenizerError> {
     let mut eos_ids = Vec::new();
     let mut chat_template = None;
     if let Some((path, json)) = &config {
-        bos_id = json.get("bos_token").and_then(token_content).and_then(lookup);
-        eos_ids.extend(json.get("eos_token").and_then(token_content).and_then(lookup));
+        bos_id = json
+            .get("bos_token")
+            .and_then(token_content)
+            .and_then(lookup);
+        eos_ids.extend(
+            json.get("eos_token")
+                .and_then(token_content)
+                .and_then(lookup),
+        );
         add_bos = match json.get("add_bos_token") {
             None | Some(Value::Null) => None,
             Some(v) => Some(
@@ -127,9 +140,10 @@ pub(crate) fn load(dir: &Path) -> Result<Parts, TokenizerError> {
         let jinja = dir.join("chat_template.jinja");
         if jinja.is_file() {
             let bytes = read(&jinja)?;
-            chat_template = Some(String::from_utf8(bytes).map_err(|_| {
-                invalid(&jinja, "chat_template", "the file is not UTF-8")
-            })?);
+            chat_template = Some(
+                String::from_utf8(bytes)
+                    .map_err(|_| invalid(&jinja, "chat_template", "the file is not UTF-8"))?,
+            );
         } else if let Some((path, json)) = optional_json(dir, "chat_template.json")? {
             if let Some(v) = json.get("chat_template") {
                 chat_template = template_field(&path, v)?;

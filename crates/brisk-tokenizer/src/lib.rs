@@ -87,7 +87,8 @@ impl Tokenizer {
                 eos_ids.push(id);
             }
         }
-        let token_text = |id: Option<u32>| id.and_then(|id| inner.id_to_token(id)).unwrap_or_default();
+        let token_text =
+            |id: Option<u32>| id.and_then(|id| inner.id_to_token(id)).unwrap_or_default();
         let chat_template = parts
             .chat_template
             .map(|source| {
@@ -116,7 +117,10 @@ impl Tokenizer {
             .encode(text, false)
             .map_err(|source| TokenizerError::Encode { source })?;
         let bos = self.bos_id.filter(|_| add_bos);
-        Ok(bos.into_iter().chain(encoding.get_ids().iter().copied()).collect())
+        Ok(bos
+            .into_iter()
+            .chain(encoding.get_ids().iter().copied())
+            .collect())
     }
 
     /// The text of `ids`; with `skip_special`, control tokens are left out.

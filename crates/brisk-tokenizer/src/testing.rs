@@ -7,7 +7,8 @@
 //! - ids `0..256`: one token per byte, **id = byte value** (in GPT-2's byte-to-unicode
 //!   form, so `Ġ` = id 32 is the space), so any text encodes;
 //! - ids `256..256 + TINY_MERGES.len()`: the merged tokens, in merge order
-//!   (`he`, `Ġt`, `Ġthe`, ..., `hello`, `Ġworld`, ...);
+//!   (`ll`, `ell`, `ello`, `hello` = 259, `he`, `Ġt`, `Ġthe`, ...,
+//!   `Ġworld` = 273, ...);
 //! - [`TINY_BOS_ID`] `<|im_start|>` and [`TINY_EOS_ID`] `<|im_end|>`, control tokens;
 //!
 //! [`TINY_VOCAB_SIZE`] tokens in all. BOS is not added by default and the chat
@@ -22,8 +23,8 @@ use crate::TokenizerError;
 
 /// The merges, in priority order; each merged token gets the next id after 255.
 pub const TINY_MERGES: &[&str] = &[
-    "h e", "Ġ t", "Ġt he", "i n", "Ġ a", "e r", "o n", "Ġ s", "e s", "l l", "e ll", "ell o",
-    "h ello", "Ġ w", "o r", "Ġw or", "l d", "Ġwor ld", "in g", "Ġ Ġ", "Ċ Ċ", "a t",
+    "l l", "e ll", "ell o", "h ello", "h e", "Ġ t", "Ġt he", "i n", "Ġ a", "e r", "o n", "Ġ s",
+    "e s", "Ġ w", "o r", "Ġw or", "l d", "Ġwor ld", "in g", "Ġ Ġ", "Ċ Ċ", "a t",
 ];
 /// Id of `<|im_start|>`, also the BOS token.
 pub const TINY_BOS_ID: u32 = 256 + TINY_MERGES.len() as u32;
@@ -66,15 +67,33 @@ pub fn tiny_gguf_tokenizer_metadata() -> Vec<(String, MetaValue)> {
         .map(|id| MetaValue::I32(if id as u32 >= TINY_BOS_ID { 3 } else { 1 }))
         .collect();
     vec![
-        ("tokenizer.ggml.model".into(), MetaValue::String("gpt2".into())),
-        ("tokenizer.ggml.pre".into(), MetaValue::String("smollm".into())),
+        (
+            "tokenizer.ggml.model".into(),
+            MetaValue::String("gpt2".into()),
+        ),
+        (
+            "tokenizer.ggml.pre".into(),
+            MetaValue::String("smollm".into()),
+        ),
         ("tokenizer.ggml.tokens".into(), strings(tokens)),
         ("tokenizer.ggml.token_type".into(), MetaValue::Array(types)),
         ("tokenizer.ggml.merges".into(), strings(merges)),
-        ("tokenizer.ggml.bos_token_id".into(), MetaValue::U32(TINY_BOS_ID)),
-        ("tokenizer.ggml.eos_token_id".into(), MetaValue::U32(TINY_EOS_ID)),
-        ("tokenizer.ggml.add_bos_token".into(), MetaValue::Bool(false)),
-        ("tokenizer.chat_template".into(), MetaValue::String(TINY_CHAT_TEMPLATE.into())),
+        (
+            "tokenizer.ggml.bos_token_id".into(),
+            MetaValue::U32(TINY_BOS_ID),
+        ),
+        (
+            "tokenizer.ggml.eos_token_id".into(),
+            MetaValue::U32(TINY_EOS_ID),
+        ),
+        (
+            "tokenizer.ggml.add_bos_token".into(),
+            MetaValue::Bool(false),
+        ),
+        (
+            "tokenizer.chat_template".into(),
+            MetaValue::String(TINY_CHAT_TEMPLATE.into()),
+        ),
     ]
 }
 

@@ -1,0 +1,77 @@
+use super::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn random_blocks(format: KernelFormat, rows: usize, cols: usize, rng: &mut StdRng) -> Vec<u8> {
+    let mut raw = Vec::new();
+    for _ in 0..rows * cols / 32 {
+        let d = f16::from_f32(rng.random::<f32>() * 0.1);
+        raw.extend_from_slice(&d.to_le_bytes());
+        if format == KernelFormat::Q4_1 {
+            let m = f16::from_f32(rng.random::<f32>() * 0.2 - 0.1);
+            raw.extend_from_slice(&m.to_le_bytes());
+            raw.extend((0..16).map(|_| rng.random::<u8>()));
+        } else {
+            // Include -128, which the sign trick must handle.
+            raw.extend((0..32).map(|i| if i == 5 { 0x80 } else { rng.random::<u8>() }));
+        }
+    }
+    raw
+}
+
+/// Dequantized weight (f32) for the plain-f32 check.
+fn dequantize(w: &QuantMatrix) -> Vec<f32> {
+    let nb = w.rows * w.cols / 32;
+    let mut out = Vec::with_capacity(w.rows * w.cols);
+    for b in 0..nb {
+        match w.format {
+            KernelFormat::Q4_1 => {
+                let (d, m) = (w.scales[2 * b], w.scales[2 * b + 1]);
+                let qs = &w.quants[b * 16..b * 16 + 16];
+                let lo = qs.iter().map(|q| f32::from(q & 0x0F) * d + m);
+                let hi = qs.iter().map(|q| f32::from(q >> 4) * d + m);
+                out.extend(lo.chain(hi));
+            }
+            KernelFormat::Q8_0 => {
+                #[allow(clippy::cast_possible_wrap)]
+                out.extend(w.quants[b * 32..b * 32 + 32].iter().map(|&q| f32::from(q as i8) * w.scales[b]));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn simd_and_scalar_kernels_agree_and_track_f32_on_odd_shapes() {
+    let mut rng = StdRng::seed_from_u64(3);
+    for format in [KernelFormat::Q4_1, KernelFormat::Q8_0] {
+        for (rows, cols, m) in [(1, 32, 1), (17, 64, 3), (33, 576, 5), (40, 1536, 16)] {
+            let w = QuantMatrix::from_ggml(format, rows, cols, &random_blocks(format, rows, cols, &mut rng)).unwrap();
+            let x: Vec<f32> = (0..m * cols).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
+            let mut out = vec![0.0; m * rows];
+            w.matmul(&x, m, &mut out);
+            let acts = QuantActivations::quantize(&x, m, cols);
+            let reference = dequantize(&w);
+            for t in 0..m {
+                for r in 0..rows {
+                    let scalar = match format {
+                        KernelFormat::Q4_1 => scalar::dot_q4_1(&w, r, &acts, t),
+                        KernelFormat::Q8_0 => scalar::dot_q8_0(&w, r, &acts, t),
+                    };
+                    let got = out[t * rows + r];
+                    assert!((got - scalar).abs() <= 1e-4 * (1.0 + scalar.abs()), "{format:?} {rows}x{cols} t{t} r{r}: {got} vs {scalar}");
+                    let exact: f32 = (0..cols).map(|k| x[t * cols + k] * reference[r * cols + k]).sum();
+                    // 8-bit activations: error bounded by a few percent of the row's scale.
+                    let bound = 0.02 * (0..cols).map(|k| (x[t * cols + k] * reference[r * cols + k]).abs()).sum::<f32>() + 1e-3;
+                    assert!((got - exact).abs() <= bound, "{format:?}: {got} vs exact {exact}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn shapes_that_do_not_fit_the_format_are_refused() {
+    assert!(QuantMatrix::from_ggml(KernelFormat::Q8_0, 2, 48, &[0; 2 * 48 / 32 * 34]).is_none());
+    assert!(QuantMatrix::from_ggml(KernelFormat::Q4_1, 2, 64, &[0; 10]).is_none());
+}
