@@ -27,7 +27,9 @@ pub(crate) fn write_kv(
         .iter()
         .map(|p| {
             let block = p.block_table[p.pos / bs] as usize;
-            (0..heads).map(|h| pool.offset(block, h, p.pos % bs)).collect()
+            (0..heads)
+                .map(|h| pool.offset(block, h, p.pos % bs))
+                .collect()
         })
         .collect();
     let (kc, vc) = &mut pool.layers[layer];

@@ -85,13 +85,13 @@ impl ModelConfig {
         if self.num_heads == 0 || self.num_kv_heads == 0 || self.num_layers == 0 {
             return Err(bad("zero heads or layers".into()));
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return Err(bad(format!(
                 "{} query heads are not a multiple of {} KV heads",
                 self.num_heads, self.num_kv_heads
             )));
         }
-        if self.head_dim == 0 || self.head_dim % 2 != 0 {
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
             return Err(bad(format!("head dimension {} is not even", self.head_dim)));
         }
         if self.vocab_size == 0 || self.hidden_size == 0 || self.intermediate_size == 0 {
@@ -139,10 +139,7 @@ impl ModelConfig {
             None => file
                 .get("tokenizer.ggml.tokens")
                 .and_then(|v| v.as_array().map(<[_]>::len))
-                .or_else(|| {
-                    file.tensor("token_embd.weight")
-                        .map(|t| t.shape()[0])
-                })
+                .or_else(|| file.tensor("token_embd.weight").map(|t| t.shape()[0]))
                 .ok_or_else(|| missing(path, "tokenizer.ggml.tokens"))?,
         };
         #[allow(clippy::cast_possible_truncation)]
@@ -213,7 +210,9 @@ impl ModelConfig {
                 "linear" => RopeScaling::Linear {
                     factor: s.factor.unwrap_or(1.0),
                 },
-                "llama3" => RopeScaling::FreqFactors(llama3_freq_factors(&s, head_dim, raw.rope_theta)),
+                "llama3" => {
+                    RopeScaling::FreqFactors(llama3_freq_factors(&s, head_dim, raw.rope_theta))
+                }
                 "default" => RopeScaling::None,
                 other => {
                     return Err(ModelError::InvalidConfig {

@@ -96,7 +96,11 @@ fn hf_eos_ids(dir: &Path) -> Vec<TokenId> {
             continue;
         };
         let ids: Vec<TokenId> = match &json["eos_token_id"] {
-            serde_json::Value::Number(n) => n.as_u64().into_iter().filter_map(|v| v.try_into().ok()).collect(),
+            serde_json::Value::Number(n) => n
+                .as_u64()
+                .into_iter()
+                .filter_map(|v| v.try_into().ok())
+                .collect(),
             serde_json::Value::Array(a) => a
                 .iter()
                 .filter_map(|v| v.as_u64().and_then(|v| v.try_into().ok()))

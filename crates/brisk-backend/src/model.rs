@@ -22,7 +22,11 @@ pub struct CpuBackend {
 }
 
 impl CpuBackend {
-    pub(crate) fn new(config: ModelConfig, weights: ModelWeights, stop_tokens: Vec<TokenId>) -> Self {
+    pub(crate) fn new(
+        config: ModelConfig,
+        weights: ModelWeights,
+        stop_tokens: Vec<TokenId>,
+    ) -> Self {
         let rope = Rope::new(&config, weights.rope_freq_factors.as_deref());
         let geometry = ModelGeometry {
             num_layers: config.num_layers,
@@ -90,10 +94,18 @@ impl CpuBackend {
         Ok(())
     }
 
-    fn forward(&self, batch: &StepBatch<'_>, kv: &mut CpuKvPool) -> candle_core::Result<StepOutput> {
+    fn forward(
+        &self,
+        batch: &StepBatch<'_>,
+        kv: &mut CpuKvPool,
+    ) -> candle_core::Result<StepOutput> {
         let c = &self.config;
         let (h, hd) = (c.hidden_size, c.head_dim);
-        let tokens: Vec<TokenId> = batch.seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
+        let tokens: Vec<TokenId> = batch
+            .seqs
+            .iter()
+            .flat_map(|s| s.tokens.iter().copied())
+            .collect();
         let places: Vec<TokenPlace<'_>> = batch
             .seqs
             .iter()
@@ -154,7 +166,12 @@ impl CpuBackend {
             selected.extend_from_slice(&x[r * h..(r + 1) * h]);
         }
         let mut normed = vec![0.0; selected.len()];
-        rms_norm(&selected, &self.weights.output_norm, c.rms_norm_eps, &mut normed);
+        rms_norm(
+            &selected,
+            &self.weights.output_norm,
+            c.rms_norm_eps,
+            &mut normed,
+        );
         let logits = if rows.is_empty() {
             Vec::new()
         } else {
@@ -218,7 +235,11 @@ impl Backend for CpuBackend {
         )
     }
 
-    fn execute(&self, batch: &StepBatch<'_>, kv: &mut CpuKvPool) -> Result<StepOutput, BackendError> {
+    fn execute(
+        &self,
+        batch: &StepBatch<'_>,
+        kv: &mut CpuKvPool,
+    ) -> Result<StepOutput, BackendError> {
         self.validate(batch, kv)?;
         if batch.seqs.is_empty() {
             return Ok(StepOutput {

@@ -54,7 +54,10 @@ impl Rope {
         let half = self.inv_freq.len();
         let d = half * 2;
         for (t, token) in x.chunks_exact_mut(heads * d).enumerate() {
-            let (c, s) = (&cos[t * half..(t + 1) * half], &sin[t * half..(t + 1) * half]);
+            let (c, s) = (
+                &cos[t * half..(t + 1) * half],
+                &sin[t * half..(t + 1) * half],
+            );
             for head in token.chunks_exact_mut(d) {
                 match self.style {
                     RopeStyle::Interleaved => {

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use brisk_gguf::{GgmlDType, GgufFile};
-use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType as CandleDType, QMatMul, QTensor};
+use candle_core::quantized::{
+    ggml_file::qtensor_from_ggml, GgmlDType as CandleDType, QMatMul, QTensor,
+};
 use candle_core::{DType, Device, Module, Tensor};
 
 use crate::config::{Architecture, ModelConfig, RopeScaling};
@@ -181,10 +183,13 @@ impl WeightSource for GgufSource<'_> {
     }
 
     fn qtensor(&self, name: &str) -> Result<Arc<QTensor>, ModelError> {
-        let info = self.file.tensor(name).ok_or_else(|| ModelError::MissingTensor {
-            path: self.path().to_path_buf(),
-            tensor: name.to_string(),
-        })?;
+        let info = self
+            .file
+            .tensor(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                path: self.path().to_path_buf(),
+                tensor: name.to_string(),
+            })?;
         let bytes = self.file.tensor_bytes(info);
         qtensor_from_ggml(candle_dtype(info.dtype), bytes, info.shape(), &Device::Cpu)
             .map(Arc::new)
@@ -242,10 +247,13 @@ impl SafetensorsSource {
     }
 
     fn get(&self, name: &str) -> Result<Tensor, ModelError> {
-        let t = self.tensors.get(name).ok_or_else(|| ModelError::MissingTensor {
-            path: self.dir.clone(),
-            tensor: name.to_string(),
-        })?;
+        let t = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                path: self.dir.clone(),
+                tensor: name.to_string(),
+            })?;
         match t.dtype() {
             DType::F32 | DType::F16 | DType::BF16 => t
                 .to_dtype(DType::F32)
@@ -311,10 +319,13 @@ struct Loader<'a> {
 
 impl Loader<'_> {
     fn check_shape(&self, name: &str, expected: &[usize]) -> Result<(), ModelError> {
-        let found = self.src.shape(name).ok_or_else(|| ModelError::MissingTensor {
-            path: self.src.path().to_path_buf(),
-            tensor: name.to_string(),
-        })?;
+        let found = self
+            .src
+            .shape(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                path: self.src.path().to_path_buf(),
+                tensor: name.to_string(),
+            })?;
         if found != expected {
             return Err(ModelError::ShapeMismatch {
                 path: self.src.path().to_path_buf(),
@@ -367,7 +378,12 @@ fn native_kernels_enabled() -> bool {
 }
 
 /// The matrix in brisk's kernel layout, when its type has a native kernel.
-fn native_matrix(src: &dyn WeightSource, name: &str, rows: usize, cols: usize) -> Option<QuantMatrix> {
+fn native_matrix(
+    src: &dyn WeightSource,
+    name: &str,
+    rows: usize,
+    cols: usize,
+) -> Option<QuantMatrix> {
     if !native_kernels_enabled() {
         return None;
     }
@@ -386,7 +402,10 @@ pub(crate) fn load_gguf(file: &GgufFile, config: &ModelConfig) -> Result<ModelWe
 }
 
 /// Loads the weights of a Hugging Face directory (all `*.safetensors` files in it).
-pub(crate) fn load_safetensors(dir: &Path, config: &ModelConfig) -> Result<ModelWeights, ModelError> {
+pub(crate) fn load_safetensors(
+    dir: &Path,
+    config: &ModelConfig,
+) -> Result<ModelWeights, ModelError> {
     load(&SafetensorsSource::open(dir)?, config)
 }
 
@@ -413,7 +432,8 @@ fn load(src: &dyn WeightSource, c: &ModelConfig) -> Result<ModelWeights, ModelEr
         let weight = match native_matrix(src, &embed_name, c.vocab_size, h) {
             Some(m) => MatmulImpl::Native(m),
             None => MatmulImpl::Candle(
-                QMatMul::from_arc(embed_q).map_err(|e| tensor_error(src.path(), &embed_name, &e))?,
+                QMatMul::from_arc(embed_q)
+                    .map_err(|e| tensor_error(src.path(), &embed_name, &e))?,
             ),
         };
         Linear {

@@ -88,6 +88,6 @@ impl GgmlDType {
     /// Bytes taken by a row of `n` elements, or `None` if `n` is not a whole number of blocks.
     pub fn row_bytes(self, n: u64) -> Option<u64> {
         let (elems, bytes) = self.block_geometry();
-        (n % elems == 0).then(|| n / elems * bytes)
+        n.is_multiple_of(elems).then(|| n / elems * bytes)
     }
 }

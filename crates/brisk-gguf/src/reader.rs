@@ -74,10 +74,7 @@ impl GgufFile {
         };
         let magic: [u8; 4] = cur.take(4, "the GGUF magic")?.try_into().expect("4 bytes");
         if magic != MAGIC {
-            return Err(GgufError::BadMagic {
-                path,
-                found: magic,
-            });
+            return Err(GgufError::BadMagic { path, found: magic });
         }
         let version = cur.u32("the GGUF version")?;
         if !(2..=3).contains(&version) {
@@ -108,13 +105,12 @@ impl GgufFile {
                 .map(|_| cur.u64(&name))
                 .collect::<Result<Vec<_>, _>>()?;
             let type_id = cur.u32(&name)?;
-            let dtype = GgmlDType::from_id(type_id).ok_or_else(|| {
-                GgufError::UnsupportedTensorType {
+            let dtype =
+                GgmlDType::from_id(type_id).ok_or_else(|| GgufError::UnsupportedTensorType {
                     path: path.clone(),
                     tensor: name.clone(),
                     type_id,
-                }
-            })?;
+                })?;
             let offset = cur.u64(&name)?;
             let elements = dims
                 .iter()
@@ -216,7 +212,11 @@ impl GgufFile {
 
     /// A string-array metadata value by key (e.g. `tokenizer.ggml.tokens`).
     pub fn get_str_array(&self, key: &str) -> Option<Vec<&str>> {
-        self.get(key)?.as_array()?.iter().map(MetaValue::as_str).collect()
+        self.get(key)?
+            .as_array()?
+            .iter()
+            .map(MetaValue::as_str)
+            .collect()
     }
 }
 

@@ -26,7 +26,13 @@ impl GgufWriter {
     }
 
     /// Adds a tensor with ggml-order `dims` and already-encoded `data`.
-    pub fn tensor(&mut self, name: &str, dims: &[u64], dtype: GgmlDType, data: Vec<u8>) -> &mut Self {
+    pub fn tensor(
+        &mut self,
+        name: &str,
+        dims: &[u64],
+        dtype: GgmlDType,
+        data: Vec<u8>,
+    ) -> &mut Self {
         self.tensors
             .push((name.to_string(), dims.to_vec(), dtype, data));
         self

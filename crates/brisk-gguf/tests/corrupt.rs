@@ -7,7 +7,10 @@ fn sample() -> Vec<u8> {
     w.meta("general.architecture", MetaValue::String("llama".into()))
         .meta(
             "tokenizer.ggml.tokens",
-            MetaValue::Array(vec![MetaValue::String("a".into()), MetaValue::String("b".into())]),
+            MetaValue::Array(vec![
+                MetaValue::String("a".into()),
+                MetaValue::String("b".into()),
+            ]),
         )
         .tensor_f32("w", &[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
     w.to_bytes()
@@ -22,7 +25,10 @@ fn a_written_file_reads_back() {
     let f = parse(sample()).unwrap();
     assert_eq!(f.version(), 3);
     assert_eq!(f.get_str("general.architecture"), Some("llama"));
-    assert_eq!(f.get_str_array("tokenizer.ggml.tokens").unwrap(), vec!["a", "b"]);
+    assert_eq!(
+        f.get_str_array("tokenizer.ggml.tokens").unwrap(),
+        vec!["a", "b"]
+    );
     let t = f.tensor("w").unwrap();
     assert_eq!(t.shape(), vec![2, 3]);
     assert_eq!(t.dtype, GgmlDType::F32);
@@ -48,7 +54,10 @@ fn bad_magic_is_reported() {
 fn version_one_is_refused() {
     let mut b = sample();
     b[4..8].copy_from_slice(&1u32.to_le_bytes());
-    assert!(matches!(parse(b), Err(GgufError::UnsupportedVersion { found: 1, .. })));
+    assert!(matches!(
+        parse(b),
+        Err(GgufError::UnsupportedVersion { found: 1, .. })
+    ));
 }
 
 #[test]

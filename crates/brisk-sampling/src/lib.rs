@@ -88,7 +88,10 @@ impl SamplingParams {
         if !(0.0..=1.0).contains(&self.min_p) {
             return err("min_p", "must be in [0, 1]");
         }
-        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0 && self.repetition_penalty <= 10.0) {
+        if !(self.repetition_penalty.is_finite()
+            && self.repetition_penalty > 0.0
+            && self.repetition_penalty <= 10.0)
+        {
             return err("repetition_penalty", "must be in (0, 10]");
         }
         if !(-2.0..=2.0).contains(&self.frequency_penalty) {

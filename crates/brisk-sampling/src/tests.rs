@@ -29,7 +29,10 @@ fn top_k_one_is_greedy_whatever_the_draw() {
         top_k: 1,
         ..SamplingParams::default()
     });
-    assert_eq!(s.sample_with_draw(&[1.0, 3.0, 2.0], &[], &[], 0.99).token, 1);
+    assert_eq!(
+        s.sample_with_draw(&[1.0, 3.0, 2.0], &[], &[], 0.99).token,
+        1
+    );
 }
 
 #[test]
@@ -53,7 +56,9 @@ fn min_p_drops_unlikely_tokens() {
     });
     for i in 0..100 {
         #[allow(clippy::cast_precision_loss)]
-        let t = s.sample_with_draw(&logits, &[], &[], i as f32 / 100.0).token;
+        let t = s
+            .sample_with_draw(&logits, &[], &[], i as f32 / 100.0)
+            .token;
         assert_ne!(t, 0);
     }
 }
@@ -89,23 +94,51 @@ fn a_seed_makes_sampling_reproducible() {
     };
     let run = || {
         let mut s = Sampler::new(params.clone(), 7);
-        (0..20).map(|_| s.sample(&logits, &[], &[]).token).collect::<Vec<_>>()
+        (0..20)
+            .map(|_| s.sample(&logits, &[], &[]).token)
+            .collect::<Vec<_>>()
     };
     assert_eq!(run(), run());
-    let mut other = Sampler::new(SamplingParams { seed: Some(43), ..params.clone() }, 7);
-    let differs = (0..20).map(|_| other.sample(&logits, &[], &[]).token).collect::<Vec<_>>();
+    let mut other = Sampler::new(
+        SamplingParams {
+            seed: Some(43),
+            ..params.clone()
+        },
+        7,
+    );
+    let differs = (0..20)
+        .map(|_| other.sample(&logits, &[], &[]).token)
+        .collect::<Vec<_>>();
     assert_ne!(run(), differs);
 }
 
 #[test]
 fn out_of_range_parameters_are_refused() {
     let bad = [
-        SamplingParams { temperature: -1.0, ..SamplingParams::default() },
-        SamplingParams { temperature: f32::NAN, ..SamplingParams::default() },
-        SamplingParams { top_p: 0.0, ..SamplingParams::default() },
-        SamplingParams { min_p: 2.0, ..SamplingParams::default() },
-        SamplingParams { repetition_penalty: 0.0, ..SamplingParams::default() },
-        SamplingParams { frequency_penalty: 3.0, ..SamplingParams::default() },
+        SamplingParams {
+            temperature: -1.0,
+            ..SamplingParams::default()
+        },
+        SamplingParams {
+            temperature: f32::NAN,
+            ..SamplingParams::default()
+        },
+        SamplingParams {
+            top_p: 0.0,
+            ..SamplingParams::default()
+        },
+        SamplingParams {
+            min_p: 2.0,
+            ..SamplingParams::default()
+        },
+        SamplingParams {
+            repetition_penalty: 0.0,
+            ..SamplingParams::default()
+        },
+        SamplingParams {
+            frequency_penalty: 3.0,
+            ..SamplingParams::default()
+        },
     ];
     for p in bad {
         assert!(p.validate().is_err(), "{p:?}");

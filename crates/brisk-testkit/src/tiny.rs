@@ -139,12 +139,9 @@ impl TinyModel {
         let views: Vec<(&str, safetensors::tensor::TensorView<'_>)> = bytes
             .iter()
             .map(|(name, (shape, b))| {
-                let view = safetensors::tensor::TensorView::new(
-                    safetensors::Dtype::F32,
-                    shape.clone(),
-                    b,
-                )
-                .expect("consistent shape");
+                let view =
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
+                        .expect("consistent shape");
                 (*name, view)
             })
             .collect();
@@ -170,7 +167,10 @@ impl TinyModel {
                 &format!("{arch}.attention.layer_norm_rms_epsilon"),
                 MetaValue::F32(self.eps),
             )
-            .meta(&format!("{arch}.rope.freq_base"), MetaValue::F32(self.rope_theta))
+            .meta(
+                &format!("{arch}.rope.freq_base"),
+                MetaValue::F32(self.rope_theta),
+            )
             .meta(&format!("{arch}.vocab_size"), u(self.vocab));
         for (k, v) in extra {
             w.meta(k, v.clone());
@@ -219,7 +219,8 @@ fn permute_rows(values: &[f32], shape: &[usize], heads: usize) -> Vec<f32> {
             for j in 0..2 {
                 let dst = h * hd + 2 * i + j;
                 let src = h * hd + j * hd / 2 + i;
-                out[dst * cols..(dst + 1) * cols].copy_from_slice(&values[src * cols..(src + 1) * cols]);
+                out[dst * cols..(dst + 1) * cols]
+                    .copy_from_slice(&values[src * cols..(src + 1) * cols]);
             }
         }
     }

@@ -59,8 +59,11 @@ pub trait Backend: Send {
     fn stop_tokens(&self) -> &[TokenId];
 
     /// Allocates a pool of `num_blocks` blocks of `block_size` tokens each.
-    fn allocate_kv(&self, num_blocks: usize, block_size: usize)
-        -> Result<Self::KvPool, BackendError>;
+    fn allocate_kv(
+        &self,
+        num_blocks: usize,
+        block_size: usize,
+    ) -> Result<Self::KvPool, BackendError>;
 
     /// Runs one step: writes the K/V of every token in `batch` into `kv` at the slots its
     /// block table names, attends over each sequence's cached prefix, and returns the

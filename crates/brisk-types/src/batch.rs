@@ -82,7 +82,10 @@ impl StepOutput {
             .get(seq + 1)
             .copied()
             .unwrap_or(self.logits.len() / self.vocab_size.max(1));
-        assert!(end > self.first_row[seq], "sequence {seq} asked for no logits");
+        assert!(
+            end > self.first_row[seq],
+            "sequence {seq} asked for no logits"
+        );
         self.row(seq, end - 1 - self.first_row[seq])
     }
 }

@@ -58,7 +58,10 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
 
     let text = if args.chat {
         let Some(template) = tok.chat_template() else {
-            bail!("{} has no chat template; run without --chat", path.display());
+            bail!(
+                "{} has no chat template; run without --chat",
+                path.display()
+            );
         };
         let mut messages = Vec::new();
         if let Some(system) = &args.system {

