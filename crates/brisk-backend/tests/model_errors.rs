@@ -36,7 +36,10 @@ fn a_truncated_file_names_the_tensor_it_cut() {
         matches!(err, ModelError::Gguf(GgufError::Truncated { .. })),
         "{err}"
     );
-    assert!(err.to_string().contains("t.gguf") && err.to_string().contains("tensor"), "{err}");
+    assert!(
+        err.to_string().contains("t.gguf") && err.to_string().contains("tensor"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -47,10 +47,20 @@ fn gguf_matches_safetensors(arch: Arch) {
     assert_eq!(gguf.config().vocab_size, VOCAB);
     let (a, b) = (all_logits(&gguf, &PROMPT), all_logits(&hf, &PROMPT));
     assert_eq!(a.len(), PROMPT.len() * VOCAB);
-    let max_diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+    let max_diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
     let spread = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    assert!(spread > 1.0, "logits are informative (max |logit| {spread})");
-    assert!(max_diff < 1e-3, "{arch:?}: GGUF and safetensors differ by {max_diff}");
+    assert!(
+        spread > 1.0,
+        "logits are informative (max |logit| {spread})"
+    );
+    assert!(
+        max_diff < 1e-3,
+        "{arch:?}: GGUF and safetensors differ by {max_diff}"
+    );
 }
 
 #[test]
@@ -73,7 +83,8 @@ fn unpermute(values: &[f32], shape: &[usize], heads: usize) -> Vec<f32> {
         for i in 0..hd / 2 {
             for j in 0..2 {
                 let (dst, src) = (h * hd + j * hd / 2 + i, h * hd + 2 * i + j);
-                out[dst * cols..(dst + 1) * cols].copy_from_slice(&values[src * cols..(src + 1) * cols]);
+                out[dst * cols..(dst + 1) * cols]
+                    .copy_from_slice(&values[src * cols..(src + 1) * cols]);
             }
         }
     }
@@ -101,7 +112,10 @@ fn a_gguf_without_the_qk_permutation_would_be_caught() {
     let wrong = all_logits(&CpuBackend::load(&path).unwrap(), &PROMPT);
     let right = all_logits(&CpuBackend::load(&dir.path().join("hf")).unwrap(), &PROMPT);
     let err = relative_error(&wrong, &right);
-    assert!(err > 0.05, "a layout error must show in the logits (relative error {err})");
+    assert!(
+        err > 0.05,
+        "a layout error must show in the logits (relative error {err})"
+    );
 }
 
 #[test]
@@ -126,7 +140,10 @@ fn every_supported_tensor_type_tracks_the_f32_model() {
             let (quantized, _) = load_both(arch, dtype);
             let err = relative_error(&all_logits(&quantized, &PROMPT), &reference);
             eprintln!("{arch:?} {dtype:?}: relative error {err:.4}");
-            assert!(err < bound, "{arch:?} {dtype:?}: relative error {err} >= {bound}");
+            assert!(
+                err < bound,
+                "{arch:?} {dtype:?}: relative error {err} >= {bound}"
+            );
         }
     }
 }
