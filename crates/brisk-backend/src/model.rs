@@ -66,7 +66,9 @@ impl CpuBackend {
             if s.tokens.is_empty() {
                 return invalid(format!("sequence {i} has no tokens"));
             }
-            let end = s.start_pos + s.tokens.len();
+            let Some(end) = s.start_pos.checked_add(s.tokens.len()) else {
+                return invalid(format!("sequence {i}: position {} overflows", s.start_pos));
+            };
             if end > self.config.max_context {
                 return invalid(format!(
                     "sequence {i} reaches position {end}, past the context of {}",

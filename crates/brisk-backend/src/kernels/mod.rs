@@ -54,8 +54,12 @@ pub(crate) struct QuantActivations {
     q: Vec<i8>,
 }
 
-/// The dot product of weight row blocks with one activation row.
-type DotFn = fn(&QuantMatrix, usize, &QuantActivations, usize) -> f32;
+/// Tokens a kernel call handles at once against one weight row.
+const TOKENS_PER_TILE: usize = 4;
+
+/// Dot products of one weight row with activation rows `t0..t0 + out.len()`
+/// (`out.len() <= TOKENS_PER_TILE`).
+type TileFn = fn(&QuantMatrix, usize, &QuantActivations, usize, &mut [f32]);
 
 impl QuantMatrix {
     /// Splits ggml blocks (`rows * cols / 32` of them, row-major) into scales and quants.
@@ -100,7 +104,7 @@ impl QuantMatrix {
         debug_assert_eq!(x.len(), m * self.cols);
         debug_assert_eq!(out.len(), m * self.rows);
         let acts = QuantActivations::quantize(x, m, self.cols);
-        let dot = self.dot_fn();
+        let tile = self.tile_fn();
         // Each task owns a band of weight rows and applies it to every token, writing
         // `band[r][t]`; the band layout is transposed into `out` afterwards.
         const ROWS_PER_TASK: usize = 16;
@@ -111,8 +115,8 @@ impl QuantMatrix {
             .for_each(|(task, band)| {
                 let first = task * ROWS_PER_TASK;
                 for (i, row_out) in band.chunks_exact_mut(m).enumerate() {
-                    for (t, o) in row_out.iter_mut().enumerate() {
-                        *o = dot(self, first + i, &acts, t);
+                    for (g, group) in row_out.chunks_mut(TOKENS_PER_TILE).enumerate() {
+                        tile(self, first + i, &acts, g * TOKENS_PER_TILE, group);
                     }
                 }
             });
@@ -123,13 +127,13 @@ impl QuantMatrix {
         }
     }
 
-    fn dot_fn(&self) -> DotFn {
+    fn tile_fn(&self) -> TileFn {
         let simd = avx2::available();
         match (self.format, simd) {
             (KernelFormat::Q4_1, true) => avx2::dot_q4_1,
             (KernelFormat::Q8_0, true) => avx2::dot_q8_0,
-            (KernelFormat::Q4_1, false) => scalar::dot_q4_1,
-            (KernelFormat::Q8_0, false) => scalar::dot_q8_0,
+            (KernelFormat::Q4_1, false) => scalar::tile_q4_1,
+            (KernelFormat::Q8_0, false) => scalar::tile_q8_0,
         }
     }
 

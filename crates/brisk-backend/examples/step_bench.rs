@@ -1,0 +1,76 @@
+//! Times the backend's steps on a model file: single-stream decode, batched decode and a
+//! long prefill, each repeated, reporting medians.
+//!
+//! `cargo run --release -p brisk-backend --example step_bench -- MODEL.gguf [REPEATS]`
+
+use std::time::Instant;
+
+use brisk_backend::CpuBackend;
+use brisk_types::{Backend, LogitsWanted, SeqStep, StepBatch};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let path = args.next().expect("usage: step_bench MODEL [REPEATS]");
+    let repeats: usize = args.next().map_or(5, |r| r.parse().expect("a number"));
+    let backend = CpuBackend::load(path.as_ref()).expect("model loads");
+    const BS: usize = 16;
+    let context: usize = 64; // tokens already in the cache for each decoding sequence
+
+    // Prefill of a 512-token prompt.
+    let prompt: Vec<u32> = (0..512u32).map(|i| 100 + (i * 37) % 20_000).collect();
+    let table: Vec<u32> = (0..(512 / BS) as u32).collect();
+    let mut times = Vec::new();
+    for _ in 0..repeats {
+        let mut kv = backend.allocate_kv(512 / BS, BS).unwrap();
+        let t = Instant::now();
+        let batch = StepBatch {
+            seqs: vec![SeqStep { tokens: &prompt, start_pos: 0, block_table: &table, logits: LogitsWanted::Last }],
+        };
+        backend.execute(&batch, &mut kv).unwrap();
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let pp = median(times);
+    println!("prefill 512 tokens: {:.1} ms ({:.1} tokens/s)", pp * 1e3, 512.0 / pp);
+
+    // Decode steps at several batch sizes, each sequence at position `context`.
+    for batch_size in [1usize, 4, 16, 64] {
+        let blocks_per_seq = (context + 1).div_ceil(BS);
+        let mut kv = backend.allocate_kv(batch_size * blocks_per_seq, BS).unwrap();
+        let tables: Vec<Vec<u32>> = (0..batch_size)
+            .map(|s| ((s * blocks_per_seq) as u32..((s + 1) * blocks_per_seq) as u32).collect())
+            .collect();
+        // Fill each sequence's cache once.
+        let fill: Vec<u32> = (0..context as u32).map(|i| 200 + i).collect();
+        for t in &tables {
+            let batch = StepBatch {
+                seqs: vec![SeqStep { tokens: &fill, start_pos: 0, block_table: t, logits: LogitsWanted::None }],
+            };
+            backend.execute(&batch, &mut kv).unwrap();
+        }
+        let tokens: Vec<[u32; 1]> = (0..batch_size).map(|s| [300 + s as u32]).collect();
+        let mut times = Vec::new();
+        for _ in 0..repeats.max(3) * 2 {
+            let batch = StepBatch {
+                seqs: tables
+                    .iter()
+                    .zip(&tokens)
+                    .map(|(t, tok)| SeqStep { tokens: tok, start_pos: context, block_table: t, logits: LogitsWanted::Last })
+                    .collect(),
+            };
+            let t = Instant::now();
+            backend.execute(&batch, &mut kv).unwrap();
+            times.push(t.elapsed().as_secs_f64());
+        }
+        let step = median(times);
+        println!(
+            "decode batch {batch_size:>2}: {:.2} ms/step ({:.1} tokens/s)",
+            step * 1e3,
+            batch_size as f64 / step
+        );
+    }
+}

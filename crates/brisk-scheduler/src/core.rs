@@ -1,0 +1,236 @@
+//! [`SchedulerCore`]: the queues, requests entering and leaving, stats and invariants.
+//! Planning a step is in `schedule.rs`, applying its results in `update.rs`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use brisk_kv::BlockManager;
+
+use crate::config::{SchedulerConfig, SchedulerError};
+use crate::policy::{Fcfs, SchedulingPolicy};
+use crate::request::{FinishReason, RequestId, SchedRequest, SeqEvent};
+use crate::sequence::{SeqView, Sequence};
+
+/// Numbers for the metrics endpoint (vLLM's names in DESIGN.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SchedulerStats {
+    /// Sequences holding KV blocks.
+    pub num_running: usize,
+    /// Sequences queued (new or preempted).
+    pub num_waiting: usize,
+    /// Share of KV blocks in use, cached-but-free blocks counted as free.
+    pub kv_usage_ratio: f64,
+    /// Prompt tokens looked up in the prefix cache at admission.
+    pub prefix_cache_queries: u64,
+    /// Of those, tokens found.
+    pub prefix_cache_hits: u64,
+    /// Preemptions since start.
+    pub num_preemptions: u64,
+}
+
+/// The scheduler state machine; see the crate docs.
+pub struct SchedulerCore {
+    pub(crate) cfg: SchedulerConfig,
+    pub(crate) kv: BlockManager,
+    pub(crate) policy: Box<dyn SchedulingPolicy>,
+    pub(crate) seqs: HashMap<RequestId, Sequence>,
+    /// Preempted sequences at the front (oldest admitted first), then arrivals.
+    pub(crate) waiting: VecDeque<RequestId>,
+    /// In admission order.
+    pub(crate) running: Vec<RequestId>,
+    pub(crate) next_rank: u64,
+    /// Number of the last plan; `pending` while it awaits `update`.
+    pub(crate) step: u64,
+    pub(crate) pending: bool,
+    pub(crate) num_preemptions: u64,
+}
+
+impl std::fmt::Debug for SchedulerCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchedulerCore")
+            .field("policy", &self.policy.name())
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SchedulerCore {
+    /// An FCFS scheduler over a fresh KV pool.
+    pub fn new(cfg: SchedulerConfig) -> Result<Self, SchedulerError> {
+        Self::with_policy(cfg, Box::new(Fcfs))
+    }
+
+    /// A scheduler with the given policy.
+    pub fn with_policy(
+        cfg: SchedulerConfig,
+        policy: Box<dyn SchedulingPolicy>,
+    ) -> Result<Self, SchedulerError> {
+        cfg.validate()?;
+        Ok(Self {
+            kv: BlockManager::new(cfg.kv_config())?,
+            cfg,
+            policy,
+            seqs: HashMap::new(),
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            next_rank: 0,
+            step: 0,
+            pending: false,
+            num_preemptions: 0,
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.cfg
+    }
+
+    /// The block manager (read-only: prefix lookups for routing, usage).
+    pub fn block_manager(&self) -> &BlockManager {
+        &self.kv
+    }
+
+    /// Checks a request and queues it. Refused when the id is taken, the prompt is empty,
+    /// `max_tokens` is 0 or below `min_tokens`, prompt + `max_tokens` exceeds
+    /// `max_model_len`, or the sequence could not fit in the pool even alone.
+    pub fn add_request(&mut self, req: SchedRequest) -> Result<(), SchedulerError> {
+        let id = req.id;
+        if self.seqs.contains_key(&id) {
+            return Err(SchedulerError::DuplicateRequest(id));
+        }
+        if req.prompt.is_empty() {
+            return Err(SchedulerError::EmptyPrompt(id));
+        }
+        if req.max_tokens == 0 || req.min_tokens > req.max_tokens {
+            return Err(SchedulerError::InvalidRequest {
+                id,
+                message: format!(
+                    "max_tokens ({}) must be at least 1 and at least min_tokens ({})",
+                    req.max_tokens, req.min_tokens
+                ),
+            });
+        }
+        let longest = req.prompt.len() + req.max_tokens;
+        if longest > self.cfg.max_model_len {
+            return Err(SchedulerError::ContextTooLong {
+                id,
+                prompt_tokens: req.prompt.len(),
+                max_tokens: req.max_tokens,
+                max_model_len: self.cfg.max_model_len,
+            });
+        }
+        // The last sampled token is never run, so it needs no slot.
+        let needed_blocks = self.kv.blocks_for(longest - 1);
+        if needed_blocks > self.cfg.num_blocks {
+            return Err(SchedulerError::ExceedsKvCapacity {
+                id,
+                needed_blocks,
+                num_blocks: self.cfg.num_blocks,
+            });
+        }
+        self.seqs.insert(id, Sequence::new(req));
+        self.waiting.push_back(id);
+        Ok(())
+    }
+
+    /// Ends a request now, freeing its blocks; `None` if it is unknown or already finished.
+    /// A plan that still names it is fine: `update` skips it.
+    pub fn abort(&mut self, id: RequestId) -> Option<SeqEvent> {
+        self.seqs
+            .contains_key(&id)
+            .then(|| self.finish(id, FinishReason::Abort))
+    }
+
+    /// Removes a sequence from its queue, frees its blocks and returns its `Finished` event.
+    pub(crate) fn finish(&mut self, id: RequestId, reason: FinishReason) -> SeqEvent {
+        self.waiting.retain(|&w| w != id);
+        self.running.retain(|&r| r != id);
+        self.kv.free(id);
+        let seq = self.seqs.remove(&id).expect("finish of a known sequence");
+        SeqEvent::Finished {
+            id,
+            reason,
+            prompt_tokens: seq.num_prompt,
+            output_tokens: seq.num_output(),
+            cached_tokens: seq.cached_tokens.unwrap_or(0),
+        }
+    }
+
+    /// What the scheduler knows about a request.
+    pub fn seq_view(&self, id: RequestId) -> Option<SeqView> {
+        self.seqs.get(&id).map(Sequence::view)
+    }
+
+    /// Whether any request is waiting or running.
+    pub fn has_unfinished(&self) -> bool {
+        !self.seqs.is_empty()
+    }
+
+    /// Counters and gauges for metrics.
+    pub fn stats(&self) -> SchedulerStats {
+        let pc = self.kv.prefix_cache_stats();
+        SchedulerStats {
+            num_running: self.running.len(),
+            num_waiting: self.waiting.len(),
+            kv_usage_ratio: self.kv.usage_ratio(),
+            prefix_cache_queries: pc.queries,
+            prefix_cache_hits: pc.hits,
+            num_preemptions: self.num_preemptions,
+        }
+    }
+
+    /// Verifies the scheduler's invariants and the block manager's; `Err` names the first
+    /// that fails. Called after every step in debug builds.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.kv.check_invariants().map_err(|e| e.to_string())?;
+        let mut seen = HashSet::new();
+        for id in self.waiting.iter().chain(&self.running) {
+            if !seen.insert(*id) {
+                return Err(format!("request {id} is queued twice"));
+            }
+            if !self.seqs.contains_key(id) {
+                return Err(format!("request {id} is queued but unknown"));
+            }
+        }
+        if seen.len() != self.seqs.len() {
+            return Err("a request is in no queue".into());
+        }
+        if self.running.len() > self.cfg.max_num_seqs {
+            return Err(format!("{} running > max_num_seqs", self.running.len()));
+        }
+        if self.kv.num_seqs() != self.running.len() {
+            return Err("block tables do not match the running sequences".into());
+        }
+        let bs = self.cfg.block_size;
+        for id in &self.running {
+            let s = &self.seqs[id];
+            let slots = self.kv.block_table(*id).len() * bs;
+            if slots < s.num_computed || s.num_computed >= s.tokens.len() {
+                return Err(format!(
+                    "request {id}: {slots} slots, {} computed of {} tokens",
+                    s.num_computed,
+                    s.tokens.len()
+                ));
+            }
+        }
+        for id in &self.waiting {
+            let s = &self.seqs[id];
+            if s.num_computed != 0 || self.kv.contains(*id) {
+                return Err(format!("waiting request {id} holds KV state"));
+            }
+        }
+        for s in self.seqs.values() {
+            if s.tokens.len() > self.cfg.max_model_len || s.num_output() > s.req.max_tokens {
+                return Err(format!("request {} ran past its limits", s.req.id));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn debug_check(&self) {
+        if cfg!(debug_assertions) {
+            if let Err(e) = self.check_invariants() {
+                panic!("scheduler invariant violated: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! What enters the scheduler ([`SchedRequest`]) and what comes out ([`SeqEvent`]).
+
+use brisk_types::TokenId;
+
+/// Identifies a request (one sequence) across the engine.
+pub type RequestId = u64;
+
+/// An immutable request spec, as the scheduler needs it (sampling lives in the engine).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SchedRequest {
+    /// Unique among unfinished requests.
+    pub id: RequestId,
+    /// The prompt's token ids.
+    pub prompt: Vec<TokenId>,
+    /// Most tokens to generate (at least 1).
+    pub max_tokens: usize,
+    /// Fewest tokens to generate before a stop or EOS token may end the sequence. The sampler
+    /// should ban those tokens until then; if one is sampled anyway it does not stop.
+    pub min_tokens: usize,
+    /// Extra tokens that end the sequence (honoured even with `ignore_eos`).
+    pub stop_token_ids: Vec<TokenId>,
+    /// Keep going past the model's EOS tokens (benchmarks).
+    pub ignore_eos: bool,
+    /// When the request arrived, in the caller's clock (seconds).
+    pub arrival: f64,
+}
+
+impl SchedRequest {
+    /// A request with no stop tokens, no minimum, arriving at time 0.
+    pub fn new(id: RequestId, prompt: Vec<TokenId>, max_tokens: usize) -> Self {
+        Self {
+            id,
+            prompt,
+            max_tokens,
+            min_tokens: 0,
+            stop_token_ids: Vec::new(),
+            ignore_eos: false,
+            arrival: 0.0,
+        }
+    }
+}
+
+/// Why a sequence ended (OpenAI's `finish_reason`, plus `Abort`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FinishReason {
+    /// An EOS or stop token was sampled.
+    Stop,
+    /// `max_tokens` or the model's context length was reached.
+    Length,
+    /// The request was aborted (the client went away).
+    Abort,
+}
+
+impl FinishReason {
+    /// The label used by the OpenAI API and the metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+            Self::Abort => "abort",
+        }
+    }
+}
+
+/// What happened to a request during a step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SeqEvent {
+    /// A new output token (a stop token included: it precedes its `Finished`).
+    Token {
+        /// The request.
+        id: RequestId,
+        /// The sampled token.
+        token: TokenId,
+        /// Whether it is the request's first output token (time to first token).
+        first: bool,
+    },
+    /// The request ended and released its blocks.
+    Finished {
+        /// The request.
+        id: RequestId,
+        /// Why.
+        reason: FinishReason,
+        /// Prompt length (as submitted).
+        prompt_tokens: usize,
+        /// Output tokens generated.
+        output_tokens: usize,
+        /// Prompt tokens served from the prefix cache at first admission.
+        cached_tokens: usize,
+    },
+}

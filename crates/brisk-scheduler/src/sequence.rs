@@ -1,0 +1,76 @@
+//! The scheduler-owned state of one request, and the read-only view policies get.
+
+use brisk_types::TokenId;
+
+use crate::request::{RequestId, SchedRequest};
+
+/// What a [`crate::SchedulingPolicy`] (or the engine) may know about a sequence.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeqView {
+    /// The request.
+    pub id: RequestId,
+    /// Its arrival time.
+    pub arrival: f64,
+    /// Prompt length as submitted.
+    pub num_prompt_tokens: usize,
+    /// Tokens generated so far.
+    pub num_output_tokens: usize,
+    /// Tokens whose K/V are in the pool (0 while waiting).
+    pub num_computed_tokens: usize,
+    /// Its `max_tokens`.
+    pub max_tokens: usize,
+    /// Rank of its latest admission (higher is more recent); `None` if never admitted.
+    pub admitted_rank: Option<u64>,
+    /// How many times it was preempted.
+    pub num_preemptions: u32,
+}
+
+/// A request's evolving state. `tokens` is the prompt followed by the output; after a
+/// preemption the whole of it is recomputed as if it were the prompt.
+#[derive(Clone, Debug)]
+pub(crate) struct Sequence {
+    pub(crate) req: SchedRequest,
+    pub(crate) tokens: Vec<TokenId>,
+    pub(crate) num_prompt: usize,
+    pub(crate) num_computed: usize,
+    pub(crate) cached_tokens: Option<usize>,
+    pub(crate) admitted_rank: Option<u64>,
+    pub(crate) num_preemptions: u32,
+}
+
+impl Sequence {
+    pub(crate) fn new(mut req: SchedRequest) -> Self {
+        let tokens = std::mem::take(&mut req.prompt);
+        Self {
+            num_prompt: tokens.len(),
+            tokens,
+            req,
+            num_computed: 0,
+            cached_tokens: None,
+            admitted_rank: None,
+            num_preemptions: 0,
+        }
+    }
+
+    pub(crate) fn num_output(&self) -> usize {
+        self.tokens.len() - self.num_prompt
+    }
+
+    /// Tokens still to run before the next token can be sampled (1 for a decode).
+    pub(crate) fn remaining(&self) -> usize {
+        self.tokens.len() - self.num_computed
+    }
+
+    pub(crate) fn view(&self) -> SeqView {
+        SeqView {
+            id: self.req.id,
+            arrival: self.req.arrival,
+            num_prompt_tokens: self.num_prompt,
+            num_output_tokens: self.num_output(),
+            num_computed_tokens: self.num_computed,
+            max_tokens: self.req.max_tokens,
+            admitted_rank: self.admitted_rank,
+            num_preemptions: self.num_preemptions,
+        }
+    }
+}

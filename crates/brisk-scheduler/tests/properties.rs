@@ -1,0 +1,296 @@
+//! Property tests: random arrivals (shared prefixes plus random suffixes), random outputs with
+//! stop tokens, random aborts and tight pools that force preemptions. After every step the
+//! invariants hold; every request finishes within a step bound; at the end the pool is free.
+
+mod common;
+
+use std::collections::HashMap;
+
+use brisk_scheduler::{
+    FinishReason, RequestId, SchedRequest, SchedulerConfig, SchedulerCore, SeqEvent,
+};
+use brisk_types::{LogitsWanted, TokenId};
+use common::EOS;
+use proptest::prelude::*;
+
+const STOP: TokenId = 1;
+const MAX_MODEL_LEN: usize = 64;
+
+#[derive(Clone, Debug)]
+struct Arrival {
+    at_step: usize,
+    prefix: usize,
+    suffix: Vec<TokenId>,
+    max_tokens: usize,
+    min_tokens: usize,
+    ignore_eos: bool,
+    abort_at: Option<usize>,
+}
+
+fn arrival() -> impl Strategy<Value = Arrival> {
+    (
+        0..30usize,
+        0..3usize,
+        prop::collection::vec(2..6u32, 1..20),
+        1..20usize,
+        0..3usize,
+        any::<bool>(),
+        prop::option::weighted(0.2, 0..80usize),
+    )
+        .prop_map(
+            |(at_step, prefix, suffix, max_tokens, min, ignore_eos, abort_at)| Arrival {
+                at_step,
+                prefix,
+                suffix,
+                max_tokens,
+                min_tokens: min.min(max_tokens),
+                ignore_eos,
+                abort_at,
+            },
+        )
+}
+
+#[derive(Clone, Debug)]
+struct Setup {
+    block_size: usize,
+    spare_blocks: usize,
+    max_num_seqs: usize,
+    extra_budget: usize,
+    chunked: bool,
+    caching: bool,
+    seed: u64,
+}
+
+fn setup() -> impl Strategy<Value = Setup> {
+    (
+        1..6usize,
+        0..8usize,
+        1..6usize,
+        0..40usize,
+        any::<bool>(),
+        any::<bool>(),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(block_size, spare_blocks, max_num_seqs, extra_budget, chunked, caching, seed)| {
+                Setup {
+                    block_size,
+                    spare_blocks,
+                    max_num_seqs,
+                    extra_budget,
+                    chunked,
+                    caching,
+                    seed,
+                }
+            },
+        )
+}
+
+/// A deterministic fake sampler: tokens in 0..8, so EOS and STOP come up now and then.
+fn sample(seed: u64, id: RequestId, n: usize) -> TokenId {
+    let mut x = seed
+        ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ (n as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 31;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    ((x >> 29) % 8) as TokenId
+}
+
+/// Runs a whole scenario; returns every event in order and the number of preemptions.
+fn simulate(setup: &Setup, arrivals: &[Arrival]) -> Result<(Vec<SeqEvent>, u64), TestCaseError> {
+    let prefixes: [Vec<TokenId>; 3] = [vec![], (10..19).collect(), (20..37).collect()];
+    let reqs: Vec<SchedRequest> = arrivals
+        .iter()
+        .enumerate()
+        .map(|(i, a)| SchedRequest {
+            id: i as RequestId,
+            prompt: [prefixes[a.prefix].clone(), a.suffix.clone()].concat(),
+            max_tokens: a.max_tokens,
+            min_tokens: a.min_tokens,
+            stop_token_ids: if i % 3 == 0 { vec![STOP] } else { vec![] },
+            ignore_eos: a.ignore_eos,
+            arrival: a.at_step as f64,
+        })
+        .collect();
+    // The tightest pool every request still fits alone, plus a few blocks.
+    let bs = setup.block_size;
+    let largest = reqs
+        .iter()
+        .map(|r| (r.prompt.len() + r.max_tokens - 1).div_ceil(bs))
+        .max()
+        .unwrap();
+    let budget =
+        setup.max_num_seqs + setup.extra_budget + if setup.chunked { 0 } else { MAX_MODEL_LEN };
+    let cfg = SchedulerConfig {
+        max_num_seqs: setup.max_num_seqs,
+        max_num_batched_tokens: budget,
+        max_model_len: MAX_MODEL_LEN,
+        block_size: bs,
+        num_blocks: largest + setup.spare_blocks,
+        enable_prefix_caching: setup.caching,
+        chunked_prefill: setup.chunked,
+        eos_token_ids: vec![EOS],
+        cache_salt: 3,
+    };
+    let mut s = SchedulerCore::new(cfg.clone()).unwrap();
+    let mut events = Vec::new();
+    let mut outputs: HashMap<RequestId, usize> = HashMap::new();
+    let total: usize = arrivals.len();
+    let mut added = 0;
+    for t in 0..3000usize {
+        for (i, a) in arrivals.iter().enumerate() {
+            if a.at_step == t {
+                s.add_request(reqs[i].clone()).unwrap();
+                added += 1;
+            }
+            if a.abort_at == Some(t) {
+                events.extend(s.abort(i as RequestId));
+            }
+        }
+        let plan = s.schedule(t as f64);
+        s.check_invariants().map_err(TestCaseError::fail)?;
+        prop_assert!(plan.num_tokens <= budget);
+        prop_assert!(s.stats().num_running <= cfg.max_num_seqs);
+        // Progress: something runs whenever something is queued.
+        prop_assert_eq!(
+            plan.is_empty(),
+            !s.has_unfinished() && plan.preempted.is_empty()
+        );
+        let sampled: Vec<Option<TokenId>> = plan
+            .seqs
+            .iter()
+            .map(|p| {
+                (p.logits == LogitsWanted::Last).then(|| {
+                    let n = outputs.entry(p.id).or_default();
+                    *n += 1;
+                    sample(setup.seed, p.id, *n)
+                })
+            })
+            .collect();
+        events.extend(s.update(&plan, &sampled, t as f64).unwrap());
+        s.check_invariants().map_err(TestCaseError::fail)?;
+        if added == total && !s.has_unfinished() {
+            let kv = s.block_manager();
+            prop_assert_eq!(kv.num_free_blocks(), cfg.num_blocks);
+            prop_assert_eq!(s.stats().kv_usage_ratio, 0.0);
+            prop_assert_eq!(kv.num_cached_free_blocks(), kv.num_cached_blocks());
+            prop_assert_eq!(kv.num_seqs(), 0);
+            check_outcomes(&reqs, &events)?;
+            return Ok((events, s.stats().num_preemptions));
+        }
+    }
+    Err(TestCaseError::fail(
+        "the run did not terminate within 3000 steps",
+    ))
+}
+
+/// Every request finished exactly once, for a reason its tokens justify.
+fn check_outcomes(reqs: &[SchedRequest], events: &[SeqEvent]) -> Result<(), TestCaseError> {
+    for r in reqs {
+        let toks: Vec<TokenId> = events
+            .iter()
+            .filter_map(|e| match e {
+                SeqEvent::Token { id, token, .. } if *id == r.id => Some(*token),
+                _ => None,
+            })
+            .collect();
+        let firsts = events
+            .iter()
+            .filter(|e| matches!(e, SeqEvent::Token { id, first: true, .. } if *id == r.id))
+            .count();
+        prop_assert_eq!(firsts, usize::from(!toks.is_empty()));
+        let fins: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                SeqEvent::Finished {
+                    id,
+                    reason,
+                    prompt_tokens,
+                    output_tokens,
+                    ..
+                } if *id == r.id => Some((*reason, *prompt_tokens, *output_tokens)),
+                _ => None,
+            })
+            .collect();
+        prop_assert_eq!(
+            fins.len(),
+            1,
+            "request {} finished {} times",
+            r.id,
+            fins.len()
+        );
+        let (reason, prompt_tokens, output_tokens) = fins[0];
+        prop_assert_eq!(prompt_tokens, r.prompt.len());
+        prop_assert_eq!(output_tokens, toks.len());
+        let is_stop = |t: &TokenId| (*t == EOS && !r.ignore_eos) || r.stop_token_ids.contains(t);
+        match reason {
+            FinishReason::Stop => {
+                prop_assert!(is_stop(toks.last().unwrap()) && toks.len() > r.min_tokens)
+            }
+            FinishReason::Length => prop_assert_eq!(toks.len(), r.max_tokens),
+            FinishReason::Abort => prop_assert!(toks.len() <= r.max_tokens),
+        }
+        // No earlier token should have stopped it.
+        for (k, t) in toks[..toks.len().saturating_sub(1)].iter().enumerate() {
+            prop_assert!(
+                !(is_stop(t) && k + 1 > r.min_tokens),
+                "request {} ran past a stop",
+                r.id
+            );
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(150))]
+
+    #[test]
+    fn random_workloads_keep_invariants_and_finish(
+        setup in setup(),
+        arrivals in prop::collection::vec(arrival(), 1..14),
+    ) {
+        simulate(&setup, &arrivals)?;
+    }
+
+    #[test]
+    fn the_same_inputs_give_the_same_events(
+        setup in setup(),
+        arrivals in prop::collection::vec(arrival(), 1..8),
+    ) {
+        let a = simulate(&setup, &arrivals)?;
+        let b = simulate(&setup, &arrivals)?;
+        prop_assert_eq!(a, b);
+    }
+}
+
+#[test]
+fn tight_pools_do_preempt() {
+    // A sanity check that the generator's tight pools exercise preemption at all.
+    let setup = Setup {
+        block_size: 2,
+        spare_blocks: 0,
+        max_num_seqs: 5,
+        extra_budget: 10,
+        chunked: true,
+        caching: true,
+        seed: 1,
+    };
+    let arrivals: Vec<Arrival> = (0..5)
+        .map(|i| Arrival {
+            at_step: i,
+            prefix: 1,
+            suffix: vec![2, 3],
+            max_tokens: 19,
+            min_tokens: 0,
+            ignore_eos: true,
+            abort_at: None,
+        })
+        .collect();
+    let (events, preemptions) = simulate(&setup, &arrivals).unwrap();
+    assert!(preemptions > 0);
+    let finished = events
+        .iter()
+        .filter(|e| matches!(e, SeqEvent::Finished { .. }));
+    assert_eq!(finished.count(), 5);
+}
