@@ -6,6 +6,7 @@
 mod generate;
 mod loaded_model;
 mod model_fetch;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the model behind an OpenAI-compatible HTTP API.
+    Serve(serve::ServeArgs),
     /// Generate one completion and print it with timing (for checks).
     Generate(generate::GenerateArgs),
     /// Download and verify the default model (SmolLM2-135M-Instruct Q4_1) into the models
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => serve::run(&args),
         Command::Generate(args) => generate::run(&args),
         Command::Download { quiet } => model_fetch::ensure(&model_fetch::DEFAULT_MODEL, quiet)
             .map(|p| println!("{}", p.display())),

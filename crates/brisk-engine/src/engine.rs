@@ -1,0 +1,281 @@
+//! The engine loop: one thread owns the scheduler, the KV pool and the backend.
+//!
+//! Each iteration drains the command channel (blocking only when there is no work), asks the
+//! scheduler for a plan, runs it on the backend, samples one token for every sequence whose
+//! logits came back, and feeds the tokens to the scheduler, whose events are routed to each
+//! request's own channel. A request whose channel is closed (the client left) is aborted on
+//! the spot, which frees its blocks before the next step. Nothing here takes a lock in the
+//! hot loop; statistics are published once per step.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use brisk_sampling::{top_logprobs, Sampler};
+use brisk_scheduler::{SchedRequest, SchedulerCore, SeqEvent, StepPlan};
+use brisk_types::{Backend, LogitsWanted, TokenId};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::handle::Command;
+use crate::request::{EngineEvent, FinishReason, GeneratedToken, RequestId};
+use crate::stats::EngineStats;
+
+/// A request the engine is serving.
+struct Active {
+    events: UnboundedSender<EngineEvent>,
+    sampler: Sampler,
+    prompt: Vec<TokenId>,
+    output: Vec<TokenId>,
+    logprobs: Option<usize>,
+    min_tokens: usize,
+    /// Tokens that may not be sampled before `min_tokens` (EOS unless ignored, stop ids).
+    banned_early: Vec<TokenId>,
+    /// The token sampled in the current step, waiting for the scheduler's verdict.
+    pending: Option<GeneratedToken>,
+}
+
+pub(crate) struct Engine<B: Backend> {
+    pub(crate) backend: B,
+    pub(crate) kv: B::KvPool,
+    pub(crate) scheduler: SchedulerCore,
+    pub(crate) commands: Receiver<Command>,
+    pub(crate) stats: Arc<Mutex<EngineStats>>,
+    pub(crate) seed: u64,
+    pub(crate) eos: Vec<TokenId>,
+    pub(crate) started: Instant,
+    requests: HashMap<RequestId, Active>,
+    steps: u64,
+}
+
+impl<B: Backend> Engine<B> {
+    pub(crate) fn new(
+        backend: B,
+        kv: B::KvPool,
+        scheduler: SchedulerCore,
+        commands: Receiver<Command>,
+        stats: Arc<Mutex<EngineStats>>,
+        seed: u64,
+    ) -> Self {
+        let eos = backend.stop_tokens().to_vec();
+        Self {
+            backend,
+            kv,
+            scheduler,
+            commands,
+            stats,
+            seed,
+            eos,
+            started: Instant::now(),
+            requests: HashMap::new(),
+            steps: 0,
+        }
+    }
+
+    fn now(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Runs until every handle is dropped and the work is done.
+    pub(crate) fn run(mut self) {
+        self.publish_stats();
+        loop {
+            if !self.scheduler.has_unfinished() {
+                match self.commands.recv() {
+                    Ok(command) => self.handle(command),
+                    Err(_) => break, // every handle is gone and nothing is left to do
+                }
+            }
+            loop {
+                match self.commands.try_recv() {
+                    Ok(command) => self.handle(command),
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            if self.scheduler.has_unfinished() {
+                self.step();
+            }
+            self.publish_stats();
+        }
+        let mut stats = self.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        stats.alive = false;
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Add {
+                id,
+                request,
+                events,
+            } => {
+                let sched = SchedRequest {
+                    id,
+                    prompt: request.prompt.clone(),
+                    max_tokens: request.max_tokens,
+                    min_tokens: request.min_tokens,
+                    stop_token_ids: request.stop_token_ids.clone(),
+                    ignore_eos: request.ignore_eos,
+                    arrival: self.now(),
+                };
+                if let Err(e) = self.scheduler.add_request(sched) {
+                    let _ = events.send(EngineEvent::Error(e.to_string()));
+                    return;
+                }
+                let mut banned_early = request.stop_token_ids.clone();
+                if !request.ignore_eos {
+                    banned_early.extend(&self.eos);
+                }
+                let fallback_seed = self.seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                self.requests.insert(
+                    id,
+                    Active {
+                        events,
+                        sampler: Sampler::new(request.sampling, fallback_seed),
+                        prompt: request.prompt,
+                        output: Vec::new(),
+                        logprobs: request.logprobs,
+                        min_tokens: request.min_tokens,
+                        banned_early,
+                        pending: None,
+                    },
+                );
+            }
+            Command::Abort(id) => {
+                if let Some(event) = self.scheduler.abort(id) {
+                    self.dispatch(event);
+                }
+            }
+        }
+    }
+
+    fn step(&mut self) {
+        let now = self.now();
+        let plan = self.scheduler.schedule(now);
+        if plan.is_empty() {
+            // Work remains but nothing can run (the scheduler's progress rule says this does
+            // not happen); yield instead of spinning.
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            return;
+        }
+        self.steps += 1;
+        let output = match self.backend.execute(&plan.as_batch(), &mut self.kv) {
+            Ok(output) => output,
+            Err(e) => {
+                tracing::error!("step {} failed: {e}", plan.step);
+                self.fail_plan(&plan, &e.to_string());
+                return;
+            }
+        };
+        let mut sampled = Vec::with_capacity(plan.seqs.len());
+        for (i, seq) in plan.seqs.iter().enumerate() {
+            if seq.logits == LogitsWanted::None {
+                sampled.push(None);
+                continue;
+            }
+            let Some(active) = self.requests.get_mut(&seq.id) else {
+                sampled.push(None);
+                continue;
+            };
+            let raw = output.last_row(i);
+            let choice = if active.output.len() < active.min_tokens && !active.banned_early.is_empty() {
+                let mut logits = raw.to_vec();
+                for &t in &active.banned_early {
+                    if let Some(l) = logits.get_mut(t as usize) {
+                        *l = f32::NEG_INFINITY;
+                    }
+                }
+                active.sampler.sample(&logits, &active.prompt, &active.output)
+            } else {
+                active.sampler.sample(raw, &active.prompt, &active.output)
+            };
+            let top = match active.logprobs {
+                Some(k) if k > 0 => top_logprobs(raw, k),
+                _ => Vec::new(),
+            };
+            active.pending = Some(GeneratedToken {
+                token: choice.token,
+                logprob: choice.logprob,
+                top_logprobs: top,
+            });
+            sampled.push(Some(choice.token));
+        }
+        match self.scheduler.update(&plan, &sampled, now) {
+            Ok(events) => {
+                for event in events {
+                    self.dispatch(event);
+                }
+            }
+            Err(e) => {
+                tracing::error!("scheduler rejected step {}: {e}", plan.step);
+                self.fail_plan(&plan, &e.to_string());
+            }
+        }
+    }
+
+    /// Ends every request of a plan that could not be completed, freeing its blocks.
+    fn fail_plan(&mut self, plan: &StepPlan, message: &str) {
+        for seq in &plan.seqs {
+            self.scheduler.abort(seq.id);
+            if let Some(active) = self.requests.remove(&seq.id) {
+                let _ = active.events.send(EngineEvent::Error(message.to_string()));
+            }
+        }
+    }
+
+    fn dispatch(&mut self, event: SeqEvent) {
+        match event {
+            SeqEvent::Token { id, token, .. } => {
+                let Some(active) = self.requests.get_mut(&id) else {
+                    return;
+                };
+                active.output.push(token);
+                let generated = active.pending.take().unwrap_or(GeneratedToken {
+                    token,
+                    logprob: f32::NAN,
+                    top_logprobs: Vec::new(),
+                });
+                if active.events.send(EngineEvent::Token(generated)).is_err() {
+                    // The client is gone: free its blocks now, tell no one.
+                    self.requests.remove(&id);
+                    self.scheduler.abort(id);
+                }
+            }
+            SeqEvent::Finished {
+                id,
+                reason,
+                prompt_tokens,
+                output_tokens,
+                cached_tokens,
+            } => {
+                if let Some(active) = self.requests.remove(&id) {
+                    let reason = match reason {
+                        brisk_scheduler::FinishReason::Stop => FinishReason::Stop,
+                        brisk_scheduler::FinishReason::Length => FinishReason::Length,
+                        brisk_scheduler::FinishReason::Abort => FinishReason::Abort,
+                    };
+                    let _ = active.events.send(EngineEvent::Finished {
+                        reason,
+                        prompt_tokens,
+                        output_tokens,
+                        cached_tokens,
+                    });
+                }
+            }
+        }
+    }
+
+    fn publish_stats(&self) {
+        let s = self.scheduler.stats();
+        let mut stats = self.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *stats = EngineStats {
+            num_running: s.num_running,
+            num_waiting: s.num_waiting,
+            kv_cache_usage: s.kv_usage_ratio,
+            prefix_cache_queries: s.prefix_cache_queries,
+            prefix_cache_hits: s.prefix_cache_hits,
+            preemptions: s.num_preemptions,
+            steps: self.steps,
+            alive: true,
+        };
+    }
+}

@@ -1,0 +1,106 @@
+//! The handle the server holds: a command channel into the engine thread.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+
+use tokio::sync::mpsc as tokio_mpsc;
+
+use crate::request::{EngineEvent, EngineRequest, RequestId};
+use crate::stats::EngineStats;
+
+/// A command for the engine thread.
+pub(crate) enum Command {
+    /// Schedule a request; its events go to `events`.
+    Add {
+        id: RequestId,
+        request: EngineRequest,
+        events: tokio_mpsc::UnboundedSender<EngineEvent>,
+    },
+    /// Stop a request and free its blocks.
+    Abort(RequestId),
+}
+
+/// The engine has stopped (its thread ended); no request can be served.
+#[derive(Debug, thiserror::Error)]
+#[error("the engine is not running")]
+pub struct EngineStopped;
+
+/// A cloneable handle to the engine actor.
+#[derive(Clone)]
+pub struct EngineHandle {
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) next_id: Arc<AtomicU64>,
+    pub(crate) stats: Arc<Mutex<EngineStats>>,
+}
+
+impl EngineHandle {
+    /// Submits a request; events arrive on the returned stream. Dropping the stream before
+    /// the request finished aborts it, which frees its blocks at the engine's next step.
+    pub fn submit(&self, request: EngineRequest) -> Result<RequestStream, EngineStopped> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = tokio_mpsc::unbounded_channel();
+        self.commands
+            .send(Command::Add {
+                id,
+                request,
+                events: tx,
+            })
+            .map_err(|_| EngineStopped)?;
+        Ok(RequestStream {
+            id,
+            events: rx,
+            commands: self.commands.clone(),
+            finished: false,
+        })
+    }
+
+    /// The latest statistics published by the engine.
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The events of one request. Aborts the request when dropped unfinished.
+pub struct RequestStream {
+    id: RequestId,
+    events: tokio_mpsc::UnboundedReceiver<EngineEvent>,
+    commands: mpsc::Sender<Command>,
+    finished: bool,
+}
+
+impl RequestStream {
+    /// The engine's id for this request.
+    pub fn id(&self) -> RequestId {
+        self.id
+    }
+
+    /// Asks the engine to stop this request (a stop string matched, say). Its `Finished`
+    /// event, with reason `Abort`, still arrives and carries the usage counts.
+    pub fn abort(&self) {
+        let _ = self.commands.send(Command::Abort(self.id));
+    }
+
+    /// The next event, or `None` once the engine dropped the request (after `Finished`).
+    pub async fn next(&mut self) -> Option<EngineEvent> {
+        let event = self.events.recv().await;
+        match &event {
+            Some(EngineEvent::Finished { .. } | EngineEvent::Error(_)) | None => {
+                self.finished = true;
+            }
+            Some(EngineEvent::Token(_)) => {}
+        }
+        event
+    }
+}
+
+impl Drop for RequestStream {
+    fn drop(&mut self) {
+        if !self.finished {
+            // If the engine is gone there is nothing left to free.
+            let _ = self.commands.send(Command::Abort(self.id));
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The engine actor.
+//!
+//! One thread owns the scheduler core, the KV pool and the backend; the rest of the system
+//! talks to it through an [`EngineHandle`] (commands over a channel) and receives each
+//! request's tokens on that request's own channel (TGI's router/queue split; STYLE.md's
+//! "actor, not shared locks"). Tokenization and detokenization happen outside, in the server.
+
+mod engine;
+mod handle;
+mod request;
+mod stats;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{mpsc, Arc, Mutex};
+
+use brisk_scheduler::{SchedulerConfig, SchedulerCore};
+use brisk_types::Backend;
+
+pub use handle::{EngineHandle, EngineStopped, RequestStream};
+pub use request::{EngineEvent, EngineRequest, FinishReason, GeneratedToken, RequestId};
+pub use stats::EngineStats;
+
+/// Settings of an engine.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// The scheduler's settings (its `num_blocks` and `block_size` also size the KV pool).
+    pub scheduler: SchedulerConfig,
+    /// Seed for requests that bring none.
+    pub seed: u64,
+}
+
+/// Why an engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The scheduler refused its configuration.
+    #[error("invalid engine configuration: {0}")]
+    Config(String),
+    /// The backend could not allocate the KV pool.
+    #[error("{0}")]
+    KvAllocation(String),
+    /// The engine thread could not be started.
+    #[error("cannot start the engine thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Starts an engine on its own thread and returns its handle. The thread ends once every
+/// handle is dropped and the remaining requests are done.
+pub fn spawn<B: Backend + 'static>(backend: B, mut config: EngineConfig) -> Result<EngineHandle, EngineError> {
+    if config.scheduler.eos_token_ids.is_empty() {
+        config.scheduler.eos_token_ids = backend.stop_tokens().to_vec();
+    }
+    let scheduler =
+        SchedulerCore::new(config.scheduler.clone()).map_err(|e| EngineError::Config(e.to_string()))?;
+    let kv = backend
+        .allocate_kv(config.scheduler.num_blocks, config.scheduler.block_size)
+        .map_err(|e| EngineError::KvAllocation(e.to_string()))?;
+    let (tx, rx) = mpsc::channel();
+    let stats = Arc::new(Mutex::new(EngineStats {
+        alive: true,
+        ..EngineStats::default()
+    }));
+    let engine = engine::Engine::new(backend, kv, scheduler, rx, Arc::clone(&stats), config.seed);
+    std::thread::Builder::new()
+        .name("brisk-engine".into())
+        .spawn(move || engine.run())
+        .map_err(EngineError::Thread)?;
+    Ok(EngineHandle {
+        commands: tx,
+        next_id: Arc::new(AtomicU64::new(1)),
+        stats,
+    })
+}

@@ -1,0 +1,80 @@
+//! What the engine receives and what it streams back.
+
+use brisk_sampling::SamplingParams;
+use brisk_types::TokenId;
+
+/// Engine-wide request id.
+pub type RequestId = u64;
+
+/// A tokenized, validated request, ready to schedule.
+#[derive(Clone, Debug)]
+pub struct EngineRequest {
+    /// Prompt token ids.
+    pub prompt: Vec<TokenId>,
+    /// Sampling parameters (validated).
+    pub sampling: SamplingParams,
+    /// Upper bound on generated tokens.
+    pub max_tokens: usize,
+    /// Generate at least this many tokens before honouring stop tokens.
+    pub min_tokens: usize,
+    /// Keep generating past EOS (benchmarks ask for exact lengths this way).
+    pub ignore_eos: bool,
+    /// Extra token ids that end generation (besides the model's EOS ids).
+    pub stop_token_ids: Vec<TokenId>,
+    /// Number of most likely alternatives to report per token (0 = only the chosen token's
+    /// logprob, `None` = no logprobs).
+    pub logprobs: Option<usize>,
+}
+
+/// Why a request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An EOS/stop token (or, decided by the caller, a stop string).
+    Stop,
+    /// `max_tokens` or the model's context was reached.
+    Length,
+    /// The client went away or the request was cancelled.
+    Abort,
+}
+
+impl FinishReason {
+    /// The OpenAI / Prometheus label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+            Self::Abort => "abort",
+        }
+    }
+}
+
+/// One generated token with its log-probabilities.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GeneratedToken {
+    /// The token.
+    pub token: TokenId,
+    /// Its log-probability under the model (before sampling transforms).
+    pub logprob: f32,
+    /// The most likely alternatives, when requested.
+    pub top_logprobs: Vec<(TokenId, f32)>,
+}
+
+/// What the engine streams back for one request.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EngineEvent {
+    /// A new token.
+    Token(GeneratedToken),
+    /// The request is over; its blocks are free.
+    Finished {
+        /// Why.
+        reason: FinishReason,
+        /// Prompt length.
+        prompt_tokens: usize,
+        /// Tokens generated.
+        output_tokens: usize,
+        /// Prompt tokens served from the prefix cache.
+        cached_tokens: usize,
+    },
+    /// The request failed inside the engine (its blocks are free).
+    Error(String),
+}

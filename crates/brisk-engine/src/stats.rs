@@ -1,0 +1,22 @@
+//! Statistics the engine publishes after every step, read by `/metrics` and `/health`.
+
+/// A snapshot of the engine's state and cumulative counters.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EngineStats {
+    /// Sequences being computed.
+    pub num_running: usize,
+    /// Sequences waiting for admission.
+    pub num_waiting: usize,
+    /// Share of KV blocks in use (cached-but-free blocks count as free).
+    pub kv_cache_usage: f64,
+    /// Prompt tokens looked up in the prefix cache.
+    pub prefix_cache_queries: u64,
+    /// Prompt tokens found in the prefix cache.
+    pub prefix_cache_hits: u64,
+    /// Sequences preempted (by recompute) so far.
+    pub preemptions: u64,
+    /// Steps executed.
+    pub steps: u64,
+    /// Whether the engine thread is alive.
+    pub alive: bool,
+}

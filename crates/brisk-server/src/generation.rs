@@ -1,0 +1,198 @@
+//! One choice of a request: engine events turned into text deltas, with streaming
+//! detokenization, stop strings, logprobs, usage and latency metrics.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use brisk_engine::{EngineEvent, FinishReason, RequestStream};
+use brisk_tokenizer::{IncrementalDecoder, Tokenizer};
+use brisk_types::TokenId;
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::stop::StopMatcher;
+
+/// The log-probability of one generated token and its alternatives.
+#[derive(Clone, Debug)]
+pub struct TokenLogprob {
+    /// The token's text.
+    pub text: String,
+    /// Its log-probability.
+    pub logprob: f32,
+    /// Alternatives: (text, logprob), most likely first.
+    pub top: Vec<(String, f32)>,
+}
+
+/// How a choice ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finish {
+    /// `stop` or `length` (or `abort` when the server shut the request down).
+    pub reason: &'static str,
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Tokens generated for this choice.
+    pub completion_tokens: usize,
+    /// Prompt tokens served from the prefix cache.
+    pub cached_tokens: usize,
+}
+
+/// What one engine event produced for the client.
+#[derive(Clone, Debug, Default)]
+pub struct Delta {
+    /// New text (may be empty while a stop string or a character is pending).
+    pub text: String,
+    /// Logprobs of the tokens consumed by this delta, if requested.
+    pub logprobs: Vec<TokenLogprob>,
+    /// Set on the last delta.
+    pub finish: Option<Finish>,
+}
+
+/// Drives one engine request to completion.
+pub struct ChoiceRun {
+    stream: RequestStream,
+    tokenizer: Arc<Tokenizer>,
+    decoder: IncrementalDecoder,
+    stop: StopMatcher,
+    want_logprobs: bool,
+    metrics: Arc<Metrics>,
+    arrival: Instant,
+    first_token: Option<Instant>,
+    tokens: usize,
+    done: bool,
+}
+
+impl ChoiceRun {
+    /// Wraps a submitted request.
+    pub fn new(
+        stream: RequestStream,
+        tokenizer: Arc<Tokenizer>,
+        stop: Vec<String>,
+        want_logprobs: bool,
+        metrics: Arc<Metrics>,
+        arrival: Instant,
+    ) -> Self {
+        let decoder = tokenizer.decoder(true);
+        Self {
+            stream,
+            tokenizer,
+            decoder,
+            stop: StopMatcher::new(stop),
+            want_logprobs,
+            metrics,
+            arrival,
+            first_token: None,
+            tokens: 0,
+            done: false,
+        }
+    }
+
+    fn token_text(&self, id: TokenId) -> String {
+        self.tokenizer.decode(&[id], false).unwrap_or_default()
+    }
+
+    /// The next delta; `None` after the last one.
+    pub async fn next(&mut self) -> Option<Result<Delta, ApiError>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            let Some(event) = self.stream.next().await else {
+                self.done = true;
+                return Some(Err(ApiError::unavailable("the engine stopped")));
+            };
+            match event {
+                EngineEvent::Token(t) => {
+                    if self.stop.stopped() {
+                        continue; // generated before the engine saw our abort
+                    }
+                    self.tokens += 1;
+                    self.first_token.get_or_insert_with(Instant::now);
+                    let piece = match self.decoder.push(t.token) {
+                        Ok(p) => p,
+                        Err(e) => return Some(Err(ApiError::internal(e.to_string()))),
+                    };
+                    let logprobs = if self.want_logprobs {
+                        vec![TokenLogprob {
+                            text: self.token_text(t.token),
+                            logprob: t.logprob,
+                            top: t
+                                .top_logprobs
+                                .iter()
+                                .map(|&(id, lp)| (self.token_text(id), lp))
+                                .collect(),
+                        }]
+                    } else {
+                        Vec::new()
+                    };
+                    let released = self.stop.push(&piece);
+                    if released.stopped {
+                        // The engine answers with `Finished`, which carries the usage.
+                        self.stream.abort();
+                    }
+                    return Some(Ok(Delta {
+                        text: released.text,
+                        logprobs,
+                        finish: None,
+                    }));
+                }
+                EngineEvent::Finished {
+                    reason,
+                    prompt_tokens,
+                    cached_tokens,
+                    ..
+                } => {
+                    self.done = true;
+                    let mut text = String::new();
+                    if !self.stop.stopped() {
+                        let rest = self.decoder.finish().unwrap_or_default();
+                        text = self.stop.push(&rest).text;
+                        text.push_str(&self.stop.finish());
+                    }
+                    let reason = if self.stop.stopped() {
+                        "stop"
+                    } else {
+                        match reason {
+                            FinishReason::Stop => "stop",
+                            FinishReason::Length => "length",
+                            FinishReason::Abort => "abort",
+                        }
+                    };
+                    let finish = Finish {
+                        reason,
+                        prompt_tokens,
+                        completion_tokens: self.tokens,
+                        cached_tokens,
+                    };
+                    self.observe(&finish);
+                    return Some(Ok(Delta {
+                        text,
+                        logprobs: Vec::new(),
+                        finish: Some(finish),
+                    }));
+                }
+                EngineEvent::Error(message) => {
+                    self.done = true;
+                    return Some(Err(ApiError::internal(message)));
+                }
+            }
+        }
+    }
+
+    fn observe(&self, finish: &Finish) {
+        let m = &self.metrics;
+        let e2e = self.arrival.elapsed().as_secs_f64();
+        m.e2e.observe(e2e);
+        if let Some(first) = self.first_token {
+            let ttft = first.duration_since(self.arrival).as_secs_f64();
+            m.ttft.observe(ttft);
+            if finish.completion_tokens > 1 {
+                #[allow(clippy::cast_precision_loss)]
+                m.tpot
+                    .observe((e2e - ttft) / (finish.completion_tokens - 1) as f64);
+            }
+        }
+        m.prompt_tokens.inc_by(finish.prompt_tokens as u64);
+        m.generation_tokens.inc_by(finish.completion_tokens as u64);
+        m.request_success.with_label_values(&[finish.reason]).inc();
+    }
+}

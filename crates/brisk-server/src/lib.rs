@@ -1,0 +1,167 @@
+//! brisk's OpenAI-compatible HTTP API.
+//!
+//! The server validates requests, tokenizes and renders chat templates on tokio's blocking
+//! pool (never on the engine thread), submits one engine request per choice, and turns the
+//! token streams that come back into text — detokenizing incrementally, matching stop strings
+//! across token boundaries — as JSON or server-sent events. When a client disconnects, the
+//! per-request task ends and dropping its engine stream aborts the request, so its KV blocks
+//! are freed at the engine's next step.
+
+mod error;
+mod generation;
+mod metrics;
+mod protocol;
+mod respond;
+mod routes;
+mod stop;
+mod validate;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use brisk_engine::EngineHandle;
+use brisk_tokenizer::{ChatMessage, Tokenizer};
+use brisk_types::TokenId;
+
+pub use error::ApiError;
+pub use metrics::Metrics;
+pub use stop::StopMatcher;
+
+/// Largest request body accepted, in bytes.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 8 << 20;
+
+/// What the handlers share.
+pub struct ServerState {
+    /// The engine.
+    pub engine: EngineHandle,
+    /// The model's tokenizer.
+    pub tokenizer: Arc<Tokenizer>,
+    /// The name the model is served under.
+    pub model_name: String,
+    /// Other names accepted in `model` (e.g. the path it was loaded from).
+    pub model_aliases: Vec<String>,
+    /// The model's context length.
+    pub max_context: usize,
+    /// Columns of the model's logits (ids at or above are invalid).
+    pub vocab_size: usize,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    next_id: AtomicU64,
+}
+
+impl ServerState {
+    /// Creates the state.
+    pub fn new(
+        engine: EngineHandle,
+        tokenizer: Tokenizer,
+        model_name: String,
+        model_aliases: Vec<String>,
+        max_context: usize,
+        vocab_size: usize,
+    ) -> Self {
+        Self {
+            engine,
+            tokenizer: Arc::new(tokenizer),
+            model_name,
+            model_aliases,
+            max_context,
+            vocab_size,
+            metrics: Arc::new(Metrics::new()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    fn serves(&self, model: &str) -> bool {
+        model == self.model_name || self.model_aliases.iter().any(|a| a == model)
+    }
+
+    fn next_response_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Tokenizes on the blocking pool.
+    async fn tokenize(&self, text: String) -> Result<Vec<TokenId>, ApiError> {
+        let tok = Arc::clone(&self.tokenizer);
+        tokio::task::spawn_blocking(move || {
+            let bos = tok.add_bos_by_default();
+            tok.encode(&text, bos)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("tokenizer task failed: {e}")))?
+        .map_err(|e| ApiError::invalid("prompt", e.to_string()))
+    }
+
+    /// Renders the chat template and tokenizes, on the blocking pool.
+    async fn render_and_tokenize(
+        &self,
+        messages: Vec<ChatMessage>,
+        add_generation_prompt: bool,
+    ) -> Result<Vec<TokenId>, ApiError> {
+        let tok = Arc::clone(&self.tokenizer);
+        tokio::task::spawn_blocking(move || {
+            let template = tok
+                .chat_template()
+                .ok_or_else(|| ApiError::invalid("messages", "this model has no chat template; use /v1/completions"))?;
+            let text = template
+                .render(&messages, add_generation_prompt)
+                .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+            // Templates usually write BOS themselves; never add a second one.
+            let bos_text = tok.bos_id().and_then(|id| tok.token_str(id));
+            let add_bos = tok.add_bos_by_default()
+                && !bos_text.is_some_and(|b| text.starts_with(b.as_str()));
+            tok.encode(&text, add_bos)
+                .map_err(|e| ApiError::invalid("messages", e.to_string()))
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("tokenizer task failed: {e}")))?
+    }
+}
+
+/// The HTTP routes.
+pub fn router(state: Arc<ServerState>, max_request_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/completions", post(routes::completions::completions))
+        .route("/v1/chat/completions", post(routes::chat::chat_completions))
+        .route("/v1/models", get(routes::misc::models))
+        .route("/health", get(routes::misc::health))
+        .route("/metrics", get(routes::misc::metrics))
+        .fallback(|uri: axum::http::Uri| async move {
+            ApiError {
+                status: axum::http::StatusCode::NOT_FOUND,
+                message: format!("no route for {uri}"),
+                param: None,
+                code: Some("not_found"),
+            }
+        })
+        .layer(DefaultBodyLimit::max(max_request_bytes))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until ctrl-c (or SIGTERM).
+pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,184 @@
+//! Running a validated generation and answering in either mode: one JSON response, or
+//! server-sent events ending in `data: [DONE]`. The endpoints differ only in how a choice's
+//! text is wrapped, which [`Format`] captures.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::StreamExt;
+
+use crate::error::ApiError;
+use crate::generation::{ChoiceRun, Delta, Finish, TokenLogprob};
+use crate::protocol::{PromptTokensDetails, Usage};
+use crate::validate::GenerationSpec;
+use crate::ServerState;
+
+/// How an endpoint wraps choices.
+pub trait Format: Send + Sync + 'static {
+    /// `object` of a full response.
+    fn object(&self) -> &'static str;
+    /// `object` of a streamed chunk.
+    fn chunk_object(&self) -> &'static str;
+    /// Prefix of response ids.
+    fn id_prefix(&self) -> &'static str;
+    /// A full response's choice.
+    fn choice(&self, index: usize, text: String, logprobs: &[TokenLogprob], finish: &Finish) -> Value;
+    /// A streamed choice delta; `first` is the choice's first chunk.
+    fn delta(&self, index: usize, delta: &Delta, first: bool) -> Value;
+}
+
+fn usage(finishes: &[Finish]) -> Usage {
+    let prompt = finishes.first().map_or(0, |f| f.prompt_tokens);
+    let completion: usize = finishes.iter().map(|f| f.completion_tokens).sum();
+    Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion,
+        prompt_tokens_details: PromptTokensDetails {
+            cached_tokens: finishes.first().map_or(0, |f| f.cached_tokens),
+        },
+    }
+}
+
+fn submit_all(state: &ServerState, spec: &GenerationSpec, arrival: Instant) -> Result<Vec<ChoiceRun>, ApiError> {
+    (0..spec.n)
+        .map(|i| {
+            let stream = state
+                .engine
+                .submit(spec.request_for_choice(i))
+                .map_err(|e| ApiError::unavailable(e.to_string()))?;
+            Ok(ChoiceRun::new(
+                stream,
+                Arc::clone(&state.tokenizer),
+                spec.stop.clone(),
+                spec.request.logprobs.is_some(),
+                Arc::clone(&state.metrics),
+                arrival,
+            ))
+        })
+        .collect()
+}
+
+/// Runs `spec` and answers with one response or an SSE stream.
+pub async fn respond<F: Format>(
+    state: Arc<ServerState>,
+    spec: GenerationSpec,
+    format: F,
+    arrival: Instant,
+) -> Result<Response, ApiError> {
+    let runs = submit_all(&state, &spec, arrival)?;
+    let id = format!("{}-{}", format.id_prefix(), state.next_response_id());
+    let created = unix_time();
+    if spec.stream {
+        Ok(stream(state, spec, format, runs, id, created))
+    } else {
+        let mut choices = Vec::new();
+        let mut finishes = Vec::new();
+        for (index, mut run) in runs.into_iter().enumerate() {
+            let mut text = String::new();
+            let mut logprobs = Vec::new();
+            while let Some(delta) = run.next().await {
+                let delta = delta?;
+                text.push_str(&delta.text);
+                logprobs.extend(delta.logprobs);
+                if let Some(finish) = delta.finish {
+                    choices.push(format.choice(index, std::mem::take(&mut text), &logprobs, &finish));
+                    finishes.push(finish);
+                }
+            }
+        }
+        let body = json!({
+            "id": id,
+            "object": format.object(),
+            "created": created,
+            "model": state.model_name,
+            "choices": choices,
+            "usage": usage(&finishes),
+        });
+        Ok(axum::Json(body).into_response())
+    }
+}
+
+fn stream<F: Format>(
+    state: Arc<ServerState>,
+    spec: GenerationSpec,
+    format: F,
+    runs: Vec<ChoiceRun>,
+    id: String,
+    created: u64,
+) -> Response {
+    let (tx, rx) = mpsc::unbounded_channel::<String>();
+    let format = Arc::new(format);
+    let model = state.model_name.clone();
+    let chunk = {
+        let (id, model, object) = (id.clone(), model.clone(), format.chunk_object());
+        move |choices: Value, usage: Option<Usage>| {
+            let mut v = json!({
+                "id": id, "object": object, "created": created, "model": model, "choices": choices,
+            });
+            if let Some(u) = usage {
+                v["usage"] = serde_json::to_value(u).expect("usage serializes");
+            }
+            v.to_string()
+        }
+    };
+    let chunk = Arc::new(chunk);
+    let mut tasks = Vec::new();
+    for (index, mut run) in runs.into_iter().enumerate() {
+        let (tx, format, chunk) = (tx.clone(), Arc::clone(&format), Arc::clone(&chunk));
+        // Each choice streams on its own; when the client goes away the send fails, the task
+        // ends, and dropping its engine stream aborts the request and frees its blocks.
+        tasks.push(tokio::spawn(async move {
+            let mut first = true;
+            while let Some(delta) = run.next().await {
+                let delta = match delta {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let _ = tx.send(e.body().to_string());
+                        return None;
+                    }
+                };
+                if delta.text.is_empty() && delta.logprobs.is_empty() && delta.finish.is_none() && !first {
+                    continue;
+                }
+                let body = chunk(json!([format.delta(index, &delta, first)]), None);
+                first = false;
+                if tx.send(body).is_err() {
+                    return None;
+                }
+                if let Some(finish) = delta.finish {
+                    return Some(finish);
+                }
+            }
+            None
+        }));
+    }
+    let include_usage = spec.include_usage;
+    tokio::spawn(async move {
+        let mut finishes = Vec::new();
+        for task in tasks {
+            if let Ok(Some(f)) = task.await {
+                finishes.push(f);
+            }
+        }
+        if include_usage && finishes.len() == spec.n {
+            let _ = tx.send(chunk(json!([]), Some(usage(&finishes))));
+        }
+        let _ = tx.send("[DONE]".to_string());
+    });
+    let events = UnboundedReceiverStream::new(rx).map(|data| Ok::<_, Infallible>(Event::default().data(data)));
+    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_time() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

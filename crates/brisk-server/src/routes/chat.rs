@@ -1,0 +1,98 @@
+//! `POST /v1/chat/completions`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::Response;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::generation::{Delta, Finish, TokenLogprob};
+use crate::protocol::ChatCompletionRequest;
+use crate::respond::{respond, Format};
+use crate::validate::{build_spec, check_model};
+use crate::ServerState;
+
+struct ChatFormat;
+
+fn chat_logprobs(entries: &[TokenLogprob]) -> Value {
+    let item = |text: &str, lp: f32| json!({"token": text, "logprob": lp, "bytes": text.as_bytes()});
+    json!({
+        "content": entries.iter().map(|e| {
+            let mut v = item(&e.text, e.logprob);
+            v["top_logprobs"] = Value::Array(e.top.iter().map(|(t, lp)| item(t, *lp)).collect());
+            v
+        }).collect::<Vec<_>>()
+    })
+}
+
+impl Format for ChatFormat {
+    fn object(&self) -> &'static str {
+        "chat.completion"
+    }
+    fn chunk_object(&self) -> &'static str {
+        "chat.completion.chunk"
+    }
+    fn id_prefix(&self) -> &'static str {
+        "chatcmpl"
+    }
+    fn choice(&self, index: usize, text: String, logprobs: &[TokenLogprob], finish: &Finish) -> Value {
+        json!({
+            "index": index,
+            "message": {"role": "assistant", "content": text},
+            "logprobs": if logprobs.is_empty() { Value::Null } else { chat_logprobs(logprobs) },
+            "finish_reason": finish.reason,
+        })
+    }
+    fn delta(&self, index: usize, delta: &Delta, first: bool) -> Value {
+        let mut d = json!({});
+        if first {
+            d["role"] = json!("assistant");
+        }
+        if !delta.text.is_empty() || (first && delta.finish.is_none()) {
+            d["content"] = json!(delta.text);
+        }
+        json!({
+            "index": index,
+            "delta": d,
+            "logprobs": if delta.logprobs.is_empty() { Value::Null } else { chat_logprobs(&delta.logprobs) },
+            "finish_reason": delta.finish.as_ref().map(|f| f.reason),
+        })
+    }
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat_completions(
+    State(state): State<Arc<ServerState>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let arrival = Instant::now();
+    let req: ChatCompletionRequest = super::parse_body(&body)?;
+    check_model(&state, req.sampling.model.as_deref())?;
+    if req.messages.is_empty() {
+        return Err(ApiError::invalid("messages", "`messages` must not be empty"));
+    }
+    let messages = req
+        .messages
+        .iter()
+        .map(|m| m.to_chat_message().map_err(|e| ApiError::invalid("messages", e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
+    let tokens = state.render_and_tokenize(messages, add_generation_prompt).await?;
+    let logprobs = if req.logprobs {
+        Some(
+            req.top_logprobs
+                .map(|v| usize::try_from(v).map_err(|_| ApiError::invalid("top_logprobs", "`top_logprobs` must be >= 0")))
+                .transpose()?
+                .unwrap_or(0),
+        )
+    } else if req.top_logprobs.is_some_and(|v| v > 0) {
+        return Err(ApiError::invalid("top_logprobs", "`top_logprobs` needs `logprobs: true`"));
+    } else {
+        None
+    };
+    let spec = build_spec(&state, &req.sampling, tokens, logprobs)?;
+    respond(state, spec, ChatFormat, arrival).await
+}

@@ -1,0 +1,180 @@
+//! Turning a parsed request into engine requests, refusing what cannot be served.
+
+use brisk_engine::EngineRequest;
+use brisk_sampling::SamplingParams;
+use brisk_types::TokenId;
+
+use crate::error::ApiError;
+use crate::protocol::SamplingFields;
+use crate::ServerState;
+
+/// Most choices one request may ask for.
+pub const MAX_N: usize = 16;
+/// Most stop strings per request.
+pub const MAX_STOP_STRINGS: usize = 16;
+/// Longest stop string, in bytes.
+pub const MAX_STOP_LEN: usize = 512;
+/// Most alternatives per token in logprobs.
+pub const MAX_TOP_LOGPROBS: usize = 20;
+
+/// A validated generation: the prompt, `n` engine requests' worth of settings, stop strings.
+#[derive(Debug)]
+pub struct GenerationSpec {
+    /// The engine request of choice 0 (the others differ only in seed).
+    pub request: EngineRequest,
+    /// Number of choices.
+    pub n: usize,
+    /// Stop strings.
+    pub stop: Vec<String>,
+    /// Stream as SSE.
+    pub stream: bool,
+    /// Send usage in the final streamed chunk.
+    pub include_usage: bool,
+}
+
+impl GenerationSpec {
+    /// The engine request of choice `i`: seeded requests get distinct, reproducible seeds.
+    pub fn request_for_choice(&self, i: usize) -> EngineRequest {
+        let mut r = self.request.clone();
+        if let Some(seed) = r.sampling.seed {
+            r.sampling.seed = Some(seed.wrapping_add(i as u64));
+        }
+        r
+    }
+}
+
+fn non_negative(param: &str, v: i64) -> Result<usize, ApiError> {
+    usize::try_from(v).map_err(|_| ApiError::invalid(param, format!("`{param}` must be >= 0, got {v}")))
+}
+
+/// Checks the model name.
+pub fn check_model(state: &ServerState, model: Option<&str>) -> Result<(), ApiError> {
+    match model {
+        Some(m) if !state.serves(m) => Err(ApiError::model_not_found(m, &state.model_name)),
+        _ => Ok(()),
+    }
+}
+
+/// Builds the spec from the shared fields, once the prompt is tokenized.
+pub fn build_spec(
+    state: &ServerState,
+    fields: &SamplingFields,
+    prompt: Vec<TokenId>,
+    logprobs: Option<usize>,
+) -> Result<GenerationSpec, ApiError> {
+    if prompt.is_empty() {
+        return Err(ApiError::invalid("prompt", "the prompt is empty"));
+    }
+    let context = state.max_context;
+    if prompt.len() >= context {
+        return Err(ApiError::context_length("prompt", format!(
+            "This model's maximum context length is {context} tokens. However, your prompt has {} tokens, \
+             which leaves no room for the completion.",
+            prompt.len()
+        )));
+    }
+    let room = context - prompt.len();
+    let max_tokens = match fields.max_completion_tokens.or(fields.max_tokens) {
+        None => room,
+        Some(v) => {
+            let v = non_negative("max_tokens", v)?;
+            if v == 0 {
+                return Err(ApiError::invalid("max_tokens", "`max_tokens` must be at least 1"));
+            }
+            if v > room {
+                return Err(ApiError::context_length("max_tokens", format!(
+                    "This model's maximum context length is {context} tokens. However, you requested {} tokens \
+                     ({} in the prompt, {v} in the completion). Please reduce the prompt or max_tokens.",
+                    prompt.len() + v,
+                    prompt.len()
+                )));
+            }
+            v
+        }
+    };
+    let n = match fields.n {
+        None => 1,
+        Some(v) => non_negative("n", v)?,
+    };
+    if n == 0 || n > MAX_N {
+        return Err(ApiError::invalid("n", format!("`n` must be between 1 and {MAX_N}, got {n}")));
+    }
+    let min_tokens = match fields.min_tokens {
+        None => 0,
+        Some(v) => non_negative("min_tokens", v)?,
+    };
+    if min_tokens > max_tokens {
+        return Err(ApiError::invalid(
+            "min_tokens",
+            format!("`min_tokens` ({min_tokens}) must not exceed `max_tokens` ({max_tokens})"),
+        ));
+    }
+    let stop = fields.stop.clone().map(|s| s.into_vec()).unwrap_or_default();
+    if stop.len() > MAX_STOP_STRINGS {
+        return Err(ApiError::invalid(
+            "stop",
+            format!("at most {MAX_STOP_STRINGS} stop strings are allowed, got {}", stop.len()),
+        ));
+    }
+    if let Some(s) = stop.iter().find(|s| s.len() > MAX_STOP_LEN) {
+        return Err(ApiError::invalid(
+            "stop",
+            format!("stop strings are limited to {MAX_STOP_LEN} bytes, one has {}", s.len()),
+        ));
+    }
+    let vocab = state.vocab_size;
+    let stop_token_ids = fields
+        .stop_token_ids
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|id| {
+            u32::try_from(id)
+                .ok()
+                .filter(|&id| (id as usize) < vocab)
+                .ok_or_else(|| ApiError::invalid("stop_token_ids", format!("token id {id} is outside the vocabulary of {vocab}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(k) = logprobs {
+        if k > MAX_TOP_LOGPROBS {
+            return Err(ApiError::invalid(
+                "logprobs",
+                format!("at most {MAX_TOP_LOGPROBS} alternatives per token, got {k}"),
+            ));
+        }
+    }
+    let top_k = match fields.top_k {
+        None | Some(-1) => 0,
+        Some(v) => non_negative("top_k", v)?,
+    };
+    let defaults = SamplingParams::default();
+    let sampling = SamplingParams {
+        temperature: fields.temperature.unwrap_or(defaults.temperature),
+        top_p: fields.top_p.unwrap_or(defaults.top_p),
+        top_k,
+        min_p: fields.min_p.unwrap_or(defaults.min_p),
+        repetition_penalty: fields.repetition_penalty.unwrap_or(defaults.repetition_penalty),
+        frequency_penalty: fields.frequency_penalty.unwrap_or(defaults.frequency_penalty),
+        presence_penalty: fields.presence_penalty.unwrap_or(defaults.presence_penalty),
+        #[allow(clippy::cast_sign_loss)]
+        seed: fields.seed.map(|s| s as u64),
+    };
+    sampling
+        .validate()
+        .map_err(|e| ApiError::invalid(e.param, e.to_string()))?;
+    Ok(GenerationSpec {
+        request: EngineRequest {
+            prompt,
+            sampling,
+            max_tokens,
+            min_tokens,
+            ignore_eos: fields.ignore_eos,
+            stop_token_ids,
+            logprobs,
+        },
+        n,
+        stop,
+        stream: fields.stream,
+        include_usage: fields.stream_options.as_ref().is_some_and(|o| o.include_usage),
+    })
+}

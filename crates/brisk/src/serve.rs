@@ -1,0 +1,205 @@
+//! `brisk serve`: load a model, start the engine thread, serve the OpenAI API.
+//!
+//! Flags (each also an environment variable) are validated here into the engine's and the
+//! scheduler's configs, with messages that name the flag.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use brisk_engine::EngineConfig;
+use brisk_scheduler::SchedulerConfig;
+use brisk_server::{router, serve, ServerState, DEFAULT_MAX_REQUEST_BYTES};
+use brisk_types::Backend;
+
+use crate::{loaded_model, ModelArgs};
+
+/// Arguments of `brisk serve`.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Address to listen on.
+    #[arg(long, env = "BRISK_HOST", default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "BRISK_PORT", default_value_t = 8000)]
+    port: u16,
+    /// Name clients use in `model` (default: the model file or directory name).
+    #[arg(long, env = "BRISK_SERVED_MODEL_NAME")]
+    served_model_name: Option<String>,
+    /// Most sequences computed in one step.
+    #[arg(long, env = "BRISK_MAX_NUM_SEQS", default_value_t = 64)]
+    max_num_seqs: usize,
+    /// Token budget of one step (decodes first, then prompt chunks).
+    #[arg(long, env = "BRISK_MAX_NUM_BATCHED_TOKENS", default_value_t = 512)]
+    max_num_batched_tokens: usize,
+    /// Longest sequence (prompt + output); default and maximum: the model's context.
+    #[arg(long, env = "BRISK_MAX_MODEL_LEN")]
+    max_model_len: Option<usize>,
+    /// Memory for the KV cache, in bytes (suffixes K, M, G, KiB, MiB, GiB accepted).
+    #[arg(long, env = "BRISK_KV_CACHE_MEMORY", default_value = "1GiB", value_parser = parse_bytes)]
+    kv_cache_memory: u64,
+    /// Size the KV cache by tokens instead of bytes.
+    #[arg(long, env = "BRISK_KV_CACHE_TOKENS", conflicts_with = "kv_cache_memory")]
+    kv_cache_tokens: Option<usize>,
+    /// Tokens per KV block.
+    #[arg(long, env = "BRISK_BLOCK_SIZE", default_value_t = 16)]
+    block_size: usize,
+    /// Disable automatic prefix caching.
+    #[arg(long, env = "BRISK_NO_PREFIX_CACHING")]
+    no_prefix_caching: bool,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "BRISK_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
+    max_request_bytes: usize,
+    /// Seed for requests that bring none.
+    #[arg(long, env = "BRISK_SEED", default_value_t = 0)]
+    seed: u64,
+}
+
+/// Parses a byte count with an optional unit.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a byte count (e.g. 536870912, 512MiB, 1G)"))?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("unknown unit {other:?} in {text:?}")),
+    };
+    let bytes = number * scale;
+    if !(bytes.is_finite() && bytes >= 1.0) {
+        return Err(format!("{text:?} must be a positive size"));
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    Ok(bytes as u64)
+}
+
+/// Runs `brisk serve`.
+pub fn run(args: &ServeArgs) -> Result<()> {
+    if args.block_size == 0 || args.block_size > 1024 {
+        bail!("--block-size must be between 1 and 1024, got {}", args.block_size);
+    }
+    if args.max_num_seqs == 0 {
+        bail!("--max-num-seqs must be at least 1");
+    }
+    let path = loaded_model::resolve_path(args.model.model.as_deref())?;
+    let model = loaded_model::load(&path)?;
+    let geometry = model.backend.geometry().clone();
+    let max_model_len = match args.max_model_len {
+        None => geometry.max_context,
+        Some(n) if n == 0 || n > geometry.max_context => bail!(
+            "--max-model-len must be between 1 and the model's context ({}), got {n}",
+            geometry.max_context
+        ),
+        Some(n) => n,
+    };
+    let pool_tokens = match args.kv_cache_tokens {
+        Some(t) => t,
+        None => usize::try_from(args.kv_cache_memory / geometry.kv_bytes_per_token as u64)
+            .unwrap_or(usize::MAX),
+    };
+    let num_blocks = pool_tokens / args.block_size;
+    if num_blocks == 0 {
+        bail!(
+            "the KV cache holds no block of {} tokens ({} bytes per token); raise --kv-cache-memory",
+            args.block_size,
+            geometry.kv_bytes_per_token
+        );
+    }
+    let max_num_batched_tokens = args.max_num_batched_tokens.max(args.max_num_seqs);
+    if args.max_num_batched_tokens < args.max_num_seqs {
+        eprintln!(
+            "brisk: --max-num-batched-tokens raised to {max_num_batched_tokens} so every running sequence can decode in a step"
+        );
+    }
+    // A request must fit in the pool on its own, so the context a client may use is bounded by
+    // the pool as well as by the model.
+    let usable_context = max_model_len.min(num_blocks * args.block_size);
+    let scheduler = SchedulerConfig {
+        max_num_seqs: args.max_num_seqs,
+        max_num_batched_tokens,
+        max_model_len,
+        block_size: args.block_size,
+        num_blocks,
+        enable_prefix_caching: !args.no_prefix_caching,
+        chunked_prefill: true,
+        eos_token_ids: model.backend.stop_tokens().to_vec(),
+        cache_salt: salt_of(&path),
+    };
+    scheduler
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
+    let vocab_size = geometry.vocab_size;
+    let engine = brisk_engine::spawn(
+        model.backend,
+        EngineConfig {
+            scheduler,
+            seed: args.seed,
+        },
+    )?;
+    let name = args.served_model_name.clone().unwrap_or_else(|| default_name(&path));
+    let aliases = vec![path.display().to_string()];
+    let state = std::sync::Arc::new(ServerState::new(
+        engine,
+        model.tokenizer,
+        name.clone(),
+        aliases,
+        usable_context,
+        vocab_size,
+    ));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+        eprintln!(
+            "brisk: serving {name} on http://{} ({num_blocks} KV blocks of {} tokens, context {usable_context})",
+            listener.local_addr()?,
+            args.block_size
+        );
+        serve(listener, router(state, args.max_request_bytes))
+            .await
+            .context("server failed")
+    })
+}
+
+fn default_name(path: &Path) -> String {
+    let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    name.strip_suffix(".gguf").map_or(name.clone(), str::to_string)
+}
+
+/// Prefix-cache salt: distinct per model file, stable across restarts.
+fn salt_of(path: &Path) -> u64 {
+    path.display()
+        .to_string()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_sizes_parse_with_units() {
+        assert_eq!(parse_bytes("1024"), Ok(1024));
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("1G"), Ok(1_000_000_000));
+        assert_eq!(parse_bytes("1.5KiB"), Ok(1536));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("0").is_err());
+        assert!(parse_bytes("5 parsecs").is_err());
+    }
+}
