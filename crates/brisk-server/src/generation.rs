@@ -196,3 +196,13 @@ impl ChoiceRun {
         m.request_success.with_label_values(&[finish.reason]).inc();
     }
 }
+
+impl Drop for ChoiceRun {
+    fn drop(&mut self) {
+        if !self.done {
+            // The client went away (or the response failed) before the request finished;
+            // dropping `stream` aborts it in the engine.
+            self.metrics.request_success.with_label_values(&["abort"]).inc();
+        }
+    }
+}
