@@ -202,7 +202,10 @@ impl Drop for ChoiceRun {
         if !self.done {
             // The client went away (or the response failed) before the request finished;
             // dropping `stream` aborts it in the engine.
-            self.metrics.request_success.with_label_values(&["abort"]).inc();
+            self.metrics
+                .request_success
+                .with_label_values(&["abort"])
+                .inc();
         }
     }
 }

@@ -103,16 +103,19 @@ impl ServerState {
     ) -> Result<Vec<TokenId>, ApiError> {
         let tok = Arc::clone(&self.tokenizer);
         tokio::task::spawn_blocking(move || {
-            let template = tok
-                .chat_template()
-                .ok_or_else(|| ApiError::invalid("messages", "this model has no chat template; use /v1/completions"))?;
+            let template = tok.chat_template().ok_or_else(|| {
+                ApiError::invalid(
+                    "messages",
+                    "this model has no chat template; use /v1/completions",
+                )
+            })?;
             let text = template
                 .render(&messages, add_generation_prompt)
                 .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
             // Templates usually write BOS themselves; never add a second one.
             let bos_text = tok.bos_id().and_then(|id| tok.token_str(id));
-            let add_bos = tok.add_bos_by_default()
-                && !bos_text.is_some_and(|b| text.starts_with(b.as_str()));
+            let add_bos =
+                tok.add_bos_by_default() && !bos_text.is_some_and(|b| text.starts_with(b.as_str()));
             tok.encode(&text, add_bos)
                 .map_err(|e| ApiError::invalid("messages", e.to_string()))
         })
@@ -143,9 +146,12 @@ pub fn router(state: Arc<ServerState>, max_request_bytes: usize) -> Router {
 
 /// Serves `router` on `listener` until ctrl-c (or SIGTERM).
 pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
 }
 
 async fn shutdown_signal() {
@@ -154,7 +160,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let terminate = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

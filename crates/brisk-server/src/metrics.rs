@@ -1,7 +1,7 @@
 //! Prometheus metrics, named after vLLM's (prefix `brisk_`, seconds).
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Gauge, Opts, Registry,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
 use std::sync::Mutex;
@@ -35,8 +35,8 @@ pub struct Metrics {
 
 fn latency_buckets() -> Vec<f64> {
     vec![
-        0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
-        10.0, 20.0, 40.0, 80.0,
+        0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+        20.0, 40.0, 80.0,
     ]
 }
 
@@ -60,9 +60,14 @@ impl Metrics {
             registry.register(Box::new(g.clone())).expect("unique name");
             g
         };
-        let kv_usage = Gauge::new("brisk_kv_cache_usage_ratio", "Share of KV cache blocks in use")
-            .expect("valid gauge");
-        registry.register(Box::new(kv_usage.clone())).expect("unique name");
+        let kv_usage = Gauge::new(
+            "brisk_kv_cache_usage_ratio",
+            "Share of KV cache blocks in use",
+        )
+        .expect("valid gauge");
+        registry
+            .register(Box::new(kv_usage.clone()))
+            .expect("unique name");
         let request_success = IntCounterVec::new(
             Opts::new("brisk_request_success_total", "Finished requests"),
             &["finished_reason"],
@@ -73,13 +78,22 @@ impl Metrics {
             .expect("unique name");
         Self {
             ttft: histogram("brisk_time_to_first_token_seconds", "Time to first token"),
-            tpot: histogram("brisk_time_per_output_token_seconds", "Time per output token"),
-            e2e: histogram("brisk_e2e_request_latency_seconds", "End-to-end request latency"),
+            tpot: histogram(
+                "brisk_time_per_output_token_seconds",
+                "Time per output token",
+            ),
+            e2e: histogram(
+                "brisk_e2e_request_latency_seconds",
+                "End-to-end request latency",
+            ),
             prompt_tokens: counter("brisk_prompt_tokens_total", "Prompt tokens processed"),
             generation_tokens: counter("brisk_generation_tokens_total", "Tokens generated"),
             request_success,
             running: gauge("brisk_num_requests_running", "Sequences being computed"),
-            waiting: gauge("brisk_num_requests_waiting", "Sequences waiting for admission"),
+            waiting: gauge(
+                "brisk_num_requests_waiting",
+                "Sequences waiting for admission",
+            ),
             kv_usage,
             prefix_queries: counter(
                 "brisk_prefix_cache_queries_total",
@@ -97,15 +111,26 @@ impl Metrics {
 
     /// Folds the engine's latest statistics in and renders the text exposition format.
     pub fn render(&self, stats: &EngineStats) -> String {
-        self.running.set(i64::try_from(stats.num_running).unwrap_or(i64::MAX));
-        self.waiting.set(i64::try_from(stats.num_waiting).unwrap_or(i64::MAX));
+        self.running
+            .set(i64::try_from(stats.num_running).unwrap_or(i64::MAX));
+        self.waiting
+            .set(i64::try_from(stats.num_waiting).unwrap_or(i64::MAX));
         self.kv_usage.set(stats.kv_cache_usage);
         {
-            let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            self.prefix_queries
-                .inc_by(stats.prefix_cache_queries.saturating_sub(seen.prefix_cache_queries));
-            self.prefix_hits
-                .inc_by(stats.prefix_cache_hits.saturating_sub(seen.prefix_cache_hits));
+            let mut seen = self
+                .seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.prefix_queries.inc_by(
+                stats
+                    .prefix_cache_queries
+                    .saturating_sub(seen.prefix_cache_queries),
+            );
+            self.prefix_hits.inc_by(
+                stats
+                    .prefix_cache_hits
+                    .saturating_sub(seen.prefix_cache_hits),
+            );
             self.preemptions
                 .inc_by(stats.preemptions.saturating_sub(seen.preemptions));
             *seen = stats.clone();

@@ -145,7 +145,10 @@ impl RequestMessage {
                 let mut text = String::new();
                 for p in parts {
                     if p.kind != "text" {
-                        return Err(format!("content parts of type {:?} are not supported", p.kind));
+                        return Err(format!(
+                            "content parts of type {:?} are not supported",
+                            p.kind
+                        ));
                     }
                     text.push_str(p.text.as_deref().unwrap_or(""));
                 }

@@ -28,7 +28,13 @@ pub trait Format: Send + Sync + 'static {
     /// Prefix of response ids.
     fn id_prefix(&self) -> &'static str;
     /// A full response's choice.
-    fn choice(&self, index: usize, text: String, logprobs: &[TokenLogprob], finish: &Finish) -> Value;
+    fn choice(
+        &self,
+        index: usize,
+        text: String,
+        logprobs: &[TokenLogprob],
+        finish: &Finish,
+    ) -> Value;
     /// A streamed choice delta; `first` is the choice's first chunk.
     fn delta(&self, index: usize, delta: &Delta, first: bool) -> Value;
 }
@@ -46,7 +52,11 @@ fn usage(finishes: &[Finish]) -> Usage {
     }
 }
 
-fn submit_all(state: &ServerState, spec: &GenerationSpec, arrival: Instant) -> Result<Vec<ChoiceRun>, ApiError> {
+fn submit_all(
+    state: &ServerState,
+    spec: &GenerationSpec,
+    arrival: Instant,
+) -> Result<Vec<ChoiceRun>, ApiError> {
     (0..spec.n)
         .map(|i| {
             let stream = state
@@ -88,7 +98,12 @@ pub async fn respond<F: Format>(
                 text.push_str(&delta.text);
                 logprobs.extend(delta.logprobs);
                 if let Some(finish) = delta.finish {
-                    choices.push(format.choice(index, std::mem::take(&mut text), &logprobs, &finish));
+                    choices.push(format.choice(
+                        index,
+                        std::mem::take(&mut text),
+                        &logprobs,
+                        &finish,
+                    ));
                     finishes.push(finish);
                 }
             }
@@ -144,7 +159,11 @@ fn stream<F: Format>(
                         return None;
                     }
                 };
-                if delta.text.is_empty() && delta.logprobs.is_empty() && delta.finish.is_none() && !first {
+                if delta.text.is_empty()
+                    && delta.logprobs.is_empty()
+                    && delta.finish.is_none()
+                    && !first
+                {
                     continue;
                 }
                 let body = chunk(json!([format.delta(index, &delta, first)]), None);
@@ -172,8 +191,11 @@ fn stream<F: Format>(
         }
         let _ = tx.send("[DONE]".to_string());
     });
-    let events = UnboundedReceiverStream::new(rx).map(|data| Ok::<_, Infallible>(Event::default().data(data)));
-    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
+    let events = UnboundedReceiverStream::new(rx)
+        .map(|data| Ok::<_, Infallible>(Event::default().data(data)));
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 /// Seconds since the Unix epoch.

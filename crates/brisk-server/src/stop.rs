@@ -129,8 +129,14 @@ mod tests {
 
     #[test]
     fn a_stop_string_split_across_tokens_is_matched_and_not_leaked() {
-        assert_eq!(run(&["\n\n"], &["Hello", "\n", "\nWorld"]), ("Hello".into(), true));
-        assert_eq!(run(&["STOP"], &["ab", "cS", "TO", "Pxyz"]), ("abc".into(), true));
+        assert_eq!(
+            run(&["\n\n"], &["Hello", "\n", "\nWorld"]),
+            ("Hello".into(), true)
+        );
+        assert_eq!(
+            run(&["STOP"], &["ab", "cS", "TO", "Pxyz"]),
+            ("abc".into(), true)
+        );
     }
 
     #[test]
@@ -148,7 +154,10 @@ mod tests {
 
     #[test]
     fn the_earliest_of_several_stops_wins() {
-        assert_eq!(run(&["world", "lo"], &["hello world"]), ("hel".into(), true));
+        assert_eq!(
+            run(&["world", "lo"], &["hello world"]),
+            ("hel".into(), true)
+        );
     }
 
     #[test]

@@ -44,7 +44,8 @@ impl GenerationSpec {
 }
 
 fn non_negative(param: &str, v: i64) -> Result<usize, ApiError> {
-    usize::try_from(v).map_err(|_| ApiError::invalid(param, format!("`{param}` must be >= 0, got {v}")))
+    usize::try_from(v)
+        .map_err(|_| ApiError::invalid(param, format!("`{param}` must be >= 0, got {v}")))
 }
 
 /// Checks the model name.
@@ -79,7 +80,10 @@ pub fn build_spec(
         Some(v) => {
             let v = non_negative("max_tokens", v)?;
             if v == 0 {
-                return Err(ApiError::invalid("max_tokens", "`max_tokens` must be at least 1"));
+                return Err(ApiError::invalid(
+                    "max_tokens",
+                    "`max_tokens` must be at least 1",
+                ));
             }
             if v > room {
                 return Err(ApiError::context_length("max_tokens", format!(
@@ -97,7 +101,10 @@ pub fn build_spec(
         Some(v) => non_negative("n", v)?,
     };
     if n == 0 || n > MAX_N {
-        return Err(ApiError::invalid("n", format!("`n` must be between 1 and {MAX_N}, got {n}")));
+        return Err(ApiError::invalid(
+            "n",
+            format!("`n` must be between 1 and {MAX_N}, got {n}"),
+        ));
     }
     let min_tokens = match fields.min_tokens {
         None => 0,
@@ -109,17 +116,27 @@ pub fn build_spec(
             format!("`min_tokens` ({min_tokens}) must not exceed `max_tokens` ({max_tokens})"),
         ));
     }
-    let stop = fields.stop.clone().map(|s| s.into_vec()).unwrap_or_default();
+    let stop = fields
+        .stop
+        .clone()
+        .map(|s| s.into_vec())
+        .unwrap_or_default();
     if stop.len() > MAX_STOP_STRINGS {
         return Err(ApiError::invalid(
             "stop",
-            format!("at most {MAX_STOP_STRINGS} stop strings are allowed, got {}", stop.len()),
+            format!(
+                "at most {MAX_STOP_STRINGS} stop strings are allowed, got {}",
+                stop.len()
+            ),
         ));
     }
     if let Some(s) = stop.iter().find(|s| s.len() > MAX_STOP_LEN) {
         return Err(ApiError::invalid(
             "stop",
-            format!("stop strings are limited to {MAX_STOP_LEN} bytes, one has {}", s.len()),
+            format!(
+                "stop strings are limited to {MAX_STOP_LEN} bytes, one has {}",
+                s.len()
+            ),
         ));
     }
     let vocab = state.vocab_size;
@@ -132,7 +149,12 @@ pub fn build_spec(
             u32::try_from(id)
                 .ok()
                 .filter(|&id| (id as usize) < vocab)
-                .ok_or_else(|| ApiError::invalid("stop_token_ids", format!("token id {id} is outside the vocabulary of {vocab}")))
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "stop_token_ids",
+                        format!("token id {id} is outside the vocabulary of {vocab}"),
+                    )
+                })
         })
         .collect::<Result<Vec<_>, _>>()?;
     if let Some(k) = logprobs {
@@ -153,8 +175,12 @@ pub fn build_spec(
         top_p: fields.top_p.unwrap_or(defaults.top_p),
         top_k,
         min_p: fields.min_p.unwrap_or(defaults.min_p),
-        repetition_penalty: fields.repetition_penalty.unwrap_or(defaults.repetition_penalty),
-        frequency_penalty: fields.frequency_penalty.unwrap_or(defaults.frequency_penalty),
+        repetition_penalty: fields
+            .repetition_penalty
+            .unwrap_or(defaults.repetition_penalty),
+        frequency_penalty: fields
+            .frequency_penalty
+            .unwrap_or(defaults.frequency_penalty),
         presence_penalty: fields.presence_penalty.unwrap_or(defaults.presence_penalty),
         #[allow(clippy::cast_sign_loss)]
         seed: fields.seed.map(|s| s as u64),
@@ -175,6 +201,9 @@ pub fn build_spec(
         n,
         stop,
         stream: fields.stream,
-        include_usage: fields.stream_options.as_ref().is_some_and(|o| o.include_usage),
+        include_usage: fields
+            .stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage),
     })
 }

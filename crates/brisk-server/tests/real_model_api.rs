@@ -11,7 +11,10 @@ const COUNTING: &str = "1, 2, 3, 4, 5, 6,";
 async fn a_greedy_completion_counts_on() {
     let s = start().await;
     let (status, body) = s
-        .post("/v1/completions", &json!({"model": MODEL, "prompt": COUNTING, "max_tokens": 8, "temperature": 0}))
+        .post(
+            "/v1/completions",
+            &json!({"model": MODEL, "prompt": COUNTING, "max_tokens": 8, "temperature": 0}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["object"], "text_completion");
@@ -27,12 +30,18 @@ async fn chat_completions_stream_and_not() {
     let s = start().await;
     let messages = json!([{"role": "user", "content": "What is the capital of France?"}]);
     let (status, body) = s
-        .post("/v1/chat/completions", &json!({"messages": messages, "max_tokens": 10, "temperature": 0}))
+        .post(
+            "/v1/chat/completions",
+            &json!({"messages": messages, "max_tokens": 10, "temperature": 0}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["object"], "chat.completion");
     assert_eq!(body["choices"][0]["message"]["role"], "assistant");
-    let full = body["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    let full = body["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(!full.is_empty());
 
     let chunks = s
@@ -45,26 +54,48 @@ async fn chat_completions_stream_and_not() {
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     let streamed: String = chunks
         .iter()
-        .filter_map(|c| c["choices"].get(0)?.get("delta")?.get("content")?.as_str().map(str::to_string))
+        .filter_map(|c| {
+            c["choices"]
+                .get(0)?
+                .get("delta")?
+                .get("content")?
+                .as_str()
+                .map(str::to_string)
+        })
         .collect();
     assert_eq!(streamed, full, "streaming and non-streaming agree");
-    let last_choice = chunks.iter().rev().find(|c| c["choices"].get(0).is_some()).unwrap();
+    let last_choice = chunks
+        .iter()
+        .rev()
+        .find(|c| c["choices"].get(0).is_some())
+        .unwrap();
     assert_eq!(last_choice["choices"][0]["finish_reason"], "length");
     let usage = &chunks.last().unwrap();
     assert_eq!(usage["choices"], json!([]));
     assert_eq!(usage["usage"]["completion_tokens"], 10);
-    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_completions_end_with_done_and_match_non_streamed() {
     let s = start().await;
     let chunks = s
-        .stream("/v1/completions", &json!({"prompt": COUNTING, "max_tokens": 8, "temperature": 0, "stream": true}))
+        .stream(
+            "/v1/completions",
+            &json!({"prompt": COUNTING, "max_tokens": 8, "temperature": 0, "stream": true}),
+        )
         .await;
-    let text: String = chunks.iter().map(|c| c["choices"][0]["text"].as_str().unwrap()).collect();
+    let text: String = chunks
+        .iter()
+        .map(|c| c["choices"][0]["text"].as_str().unwrap())
+        .collect();
     assert_eq!(text, " 7, 8, 9");
-    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "length");
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "length"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,29 +119,43 @@ async fn eight_concurrent_greedy_requests_match_their_solo_runs() {
         solo.push(b["choices"][0].clone());
     }
     let bodies: Vec<Value> = prompts.iter().map(|p| body(p)).collect();
-    let together = futures_util::future::join_all(bodies.iter().map(|b| s.post("/v1/completions", b))).await;
+    let together =
+        futures_util::future::join_all(bodies.iter().map(|b| s.post("/v1/completions", b))).await;
     for ((status, b), alone) in together.iter().zip(&solo) {
         assert_eq!(*status, 200);
         let choice = &b["choices"][0];
         assert_eq!(choice["text"], alone["text"]);
         assert_eq!(choice["logprobs"]["tokens"], alone["logprobs"]["tokens"]);
     }
-    assert_eq!(together[0].1["choices"][0]["text"].as_str().unwrap().get(..8), Some(" 7, 8, 9"));
+    assert_eq!(
+        together[0].1["choices"][0]["text"]
+            .as_str()
+            .unwrap()
+            .get(..8),
+        Some(" 7, 8, 9")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_long_prompt_is_served_from_the_prefix_cache() {
     let s = start().await;
-    let long: String = (0..60).map(|i| format!("Line {i}: the quick brown fox jumps over the lazy dog. ")).collect();
+    let long: String = (0..60)
+        .map(|i| format!("Line {i}: the quick brown fox jumps over the lazy dog. "))
+        .collect();
     let req = json!({"prompt": long, "max_tokens": 2, "temperature": 0});
     let (_, first) = s.post("/v1/completions", &req).await;
     assert_eq!(first["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
     let prompt_tokens = first["usage"]["prompt_tokens"].as_u64().unwrap();
     assert!(prompt_tokens > 600, "{prompt_tokens}");
     let (_, second) = s.post("/v1/completions", &req).await;
-    let cached = second["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap();
+    let cached = second["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
     // Every full block but the one holding the last prompt token is reused.
-    assert!(cached >= prompt_tokens - 16 && cached < prompt_tokens, "{cached} of {prompt_tokens}");
+    assert!(
+        cached >= prompt_tokens - 16 && cached < prompt_tokens,
+        "{cached} of {prompt_tokens}"
+    );
     assert_eq!(second["choices"][0]["text"], first["choices"][0]["text"]);
     let m = s.metrics().await;
     assert_eq!(metric(&m, "brisk_prefix_cache_hits_total") as u64, cached);
@@ -138,7 +183,10 @@ async fn a_client_that_disconnects_mid_stream_frees_its_blocks() {
     s.wait_idle().await;
     assert_eq!(s.engine.stats().kv_cache_usage, baseline);
     let m = s.metrics().await;
-    assert!(m.contains("brisk_request_success_total{finished_reason=\"abort\"} 1"), "{m}");
+    assert!(
+        m.contains("brisk_request_success_total{finished_reason=\"abort\"} 1"),
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,31 +194,85 @@ async fn bad_requests_get_openai_errors() {
     let s = start_with(common::default_scheduler()).await;
     let long = "word ".repeat(9000);
     let cases: Vec<(&str, Value, u16, &str)> = vec![
-        ("/v1/completions", json!({"prompt": long, "max_tokens": 1}), 400, "prompt"),
-        ("/v1/completions", json!({"prompt": "hi", "max_tokens": 9000}), 400, "max_tokens"),
-        ("/v1/completions", json!({"prompt": "hi", "model": "gpt-9"}), 404, "model"),
-        ("/v1/completions", json!({"prompt": "hi", "temperature": -1}), 400, "temperature"),
-        ("/v1/completions", json!({"prompt": "hi", "n": 1000}), 400, "n"),
-        ("/v1/completions", json!({"prompt": "hi", "max_tokens": "ten"}), 400, ""),
-        ("/v1/completions", json!({"prompt": [99_999_999]}), 400, "prompt"),
+        (
+            "/v1/completions",
+            json!({"prompt": long, "max_tokens": 1}),
+            400,
+            "prompt",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "hi", "max_tokens": 9000}),
+            400,
+            "max_tokens",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "hi", "model": "gpt-9"}),
+            404,
+            "model",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "hi", "temperature": -1}),
+            400,
+            "temperature",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "hi", "n": 1000}),
+            400,
+            "n",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "hi", "max_tokens": "ten"}),
+            400,
+            "",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": [99_999_999]}),
+            400,
+            "prompt",
+        ),
         ("/v1/completions", json!({"prompt": ""}), 400, "prompt"),
-        ("/v1/chat/completions", json!({"messages": []}), 400, "messages"),
+        (
+            "/v1/chat/completions",
+            json!({"messages": []}),
+            400,
+            "messages",
+        ),
     ];
     for (path, body, status, param) in cases {
         let (got, err) = s.post(path, &body).await;
         assert_eq!(got, status, "{body}: {err}");
-        assert!(err["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{err}");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{err}"
+        );
         assert!(err["error"]["type"].is_string(), "{err}");
         if !param.is_empty() {
             assert_eq!(err["error"]["param"], param, "{err}");
         }
     }
-    let (status, err) = s.post_raw("/v1/completions", b"{\"prompt\": ".to_vec()).await;
+    let (status, err) = s
+        .post_raw("/v1/completions", b"{\"prompt\": ".to_vec())
+        .await;
     assert_eq!(status, 400, "{err}");
-    let (status, err) = s.post_raw("/v1/completions", b"{\"prompt\": \"\xff\xfe\"}".to_vec()).await;
+    let (status, err) = s
+        .post_raw("/v1/completions", b"{\"prompt\": \"\xff\xfe\"}".to_vec())
+        .await;
     assert_eq!(status, 400, "{err}");
     // The server is still healthy and serving.
-    let (status, _) = s.post("/v1/completions", &json!({"prompt": COUNTING, "max_tokens": 2})).await;
+    let (status, _) = s
+        .post(
+            "/v1/completions",
+            &json!({"prompt": COUNTING, "max_tokens": 2}),
+        )
+        .await;
     assert_eq!(status, 200);
 }
 
@@ -178,7 +280,10 @@ async fn bad_requests_get_openai_errors() {
 async fn stop_strings_n_and_logprobs() {
     let s = start().await;
     let (_, body) = s
-        .post("/v1/completions", &json!({"prompt": COUNTING, "max_tokens": 12, "temperature": 0, "stop": [" 9"]}))
+        .post(
+            "/v1/completions",
+            &json!({"prompt": COUNTING, "max_tokens": 12, "temperature": 0, "stop": [" 9"]}),
+        )
         .await;
     assert_eq!(body["choices"][0]["text"], " 7, 8,");
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
@@ -186,7 +291,10 @@ async fn stop_strings_n_and_logprobs() {
     let chunks = s
         .stream("/v1/completions", &json!({"prompt": COUNTING, "max_tokens": 12, "temperature": 0, "stop": ", 9", "stream": true}))
         .await;
-    let text: String = chunks.iter().map(|c| c["choices"][0]["text"].as_str().unwrap()).collect();
+    let text: String = chunks
+        .iter()
+        .map(|c| c["choices"][0]["text"].as_str().unwrap())
+        .collect();
     assert_eq!(text, " 7, 8");
 
     let (_, body) = s
@@ -195,18 +303,26 @@ async fn stop_strings_n_and_logprobs() {
     let choices = body["choices"].as_array().unwrap();
     assert_eq!(choices.len(), 3);
     assert_eq!(body["usage"]["completion_tokens"], 18);
-    let indexes: Vec<u64> = choices.iter().map(|c| c["index"].as_u64().unwrap()).collect();
+    let indexes: Vec<u64> = choices
+        .iter()
+        .map(|c| c["index"].as_u64().unwrap())
+        .collect();
     assert_eq!(indexes, vec![0, 1, 2]);
     let (_, again) = s
         .post("/v1/completions", &json!({"prompt": "Once upon a time", "max_tokens": 6, "n": 3, "temperature": 1.0, "seed": 5}))
         .await;
-    assert_eq!(again["choices"], body["choices"], "a seed makes n>1 sampling reproducible");
+    assert_eq!(
+        again["choices"], body["choices"],
+        "a seed makes n>1 sampling reproducible"
+    );
 
     let (_, body) = s
         .post("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3,
                                               "logprobs": true, "top_logprobs": 2, "temperature": 0}))
         .await;
-    let content = body["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    let content = body["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .unwrap();
     assert_eq!(content.len(), 3);
     for entry in content {
         let lp = entry["logprob"].as_f64().unwrap();
@@ -221,11 +337,23 @@ async fn stop_strings_n_and_logprobs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_health_and_metrics_answer() {
     let s = start().await;
-    let models: Value = s.client.get(s.url("/v1/models")).send().await.unwrap().json().await.unwrap();
+    let models: Value = s
+        .client
+        .get(s.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(models["data"][0]["id"], MODEL);
     let health = s.client.get(s.url("/health")).send().await.unwrap();
     assert_eq!(health.status().as_u16(), 200);
-    s.post("/v1/completions", &json!({"prompt": COUNTING, "max_tokens": 3})).await;
+    s.post(
+        "/v1/completions",
+        &json!({"prompt": COUNTING, "max_tokens": 3}),
+    )
+    .await;
     let m = s.metrics().await;
     for name in [
         "brisk_time_to_first_token_seconds_count",

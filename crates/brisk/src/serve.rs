@@ -40,7 +40,11 @@ pub struct ServeArgs {
     #[arg(long, env = "BRISK_KV_CACHE_MEMORY", default_value = "1GiB", value_parser = parse_bytes)]
     kv_cache_memory: u64,
     /// Size the KV cache by tokens instead of bytes.
-    #[arg(long, env = "BRISK_KV_CACHE_TOKENS", conflicts_with = "kv_cache_memory")]
+    #[arg(
+        long,
+        env = "BRISK_KV_CACHE_TOKENS",
+        conflicts_with = "kv_cache_memory"
+    )]
     kv_cache_tokens: Option<usize>,
     /// Tokens per KV block.
     #[arg(long, env = "BRISK_BLOCK_SIZE", default_value_t = 16)]
@@ -59,7 +63,9 @@ pub struct ServeArgs {
 /// Parses a byte count with an optional unit.
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
     let number: f64 = number
         .parse()
@@ -85,7 +91,10 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
 /// Runs `brisk serve`.
 pub fn run(args: &ServeArgs) -> Result<()> {
     if args.block_size == 0 || args.block_size > 1024 {
-        bail!("--block-size must be between 1 and 1024, got {}", args.block_size);
+        bail!(
+            "--block-size must be between 1 and 1024, got {}",
+            args.block_size
+        );
     }
     if args.max_num_seqs == 0 {
         bail!("--max-num-seqs must be at least 1");
@@ -145,7 +154,10 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             seed: args.seed,
         },
     )?;
-    let name = args.served_model_name.clone().unwrap_or_else(|| default_name(&path));
+    let name = args
+        .served_model_name
+        .clone()
+        .unwrap_or_else(|| default_name(&path));
     let aliases = vec![path.display().to_string()];
     let state = std::sync::Arc::new(ServerState::new(
         engine,
@@ -176,8 +188,12 @@ pub fn run(args: &ServeArgs) -> Result<()> {
 }
 
 fn default_name(path: &Path) -> String {
-    let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
-    name.strip_suffix(".gguf").map_or(name.clone(), str::to_string)
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    name.strip_suffix(".gguf")
+        .map_or(name.clone(), str::to_string)
 }
 
 /// Prefix-cache salt: distinct per model file, stable across restarts.
@@ -185,7 +201,9 @@ fn salt_of(path: &Path) -> u64 {
     path.display()
         .to_string()
         .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        })
 }
 
 #[cfg(test)]

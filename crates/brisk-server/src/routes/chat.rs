@@ -18,7 +18,8 @@ use crate::ServerState;
 struct ChatFormat;
 
 fn chat_logprobs(entries: &[TokenLogprob]) -> Value {
-    let item = |text: &str, lp: f32| json!({"token": text, "logprob": lp, "bytes": text.as_bytes()});
+    let item =
+        |text: &str, lp: f32| json!({"token": text, "logprob": lp, "bytes": text.as_bytes()});
     json!({
         "content": entries.iter().map(|e| {
             let mut v = item(&e.text, e.logprob);
@@ -38,7 +39,13 @@ impl Format for ChatFormat {
     fn id_prefix(&self) -> &'static str {
         "chatcmpl"
     }
-    fn choice(&self, index: usize, text: String, logprobs: &[TokenLogprob], finish: &Finish) -> Value {
+    fn choice(
+        &self,
+        index: usize,
+        text: String,
+        logprobs: &[TokenLogprob],
+        finish: &Finish,
+    ) -> Value {
         json!({
             "index": index,
             "message": {"role": "assistant", "content": text},
@@ -72,24 +79,39 @@ pub async fn chat_completions(
     let req: ChatCompletionRequest = super::parse_body(&body)?;
     check_model(&state, req.sampling.model.as_deref())?;
     if req.messages.is_empty() {
-        return Err(ApiError::invalid("messages", "`messages` must not be empty"));
+        return Err(ApiError::invalid(
+            "messages",
+            "`messages` must not be empty",
+        ));
     }
     let messages = req
         .messages
         .iter()
-        .map(|m| m.to_chat_message().map_err(|e| ApiError::invalid("messages", e)))
+        .map(|m| {
+            m.to_chat_message()
+                .map_err(|e| ApiError::invalid("messages", e))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
-    let tokens = state.render_and_tokenize(messages, add_generation_prompt).await?;
+    let tokens = state
+        .render_and_tokenize(messages, add_generation_prompt)
+        .await?;
     let logprobs = if req.logprobs {
         Some(
             req.top_logprobs
-                .map(|v| usize::try_from(v).map_err(|_| ApiError::invalid("top_logprobs", "`top_logprobs` must be >= 0")))
+                .map(|v| {
+                    usize::try_from(v).map_err(|_| {
+                        ApiError::invalid("top_logprobs", "`top_logprobs` must be >= 0")
+                    })
+                })
                 .transpose()?
                 .unwrap_or(0),
         )
     } else if req.top_logprobs.is_some_and(|v| v > 0) {
-        return Err(ApiError::invalid("top_logprobs", "`top_logprobs` needs `logprobs: true`"));
+        return Err(ApiError::invalid(
+            "top_logprobs",
+            "`top_logprobs` needs `logprobs: true`",
+        ));
     } else {
         None
     };

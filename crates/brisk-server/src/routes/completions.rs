@@ -45,7 +45,13 @@ impl Format for CompletionFormat {
     fn id_prefix(&self) -> &'static str {
         "cmpl"
     }
-    fn choice(&self, index: usize, text: String, logprobs: &[TokenLogprob], finish: &Finish) -> Value {
+    fn choice(
+        &self,
+        index: usize,
+        text: String,
+        logprobs: &[TokenLogprob],
+        finish: &Finish,
+    ) -> Value {
         json!({
             "index": index,
             "text": text,
@@ -64,7 +70,10 @@ impl Format for CompletionFormat {
 }
 
 /// `POST /v1/completions`.
-pub async fn completions(State(state): State<Arc<ServerState>>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn completions(
+    State(state): State<Arc<ServerState>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let arrival = Instant::now();
     let req: CompletionRequest = super::parse_body(&body)?;
     check_model(&state, req.sampling.model.as_deref())?;
@@ -89,7 +98,10 @@ pub async fn completions(State(state): State<Arc<ServerState>>, body: Bytes) -> 
             if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= state.vocab_size) {
                 return Err(ApiError::invalid(
                     "prompt",
-                    format!("token id {bad} is outside the vocabulary of {}", state.vocab_size),
+                    format!(
+                        "token id {bad} is outside the vocabulary of {}",
+                        state.vocab_size
+                    ),
                 ));
             }
             tokens
@@ -97,7 +109,9 @@ pub async fn completions(State(state): State<Arc<ServerState>>, body: Bytes) -> 
     };
     let logprobs = req
         .logprobs
-        .map(|v| usize::try_from(v).map_err(|_| ApiError::invalid("logprobs", "`logprobs` must be >= 0")))
+        .map(|v| {
+            usize::try_from(v).map_err(|_| ApiError::invalid("logprobs", "`logprobs` must be >= 0"))
+        })
         .transpose()?;
     let spec = build_spec(&state, &req.sampling, tokens, logprobs)?;
     respond(state, spec, CompletionFormat, arrival).await

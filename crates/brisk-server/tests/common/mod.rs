@@ -48,8 +48,11 @@ pub async fn start_with(scheduler: SchedulerConfig) -> TestServer {
     let tokenizer = Tokenizer::from_gguf(&file).expect("tokenizer builds");
     let backend = CpuBackend::from_gguf(&file).expect("model loads");
     let geometry = backend.geometry().clone();
-    let context = scheduler.max_model_len.min(scheduler.num_blocks * scheduler.block_size);
-    let engine = brisk_engine::spawn(backend, EngineConfig { scheduler, seed: 1 }).expect("engine starts");
+    let context = scheduler
+        .max_model_len
+        .min(scheduler.num_blocks * scheduler.block_size);
+    let engine =
+        brisk_engine::spawn(backend, EngineConfig { scheduler, seed: 1 }).expect("engine starts");
     let state = Arc::new(ServerState::new(
         engine.clone(),
         tokenizer,
@@ -78,7 +81,13 @@ impl TestServer {
 
     /// POSTs JSON; returns (status, body as JSON).
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let resp = self.client.post(self.url(path)).json(body).send().await.unwrap();
+        let resp = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap())
     }
@@ -100,7 +109,13 @@ impl TestServer {
     /// POSTs a streaming request and collects the `data:` payloads (without `[DONE]`),
     /// checking that the stream ends with `[DONE]`.
     pub async fn stream(&self, path: &str, body: &Value) -> Vec<Value> {
-        let resp = self.client.post(self.url(path)).json(body).send().await.unwrap();
+        let resp = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status().as_u16(), 200);
         assert!(resp
             .headers()
@@ -114,7 +129,11 @@ impl TestServer {
             .lines()
             .filter_map(|l| l.strip_prefix("data: "))
             .collect();
-        assert_eq!(data.last(), Some(&"[DONE]"), "stream ends with [DONE]: {text}");
+        assert_eq!(
+            data.last(),
+            Some(&"[DONE]"),
+            "stream ends with [DONE]: {text}"
+        );
         data[..data.len() - 1]
             .iter()
             .map(|d| serde_json::from_str(d).unwrap())
@@ -122,7 +141,14 @@ impl TestServer {
     }
 
     pub async fn metrics(&self) -> String {
-        self.client.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// Waits (bounded) until the engine holds no running or waiting sequence.
