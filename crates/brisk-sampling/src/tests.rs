@@ -72,7 +72,7 @@ fn penalties_push_repeated_tokens_down() {
     });
     assert_eq!(rep.sample_with_draw(&logits, &[1], &[], 0.0).token, 0);
     let freq = sampler(SamplingParams {
-        frequency_penalty: 0.1,
+        frequency_penalty: 0.06,
         ..SamplingParams::greedy()
     });
     assert_eq!(freq.sample_with_draw(&logits, &[], &[1], 0.0).token, 1);
