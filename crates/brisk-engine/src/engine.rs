@@ -8,7 +8,7 @@
 //! hot loop; statistics are published once per step.
 
 use std::collections::HashMap;
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -86,18 +86,19 @@ impl<B: Backend> Engine<B> {
                     Err(_) => break, // every handle is gone and nothing is left to do
                 }
             }
-            loop {
-                match self.commands.try_recv() {
-                    Ok(command) => self.handle(command),
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-                }
+            // Disconnection is noticed by the blocking `recv` above once the work is done.
+            while let Ok(command) = self.commands.try_recv() {
+                self.handle(command);
             }
             if self.scheduler.has_unfinished() {
                 self.step();
             }
             self.publish_stats();
         }
-        let mut stats = self.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut stats = self
+            .stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         stats.alive = false;
     }
 
@@ -177,17 +178,20 @@ impl<B: Backend> Engine<B> {
                 continue;
             };
             let raw = output.last_row(i);
-            let choice = if active.output.len() < active.min_tokens && !active.banned_early.is_empty() {
-                let mut logits = raw.to_vec();
-                for &t in &active.banned_early {
-                    if let Some(l) = logits.get_mut(t as usize) {
-                        *l = f32::NEG_INFINITY;
+            let choice =
+                if active.output.len() < active.min_tokens && !active.banned_early.is_empty() {
+                    let mut logits = raw.to_vec();
+                    for &t in &active.banned_early {
+                        if let Some(l) = logits.get_mut(t as usize) {
+                            *l = f32::NEG_INFINITY;
+                        }
                     }
-                }
-                active.sampler.sample(&logits, &active.prompt, &active.output)
-            } else {
-                active.sampler.sample(raw, &active.prompt, &active.output)
-            };
+                    active
+                        .sampler
+                        .sample(&logits, &active.prompt, &active.output)
+                } else {
+                    active.sampler.sample(raw, &active.prompt, &active.output)
+                };
             let top = match active.logprobs {
                 Some(k) if k > 0 => top_logprobs(raw, k),
                 _ => Vec::new(),
@@ -266,7 +270,10 @@ impl<B: Backend> Engine<B> {
 
     fn publish_stats(&self) {
         let s = self.scheduler.stats();
-        let mut stats = self.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut stats = self
+            .stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         *stats = EngineStats {
             num_running: s.num_running,
             num_waiting: s.num_waiting,

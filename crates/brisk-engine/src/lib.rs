@@ -45,12 +45,15 @@ pub enum EngineError {
 
 /// Starts an engine on its own thread and returns its handle. The thread ends once every
 /// handle is dropped and the remaining requests are done.
-pub fn spawn<B: Backend + 'static>(backend: B, mut config: EngineConfig) -> Result<EngineHandle, EngineError> {
+pub fn spawn<B: Backend + 'static>(
+    backend: B,
+    mut config: EngineConfig,
+) -> Result<EngineHandle, EngineError> {
     if config.scheduler.eos_token_ids.is_empty() {
         config.scheduler.eos_token_ids = backend.stop_tokens().to_vec();
     }
-    let scheduler =
-        SchedulerCore::new(config.scheduler.clone()).map_err(|e| EngineError::Config(e.to_string()))?;
+    let scheduler = SchedulerCore::new(config.scheduler.clone())
+        .map_err(|e| EngineError::Config(e.to_string()))?;
     let kv = backend
         .allocate_kv(config.scheduler.num_blocks, config.scheduler.block_size)
         .map_err(|e| EngineError::KvAllocation(e.to_string()))?;
