@@ -29,18 +29,29 @@ fn main() {
         let mut kv = backend.allocate_kv(512 / BS, BS).unwrap();
         let t = Instant::now();
         let batch = StepBatch {
-            seqs: vec![SeqStep { tokens: &prompt, start_pos: 0, block_table: &table, logits: LogitsWanted::Last }],
+            seqs: vec![SeqStep {
+                tokens: &prompt,
+                start_pos: 0,
+                block_table: &table,
+                logits: LogitsWanted::Last,
+            }],
         };
         backend.execute(&batch, &mut kv).unwrap();
         times.push(t.elapsed().as_secs_f64());
     }
     let pp = median(times);
-    println!("prefill 512 tokens: {:.1} ms ({:.1} tokens/s)", pp * 1e3, 512.0 / pp);
+    println!(
+        "prefill 512 tokens: {:.1} ms ({:.1} tokens/s)",
+        pp * 1e3,
+        512.0 / pp
+    );
 
     // Decode steps at several batch sizes, each sequence at position `context`.
     for batch_size in [1usize, 4, 16, 64] {
         let blocks_per_seq = (context + 1).div_ceil(BS);
-        let mut kv = backend.allocate_kv(batch_size * blocks_per_seq, BS).unwrap();
+        let mut kv = backend
+            .allocate_kv(batch_size * blocks_per_seq, BS)
+            .unwrap();
         let tables: Vec<Vec<u32>> = (0..batch_size)
             .map(|s| ((s * blocks_per_seq) as u32..((s + 1) * blocks_per_seq) as u32).collect())
             .collect();
@@ -48,7 +59,12 @@ fn main() {
         let fill: Vec<u32> = (0..context as u32).map(|i| 200 + i).collect();
         for t in &tables {
             let batch = StepBatch {
-                seqs: vec![SeqStep { tokens: &fill, start_pos: 0, block_table: t, logits: LogitsWanted::None }],
+                seqs: vec![SeqStep {
+                    tokens: &fill,
+                    start_pos: 0,
+                    block_table: t,
+                    logits: LogitsWanted::None,
+                }],
             };
             backend.execute(&batch, &mut kv).unwrap();
         }
@@ -59,7 +75,12 @@ fn main() {
                 seqs: tables
                     .iter()
                     .zip(&tokens)
-                    .map(|(t, tok)| SeqStep { tokens: tok, start_pos: context, block_table: t, logits: LogitsWanted::Last })
+                    .map(|(t, tok)| SeqStep {
+                        tokens: tok,
+                        start_pos: context,
+                        block_table: t,
+                        logits: LogitsWanted::Last,
+                    })
                     .collect(),
             };
             let t = Instant::now();

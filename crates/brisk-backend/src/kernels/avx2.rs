@@ -22,7 +22,13 @@ pub(super) fn available() -> bool {
 /// Token rows of `x` for tokens `t0..t0 + out.len()` (at most [`TILE`]), block `b0` onward.
 const TILE: usize = super::TOKENS_PER_TILE;
 
-pub(super) fn dot_q4_1(w: &QuantMatrix, row: usize, x: &QuantActivations, t0: usize, out: &mut [f32]) {
+pub(super) fn dot_q4_1(
+    w: &QuantMatrix,
+    row: usize,
+    x: &QuantActivations,
+    t0: usize,
+    out: &mut [f32],
+) {
     let nb = w.blocks_per_row();
     let wb = row * nb;
     let quants = &w.quants[wb * 16..(wb + nb) * 16];
@@ -52,7 +58,13 @@ pub(super) fn dot_q4_1(w: &QuantMatrix, row: usize, x: &QuantActivations, t0: us
     }
 }
 
-pub(super) fn dot_q8_0(w: &QuantMatrix, row: usize, x: &QuantActivations, t0: usize, out: &mut [f32]) {
+pub(super) fn dot_q8_0(
+    w: &QuantMatrix,
+    row: usize,
+    x: &QuantActivations,
+    t0: usize,
+    out: &mut [f32],
+) {
     let nb = w.blocks_per_row();
     let wb = row * nb;
     let quants = &w.quants[wb * 32..(wb + nb) * 32];

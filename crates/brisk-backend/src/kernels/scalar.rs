@@ -3,14 +3,26 @@
 use super::{QuantActivations, QuantMatrix};
 
 /// Tokens `t0..t0 + out.len()` against one weight row.
-pub(super) fn tile_q4_1(w: &QuantMatrix, row: usize, x: &QuantActivations, t0: usize, out: &mut [f32]) {
+pub(super) fn tile_q4_1(
+    w: &QuantMatrix,
+    row: usize,
+    x: &QuantActivations,
+    t0: usize,
+    out: &mut [f32],
+) {
     for (i, o) in out.iter_mut().enumerate() {
         *o = dot_q4_1(w, row, x, t0 + i);
     }
 }
 
 /// Tokens `t0..t0 + out.len()` against one weight row.
-pub(super) fn tile_q8_0(w: &QuantMatrix, row: usize, x: &QuantActivations, t0: usize, out: &mut [f32]) {
+pub(super) fn tile_q8_0(
+    w: &QuantMatrix,
+    row: usize,
+    x: &QuantActivations,
+    t0: usize,
+    out: &mut [f32],
+) {
     for (i, o) in out.iter_mut().enumerate() {
         *o = dot_q8_0(w, row, x, t0 + i);
     }
