@@ -59,6 +59,8 @@ pub struct ChoiceRun {
     first_token: Option<Instant>,
     tokens: usize,
     done: bool,
+    /// An event read ahead by [`ChoiceRun::prime`].
+    stash: Option<EngineEvent>,
 }
 
 impl ChoiceRun {
@@ -83,6 +85,15 @@ impl ChoiceRun {
             first_token: None,
             tokens: 0,
             done: false,
+            stash: None,
+        }
+    }
+
+    /// Waits for the request's first event (its prefill is then done and its full prompt
+    /// blocks are in the prefix cache), keeping the event for [`ChoiceRun::next`].
+    pub async fn prime(&mut self) {
+        if self.stash.is_none() && !self.done {
+            self.stash = self.stream.next().await;
         }
     }
 
@@ -96,7 +107,11 @@ impl ChoiceRun {
             return None;
         }
         loop {
-            let Some(event) = self.stream.next().await else {
+            let event = match self.stash.take() {
+                Some(e) => Some(e),
+                None => self.stream.next().await,
+            };
+            let Some(event) = event else {
                 self.done = true;
                 return Some(Err(ApiError::unavailable("the engine stopped")));
             };

@@ -52,27 +52,43 @@ fn usage(finishes: &[Finish]) -> Usage {
     }
 }
 
-fn submit_all(
+fn submit_one(
+    state: &ServerState,
+    spec: &GenerationSpec,
+    i: usize,
+    arrival: Instant,
+) -> Result<ChoiceRun, ApiError> {
+    let stream = state
+        .engine
+        .submit(spec.request_for_choice(i))
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    Ok(ChoiceRun::new(
+        stream,
+        Arc::clone(&state.tokenizer),
+        spec.stop.clone(),
+        spec.request.logprobs.is_some(),
+        Arc::clone(&state.metrics),
+        arrival,
+    ))
+}
+
+/// Submits every choice. With `n > 1`, the copies are submitted once the first choice's
+/// prompt has been computed, so they find its full blocks in the prefix cache and share them
+/// instead of computing the prompt `n` times.
+async fn submit_all(
     state: &ServerState,
     spec: &GenerationSpec,
     arrival: Instant,
 ) -> Result<Vec<ChoiceRun>, ApiError> {
-    (0..spec.n)
-        .map(|i| {
-            let stream = state
-                .engine
-                .submit(spec.request_for_choice(i))
-                .map_err(|e| ApiError::unavailable(e.to_string()))?;
-            Ok(ChoiceRun::new(
-                stream,
-                Arc::clone(&state.tokenizer),
-                spec.stop.clone(),
-                spec.request.logprobs.is_some(),
-                Arc::clone(&state.metrics),
-                arrival,
-            ))
-        })
-        .collect()
+    let mut first = submit_one(state, spec, 0, arrival)?;
+    if spec.n > 1 {
+        first.prime().await;
+    }
+    let mut runs = vec![first];
+    for i in 1..spec.n {
+        runs.push(submit_one(state, spec, i, arrival)?);
+    }
+    Ok(runs)
 }
 
 /// Runs `spec` and answers with one response or an SSE stream.
@@ -82,7 +98,7 @@ pub async fn respond<F: Format>(
     format: F,
     arrival: Instant,
 ) -> Result<Response, ApiError> {
-    let runs = submit_all(&state, &spec, arrival)?;
+    let runs = submit_all(&state, &spec, arrival).await?;
     let id = format!("{}-{}", format.id_prefix(), state.next_response_id());
     let created = unix_time();
     if spec.stream {

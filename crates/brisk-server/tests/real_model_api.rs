@@ -375,3 +375,24 @@ async fn models_health_and_metrics_answer() {
     let missing = s.client.get(s.url("/v2/nothing")).send().await.unwrap();
     assert_eq!(missing.status().as_u16(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_copies_of_n_share_the_prompt_blocks() {
+    let s = start().await;
+    let long: String = (0..30)
+        .map(|i| format!("Item {i} is a red apple on a green table. "))
+        .collect();
+    let (status, body) = s
+        .post(
+            "/v1/completions",
+            &json!({"prompt": long, "max_tokens": 4, "n": 3, "temperature": 0.8, "seed": 1}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"].as_array().unwrap().len(), 3);
+    let prompt = body["usage"]["prompt_tokens"].as_u64().unwrap();
+    let hits = metric(&s.metrics().await, "brisk_prefix_cache_hits_total") as u64;
+    // The two copies reuse every full block of the first choice's prompt.
+    let full_blocks_tokens = (prompt - 1) / 16 * 16;
+    assert_eq!(hits, 2 * full_blocks_tokens, "prompt {prompt}");
+}
