@@ -1,0 +1,230 @@
+//! The engine actor against a mock backend (no model): requests stream, abort and finish, and
+//! every block comes back.
+
+use std::time::Duration;
+
+use brisk_engine::{EngineConfig, EngineEvent, EngineHandle, EngineRequest, FinishReason};
+use brisk_sampling::SamplingParams;
+use brisk_scheduler::SchedulerConfig;
+use brisk_types::{
+    Backend, BackendCapabilities, BackendError, ModelGeometry, StepBatch, StepOutput, TokenId,
+};
+
+const VOCAB: usize = 64;
+const EOS: TokenId = 0;
+
+/// Predicts `last token + 1 (mod VOCAB)`; so a sequence counts up and reaches EOS (0) after 63.
+struct CountingBackend {
+    geometry: ModelGeometry,
+    stop: Vec<TokenId>,
+}
+
+impl CountingBackend {
+    fn new() -> Self {
+        Self {
+            geometry: ModelGeometry {
+                num_layers: 1,
+                num_kv_heads: 1,
+                head_dim: 2,
+                vocab_size: VOCAB,
+                max_context: 4096,
+                kv_bytes_per_token: 16,
+            },
+            stop: vec![EOS],
+        }
+    }
+}
+
+impl Backend for CountingBackend {
+    type KvPool = ();
+
+    fn geometry(&self) -> &ModelGeometry {
+        &self.geometry
+    }
+    fn capabilities(&self) -> BackendCapabilities {
+        BackendCapabilities {
+            name: "counting-mock".into(),
+            mixed_batches: true,
+        }
+    }
+    fn stop_tokens(&self) -> &[TokenId] {
+        &self.stop
+    }
+    fn allocate_kv(&self, _: usize, _: usize) -> Result<(), BackendError> {
+        Ok(())
+    }
+    fn execute(&self, batch: &StepBatch<'_>, _: &mut ()) -> Result<StepOutput, BackendError> {
+        let mut logits = Vec::new();
+        let mut first_row = Vec::new();
+        for s in &batch.seqs {
+            first_row.push(logits.len() / VOCAB);
+            for _ in 0..s.logit_rows() {
+                let next = (*s.tokens.last().unwrap() as usize + 1) % VOCAB;
+                let mut row = vec![0.0f32; VOCAB];
+                row[next] = 10.0;
+                logits.extend(row);
+            }
+        }
+        std::thread::sleep(Duration::from_micros(200));
+        Ok(StepOutput {
+            logits,
+            vocab_size: VOCAB,
+            first_row,
+        })
+    }
+}
+
+fn engine(num_blocks: usize) -> EngineHandle {
+    brisk_engine::spawn(
+        CountingBackend::new(),
+        EngineConfig {
+            scheduler: SchedulerConfig {
+                max_num_seqs: 8,
+                max_num_batched_tokens: 64,
+                max_model_len: 4096,
+                block_size: 4,
+                num_blocks,
+                enable_prefix_caching: true,
+                chunked_prefill: true,
+                eos_token_ids: Vec::new(),
+                cache_salt: 0,
+            },
+            seed: 0,
+        },
+    )
+    .unwrap()
+}
+
+fn request(prompt: Vec<TokenId>, max_tokens: usize) -> EngineRequest {
+    EngineRequest {
+        prompt,
+        sampling: SamplingParams::greedy(),
+        max_tokens,
+        min_tokens: 0,
+        ignore_eos: false,
+        stop_token_ids: Vec::new(),
+        logprobs: None,
+    }
+}
+
+async fn collect(mut stream: brisk_engine::RequestStream) -> (Vec<TokenId>, EngineEvent) {
+    let mut tokens = Vec::new();
+    loop {
+        match stream.next().await.expect("the engine answers") {
+            EngineEvent::Token(t) => tokens.push(t.token),
+            other => return (tokens, other),
+        }
+    }
+}
+
+async fn wait_idle(handle: &EngineHandle) {
+    for _ in 0..1000 {
+        let s = handle.stats();
+        if s.num_running == 0 && s.num_waiting == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("engine never idle: {:?}", handle.stats());
+}
+
+#[tokio::test]
+async fn a_request_streams_its_tokens_and_finishes_on_eos() {
+    let e = engine(256);
+    let (tokens, end) = collect(e.submit(request(vec![60], 20)).unwrap()).await;
+    assert_eq!(tokens, vec![61, 62, 63, 0]);
+    assert!(matches!(
+        end,
+        EngineEvent::Finished {
+            reason: FinishReason::Stop,
+            output_tokens: 4,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn min_tokens_keeps_eos_away_and_ignore_eos_runs_to_length() {
+    let e = engine(256);
+    let mut r = request(vec![62], 5);
+    r.min_tokens = 3;
+    let (tokens, end) = collect(e.submit(r).unwrap()).await;
+    // EOS (0) is banned while fewer than three tokens exist, so after 63 the best remaining
+    // token (1, the first of the ties) is taken and counting goes on from there.
+    assert_eq!(tokens, vec![63, 1, 2, 3, 4]);
+    assert!(matches!(
+        end,
+        EngineEvent::Finished {
+            reason: FinishReason::Length,
+            ..
+        }
+    ));
+    let mut r = request(vec![62], 5);
+    r.ignore_eos = true;
+    let (tokens, end) = collect(e.submit(r).unwrap()).await;
+    assert_eq!(tokens, vec![63, 0, 1, 2, 3]);
+    assert!(matches!(
+        end,
+        EngineEvent::Finished {
+            reason: FinishReason::Length,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn many_requests_with_aborts_all_end_and_free_every_block() {
+    let e = engine(48); // tight: forces preemption
+    let mut finished = Vec::new();
+    let mut dropped = 0;
+    for round in 0..5u32 {
+        let mut streams = Vec::new();
+        for i in 0..12u32 {
+            let prompt: Vec<TokenId> = (0..(5 + i % 7)).map(|t| 1 + (t + round) % 50).collect();
+            streams.push(
+                e.submit(request(prompt, 20 + (i as usize % 5) * 7))
+                    .unwrap(),
+            );
+        }
+        // Drop every third stream after one token: the client went away.
+        let mut keep = Vec::new();
+        for (i, mut s) in streams.into_iter().enumerate() {
+            if i % 3 == 0 {
+                let _ = s.next().await;
+                drop(s);
+                dropped += 1;
+            } else {
+                keep.push(s);
+            }
+        }
+        for s in keep {
+            finished.push(collect(s).await.1);
+        }
+    }
+    assert_eq!(finished.len() + dropped, 60);
+    assert!(finished.iter().all(|f| matches!(
+        f,
+        EngineEvent::Finished {
+            reason: FinishReason::Stop | FinishReason::Length,
+            ..
+        }
+    )));
+    wait_idle(&e).await;
+    let stats = e.stats();
+    assert_eq!(stats.kv_cache_usage, 0.0, "{stats:?}");
+    assert!(stats.alive);
+}
+
+#[tokio::test]
+async fn a_request_larger_than_the_pool_is_refused_with_an_error() {
+    let e = engine(4); // 16 tokens
+    let (tokens, end) = collect(e.submit(request((1..30).collect(), 8)).unwrap()).await;
+    assert!(tokens.is_empty());
+    assert!(
+        matches!(end, EngineEvent::Error(ref m) if !m.is_empty()),
+        "{end:?}"
+    );
+    // The engine keeps serving.
+    let (tokens, _) = collect(e.submit(request(vec![1], 3)).unwrap()).await;
+    assert_eq!(tokens, vec![2, 3, 4]);
+}
