@@ -18,7 +18,7 @@ use brisk_types::{Backend, LogitsWanted, TokenId};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::handle::Command;
-use crate::request::{EngineEvent, FinishReason, GeneratedToken, RequestId};
+use crate::request::{EngineEvent, GeneratedToken, RequestId};
 use crate::stats::EngineStats;
 
 /// A request the engine is serving.
@@ -252,11 +252,6 @@ impl<B: Backend> Engine<B> {
                 cached_tokens,
             } => {
                 if let Some(active) = self.requests.remove(&id) {
-                    let reason = match reason {
-                        brisk_scheduler::FinishReason::Stop => FinishReason::Stop,
-                        brisk_scheduler::FinishReason::Length => FinishReason::Length,
-                        brisk_scheduler::FinishReason::Abort => FinishReason::Abort,
-                    };
                     let _ = active.events.send(EngineEvent::Finished {
                         reason,
                         prompt_tokens,

@@ -26,27 +26,8 @@ pub struct EngineRequest {
     pub logprobs: Option<usize>,
 }
 
-/// Why a request ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FinishReason {
-    /// An EOS/stop token (or, decided by the caller, a stop string).
-    Stop,
-    /// `max_tokens` or the model's context was reached.
-    Length,
-    /// The client went away or the request was cancelled.
-    Abort,
-}
-
-impl FinishReason {
-    /// The OpenAI / Prometheus label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stop => "stop",
-            Self::Length => "length",
-            Self::Abort => "abort",
-        }
-    }
-}
+/// Why a request ended (the scheduler's verdict, passed through).
+pub use brisk_scheduler::FinishReason;
 
 /// One generated token with its log-probabilities.
 #[derive(Clone, Debug, PartialEq)]
