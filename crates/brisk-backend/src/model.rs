@@ -131,9 +131,10 @@ impl CpuBackend {
         let mut normed = vec![0.0; n * h];
         for (li, layer) in self.weights.layers.iter().enumerate() {
             rms_norm(&x, &layer.attn_norm, c.rms_norm_eps, &mut normed);
-            let mut q = layer.q.forward(&normed, n)?;
-            let mut k = layer.k.forward(&normed, n)?;
-            let v = layer.v.forward(&normed, n)?;
+            let mut qkv = layer.qkv.forward(&normed, n)?.into_iter();
+            let (Some(mut q), Some(mut k), Some(v)) = (qkv.next(), qkv.next(), qkv.next()) else {
+                unreachable!("three projections")
+            };
             self.rope.apply(&mut q, c.num_heads, &cos, &sin);
             self.rope.apply(&mut k, c.num_kv_heads, &cos, &sin);
             write_kv(kv, li, &places, &k, &v);
@@ -141,8 +142,10 @@ impl CpuBackend {
             add_into(&mut x, &layer.o.forward(&attn, n)?);
 
             rms_norm(&x, &layer.ffn_norm, c.rms_norm_eps, &mut normed);
-            let mut gate = layer.gate.forward(&normed, n)?;
-            let up = layer.up.forward(&normed, n)?;
+            let mut gate_up = layer.gate_up.forward(&normed, n)?.into_iter();
+            let (Some(mut gate), Some(up)) = (gate_up.next(), gate_up.next()) else {
+                unreachable!("two projections")
+            };
             gate.par_iter_mut().zip(up.par_iter()).for_each(|(g, u)| {
                 *g = *g / (1.0 + (-*g).exp()) * u;
             });

@@ -59,16 +59,73 @@ impl Linear {
     }
 }
 
+/// Projections of one input: fused into one product when brisk's kernels hold them all
+/// (one pass over the activations, one parallel section instead of several), separate
+/// otherwise.
+pub(crate) enum Projections {
+    Fused { linear: Linear, widths: Vec<usize> },
+    Separate(Vec<Linear>),
+}
+
+impl Projections {
+    fn new(parts: Vec<Linear>) -> Self {
+        let natives: Option<Vec<&QuantMatrix>> = parts
+            .iter()
+            .map(|l| match &l.weight {
+                MatmulImpl::Native(m) => Some(m),
+                MatmulImpl::Candle(_) => None,
+            })
+            .collect();
+        let Some(fused) = natives.and_then(|n| QuantMatrix::concat_rows(&n)) else {
+            return Self::Separate(parts);
+        };
+        let widths: Vec<usize> = parts.iter().map(|l| l.out_dim).collect();
+        let bias = parts.iter().any(|l| l.bias.is_some()).then(|| {
+            parts
+                .iter()
+                .flat_map(|l| l.bias.clone().unwrap_or_else(|| vec![0.0; l.out_dim]))
+                .collect()
+        });
+        Self::Fused {
+            linear: Linear {
+                weight: MatmulImpl::Native(fused),
+                bias,
+                out_dim: widths.iter().sum(),
+                in_dim: parts[0].in_dim,
+            },
+            widths,
+        }
+    }
+
+    /// Each projection of the `rows` rows of `x`, in order.
+    pub(crate) fn forward(&self, x: &[f32], rows: usize) -> candle_core::Result<Vec<Vec<f32>>> {
+        match self {
+            Self::Separate(parts) => parts.iter().map(|l| l.forward(x, rows)).collect(),
+            Self::Fused { linear, widths } => {
+                let all = linear.forward(x, rows)?;
+                let mut outs: Vec<Vec<f32>> = widths.iter().map(|w| Vec::with_capacity(w * rows)).collect();
+                for row in all.chunks_exact(linear.out_dim) {
+                    let mut offset = 0;
+                    for (out, w) in outs.iter_mut().zip(widths) {
+                        out.extend_from_slice(&row[offset..offset + w]);
+                        offset += w;
+                    }
+                }
+                Ok(outs)
+            }
+        }
+    }
+}
+
 /// One transformer layer.
 pub(crate) struct LayerWeights {
     pub(crate) attn_norm: Vec<f32>,
-    pub(crate) q: Linear,
-    pub(crate) k: Linear,
-    pub(crate) v: Linear,
+    /// Q, K and V.
+    pub(crate) qkv: Projections,
     pub(crate) o: Linear,
     pub(crate) ffn_norm: Vec<f32>,
-    pub(crate) gate: Linear,
-    pub(crate) up: Linear,
+    /// Gate and up.
+    pub(crate) gate_up: Projections,
     pub(crate) down: Linear,
 }
 
@@ -448,13 +505,17 @@ fn load(src: &dyn WeightSource, c: &ModelConfig) -> Result<ModelWeights, ModelEr
         .map(|i| {
             Ok(LayerWeights {
                 attn_norm: loader.vector(Role::AttnNorm, i, h)?,
-                q: loader.linear(Role::Q, bias(Role::QBias), i, q_dim, h)?,
-                k: loader.linear(Role::K, bias(Role::KBias), i, kv_dim, h)?,
-                v: loader.linear(Role::V, bias(Role::VBias), i, kv_dim, h)?,
+                qkv: Projections::new(vec![
+                    loader.linear(Role::Q, bias(Role::QBias), i, q_dim, h)?,
+                    loader.linear(Role::K, bias(Role::KBias), i, kv_dim, h)?,
+                    loader.linear(Role::V, bias(Role::VBias), i, kv_dim, h)?,
+                ]),
                 o: loader.linear(Role::O, None, i, h, q_dim)?,
                 ffn_norm: loader.vector(Role::FfnNorm, i, h)?,
-                gate: loader.linear(Role::Gate, None, i, f, h)?,
-                up: loader.linear(Role::Up, None, i, f, h)?,
+                gate_up: Projections::new(vec![
+                    loader.linear(Role::Gate, None, i, f, h)?,
+                    loader.linear(Role::Up, None, i, f, h)?,
+                ]),
                 down: loader.linear(Role::Down, None, i, h, f)?,
             })
         })

@@ -99,6 +99,22 @@ impl QuantMatrix {
         })
     }
 
+    /// Stacks matrices of one format and width into one (rows of the first, then the second…),
+    /// so that projections reading the same input run as one product.
+    pub(crate) fn concat_rows(parts: &[&QuantMatrix]) -> Option<QuantMatrix> {
+        let first = parts.first()?;
+        if parts.iter().any(|p| p.format != first.format || p.cols != first.cols) {
+            return None;
+        }
+        Some(QuantMatrix {
+            format: first.format,
+            rows: parts.iter().map(|p| p.rows).sum(),
+            cols: first.cols,
+            scales: parts.iter().flat_map(|p| p.scales.iter().copied()).collect(),
+            quants: parts.iter().flat_map(|p| p.quants.iter().copied()).collect(),
+        })
+    }
+
     /// `out[t * rows + r] = Σ_k x[t * cols + k] * W[r, k]` for the `m` rows of `x`.
     pub(crate) fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
         debug_assert_eq!(x.len(), m * self.cols);
@@ -106,14 +122,17 @@ impl QuantMatrix {
         let acts = QuantActivations::quantize(x, m, self.cols);
         let tile = self.tile_fn();
         // Each task owns a band of weight rows and applies it to every token, writing
-        // `band[r][t]`; the band layout is transposed into `out` afterwards.
-        const ROWS_PER_TASK: usize = 16;
+        // `band[r][t]`; the band layout is transposed into `out` afterwards. A few bands per
+        // thread balance the load without paying a hand-off per handful of rows (a decode
+        // step runs ~200 of these products, so per-task overhead is most of a small one).
+        let tasks = rayon::current_num_threads() * 4;
+        let rows_per_task = self.rows.div_ceil(tasks).max(8);
         let mut transposed = vec![0.0f32; self.rows * m];
         transposed
-            .par_chunks_mut(ROWS_PER_TASK * m)
+            .par_chunks_mut(rows_per_task * m)
             .enumerate()
             .for_each(|(task, band)| {
-                let first = task * ROWS_PER_TASK;
+                let first = task * rows_per_task;
                 for (i, row_out) in band.chunks_exact_mut(m).enumerate() {
                     for (g, group) in row_out.chunks_mut(TOKENS_PER_TILE).enumerate() {
                         tile(self, first + i, &acts, g * TOKENS_PER_TILE, group);
