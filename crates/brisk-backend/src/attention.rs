@@ -43,7 +43,9 @@ pub(crate) fn write_kv(
 }
 
 /// Computes attention for every token; `q` is `tokens × q_heads × head_dim`, the result has
-/// the same shape.
+/// the same shape. The query heads that share a K/V head are scored together, so each key and
+/// value vector is read once per token rather than once per query head, and keys are walked
+/// block by block (no division per position).
 pub(crate) fn paged_attention(
     pool: &CpuKvPool,
     layer: usize,
@@ -62,30 +64,49 @@ pub(crate) fn paged_attention(
         .zip(places.par_iter())
         .for_each_init(Vec::new, |scores, ((out, q), place)| {
             let n = place.pos + 1;
+            let blocks = &place.block_table[..n.div_ceil(bs)];
+            scores.clear();
+            scores.resize(group * n, 0.0);
             for kv_head in 0..kv_heads {
-                for g in 0..group {
-                    let h = kv_head * group + g;
-                    let qh = &q[h * d..(h + 1) * d];
-                    scores.clear();
-                    for j in 0..n {
-                        let block = place.block_table[j / bs] as usize;
-                        let off = pool.offset(block, kv_head, j % bs);
-                        scores.push(dot(qh, &kc[off..off + d]) * scale);
+                let heads = kv_head * group..(kv_head + 1) * group;
+                // Scores: scores[g * n + j] = q_g · k_j / sqrt(d).
+                let mut j = 0;
+                for &block in blocks {
+                    let base = pool.offset(block as usize, kv_head, 0);
+                    for slot in 0..bs.min(n - j) {
+                        let k = &kc[base + slot * d..base + (slot + 1) * d];
+                        for (g, h) in heads.clone().enumerate() {
+                            scores[g * n + j] = dot(&q[h * d..(h + 1) * d], k) * scale;
+                        }
+                        j += 1;
                     }
-                    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                }
+                // Softmax per query head, normalised in place.
+                for row in scores.chunks_exact_mut(n) {
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                     let mut sum = 0.0;
-                    for s in scores.iter_mut() {
+                    for s in row.iter_mut() {
                         *s = (*s - max).exp();
                         sum += *s;
                     }
-                    let oh = &mut out[h * d..(h + 1) * d];
-                    for (j, &w) in scores.iter().enumerate() {
-                        let block = place.block_table[j / bs] as usize;
-                        let off = pool.offset(block, kv_head, j % bs);
-                        let w = w / sum;
-                        for (o, v) in oh.iter_mut().zip(&vc[off..off + d]) {
-                            *o += w * v;
+                    let inv = 1.0 / sum;
+                    for s in row.iter_mut() {
+                        *s *= inv;
+                    }
+                }
+                // Weighted sum of values.
+                let mut j = 0;
+                for &block in blocks {
+                    let base = pool.offset(block as usize, kv_head, 0);
+                    for slot in 0..bs.min(n - j) {
+                        let v = &vc[base + slot * d..base + (slot + 1) * d];
+                        for (g, h) in heads.clone().enumerate() {
+                            let w = scores[g * n + j];
+                            for (o, x) in out[h * d..(h + 1) * d].iter_mut().zip(v) {
+                                *o += w * x;
+                            }
                         }
+                        j += 1;
                     }
                 }
             }

@@ -103,7 +103,10 @@ impl Projections {
             Self::Separate(parts) => parts.iter().map(|l| l.forward(x, rows)).collect(),
             Self::Fused { linear, widths } => {
                 let all = linear.forward(x, rows)?;
-                let mut outs: Vec<Vec<f32>> = widths.iter().map(|w| Vec::with_capacity(w * rows)).collect();
+                let mut outs: Vec<Vec<f32>> = widths
+                    .iter()
+                    .map(|w| Vec::with_capacity(w * rows))
+                    .collect();
                 for row in all.chunks_exact(linear.out_dim) {
                     let mut offset = 0;
                     for (out, w) in outs.iter_mut().zip(widths) {

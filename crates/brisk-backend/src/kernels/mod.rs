@@ -103,15 +103,24 @@ impl QuantMatrix {
     /// so that projections reading the same input run as one product.
     pub(crate) fn concat_rows(parts: &[&QuantMatrix]) -> Option<QuantMatrix> {
         let first = parts.first()?;
-        if parts.iter().any(|p| p.format != first.format || p.cols != first.cols) {
+        if parts
+            .iter()
+            .any(|p| p.format != first.format || p.cols != first.cols)
+        {
             return None;
         }
         Some(QuantMatrix {
             format: first.format,
             rows: parts.iter().map(|p| p.rows).sum(),
             cols: first.cols,
-            scales: parts.iter().flat_map(|p| p.scales.iter().copied()).collect(),
-            quants: parts.iter().flat_map(|p| p.quants.iter().copied()).collect(),
+            scales: parts
+                .iter()
+                .flat_map(|p| p.scales.iter().copied())
+                .collect(),
+            quants: parts
+                .iter()
+                .flat_map(|p| p.quants.iter().copied())
+                .collect(),
         })
     }
 
