@@ -37,6 +37,8 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Benchmark any OpenAI-compatible server: TTFT, TPOT, ITL, goodput, SLO attainment.
+    Bench(Box<brisk_bench::BenchArgs>),
 }
 
 /// `--model` shared by the subcommands that load a model.
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate::run(&args),
         Command::Download { quiet } => model_fetch::ensure(&model_fetch::DEFAULT_MODEL, quiet)
             .map(|p| println!("{}", p.display())),
+        Command::Bench(args) => brisk_bench::run(&args).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

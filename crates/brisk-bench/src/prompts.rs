@@ -1,0 +1,224 @@
+//! Prompts of exact token lengths.
+//!
+//! The default sends token-id arrays (`"prompt": [ids]`, accepted by brisk, vLLM and
+//! llama.cpp), drawn from a safe id range, so lengths are exact with no tokenizer.
+//! Mooncake prefix blocks become id blocks generated from (seed, hash id), so two
+//! requests naming the same hash id really share that block — prefix caching is
+//! exercised as in production. Text prompts come from ShareGPT turns or a seeded
+//! word list; with a local GGUF tokenizer they are cut to the exact token count,
+//! without one 1 word ≈ 1 token and the report says `prompt_lengths_exact: false`.
+
+use std::path::Path;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::args::PromptFormat;
+use crate::error::BenchError;
+use crate::workload::Workload;
+
+/// Ids are drawn from here: past the special and byte tokens of common vocabularies,
+/// below the vocabulary size of small models (SmolLM2's is 49,152).
+const ID_RANGE: std::ops::Range<u32> = 1000..20_000;
+
+const WORDS: &[&str] = &[
+    "the", "of", "and", "to", "in", "a", "is", "that", "for", "it", "as", "was", "with", "be",
+    "by", "on", "not", "he", "this", "are", "or", "his", "from", "at", "which", "but", "have",
+    "an", "had", "they", "you", "were", "their", "one", "all", "we", "can", "her", "has", "there",
+    "been", "if", "more", "when", "will", "would", "who", "so", "no", "time", "people", "water",
+    "world", "house", "river", "city", "light", "music", "garden", "number", "story", "window",
+    "mountain", "paper", "system", "question", "market", "animal", "history", "summer", "letter",
+    "bridge", "friend",
+];
+
+/// A prompt as sent.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Prompt {
+    /// Token ids.
+    Ids(Vec<u32>),
+    /// Text.
+    Text(String),
+}
+
+/// Builds every request's prompt.
+pub struct PromptBuilder {
+    format: PromptFormat,
+    seed: u64,
+    tokenizer: Option<brisk_tokenizer::Tokenizer>,
+    texts: Vec<String>,
+}
+
+fn block_rng(seed: u64, hash: u64) -> StdRng {
+    StdRng::seed_from_u64(seed ^ hash.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+impl PromptBuilder {
+    /// `texts` (ShareGPT turns) replace the word list for text prompts when non-empty.
+    pub fn new(
+        format: PromptFormat,
+        seed: u64,
+        tokenizer_gguf: Option<&Path>,
+        texts: Vec<String>,
+    ) -> Result<Self, BenchError> {
+        let tokenizer = match tokenizer_gguf {
+            Some(p) if format == PromptFormat::Text => {
+                let file = brisk_gguf::GgufFile::open(p)
+                    .map_err(|e| BenchError::Tokenizer(format!("{}: {e}", p.display())))?;
+                Some(
+                    brisk_tokenizer::Tokenizer::from_gguf(&file)
+                        .map_err(|e| BenchError::Tokenizer(e.to_string()))?,
+                )
+            }
+            _ => None,
+        };
+        Ok(Self {
+            format,
+            seed,
+            tokenizer,
+            texts,
+        })
+    }
+
+    /// All prompts, and whether every one has exactly its requested token count.
+    pub fn build(&self, w: &Workload) -> Result<(Vec<Prompt>, bool), BenchError> {
+        let mut exact = self.format == PromptFormat::Ids || self.tokenizer.is_some();
+        let mut out = Vec::with_capacity(w.requests.len());
+        for (i, r) in w.requests.iter().enumerate() {
+            let mut own =
+                StdRng::seed_from_u64(self.seed.wrapping_mul(31).wrapping_add(i as u64 + 1));
+            match self.format {
+                PromptFormat::Ids => {
+                    let mut ids = Vec::with_capacity(r.prompt_len);
+                    for &h in &r.block_hashes {
+                        if ids.len() >= r.prompt_len {
+                            break;
+                        }
+                        let mut rng = block_rng(self.seed, h);
+                        ids.extend((0..w.block_size).map(|_| rng.random_range(ID_RANGE)));
+                    }
+                    ids.truncate(r.prompt_len);
+                    while ids.len() < r.prompt_len {
+                        ids.push(own.random_range(ID_RANGE));
+                    }
+                    out.push(Prompt::Ids(ids));
+                }
+                PromptFormat::Text => {
+                    let words = self.words(w, i, &mut own);
+                    let (text, ok) = self.fit(&words, r.prompt_len)?;
+                    exact &= ok;
+                    out.push(Prompt::Text(text));
+                }
+            }
+        }
+        Ok((out, exact))
+    }
+
+    /// At least `prompt_len + 16` words for request `i`: its shared blocks first, then
+    /// ShareGPT text (or the word list), repeated as needed.
+    fn words(&self, w: &Workload, i: usize, own: &mut StdRng) -> Vec<String> {
+        let r = &w.requests[i];
+        let need = r.prompt_len + 16;
+        let mut words = Vec::with_capacity(need);
+        for &h in &r.block_hashes {
+            let mut rng = block_rng(self.seed, h);
+            words.extend(
+                (0..w.block_size).map(|_| WORDS[rng.random_range(0..WORDS.len())].to_string()),
+            );
+        }
+        if self.texts.is_empty() {
+            while words.len() < need {
+                words.push(WORDS[own.random_range(0..WORDS.len())].to_string());
+            }
+        } else {
+            let text = &self.texts[own.random_range(0..self.texts.len())];
+            let src: Vec<&str> = text.split_whitespace().collect();
+            words.extend(
+                src.iter()
+                    .cycle()
+                    .take(need.saturating_sub(words.len()))
+                    .map(|s| s.to_string()),
+            );
+        }
+        words
+    }
+
+    fn fit(&self, words: &[String], n: usize) -> Result<(String, bool), BenchError> {
+        let Some(tok) = &self.tokenizer else {
+            return Ok((words[..n.min(words.len())].join(" "), false));
+        };
+        let err = |e: brisk_tokenizer::TokenizerError| BenchError::Tokenizer(e.to_string());
+        let mut ids = tok.encode(&words.join(" "), false).map_err(err)?;
+        if ids.len() < n {
+            // Words are ≥ 1 token each, so `words` (≥ n + 16 of them) never runs short.
+            return Ok((tok.decode(&ids, false).map_err(err)?, false));
+        }
+        ids.truncate(n);
+        for _ in 0..4 {
+            let text = tok.decode(&ids, false).map_err(err)?;
+            let m = tok.encode(&text, false).map_err(err)?.len();
+            if m == n {
+                return Ok((text, true));
+            }
+            if m < n || ids.len() <= m - n {
+                return Ok((text, false));
+            }
+            ids.truncate(ids.len() - (m - n));
+        }
+        Ok((tok.decode(&ids, false).map_err(err)?, false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::RequestSpec;
+
+    fn req(prompt_len: usize, block_hashes: Vec<u64>) -> RequestSpec {
+        RequestSpec {
+            arrival_s: 0.0,
+            prompt_len,
+            output_len: 1,
+            block_hashes,
+        }
+    }
+
+    #[test]
+    fn requests_naming_the_same_block_share_its_ids() {
+        let w = Workload {
+            requests: vec![req(10, vec![7, 1]), req(9, vec![7, 2]), req(4, vec![])],
+            block_size: 4,
+            from_trace: true,
+            source: String::new(),
+        };
+        let b = PromptBuilder::new(PromptFormat::Ids, 3, None, vec![]).unwrap();
+        let (p, exact) = b.build(&w).unwrap();
+        assert!(exact);
+        let ids: Vec<Vec<u32>> = p
+            .into_iter()
+            .map(|p| match p {
+                Prompt::Ids(v) => v,
+                Prompt::Text(_) => unreachable!(),
+            })
+            .collect();
+        assert_eq!(ids.iter().map(Vec::len).collect::<Vec<_>>(), vec![10, 9, 4]);
+        assert_eq!(ids[0][..4], ids[1][..4]);
+        assert_ne!(ids[0][4..8], ids[1][4..8]);
+    }
+
+    #[test]
+    fn text_without_a_tokenizer_is_approximate() {
+        let w = Workload {
+            requests: vec![req(5, vec![])],
+            block_size: 0,
+            from_trace: false,
+            source: String::new(),
+        };
+        let b = PromptBuilder::new(PromptFormat::Text, 0, None, vec![]).unwrap();
+        let (p, exact) = b.build(&w).unwrap();
+        assert!(!exact);
+        let Prompt::Text(t) = &p[0] else {
+            unreachable!()
+        };
+        assert_eq!(t.split(' ').count(), 5);
+    }
+}

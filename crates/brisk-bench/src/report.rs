@@ -1,0 +1,314 @@
+//! The JSON report and the summary table.
+//!
+//! Keys follow vLLM's `benchmark_serving` result JSON (`completed`, `request_throughput`,
+//! `mean_ttft_ms`, `p99_tpot_ms`, `request_goodput`, …) so reports from either tool can be
+//! compared. Goodput and SLO attainment follow DistServe: a request is good when it
+//! completed with TTFT ≤ ttft_slo and TPOT ≤ tpot_slo; goodput is good requests per
+//! second of run time, attainment their share of all requests (failed ones are misses).
+//! Percentiles interpolate linearly between order statistics (numpy's default, as vLLM).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::args::{Endpoint, Slo};
+use crate::client::RequestRecord;
+
+/// What the run was, copied into the report.
+#[derive(Clone, Debug)]
+pub struct RunMeta {
+    /// The command line as typed.
+    pub command_line: String,
+    /// Server base URL.
+    pub url: String,
+    /// Model name sent.
+    pub model: String,
+    /// Endpoint used.
+    pub endpoint: Endpoint,
+    /// Workload description.
+    pub workload: String,
+    /// Mean request rate asked for (`None`: all at once, or a trace at its own pace).
+    pub rate: Option<f64>,
+    /// Gamma shape of synthetic arrivals.
+    pub burstiness: f64,
+    /// Closed-loop cap.
+    pub max_concurrency: Option<usize>,
+    /// The objective.
+    pub slo: Slo,
+    /// Whether every prompt has exactly its requested token count.
+    pub prompt_lengths_exact: bool,
+    /// Seed of the run.
+    pub seed: u64,
+}
+
+/// Mean and maximum client lag.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Lag {
+    /// Mean over requests.
+    pub mean: f64,
+    /// Maximum over requests.
+    pub max: f64,
+}
+
+/// The benchmark report (one run at one rate).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Report {
+    /// ISO-8601 UTC time the report was made.
+    pub date: String,
+    /// The command line.
+    pub command_line: String,
+    /// Server base URL.
+    pub url: String,
+    /// Model name sent.
+    pub model: String,
+    /// Endpoint used.
+    pub endpoint: Endpoint,
+    /// Workload description.
+    pub workload: String,
+    /// Seed.
+    pub seed: u64,
+    /// Requested mean rate; null when all requests were sent at once or a trace kept its pace.
+    pub rate: Option<f64>,
+    /// Gamma shape of synthetic arrivals.
+    pub burstiness: f64,
+    /// Closed-loop cap.
+    pub max_concurrency: Option<usize>,
+    /// Requests in the workload.
+    pub num_requests: usize,
+    /// Requests that completed.
+    pub completed: usize,
+    /// Requests that failed (HTTP error, broken stream, timeout).
+    pub failed: usize,
+    /// Seconds from start to the last completion.
+    pub duration: f64,
+    /// Completed requests per second.
+    pub request_throughput: f64,
+    /// Output tokens per second.
+    pub output_throughput: f64,
+    /// Prompt plus output tokens per second.
+    pub total_token_throughput: f64,
+    /// Prompt tokens of completed requests.
+    pub total_input_tokens: usize,
+    /// Output tokens of completed requests.
+    pub total_output_tokens: usize,
+    /// Good requests per second.
+    pub request_goodput: f64,
+    /// Share of all requests that were good.
+    pub slo_attainment: f64,
+    /// The objective (null bounds are unbounded).
+    pub slo: BTreeMap<&'static str, Option<f64>>,
+    /// Client lag: actual − scheduled send, milliseconds.
+    pub client_lag_ms: Lag,
+    /// Completed requests that returned fewer tokens than asked (ignore_eos/min_tokens ignored).
+    pub ignored_length_requests: usize,
+    /// Whether prompts had exactly their requested token counts.
+    pub prompt_lengths_exact: bool,
+    /// `{mean,median,std,p90,p99}_{ttft,tpot,itl,e2el}_ms`.
+    #[serde(flatten)]
+    pub latency: BTreeMap<String, f64>,
+    /// Every request.
+    pub requests: Vec<RequestRecord>,
+}
+
+/// Linear-interpolation percentile of sorted values (0 when empty).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    match sorted.len() {
+        0 => 0.0,
+        n => {
+            let pos = p / 100.0 * (n - 1) as f64;
+            let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+            sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+        }
+    }
+}
+
+fn stats(name: &str, mut v: Vec<f64>, out: &mut BTreeMap<String, f64>) {
+    v.sort_by(f64::total_cmp);
+    let n = v.len().max(1) as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
+    out.insert(format!("mean_{name}_ms"), mean);
+    out.insert(format!("median_{name}_ms"), percentile(&v, 50.0));
+    out.insert(format!("std_{name}_ms"), std);
+    out.insert(format!("p90_{name}_ms"), percentile(&v, 90.0));
+    out.insert(format!("p99_{name}_ms"), percentile(&v, 99.0));
+}
+
+fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
+}
+
+/// Whether a record meets the objective.
+pub fn meets(r: &RequestRecord, slo: &Slo) -> bool {
+    r.ok() && r.ttft.is_some_and(|t| t <= slo.ttft_ms) && r.tpot.unwrap_or(0.0) <= slo.tpot_ms
+}
+
+/// Aggregates records into the report.
+pub fn build(meta: &RunMeta, records: Vec<RequestRecord>, duration_s: f64) -> Report {
+    let done: Vec<&RequestRecord> = records.iter().filter(|r| r.ok()).collect();
+    let good = records.iter().filter(|r| meets(r, &meta.slo)).count();
+    let total_input_tokens: usize = done.iter().map(|r| r.prompt_len).sum();
+    let total_output_tokens: usize = done.iter().map(|r| r.output_len).sum();
+    let per_s = |x: f64| {
+        if duration_s > 0.0 {
+            x / duration_s
+        } else {
+            0.0
+        }
+    };
+    let mut latency = BTreeMap::new();
+    stats(
+        "ttft",
+        done.iter().filter_map(|r| r.ttft).collect(),
+        &mut latency,
+    );
+    stats(
+        "tpot",
+        done.iter().filter_map(|r| r.tpot).collect(),
+        &mut latency,
+    );
+    stats(
+        "itl",
+        done.iter().flat_map(|r| r.itls.iter().copied()).collect(),
+        &mut latency,
+    );
+    stats(
+        "e2el",
+        done.iter().filter_map(|r| r.e2el).collect(),
+        &mut latency,
+    );
+    let lags: Vec<f64> = records.iter().map(|r| r.lag_ms).collect();
+    let lag = Lag {
+        mean: lags.iter().sum::<f64>() / lags.len().max(1) as f64,
+        max: lags.iter().copied().fold(0.0, f64::max),
+    };
+    Report {
+        date: crate::now_iso8601(),
+        command_line: meta.command_line.clone(),
+        url: meta.url.clone(),
+        model: meta.model.clone(),
+        endpoint: meta.endpoint,
+        workload: meta.workload.clone(),
+        seed: meta.seed,
+        rate: meta.rate.and_then(finite),
+        burstiness: meta.burstiness,
+        max_concurrency: meta.max_concurrency,
+        num_requests: records.len(),
+        completed: done.len(),
+        failed: records.len() - done.len(),
+        duration: duration_s,
+        request_throughput: per_s(done.len() as f64),
+        output_throughput: per_s(total_output_tokens as f64),
+        total_token_throughput: per_s((total_input_tokens + total_output_tokens) as f64),
+        total_input_tokens,
+        total_output_tokens,
+        request_goodput: per_s(good as f64),
+        slo_attainment: if records.is_empty() {
+            0.0
+        } else {
+            good as f64 / records.len() as f64
+        },
+        slo: BTreeMap::from([
+            ("ttft_ms", finite(meta.slo.ttft_ms)),
+            ("tpot_ms", finite(meta.slo.tpot_ms)),
+        ]),
+        client_lag_ms: lag,
+        ignored_length_requests: done
+            .iter()
+            .filter(|r| r.output_len < r.output_len_requested)
+            .count(),
+        prompt_lengths_exact: meta.prompt_lengths_exact,
+        latency,
+        requests: records,
+    }
+}
+
+/// The readable summary table (vLLM's layout).
+pub fn summary(r: &Report) -> String {
+    let mut s = String::new();
+    let rate = r.rate.map_or("inf".to_string(), |x| format!("{x}"));
+    let slo = |k| {
+        r.slo
+            .get(k)
+            .copied()
+            .flatten()
+            .map_or("-".to_string(), |x: f64| format!("{x}"))
+    };
+    let _ = writeln!(s, "{:=^60}", " brisk bench result ");
+    let mut row = |k: &str, v: String| {
+        let _ = writeln!(s, "{k:<44}{v:>16}");
+    };
+    row("Request rate (req/s):", rate);
+    row("Successful requests:", r.completed.to_string());
+    row("Failed requests:", r.failed.to_string());
+    row("Benchmark duration (s):", format!("{:.2}", r.duration));
+    row("Total input tokens:", r.total_input_tokens.to_string());
+    row("Total generated tokens:", r.total_output_tokens.to_string());
+    row(
+        "Request throughput (req/s):",
+        format!("{:.2}", r.request_throughput),
+    );
+    row(
+        "Output token throughput (tok/s):",
+        format!("{:.2}", r.output_throughput),
+    );
+    row(
+        "Total token throughput (tok/s):",
+        format!("{:.2}", r.total_token_throughput),
+    );
+    row(
+        &format!(
+            "Goodput (req/s) @ ttft≤{} tpot≤{} ms:",
+            slo("ttft_ms"),
+            slo("tpot_ms")
+        ),
+        format!("{:.2}", r.request_goodput),
+    );
+    row(
+        "SLO attainment:",
+        format!("{:.1}%", r.slo_attainment * 100.0),
+    );
+    row(
+        "Client lag mean / max (ms):",
+        format!("{:.2} / {:.2}", r.client_lag_ms.mean, r.client_lag_ms.max),
+    );
+    row(
+        "Requests that ignored the length asked:",
+        r.ignored_length_requests.to_string(),
+    );
+    row("Prompt lengths exact:", r.prompt_lengths_exact.to_string());
+    for (name, title) in [
+        ("ttft", "Time to First Token"),
+        ("tpot", "Time per Output Token (excl. 1st)"),
+        ("itl", "Inter-token Latency"),
+        ("e2el", "End-to-end Latency"),
+    ] {
+        let _ = writeln!(s, "{:-^60}", format!(" {title} "));
+        for stat in ["mean", "median", "p90", "p99"] {
+            let v = r
+                .latency
+                .get(&format!("{stat}_{name}_ms"))
+                .copied()
+                .unwrap_or(0.0);
+            let _ = writeln!(
+                s,
+                "{:<44}{v:>16.2}",
+                format!("{stat} {} (ms):", name.to_uppercase())
+            );
+        }
+    }
+    let _ = writeln!(s, "{}", "=".repeat(60));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_interpolate_like_numpy() {
+        let v = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(percentile(&v, 50.0), 2.5);
+        assert!((percentile(&v, 99.0) - 3.97).abs() < 1e-9);
+        assert_eq!(percentile(&[], 50.0), 0.0);
+    }
+}

@@ -1,0 +1,152 @@
+//! Sends a workload on its schedule.
+//!
+//! The client must not distort what it measures (as vLLM's `benchmark_serving` and
+//! DistServe's harness take care to): each request is sent at its scheduled instant by
+//! its own task, on its own connection (the pool keeps no idle connections, so no
+//! request queues behind another's socket), and the gap between the scheduled and the
+//! actual send is recorded as client lag. `--max-concurrency` closes the loop: a request
+//! waits for a free slot, and its lag is counted from the moment the slot freed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::Semaphore;
+
+use crate::args::BenchConfig;
+use crate::client::{self, RequestBody, RequestRecord};
+use crate::error::BenchError;
+use crate::prompts::Prompt;
+use crate::workload::Workload;
+
+/// Records of every request (in workload order) and the run's duration in seconds
+/// (start → last completion).
+pub struct RunOutcome {
+    /// One record per request, failed ones included.
+    pub records: Vec<RequestRecord>,
+    /// Seconds from the first scheduled send to the last completion.
+    pub duration_s: f64,
+}
+
+/// Builds the HTTP client: no idle connections kept, so each in-flight request has its own.
+pub fn http_client() -> Result<reqwest::Client, BenchError> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| BenchError::Setup(e.to_string()))
+}
+
+/// Runs the workload against the server and collects one record per request.
+pub async fn execute(
+    cfg: &BenchConfig,
+    model: &str,
+    workload: &Workload,
+    prompts: Vec<Prompt>,
+    label: &str,
+) -> Result<RunOutcome, BenchError> {
+    let client = http_client()?;
+    let n = workload.requests.len();
+    let bar = if cfg.progress {
+        let b = ProgressBar::new(n as u64);
+        if let Ok(style) = ProgressStyle::with_template(
+            "{msg} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec})",
+        ) {
+            b.set_style(style);
+        }
+        b.set_message(label.to_string());
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let prompts = Arc::new(prompts);
+    let model: Arc<str> = Arc::from(model);
+    let base: Arc<str> = Arc::from(cfg.url.as_str());
+    let endpoint = cfg.endpoint;
+    let timeout = Duration::from_secs_f64(cfg.request_timeout_s);
+    let slots = cfg.max_concurrency.map(|c| Arc::new(Semaphore::new(c)));
+    let start = Instant::now();
+    let mut handles = Vec::with_capacity(n);
+    for (i, spec) in workload.requests.iter().enumerate() {
+        let at = start + Duration::from_secs_f64(spec.arrival_s);
+        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+        let permit = match &slots {
+            Some(s) => Some(
+                s.clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| BenchError::Setup(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let ready = Instant::now().max(at);
+        let record = RequestRecord {
+            prompt_len: spec.prompt_len,
+            output_len_requested: spec.output_len,
+            scheduled_s: spec.arrival_s,
+            ..RequestRecord::default()
+        };
+        let (client, prompts, model, base, bar) = (
+            client.clone(),
+            prompts.clone(),
+            model.clone(),
+            base.clone(),
+            bar.clone(),
+        );
+        let output_len = spec.output_len;
+        handles.push(tokio::spawn(async move {
+            let mut record = record;
+            record.lag_ms = Instant::now()
+                .saturating_duration_since(ready)
+                .as_secs_f64()
+                * 1e3;
+            let body = RequestBody {
+                model: &model,
+                endpoint,
+                prompt: &prompts[i],
+                output_len,
+            };
+            let record = client::send(&client, &base, &body, timeout, record).await;
+            drop(permit);
+            bar.inc(1);
+            record
+        }));
+    }
+    let mut records = Vec::with_capacity(n);
+    for (h, spec) in handles.into_iter().zip(&workload.requests) {
+        records.push(h.await.unwrap_or_else(|e| RequestRecord {
+            prompt_len: spec.prompt_len,
+            output_len_requested: spec.output_len,
+            scheduled_s: spec.arrival_s,
+            error: Some(format!("client task failed: {e}")),
+            ..RequestRecord::default()
+        }));
+    }
+    let duration_s = start.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    Ok(RunOutcome {
+        records,
+        duration_s,
+    })
+}
+
+/// The first model id of `GET /v1/models`, or `"default"` when the server has none.
+pub async fn discover_model(base_url: &str) -> String {
+    let fetch = async {
+        let v: serde_json::Value = http_client()
+            .ok()?
+            .get(format!("{base_url}/v1/models"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        v.pointer("/data/0/id")?.as_str().map(str::to_string)
+    };
+    tokio::time::timeout(Duration::from_secs(10), fetch)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| "default".into())
+}

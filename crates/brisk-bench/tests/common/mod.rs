@@ -1,0 +1,161 @@
+//! A fake OpenAI streaming server for the tests: raw SSE over a tokio `TcpListener`,
+//! with tokens emitted at injected times, and the CLI driven as a user would.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How the fake answers a request, chosen from its `max_tokens`.
+#[derive(Clone, Copy, Debug)]
+pub enum Reply {
+    /// First token after `ttft_ms`, then one every `itl_ms`, `tokens` in all, then usage.
+    Stream {
+        ttft_ms: u64,
+        itl_ms: u64,
+        tokens: usize,
+    },
+    /// HTTP 500.
+    Error500,
+    /// Accepts the request and never answers.
+    Hang,
+}
+
+/// Starts the fake on 127.0.0.1:0 in its own runtime thread; returns its base URL.
+pub fn start(choose: fn(usize) -> Reply) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            loop {
+                let (sock, _) = listener.accept().await.unwrap();
+                tokio::spawn(serve(sock, choose));
+            }
+        });
+    });
+    format!("http://{}", rx.recv().unwrap())
+}
+
+async fn read_request(sock: &mut TcpStream) -> Option<serde_json::Value> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = sock.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                let n = sock.read(&mut chunk).await.ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return serde_json::from_slice(&buf[end + 4..end + 4 + len]).ok();
+        }
+    }
+}
+
+async fn serve(mut sock: TcpStream, choose: fn(usize) -> Reply) {
+    sock.set_nodelay(true).unwrap();
+    let Some(body) = read_request(&mut sock).await else {
+        return;
+    };
+    let start = tokio::time::Instant::now();
+    let max_tokens = body["max_tokens"].as_u64().unwrap_or(0) as usize;
+    match choose(max_tokens) {
+        Reply::Error500 => {
+            let msg = "{\"error\":\"boom\"}";
+            let resp = format!(
+                "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{msg}",
+                msg.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        }
+        Reply::Hang => tokio::time::sleep(Duration::from_secs(60)).await,
+        Reply::Stream {
+            ttft_ms,
+            itl_ms,
+            tokens,
+        } => {
+            let head =
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+            if sock.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            for k in 0..tokens {
+                let at = start + Duration::from_millis(ttft_ms + itl_ms * k as u64);
+                tokio::time::sleep_until(at).await;
+                let chunk =
+                    format!("data: {{\"choices\":[{{\"index\":0,\"text\":\"t{k}\"}}]}}\n\n");
+                if sock.write_all(chunk.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+            let tail = format!(
+                "data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":1,\"completion_tokens\":{tokens}}}}}\n\ndata: [DONE]\n\n"
+            );
+            let _ = sock.write_all(tail.as_bytes()).await;
+        }
+    }
+    let _ = sock.shutdown().await;
+}
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    bench: brisk_bench::BenchArgs,
+}
+
+/// Runs `brisk bench ARGS --output tmp --no-progress --model fake` and returns the report.
+pub fn bench(url: &str, args: &[&str]) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report.json");
+    let mut argv = vec!["bench", "--url", url, "--model", "fake", "--no-progress"];
+    argv.extend_from_slice(args);
+    let out_s = out.to_str().unwrap().to_string();
+    argv.extend_from_slice(&["--output", &out_s]);
+    let cli = Cli::parse_from(argv);
+    brisk_bench::run(&cli.bench).unwrap();
+    serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
+}
+
+/// Runs `brisk bench ARGV…` (after the `bench` word) as parsed by clap.
+pub fn bench_raw(argv: &[&str]) {
+    let mut full = vec!["bench"];
+    full.extend_from_slice(argv);
+    brisk_bench::run(&Cli::parse_from(full).bench).unwrap();
+}
+
+/// The shared workloads folder: `$BRISK_WORKLOADS`, else `<repo>/../shared/workloads`.
+pub fn workloads() -> PathBuf {
+    let dir = std::env::var_os("BRISK_WORKLOADS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/workloads")
+        });
+    assert!(
+        dir.join("README.md").exists(),
+        "workload files missing at {} (set BRISK_WORKLOADS)",
+        dir.display()
+    );
+    dir
+}

@@ -1,0 +1,108 @@
+//! Every parser on the real files in `shared/workloads` (counts from its README).
+//! Fails loudly when the files are missing; `BRISK_WORKLOADS` overrides the location.
+
+mod common;
+
+use brisk_bench::traces;
+use brisk_bench::workload::{Shaping, Workload};
+
+fn shaping(rate: Option<f64>) -> Shaping {
+    Shaping {
+        rate,
+        burstiness: 1.0,
+        num_requests: None,
+        duration_s: None,
+        scale_lengths: 1.0,
+        max_prompt_tokens: None,
+        max_output_tokens: None,
+        seed: 0,
+    }
+}
+
+fn mean_rate(w: &Workload) -> f64 {
+    let n = w.requests.len();
+    (n - 1) as f64 / (w.requests[n - 1].arrival_s - w.requests[0].arrival_s)
+}
+
+#[test]
+fn azure_conversation_trace_replays_with_its_arrivals_and_lengths() {
+    let w = traces::load_trace(&common::workloads().join("traces/azure2023_conv.csv"), 0).unwrap();
+    assert_eq!(w.requests.len(), 19_366);
+    assert_eq!(
+        (w.requests[0].prompt_len, w.requests[0].output_len),
+        (374, 44)
+    );
+    assert!((mean_rate(&w) - 5.53).abs() < 0.05, "{}", mean_rate(&w));
+    let w = w.shape(&Shaping {
+        num_requests: Some(200),
+        ..shaping(Some(2.0))
+    });
+    assert_eq!(w.requests[0].arrival_s, 0.0);
+    assert!((mean_rate(&w) - 2.0).abs() < 1e-9);
+}
+
+#[test]
+fn mooncake_trace_spreads_its_buckets_and_keeps_prefix_blocks() {
+    let path = common::workloads().join("traces/mooncake_fast25_conversation_trace.jsonl");
+    let w = traces::load_trace(&path, 1).unwrap();
+    assert_eq!(w.requests.len(), 12_031);
+    assert_eq!(w.block_size, traces::MOONCAKE_BLOCK);
+    assert!(w
+        .requests
+        .windows(2)
+        .all(|p| p[0].arrival_s <= p[1].arrival_s));
+    let first_bucket: Vec<f64> = w
+        .requests
+        .iter()
+        .map(|r| r.arrival_s)
+        .take_while(|t| *t < 3.0)
+        .collect();
+    assert!(first_bucket.len() > 2 && first_bucket[0] < first_bucket[first_bucket.len() - 1]);
+    let shared = w
+        .requests
+        .iter()
+        .filter(|r| r.block_hashes.first() == Some(&0))
+        .count();
+    assert!(shared > 1, "hash id 0 is a prefix many requests share");
+    let scaled = w.clone().shape(&Shaping {
+        scale_lengths: 0.125,
+        ..shaping(None)
+    });
+    assert_eq!(scaled.block_size, 64);
+    assert_eq!(
+        traces::load_trace(&path, 1).unwrap().requests,
+        w.requests,
+        "seeded"
+    );
+}
+
+#[test]
+fn length_samples_parse_and_draw_repeatably() {
+    let dir = common::workloads().join("lengths");
+    let share =
+        traces::length_samples(&dir.join("sharegpt_8k_filtered_stats_llama2_tokenizer.csv"))
+            .unwrap();
+    assert_eq!((share.len(), share[0]), (30_731, (74, 918)));
+    let arxiv = traces::length_samples(
+        &dir.join("arxiv_summarization_stats_llama2_tokenizer_filtered_v2.csv"),
+    )
+    .unwrap();
+    assert_eq!((arxiv.len(), arxiv[0]), (28_257, (3772, 54)));
+    let a = traces::lengths_workload(&share, 50, 9, String::new());
+    let b = traces::lengths_workload(&share, 50, 9, String::new());
+    assert_eq!(a.requests, b.requests);
+    assert_eq!(a.requests.len(), 50);
+}
+
+#[test]
+fn sharegpt_first_turns_parse_keeping_human_text_only() {
+    let dir = common::workloads().join("prompts");
+    let v3 =
+        traces::sharegpt_prompts(&dir.join("sharegpt_v3_filtered_first_turn_1000.json")).unwrap();
+    assert_eq!(v3.len(), 1000);
+    let sg =
+        traces::sharegpt_prompts(&dir.join("sharegpt_sg90k_en_first_turn_sampled_sorted.json"))
+            .unwrap();
+    // 2,978 entries less 16 system, 4 gpt and 1 empty turn.
+    assert_eq!(sg.len(), 2957);
+}
