@@ -266,6 +266,9 @@ async fn bad_requests_get_openai_errors() {
         .post_raw("/v1/completions", b"{\"prompt\": \"\xff\xfe\"}".to_vec())
         .await;
     assert_eq!(status, 400, "{err}");
+    let (status, err) = s.post_raw("/v1/completions", vec![b' '; 2 << 20]).await;
+    assert_eq!(status, 413, "{err}");
+    assert_eq!(err["error"]["type"], "invalid_request_error");
     // The server is still healthy and serving.
     let (status, _) = s
         .post(

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::Response;
 use serde_json::{json, Value};
@@ -72,9 +73,10 @@ impl Format for CompletionFormat {
 /// `POST /v1/completions`.
 pub async fn completions(
     State(state): State<Arc<ServerState>>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let arrival = Instant::now();
+    let body = super::read_body(body)?;
     let req: CompletionRequest = super::parse_body(&body)?;
     check_model(&state, req.sampling.model.as_deref())?;
     if req.echo {

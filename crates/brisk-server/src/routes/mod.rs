@@ -4,9 +4,30 @@ pub mod chat;
 pub mod completions;
 pub mod misc;
 
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::response::IntoResponse;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
+
+/// The body, or an OpenAI error for one that could not be read (413 past
+/// `--max-request-bytes`, 400 for a broken upload).
+pub fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        let status = rejection.into_response().status();
+        ApiError {
+            status,
+            message: if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                "the request body is larger than this server accepts (--max-request-bytes)".into()
+            } else {
+                "the request body could not be read".into()
+            },
+            param: None,
+            code: Some("invalid_request_body"),
+        }
+    })
+}
 
 /// Parses a JSON body, turning every failure (invalid UTF-8, syntax, wrong types) into a 400.
 pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
