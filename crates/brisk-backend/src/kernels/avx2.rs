@@ -47,7 +47,11 @@ pub(super) fn dot_q4_1(
                 1 => x86::dot_q4_1::<1>(nb, quants, scales, x, t0, out),
                 2 => x86::dot_q4_1::<2>(nb, quants, scales, x, t0, out),
                 3 => x86::dot_q4_1::<3>(nb, quants, scales, x, t0, out),
-                _ => x86::dot_q4_1::<4>(nb, quants, scales, x, t0, out),
+                4 => x86::dot_q4_1::<4>(nb, quants, scales, x, t0, out),
+                5 => x86::dot_q4_1::<5>(nb, quants, scales, x, t0, out),
+                6 => x86::dot_q4_1::<6>(nb, quants, scales, x, t0, out),
+                7 => x86::dot_q4_1::<7>(nb, quants, scales, x, t0, out),
+                _ => x86::dot_q4_1::<8>(nb, quants, scales, x, t0, out),
             }
         }
     }
@@ -81,7 +85,11 @@ pub(super) fn dot_q8_0(
                 1 => x86::dot_q8_0::<1>(nb, quants, scales, x, t0, out),
                 2 => x86::dot_q8_0::<2>(nb, quants, scales, x, t0, out),
                 3 => x86::dot_q8_0::<3>(nb, quants, scales, x, t0, out),
-                _ => x86::dot_q8_0::<4>(nb, quants, scales, x, t0, out),
+                4 => x86::dot_q8_0::<4>(nb, quants, scales, x, t0, out),
+                5 => x86::dot_q8_0::<5>(nb, quants, scales, x, t0, out),
+                6 => x86::dot_q8_0::<6>(nb, quants, scales, x, t0, out),
+                7 => x86::dot_q8_0::<7>(nb, quants, scales, x, t0, out),
+                _ => x86::dot_q8_0::<8>(nb, quants, scales, x, t0, out),
             }
         }
     }

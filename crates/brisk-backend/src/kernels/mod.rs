@@ -55,7 +55,7 @@ pub(crate) struct QuantActivations {
 }
 
 /// Tokens a kernel call handles at once against one weight row.
-const TOKENS_PER_TILE: usize = 4;
+const TOKENS_PER_TILE: usize = 8;
 
 /// Dot products of one weight row with activation rows `t0..t0 + out.len()`
 /// (`out.len() <= TOKENS_PER_TILE`).
