@@ -102,7 +102,7 @@ impl CpuBackend {
         kv: &mut CpuKvPool,
     ) -> candle_core::Result<StepOutput> {
         let c = &self.config;
-        let (h, hd) = (c.hidden_size, c.head_dim);
+        let h = c.hidden_size;
         let tokens: Vec<TokenId> = batch
             .seqs
             .iter()
@@ -151,7 +151,6 @@ impl CpuBackend {
             });
             add_into(&mut x, &layer.down.forward(&gate, n)?);
         }
-        debug_assert_eq!(hd * c.num_heads, layer_q_dim(c));
 
         // Only the rows that will be sampled or inspected go through the LM head.
         let mut rows = Vec::new();
@@ -188,10 +187,6 @@ impl CpuBackend {
             first_row,
         })
     }
-}
-
-fn layer_q_dim(c: &ModelConfig) -> usize {
-    c.num_heads * c.head_dim
 }
 
 fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {

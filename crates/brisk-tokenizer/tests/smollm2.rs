@@ -1,30 +1,10 @@
 //! The real SmolLM2-135M-Instruct tokenizer, read from its GGUF file.
 
-use std::path::PathBuf;
-
 use brisk_gguf::GgufFile;
+use brisk_testkit::smollm2_path;
 use brisk_tokenizer::{ChatMessage, Tokenizer};
 
 const MULTILINGUAL: &str = "Grüße, 世界! Привет 🌍👩‍👩‍👧 naïve café";
-
-/// The reference model: `$BRISK_MODEL_PATH`, else the default cache location.
-fn smollm2_path() -> PathBuf {
-    let path = std::env::var_os("BRISK_MODEL_PATH")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|home| {
-                PathBuf::from(home).join(".cache/brisk/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-            })
-        })
-        .expect("set BRISK_MODEL_PATH to SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        path.is_file(),
-        "SmolLM2 GGUF not found at {}: set BRISK_MODEL_PATH to SmolLM2-135M-Instruct.Q4_1.gguf \
-         (see DESIGN.md, Models)",
-        path.display()
-    );
-    path
-}
 
 fn smollm2() -> Tokenizer {
     let file = GgufFile::open(smollm2_path()).expect("open GGUF");

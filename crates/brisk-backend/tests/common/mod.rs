@@ -4,14 +4,9 @@
 //! file is absent: these tests must never pass by skipping.
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::path::PathBuf;
-
 use brisk_backend::{CpuBackend, CpuKvPool};
 use brisk_gguf::GgufFile;
 use brisk_types::{Backend, LogitsWanted, SeqStep, StepBatch};
-
-/// File name of the reference model.
-pub const SMOLLM2_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
 /// "1, 2, 3, 4, 5, 6," — its greedy continuation is " 7, 8, 9" with wide margins.
 pub const COUNTING_TEXT: &str = "1, 2, 3, 4, 5, 6,";
@@ -27,27 +22,8 @@ pub const FRANCE_IDS: [u32; 5] = [504, 3575, 282, 4649, 314];
 /// " Paris."
 pub const FRANCE_CONTINUATION: [u32; 2] = [7042, 30];
 
-/// The SmolLM2-135M-Instruct Q4_1 GGUF: `$BRISK_MODEL_PATH`, else
-/// `~/.cache/brisk/models/SmolLM2-135M-Instruct.Q4_1.gguf`.
-///
-/// # Panics
-/// When the file is absent — never skips.
-pub fn smollm2_path() -> PathBuf {
-    let path = if let Some(p) = std::env::var_os("BRISK_MODEL_PATH") {
-        PathBuf::from(p)
-    } else {
-        let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
-        home.join(".cache/brisk/models").join(SMOLLM2_FILE)
-    };
-    assert!(
-        path.is_file(),
-        "the SmolLM2 reference model is not at {}: fetch it with `brisk download` \
-         (`cargo run --release -p brisk -- download`), or point BRISK_MODEL_PATH at \
-         {SMOLLM2_FILE}. These tests need the real model and never skip.",
-        path.display()
-    );
-    path
-}
+/// The reference model (fails loudly when absent; see `brisk_testkit::smollm2_path`).
+pub use brisk_testkit::smollm2_path;
 
 /// The parsed GGUF file and the backend loaded from it.
 pub fn load() -> (GgufFile, CpuBackend) {
