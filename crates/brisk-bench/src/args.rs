@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::error::BenchError;
+use crate::slo::SloPolicy;
 use crate::workload::{LengthDist, SyntheticSpec};
 
 /// Which OpenAI endpoint to stream from.
@@ -70,9 +71,15 @@ pub struct BenchArgs {
     /// Seed for lengths, arrivals and prompt contents: the same seed repeats a run.
     #[arg(long, default_value_t = 0, env = "BRISK_BENCH_SEED")]
     pub seed: u64,
-    /// Latency objective, milliseconds: `ttft=1000,tpot=100`.
+    /// Latency objective, milliseconds: `ttft=1000,tpot=100` (with `--slo-class`: the
+    /// objective of requests no class takes).
     #[arg(long, env = "BRISK_BENCH_SLO")]
     pub slo: Option<String>,
+    /// An SLO class, repeatable: `NAME:ttft=MS,tpot=MS[,min-prompt=N][,max-prompt=N][,share=F]`.
+    /// A request joins the first class whose rules hold; attainment and goodput are
+    /// reported per class and overall. Several classes in one value are split by `;`.
+    #[arg(long, value_delimiter = ';', env = "BRISK_BENCH_SLO_CLASS")]
+    pub slo_class: Vec<String>,
     /// Multiply prompt and output lengths (and Mooncake's 512-token block) by this.
     #[arg(long, default_value_t = 1.0, env = "BRISK_BENCH_SCALE_LENGTHS")]
     pub scale_lengths: f64,
@@ -133,20 +140,31 @@ pub struct Slo {
 }
 
 impl Slo {
-    /// Parses `ttft=MS,tpot=MS` (either may be left out: unbounded).
-    pub fn parse(s: &str) -> Result<Self, BenchError> {
-        let mut slo = Slo {
+    /// No bound on either latency: every completed request meets it.
+    pub fn unbounded() -> Self {
+        Slo {
             ttft_ms: f64::INFINITY,
             tpot_ms: f64::INFINITY,
-        };
+        }
+    }
+
+    /// A bound in milliseconds: a number ≥ 0 (`inf` allowed).
+    pub(crate) fn parse_ms(v: &str, flag: &'static str) -> Result<f64, BenchError> {
+        match v.trim().parse::<f64>() {
+            Ok(ms) if ms >= 0.0 => Ok(ms),
+            Ok(_) => Err(BenchError::config(flag, format!("`{v}` must be ≥ 0 ms"))),
+            Err(_) => Err(BenchError::config(flag, format!("`{v}` is not a number"))),
+        }
+    }
+
+    /// Parses `ttft=MS,tpot=MS` (either may be left out: unbounded).
+    pub fn parse(s: &str) -> Result<Self, BenchError> {
+        let mut slo = Slo::unbounded();
         for part in s.split(',').filter(|p| !p.is_empty()) {
             let (k, v) = part
                 .split_once('=')
                 .ok_or_else(|| BenchError::config("slo", format!("`{part}` is not key=ms")))?;
-            let ms: f64 = v
-                .trim()
-                .parse()
-                .map_err(|_| BenchError::config("slo", format!("`{v}` is not a number")))?;
+            let ms = Slo::parse_ms(v, "slo")?;
             match k.trim() {
                 "ttft" => slo.ttft_ms = ms,
                 "tpot" => slo.tpot_ms = ms,
@@ -170,8 +188,8 @@ pub struct BenchConfig {
     pub max_concurrency: Option<usize>,
     /// Per-request timeout, seconds.
     pub request_timeout_s: f64,
-    /// The latency objective (unbounded when not given).
-    pub slo: Slo,
+    /// The latency objectives (one unbounded class when none is given).
+    pub slo: SloPolicy,
     /// Whether to draw a progress bar.
     pub progress: bool,
     /// The report file.
@@ -227,10 +245,7 @@ impl BenchArgs {
             .as_deref()
             .map(SyntheticSpec::parse)
             .transpose()?;
-        let slo = match &self.slo {
-            Some(s) => Slo::parse(s)?,
-            None => Slo::parse("")?,
-        };
+        let slo = SloPolicy::from_flags(self.slo.as_deref(), &self.slo_class)?;
         let url = self
             .url
             .as_deref()
@@ -315,5 +330,6 @@ mod tests {
         let s = Slo::parse("ttft=1000,tpot=100").unwrap();
         assert_eq!((s.ttft_ms, s.tpot_ms), (1000.0, 100.0));
         assert!(Slo::parse("e2e=5").is_err());
+        assert!(Slo::parse("ttft=-1").is_err());
     }
 }

@@ -40,6 +40,8 @@ pub struct RequestRecord {
     pub lag_ms: f64,
     /// Why it failed; `None` when it succeeded.
     pub error: Option<String>,
+    /// The SLO class the request was judged against.
+    pub slo_class: String,
 }
 
 impl RequestRecord {

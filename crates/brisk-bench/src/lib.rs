@@ -4,7 +4,8 @@
 //! burstiness factor, closed-loop `--max-concurrency`, streamed completions with
 //! `ignore_eos`, and its result-JSON keys) and DistServe's goodput definitions: a
 //! request is good when TTFT ≤ ttft_slo and TPOT ≤ tpot_slo, goodput is the rate of
-//! good requests, and capacity is the highest rate keeping attainment ≥ 90 %.
+//! good requests, and capacity is the highest rate keeping attainment ≥ 90 %. Several
+//! SLO classes may be given, each assigned to requests by a rule ([`slo`]).
 //!
 //! The pipeline: a workload (synthetic, a length sample, or a trace with arrivals;
 //! [`workload`], [`traces`]) is shaped by the flags, prompts of exact lengths are
@@ -20,6 +21,7 @@ pub mod plot;
 pub mod prompts;
 pub mod report;
 pub mod runner;
+pub mod slo;
 pub mod sweep;
 pub mod traces;
 pub mod workload;
@@ -105,7 +107,7 @@ pub async fn run_once(
         rate,
         burstiness: args.burstiness,
         max_concurrency: cfg.max_concurrency,
-        slo: cfg.slo,
+        slo: cfg.slo.clone(),
         prompt_lengths_exact: exact,
         seed: args.seed,
     };

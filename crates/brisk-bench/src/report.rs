@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 
 use crate::args::{Endpoint, Slo};
 use crate::client::RequestRecord;
+use crate::slo::{SloPolicy, DEFAULT_CLASS};
 
 /// What the run was, copied into the report.
 #[derive(Clone, Debug)]
@@ -32,8 +33,8 @@ pub struct RunMeta {
     pub burstiness: f64,
     /// Closed-loop cap.
     pub max_concurrency: Option<usize>,
-    /// The objective.
-    pub slo: Slo,
+    /// The objectives.
+    pub slo: SloPolicy,
     /// Whether every prompt has exactly its requested token count.
     pub prompt_lengths_exact: bool,
     /// Seed of the run.
@@ -94,8 +95,11 @@ pub struct Report {
     pub request_goodput: f64,
     /// Share of all requests that were good.
     pub slo_attainment: f64,
-    /// The objective (null bounds are unbounded).
+    /// The `--slo` objective (null bounds are unbounded).
     pub slo: BTreeMap<&'static str, Option<f64>>,
+    /// Attainment, goodput and latencies of each SLO class (one `default` class without
+    /// `--slo-class`).
+    pub slo_classes: Vec<ClassReport>,
     /// Client lag: actual − scheduled send, milliseconds.
     pub client_lag_ms: Lag,
     /// Completed requests that returned fewer tokens than asked (ignore_eos/min_tokens ignored).
@@ -107,6 +111,32 @@ pub struct Report {
     pub latency: BTreeMap<String, f64>,
     /// Every request.
     pub requests: Vec<RequestRecord>,
+}
+
+/// One SLO class's share of the run.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ClassReport {
+    /// Class name (`default` for `--slo`).
+    pub name: String,
+    /// The assignment rule (`all`, `max-prompt=256`, `share=0.3`, …).
+    pub rule: String,
+    /// TTFT bound, ms (null: unbounded).
+    pub ttft_ms: Option<f64>,
+    /// TPOT bound, ms (null: unbounded).
+    pub tpot_ms: Option<f64>,
+    /// Requests assigned to the class.
+    pub num_requests: usize,
+    /// Of those, completed.
+    pub completed: usize,
+    /// Of those, within the class's objective.
+    pub good: usize,
+    /// Good requests of the class per second of the whole run.
+    pub request_goodput: f64,
+    /// Share of the class's requests that were good (0 for an empty class).
+    pub slo_attainment: f64,
+    /// `{mean,median,p90,p99}_{ttft,tpot}_ms` over the class's completed requests.
+    #[serde(flatten)]
+    pub latency: BTreeMap<String, f64>,
 }
 
 /// Linear-interpolation percentile of sorted values (0 when empty).
@@ -142,10 +172,57 @@ pub fn meets(r: &RequestRecord, slo: &Slo) -> bool {
     r.ok() && r.ttft.is_some_and(|t| t <= slo.ttft_ms) && r.tpot.unwrap_or(0.0) <= slo.tpot_ms
 }
 
-/// Aggregates records into the report.
-pub fn build(meta: &RunMeta, records: Vec<RequestRecord>, duration_s: f64) -> Report {
+fn class_report(
+    class: &crate::slo::SloClass,
+    mine: &[&RequestRecord],
+    per_s: impl Fn(f64) -> f64,
+) -> ClassReport {
+    let good = mine.iter().filter(|r| meets(r, &class.slo)).count();
+    let done: Vec<&&RequestRecord> = mine.iter().filter(|r| r.ok()).collect();
+    let mut all = BTreeMap::new();
+    stats(
+        "ttft",
+        done.iter().filter_map(|r| r.ttft).collect(),
+        &mut all,
+    );
+    stats(
+        "tpot",
+        done.iter().filter_map(|r| r.tpot).collect(),
+        &mut all,
+    );
+    all.retain(|k, _| !k.starts_with("std_"));
+    ClassReport {
+        name: class.name.clone(),
+        rule: class.rule.describe(),
+        ttft_ms: finite(class.slo.ttft_ms),
+        tpot_ms: finite(class.slo.tpot_ms),
+        num_requests: mine.len(),
+        completed: done.len(),
+        good,
+        request_goodput: per_s(good as f64),
+        slo_attainment: if mine.is_empty() {
+            0.0
+        } else {
+            good as f64 / mine.len() as f64
+        },
+        latency: all,
+    }
+}
+
+/// Aggregates records into the report; each record is judged against its SLO class,
+/// assigned here from its prompt length and the seed.
+pub fn build(meta: &RunMeta, mut records: Vec<RequestRecord>, duration_s: f64) -> Report {
+    let lens: Vec<usize> = records.iter().map(|r| r.prompt_len).collect();
+    let assigned = meta.slo.assign(&lens, meta.seed);
+    for (r, &c) in records.iter_mut().zip(&assigned) {
+        r.slo_class.clone_from(&meta.slo.classes[c].name);
+    }
     let done: Vec<&RequestRecord> = records.iter().filter(|r| r.ok()).collect();
-    let good = records.iter().filter(|r| meets(r, &meta.slo)).count();
+    let good = records
+        .iter()
+        .zip(&assigned)
+        .filter(|(r, &c)| meets(r, &meta.slo.classes[c].slo))
+        .count();
     let total_input_tokens: usize = done.iter().map(|r| r.prompt_len).sum();
     let total_output_tokens: usize = done.iter().map(|r| r.output_len).sum();
     let per_s = |x: f64| {
@@ -176,6 +253,27 @@ pub fn build(meta: &RunMeta, records: Vec<RequestRecord>, duration_s: f64) -> Re
         done.iter().filter_map(|r| r.e2el).collect(),
         &mut latency,
     );
+    let slo_classes = meta
+        .slo
+        .classes
+        .iter()
+        .enumerate()
+        .map(|(i, class)| {
+            let mine: Vec<&RequestRecord> = records
+                .iter()
+                .zip(&assigned)
+                .filter(|(_, &c)| c == i)
+                .map(|(r, _)| r)
+                .collect();
+            class_report(class, &mine, per_s)
+        })
+        .collect();
+    let default = meta
+        .slo
+        .classes
+        .iter()
+        .find(|c| c.name == DEFAULT_CLASS)
+        .map_or(Slo::unbounded(), |c| c.slo);
     let lags: Vec<f64> = records.iter().map(|r| r.lag_ms).collect();
     let lag = Lag {
         mean: lags.iter().sum::<f64>() / lags.len().max(1) as f64,
@@ -208,9 +306,10 @@ pub fn build(meta: &RunMeta, records: Vec<RequestRecord>, duration_s: f64) -> Re
             good as f64 / records.len() as f64
         },
         slo: BTreeMap::from([
-            ("ttft_ms", finite(meta.slo.ttft_ms)),
-            ("tpot_ms", finite(meta.slo.tpot_ms)),
+            ("ttft_ms", finite(default.ttft_ms)),
+            ("tpot_ms", finite(default.tpot_ms)),
         ]),
+        slo_classes,
         client_lag_ms: lag,
         ignored_length_requests: done
             .iter()
@@ -255,14 +354,16 @@ pub fn summary(r: &Report) -> String {
         "Total token throughput (tok/s):",
         format!("{:.2}", r.total_token_throughput),
     );
-    row(
-        &format!(
+    let goodput_label = if r.slo_classes.len() > 1 {
+        "Goodput (req/s), each request at its class's SLO:".to_string()
+    } else {
+        format!(
             "Goodput (req/s) @ ttft≤{} tpot≤{} ms:",
             slo("ttft_ms"),
             slo("tpot_ms")
-        ),
-        format!("{:.2}", r.request_goodput),
-    );
+        )
+    };
+    row(&goodput_label, format!("{:.2}", r.request_goodput));
     row(
         "SLO attainment:",
         format!("{:.1}%", r.slo_attainment * 100.0),
@@ -276,6 +377,28 @@ pub fn summary(r: &Report) -> String {
         r.ignored_length_requests.to_string(),
     );
     row("Prompt lengths exact:", r.prompt_lengths_exact.to_string());
+    if r.slo_classes.len() > 1 {
+        let _ = writeln!(s, "{:-^60}", " SLO classes ");
+        let _ = writeln!(
+            s,
+            "{:<14}{:>7}{:>7}{:>9}{:>9}{:>7}{:>7}",
+            "class", "ttft", "tpot", "requests", "goodput", "attain", "p99ttft"
+        );
+        let ms = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v}"));
+        for c in &r.slo_classes {
+            let _ = writeln!(
+                s,
+                "{:<14}{:>7}{:>7}{:>9}{:>9.2}{:>6.1}%{:>7.0}",
+                c.name,
+                ms(c.ttft_ms),
+                ms(c.tpot_ms),
+                c.num_requests,
+                c.request_goodput,
+                c.slo_attainment * 100.0,
+                c.latency.get("p99_ttft_ms").copied().unwrap_or(0.0)
+            );
+        }
+    }
     for (name, title) in [
         ("ttft", "Time to First Token"),
         ("tpot", "Time per Output Token (excl. 1st)"),

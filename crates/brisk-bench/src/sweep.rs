@@ -26,6 +26,10 @@ pub struct SweepPoint {
     pub slo_attainment: f64,
     /// Failed requests.
     pub failed: usize,
+    /// SLO attainment of each class, by name.
+    pub class_attainment: std::collections::BTreeMap<String, f64>,
+    /// Goodput of each class, by name.
+    pub class_goodput: std::collections::BTreeMap<String, f64>,
     /// Latency keys copied from the report (`mean_ttft_ms`, `p99_tpot_ms`, …).
     pub latency: std::collections::BTreeMap<String, f64>,
     /// The per-rate report file.
@@ -70,6 +74,16 @@ fn point(rate: f64, r: &Report, path: PathBuf) -> SweepPoint {
         request_goodput: r.request_goodput,
         slo_attainment: r.slo_attainment,
         failed: r.failed,
+        class_attainment: r
+            .slo_classes
+            .iter()
+            .map(|c| (c.name.clone(), c.slo_attainment))
+            .collect(),
+        class_goodput: r
+            .slo_classes
+            .iter()
+            .map(|c| (c.name.clone(), c.request_goodput))
+            .collect(),
         latency: r.latency.clone(),
         report: path,
     }

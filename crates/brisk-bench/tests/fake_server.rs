@@ -234,3 +234,84 @@ fn sweep_and_capacity_search_write_a_summary_with_capacity() {
         (1, Some(50.0))
     );
 }
+
+#[test]
+fn slo_classes_by_prompt_length_and_share_are_reported_per_class_and_overall() {
+    let url = common::start(steady);
+    // TTFT is 100 ms for everyone: the short class (≤ 8 prompt tokens) asks 50 ms and
+    // misses, the rest asks 150 ms and meets it.
+    let r = common::bench(
+        &url,
+        &[
+            "--synthetic",
+            "prompt=uniform:4:12,output=5",
+            "--num-requests",
+            "12",
+            "--slo-class",
+            "short:ttft=50,tpot=30,max-prompt=8",
+            "--slo",
+            "ttft=150,tpot=30",
+        ],
+    );
+    let classes = r["slo_classes"].as_array().unwrap();
+    assert_eq!(classes.len(), 2);
+    let (short, rest) = (&classes[0], &classes[1]);
+    assert_eq!(
+        (short["name"].as_str(), rest["name"].as_str()),
+        (Some("short"), Some("default"))
+    );
+    assert_eq!(short["rule"], "max-prompt=8");
+    let n_short = short["num_requests"].as_u64().unwrap();
+    let n_rest = rest["num_requests"].as_u64().unwrap();
+    assert_eq!(n_short + n_rest, 12);
+    assert!(n_short > 0 && n_rest > 0, "{n_short} / {n_rest}");
+    for q in r["requests"].as_array().unwrap() {
+        let want = if q["prompt_len"].as_u64().unwrap() <= 8 {
+            "short"
+        } else {
+            "default"
+        };
+        assert_eq!(q["slo_class"], want);
+    }
+    assert_eq!(
+        (short["slo_attainment"].as_f64(), short["good"].as_u64()),
+        (Some(0.0), Some(0))
+    );
+    assert_eq!(rest["slo_attainment"], 1.0);
+    close(&short["p99_ttft_ms"], 100.0, "class p99_ttft_ms");
+    let overall = r["slo_attainment"].as_f64().unwrap();
+    assert!(
+        (overall - n_rest as f64 / 12.0).abs() < 1e-9,
+        "overall {overall}"
+    );
+    let duration = r["duration"].as_f64().unwrap();
+    let goodput = rest["request_goodput"].as_f64().unwrap();
+    assert!((goodput - n_rest as f64 / duration).abs() < 1e-9);
+    assert_eq!(r["request_goodput"], rest["request_goodput"]);
+
+    // Shares without --slo: two classes splitting the requests, both always met.
+    let r = common::bench(
+        &url,
+        &[
+            "--synthetic",
+            "prompt=8,output=5",
+            "--num-requests",
+            "10",
+            "--slo-class",
+            "chat:ttft=150,tpot=30,share=0.5;batch:ttft=60000,tpot=1000,share=0.5",
+        ],
+    );
+    let classes = r["slo_classes"].as_array().unwrap();
+    let names: Vec<&str> = classes
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["chat", "batch"]);
+    let total: u64 = classes
+        .iter()
+        .map(|c| c["num_requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 10);
+    assert_eq!(r["slo_attainment"], 1.0);
+    assert_eq!(r["slo"]["ttft_ms"], serde_json::Value::Null);
+}

@@ -62,6 +62,7 @@ fn report_top_level_keys_are_stable() {
         "seed",
         "slo",
         "slo_attainment",
+        "slo_classes",
         "std_e2el_ms",
         "std_itl_ms",
         "std_tpot_ms",
@@ -92,11 +93,56 @@ fn report_top_level_keys_are_stable() {
             "prompt_len",
             "prompt_len_reported",
             "scheduled_s",
+            "slo_class",
             "tpot",
             "ttft"
         ]
     );
     assert_eq!(r["slo"]["ttft_ms"], 1000.0);
+    let mut class_keys: Vec<&str> = r["slo_classes"][0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    class_keys.sort_unstable();
+    assert_eq!(
+        class_keys,
+        [
+            "completed",
+            "good",
+            "mean_tpot_ms",
+            "mean_ttft_ms",
+            "median_tpot_ms",
+            "median_ttft_ms",
+            "name",
+            "num_requests",
+            "p90_tpot_ms",
+            "p90_ttft_ms",
+            "p99_tpot_ms",
+            "p99_ttft_ms",
+            "request_goodput",
+            "rule",
+            "slo_attainment",
+            "tpot_ms",
+            "ttft_ms"
+        ]
+    );
+}
+
+#[test]
+fn bad_slo_classes_stop_the_run_with_the_flag_and_reason() {
+    let err = common::bench_err(
+        "http://127.0.0.1:9",
+        &[
+            "--synthetic",
+            "prompt=4,output=3",
+            "--slo-class",
+            "short:ttft=100,max-prompt=8",
+        ],
+    );
+    assert!(err.starts_with("invalid --slo-class:"), "{err}");
+    assert!(err.contains("match no class"), "{err}");
 }
 
 #[test]

@@ -138,6 +138,22 @@ pub fn bench(url: &str, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
 }
 
+/// Runs `brisk bench ARGS --output tmp --no-progress --model fake`, which must fail;
+/// returns the error's message.
+pub fn bench_err(url: &str, args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report.json");
+    let out_s = out.to_str().unwrap().to_string();
+    let mut argv = vec!["bench", "--url", url, "--model", "fake", "--no-progress"];
+    argv.extend_from_slice(args);
+    argv.extend_from_slice(&["--output", &out_s]);
+    let cli = Cli::parse_from(argv);
+    match brisk_bench::run(&cli.bench) {
+        Ok(()) => panic!("brisk bench {args:?} should have failed"),
+        Err(e) => e.to_string(),
+    }
+}
+
 /// Runs `brisk bench ARGV…` (after the `bench` word) as parsed by clap.
 pub fn bench_raw(argv: &[&str]) {
     let mut full = vec!["bench"];
