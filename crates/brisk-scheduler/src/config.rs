@@ -129,6 +129,14 @@ pub enum SchedulerError {
         /// Blocks in the pool.
         num_blocks: usize,
     },
+    /// Admission control refused the request: it cannot meet its objective (HTTP 429).
+    #[error("{message}")]
+    Rejected {
+        /// The request.
+        id: RequestId,
+        /// Why, for the client.
+        message: String,
+    },
     /// `update` got a plan that is not the last one scheduled, or got it twice.
     #[error("stale plan: step {plan} is not the pending step")]
     StalePlan {
@@ -153,6 +161,7 @@ impl SchedulerError {
             Self::InvalidRequest { .. } => "invalid_request",
             Self::ContextTooLong { .. } => "context_length_exceeded",
             Self::ExceedsKvCapacity { .. } => "kv_capacity_exceeded",
+            Self::Rejected { .. } => "slo_unattainable",
             Self::StalePlan { .. } => "stale_plan",
             Self::PlanMismatch(_) => "plan_mismatch",
             Self::Kv(_) => "kv_cache",

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use brisk_kv::BlockManager;
 
 use crate::config::{SchedulerConfig, SchedulerError};
-use crate::policy::{Fcfs, SchedulingPolicy};
+use crate::policy::{Admission, Fcfs, SchedulingPolicy};
 use crate::request::{FinishReason, RequestId, SchedRequest, SeqEvent};
 use crate::sequence::{SeqView, Sequence};
 
@@ -90,8 +90,10 @@ impl SchedulerCore {
     }
 
     /// Checks a request and queues it. Refused when the id is taken, the prompt is empty,
-    /// `max_tokens` is 0 or below `min_tokens`, prompt + `max_tokens` exceeds
-    /// `max_model_len`, or the sequence could not fit in the pool even alone.
+    /// `max_tokens` is 0 or below `min_tokens`, the objective is not positive, prompt +
+    /// `max_tokens` exceeds `max_model_len`, the sequence could not fit in the pool even
+    /// alone, or the policy's admission control rejects it ([`SchedulerError::Rejected`]);
+    /// in every case before any work is spent on it.
     pub fn add_request(&mut self, req: SchedRequest) -> Result<(), SchedulerError> {
         let id = req.id;
         if self.seqs.contains_key(&id) {
@@ -107,6 +109,12 @@ impl SchedulerCore {
                     "max_tokens ({}) must be at least 1 and at least min_tokens ({})",
                     req.max_tokens, req.min_tokens
                 ),
+            });
+        }
+        if req.slo.is_some_and(|slo| !slo.is_valid()) {
+            return Err(SchedulerError::InvalidRequest {
+                id,
+                message: format!("the latency objective must be positive: {:?}", req.slo),
             });
         }
         let longest = req.prompt.len() + req.max_tokens;
@@ -127,7 +135,19 @@ impl SchedulerCore {
                 num_blocks: self.cfg.num_blocks,
             });
         }
-        self.seqs.insert(id, Sequence::new(req));
+        let now = req.arrival;
+        let mut seq = Sequence::new(req);
+        let waiting: Vec<SeqView> = self.waiting.iter().map(|w| self.seqs[w].view()).collect();
+        let running: Vec<SeqView> = self.running.iter().map(|r| self.seqs[r].view()).collect();
+        match self
+            .policy
+            .on_arrival(&seq.view(), &waiting, &running, now)
+        {
+            Admission::Accept => {}
+            Admission::Demote => seq.demoted = true,
+            Admission::Reject(message) => return Err(SchedulerError::Rejected { id, message }),
+        }
+        self.seqs.insert(id, seq);
         self.waiting.push_back(id);
         Ok(())
     }

@@ -30,20 +30,34 @@
 //! every block free (cached blocks are evictable) and so never needs to be. It therefore runs
 //! to completion, then the next oldest, and so on: every request finishes. A step that
 //! preempts admits nobody, so a victim is not readmitted into the same shortage at once.
+//!
+//! **Policies.** [`Fcfs`] is the baseline; [`SloPolicy`] schedules every request against its
+//! own TTFT/TPOT objective ([`RequestSlo`]) with a profiled [`LatencyModel`]: admission and
+//! prompt chunks by deadline slack, a step budget that keeps decodes within TPOT, admission
+//! control, and priority preemption (see `slo.rs`). Both run through the [`SchedulingPolicy`]
+//! seam, so the engine and `brisk sim` use the same core with either.
 #![deny(missing_docs)]
 
 mod config;
 mod core;
+mod latency;
 mod plan;
 mod policy;
 mod request;
 mod schedule;
 mod sequence;
+mod slo;
 mod update;
 
 pub use crate::config::{SchedulerConfig, SchedulerError};
 pub use crate::core::{SchedulerCore, SchedulerStats};
 pub use crate::plan::{PlannedSeq, StepPlan};
-pub use crate::policy::{Fcfs, SchedulingPolicy};
-pub use crate::request::{FinishReason, RequestId, SchedRequest, SeqEvent};
+pub use crate::latency::{
+    FitQuality, LatencyCoefficients, LatencyError, LatencyModel, StepSample, StepShape,
+};
+pub use crate::policy::{Admission, Fcfs, SchedulingPolicy};
+pub use crate::request::{
+    FinishReason, Priority, RequestId, RequestSlo, SchedRequest, SeqEvent,
+};
+pub use crate::slo::{PolicyChoice, SloPolicy, SloPolicyConfig};
 pub use crate::sequence::SeqView;

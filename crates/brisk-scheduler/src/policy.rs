@@ -1,9 +1,31 @@
-//! The seam where scheduling policies plug in: admission order and preemption victims.
+//! The seam where scheduling policies plug in.
 //!
-//! FCFS now; the SLO-aware policy will order admission by deadline slack and pick victims by
-//! priority through the same two methods.
+//! A policy answers five questions, each with a default that is FCFS's answer, so FCFS
+//! ([`Fcfs`]) behaves exactly as the core did before the seam was widened:
+//! - may this new request be queued at all ([`SchedulingPolicy::on_arrival`]; FCFS: yes);
+//! - how many tokens may the next step carry ([`SchedulingPolicy::step_token_budget`];
+//!   FCFS: `max_num_batched_tokens`);
+//! - in which order are prompts admitted and continued ([`SchedulingPolicy::admission_order`]);
+//! - who yields blocks when a running sequence needs one ([`SchedulingPolicy::preemption_victim`]);
+//! - who yields its seat and blocks to a waiting request that does not fit
+//!   ([`SchedulingPolicy::admission_victim`]; FCFS: nobody, admission never preempts).
+//!
+//! The SLO-aware policy ([`crate::SloPolicy`]) answers all five from deadlines and a latency
+//! model.
 
 use crate::sequence::SeqView;
+
+/// The verdict on a new request, given before any work is spent on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Queue it with its objective.
+    Accept,
+    /// Queue it as best effort: it cannot meet its objective, so it must not displace work
+    /// that still can.
+    Demote,
+    /// Refuse it now (the server answers 429 with this message).
+    Reject(String),
+}
 
 /// Decides who is admitted first and who yields memory.
 ///
@@ -23,6 +45,36 @@ pub trait SchedulingPolicy: Send {
     /// Index into `running` (non-empty, in admission order) of the sequence to preempt
     /// when one of them needs a block and none is free. It may be the one asking.
     fn preemption_victim(&self, running: &[SeqView], now: f64) -> usize;
+
+    /// The verdict on `new` as it arrives, with the queues as they are.
+    fn on_arrival(
+        &self,
+        _new: &SeqView,
+        _waiting: &[SeqView],
+        _running: &[SeqView],
+        _now: f64,
+    ) -> Admission {
+        Admission::Accept
+    }
+
+    /// Tokens the next step may carry, at most `max` (`max_num_batched_tokens`). Running
+    /// decodes are served first, so a budget below their number delays some of them.
+    fn step_token_budget(&self, _running: &[SeqView], max: usize, _now: f64) -> usize {
+        max
+    }
+
+    /// Index into `running` of a sequence to preempt so that `candidate` (waiting, first in
+    /// admission order among those left) can be admitted, or `None` to stop admitting. The
+    /// victim must rank strictly below the candidate in an order stable across steps, or two
+    /// requests could evict each other forever.
+    fn admission_victim(
+        &self,
+        _candidate: &SeqView,
+        _running: &[SeqView],
+        _now: f64,
+    ) -> Option<usize> {
+        None
+    }
 }
 
 /// First come, first served: admit in queue order; preempt the most recently admitted.

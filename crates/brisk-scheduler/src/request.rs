@@ -23,10 +23,50 @@ pub struct SchedRequest {
     pub ignore_eos: bool,
     /// When the request arrived, in the caller's clock (seconds).
     pub arrival: f64,
+    /// Its latency objective; `None` means best effort (no deadline).
+    pub slo: Option<RequestSlo>,
+    /// Its priority class.
+    pub priority: Priority,
+}
+
+/// A request's latency objective, in seconds (infinite: unbounded).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RequestSlo {
+    /// Time to first token, from arrival.
+    pub ttft: f64,
+    /// Time per output token after the first.
+    pub tpot: f64,
+}
+
+impl RequestSlo {
+    /// Whether both bounds are positive (infinity allowed) and not NaN.
+    pub fn is_valid(&self) -> bool {
+        self.ttft > 0.0 && self.tpot > 0.0
+    }
+}
+
+/// A request's priority class (QLLM's classes): interactive work may preempt batch work.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Priority {
+    /// Someone is waiting: schedule against the objective.
+    #[default]
+    Interactive,
+    /// Throughput work: best effort, first to yield.
+    Batch,
+}
+
+impl Priority {
+    /// The label used in request bodies and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Interactive => "interactive",
+            Self::Batch => "batch",
+        }
+    }
 }
 
 impl SchedRequest {
-    /// A request with no stop tokens, no minimum, arriving at time 0.
+    /// A request with no stop tokens, no minimum, no objective, arriving at time 0.
     pub fn new(id: RequestId, prompt: Vec<TokenId>, max_tokens: usize) -> Self {
         Self {
             id,
@@ -36,6 +76,8 @@ impl SchedRequest {
             stop_token_ids: Vec::new(),
             ignore_eos: false,
             arrival: 0.0,
+            slo: None,
+            priority: Priority::Interactive,
         }
     }
 }

@@ -22,16 +22,25 @@ impl SchedulerCore {
     pub fn schedule(&mut self, now: f64) -> StepPlan {
         self.step += 1;
         self.pending = true;
+        let max = self.cfg.max_num_batched_tokens;
+        let running: Vec<SeqView> = self.running.iter().map(|r| self.seqs[r].view()).collect();
         let mut d = Draft {
-            budget: self.cfg.max_num_batched_tokens,
+            budget: self.policy.step_token_budget(&running, max, now).clamp(1, max),
             scheduled: Vec::new(),
             preempted: Vec::new(),
         };
-        // 1. Every decode gets its token; 2. part-way prompts continue.
+        // 1. Every decode gets its token; 2. part-way prompts continue, in policy order.
         let (decodes, prefills): (Vec<_>, Vec<_>) = self
             .running
             .iter()
             .partition(|id| self.seqs[*id].remaining() == 1);
+        let prefill_views: Vec<SeqView> = prefills.iter().map(|id| self.seqs[id].view()).collect();
+        let prefills: Vec<RequestId> = self
+            .policy
+            .admission_order(&prefill_views, now)
+            .into_iter()
+            .map(|i| prefills[i])
+            .collect();
         for id in decodes.into_iter().chain(prefills) {
             if d.budget == 0 {
                 break;
@@ -91,41 +100,70 @@ impl SchedulerCore {
         self.num_preemptions += 1;
     }
 
-    /// Admits waiting requests in policy order while seats, budget and blocks last.
+    /// Admits waiting requests in policy order while seats, budget and blocks last. When the
+    /// next one does not fit, the policy may name a running sequence to preempt in its favour
+    /// (FCFS never does: admission stops there).
     fn admit(&mut self, now: f64, d: &mut Draft) {
-        if self.waiting.is_empty() || d.budget == 0 || self.running.len() >= self.cfg.max_num_seqs {
+        if self.waiting.is_empty() || d.budget == 0 {
             return;
         }
         let queue: Vec<RequestId> = self.waiting.iter().copied().collect();
         let views: Vec<SeqView> = queue.iter().map(|id| self.seqs[id].view()).collect();
         let mut admitted = Vec::new();
-        for i in self.policy.admission_order(&views, now) {
-            if d.budget == 0 || self.running.len() >= self.cfg.max_num_seqs {
+        'candidates: for i in self.policy.admission_order(&views, now) {
+            if d.budget == 0 {
                 break;
             }
             let id = queue[i];
-            let s = &self.seqs[&id];
-            let prefix = self.kv.match_prefix(&s.tokens);
-            let hit = prefix.num_tokens();
-            let remaining = s.tokens.len() - hit;
-            let chunk = remaining.min(d.budget);
-            if chunk < remaining && !self.cfg.chunked_prefill {
-                break;
+            loop {
+                match self.try_admit(id, d) {
+                    Ok(true) => {
+                        admitted.push(id);
+                        continue 'candidates;
+                    }
+                    Ok(false) => break 'candidates, // needs a whole prompt in one step
+                    Err(()) => {}
+                }
+                let running: Vec<SeqView> =
+                    self.running.iter().map(|r| self.seqs[r].view()).collect();
+                let Some(v) = self.policy.admission_victim(&views[i], &running, now) else {
+                    break 'candidates;
+                };
+                let victim = self.running[v];
+                self.preempt(victim, d);
+                admitted.retain(|&a| a != victim);
             }
-            if self.kv.allocate_new(id, prefix, hit + chunk).is_err() {
-                break; // out of blocks: admission never preempts
-            }
-            let s = self.seqs.get_mut(&id).expect("waiting sequence");
-            s.num_computed = hit;
-            s.cached_tokens.get_or_insert(hit);
-            s.admitted_rank = Some(self.next_rank);
-            self.next_rank += 1;
-            self.running.push(id);
-            admitted.push(id);
-            d.budget -= chunk;
-            d.scheduled.push((id, chunk));
         }
         self.waiting.retain(|w| !admitted.contains(w));
+    }
+
+    /// Admits `id` with its first chunk if a seat and blocks are free: `Ok(true)` when
+    /// admitted, `Ok(false)` when its prompt may not be split and does not fit the budget,
+    /// `Err(())` when seats or blocks are short.
+    fn try_admit(&mut self, id: RequestId, d: &mut Draft) -> Result<bool, ()> {
+        if self.running.len() >= self.cfg.max_num_seqs {
+            return Err(());
+        }
+        let s = &self.seqs[&id];
+        let prefix = self.kv.match_prefix(&s.tokens);
+        let hit = prefix.num_tokens();
+        let remaining = s.tokens.len() - hit;
+        let chunk = remaining.min(d.budget);
+        if chunk < remaining && !self.cfg.chunked_prefill {
+            return Ok(false);
+        }
+        if self.kv.allocate_new(id, prefix, hit + chunk).is_err() {
+            return Err(()); // out of blocks
+        }
+        let s = self.seqs.get_mut(&id).expect("waiting sequence");
+        s.num_computed = hit;
+        s.cached_tokens.get_or_insert(hit);
+        s.admitted_rank = Some(self.next_rank);
+        self.next_rank += 1;
+        self.running.push(id);
+        d.budget -= chunk;
+        d.scheduled.push((id, chunk));
+        Ok(true)
     }
 
     fn build_plan(&self, d: Draft) -> StepPlan {

@@ -2,7 +2,7 @@
 
 use brisk_types::TokenId;
 
-use crate::request::{RequestId, SchedRequest};
+use crate::request::{Priority, RequestId, RequestSlo, SchedRequest};
 
 /// What a [`crate::SchedulingPolicy`] (or the engine) may know about a sequence.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,6 +23,24 @@ pub struct SeqView {
     pub admitted_rank: Option<u64>,
     /// How many times it was preempted.
     pub num_preemptions: u32,
+    /// Tokens to run before its next token can be sampled: 1 while decoding, else the rest
+    /// of its prompt (after a preemption: prompt and output so far).
+    pub num_pending_tokens: usize,
+    /// Its latency objective (`None`: best effort).
+    pub slo: Option<RequestSlo>,
+    /// Its priority class.
+    pub priority: Priority,
+    /// Demoted to best effort by admission control (it could not meet its TTFT).
+    pub demoted: bool,
+    /// When its first token was sampled (the caller's clock).
+    pub first_token_at: Option<f64>,
+}
+
+impl SeqView {
+    /// Whether it is decoding (its next step runs one token).
+    pub fn is_decoding(&self) -> bool {
+        self.num_pending_tokens == 1 && self.num_output_tokens > 0
+    }
 }
 
 /// A request's evolving state. `tokens` is the prompt followed by the output; after a
@@ -36,6 +54,8 @@ pub(crate) struct Sequence {
     pub(crate) cached_tokens: Option<usize>,
     pub(crate) admitted_rank: Option<u64>,
     pub(crate) num_preemptions: u32,
+    pub(crate) demoted: bool,
+    pub(crate) first_token_at: Option<f64>,
 }
 
 impl Sequence {
@@ -49,6 +69,8 @@ impl Sequence {
             cached_tokens: None,
             admitted_rank: None,
             num_preemptions: 0,
+            demoted: false,
+            first_token_at: None,
         }
     }
 
@@ -71,6 +93,11 @@ impl Sequence {
             max_tokens: self.req.max_tokens,
             admitted_rank: self.admitted_rank,
             num_preemptions: self.num_preemptions,
+            num_pending_tokens: self.remaining(),
+            slo: self.req.slo,
+            priority: self.req.priority,
+            demoted: self.demoted,
+            first_token_at: self.first_token_at,
         }
     }
 }

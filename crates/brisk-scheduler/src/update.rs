@@ -12,7 +12,8 @@ impl SchedulerCore {
     /// exactly for the sequences that asked for logits. Advances computed tokens, puts newly
     /// full blocks in the prefix cache, appends tokens and finishes sequences (stop token,
     /// `max_tokens`, `max_model_len`), freeing their blocks. Sequences aborted since the plan
-    /// was made are skipped. `now` is unused by FCFS (kept for time-aware policies).
+    /// was made are skipped. `now` is recorded as the time of each first token (time-aware
+    /// policies measure TPOT from it).
     ///
     /// Refused, with nothing changed, for a plan that is not the pending one or sampled
     /// tokens that do not match it.
@@ -20,7 +21,7 @@ impl SchedulerCore {
         &mut self,
         plan: &StepPlan,
         sampled: &[Option<TokenId>],
-        _now: f64,
+        now: f64,
     ) -> Result<Vec<SeqEvent>, SchedulerError> {
         if !self.pending || plan.step != self.step {
             return Err(SchedulerError::StalePlan { plan: plan.step });
@@ -55,6 +56,9 @@ impl SchedulerCore {
                 .commit_full_blocks(p.id, &s.tokens[..s.num_computed])?;
             let Some(token) = t else { continue };
             let first = s.num_output() == 0;
+            if first {
+                s.first_token_at = Some(now);
+            }
             s.tokens.push(token);
             events.push(SeqEvent::Token {
                 id: p.id,

@@ -110,6 +110,7 @@ fn simulate(setup: &Setup, arrivals: &[Arrival]) -> Result<(Vec<SeqEvent>, u64),
             stop_token_ids: if i % 3 == 0 { vec![STOP] } else { vec![] },
             ignore_eos: a.ignore_eos,
             arrival: a.at_step as f64,
+            ..SchedRequest::new(0, Vec::new(), 0)
         })
         .collect();
     // The tightest pool every request still fits alone, plus a few blocks.

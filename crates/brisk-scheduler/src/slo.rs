@@ -1,0 +1,312 @@
+//! The SLO-aware policy: every request scheduled against its own TTFT and TPOT objective.
+//!
+//! It answers the five questions of the policy seam from deadlines and a profiled
+//! [`LatencyModel`]:
+//!
+//! - **Deadlines** (Etalon's deadline view): a request's first token is due at
+//!   `arrival + ttft`, and its k-th token at `first_token + (k − 1) · tpot`, so a decode that
+//!   ran ahead of schedule has slack to absorb a longer step, and one behind has none.
+//! - **Admission and prompt-chunk order by slack** (least laxity first; DistServe schedules
+//!   for goodput, not arrival order): slack = TTFT deadline − now − the predicted time of the
+//!   request's remaining prompt. Requests whose slack is negative cannot meet their TTFT even
+//!   if started now; they, batch-class requests and requests without an objective form the
+//!   best-effort class, served after every request that can still make it, in queue order.
+//! - **Token budget sized for TPOT** (Sarathi-Serve's stall-free batching, with the budget
+//!   derived from the latency model instead of fixed, as HyGen does for its latency
+//!   predictor): running decodes always get their token; prompt tokens are added only while
+//!   the predicted step time stays within the tightest allowance of the interactive decodes,
+//!   which is that decode's slack to its next token deadline or, if it is behind, its TPOT.
+//! - **Admission control** (DistServe's goodput view: a request that will miss anyway only
+//!   costs others theirs): on arrival, the predicted time of the prompt work queued ahead of
+//!   the request (interactive work with an earlier deadline) plus its own prompt is compared
+//!   with its TTFT. If it cannot make it, it is rejected at once (HTTP 429, opt-in) or demoted
+//!   to best effort.
+//! - **Priority preemption** (QLLM): when an interactive request that can still meet its TTFT
+//!   finds no seat or no blocks, the most recently admitted best-effort sequence is preempted
+//!   by recompute (its full blocks stay in the prefix cache, so it resumes cheaply); when a
+//!   running sequence needs a block, best-effort sequences yield first.
+//!
+//! **Progress.** Victims are chosen by (best effort first, then latest admission). A running
+//! sequence's best-effort status only ever turns on (batch, demoted, or a TTFT deadline
+//! passed), so that order is stable across steps and the crate's progress argument carries
+//! over: the first-ranked sequence is never preempted while others run. Admission preempts
+//! only best-effort sequences, and only for a request that is not best effort.
+
+use crate::latency::{LatencyModel, StepShape};
+use crate::policy::{Admission, SchedulingPolicy};
+use crate::request::Priority;
+use crate::sequence::SeqView;
+
+/// Settings of the [`SloPolicy`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct SloPolicyConfig {
+    /// Refuse requests that cannot meet their TTFT (HTTP 429) instead of demoting them.
+    pub reject_unattainable: bool,
+    /// The step token budget's ceiling (`max_num_batched_tokens`), used to predict how many
+    /// steps a prompt takes.
+    pub max_num_batched_tokens: usize,
+}
+
+/// The SLO-aware policy (see the module docs).
+#[derive(Clone, Debug)]
+pub struct SloPolicy {
+    model: LatencyModel,
+    cfg: SloPolicyConfig,
+}
+
+impl SloPolicy {
+    /// A policy predicting step times with `model`.
+    pub fn new(model: LatencyModel, cfg: SloPolicyConfig) -> Self {
+        Self { model, cfg }
+    }
+
+    /// Whether a sequence is best effort for preemption purposes. Only ever turns on.
+    fn best_effort(v: &SeqView, now: f64) -> bool {
+        let Some(slo) = v.slo else { return true };
+        if v.priority == Priority::Batch || v.demoted {
+            return true;
+        }
+        let due = v.arrival + slo.ttft;
+        match v.first_token_at {
+            Some(t) => t > due,
+            None => now > due,
+        }
+    }
+
+    /// Predicted time of the request's remaining prompt, started now on an otherwise empty
+    /// step.
+    fn own_prefill(&self, v: &SeqView) -> f64 {
+        if v.is_decoding() {
+            return 0.0;
+        }
+        self.model.prefill_time(
+            v.num_computed_tokens,
+            v.num_pending_tokens,
+            self.cfg.max_num_batched_tokens,
+            0,
+            0,
+        )
+    }
+
+    /// TTFT slack: deadline − now − predicted remaining prompt time; `None` for best effort.
+    fn slack(&self, v: &SeqView, now: f64) -> Option<f64> {
+        if Self::best_effort(v, now) || v.first_token_at.is_some() {
+            return None;
+        }
+        let slo = v.slo.expect("not best effort");
+        let slack = v.arrival + slo.ttft - now - self.own_prefill(v);
+        (slack >= 0.0).then_some(slack)
+    }
+
+    /// Predicted time to compute `prompts` (token counts) together, in full steps beside
+    /// `decodes` running decodes over `context` positions.
+    fn queue_time(&self, prompts: &[usize], decodes: usize, context: usize) -> f64 {
+        let chunk = self
+            .cfg
+            .max_num_batched_tokens
+            .saturating_sub(decodes)
+            .max(1);
+        let total: usize = prompts.iter().sum();
+        let steps = total.div_ceil(chunk).max(1);
+        // Attention work of every prompt, spread evenly over the steps.
+        let pairs: f64 = prompts
+            .iter()
+            .map(|&n| (n * (n + 1)) as f64 / 2.0)
+            .sum::<f64>()
+            / steps as f64;
+        let mut left = total;
+        let mut time = 0.0;
+        while left > 0 {
+            let len = chunk.min(left);
+            let shape = StepShape {
+                prefill_tokens: len,
+                decode_seqs: decodes,
+                decode_context: context,
+                prefill_attention: pairs,
+            };
+            time += self.model.predict(&shape);
+            left -= len;
+        }
+        time
+    }
+}
+
+/// Running decodes: how many, and the positions they attend over.
+fn decode_load(running: &[SeqView]) -> (usize, usize) {
+    running
+        .iter()
+        .filter(|v| v.is_decoding())
+        .fold((0, 0), |(n, ctx), v| (n + 1, ctx + v.num_computed_tokens + 1))
+}
+
+impl SchedulingPolicy for SloPolicy {
+    fn name(&self) -> &'static str {
+        "slo"
+    }
+
+    /// Requests that can still meet their TTFT first, least slack first; then best effort in
+    /// queue order (preempted sequences first, then arrivals).
+    fn admission_order(&self, waiting: &[SeqView], now: f64) -> Vec<usize> {
+        let slack: Vec<Option<f64>> = waiting.iter().map(|v| self.slack(v, now)).collect();
+        let mut order: Vec<usize> = (0..waiting.len()).collect();
+        order.sort_by(|&a, &b| match (slack[a], slack[b]) {
+            (Some(x), Some(y)) => x.total_cmp(&y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        });
+        order
+    }
+
+    /// Best effort first, then the most recently admitted.
+    fn preemption_victim(&self, running: &[SeqView], now: f64) -> usize {
+        (0..running.len())
+            .max_by_key(|&i| (Self::best_effort(&running[i], now), running[i].admitted_rank))
+            .expect("running is not empty")
+    }
+
+    fn on_arrival(
+        &self,
+        new: &SeqView,
+        waiting: &[SeqView],
+        running: &[SeqView],
+        now: f64,
+    ) -> Admission {
+        let Some(slo) = new.slo.filter(|s| s.ttft.is_finite()) else {
+            return Admission::Accept;
+        };
+        if new.priority == Priority::Batch {
+            return Admission::Accept;
+        }
+        let due = new.arrival + slo.ttft;
+        // Interactive prompt work that will be served before this request.
+        let mut prompts: Vec<usize> = waiting
+            .iter()
+            .chain(running.iter().filter(|v| !v.is_decoding()))
+            .filter(|v| {
+                !Self::best_effort(v, now)
+                    && v.first_token_at.is_none()
+                    && v.slo.is_some_and(|s| v.arrival + s.ttft <= due)
+            })
+            .map(|v| v.num_pending_tokens)
+            .collect();
+        prompts.push(new.num_pending_tokens);
+        let (decodes, context) = decode_load(running);
+        let predicted = now - new.arrival + self.queue_time(&prompts, decodes, context);
+        if predicted <= slo.ttft {
+            return Admission::Accept;
+        }
+        if self.cfg.reject_unattainable {
+            Admission::Reject(format!(
+                "the server cannot meet this request's time-to-first-token objective of {:.0} ms: \
+                 its latency model predicts {:.0} ms for the {} prompt tokens queued ahead of it \
+                 and its own {}; retry later, or relax `slo.ttft_ms`",
+                slo.ttft * 1e3,
+                predicted * 1e3,
+                prompts.iter().sum::<usize>() - new.num_pending_tokens,
+                new.num_pending_tokens
+            ))
+        } else {
+            Admission::Demote
+        }
+    }
+
+    /// The decodes' tokens plus as many prompt tokens as keep the predicted step within the
+    /// tightest allowance of the interactive decodes (see the module docs).
+    fn step_token_budget(&self, running: &[SeqView], max: usize, now: f64) -> usize {
+        let allowance = running
+            .iter()
+            .filter(|v| v.is_decoding() && !Self::best_effort(v, now))
+            .filter_map(|v| {
+                let tpot = v.slo?.tpot;
+                let first = v.first_token_at?;
+                tpot.is_finite()
+                    .then(|| (first + v.num_output_tokens as f64 * tpot - now).max(tpot))
+            })
+            .fold(f64::INFINITY, f64::min);
+        if allowance.is_infinite() {
+            return max;
+        }
+        let (decodes, context) = decode_load(running);
+        let step = |prefill: usize| {
+            let mut shape = StepShape {
+                decode_seqs: decodes,
+                decode_context: context,
+                ..StepShape::default()
+            };
+            shape.add_prefill(0, prefill);
+            self.model.predict(&shape)
+        };
+        let room = max.saturating_sub(decodes);
+        if step(room) <= allowance {
+            return max;
+        }
+        // Largest prefill with step(prefill) ≤ allowance; step grows with prefill.
+        let (mut lo, mut hi) = (0, room);
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            if step(mid) <= allowance {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        (decodes + lo).max(1)
+    }
+
+    /// The most recently admitted best-effort sequence, for a request that can still make its
+    /// TTFT.
+    fn admission_victim(
+        &self,
+        candidate: &SeqView,
+        running: &[SeqView],
+        now: f64,
+    ) -> Option<usize> {
+        self.slack(candidate, now)?;
+        (0..running.len())
+            .filter(|&i| Self::best_effort(&running[i], now))
+            .max_by_key(|&i| running[i].admitted_rank)
+    }
+}
+
+/// Which policy a scheduler runs, as a value (so configs stay `Clone` and `Debug`).
+#[derive(Clone, Debug, Default)]
+pub enum PolicyChoice {
+    /// First come, first served.
+    #[default]
+    Fcfs,
+    /// The SLO-aware policy with this latency model.
+    Slo {
+        /// Predicts step times.
+        model: LatencyModel,
+        /// Reject (429) instead of demoting requests that cannot meet their TTFT.
+        reject_unattainable: bool,
+    },
+}
+
+impl PolicyChoice {
+    /// The policy for a scheduler with these settings.
+    pub fn build(&self, cfg: &crate::SchedulerConfig) -> Box<dyn SchedulingPolicy> {
+        match self {
+            Self::Fcfs => Box::new(crate::Fcfs),
+            Self::Slo {
+                model,
+                reject_unattainable,
+            } => Box::new(SloPolicy::new(
+                model.clone(),
+                SloPolicyConfig {
+                    reject_unattainable: *reject_unattainable,
+                    max_num_batched_tokens: cfg.max_num_batched_tokens,
+                },
+            )),
+        }
+    }
+
+    /// `fcfs` or `slo`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Fcfs => "fcfs",
+            Self::Slo { .. } => "slo",
+        }
+    }
+}
