@@ -43,7 +43,8 @@ pub struct BenchArgs {
     /// Synthetic lengths, e.g. `prompt=70,output=64` or `prompt=uniform:50:100,output=64`.
     #[arg(long, env = "BRISK_BENCH_SYNTHETIC", group = "workload")]
     pub synthetic: Option<String>,
-    /// A trace with arrivals: Azure conversation CSV or Mooncake JSONL.
+    /// A trace with arrivals: Azure conversation CSV, Mooncake JSONL, or a ServeGen
+    /// `.tar.xz` of per-client statistics (requests generated from them, seeded).
     #[arg(long, env = "BRISK_BENCH_TRACE", group = "workload")]
     pub trace: Option<PathBuf>,
     /// A length-sample CSV (ShareGPT / arXiv); arrivals are synthetic.

@@ -21,6 +21,7 @@ pub mod plot;
 pub mod prompts;
 pub mod report;
 pub mod runner;
+pub mod servegen;
 pub mod slo;
 pub mod sweep;
 pub mod traces;
@@ -56,6 +57,13 @@ pub fn load_workload(args: &BenchArgs) -> Result<Workload, BenchError> {
     let n = args.num_requests.unwrap_or(DEFAULT_NUM_REQUESTS);
     if let Some(spec) = synthetic {
         Ok(workload::synthetic(&spec, n, args.seed))
+    } else if let Some(path) = args.trace.as_deref().filter(|p| servegen::is_servegen(p)) {
+        let stats = servegen::load(path)?;
+        Ok(stats.workload(
+            args.seed,
+            args.num_requests,
+            format!("servegen:{}", path.display()),
+        ))
     } else if let Some(path) = &args.trace {
         traces::load_trace(path, args.seed)
     } else if let Some(path) = &args.lengths {

@@ -106,3 +106,56 @@ fn sharegpt_first_turns_parse_keeping_human_text_only() {
     // 2,978 entries less 16 system, 4 gpt and 1 empty turn.
     assert_eq!(sg.len(), 2957);
 }
+
+#[test]
+fn servegen_statistics_parse_and_generate_superposed_bursty_arrivals() {
+    use brisk_bench::servegen;
+    let path = common::workloads().join("servegen/servegen_deepseek-r1.tar.xz");
+    assert!(servegen::is_servegen(&path));
+    let stats = servegen::load(&path).unwrap();
+    assert_eq!(stats.clients.len(), 73, "all 73 clients have both files");
+    assert!(stats.clients.iter().all(|c| c.windows.len() == 144));
+    let c1 = stats.clients.iter().find(|c| c.id == 1).unwrap();
+    assert_eq!(
+        c1.windows[0].arrivals,
+        servegen::Arrivals::Gamma {
+            shape: 1.1681033415865265,
+            scale: 8.05582170861377
+        }
+    );
+    assert_eq!(c1.lengths.len(), 4, "four 6-hour length windows");
+    assert_eq!(c1.lengths[0].input.values[0], 39);
+    // The first hour: the generated rate matches the sum of the clients' window rates.
+    let w = stats.workload(5, None, "sg".into());
+    let hour: Vec<_> = w.requests.iter().filter(|r| r.arrival_s < 3600.0).collect();
+    let want: f64 = stats
+        .clients
+        .iter()
+        .flat_map(|c| c.windows.iter().take(6))
+        .map(|x| x.rate * servegen::WINDOW_S)
+        .sum();
+    let got = hour.len() as f64;
+    assert!(
+        (got - want).abs() / want < 0.1,
+        "{got} requests, want ≈ {want}"
+    );
+    assert!(w
+        .requests
+        .windows(2)
+        .all(|p| p[0].arrival_s <= p[1].arrival_s));
+    assert!(w
+        .requests
+        .iter()
+        .all(|r| r.prompt_len >= 1 && r.output_len >= 1));
+    let limited = stats.workload(5, Some(500), "sg".into());
+    assert_eq!(
+        limited.requests[..],
+        w.requests[..500],
+        "seeded and limited"
+    );
+    let shaped = limited.shape(&Shaping {
+        num_requests: Some(200),
+        ..shaping(Some(2.0))
+    });
+    assert!((mean_rate(&shaped) - 2.0).abs() < 1e-9);
+}
