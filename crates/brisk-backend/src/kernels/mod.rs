@@ -2,13 +2,25 @@
 //!
 //! candle's CPU path picks SIMD at compile time, has no vectorized Q4_1 dot product, and runs
 //! a batch as one vector–matrix product per row, re-reading every weight for every token. Here
-//! the weights are multiplied against the whole packed batch at once: each weight row is read
-//! once and applied to every token while it sits in L1, which turns a batch from memory-bound
-//! into compute-bound. Activations are quantized to 8 bits per 32-element block, as llama.cpp
-//! does, so the inner loop is an integer dot product (AVX2 `maddubs`), chosen at run time by
-//! CPU feature detection with a portable scalar fallback that computes the same integers.
+//! the weights are multiplied against the whole packed batch at once, which turns a batch from
+//! memory-bound into compute-bound:
 //!
-//! Rows are split across threads in chunks (rayon). Other weight types fall back to candle.
+//! - Activations are quantized to 8 bits per 32-element block, as llama.cpp does, so the inner
+//!   loop is an integer dot product (AVX2 `maddubs`), chosen at run time by CPU feature
+//!   detection, with a portable scalar fallback that computes the same integers.
+//! - Tokens are processed in tiles of [`TILE`]: one weight block is unpacked once and applied
+//!   to every token of the tile, with one accumulator register per token.
+//! - Cache blocking: a thread owns a band of weight rows (which stays in its L2 across tiles)
+//!   and walks token tiles in the outer loop, so a tile's activations (a few KiB) stay in L1
+//!   while every row of the band passes over them.
+//! - Per-block scale products `d_w · d_x` are formed eight tokens at a time, and the Q4_1
+//!   minimum term `m · d_x · Σq_x` is a separate small f32 product over blocks, so neither
+//!   costs scalar work in the inner loop.
+//!
+//! Rows are split across threads in bands (rayon); each thread writes its own rows of the
+//! output. Other weight types fall back to candle.
+
+#![allow(unsafe_code)] // `OutRows` below and the SIMD kernels in `avx2`; nowhere else.
 
 mod avx2;
 mod scalar;
@@ -32,34 +44,54 @@ impl KernelFormat {
             Self::Q8_0 => 34,
         }
     }
+
+    /// Quant bytes per block in brisk's layout.
+    fn quant_bytes(self) -> usize {
+        match self {
+            Self::Q4_1 => 16,
+            Self::Q8_0 => 32,
+        }
+    }
 }
+
+/// Tokens a kernel applies one weight block to before moving on.
+pub(crate) const TILE: usize = 8;
+
+/// Blocks are grouped by eight for the vectorized minimum term; per-row arrays of block
+/// values are padded with zeros to a multiple of this.
+const BLOCK_GROUP: usize = 8;
 
 /// A quantized weight matrix `[rows, cols]`, split into scales and quants for the kernels.
 pub(crate) struct QuantMatrix {
     format: KernelFormat,
     rows: usize,
     cols: usize,
-    /// Per block: `d` (and `m` for Q4_1), as f32.
-    scales: Vec<f32>,
-    /// Per block: the 16 (Q4_1) or 32 (Q8_0) quant bytes.
+    /// `rows × blocks`: the per-block scale `d`, as f32.
+    d: Vec<f32>,
+    /// Q4_1 only: `rows × padded_blocks` minima `m` (zero padded); empty for Q8_0.
+    m: Vec<f32>,
+    /// `rows × blocks × quant_bytes`: nibbles (Q4_1, low nibbles are elements 0..16) or bytes.
     quants: Vec<u8>,
 }
 
-/// Activations quantized to 8 bits in blocks of 32: `x ≈ d * q`, with `s = d * Σq` kept for
-/// the Q4_1 minimum term.
+/// A batch of activation rows quantized to 8 bits in blocks of 32 (`x ≈ d · q`), laid out
+/// for the kernels.
 pub(crate) struct QuantActivations {
-    blocks_per_row: usize,
-    d: Vec<f32>,
-    s: Vec<f32>,
+    tokens: usize,
+    blocks: usize,
+    padded_blocks: usize,
+    /// `tokens × blocks × 32` quants.
     q: Vec<i8>,
+    /// Per tile of [`TILE`] tokens, `blocks × TILE` scales `d`, token-minor (zero for the
+    /// missing tokens of a last, partial tile), so a block's scales load as one vector.
+    d_tiled: Vec<f32>,
+    /// `tokens × padded_blocks`: `d · Σq` per block, for the Q4_1 minimum term (zero padded).
+    s: Vec<f32>,
 }
 
-/// Tokens a kernel call handles at once against one weight row.
-const TOKENS_PER_TILE: usize = 8;
-
-/// Dot products of one weight row with activation rows `t0..t0 + out.len()`
-/// (`out.len() <= TOKENS_PER_TILE`).
-type TileFn = fn(&QuantMatrix, usize, &QuantActivations, usize, &mut [f32]);
+/// The band kernel of one format and instruction set: weight rows `rows` against every token
+/// of `x`, writing `out[t * w.rows + r]`.
+type BandFn = fn(&QuantMatrix, std::ops::Range<usize>, &QuantActivations, &OutRows<'_>);
 
 impl QuantMatrix {
     /// Splits ggml blocks (`rows * cols / 32` of them, row-major) into scales and quants.
@@ -73,28 +105,33 @@ impl QuantMatrix {
         if !cols.is_multiple_of(32) || raw.len() != rows * cols / 32 * format.block_bytes() {
             return None;
         }
-        let blocks = rows * cols / 32;
-        let per_scale = if format == KernelFormat::Q4_1 { 2 } else { 1 };
-        let mut scales = Vec::with_capacity(blocks * per_scale);
-        let mut quants = Vec::with_capacity(blocks * 32);
-        for block in raw.chunks_exact(format.block_bytes()) {
-            let half = |i: usize| f16::from_le_bytes([block[i], block[i + 1]]).to_f32();
-            match format {
-                KernelFormat::Q4_1 => {
-                    scales.extend([half(0), half(2)]);
-                    quants.extend_from_slice(&block[4..20]);
+        let blocks = cols / 32;
+        let padded = padded_blocks(blocks);
+        let mut d = Vec::with_capacity(rows * blocks);
+        let mut m = Vec::new();
+        let mut quants = Vec::with_capacity(rows * blocks * format.quant_bytes());
+        for row in raw.chunks_exact(blocks * format.block_bytes()) {
+            for block in row.chunks_exact(format.block_bytes()) {
+                let half = |i: usize| f16::from_le_bytes([block[i], block[i + 1]]).to_f32();
+                d.push(half(0));
+                match format {
+                    KernelFormat::Q4_1 => {
+                        m.push(half(2));
+                        quants.extend_from_slice(&block[4..20]);
+                    }
+                    KernelFormat::Q8_0 => quants.extend_from_slice(&block[2..34]),
                 }
-                KernelFormat::Q8_0 => {
-                    scales.push(half(0));
-                    quants.extend_from_slice(&block[2..34]);
-                }
+            }
+            if format == KernelFormat::Q4_1 {
+                m.resize(m.len() + padded - blocks, 0.0);
             }
         }
         Some(Self {
             format,
             rows,
             cols,
-            scales,
+            d,
+            m,
             quants,
         })
     }
@@ -113,10 +150,8 @@ impl QuantMatrix {
             format: first.format,
             rows: parts.iter().map(|p| p.rows).sum(),
             cols: first.cols,
-            scales: parts
-                .iter()
-                .flat_map(|p| p.scales.iter().copied())
-                .collect(),
+            d: parts.iter().flat_map(|p| p.d.iter().copied()).collect(),
+            m: parts.iter().flat_map(|p| p.m.iter().copied()).collect(),
             quants: parts
                 .iter()
                 .flat_map(|p| p.quants.iter().copied())
@@ -126,79 +161,150 @@ impl QuantMatrix {
 
     /// `out[t * rows + r] = Σ_k x[t * cols + k] * W[r, k]` for the `m` rows of `x`.
     pub(crate) fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
-        debug_assert_eq!(x.len(), m * self.cols);
-        debug_assert_eq!(out.len(), m * self.rows);
+        assert_eq!(x.len(), m * self.cols, "activation shape");
+        assert_eq!(out.len(), m * self.rows, "output shape");
         let acts = QuantActivations::quantize(x, m, self.cols);
-        let tile = self.tile_fn();
-        // Each task owns a band of weight rows and applies it to every token, writing
-        // `band[r][t]`; the band layout is transposed into `out` afterwards. A few bands per
-        // thread balance the load without paying a hand-off per handful of rows (a decode
-        // step runs ~200 of these products, so per-task overhead is most of a small one).
-        let tasks = rayon::current_num_threads() * 4;
-        let rows_per_task = self.rows.div_ceil(tasks).max(8);
-        let mut transposed = vec![0.0f32; self.rows * m];
-        transposed
-            .par_chunks_mut(rows_per_task * m)
-            .enumerate()
-            .for_each(|(task, band)| {
-                let first = task * rows_per_task;
-                for (i, row_out) in band.chunks_exact_mut(m).enumerate() {
-                    for (g, group) in row_out.chunks_mut(TOKENS_PER_TILE).enumerate() {
-                        tile(self, first + i, &acts, g * TOKENS_PER_TILE, group);
-                    }
-                }
-            });
-        for (r, row) in transposed.chunks_exact(m).enumerate() {
-            for (t, v) in row.iter().enumerate() {
-                out[t * self.rows + r] = *v;
-            }
-        }
+        self.matmul_quantized(&acts, out);
     }
 
-    fn tile_fn(&self) -> TileFn {
-        let simd = avx2::available();
-        match (self.format, simd) {
-            (KernelFormat::Q4_1, true) => avx2::dot_q4_1,
-            (KernelFormat::Q8_0, true) => avx2::dot_q8_0,
-            (KernelFormat::Q4_1, false) => scalar::tile_q4_1,
-            (KernelFormat::Q8_0, false) => scalar::tile_q8_0,
+    /// The product with activations already quantized (`acts` built for this width).
+    pub(crate) fn matmul_quantized(&self, acts: &QuantActivations, out: &mut [f32]) {
+        assert_eq!(acts.blocks, self.blocks(), "activation width");
+        assert_eq!(out.len(), acts.tokens * self.rows, "output shape");
+        let band = self.band_fn();
+        let out = OutRows::new(out, self.rows);
+        // A few bands per thread balance the load without paying a hand-off per handful of
+        // rows (a decode step runs ~150 of these products, so per-task overhead is most of a
+        // small one). Bands are whole multiples of 4 rows.
+        let tasks = rayon::current_num_threads() * 4;
+        let rows_per_task = self.rows.div_ceil(tasks).next_multiple_of(4).max(16);
+        let bands = self.rows.div_ceil(rows_per_task);
+        if bands == 1 {
+            band(self, 0..self.rows, acts, &out);
+            return;
+        }
+        (0..bands).into_par_iter().for_each(|i| {
+            let start = i * rows_per_task;
+            band(self, start..(start + rows_per_task).min(self.rows), acts, &out);
+        });
+    }
+
+    fn band_fn(&self) -> BandFn {
+        match (self.format, avx2::available()) {
+            (KernelFormat::Q4_1, true) => avx2::band_q4_1,
+            (KernelFormat::Q8_0, true) => avx2::band_q8_0,
+            (KernelFormat::Q4_1, false) => scalar::band_q4_1,
+            (KernelFormat::Q8_0, false) => scalar::band_q8_0,
         }
     }
 
     /// Number of 32-element blocks in a row.
-    fn blocks_per_row(&self) -> usize {
+    fn blocks(&self) -> usize {
         self.cols / 32
     }
+}
+
+/// `blocks` rounded up to a whole number of block groups.
+fn padded_blocks(blocks: usize) -> usize {
+    blocks.next_multiple_of(BLOCK_GROUP)
 }
 
 impl QuantActivations {
     /// Quantizes `m` rows of `cols` values (cols a multiple of 32).
     pub(crate) fn quantize(x: &[f32], m: usize, cols: usize) -> Self {
-        let blocks_per_row = cols / 32;
-        let n = m * blocks_per_row;
-        let mut acts = Self {
-            blocks_per_row,
-            d: Vec::with_capacity(n),
-            s: Vec::with_capacity(n),
-            q: Vec::with_capacity(n * 32),
-        };
-        for block in x.chunks_exact(32) {
-            let amax = block.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-            let d = amax / 127.0;
-            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-            let mut sum = 0i32;
-            for v in block {
-                // |v * inv| <= 127, so the cast cannot truncate.
-                #[allow(clippy::cast_possible_truncation)]
-                let q = (v * inv).round() as i8;
-                sum += i32::from(q);
-                acts.q.push(q);
+        assert!(cols.is_multiple_of(32) && x.len() == m * cols, "activation shape");
+        let blocks = cols / 32;
+        let padded_blocks = padded_blocks(blocks);
+        let mut q = vec![0i8; m * cols];
+        let mut d = vec![0.0f32; m * blocks];
+        let mut s = vec![0.0f32; m * padded_blocks];
+        let quantize_row = |((xr, qr), (dr, sr)): ((&[f32], &mut [i8]), (&mut [f32], &mut [f32]))| {
+            for (b, (xb, qb)) in xr.chunks_exact(32).zip(qr.chunks_exact_mut(32)).enumerate() {
+                let (scale, sum) = quantize_block(xb, qb);
+                dr[b] = scale;
+                #[allow(clippy::cast_precision_loss)]
+                let sum = sum as f32;
+                sr[b] = scale * sum;
             }
-            acts.d.push(d);
-            #[allow(clippy::cast_precision_loss)]
-            acts.s.push(d * sum as f32);
+        };
+        // Quantizing is ~1% of a product's work: only worth threads for long batches.
+        if m >= 64 {
+            x.par_chunks_exact(cols)
+                .zip(q.par_chunks_exact_mut(cols))
+                .zip(
+                    d.par_chunks_exact_mut(blocks)
+                        .zip(s.par_chunks_exact_mut(padded_blocks)),
+                )
+                .for_each(quantize_row);
+        } else {
+            x.chunks_exact(cols)
+                .zip(q.chunks_exact_mut(cols))
+                .zip(d.chunks_exact_mut(blocks).zip(s.chunks_exact_mut(padded_blocks)))
+                .for_each(quantize_row);
         }
-        acts
+        let tiles = m.div_ceil(TILE);
+        let mut d_tiled = vec![0.0f32; tiles * blocks * TILE];
+        for (t, dt) in d.chunks_exact(blocks).enumerate() {
+            let (tile, lane) = (t / TILE, t % TILE);
+            for (b, &v) in dt.iter().enumerate() {
+                d_tiled[(tile * blocks + b) * TILE + lane] = v;
+            }
+        }
+        Self {
+            tokens: m,
+            blocks,
+            padded_blocks,
+            q,
+            d_tiled,
+            s,
+        }
+    }
+}
+
+/// Quantizes 32 values to `q = round(x / d)` with `d = max|x| / 127`; returns `(d, Σq)`.
+/// Rounds half to even in both implementations, so SIMD and scalar agree bit for bit.
+fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+    if avx2::available() {
+        avx2::quantize_block(x, q)
+    } else {
+        scalar::quantize_block(x, q)
+    }
+}
+
+/// The output matrix `[tokens, rows]`, shared by the threads that each write their own band of
+/// rows (columns of this row-major matrix, so the bands are not contiguous slices).
+pub(crate) struct OutRows<'a> {
+    ptr: *mut f32,
+    len: usize,
+    rows: usize,
+    _out: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: `OutRows` is only written through `write`, whose callers write disjoint elements
+// (each thread its own band of rows); the borrow it was made from outlives every use.
+unsafe impl Sync for OutRows<'_> {}
+
+impl<'a> OutRows<'a> {
+    fn new(out: &'a mut [f32], rows: usize) -> Self {
+        Self {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+            rows,
+            _out: std::marker::PhantomData,
+        }
+    }
+
+    /// Stores `v` at `[token, row]`.
+    ///
+    /// # Safety
+    /// No other thread may read or write the same element concurrently: callers write only
+    /// rows of their own band.
+    #[inline]
+    unsafe fn write(&self, token: usize, row: usize, v: f32) {
+        let i = token * self.rows + row;
+        assert!(i < self.len && row < self.rows);
+        // SAFETY: in bounds (checked above); exclusive per the caller contract.
+        unsafe { *self.ptr.add(i) = v };
     }
 }
 

@@ -1,39 +1,52 @@
-//! Portable dot products; the reference the SIMD versions are tested against.
+//! Portable kernels; the reference the SIMD versions are tested against. They compute the
+//! same integer block sums as the SIMD kernels and differ only in the order floats are added.
 
-use super::{QuantActivations, QuantMatrix};
+use std::ops::Range;
 
-/// Tokens `t0..t0 + out.len()` against one weight row.
-pub(super) fn tile_q4_1(
+use super::{KernelFormat, OutRows, QuantActivations, QuantMatrix};
+
+pub(super) fn band_q4_1(
     w: &QuantMatrix,
-    row: usize,
+    rows: Range<usize>,
     x: &QuantActivations,
-    t0: usize,
-    out: &mut [f32],
+    out: &OutRows<'_>,
 ) {
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = dot_q4_1(w, row, x, t0 + i);
+    assert_eq!(w.format, KernelFormat::Q4_1);
+    for t in 0..x.tokens {
+        for r in rows.clone() {
+            // SAFETY: this call owns rows `rows` of the output.
+            unsafe { out.write(t, r, dot_q4_1(w, r, x, t)) };
+        }
     }
 }
 
-/// Tokens `t0..t0 + out.len()` against one weight row.
-pub(super) fn tile_q8_0(
+pub(super) fn band_q8_0(
     w: &QuantMatrix,
-    row: usize,
+    rows: Range<usize>,
     x: &QuantActivations,
-    t0: usize,
-    out: &mut [f32],
+    out: &OutRows<'_>,
 ) {
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = dot_q8_0(w, row, x, t0 + i);
+    assert_eq!(w.format, KernelFormat::Q8_0);
+    for t in 0..x.tokens {
+        for r in rows.clone() {
+            // SAFETY: this call owns rows `rows` of the output.
+            unsafe { out.write(t, r, dot_q8_0(w, r, x, t)) };
+        }
     }
+}
+
+/// The scale `d` of activation block `b` of token `t`.
+fn act_scale(x: &QuantActivations, t: usize, b: usize) -> f32 {
+    x.d_tiled[((t / super::TILE) * x.blocks + b) * super::TILE + t % super::TILE]
 }
 
 pub(super) fn dot_q4_1(w: &QuantMatrix, row: usize, x: &QuantActivations, t: usize) -> f32 {
-    let nb = w.blocks_per_row();
+    let nb = w.blocks();
+    let pb = x.padded_blocks;
     let mut sum = 0.0;
     for b in 0..nb {
         let wb = row * nb + b;
-        let xb = t * x.blocks_per_row + b;
+        let xb = t * nb + b;
         let qs = &w.quants[wb * 16..wb * 16 + 16];
         let xq = &x.q[xb * 32..xb * 32 + 32];
         let mut isum = 0i32;
@@ -43,17 +56,17 @@ pub(super) fn dot_q4_1(w: &QuantMatrix, row: usize, x: &QuantActivations, t: usi
         }
         #[allow(clippy::cast_precision_loss)]
         let isum = isum as f32;
-        sum += w.scales[2 * wb] * x.d[xb] * isum + w.scales[2 * wb + 1] * x.s[xb];
+        sum += w.d[wb] * act_scale(x, t, b) * isum + w.m[row * pb + b] * x.s[t * pb + b];
     }
     sum
 }
 
 pub(super) fn dot_q8_0(w: &QuantMatrix, row: usize, x: &QuantActivations, t: usize) -> f32 {
-    let nb = w.blocks_per_row();
+    let nb = w.blocks();
     let mut sum = 0.0;
     for b in 0..nb {
         let wb = row * nb + b;
-        let xb = t * x.blocks_per_row + b;
+        let xb = t * nb + b;
         let qs = &w.quants[wb * 32..wb * 32 + 32];
         let xq = &x.q[xb * 32..xb * 32 + 32];
         #[allow(clippy::cast_possible_wrap)]
@@ -64,7 +77,23 @@ pub(super) fn dot_q8_0(w: &QuantMatrix, row: usize, x: &QuantActivations, t: usi
             .sum();
         #[allow(clippy::cast_precision_loss)]
         let isum = isum as f32;
-        sum += w.scales[wb] * x.d[xb] * isum;
+        sum += w.d[wb] * act_scale(x, t, b) * isum;
     }
     sum
+}
+
+/// See [`super::quantize_block`].
+pub(super) fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+    let amax = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+    let d = amax / 127.0;
+    let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+    let mut sum = 0i32;
+    for (v, q) in x.iter().zip(q.iter_mut()) {
+        // |v * inv| <= 127, so the cast cannot truncate.
+        #[allow(clippy::cast_possible_truncation)]
+        let v = (v * inv).round_ties_even() as i8;
+        *q = v;
+        sum += i32::from(v);
+    }
+    (d, sum)
 }

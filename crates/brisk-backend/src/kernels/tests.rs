@@ -22,11 +22,12 @@ fn random_blocks(format: KernelFormat, rows: usize, cols: usize, rng: &mut StdRn
 /// Dequantized weight (f32) for the plain-f32 check.
 fn dequantize(w: &QuantMatrix) -> Vec<f32> {
     let nb = w.rows * w.cols / 32;
+    let (per_row, padded) = (w.blocks(), padded_blocks(w.blocks()));
     let mut out = Vec::with_capacity(w.rows * w.cols);
     for b in 0..nb {
         match w.format {
             KernelFormat::Q4_1 => {
-                let (d, m) = (w.scales[2 * b], w.scales[2 * b + 1]);
+                let (d, m) = (w.d[b], w.m[b / per_row * padded + b % per_row]);
                 let qs = &w.quants[b * 16..b * 16 + 16];
                 let lo = qs.iter().map(|q| f32::from(q & 0x0F) * d + m);
                 let hi = qs.iter().map(|q| f32::from(q >> 4) * d + m);
@@ -37,7 +38,7 @@ fn dequantize(w: &QuantMatrix) -> Vec<f32> {
                 out.extend(
                     w.quants[b * 32..b * 32 + 32]
                         .iter()
-                        .map(|&q| f32::from(q as i8) * w.scales[b]),
+                        .map(|&q| f32::from(q as i8) * w.d[b]),
                 );
             }
         }
@@ -49,7 +50,14 @@ fn dequantize(w: &QuantMatrix) -> Vec<f32> {
 fn simd_and_scalar_kernels_agree_and_track_f32_on_odd_shapes() {
     let mut rng = StdRng::seed_from_u64(3);
     for format in [KernelFormat::Q4_1, KernelFormat::Q8_0] {
-        for (rows, cols, m) in [(1, 32, 1), (17, 64, 3), (33, 576, 5), (40, 1536, 16)] {
+        for (rows, cols, m) in [
+            (1, 32, 1),
+            (17, 64, 3),
+            (33, 576, 5),
+            (40, 1536, 16),
+            (21, 288, 13),
+            (9, 96, 70),
+        ] {
             let w = QuantMatrix::from_ggml(
                 format,
                 rows,
@@ -98,4 +106,30 @@ fn simd_and_scalar_kernels_agree_and_track_f32_on_odd_shapes() {
 fn shapes_that_do_not_fit_the_format_are_refused() {
     assert!(QuantMatrix::from_ggml(KernelFormat::Q8_0, 2, 48, &[0; 2 * 48 / 32 * 34]).is_none());
     assert!(QuantMatrix::from_ggml(KernelFormat::Q4_1, 2, 64, &[0; 10]).is_none());
+}
+
+#[test]
+fn simd_and_scalar_quantization_agree_bit_for_bit() {
+    let mut rng = StdRng::seed_from_u64(5);
+    for case in 0..200 {
+        let x: Vec<f32> = match case {
+            0 => vec![0.0; 32],
+            // Exact halves after scaling exercise the ties-to-even rounding.
+            1 => (0..32).map(|i| (i as f32 - 16.0) * 0.5).collect(),
+            _ => (0..32)
+                .map(|_| (rng.random::<f32>() * 2.0 - 1.0) * 10f32.powi(case % 7 - 3))
+                .collect(),
+        };
+        let (mut a, mut b) = ([0i8; 32], [0i8; 32]);
+        let sa = scalar::quantize_block(&x, &mut a);
+        if avx2::available() {
+            let sb = avx2::quantize_block(&x, &mut b);
+            assert_eq!((sa, a), (sb, b), "case {case}");
+        }
+        let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert_eq!(a.iter().map(|q| i32::from(*q)).sum::<i32>(), sa.1);
+        for (v, q) in x.iter().zip(a) {
+            assert!((v - sa.0 * f32::from(q)).abs() <= amax / 254.0 + 1e-6);
+        }
+    }
 }
