@@ -139,10 +139,7 @@ impl SchedulerCore {
         let mut seq = Sequence::new(req);
         let waiting: Vec<SeqView> = self.waiting.iter().map(|w| self.seqs[w].view()).collect();
         let running: Vec<SeqView> = self.running.iter().map(|r| self.seqs[r].view()).collect();
-        match self
-            .policy
-            .on_arrival(&seq.view(), &waiting, &running, now)
-        {
+        match self.policy.on_arrival(&seq.view(), &waiting, &running, now) {
             Admission::Accept => {}
             Admission::Demote => seq.demoted = true,
             Admission::Reject(message) => return Err(SchedulerError::Rejected { id, message }),

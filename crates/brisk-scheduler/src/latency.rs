@@ -346,11 +346,12 @@ fn least_squares(
             ));
         }
         a.swap(col, pivot);
-        for r in 0..k {
+        let pivot_row = a[col].clone();
+        for (r, row) in a.iter_mut().enumerate() {
             if r != col {
-                let f = a[r][col] / a[col][col];
-                for c in col..=k {
-                    a[r][c] -= f * a[col][c];
+                let f = row[col] / pivot_row[col];
+                for (x, p) in row.iter_mut().zip(&pivot_row).skip(col) {
+                    *x -= f * p;
                 }
             }
         }
@@ -409,7 +410,10 @@ mod tests {
         let m = LatencyModel::fit("test", train, holdout).unwrap();
         let (got, want) = (m.coefficients.as_array(), truth().coefficients.as_array());
         for i in 0..NUM_FEATURES {
-            assert!((got[i] - want[i]).abs() <= 1e-6 * want[i].abs().max(1e-9), "{i}");
+            assert!(
+                (got[i] - want[i]).abs() <= 1e-6 * want[i].abs().max(1e-9),
+                "{i}"
+            );
         }
         assert!(m.fit.unwrap().holdout_max_abs_rel_error < 1e-6);
     }

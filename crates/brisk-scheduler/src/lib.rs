@@ -51,13 +51,11 @@ mod update;
 
 pub use crate::config::{SchedulerConfig, SchedulerError};
 pub use crate::core::{SchedulerCore, SchedulerStats};
-pub use crate::plan::{PlannedSeq, StepPlan};
 pub use crate::latency::{
     FitQuality, LatencyCoefficients, LatencyError, LatencyModel, StepSample, StepShape,
 };
+pub use crate::plan::{PlannedSeq, StepPlan};
 pub use crate::policy::{Admission, Fcfs, SchedulingPolicy};
-pub use crate::request::{
-    FinishReason, Priority, RequestId, RequestSlo, SchedRequest, SeqEvent,
-};
-pub use crate::slo::{PolicyChoice, SloPolicy, SloPolicyConfig};
+pub use crate::request::{FinishReason, Priority, RequestId, RequestSlo, SchedRequest, SeqEvent};
 pub use crate::sequence::SeqView;
+pub use crate::slo::{PolicyChoice, SloPolicy, SloPolicyConfig};

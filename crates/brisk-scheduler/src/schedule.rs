@@ -25,7 +25,10 @@ impl SchedulerCore {
         let max = self.cfg.max_num_batched_tokens;
         let running: Vec<SeqView> = self.running.iter().map(|r| self.seqs[r].view()).collect();
         let mut d = Draft {
-            budget: self.policy.step_token_budget(&running, max, now).clamp(1, max),
+            budget: self
+                .policy
+                .step_token_budget(&running, max, now)
+                .clamp(1, max),
             scheduled: Vec::new(),
             preempted: Vec::new(),
         };

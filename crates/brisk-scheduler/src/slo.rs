@@ -136,7 +136,9 @@ fn decode_load(running: &[SeqView]) -> (usize, usize) {
     running
         .iter()
         .filter(|v| v.is_decoding())
-        .fold((0, 0), |(n, ctx), v| (n + 1, ctx + v.num_computed_tokens + 1))
+        .fold((0, 0), |(n, ctx), v| {
+            (n + 1, ctx + v.num_computed_tokens + 1)
+        })
 }
 
 impl SchedulingPolicy for SloPolicy {
@@ -161,7 +163,12 @@ impl SchedulingPolicy for SloPolicy {
     /// Best effort first, then the most recently admitted.
     fn preemption_victim(&self, running: &[SeqView], now: f64) -> usize {
         (0..running.len())
-            .max_by_key(|&i| (Self::best_effort(&running[i], now), running[i].admitted_rank))
+            .max_by_key(|&i| {
+                (
+                    Self::best_effort(&running[i], now),
+                    running[i].admitted_rank,
+                )
+            })
             .expect("running is not empty")
     }
 

@@ -1,0 +1,244 @@
+//! The SLO-aware policy on a virtual clock: every step lasts what the latency model predicts.
+
+mod common;
+
+use brisk_scheduler::{
+    LatencyCoefficients, LatencyModel, PolicyChoice, Priority, RequestId, RequestSlo, SchedRequest,
+    SchedulerConfig, SchedulerCore, SchedulerError, SeqEvent, StepPlan, StepShape,
+};
+use brisk_types::LogitsWanted;
+use common::config;
+
+/// 10 ms a step, 1 ms per prompt token, 1 ms per decode.
+fn model() -> LatencyModel {
+    LatencyModel::from_coefficients(LatencyCoefficients {
+        base_s: 0.010,
+        per_prefill_token_s: 0.001,
+        per_decode_seq_s: 0.001,
+        ..LatencyCoefficients::default()
+    })
+}
+
+fn slo_core(cfg: SchedulerConfig, reject: bool) -> SchedulerCore {
+    let choice = PolicyChoice::Slo {
+        model: model(),
+        reject_unattainable: reject,
+    };
+    SchedulerCore::with_policy(cfg.clone(), choice.build(&cfg)).unwrap()
+}
+
+fn req(id: RequestId, prompt: usize, max_tokens: usize, ttft: f64, tpot: f64) -> SchedRequest {
+    SchedRequest {
+        slo: Some(RequestSlo { ttft, tpot }),
+        ignore_eos: true,
+        ..SchedRequest::new(
+            id,
+            (1..=prompt as u32).map(|t| t + 100 * id as u32).collect(),
+            max_tokens,
+        )
+    }
+}
+
+/// A virtual clock: each step advances it by the model's prediction for the plan.
+struct Clock {
+    now: f64,
+}
+
+impl Clock {
+    fn step(&mut self, s: &mut SchedulerCore) -> (StepPlan, Vec<SeqEvent>) {
+        let plan = s.schedule(self.now);
+        s.check_invariants().unwrap();
+        self.now += model().predict(&StepShape::of_plan(&plan));
+        let sampled: Vec<_> = plan
+            .seqs
+            .iter()
+            .map(|p| (p.logits != LogitsWanted::None).then_some(7))
+            .collect();
+        let events = s.update(&plan, &sampled, self.now).unwrap();
+        s.check_invariants().unwrap();
+        (plan, events)
+    }
+}
+
+fn first_token_order(s: &mut SchedulerCore) -> Vec<RequestId> {
+    let mut clock = Clock { now: 0.0 };
+    let mut order = Vec::new();
+    for _ in 0..1000 {
+        if !s.has_unfinished() {
+            return order;
+        }
+        for e in clock.step(s).1 {
+            if let SeqEvent::Token {
+                id, first: true, ..
+            } = e
+            {
+                order.push(id);
+            }
+        }
+    }
+    panic!("not finished");
+}
+
+#[test]
+fn deadlines_are_served_least_slack_first() {
+    let cfg = SchedulerConfig {
+        max_num_seqs: 1,
+        ..config()
+    };
+    let arrivals = [(1, 5.0), (2, 1.0), (3, 3.0)];
+    let mut slo = slo_core(cfg.clone(), false);
+    let mut fcfs = SchedulerCore::new(cfg).unwrap();
+    for (id, ttft) in arrivals {
+        slo.add_request(req(id, 8, 4, ttft, 1.0)).unwrap();
+        fcfs.add_request(req(id, 8, 4, ttft, 1.0)).unwrap();
+    }
+    assert_eq!(first_token_order(&mut slo), vec![2, 3, 1]);
+    assert_eq!(first_token_order(&mut fcfs), vec![1, 2, 3]);
+}
+
+#[test]
+fn requests_that_cannot_make_it_yield_to_those_that_can() {
+    let cfg = SchedulerConfig {
+        max_num_seqs: 1,
+        ..config()
+    };
+    let mut s = slo_core(cfg, false);
+    // A 40-token prompt needs 50 ms: a 20 ms TTFT is lost even if it starts now.
+    s.add_request(req(1, 40, 4, 0.020, 1.0)).unwrap();
+    s.add_request(req(2, 8, 4, 5.0, 1.0)).unwrap();
+    assert!(s.seq_view(1).unwrap().demoted);
+    assert_eq!(first_token_order(&mut s), vec![2, 1]);
+}
+
+#[test]
+fn decodes_keep_their_tpot_when_a_long_prompt_arrives() {
+    let cfg = SchedulerConfig {
+        max_num_batched_tokens: 256,
+        ..config()
+    };
+    let tpot = 0.050;
+    for (policy, keeps) in [("slo", true), ("fcfs", false)] {
+        let mut s = if policy == "slo" {
+            slo_core(cfg.clone(), false)
+        } else {
+            SchedulerCore::new(cfg.clone()).unwrap()
+        };
+        let mut clock = Clock { now: 0.0 };
+        s.add_request(req(1, 4, 60, 1.0, tpot)).unwrap();
+        clock.step(&mut s); // its prompt; it decodes from now on
+        s.add_request(SchedRequest {
+            arrival: clock.now,
+            ..req(2, 200, 2, 10.0, tpot)
+        })
+        .unwrap();
+        let mut last = Some(clock.now); // its first token
+        let mut worst_gap: f64 = 0.0;
+        let mut second_done = false;
+        while s.has_unfinished() {
+            let (_, events) = clock.step(&mut s);
+            for e in events {
+                match e {
+                    SeqEvent::Token { id: 1, .. } => {
+                        if let Some(t) = last {
+                            worst_gap = worst_gap.max(clock.now - t);
+                        }
+                        last = Some(clock.now);
+                    }
+                    SeqEvent::Finished { id: 2, .. } => second_done = true,
+                    _ => {}
+                }
+            }
+        }
+        assert!(second_done, "{policy}: the long prompt is served too");
+        assert_eq!(
+            worst_gap <= tpot + 1e-9,
+            keeps,
+            "{policy}: worst inter-token gap {:.1} ms against a TPOT of 50 ms",
+            worst_gap * 1e3
+        );
+    }
+}
+
+#[test]
+fn best_effort_is_preempted_for_interactive_work_and_resumes_from_its_cached_prefix() {
+    let cfg = SchedulerConfig {
+        max_num_seqs: 1,
+        ..config()
+    };
+    let mut s = slo_core(cfg, false);
+    let mut clock = Clock { now: 0.0 };
+    s.add_request(SchedRequest {
+        priority: Priority::Batch,
+        ..req(1, 32, 20, 10.0, 1.0)
+    })
+    .unwrap();
+    for _ in 0..3 {
+        clock.step(&mut s);
+    }
+    assert_eq!(s.seq_view(1).unwrap().num_output_tokens, 3);
+    s.add_request(SchedRequest {
+        arrival: clock.now,
+        ..req(2, 8, 2, 1.0, 1.0)
+    })
+    .unwrap();
+    let (plan, _) = clock.step(&mut s);
+    assert_eq!(plan.preempted, vec![1], "the batch request yields its seat");
+    assert_eq!(plan.seqs[0].id, 2);
+    assert_eq!(s.stats().num_preemptions, 1);
+    // The interactive request finishes, then the batch one resumes past its cached blocks.
+    let mut resumed_at = None;
+    while s.has_unfinished() {
+        let (plan, _) = clock.step(&mut s);
+        if let Some(p) = plan.seqs.iter().find(|p| p.id == 1) {
+            resumed_at.get_or_insert(p.start_pos);
+        }
+    }
+    // 32 prompt + 3 output tokens, the first 34 computed: 8 full blocks of 4 are cached.
+    assert_eq!(resumed_at, Some(32));
+}
+
+#[test]
+fn rejected_requests_are_refused_before_any_work_is_spent() {
+    let mut s = slo_core(config(), true);
+    // 200 prompt tokens take over 200 ms: a 100 ms TTFT cannot be met.
+    let e = s.add_request(req(1, 200, 4, 0.100, 1.0)).unwrap_err();
+    let SchedulerError::Rejected { id, message } = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(*id, 1);
+    assert!(
+        message.contains("time-to-first-token objective of 100 ms"),
+        "{message}"
+    );
+    assert_eq!(e.error_type(), "slo_unattainable");
+    assert!(!s.has_unfinished());
+    assert_eq!(s.stats().prefix_cache_queries, 0);
+    assert!(s.schedule(0.0).is_empty());
+    // Without an objective, or as batch work, the same request is accepted.
+    s = slo_core(config(), true);
+    s.add_request(SchedRequest {
+        slo: None,
+        ..req(2, 200, 4, 0.1, 1.0)
+    })
+    .unwrap();
+    s.add_request(SchedRequest {
+        priority: Priority::Batch,
+        ..req(3, 200, 4, 0.1, 1.0)
+    })
+    .unwrap();
+    // Work due earlier counts against a new request: 200 tokens of it plus its own 200 take
+    // 470 ms, past its 400 ms; work due later does not count.
+    s = slo_core(config(), true);
+    s.add_request(req(4, 30, 4, 0.5, 1.0)).unwrap();
+    s.add_request(req(5, 200, 4, 0.3, 1.0)).unwrap();
+    s.add_request(req(6, 200, 4, 0.4, 1.0)).unwrap_err();
+}
+
+#[test]
+fn invalid_objectives_are_refused() {
+    let mut s = slo_core(config(), false);
+    let e = s.add_request(req(1, 8, 4, 0.0, 1.0)).unwrap_err();
+    assert!(matches!(e, SchedulerError::InvalidRequest { .. }));
+    let e = s.add_request(req(1, 8, 4, 1.0, f64::NAN)).unwrap_err();
+    assert!(matches!(e, SchedulerError::InvalidRequest { .. }));
+}
