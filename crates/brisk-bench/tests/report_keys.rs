@@ -178,3 +178,61 @@ fn plot_draws_several_reports_into_one_small_png() {
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
     assert!(bytes.len() < 100_000, "{} bytes", bytes.len());
 }
+
+#[test]
+fn plot_draws_sweeps_of_two_servers_against_rate_and_refuses_mixed_inputs() {
+    let fast = common::start(|_| Reply::Stream {
+        ttft_ms: 5,
+        itl_ms: 1,
+        tokens: 3,
+    });
+    let slow = common::start(|_| Reply::Stream {
+        ttft_ms: 40,
+        itl_ms: 10,
+        tokens: 3,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let mut sweeps = Vec::new();
+    for (name, url) in [("fast", &fast), ("slow", &slow)] {
+        let out = dir.path().join(format!("{name}.json"));
+        common::bench_raw(&[
+            "--url",
+            url,
+            "--model",
+            "fake",
+            "--no-progress",
+            "--synthetic",
+            "prompt=4,output=3",
+            "--num-requests",
+            "4",
+            "--sweep-rates",
+            "50,100",
+            "--slo",
+            "ttft=20,tpot=50",
+            "--output",
+            &s(&out),
+        ]);
+        sweeps.push(s(&out));
+    }
+    let png = dir.path().join("curves.png");
+    common::bench_raw(&[
+        "plot",
+        &sweeps[0],
+        &sweeps[1],
+        "--labels",
+        "brisk,llama",
+        "--output",
+        &s(&png),
+    ]);
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(bytes.len() < 100_000, "{} bytes", bytes.len());
+
+    let report = dir.path().join("fast.rate-50.json");
+    let err = |argv: &[&str]| common::try_bench_raw(argv).unwrap_err();
+    let mixed = err(&["plot", &sweeps[0], &s(&report), "--output", &s(&png)]);
+    assert!(mixed.contains("not both"), "{mixed}");
+    let labels = err(&["plot", &sweeps[0], "--labels", "a,b", "--output", &s(&png)]);
+    assert!(labels.contains("2 labels for 1 files"), "{labels}");
+}

@@ -156,9 +156,16 @@ pub fn bench_err(url: &str, args: &[&str]) -> String {
 
 /// Runs `brisk bench ARGV…` (after the `bench` word) as parsed by clap.
 pub fn bench_raw(argv: &[&str]) {
+    if let Err(e) = try_bench_raw(argv) {
+        panic!("brisk bench {argv:?}: {e}");
+    }
+}
+
+/// Runs `brisk bench ARGV…`, returning its error message if it fails.
+pub fn try_bench_raw(argv: &[&str]) -> Result<(), String> {
     let mut full = vec!["bench"];
     full.extend_from_slice(argv);
-    brisk_bench::run(&Cli::parse_from(full).bench).unwrap();
+    brisk_bench::run(&Cli::parse_from(full).bench).map_err(|e| e.to_string())
 }
 
 /// The shared workloads folder: `$BRISK_WORKLOADS`, else `<repo>/../shared/workloads`.
