@@ -99,6 +99,15 @@ pub struct BenchArgs {
     /// A GGUF whose tokenizer makes text prompts exactly the requested length.
     #[arg(long, env = "BRISK_BENCH_TOKENIZER_MODEL")]
     pub tokenizer_model: Option<PathBuf>,
+    /// Make text prompts exactly the requested length with the server's own tokenizer
+    /// (`POST /tokenize` and `/detokenize`, as brisk, llama.cpp and vLLM offer); implies
+    /// `--prompt-format text`.
+    #[arg(
+        long,
+        conflicts_with = "tokenizer_model",
+        env = "BRISK_BENCH_SERVER_TOKENIZER"
+    )]
+    pub server_tokenizer: bool,
     /// Seconds before a request counts as failed (timed out).
     #[arg(long, default_value_t = 600.0, env = "BRISK_BENCH_REQUEST_TIMEOUT")]
     pub request_timeout: f64,
@@ -229,7 +238,8 @@ impl BenchArgs {
         if self.max_concurrency == Some(0) {
             return Err(BenchError::config("max-concurrency", "must be ≥ 1"));
         }
-        let text_default = self.endpoint == Endpoint::Chat || self.prompts.is_some();
+        let text_default =
+            self.endpoint == Endpoint::Chat || self.prompts.is_some() || self.server_tokenizer;
         let prompt_format = self.prompt_format.unwrap_or(if text_default {
             PromptFormat::Text
         } else {
@@ -239,6 +249,12 @@ impl BenchArgs {
             return Err(BenchError::config(
                 "prompt-format",
                 "the chat endpoint takes text only",
+            ));
+        }
+        if self.server_tokenizer && prompt_format == PromptFormat::Ids {
+            return Err(BenchError::config(
+                "server-tokenizer",
+                "measures text prompts; token-id prompts are exact without it",
             ));
         }
         let synthetic = self

@@ -19,6 +19,7 @@ pub mod client;
 pub mod error;
 pub mod plot;
 pub mod prompts;
+pub mod remote_tokenizer;
 pub mod report;
 pub mod runner;
 pub mod servegen;
@@ -34,6 +35,7 @@ pub use error::BenchError;
 pub use report::Report;
 
 use prompts::PromptBuilder;
+use remote_tokenizer::RemoteTokenizer;
 use workload::{Shaping, Workload};
 
 /// Default number of requests drawn for synthetic and length-sample workloads.
@@ -103,7 +105,7 @@ pub async fn run_once(
     rate: Option<f64>,
 ) -> Result<Report, BenchError> {
     let workload = base.clone().shape(&shaping(args, rate));
-    let (prompts, exact) = builder.build(&workload)?;
+    let (prompts, exact) = builder.build(&workload).await?;
     let label = rate.map_or("rate inf".to_string(), |r| format!("rate {r}"));
     let outcome = runner::execute(cfg, model, &workload, prompts, &label).await?;
     let meta = report::RunMeta {
@@ -129,16 +131,19 @@ async fn run_async(args: &BenchArgs) -> Result<(), BenchError> {
         Some(p) => traces::sharegpt_prompts(p)?,
         None => Vec::new(),
     };
-    let builder = PromptBuilder::new(
+    let model = match &args.model {
+        Some(m) => m.clone(),
+        None => runner::discover_model(&cfg.url).await,
+    };
+    let mut builder = PromptBuilder::new(
         cfg.prompt_format,
         args.seed,
         args.tokenizer_model.as_deref(),
         texts,
     )?;
-    let model = match &args.model {
-        Some(m) => m.clone(),
-        None => runner::discover_model(&cfg.url).await,
-    };
+    if args.server_tokenizer {
+        builder = builder.with_server_tokenizer(RemoteTokenizer::new(&cfg.url, &model)?);
+    }
     let search = match (&args.sweep_rates, args.find_capacity) {
         (Some(rates), _) => Some(sweep::RateSearch::List(rates.clone())),
         (None, Some(max)) => Some(sweep::RateSearch::Bisect {

@@ -5,8 +5,10 @@
 //! Mooncake prefix blocks become id blocks generated from (seed, hash id), so two
 //! requests naming the same hash id really share that block — prefix caching is
 //! exercised as in production. Text prompts come from ShareGPT turns or a seeded
-//! word list; with a local GGUF tokenizer they are cut to the exact token count,
-//! without one 1 word ≈ 1 token and the report says `prompt_lengths_exact: false`.
+//! word list; with a tokenizer — a local GGUF's, or the target server's own over its
+//! `/tokenize` and `/detokenize` endpoints ([`crate::remote_tokenizer`]) — they are cut to
+//! the exact token count; without one 1 word ≈ 1 token and the report says
+//! `prompt_lengths_exact: false`.
 
 use std::path::Path;
 
@@ -15,6 +17,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::args::PromptFormat;
 use crate::error::BenchError;
+use crate::remote_tokenizer::RemoteTokenizer;
 use crate::workload::Workload;
 
 /// Ids are drawn from here: past the special and byte tokens of common vocabularies,
@@ -40,11 +43,37 @@ pub enum Prompt {
     Text(String),
 }
 
+/// Where text prompts are measured in tokens.
+enum Tokens {
+    Local(Box<brisk_tokenizer::Tokenizer>),
+    Remote(RemoteTokenizer),
+}
+
+impl Tokens {
+    async fn encode(&self, text: &str) -> Result<Vec<u32>, BenchError> {
+        match self {
+            Tokens::Local(t) => t
+                .encode(text, false)
+                .map_err(|e| BenchError::Tokenizer(e.to_string())),
+            Tokens::Remote(t) => t.encode(text).await,
+        }
+    }
+
+    async fn decode(&self, ids: &[u32]) -> Result<String, BenchError> {
+        match self {
+            Tokens::Local(t) => t
+                .decode(ids, false)
+                .map_err(|e| BenchError::Tokenizer(e.to_string())),
+            Tokens::Remote(t) => t.decode(ids).await,
+        }
+    }
+}
+
 /// Builds every request's prompt.
 pub struct PromptBuilder {
     format: PromptFormat,
     seed: u64,
-    tokenizer: Option<brisk_tokenizer::Tokenizer>,
+    tokenizer: Option<Tokens>,
     texts: Vec<String>,
 }
 
@@ -64,10 +93,10 @@ impl PromptBuilder {
             Some(p) if format == PromptFormat::Text => {
                 let file = brisk_gguf::GgufFile::open(p)
                     .map_err(|e| BenchError::Tokenizer(format!("{}: {e}", p.display())))?;
-                Some(
+                Some(Tokens::Local(Box::new(
                     brisk_tokenizer::Tokenizer::from_gguf(&file)
                         .map_err(|e| BenchError::Tokenizer(e.to_string()))?,
-                )
+                )))
             }
             _ => None,
         };
@@ -79,8 +108,16 @@ impl PromptBuilder {
         })
     }
 
+    /// Measures text prompts with the target server's tokenizer (replacing a local one).
+    pub fn with_server_tokenizer(mut self, tokenizer: RemoteTokenizer) -> Self {
+        if self.format == PromptFormat::Text {
+            self.tokenizer = Some(Tokens::Remote(tokenizer));
+        }
+        self
+    }
+
     /// All prompts, and whether every one has exactly its requested token count.
-    pub fn build(&self, w: &Workload) -> Result<(Vec<Prompt>, bool), BenchError> {
+    pub async fn build(&self, w: &Workload) -> Result<(Vec<Prompt>, bool), BenchError> {
         let mut exact = self.format == PromptFormat::Ids || self.tokenizer.is_some();
         let mut out = Vec::with_capacity(w.requests.len());
         for (i, r) in w.requests.iter().enumerate() {
@@ -104,7 +141,7 @@ impl PromptBuilder {
                 }
                 PromptFormat::Text => {
                     let words = self.words(w, i, &mut own);
-                    let (text, ok) = self.fit(&words, r.prompt_len)?;
+                    let (text, ok) = self.fit(&words, r.prompt_len).await?;
                     exact &= ok;
                     out.push(Prompt::Text(text));
                 }
@@ -142,20 +179,20 @@ impl PromptBuilder {
         words
     }
 
-    fn fit(&self, words: &[String], n: usize) -> Result<(String, bool), BenchError> {
+    async fn fit(&self, words: &[String], n: usize) -> Result<(String, bool), BenchError> {
         let Some(tok) = &self.tokenizer else {
             return Ok((words[..n.min(words.len())].join(" "), false));
         };
-        let err = |e: brisk_tokenizer::TokenizerError| BenchError::Tokenizer(e.to_string());
-        let mut ids = tok.encode(&words.join(" "), false).map_err(err)?;
+        let mut ids = tok.encode(&words.join(" ")).await?;
         if ids.len() < n {
             // Words are ≥ 1 token each, so `words` (≥ n + 16 of them) never runs short.
-            return Ok((tok.decode(&ids, false).map_err(err)?, false));
+            return Ok((tok.decode(&ids).await?, false));
         }
         ids.truncate(n);
+        // Decoding and re-encoding can merge or split tokens at the cut: trim and retry.
         for _ in 0..4 {
-            let text = tok.decode(&ids, false).map_err(err)?;
-            let m = tok.encode(&text, false).map_err(err)?.len();
+            let text = tok.decode(&ids).await?;
+            let m = tok.encode(&text).await?.len();
             if m == n {
                 return Ok((text, true));
             }
@@ -164,7 +201,7 @@ impl PromptBuilder {
             }
             ids.truncate(ids.len() - (m - n));
         }
-        Ok((tok.decode(&ids, false).map_err(err)?, false))
+        Ok((tok.decode(&ids).await?, false))
     }
 }
 
@@ -172,6 +209,13 @@ impl PromptBuilder {
 mod tests {
     use super::*;
     use crate::workload::RequestSpec;
+
+    fn block<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
 
     fn req(prompt_len: usize, block_hashes: Vec<u64>) -> RequestSpec {
         RequestSpec {
@@ -191,7 +235,7 @@ mod tests {
             source: String::new(),
         };
         let b = PromptBuilder::new(PromptFormat::Ids, 3, None, vec![]).unwrap();
-        let (p, exact) = b.build(&w).unwrap();
+        let (p, exact) = block(b.build(&w)).unwrap();
         assert!(exact);
         let ids: Vec<Vec<u32>> = p
             .into_iter()
@@ -214,7 +258,7 @@ mod tests {
             source: String::new(),
         };
         let b = PromptBuilder::new(PromptFormat::Text, 0, None, vec![]).unwrap();
-        let (p, exact) = b.build(&w).unwrap();
+        let (p, exact) = block(b.build(&w)).unwrap();
         assert!(!exact);
         let Prompt::Text(t) = &p[0] else {
             unreachable!()

@@ -106,6 +106,10 @@ pub struct Report {
     pub ignored_length_requests: usize,
     /// Whether prompts had exactly their requested token counts.
     pub prompt_lengths_exact: bool,
+    /// Completed requests whose server-counted prompt tokens (`usage.prompt_tokens`) differ
+    /// from the tokens sent: a BOS the server added, a chat template's tokens, or text
+    /// prompts measured with another tokenizer.
+    pub prompt_len_mismatch_requests: usize,
     /// `{mean,median,std,p90,p99}_{ttft,tpot,itl,e2el}_ms`.
     #[serde(flatten)]
     pub latency: BTreeMap<String, f64>,
@@ -316,6 +320,10 @@ pub fn build(meta: &RunMeta, mut records: Vec<RequestRecord>, duration_s: f64) -
             .filter(|r| r.output_len < r.output_len_requested)
             .count(),
         prompt_lengths_exact: meta.prompt_lengths_exact,
+        prompt_len_mismatch_requests: done
+            .iter()
+            .filter(|r| r.prompt_len_reported.is_some_and(|n| n != r.prompt_len))
+            .count(),
         latency,
         requests: records,
     }
@@ -377,6 +385,10 @@ pub fn summary(r: &Report) -> String {
         r.ignored_length_requests.to_string(),
     );
     row("Prompt lengths exact:", r.prompt_lengths_exact.to_string());
+    row(
+        "Server-counted prompt lengths differ:",
+        r.prompt_len_mismatch_requests.to_string(),
+    );
     if r.slo_classes.len() > 1 {
         let _ = writeln!(s, "{:-^60}", " SLO classes ");
         let _ = writeln!(

@@ -54,6 +54,7 @@ fn report_top_level_keys_are_stable() {
         "p99_itl_ms",
         "p99_tpot_ms",
         "p99_ttft_ms",
+        "prompt_len_mismatch_requests",
         "prompt_lengths_exact",
         "rate",
         "request_goodput",

@@ -25,8 +25,24 @@ pub enum Reply {
     Hang,
 }
 
+/// Which `/tokenize` dialect the fake speaks (its tokenizer: one token per byte).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Tokenize {
+    /// No `/tokenize`: 404.
+    None,
+    /// llama.cpp: `{"content"}` → `{"tokens"}`, detokenize → `{"content"}`.
+    LlamaCpp,
+    /// vLLM: `{"prompt"}` → `{"tokens", "count"}`, detokenize → `{"prompt"}`.
+    Vllm,
+}
+
 /// Starts the fake on 127.0.0.1:0 in its own runtime thread; returns its base URL.
 pub fn start(choose: fn(usize) -> Reply) -> String {
+    start_with(choose, Tokenize::None)
+}
+
+/// [`start`], with a `/tokenize` endpoint of the given dialect.
+pub fn start_with(choose: fn(usize) -> Reply, tokenize: Tokenize) -> String {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -39,14 +55,15 @@ pub fn start(choose: fn(usize) -> Reply) -> String {
             tx.send(listener.local_addr().unwrap()).unwrap();
             loop {
                 let (sock, _) = listener.accept().await.unwrap();
-                tokio::spawn(serve(sock, choose));
+                tokio::spawn(serve(sock, choose, tokenize));
             }
         });
     });
     format!("http://{}", rx.recv().unwrap())
 }
 
-async fn read_request(sock: &mut TcpStream) -> Option<serde_json::Value> {
+/// The request's path and JSON body.
+async fn read_request(sock: &mut TcpStream) -> Option<(String, serde_json::Value)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -57,6 +74,7 @@ async fn read_request(sock: &mut TcpStream) -> Option<serde_json::Value> {
         buf.extend_from_slice(&chunk[..n]);
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+            let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
             let len: usize = head
                 .lines()
                 .find_map(|l| l.strip_prefix("content-length:"))
@@ -69,16 +87,75 @@ async fn read_request(sock: &mut TcpStream) -> Option<serde_json::Value> {
                 }
                 buf.extend_from_slice(&chunk[..n]);
             }
-            return serde_json::from_slice(&buf[end + 4..end + 4 + len]).ok();
+            let body = serde_json::from_slice(&buf[end + 4..end + 4 + len]).ok()?;
+            return Some((path, body));
         }
     }
 }
 
-async fn serve(mut sock: TcpStream, choose: fn(usize) -> Reply) {
+async fn respond_json(sock: &mut TcpStream, status: &str, v: serde_json::Value) {
+    let msg = v.to_string();
+    let resp = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{msg}",
+        msg.len()
+    );
+    let _ = sock.write_all(resp.as_bytes()).await;
+    let _ = sock.shutdown().await;
+}
+
+/// Prompt tokens as the fake counts them: ids as sent, text one token per byte.
+fn prompt_tokens(body: &serde_json::Value) -> usize {
+    let prompt = if body["messages"].is_array() {
+        &body["messages"][0]["content"]
+    } else {
+        &body["prompt"]
+    };
+    match prompt {
+        serde_json::Value::Array(ids) => ids.len(),
+        serde_json::Value::String(t) => t.len(),
+        _ => 0,
+    }
+}
+
+async fn serve(mut sock: TcpStream, choose: fn(usize) -> Reply, tokenize: Tokenize) {
+    use serde_json::json;
     sock.set_nodelay(true).unwrap();
-    let Some(body) = read_request(&mut sock).await else {
+    let Some((path, body)) = read_request(&mut sock).await else {
         return;
     };
+    match (path.as_str(), tokenize) {
+        ("/tokenize" | "/detokenize", Tokenize::None) => {
+            return respond_json(&mut sock, "404 Not Found", json!({"error": "no route"})).await;
+        }
+        ("/tokenize", style) => {
+            let key = if style == Tokenize::LlamaCpp {
+                "content"
+            } else {
+                "prompt"
+            };
+            let text = body[key].as_str().unwrap_or_default();
+            let ids: Vec<u32> = text.bytes().map(u32::from).collect();
+            let v = json!({"tokens": ids, "count": ids.len()});
+            return respond_json(&mut sock, "200 OK", v).await;
+        }
+        ("/detokenize", style) => {
+            let bytes: Vec<u8> = body["tokens"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_u64().unwrap() as u8)
+                .collect();
+            let text = String::from_utf8_lossy(&bytes);
+            let key = if style == Tokenize::LlamaCpp {
+                "content"
+            } else {
+                "prompt"
+            };
+            return respond_json(&mut sock, "200 OK", json!({ key: text })).await;
+        }
+        _ => {}
+    }
+    let prompt_tokens = prompt_tokens(&body);
     let start = tokio::time::Instant::now();
     let max_tokens = body["max_tokens"].as_u64().unwrap_or(0) as usize;
     match choose(max_tokens) {
@@ -111,7 +188,7 @@ async fn serve(mut sock: TcpStream, choose: fn(usize) -> Reply) {
                 }
             }
             let tail = format!(
-                "data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":1,\"completion_tokens\":{tokens}}}}}\n\ndata: [DONE]\n\n"
+                "data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":{prompt_tokens},\"completion_tokens\":{tokens}}}}}\n\ndata: [DONE]\n\n"
             );
             let _ = sock.write_all(tail.as_bytes()).await;
         }
