@@ -1,11 +1,23 @@
 //! Causal grouped-query attention over the paged KV pool, reading K/V where they lie.
 //!
 //! Each token of the packed batch attends to positions `0..=pos` of its own sequence, found
-//! through that sequence's block table. Work is split across threads by token; within a token
-//! the query heads that share a K/V head are processed together.
+//! through that sequence's block table. Consecutive tokens of one sequence (a prompt chunk)
+//! form tiles of up to [`QUERY_TILE`] tokens; a tile and one K/V head make one work item, whose
+//! query rows are the tile's tokens × the query heads sharing that K/V head. Every key and
+//! value block is read once per item, not once per query row.
+//!
+//! Scores are a small matrix product, `rows × head_dim` by `head_dim × keys`: the pool stores
+//! keys transposed within a block (`[dim][slot]`, see `kv_pool`), so eight keys' scores
+//! accumulate in one vector with one fused multiply-add per dimension and no horizontal sums.
+//! Values stay `[slot][dim]`, so the weighted sum adds whole value rows. The loops are written
+//! for the compiler to vectorize (fixed-size arrays, `mul_add`), without `unsafe`.
+//!
+//! Every query row is computed by the same sequence of operations whatever else is in its
+//! tile or step, so results do not depend on batch composition or prompt chunking.
 
 use rayon::prelude::*;
 
+use crate::kernels::{self, KEY_LANES, MAX_SCORE_ROWS};
 use crate::kv_pool::CpuKvPool;
 
 /// Where one token of the batch sits: its sequence's block table and its position.
@@ -13,6 +25,12 @@ pub(crate) struct TokenPlace<'a> {
     pub(crate) block_table: &'a [u32],
     pub(crate) pos: usize,
 }
+
+/// Tokens of one sequence that share a work item.
+const QUERY_TILE: usize = 8;
+
+/// Query rows scored together against a group of keys.
+const ROWS: usize = MAX_SCORE_ROWS;
 
 /// Writes `k` and `v` (`tokens × kv_heads × head_dim`) into the pool at each token's slot.
 pub(crate) fn write_kv(
@@ -23,29 +41,50 @@ pub(crate) fn write_kv(
     v: &[f32],
 ) {
     let (heads, d, bs) = (pool.num_kv_heads, pool.head_dim, pool.block_size);
-    let offsets: Vec<Vec<usize>> = places
-        .iter()
-        .map(|p| {
-            let block = p.block_table[p.pos / bs] as usize;
-            (0..heads)
-                .map(|h| pool.offset(block, h, p.pos % bs))
-                .collect()
-        })
-        .collect();
+    let layout = pool.layout();
     let (kc, vc) = &mut pool.layers[layer];
-    for (t, offs) in offsets.iter().enumerate() {
-        for (h, &off) in offs.iter().enumerate() {
+    for (t, p) in places.iter().enumerate() {
+        let (block, slot) = (p.block_table[p.pos / bs] as usize, p.pos % bs);
+        for h in 0..heads {
             let src = (t * heads + h) * d;
-            kc[off..off + d].copy_from_slice(&k[src..src + d]);
-            vc[off..off + d].copy_from_slice(&v[src..src + d]);
+            let keys = layout.key_offset(block, h);
+            for (dim, &x) in k[src..src + d].iter().enumerate() {
+                kc[keys + dim * bs + slot] = x;
+            }
+            let value = layout.value_offset(block, h, slot);
+            vc[value..value + d].copy_from_slice(&v[src..src + d]);
         }
     }
 }
 
+/// A tile of consecutive tokens of one sequence: batch indices `first..first + len`.
+#[derive(Clone, Copy)]
+struct QueryTile {
+    first: usize,
+    len: usize,
+}
+
+/// Splits the batch into tiles of consecutive positions under one block table.
+fn query_tiles(places: &[TokenPlace<'_>]) -> Vec<QueryTile> {
+    let mut tiles: Vec<QueryTile> = Vec::new();
+    for (i, p) in places.iter().enumerate() {
+        if let Some(last) = tiles.last_mut() {
+            let prev = &places[i - 1];
+            if last.len < QUERY_TILE
+                && std::ptr::eq(prev.block_table, p.block_table)
+                && prev.pos + 1 == p.pos
+            {
+                last.len += 1;
+                continue;
+            }
+        }
+        tiles.push(QueryTile { first: i, len: 1 });
+    }
+    tiles
+}
+
 /// Computes attention for every token; `q` is `tokens × q_heads × head_dim`, the result has
-/// the same shape. The query heads that share a K/V head are scored together, so each key and
-/// value vector is read once per token rather than once per query head, and keys are walked
-/// block by block (no division per position).
+/// the same shape.
 pub(crate) fn paged_attention(
     pool: &CpuKvPool,
     layer: usize,
@@ -53,80 +92,233 @@ pub(crate) fn paged_attention(
     q: &[f32],
     q_heads: usize,
 ) -> Vec<f32> {
-    let (kv_heads, d, bs) = (pool.num_kv_heads, pool.head_dim, pool.block_size);
+    let (kv_heads, d) = (pool.num_kv_heads, pool.head_dim);
     let group = q_heads / kv_heads;
-    #[allow(clippy::cast_precision_loss)]
-    let scale = 1.0 / (d as f32).sqrt();
-    let (kc, vc) = &pool.layers[layer];
+    let tiles = query_tiles(places);
+    let items: Vec<(QueryTile, usize)> = tiles
+        .iter()
+        .flat_map(|&t| (0..kv_heads).map(move |h| (t, h)))
+        .collect();
+    let results: Vec<Vec<f32>> = items
+        .par_iter()
+        .map_init(Scratch::default, |scratch, &(tile, kv_head)| {
+            attend_tile(pool, layer, places, q, q_heads, tile, kv_head, scratch)
+        })
+        .collect();
+    // Scatter each item's rows (token-major, then the group's heads) into place.
     let mut out = vec![0.0f32; q.len()];
-    out.par_chunks_mut(q_heads * d)
-        .zip(q.par_chunks(q_heads * d))
-        .zip(places.par_iter())
-        .for_each_init(Vec::new, |scores, ((out, q), place)| {
-            let n = place.pos + 1;
-            let blocks = &place.block_table[..n.div_ceil(bs)];
-            scores.clear();
-            scores.resize(group * n, 0.0);
-            for kv_head in 0..kv_heads {
-                let heads = kv_head * group..(kv_head + 1) * group;
-                // Scores: scores[g * n + j] = q_g · k_j / sqrt(d).
-                let mut j = 0;
-                for &block in blocks {
-                    let base = pool.offset(block as usize, kv_head, 0);
-                    for slot in 0..bs.min(n - j) {
-                        let k = &kc[base + slot * d..base + (slot + 1) * d];
-                        for (g, h) in heads.clone().enumerate() {
-                            scores[g * n + j] = dot(&q[h * d..(h + 1) * d], k) * scale;
-                        }
-                        j += 1;
-                    }
-                }
-                // Softmax per query head, normalised in place.
-                for row in scores.chunks_exact_mut(n) {
-                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0.0;
-                    for s in row.iter_mut() {
-                        *s = (*s - max).exp();
-                        sum += *s;
-                    }
-                    let inv = 1.0 / sum;
-                    for s in row.iter_mut() {
-                        *s *= inv;
-                    }
-                }
-                // Weighted sum of values.
-                let mut j = 0;
-                for &block in blocks {
-                    let base = pool.offset(block as usize, kv_head, 0);
-                    for slot in 0..bs.min(n - j) {
-                        let v = &vc[base + slot * d..base + (slot + 1) * d];
-                        for (g, h) in heads.clone().enumerate() {
-                            let w = scores[g * n + j];
-                            for (o, x) in out[h * d..(h + 1) * d].iter_mut().zip(v) {
-                                *o += w * x;
-                            }
-                        }
-                        j += 1;
-                    }
-                }
-            }
-        });
+    for (&(tile, kv_head), rows) in items.iter().zip(&results) {
+        for (i, row) in rows.chunks_exact(group * d).enumerate() {
+            let start = ((tile.first + i) * q_heads + kv_head * group) * d;
+            out[start..start + group * d].copy_from_slice(row);
+        }
+    }
     out
 }
 
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight independent accumulators let the compiler vectorize without reassociating.
-    let mut acc = [0.0f32; 8];
-    let chunks = a.len() / 8;
-    for i in 0..chunks {
-        for l in 0..8 {
-            acc[l] += a[i * 8 + l] * b[i * 8 + l];
+/// Per-thread buffers reused across work items.
+#[derive(Default)]
+struct Scratch {
+    scores: Vec<f32>,
+}
+
+/// One tile against one K/V head: returns `tile.len × group × head_dim` outputs.
+#[allow(clippy::too_many_arguments)]
+fn attend_tile(
+    pool: &CpuKvPool,
+    layer: usize,
+    places: &[TokenPlace<'_>],
+    q: &[f32],
+    q_heads: usize,
+    tile: QueryTile,
+    kv_head: usize,
+    scratch: &mut Scratch,
+) -> Vec<f32> {
+    let (kv_heads, d, bs) = (pool.num_kv_heads, pool.head_dim, pool.block_size);
+    let group = q_heads / kv_heads;
+    let (kc, vc) = &pool.layers[layer];
+    let last = &places[tile.first + tile.len - 1];
+    let keys = last.pos + 1;
+    let blocks = &last.block_table[..keys.div_ceil(bs)];
+    // Scores are computed for whole blocks; the padding past `keys` is never read.
+    let stride = blocks.len() * bs;
+    #[allow(clippy::cast_precision_loss)]
+    let scale = 1.0 / (d as f32).sqrt();
+
+    // Query rows: token-major, then the group's heads.
+    let rows: Vec<&[f32]> = (0..tile.len)
+        .flat_map(|i| {
+            let token = tile.first + i;
+            (0..group).map(move |g| {
+                let h = kv_head * group + g;
+                &q[(token * q_heads + h) * d..(token * q_heads + h + 1) * d]
+            })
+        })
+        .collect();
+    let valid = |r: usize| places[tile.first + r / group].pos + 1;
+
+    let scores = &mut scratch.scores;
+    scores.clear();
+    scores.resize(rows.len() * stride, 0.0);
+    for (bi, &block) in blocks.iter().enumerate() {
+        let kt = &kc[pool.key_offset(block as usize, kv_head)..][..d * bs];
+        for r0 in (0..rows.len()).step_by(ROWS) {
+            let r_end = (r0 + ROWS).min(rows.len());
+            // Keys past every row's position are skipped (the causal triangle of a chunk).
+            let needed = valid(r_end - 1).saturating_sub(bi * bs).min(bs);
+            if needed == 0 {
+                continue;
+            }
+            score_block(&rows[r0..r_end], kt, bs, needed, scale, |r, slot, s| {
+                scores[(r0 + r) * stride + bi * bs + slot] = s;
+            });
         }
     }
-    let mut s: f32 = acc.iter().sum();
-    for i in chunks * 8..a.len() {
-        s += a[i] * b[i];
+
+    let mut out = vec![0.0f32; rows.len() * d];
+    for (r, out_row) in out.chunks_exact_mut(d).enumerate() {
+        let n = valid(r);
+        let row = &mut scores[r * stride..r * stride + n];
+        softmax_in_place(row);
+        weighted_values(
+            row,
+            blocks,
+            |block| &vc[pool.value_offset(block as usize, kv_head, 0)..][..bs * d],
+            bs,
+            out_row,
+        );
     }
-    s
+    out
 }
+
+/// Scores of `rows` against the first `needed` keys of one block (`kt`: `[dim][slot]`,
+/// `bs` slots), reported as `emit(row, slot, score)`.
+fn score_block(
+    rows: &[&[f32]],
+    kt: &[f32],
+    bs: usize,
+    needed: usize,
+    scale: f32,
+    mut emit: impl FnMut(usize, usize, f32),
+) {
+    let mut scores = [[0.0f32; 2 * KEY_LANES]; MAX_SCORE_ROWS];
+    let mut slot = 0;
+    while slot + KEY_LANES <= bs && slot < needed {
+        let groups = if slot + 2 * KEY_LANES <= bs && slot + KEY_LANES < needed {
+            2
+        } else {
+            1
+        };
+        kernels::score_keys(rows, kt, bs, slot, groups, &mut scores);
+        for (r, row) in scores.iter().take(rows.len()).enumerate() {
+            for (j, &s) in row.iter().take(groups * KEY_LANES).enumerate() {
+                emit(r, slot + j, s * scale);
+            }
+        }
+        slot += groups * KEY_LANES;
+    }
+    // Block sizes that are not a multiple of eight: the last slots one by one, with the same
+    // ascending fused sum over dimensions as the kernel's vector lanes.
+    for s in slot..needed {
+        for (r, row) in rows.iter().enumerate() {
+            let mut acc = 0.0f32;
+            for (dim, &x) in row.iter().enumerate() {
+                acc = x.mul_add(kt[dim * bs + s], acc);
+            }
+            emit(r, s, acc * scale);
+        }
+    }
+}
+
+/// `out = Σ_j p_j · v_j` over the first `p.len()` positions, `value_block(block)` giving a
+/// block's values as `[slot][dim]`.
+fn weighted_values<'v>(
+    p: &[f32],
+    blocks: &[u32],
+    value_block: impl Fn(u32) -> &'v [f32],
+    bs: usize,
+    out: &mut [f32],
+) {
+    let d = out.len();
+    out.fill(0.0);
+    for (bi, &block) in blocks.iter().enumerate() {
+        let start = bi * bs;
+        if start >= p.len() {
+            break;
+        }
+        let values = value_block(block);
+        let weights = &p[start..p.len().min(start + bs)];
+        if d.is_multiple_of(KEY_LANES * 8) {
+            // Whole 64-wide chunks of the output stay in registers across the block's keys.
+            for (c, chunk) in out.chunks_exact_mut(KEY_LANES * 8).enumerate() {
+                let mut acc: [f32; KEY_LANES * 8] = chunk.try_into().expect("64 values");
+                for (j, &w) in weights.iter().enumerate() {
+                    let v = &values[j * d + c * KEY_LANES * 8..][..KEY_LANES * 8];
+                    for (a, &x) in acc.iter_mut().zip(v) {
+                        *a = w.mul_add(x, *a);
+                    }
+                }
+                chunk.copy_from_slice(&acc);
+            }
+        } else {
+            for (j, &w) in weights.iter().enumerate() {
+                for (a, &x) in out.iter_mut().zip(&values[j * d..(j + 1) * d]) {
+                    *a = w.mul_add(x, *a);
+                }
+            }
+        }
+    }
+}
+
+/// Softmax of `row` in place.
+fn softmax_in_place(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for s in row.iter_mut() {
+        *s = exp(*s - max);
+    }
+    // Eight partial sums: a vector's worth, so the loop vectorizes (a single running sum is
+    // a serial chain the compiler may not reorder).
+    let mut partial = [0.0f32; 8];
+    let chunks = row.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (p, x) in partial.iter_mut().zip(c) {
+            *p += x;
+        }
+    }
+    let inv = 1.0 / (partial.iter().sum::<f32>() + tail);
+    for s in row.iter_mut() {
+        *s *= inv;
+    }
+}
+
+/// `e^x` for `x <= 0` (softmax arguments), branch-free so that loops over it vectorize:
+/// `2^n · p(r)` with `x = n·ln2 + r`, `|r| <= ln2/2`, and a degree-6 polynomial for `e^r`
+/// (relative error below 2e-7). Arguments below -87 give 0.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let x = x.max(-87.0);
+    let n = (x * std::f32::consts::LOG2_E).round_ties_even();
+    let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, x));
+    let p = (1.0 / 720.0f32)
+        .mul_add(r, 1.0 / 120.0)
+        .mul_add(r, 1.0 / 24.0)
+        .mul_add(r, 1.0 / 6.0)
+        .mul_add(r, 0.5)
+        .mul_add(r, 1.0)
+        .mul_add(r, 1.0);
+    // n is in [-126, 0]: the exponent field stays normal.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let e = p * scale;
+    if x <= -87.0 {
+        0.0
+    } else {
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,7 +1,8 @@
 //! The paged KV pool in host memory.
 //!
-//! Layout per layer: `[block][kv_head][slot][head_dim]`, so that one head's keys within a
-//! block are contiguous and attention streams through them. The pool knows nothing of
+//! Layout per layer and block, per K/V head: keys transposed, `[head_dim][slot]`, so that
+//! attention scores eight keys with one vector per dimension; values `[slot][head_dim]`, so
+//! that the weighted sum adds whole value rows. A (block, head) tile is contiguous in both. The pool knows nothing of
 //! sequences; the engine's block manager decides which blocks a sequence owns and passes its
 //! block table with every step (vLLM's PagedAttention).
 
@@ -63,10 +64,25 @@ impl CpuKvPool {
         self.num_blocks
     }
 
-    /// Offset of `(block, head, slot)` in a layer's K or V buffer.
+    /// The pool's geometry, for computing offsets while a layer is borrowed.
+    pub(crate) fn layout(&self) -> KvLayout {
+        KvLayout {
+            num_kv_heads: self.num_kv_heads,
+            head_dim: self.head_dim,
+            block_size: self.block_size,
+        }
+    }
+
+    /// Offset of the `[head_dim][slot]` key tile of `(block, head)` in a layer's K buffer.
     #[inline]
-    pub(crate) fn offset(&self, block: usize, head: usize, slot: usize) -> usize {
-        ((block * self.num_kv_heads + head) * self.block_size + slot) * self.head_dim
+    pub(crate) fn key_offset(&self, block: usize, head: usize) -> usize {
+        self.layout().key_offset(block, head)
+    }
+
+    /// Offset of the value of `(block, head, slot)` in a layer's V buffer.
+    #[inline]
+    pub(crate) fn value_offset(&self, block: usize, head: usize, slot: usize) -> usize {
+        self.layout().value_offset(block, head, slot)
     }
 
     /// Copies a sequence's cached K/V for one layer, from `src` block to `dst` block: the copy
@@ -77,5 +93,25 @@ impl CpuKvPool {
             k.copy_within(src * block_len..(src + 1) * block_len, dst * block_len);
             v.copy_within(src * block_len..(src + 1) * block_len, dst * block_len);
         }
+    }
+}
+
+/// Where a (block, head) lies in a layer's buffers.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KvLayout {
+    num_kv_heads: usize,
+    head_dim: usize,
+    block_size: usize,
+}
+
+impl KvLayout {
+    #[inline]
+    pub(crate) fn key_offset(self, block: usize, head: usize) -> usize {
+        (block * self.num_kv_heads + head) * self.block_size * self.head_dim
+    }
+
+    #[inline]
+    pub(crate) fn value_offset(self, block: usize, head: usize, slot: usize) -> usize {
+        ((block * self.num_kv_heads + head) * self.block_size + slot) * self.head_dim
     }
 }

@@ -5,7 +5,9 @@
 
 use std::ops::Range;
 
-use super::{KernelFormat, OutRows, QuantActivations, QuantMatrix, TILE};
+use super::{
+    KernelFormat, OutRows, QuantActivations, QuantMatrix, KEY_LANES, MAX_SCORE_ROWS, TILE,
+};
 
 /// Whether this CPU can run the AVX2 kernels (checked once).
 pub(super) fn available() -> bool {
@@ -82,6 +84,53 @@ pub(super) fn band_q8_0(
     }
 }
 
+/// See [`super::score_keys`] (which checks the sizes).
+pub(super) fn score_keys(
+    rows: &[&[f32]],
+    kt: &[f32],
+    bs: usize,
+    slot: usize,
+    groups: usize,
+    out: &mut [[f32; 2 * KEY_LANES]; MAX_SCORE_ROWS],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(available());
+        let d = rows[0].len();
+        assert!(rows.iter().all(|r| r.len() == d) && rows.len() <= MAX_SCORE_ROWS);
+        assert!(slot + groups * KEY_LANES <= bs && kt.len() >= d * bs);
+        let q: [*const f32; MAX_SCORE_ROWS] =
+            std::array::from_fn(|r| rows.get(r).map_or(std::ptr::null(), |x| x.as_ptr()));
+        let k = kt.as_ptr().wrapping_add(slot);
+        // SAFETY: AVX2/FMA present; each of the `rows.len()` row pointers has `d` floats; the
+        // key tile holds `d` rows of `bs` floats and `slot + 8 * groups <= bs` (checked above).
+        unsafe {
+            macro_rules! go {
+                ($r:literal) => {
+                    if groups == 2 {
+                        x86::score_keys::<$r, 2>(&q, d, k, bs, out)
+                    } else {
+                        x86::score_keys::<$r, 1>(&q, d, k, bs, out)
+                    }
+                };
+            }
+            match rows.len() {
+                1 => go!(1),
+                2 => go!(2),
+                3 => go!(3),
+                4 => go!(4),
+                5 => go!(5),
+                _ => go!(6),
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (rows, kt, bs, slot, groups, out);
+        unreachable!("AVX2 kernels are only selected on x86_64")
+    }
+}
+
 /// See [`super::quantize_block`].
 pub(super) fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     assert!(x.len() == 32 && q.len() == 32);
@@ -102,7 +151,43 @@ mod x86 {
     use std::arch::x86_64::*;
     use std::ops::Range;
 
-    use super::super::{OutRows, QuantActivations, QuantMatrix, TILE};
+    use super::super::{OutRows, QuantActivations, QuantMatrix, KEY_LANES, MAX_SCORE_ROWS, TILE};
+
+    /// `R` query rows against `8 * G` keys: one accumulator per (row, 8 keys), one fused
+    /// multiply-add per dimension, dimensions in ascending order.
+    ///
+    /// # Safety
+    /// AVX2/FMA; `q[..R]` point at `d` floats each; `k` points at the first key of a tile
+    /// whose `d` dimension rows are `bs` floats apart, with `8 * G` keys readable in each.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn score_keys<const R: usize, const G: usize>(
+        q: &[*const f32; MAX_SCORE_ROWS],
+        d: usize,
+        k: *const f32,
+        bs: usize,
+        out: &mut [[f32; 2 * KEY_LANES]; MAX_SCORE_ROWS],
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); G]; R];
+        for dim in 0..d {
+            // SAFETY: `dim < d` and `g < G` stay inside the rows and the key tile (contract).
+            unsafe {
+                let keys: [__m256; G] =
+                    std::array::from_fn(|g| _mm256_loadu_ps(k.add(dim * bs + g * KEY_LANES)));
+                for r in 0..R {
+                    let x = _mm256_broadcast_ss(&*q[r].add(dim));
+                    for g in 0..G {
+                        acc[r][g] = _mm256_fmadd_ps(x, keys[g], acc[r][g]);
+                    }
+                }
+            }
+        }
+        for r in 0..R {
+            for g in 0..G {
+                // SAFETY: `out[r]` holds 16 floats and `g < 2`; unaligned store.
+                unsafe { _mm256_storeu_ps(out[r].as_mut_ptr().add(g * KEY_LANES), acc[r][g]) };
+            }
+        }
+    }
 
     /// The sum of each accumulator's lanes; lane `t` of the result is the sum of `acc[t]`
     /// (lanes past `T` are zero).
@@ -370,7 +455,10 @@ mod x86 {
             // The default rounding mode: to nearest, ties to even (as the scalar version).
             let i = v.map(|v| _mm256_cvtps_epi32(_mm256_mul_ps(v, inv)));
             let sum = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
-            let s = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256::<1>(sum));
+            let s = _mm_add_epi32(
+                _mm256_castsi256_si128(sum),
+                _mm256_extracti128_si256::<1>(sum),
+            );
             let s = _mm_hadd_epi32(s, s);
             let s = _mm_hadd_epi32(s, s);
             // Packing works per 128-bit lane: restore element order afterwards.

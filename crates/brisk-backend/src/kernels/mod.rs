@@ -185,7 +185,12 @@ impl QuantMatrix {
         }
         (0..bands).into_par_iter().for_each(|i| {
             let start = i * rows_per_task;
-            band(self, start..(start + rows_per_task).min(self.rows), acts, &out);
+            band(
+                self,
+                start..(start + rows_per_task).min(self.rows),
+                acts,
+                &out,
+            );
         });
     }
 
@@ -212,21 +217,25 @@ fn padded_blocks(blocks: usize) -> usize {
 impl QuantActivations {
     /// Quantizes `m` rows of `cols` values (cols a multiple of 32).
     pub(crate) fn quantize(x: &[f32], m: usize, cols: usize) -> Self {
-        assert!(cols.is_multiple_of(32) && x.len() == m * cols, "activation shape");
+        assert!(
+            cols.is_multiple_of(32) && x.len() == m * cols,
+            "activation shape"
+        );
         let blocks = cols / 32;
         let padded_blocks = padded_blocks(blocks);
         let mut q = vec![0i8; m * cols];
         let mut d = vec![0.0f32; m * blocks];
         let mut s = vec![0.0f32; m * padded_blocks];
-        let quantize_row = |((xr, qr), (dr, sr)): ((&[f32], &mut [i8]), (&mut [f32], &mut [f32]))| {
-            for (b, (xb, qb)) in xr.chunks_exact(32).zip(qr.chunks_exact_mut(32)).enumerate() {
-                let (scale, sum) = quantize_block(xb, qb);
-                dr[b] = scale;
-                #[allow(clippy::cast_precision_loss)]
-                let sum = sum as f32;
-                sr[b] = scale * sum;
-            }
-        };
+        let quantize_row =
+            |((xr, qr), (dr, sr)): ((&[f32], &mut [i8]), (&mut [f32], &mut [f32]))| {
+                for (b, (xb, qb)) in xr.chunks_exact(32).zip(qr.chunks_exact_mut(32)).enumerate() {
+                    let (scale, sum) = quantize_block(xb, qb);
+                    dr[b] = scale;
+                    #[allow(clippy::cast_precision_loss)]
+                    let sum = sum as f32;
+                    sr[b] = scale * sum;
+                }
+            };
         // Quantizing is ~1% of a product's work: only worth threads for long batches.
         if m >= 64 {
             x.par_chunks_exact(cols)
@@ -239,7 +248,10 @@ impl QuantActivations {
         } else {
             x.chunks_exact(cols)
                 .zip(q.chunks_exact_mut(cols))
-                .zip(d.chunks_exact_mut(blocks).zip(s.chunks_exact_mut(padded_blocks)))
+                .zip(
+                    d.chunks_exact_mut(blocks)
+                        .zip(s.chunks_exact_mut(padded_blocks)),
+                )
                 .for_each(quantize_row);
         }
         let tiles = m.div_ceil(TILE);
@@ -268,6 +280,38 @@ fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
         avx2::quantize_block(x, q)
     } else {
         scalar::quantize_block(x, q)
+    }
+}
+
+/// Keys scored per vector in [`score_keys`].
+pub(crate) const KEY_LANES: usize = 8;
+
+/// Most query rows [`score_keys`] takes at once.
+pub(crate) const MAX_SCORE_ROWS: usize = 6;
+
+/// Attention scores `q_r · k_j` of up to [`MAX_SCORE_ROWS`] query rows (each `d` long)
+/// against keys `slot..slot + groups * 8` of one block's transposed key tile `kt`
+/// (`[dim][slot]`, `bs` slots per dimension): `out[r][j]`.
+///
+/// Each score is a fused multiply-add chain over dimensions in ascending order, the same in
+/// every implementation and for any number of rows or groups, so a query's scores do not
+/// depend on what it is batched with.
+pub(crate) fn score_keys(
+    rows: &[&[f32]],
+    kt: &[f32],
+    bs: usize,
+    slot: usize,
+    groups: usize,
+    out: &mut [[f32; 2 * KEY_LANES]; MAX_SCORE_ROWS],
+) {
+    let d = rows.first().map_or(0, |r| r.len());
+    assert!((1..=MAX_SCORE_ROWS).contains(&rows.len()) && (1..=2).contains(&groups));
+    assert!(rows.iter().all(|r| r.len() == d));
+    assert!(d > 0 && slot + groups * KEY_LANES <= bs && kt.len() >= (d - 1) * bs + bs);
+    if avx2::available() {
+        avx2::score_keys(rows, kt, bs, slot, groups, out);
+    } else {
+        scalar::score_keys(rows, kt, bs, slot, groups, out);
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use super::{KernelFormat, OutRows, QuantActivations, QuantMatrix};
+use super::{KernelFormat, OutRows, QuantActivations, QuantMatrix, KEY_LANES, MAX_SCORE_ROWS};
 
 pub(super) fn band_q4_1(
     w: &QuantMatrix,
@@ -96,4 +96,24 @@ pub(super) fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
         sum += i32::from(v);
     }
     (d, sum)
+}
+
+/// See [`super::score_keys`].
+pub(super) fn score_keys(
+    rows: &[&[f32]],
+    kt: &[f32],
+    bs: usize,
+    slot: usize,
+    groups: usize,
+    out: &mut [[f32; 2 * KEY_LANES]; MAX_SCORE_ROWS],
+) {
+    for (row, o) in rows.iter().zip(out.iter_mut()) {
+        for (j, o) in o.iter_mut().take(groups * KEY_LANES).enumerate() {
+            let mut acc = 0.0f32;
+            for (dim, &x) in row.iter().enumerate() {
+                acc = x.mul_add(kt[dim * bs + slot + j], acc);
+            }
+            *o = acc;
+        }
+    }
 }

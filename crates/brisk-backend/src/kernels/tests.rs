@@ -133,3 +133,33 @@ fn simd_and_scalar_quantization_agree_bit_for_bit() {
         }
     }
 }
+
+#[test]
+fn simd_and_scalar_attention_scores_agree_bit_for_bit() {
+    let mut rng = StdRng::seed_from_u64(9);
+    for (d, bs) in [(64, 16), (32, 8), (48, 24), (128, 32)] {
+        let kt: Vec<f32> = (0..d * bs)
+            .map(|_| rng.random::<f32>() * 2.0 - 1.0)
+            .collect();
+        let q: Vec<Vec<f32>> = (0..MAX_SCORE_ROWS)
+            .map(|_| (0..d).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect())
+            .collect();
+        for n in 1..=MAX_SCORE_ROWS {
+            let rows: Vec<&[f32]> = q[..n].iter().map(Vec::as_slice).collect();
+            for (slot, groups) in [(0, 1), (0, 2), (bs - 8, 1)] {
+                if slot + groups * KEY_LANES > bs {
+                    continue;
+                }
+                let mut a = [[0.0; 2 * KEY_LANES]; MAX_SCORE_ROWS];
+                let mut b = a;
+                scalar::score_keys(&rows, &kt, bs, slot, groups, &mut a);
+                score_keys(&rows, &kt, bs, slot, groups, &mut b);
+                assert_eq!(a, b, "d {d} bs {bs} rows {n} slot {slot} groups {groups}");
+                // Row 0's first score does not depend on how many rows came along.
+                let expect: f32 =
+                    (0..d).fold(0.0f32, |acc, i| q[0][i].mul_add(kt[i * bs + slot], acc));
+                assert_eq!(b[0][0], expect);
+            }
+        }
+    }
+}
