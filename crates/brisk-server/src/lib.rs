@@ -132,6 +132,8 @@ pub fn router(state: Arc<ServerState>, max_request_bytes: usize) -> Router {
         .route("/v1/models", get(routes::misc::models))
         .route("/health", get(routes::misc::health))
         .route("/metrics", get(routes::misc::metrics))
+        .route("/tokenize", post(routes::tokenize::tokenize))
+        .route("/detokenize", post(routes::tokenize::detokenize))
         .fallback(|uri: axum::http::Uri| async move {
             ApiError {
                 status: axum::http::StatusCode::NOT_FOUND,

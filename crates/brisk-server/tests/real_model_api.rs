@@ -399,3 +399,30 @@ async fn the_copies_of_n_share_the_prompt_blocks() {
     let full_blocks_tokens = (prompt - 1) / 16 * 16;
     assert_eq!(hits, 2 * full_blocks_tokens, "prompt {prompt}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokenize_and_detokenize_speak_llama_cpp_and_vllm() {
+    let s = start().await;
+    // The golden prompt of DESIGN.md: "The capital of France is" is five tokens, no BOS.
+    let text = "The capital of France is";
+    let (status, vllm) = s
+        .post("/tokenize", &json!({"model": MODEL, "prompt": text}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(vllm["count"], 5);
+    assert_eq!(vllm["max_model_len"], 8192);
+    let (_, llama) = s.post("/tokenize", &json!({"content": text})).await;
+    assert_eq!(llama["tokens"], vllm["tokens"]);
+    let (status, back) = s
+        .post("/detokenize", &json!({"tokens": vllm["tokens"]}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(back["content"], text);
+    assert_eq!(back["prompt"], text);
+    let (status, err) = s.post("/detokenize", &json!({"tokens": [49152]})).await;
+    assert_eq!(status, 400);
+    assert_eq!(err["error"]["param"], "tokens");
+    let (status, err) = s.post("/tokenize", &json!({"text": "x"})).await;
+    assert_eq!(status, 400);
+    assert_eq!(err["error"]["param"], "prompt");
+}

@@ -3,6 +3,7 @@
 pub mod chat;
 pub mod completions;
 pub mod misc;
+pub mod tokenize;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
