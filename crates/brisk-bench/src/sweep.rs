@@ -67,7 +67,8 @@ pub fn capacity(points: &[(f64, f64)]) -> Option<f64> {
         .fold(None, |m, r| Some(m.map_or(r, |m: f64| m.max(r))))
 }
 
-fn point(rate: f64, r: &Report, path: PathBuf) -> SweepPoint {
+/// The summary line of one rate's report (also used by `brisk sim`).
+pub fn point(rate: f64, r: &Report, path: PathBuf) -> SweepPoint {
     SweepPoint {
         rate,
         request_throughput: r.request_throughput,

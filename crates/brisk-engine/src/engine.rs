@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use brisk_sampling::{top_logprobs, Sampler};
-use brisk_scheduler::{SchedRequest, SchedulerCore, SeqEvent, StepPlan};
+use brisk_scheduler::{SchedRequest, SchedulerCore, SchedulerError, SeqEvent, StepPlan};
 use brisk_types::{Backend, LogitsWanted, TokenId};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -117,9 +117,15 @@ impl<B: Backend> Engine<B> {
                     stop_token_ids: request.stop_token_ids.clone(),
                     ignore_eos: request.ignore_eos,
                     arrival: self.now(),
+                    slo: request.slo,
+                    priority: request.priority,
                 };
                 if let Err(e) = self.scheduler.add_request(sched) {
-                    let _ = events.send(EngineEvent::Error(e.to_string()));
+                    let event = match e {
+                        SchedulerError::Rejected { message, .. } => EngineEvent::Rejected(message),
+                        e => EngineEvent::Error(e.to_string()),
+                    };
+                    let _ = events.send(event);
                     return;
                 }
                 let mut banned_early = request.stop_token_ids.clone();

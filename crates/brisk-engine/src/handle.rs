@@ -87,7 +87,10 @@ impl RequestStream {
     pub async fn next(&mut self) -> Option<EngineEvent> {
         let event = self.events.recv().await;
         match &event {
-            Some(EngineEvent::Finished { .. } | EngineEvent::Error(_)) | None => {
+            Some(
+                EngineEvent::Finished { .. } | EngineEvent::Error(_) | EngineEvent::Rejected(_),
+            )
+            | None => {
                 self.finished = true;
             }
             Some(EngineEvent::Token(_)) => {}

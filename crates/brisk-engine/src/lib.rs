@@ -13,11 +13,13 @@ mod stats;
 use std::sync::atomic::AtomicU64;
 use std::sync::{mpsc, Arc, Mutex};
 
-use brisk_scheduler::{SchedulerConfig, SchedulerCore};
+use brisk_scheduler::{PolicyChoice, SchedulerConfig, SchedulerCore};
 use brisk_types::Backend;
 
 pub use handle::{EngineHandle, EngineStopped, RequestStream};
-pub use request::{EngineEvent, EngineRequest, FinishReason, GeneratedToken, RequestId};
+pub use request::{
+    EngineEvent, EngineRequest, FinishReason, GeneratedToken, Priority, RequestId, RequestSlo,
+};
 pub use stats::EngineStats;
 
 /// Settings of an engine.
@@ -27,6 +29,8 @@ pub struct EngineConfig {
     pub scheduler: SchedulerConfig,
     /// Seed for requests that bring none.
     pub seed: u64,
+    /// The scheduling policy (`fcfs` or `slo` with its latency model).
+    pub policy: PolicyChoice,
 }
 
 /// Why an engine could not start.
@@ -52,7 +56,8 @@ pub fn spawn<B: Backend + 'static>(
     if config.scheduler.eos_token_ids.is_empty() {
         config.scheduler.eos_token_ids = backend.stop_tokens().to_vec();
     }
-    let scheduler = SchedulerCore::new(config.scheduler.clone())
+    let policy = config.policy.build(&config.scheduler);
+    let scheduler = SchedulerCore::with_policy(config.scheduler.clone(), policy)
         .map_err(|e| EngineError::Config(e.to_string()))?;
     let kv = backend
         .allocate_kv(config.scheduler.num_blocks, config.scheduler.block_size)

@@ -24,7 +24,13 @@ pub struct EngineRequest {
     /// Number of most likely alternatives to report per token (0 = only the chosen token's
     /// logprob, `None` = no logprobs).
     pub logprobs: Option<usize>,
+    /// Latency objective (`None`: best effort); used by the `slo` scheduling policy.
+    pub slo: Option<RequestSlo>,
+    /// Priority class; `Batch` work yields to interactive work under the `slo` policy.
+    pub priority: Priority,
 }
+
+pub use brisk_scheduler::{Priority, RequestSlo};
 
 /// Why a request ended (the scheduler's verdict, passed through).
 pub use brisk_scheduler::FinishReason;
@@ -58,4 +64,7 @@ pub enum EngineEvent {
     },
     /// The request failed inside the engine (its blocks are free).
     Error(String),
+    /// Admission control refused the request before any work was spent on it: it cannot
+    /// meet its objective (the server answers 429 with this message).
+    Rejected(String),
 }

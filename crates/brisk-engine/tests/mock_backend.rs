@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
-use brisk_engine::{EngineConfig, EngineEvent, EngineHandle, EngineRequest, FinishReason};
+use brisk_engine::{
+    EngineConfig, EngineEvent, EngineHandle, EngineRequest, FinishReason, Priority, RequestSlo,
+};
 use brisk_sampling::SamplingParams;
-use brisk_scheduler::SchedulerConfig;
+use brisk_scheduler::{LatencyCoefficients, LatencyModel, PolicyChoice, SchedulerConfig};
 use brisk_types::{
     Backend, BackendCapabilities, BackendError, ModelGeometry, StepBatch, StepOutput, TokenId,
 };
@@ -75,6 +77,10 @@ impl Backend for CountingBackend {
 }
 
 fn engine(num_blocks: usize) -> EngineHandle {
+    engine_with(num_blocks, PolicyChoice::Fcfs)
+}
+
+fn engine_with(num_blocks: usize, policy: PolicyChoice) -> EngineHandle {
     brisk_engine::spawn(
         CountingBackend::new(),
         EngineConfig {
@@ -90,6 +96,7 @@ fn engine(num_blocks: usize) -> EngineHandle {
                 cache_salt: 0,
             },
             seed: 0,
+            policy,
         },
     )
     .unwrap()
@@ -104,6 +111,8 @@ fn request(prompt: Vec<TokenId>, max_tokens: usize) -> EngineRequest {
         ignore_eos: false,
         stop_token_ids: Vec::new(),
         logprobs: None,
+        slo: None,
+        priority: Priority::Interactive,
     }
 }
 
@@ -227,4 +236,48 @@ async fn a_request_larger_than_the_pool_is_refused_with_an_error() {
     // The engine keeps serving.
     let (tokens, _) = collect(e.submit(request(vec![1], 3)).unwrap()).await;
     assert_eq!(tokens, vec![2, 3, 4]);
+}
+
+#[tokio::test]
+async fn a_request_that_cannot_meet_its_ttft_is_rejected_before_any_step() {
+    // 10 ms per prompt token: a 50-token prompt needs 500 ms, its objective allows 100 ms.
+    let model = LatencyModel::from_coefficients(LatencyCoefficients {
+        base_s: 0.001,
+        per_prefill_token_s: 0.010,
+        ..LatencyCoefficients::default()
+    });
+    let handle = engine_with(
+        64,
+        PolicyChoice::Slo {
+            model,
+            reject_unattainable: true,
+        },
+    );
+    let slo = Some(RequestSlo {
+        ttft: 0.1,
+        tpot: 1.0,
+    });
+    let stream = handle
+        .submit(EngineRequest {
+            slo,
+            ..request((1..51).collect(), 4)
+        })
+        .unwrap();
+    let (tokens, last) = collect(stream).await;
+    assert!(tokens.is_empty());
+    let EngineEvent::Rejected(message) = last else {
+        panic!("{last:?}")
+    };
+    assert!(message.contains("time-to-first-token"), "{message}");
+    assert_eq!(handle.stats().steps, 0, "no work was spent on it");
+    // A short prompt under the same objective is served.
+    let stream = handle
+        .submit(EngineRequest {
+            slo,
+            ..request(vec![1, 2], 3)
+        })
+        .unwrap();
+    let (tokens, last) = collect(stream).await;
+    assert_eq!(tokens.len(), 3);
+    assert!(matches!(last, EngineEvent::Finished { .. }), "{last:?}");
 }

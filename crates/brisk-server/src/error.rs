@@ -58,6 +58,16 @@ impl ApiError {
         }
     }
 
+    /// 429 when admission control refuses a request that cannot meet its objective.
+    pub fn slo_unattainable(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: message.into(),
+            param: None,
+            code: Some("slo_unattainable"),
+        }
+    }
+
     /// 503 when the engine cannot take work.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self {

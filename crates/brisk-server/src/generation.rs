@@ -97,6 +97,14 @@ impl ChoiceRun {
         }
     }
 
+    /// The 429 to answer when the (primed) first event is admission control's refusal.
+    pub fn rejection(&self) -> Option<ApiError> {
+        match &self.stash {
+            Some(EngineEvent::Rejected(message)) => Some(ApiError::slo_unattainable(message)),
+            _ => None,
+        }
+    }
+
     fn token_text(&self, id: TokenId) -> String {
         self.tokenizer.decode(&[id], false).unwrap_or_default()
     }
@@ -188,6 +196,14 @@ impl ChoiceRun {
                 EngineEvent::Error(message) => {
                     self.done = true;
                     return Some(Err(ApiError::internal(message)));
+                }
+                EngineEvent::Rejected(message) => {
+                    self.done = true;
+                    self.metrics
+                        .request_success
+                        .with_label_values(&["rejected"])
+                        .inc();
+                    return Some(Err(ApiError::slo_unattainable(message)));
                 }
             }
         }

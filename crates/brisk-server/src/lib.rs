@@ -50,7 +50,20 @@ pub struct ServerState {
     pub vocab_size: usize,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Latency objectives: the defaults and whether the engine may refuse requests.
+    pub slo: SloSettings,
     next_id: AtomicU64,
+}
+
+/// The server's latency objectives (`brisk serve --ttft-slo/--tpot-slo`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SloSettings {
+    /// Default time to first token, milliseconds (`None`: unbounded).
+    pub ttft_ms: Option<f64>,
+    /// Default time per output token, milliseconds (`None`: unbounded).
+    pub tpot_ms: Option<f64>,
+    /// Admission control may refuse requests (429), so streams wait for the verdict.
+    pub may_reject: bool,
 }
 
 impl ServerState {
@@ -71,6 +84,7 @@ impl ServerState {
             max_context,
             vocab_size,
             metrics: Arc::new(Metrics::new()),
+            slo: SloSettings::default(),
             next_id: AtomicU64::new(1),
         }
     }

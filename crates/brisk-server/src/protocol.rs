@@ -89,6 +89,13 @@ pub struct SamplingFields {
     pub presence_penalty: Option<f32>,
     /// CTRL repetition penalty (vLLM extension).
     pub repetition_penalty: Option<f32>,
+    /// This request's latency objective (brisk extension): `{"ttft_ms": .., "tpot_ms": ..}`,
+    /// overriding the server's `--ttft-slo`/`--tpot-slo` bound by bound. Raw JSON, checked in
+    /// `validate.rs` so that every mistake gets a message naming the field.
+    pub slo: Option<serde_json::Value>,
+    /// `"interactive"` (default) or `"batch"` (brisk extension). Kept as raw JSON so a wrong
+    /// type gets the same clear message as a wrong value.
+    pub priority: Option<serde_json::Value>,
 }
 
 /// `POST /v1/completions`.

@@ -74,15 +74,20 @@ fn submit_one(
 
 /// Submits every choice. With `n > 1`, the copies are submitted once the first choice's
 /// prompt has been computed, so they find its full blocks in the prefix cache and share them
-/// instead of computing the prompt `n` times.
+/// instead of computing the prompt `n` times. When admission control may reject requests
+/// (`--reject-unattainable`), a stream also waits for its first event, so that a refusal is
+/// answered as a 429 before the 200 of an event stream is sent.
 async fn submit_all(
     state: &ServerState,
     spec: &GenerationSpec,
     arrival: Instant,
 ) -> Result<Vec<ChoiceRun>, ApiError> {
     let mut first = submit_one(state, spec, 0, arrival)?;
-    if spec.n > 1 {
+    if spec.n > 1 || (spec.stream && state.slo.may_reject) {
         first.prime().await;
+        if let Some(e) = first.rejection() {
+            return Err(e);
+        }
     }
     let mut runs = vec![first];
     for i in 1..spec.n {

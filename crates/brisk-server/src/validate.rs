@@ -1,6 +1,6 @@
 //! Turning a parsed request into engine requests, refusing what cannot be served.
 
-use brisk_engine::EngineRequest;
+use brisk_engine::{EngineRequest, Priority, RequestSlo};
 use brisk_sampling::SamplingParams;
 use brisk_types::TokenId;
 
@@ -46,6 +46,73 @@ impl GenerationSpec {
 fn non_negative(param: &str, v: i64) -> Result<usize, ApiError> {
     usize::try_from(v)
         .map_err(|_| ApiError::invalid(param, format!("`{param}` must be >= 0, got {v}")))
+}
+
+/// The request's objective: body fields override the server's defaults; `None` when neither
+/// bounds anything. Bounds must be positive numbers of milliseconds.
+fn request_slo(
+    state: &ServerState,
+    fields: &SamplingFields,
+) -> Result<Option<RequestSlo>, ApiError> {
+    let (mut ttft, mut tpot) = (state.slo.ttft_ms, state.slo.tpot_ms);
+    match &fields.slo {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::Object(map)) => {
+            for (key, value) in map {
+                let slot = match key.as_str() {
+                    "ttft_ms" => &mut ttft,
+                    "tpot_ms" => &mut tpot,
+                    other => {
+                        return Err(ApiError::invalid(
+                            format!("slo.{other}"),
+                            format!("unknown field `slo.{other}`; expected `ttft_ms` or `tpot_ms`"),
+                        ))
+                    }
+                };
+                let ms = value.as_f64().filter(|ms| ms.is_finite() && *ms > 0.0);
+                match (ms, value) {
+                    (Some(ms), _) => *slot = Some(ms),
+                    (None, serde_json::Value::Null) => {}
+                    (None, v) => {
+                        return Err(ApiError::invalid(
+                            format!("slo.{key}"),
+                            format!(
+                                "`slo.{key}` must be a positive number of milliseconds, got {v}"
+                            ),
+                        ))
+                    }
+                }
+            }
+        }
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "slo",
+                format!(
+                "`slo` must be an object like {{\"ttft_ms\": 800, \"tpot_ms\": 80}}, got {other}"
+            ),
+            ))
+        }
+    }
+    if ttft.is_none() && tpot.is_none() {
+        return Ok(None);
+    }
+    let secs = |ms: Option<f64>| ms.map_or(f64::INFINITY, |ms| ms / 1e3);
+    Ok(Some(RequestSlo {
+        ttft: secs(ttft),
+        tpot: secs(tpot),
+    }))
+}
+
+fn priority(fields: &SamplingFields) -> Result<Priority, ApiError> {
+    match fields.priority.as_ref() {
+        None | Some(serde_json::Value::Null) => Ok(Priority::Interactive),
+        Some(serde_json::Value::String(s)) if s == "interactive" => Ok(Priority::Interactive),
+        Some(serde_json::Value::String(s)) if s == "batch" => Ok(Priority::Batch),
+        Some(other) => Err(ApiError::invalid(
+            "priority",
+            format!("`priority` must be \"interactive\" or \"batch\", got {other}"),
+        )),
+    }
 }
 
 /// Checks the model name.
@@ -188,6 +255,8 @@ pub fn build_spec(
     sampling
         .validate()
         .map_err(|e| ApiError::invalid(e.param, e.to_string()))?;
+    let slo = request_slo(state, fields)?;
+    let priority = priority(fields)?;
     Ok(GenerationSpec {
         request: EngineRequest {
             prompt,
@@ -197,6 +266,8 @@ pub fn build_spec(
             ignore_eos: fields.ignore_eos,
             stop_token_ids,
             logprobs,
+            slo,
+            priority,
         },
         n,
         stop,

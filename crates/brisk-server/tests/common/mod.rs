@@ -8,8 +8,8 @@ use std::sync::Arc;
 use brisk_backend::CpuBackend;
 use brisk_engine::{EngineConfig, EngineHandle};
 use brisk_gguf::GgufFile;
-use brisk_scheduler::SchedulerConfig;
-use brisk_server::{router, ServerState};
+use brisk_scheduler::{PolicyChoice, SchedulerConfig};
+use brisk_server::{router, ServerState, SloSettings};
 use brisk_tokenizer::Tokenizer;
 use brisk_types::Backend;
 use serde_json::Value;
@@ -43,6 +43,15 @@ pub async fn start() -> TestServer {
 }
 
 pub async fn start_with(scheduler: SchedulerConfig) -> TestServer {
+    start_full(scheduler, PolicyChoice::Fcfs, SloSettings::default()).await
+}
+
+/// A server with a scheduling policy and latency objectives.
+pub async fn start_full(
+    scheduler: SchedulerConfig,
+    policy: PolicyChoice,
+    slo: SloSettings,
+) -> TestServer {
     let path = brisk_testkit::smollm2_path();
     let file = GgufFile::open(&path).expect("model file reads");
     let tokenizer = Tokenizer::from_gguf(&file).expect("tokenizer builds");
@@ -51,16 +60,25 @@ pub async fn start_with(scheduler: SchedulerConfig) -> TestServer {
     let context = scheduler
         .max_model_len
         .min(scheduler.num_blocks * scheduler.block_size);
-    let engine =
-        brisk_engine::spawn(backend, EngineConfig { scheduler, seed: 1 }).expect("engine starts");
-    let state = Arc::new(ServerState::new(
+    let engine = brisk_engine::spawn(
+        backend,
+        EngineConfig {
+            scheduler,
+            seed: 1,
+            policy,
+        },
+    )
+    .expect("engine starts");
+    let mut state = ServerState::new(
         engine.clone(),
         tokenizer,
         MODEL.to_string(),
         vec![],
         context,
         geometry.vocab_size,
-    ));
+    );
+    state.slo = slo;
+    let state = Arc::new(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = router(state, 1 << 20);

@@ -1,0 +1,275 @@
+//! `brisk sim`: capacity planning with the scheduler that serves, on a virtual clock.
+//!
+//! The simulator runs the engine's own [`brisk_scheduler::SchedulerCore`] and block manager,
+//! with each step's duration predicted by a profiled [`LatencyModel`] instead of running the
+//! model ([`sim`]), as DistServe's placement search, Vidur and Dynamo's mocker do. It replays
+//! exactly the workloads `brisk bench` sends (the same flags, parsed by the same code:
+//! synthetic lengths, traces, length samples, arrivals, SLO classes) and writes the same report
+//! JSON, so simulated and measured runs compare key by key. A one-hour trace takes seconds.
+//!
+//! [`profile`] measures the latency model on a real backend (`brisk profile`).
+#![deny(missing_docs)]
+
+pub mod profile;
+pub mod sim;
+
+use std::path::PathBuf;
+
+use brisk_bench::prompts::{Prompt, PromptBuilder};
+use brisk_bench::report::{self, Report, RunMeta};
+use brisk_bench::slo::SloPolicy as BenchSlo;
+use brisk_bench::sweep::{self, RateSearch, SweepSummary};
+use brisk_bench::workload::Workload;
+use brisk_bench::{BenchArgs, BenchConfig, BenchError, PromptFormat, Slo};
+use brisk_scheduler::{
+    LatencyError, LatencyModel, PolicyChoice, Priority, RequestSlo, SchedulerConfig,
+};
+
+pub use sim::{simulate, SimError, SimOutcome, SimRequest, SimSettings};
+
+/// Which scheduling policy to run.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyName {
+    /// First come, first served.
+    Fcfs,
+    /// SLO-aware: deadline slack, TPOT-sized budget, admission control, priority preemption.
+    Slo,
+}
+
+/// `brisk sim` flags: `brisk bench`'s workload flags plus the simulated server's settings.
+#[derive(clap::Args, Clone, Debug)]
+pub struct SimArgs {
+    /// The workload, objectives, rates and output, exactly as for `brisk bench` (`--url` is
+    /// not needed; `--max-concurrency` is not simulated).
+    #[command(flatten)]
+    pub bench: BenchArgs,
+    /// Latency model JSON written by `brisk profile`.
+    #[arg(long, env = "BRISK_SIM_LATENCY_MODEL")]
+    pub latency_model: PathBuf,
+    /// Scheduling policy of the simulated server.
+    #[arg(long, value_enum, default_value_t = PolicyName::Fcfs, env = "BRISK_SIM_SCHEDULING_POLICY")]
+    pub scheduling_policy: PolicyName,
+    /// With `slo`: reject (429) requests that cannot meet their TTFT instead of demoting them.
+    #[arg(long, env = "BRISK_SIM_REJECT_UNATTAINABLE")]
+    pub reject_unattainable: bool,
+    /// Most sequences computed in one step (as `brisk serve`).
+    #[arg(long, default_value_t = 64, env = "BRISK_SIM_MAX_NUM_SEQS")]
+    pub max_num_seqs: usize,
+    /// Token budget of one step (as `brisk serve`).
+    #[arg(long, default_value_t = 512, env = "BRISK_SIM_MAX_NUM_BATCHED_TOKENS")]
+    pub max_num_batched_tokens: usize,
+    /// Longest sequence (prompt + output).
+    #[arg(long, default_value_t = 8192, env = "BRISK_SIM_MAX_MODEL_LEN")]
+    pub max_model_len: usize,
+    /// KV cache size in tokens (`brisk serve` prints its pool; SmolLM2 in 1 GiB holds 23,296).
+    #[arg(long, default_value_t = 23_296, env = "BRISK_SIM_KV_CACHE_TOKENS")]
+    pub kv_cache_tokens: usize,
+    /// Tokens per KV block.
+    #[arg(long, default_value_t = 16, env = "BRISK_SIM_BLOCK_SIZE")]
+    pub block_size: usize,
+    /// Disable automatic prefix caching.
+    #[arg(long, env = "BRISK_SIM_NO_PREFIX_CACHING")]
+    pub no_prefix_caching: bool,
+}
+
+/// Why `brisk sim` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SimRunError {
+    /// A flag is wrong.
+    #[error("--{flag}: {message}")]
+    Config {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The workload or report failed (shared with `brisk bench`).
+    #[error(transparent)]
+    Bench(#[from] BenchError),
+    /// The latency model could not be read.
+    #[error(transparent)]
+    Latency(#[from] LatencyError),
+    /// The simulation failed.
+    #[error(transparent)]
+    Sim(#[from] SimError),
+}
+
+impl SimArgs {
+    /// The simulated server's settings.
+    pub fn settings(&self, model: LatencyModel) -> Result<SimSettings, SimRunError> {
+        let bad = |flag, message: String| SimRunError::Config { flag, message };
+        if self.block_size == 0 {
+            return Err(bad("block-size", "must be at least 1".into()));
+        }
+        let scheduler = SchedulerConfig {
+            max_num_seqs: self.max_num_seqs,
+            max_num_batched_tokens: self.max_num_batched_tokens,
+            max_model_len: self.max_model_len,
+            block_size: self.block_size,
+            num_blocks: self.kv_cache_tokens / self.block_size,
+            enable_prefix_caching: !self.no_prefix_caching,
+            chunked_prefill: true,
+            eos_token_ids: Vec::new(),
+            cache_salt: 0,
+        };
+        scheduler
+            .validate()
+            .map_err(|e| bad("max-num-batched-tokens", e.to_string()))?;
+        let policy = match self.scheduling_policy {
+            PolicyName::Fcfs => PolicyChoice::Fcfs,
+            PolicyName::Slo => PolicyChoice::Slo {
+                model: model.clone(),
+                reject_unattainable: self.reject_unattainable,
+            },
+        };
+        Ok(SimSettings {
+            scheduler,
+            policy,
+            model,
+        })
+    }
+}
+
+/// The scheduler's view of a benchmark objective (`None` when unbounded).
+pub fn request_slo(slo: &Slo) -> Option<RequestSlo> {
+    (slo.ttft_ms.is_finite() || slo.tpot_ms.is_finite()).then(|| RequestSlo {
+        ttft: slo.ttft_ms / 1e3,
+        tpot: slo.tpot_ms / 1e3,
+    })
+}
+
+/// The requests of a shaped workload, with the objective of each one's SLO class. Requests of
+/// a class named `batch` run with batch priority.
+pub fn sim_requests(
+    workload: &Workload,
+    slo: &BenchSlo,
+    seed: u64,
+) -> Result<Vec<SimRequest>, SimRunError> {
+    let builder = PromptBuilder::new(PromptFormat::Ids, seed, None, Vec::new())?;
+    let (prompts, _) = builder.build(workload)?;
+    let lens: Vec<usize> = workload.requests.iter().map(|r| r.prompt_len).collect();
+    let classes = slo.assign(&lens, seed);
+    Ok(workload
+        .requests
+        .iter()
+        .zip(prompts)
+        .zip(classes)
+        .map(|((r, prompt), c)| {
+            let class = &slo.classes[c];
+            SimRequest {
+                arrival: r.arrival_s,
+                prompt: match prompt {
+                    Prompt::Ids(ids) => ids,
+                    Prompt::Text(_) => unreachable!("id prompts were asked for"),
+                },
+                output_len: r.output_len.max(1),
+                slo: request_slo(&class.slo),
+                priority: if class.name == "batch" {
+                    Priority::Batch
+                } else {
+                    Priority::Interactive
+                },
+            }
+        })
+        .collect())
+}
+
+/// One simulated run at one rate.
+pub fn run_once(
+    args: &SimArgs,
+    cfg: &BenchConfig,
+    settings: &SimSettings,
+    base: &Workload,
+    rate: Option<f64>,
+) -> Result<Report, SimRunError> {
+    let bench = &args.bench;
+    let workload = base.clone().shape(&brisk_bench::shaping(bench, rate));
+    let requests = sim_requests(&workload, &cfg.slo, bench.seed)?;
+    let outcome = simulate(settings, &requests)?;
+    let meta = RunMeta {
+        command_line: std::env::args().collect::<Vec<_>>().join(" "),
+        url: format!("sim://{}", settings.policy.name()),
+        model: settings.model.source.clone(),
+        endpoint: cfg.endpoint,
+        workload: workload.source.clone(),
+        rate,
+        burstiness: bench.burstiness,
+        max_concurrency: None,
+        slo: cfg.slo.clone(),
+        prompt_lengths_exact: true,
+        seed: bench.seed,
+    };
+    Ok(report::build(&meta, outcome.records, outcome.duration_s))
+}
+
+/// Runs `brisk sim`: one report, or a sweep summary with per-rate reports beside it.
+pub fn run(args: &SimArgs) -> Result<(), SimRunError> {
+    let mut args = args.clone();
+    let bad = |flag, message: &str| SimRunError::Config {
+        flag,
+        message: message.into(),
+    };
+    if args.bench.command.is_some() {
+        return Err(bad("plot", "`plot` is a `brisk bench` subcommand"));
+    }
+    if args.bench.max_concurrency.is_some() {
+        return Err(bad(
+            "max-concurrency",
+            "closed-loop runs are not simulated; give --rate instead",
+        ));
+    }
+    args.bench.url.get_or_insert_with(|| "sim://".into());
+    let (cfg, _) = args.bench.validate()?;
+    let model = LatencyModel::load(&args.latency_model)?;
+    let settings = args.settings(model)?;
+    let base = brisk_bench::load_workload(&args.bench)?;
+    let search = match (&args.bench.sweep_rates, args.bench.find_capacity) {
+        (Some(rates), _) => RateSearch::List(rates.clone()),
+        (None, Some(max)) => RateSearch::Bisect {
+            max,
+            steps: args.bench.capacity_steps,
+        },
+        (None, None) => {
+            let r = run_once(&args, &cfg, &settings, &base, args.bench.rate)?;
+            brisk_bench::write_json(&cfg.output, &r)?;
+            print!("{}", report::summary(&r));
+            return Ok(());
+        }
+    };
+    let mut points = Vec::new();
+    let mut slo = Default::default();
+    loop {
+        let done: Vec<(f64, f64)> = points
+            .iter()
+            .map(|p: &sweep::SweepPoint| (p.rate, p.slo_attainment))
+            .collect();
+        let Some(rate) = search.next(&done) else {
+            break;
+        };
+        let r = run_once(&args, &cfg, &settings, &base, Some(rate))?;
+        let path: PathBuf = sweep::per_rate_path(&cfg.output, rate);
+        brisk_bench::write_json(&path, &r)?;
+        println!(
+            "rate {rate:>8}: goodput {:>8.3} req/s, attainment {:>5.1}%, median TTFT {:>9.1} ms, median TPOT {:>7.1} ms",
+            r.request_goodput,
+            r.slo_attainment * 100.0,
+            r.latency.get("median_ttft_ms").copied().unwrap_or(0.0),
+            r.latency.get("median_tpot_ms").copied().unwrap_or(0.0),
+        );
+        slo = r.slo.clone();
+        points.push(sweep::point(rate, &r, path));
+    }
+    let pairs: Vec<(f64, f64)> = points.iter().map(|p| (p.rate, p.slo_attainment)).collect();
+    let summary = SweepSummary {
+        date: brisk_bench::now_iso8601(),
+        slo,
+        capacity: sweep::capacity(&pairs),
+        points,
+    };
+    brisk_bench::write_json(&cfg.output, &summary)?;
+    match summary.capacity {
+        Some(c) => println!("capacity (attainment ≥ 90%): {c} req/s"),
+        None => println!("capacity: no rate kept attainment ≥ 90%"),
+    }
+    Ok(())
+}
