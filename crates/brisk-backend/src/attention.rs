@@ -21,9 +21,9 @@ use crate::kernels::{self, KEY_LANES, MAX_SCORE_ROWS};
 use crate::kv_pool::CpuKvPool;
 
 /// Where one token of the batch sits: its sequence's block table and its position.
-pub(crate) struct TokenPlace<'a> {
-    pub(crate) block_table: &'a [u32],
-    pub(crate) pos: usize,
+pub struct TokenPlace<'a> {
+    pub block_table: &'a [u32],
+    pub pos: usize,
 }
 
 /// Tokens of one sequence that share a work item.
@@ -33,7 +33,7 @@ const QUERY_TILE: usize = 8;
 const ROWS: usize = MAX_SCORE_ROWS;
 
 /// Writes `k` and `v` (`tokens × kv_heads × head_dim`) into the pool at each token's slot.
-pub(crate) fn write_kv(
+pub fn write_kv(
     pool: &mut CpuKvPool,
     layer: usize,
     places: &[TokenPlace<'_>],
@@ -85,7 +85,7 @@ fn query_tiles(places: &[TokenPlace<'_>]) -> Vec<QueryTile> {
 
 /// Computes attention for every token; `q` is `tokens × q_heads × head_dim`, the result has
 /// the same shape.
-pub(crate) fn paged_attention(
+pub fn paged_attention(
     pool: &CpuKvPool,
     layer: usize,
     places: &[TokenPlace<'_>],

@@ -19,7 +19,7 @@ pub struct CpuKvPool {
 }
 
 impl CpuKvPool {
-    pub(crate) fn new(
+    pub fn new(
         num_layers: usize,
         num_kv_heads: usize,
         head_dim: usize,

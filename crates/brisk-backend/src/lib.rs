@@ -18,6 +18,14 @@ mod weights;
 use std::path::Path;
 
 pub use config::{Architecture, ModelConfig, RopeScaling, RopeStyle};
+
+/// The kernels and attention, exposed for the criterion benchmarks in `benches/`; not a
+/// stable API.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::attention::{paged_attention, write_kv, TokenPlace};
+    pub use crate::kernels::{KernelFormat, QuantMatrix};
+}
 pub use error::ModelError;
 pub use kv_pool::CpuKvPool;
 pub use model::CpuBackend;

@@ -30,7 +30,7 @@ use rayon::prelude::*;
 
 /// Weight formats with a native kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum KernelFormat {
+pub enum KernelFormat {
     /// 32 weights: f16 scale `d`, f16 minimum `m`, 16 bytes of nibbles (`w = d*q + m`).
     Q4_1,
     /// 32 weights: f16 scale `d`, 32 signed bytes (`w = d*q`).
@@ -62,7 +62,7 @@ pub(crate) const TILE: usize = 8;
 const BLOCK_GROUP: usize = 8;
 
 /// A quantized weight matrix `[rows, cols]`, split into scales and quants for the kernels.
-pub(crate) struct QuantMatrix {
+pub struct QuantMatrix {
     format: KernelFormat,
     rows: usize,
     cols: usize,
@@ -96,7 +96,7 @@ type BandFn = fn(&QuantMatrix, std::ops::Range<usize>, &QuantActivations, &OutRo
 impl QuantMatrix {
     /// Splits ggml blocks (`rows * cols / 32` of them, row-major) into scales and quants.
     /// Returns `None` if the shape does not fit the format.
-    pub(crate) fn from_ggml(
+    pub fn from_ggml(
         format: KernelFormat,
         rows: usize,
         cols: usize,
@@ -160,7 +160,7 @@ impl QuantMatrix {
     }
 
     /// `out[t * rows + r] = Σ_k x[t * cols + k] * W[r, k]` for the `m` rows of `x`.
-    pub(crate) fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
+    pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
         assert_eq!(x.len(), m * self.cols, "activation shape");
         assert_eq!(out.len(), m * self.rows, "output shape");
         let acts = QuantActivations::quantize(x, m, self.cols);
