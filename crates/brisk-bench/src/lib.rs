@@ -60,6 +60,13 @@ pub fn load_workload(args: &BenchArgs) -> Result<Workload, BenchError> {
     if let Some(spec) = synthetic {
         Ok(workload::synthetic(&spec, n, args.seed))
     } else if let Some(path) = args.trace.as_deref().filter(|p| servegen::is_servegen(p)) {
+        if args.num_requests.is_none() && args.duration.is_none() {
+            return Err(BenchError::config(
+                "num-requests",
+                "ServeGen statistics describe a whole day (~1.4 million requests): \
+                 give --num-requests or --duration",
+            ));
+        }
         let stats = servegen::load(path)?;
         Ok(stats.workload(
             args.seed,

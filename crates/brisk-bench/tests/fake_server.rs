@@ -278,7 +278,7 @@ fn slo_classes_by_prompt_length_and_share_are_reported_per_class_and_overall() {
         (Some(0.0), Some(0))
     );
     assert_eq!(rest["slo_attainment"], 1.0);
-    close(&short["p99_ttft_ms"], 100.0, "class p99_ttft_ms");
+    close(&short["median_ttft_ms"], 100.0, "class median_ttft_ms");
     let overall = r["slo_attainment"].as_f64().unwrap();
     assert!(
         (overall - n_rest as f64 / 12.0).abs() < 1e-9,

@@ -159,3 +159,10 @@ fn servegen_statistics_parse_and_generate_superposed_bursty_arrivals() {
     });
     assert!((mean_rate(&shaped) - 2.0).abs() < 1e-9);
 }
+
+#[test]
+fn a_servegen_run_must_bound_how_much_of_the_day_it_generates() {
+    let path = common::workloads().join("servegen/servegen_deepseek-r1.tar.xz");
+    let err = common::bench_err("http://127.0.0.1:9", &["--trace", path.to_str().unwrap()]);
+    assert!(err.starts_with("invalid --num-requests"), "{err}");
+}
