@@ -146,7 +146,11 @@ pub fn sim_requests(
     seed: u64,
 ) -> Result<Vec<SimRequest>, SimRunError> {
     let builder = PromptBuilder::new(PromptFormat::Ids, seed, None, Vec::new())?;
-    let (prompts, _) = builder.build(workload)?;
+    // The builder is async for remote tokenizers; id prompts never wait on anything.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| BenchError::Setup(e.to_string()))?;
+    let (prompts, _) = rt.block_on(builder.build(workload))?;
     let lens: Vec<usize> = workload.requests.iter().map(|r| r.prompt_len).collect();
     let classes = slo.assign(&lens, seed);
     Ok(workload

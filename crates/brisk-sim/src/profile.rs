@@ -109,7 +109,11 @@ pub fn measure_point<B: Backend>(
     let vocab = u32::try_from(backend.geometry().vocab_size.max(2)).unwrap_or(u32::MAX);
     let id = |i: usize| 1 + (i as u32).wrapping_mul(7) % (vocab - 1);
     let prompt: Vec<u32> = (0..prefill).map(id).collect();
-    let prompt_table = table(per_prefill);
+    let prompt_table = if prefill > 0 {
+        table(per_prefill)
+    } else {
+        Vec::new()
+    };
     let decode_tokens: Vec<[u32; 1]> = (0..decodes).map(|i| [id(i + prefill)]).collect();
     let decode_tables: Vec<Vec<BlockId>> = (0..decodes).map(|_| table(per_decode)).collect();
     let mut seqs = Vec::new();

@@ -6,12 +6,13 @@
 mod generate;
 mod loaded_model;
 mod model_fetch;
+mod profile;
 mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +40,11 @@ enum Command {
     },
     /// Benchmark any OpenAI-compatible server: TTFT, TPOT, ITL, goodput, SLO attainment.
     Bench(Box<brisk_bench::BenchArgs>),
+    /// Measure this machine's step latency with the model and save the fitted latency model.
+    Profile(profile::ProfileArgs),
+    /// Simulate the scheduler on a virtual clock with a latency model: `brisk bench`'s
+    /// workloads and report, in seconds instead of hours.
+    Sim(Box<brisk_sim::SimArgs>),
 }
 
 /// `--model` shared by the subcommands that load a model.
@@ -58,13 +64,22 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    // `brisk sim` takes `brisk bench`'s flags, but there is no server to name.
+    let matches = Cli::command()
+        .mut_subcommand("sim", |c| {
+            c.mut_arg("url", |a| a.required(false).hide(true))
+                .mut_subcommand("plot", |p| p.hide(true))
+        })
+        .get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Serve(args) => serve::run(&args),
         Command::Generate(args) => generate::run(&args),
         Command::Download { quiet } => model_fetch::ensure(&model_fetch::DEFAULT_MODEL, quiet)
             .map(|p| println!("{}", p.display())),
         Command::Bench(args) => brisk_bench::run(&args).map_err(Into::into),
+        Command::Profile(args) => profile::run(&args),
+        Command::Sim(args) => brisk_sim::run(&args).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

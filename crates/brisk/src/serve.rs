@@ -3,12 +3,13 @@
 //! Flags (each also an environment variable) are validated here into the engine's and the
 //! scheduler's configs, with messages that name the flag.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use brisk_engine::EngineConfig;
-use brisk_scheduler::SchedulerConfig;
-use brisk_server::{router, serve, ServerState, DEFAULT_MAX_REQUEST_BYTES};
+use brisk_scheduler::{LatencyModel, PolicyChoice, SchedulerConfig};
+use brisk_server::{router, serve, ServerState, SloSettings, DEFAULT_MAX_REQUEST_BYTES};
+use brisk_sim::PolicyName;
 use brisk_types::Backend;
 
 use crate::{loaded_model, ModelArgs};
@@ -58,6 +59,66 @@ pub struct ServeArgs {
     /// Seed for requests that bring none.
     #[arg(long, env = "BRISK_SEED", default_value_t = 0)]
     seed: u64,
+    /// `fcfs`, or `slo`: schedule every request against its TTFT/TPOT objective.
+    #[arg(long, value_enum, env = "BRISK_SCHEDULING_POLICY", default_value_t = PolicyName::Fcfs)]
+    scheduling_policy: PolicyName,
+    /// Latency model JSON from `brisk profile`; without it `--scheduling-policy slo`
+    /// profiles quickly at start-up.
+    #[arg(long, env = "BRISK_LATENCY_MODEL")]
+    latency_model: Option<PathBuf>,
+    /// Default time-to-first-token objective, milliseconds (requests may override it with
+    /// `"slo": {"ttft_ms": …}`).
+    #[arg(long, env = "BRISK_TTFT_SLO", value_parser = parse_ms)]
+    ttft_slo: Option<f64>,
+    /// Default time-per-output-token objective, milliseconds (`"slo": {"tpot_ms": …}`).
+    #[arg(long, env = "BRISK_TPOT_SLO", value_parser = parse_ms)]
+    tpot_slo: Option<f64>,
+    /// With `--scheduling-policy slo`: answer 429 at once to requests that cannot meet their
+    /// TTFT, instead of serving them as best effort.
+    #[arg(long, env = "BRISK_REJECT_UNATTAINABLE")]
+    reject_unattainable: bool,
+}
+
+/// Parses a positive number of milliseconds.
+fn parse_ms(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(ms) if ms.is_finite() && ms > 0.0 => Ok(ms),
+        _ => Err(format!("{text:?} is not a positive number of milliseconds")),
+    }
+}
+
+/// The scheduling policy the flags ask for, loading or measuring its latency model.
+fn policy<B: Backend>(args: &ServeArgs, backend: &B, model_path: &Path) -> Result<PolicyChoice> {
+    if args.reject_unattainable && args.scheduling_policy != PolicyName::Slo {
+        bail!("--reject-unattainable needs --scheduling-policy slo");
+    }
+    let latency = match &args.latency_model {
+        Some(p) => Some(LatencyModel::load(p)?),
+        None if args.scheduling_policy == PolicyName::Slo => {
+            eprintln!(
+                "brisk: no --latency-model given: profiling this machine quickly (run `brisk profile` once and pass --latency-model to skip this)"
+            );
+            let grid = brisk_sim::profile::ProfileGrid::quick();
+            let m = crate::profile::measure(backend, model_path, &grid, args.block_size)?;
+            eprint!("brisk: {}", crate::profile::describe(&m));
+            Some(m)
+        }
+        None => None,
+    };
+    Ok(match (args.scheduling_policy, latency) {
+        (PolicyName::Slo, Some(model)) => {
+            if args.ttft_slo.is_none() && args.tpot_slo.is_none() {
+                eprintln!(
+                    "brisk: --scheduling-policy slo without --ttft-slo/--tpot-slo: only requests that bring an \"slo\" are scheduled against one; the rest are best effort"
+                );
+            }
+            PolicyChoice::Slo {
+                model,
+                reject_unattainable: args.reject_unattainable,
+            }
+        }
+        _ => PolicyChoice::Fcfs,
+    })
 }
 
 /// Parses a byte count with an optional unit.
@@ -147,11 +208,14 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
     let vocab_size = geometry.vocab_size;
+    let policy = policy(args, &model.backend, &path)?;
+    let policy_name = policy.name();
     let engine = brisk_engine::spawn(
         model.backend,
         EngineConfig {
             scheduler,
             seed: args.seed,
+            policy,
         },
     )?;
     let name = args
@@ -159,14 +223,20 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| default_name(&path));
     let aliases = vec![path.display().to_string()];
-    let state = std::sync::Arc::new(ServerState::new(
+    let mut state = ServerState::new(
         engine,
         model.tokenizer,
         name.clone(),
         aliases,
         usable_context,
         vocab_size,
-    ));
+    );
+    state.slo = SloSettings {
+        ttft_ms: args.ttft_slo,
+        tpot_ms: args.tpot_slo,
+        may_reject: args.reject_unattainable,
+    };
+    let state = std::sync::Arc::new(state);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -177,7 +247,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
         eprintln!(
-            "brisk: serving {name} on http://{} ({num_blocks} KV blocks of {} tokens, context {usable_context})",
+            "brisk: serving {name} on http://{} ({num_blocks} KV blocks of {} tokens, context {usable_context}, scheduling {policy_name})",
             listener.local_addr()?,
             args.block_size
         );
