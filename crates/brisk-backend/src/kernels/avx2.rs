@@ -33,12 +33,11 @@ fn check_layout(w: &QuantMatrix, rows: &Range<usize>, x: &QuantActivations) {
     assert_eq!(w.d.len(), w.rows * nb);
     assert_eq!(w.quants.len(), w.rows * nb * w.format.quant_bytes());
     if w.format == KernelFormat::Q4_1 {
-        assert_eq!(w.m.len(), w.rows * x.padded_blocks);
+        assert_eq!(w.m.len(), w.rows * nb);
     }
     assert_eq!(x.q.len(), x.tokens * nb * 32);
     assert_eq!(x.d_tiled.len(), x.tokens.div_ceil(TILE) * nb * TILE);
-    assert_eq!(x.s.len(), x.tokens * x.padded_blocks);
-    assert!(x.padded_blocks.is_multiple_of(8) && x.padded_blocks >= nb);
+    assert_eq!(x.s_tiled.len(), x.d_tiled.len());
 }
 
 pub(super) fn band_q4_1(
@@ -189,46 +188,27 @@ mod x86 {
         }
     }
 
-    /// The sum of each accumulator's lanes; lane `t` of the result is the sum of `acc[t]`
-    /// (lanes past `T` are zero).
+    /// Lane `t` of the result is the sum of the eight lanes of `p[t]` (zero past `T`).
+    /// Integer sums are exact, so how they are paired does not matter.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    fn reduce<const T: usize>(acc: &[__m256; T]) -> [f32; TILE] {
-        let zero = _mm256_setzero_ps();
-        let a = |t: usize| if t < T { acc[t] } else { zero };
-        let h01 = _mm256_hadd_ps(a(0), a(1));
-        let h23 = _mm256_hadd_ps(a(2), a(3));
-        let h45 = _mm256_hadd_ps(a(4), a(5));
-        let h67 = _mm256_hadd_ps(a(6), a(7));
-        let h0123 = _mm256_hadd_ps(h01, h23);
-        let h4567 = _mm256_hadd_ps(h45, h67);
-        let sums = _mm256_add_ps(
-            _mm256_permute2f128_ps::<0x20>(h0123, h4567),
-            _mm256_permute2f128_ps::<0x31>(h0123, h4567),
-        );
-        let mut out = [0.0f32; TILE];
-        // SAFETY: `out` holds 8 floats; unaligned store.
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), sums) };
-        out
-    }
-
-    /// `scales[b * TILE + t] = d_w[b] * d_x[t, b]` for one weight row and one token tile.
-    ///
-    /// # Safety
-    /// AVX2/FMA; `wd` has `nb` floats, `dt` and `scales` `nb * TILE`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn block_scales(nb: usize, wd: *const f32, dt: *const f32, scales: *mut f32) {
-        for b in 0..nb {
-            // SAFETY: `b < nb` (caller contract on the sizes).
-            unsafe {
-                let v = _mm256_mul_ps(
-                    _mm256_broadcast_ss(&*wd.add(b)),
-                    _mm256_loadu_ps(dt.add(b * TILE)),
-                );
-                _mm256_storeu_ps(scales.add(b * TILE), v);
-            }
+    fn token_sums<const T: usize>(p: &[__m256i; T]) -> __m256i {
+        let zero = _mm256_setzero_si256();
+        let a = |t: usize| if t < T { p[t] } else { zero };
+        let h0123 = _mm256_hadd_epi32(_mm256_hadd_epi32(a(0), a(1)), _mm256_hadd_epi32(a(2), a(3)));
+        if T <= 4 {
+            // Low half: lanes 0..4 of tokens 0..4; high half: lanes 4..8.
+            let s = _mm_add_epi32(
+                _mm256_castsi256_si128(h0123),
+                _mm256_extracti128_si256::<1>(h0123),
+            );
+            return _mm256_set_m128i(_mm_setzero_si128(), s);
         }
+        let h4567 = _mm256_hadd_epi32(_mm256_hadd_epi32(a(4), a(5)), _mm256_hadd_epi32(a(6), a(7)));
+        _mm256_add_epi32(
+            _mm256_permute2x128_si256::<0x20>(h0123, h4567),
+            _mm256_permute2x128_si256::<0x31>(h0123, h4567),
+        )
     }
 
     /// Pointers into one token tile of the activations.
@@ -238,7 +218,7 @@ mod x86 {
         q: *const i8,
         /// `d_x` of the tile, `nb × TILE`, token-minor.
         d: *const f32,
-        /// `d·Σq` of the tile's first token; token `t` starts `t * padded_blocks` further.
+        /// `d_x · Σq_x` of the tile, laid out as `d`.
         s: *const f32,
     }
 
@@ -252,7 +232,7 @@ mod x86 {
                 Self {
                     q: x.q.as_ptr().add(t0 * nb * 32),
                     d: x.d_tiled.as_ptr().add(tile * nb * TILE),
-                    s: x.s.as_ptr().add(t0 * x.padded_blocks),
+                    s: x.s_tiled.as_ptr().add(tile * nb * TILE),
                 }
             }
         }
@@ -274,6 +254,26 @@ mod x86 {
         };
     }
 
+    /// Runs `block(b, acc)` over `0..nb`, alternating two accumulators (even and odd blocks)
+    /// so that consecutive blocks do not wait on each other's fused multiply-adds; returns
+    /// their sum. The scalar reference pairs its sums the same way.
+    #[inline(always)]
+    fn over_blocks(nb: usize, mut block: impl FnMut(usize, __m256) -> __m256) -> __m256 {
+        // SAFETY: (of the intrinsics) only called from `target_feature(avx2)` functions.
+        let (mut even, mut odd) = unsafe { (_mm256_setzero_ps(), _mm256_setzero_ps()) };
+        let mut b = 0;
+        while b + 1 < nb {
+            even = block(b, even);
+            odd = block(b + 1, odd);
+            b += 2;
+        }
+        if b < nb {
+            even = block(b, even);
+        }
+        // SAFETY: as above.
+        unsafe { _mm256_add_ps(even, odd) }
+    }
+
     /// Weight rows `rows` (Q4_1) against every token of `x`, tile by tile.
     ///
     /// # Safety
@@ -285,22 +285,20 @@ mod x86 {
         x: &QuantActivations,
         out: &OutRows<'_>,
     ) {
-        let (nb, pb) = (x.blocks, x.padded_blocks);
-        let mut scales = vec![0.0f32; nb * TILE];
+        let nb = x.blocks;
         for tile in 0..x.tokens.div_ceil(TILE) {
             let t0 = tile * TILE;
             let n = TILE.min(x.tokens - t0);
             // SAFETY: `tile` is a tile of `x`.
             let xt = unsafe { Tile::new(x, tile) };
             for r in rows.clone() {
-                // SAFETY: row `r` exists, so its blocks, scales and minima are in bounds;
-                // `scales` holds `nb * TILE` floats; the tile holds `n` tokens.
+                // SAFETY: row `r` exists, so its blocks, scales and minima are in bounds; the
+                // tile holds `n` tokens.
                 let sums = unsafe {
                     let wq = w.quants.as_ptr().add(r * nb * 16);
                     let wd = w.d.as_ptr().add(r * nb);
-                    let wm = w.m.as_ptr().add(r * pb);
-                    block_scales(nb, wd, xt.d, scales.as_mut_ptr());
-                    by_width!(n, tile_q4_1, nb, pb, wq, wm, xt, scales.as_ptr())
+                    let wm = w.m.as_ptr().add(r * nb);
+                    by_width!(n, tile_q4_1, nb, wq, wd, wm, xt)
                 };
                 for (t, &v) in sums.iter().take(n).enumerate() {
                     // SAFETY: the caller owns row `r`.
@@ -311,50 +309,51 @@ mod x86 {
     }
 
     /// One Q4_1 weight row against the first `T` tokens of a tile: each weight block is
-    /// unpacked once and applied to every token, one accumulator per token; the minimum term
-    /// `Σ_b m_b · s_tb` joins the same accumulators eight blocks at a time.
+    /// unpacked once and multiplied with every token's block (exact integers), the `T` sums
+    /// are gathered into one vector, and the scaling and minimum term are vector operations.
     ///
     /// # Safety
-    /// AVX2/FMA; `wq` has `16 * nb` bytes, `wm` `pb` floats, `scales` `nb * TILE` floats; the
-    /// tile has at least `T` tokens of `nb` blocks (`pb` padded).
+    /// AVX2/FMA; `wq` has `16 * nb` bytes, `wd` and `wm` `nb` floats; the tile has at least
+    /// `T` tokens of `nb` blocks.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn tile_q4_1<const T: usize>(
         nb: usize,
-        pb: usize,
         wq: *const u8,
+        wd: *const f32,
         wm: *const f32,
         x: Tile,
-        scales: *const f32,
     ) -> [f32; TILE] {
         let low = _mm256_set1_epi8(0x0F);
         let ones = _mm256_set1_epi16(1);
-        let mut acc = [_mm256_setzero_ps(); T];
-        for b in 0..nb {
-            // SAFETY: block `b < nb` of the row, of each of the `T` tokens, and its `T`
-            // scales are in bounds (caller contract). Loads are unaligned.
+        let total = over_blocks(nb, |b, acc| {
+            // SAFETY: block `b < nb` of the row and of each of the `T` tokens, and the tile's
+            // per-block vectors, are in bounds (caller contract). Loads are unaligned.
             unsafe {
                 let raw = _mm_loadu_si128(wq.add(16 * b).cast());
                 // Low nibbles are elements 0..16, high nibbles 16..32.
                 let q4 = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(raw), raw), low);
-                for t in 0..T {
+                let p: [__m256i; T] = std::array::from_fn(|t| {
                     let q8 = _mm256_loadu_si256(x.q.add((t * nb + b) * 32).cast());
-                    let products = _mm256_madd_epi16(_mm256_maddubs_epi16(q4, q8), ones);
-                    let scale = _mm256_broadcast_ss(&*scales.add(b * TILE + t));
-                    acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(products), acc[t]);
-                }
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(q4, q8), ones)
+                });
+                let sums = _mm256_cvtepi32_ps(token_sums(&p));
+                let scale = _mm256_mul_ps(
+                    _mm256_broadcast_ss(&*wd.add(b)),
+                    _mm256_loadu_ps(x.d.add(b * TILE)),
+                );
+                let acc = _mm256_fmadd_ps(scale, sums, acc);
+                _mm256_fmadd_ps(
+                    _mm256_broadcast_ss(&*wm.add(b)),
+                    _mm256_loadu_ps(x.s.add(b * TILE)),
+                    acc,
+                )
             }
-        }
-        for g in (0..pb).step_by(8) {
-            // SAFETY: `g + 8 <= pb`: the padded minima and sums are in bounds.
-            unsafe {
-                let m = _mm256_loadu_ps(wm.add(g));
-                for t in 0..T {
-                    acc[t] = _mm256_fmadd_ps(m, _mm256_loadu_ps(x.s.add(t * pb + g)), acc[t]);
-                }
-            }
-        }
-        reduce(&acc)
+        });
+        let mut out = [0.0f32; TILE];
+        // SAFETY: `out` holds 8 floats; unaligned store.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), total) };
+        out
     }
 
     /// Weight rows `rows` (Q8_0) against every token of `x`, tile by tile.
@@ -369,7 +368,6 @@ mod x86 {
         out: &OutRows<'_>,
     ) {
         let nb = x.blocks;
-        let mut scales = vec![0.0f32; nb * TILE];
         for tile in 0..x.tokens.div_ceil(TILE) {
             let t0 = tile * TILE;
             let n = TILE.min(x.tokens - t0);
@@ -379,8 +377,7 @@ mod x86 {
                 // SAFETY: as in `band_q4_1`.
                 let sums = unsafe {
                     let wq = w.quants.as_ptr().add(r * nb * 32);
-                    block_scales(nb, w.d.as_ptr().add(r * nb), xt.d, scales.as_mut_ptr());
-                    by_width!(n, tile_q8_0, nb, wq, xt, scales.as_ptr())
+                    by_width!(n, tile_q8_0, nb, wq, w.d.as_ptr().add(r * nb), xt)
                 };
                 for (t, &v) in sums.iter().take(n).enumerate() {
                     // SAFETY: the caller owns row `r`.
@@ -393,36 +390,39 @@ mod x86 {
     /// One Q8_0 weight row against the first `T` tokens of a tile.
     ///
     /// # Safety
-    /// AVX2/FMA; `wq` has `32 * nb` bytes, `scales` `nb * TILE` floats; the tile has at least
-    /// `T` tokens of `nb` blocks.
+    /// AVX2/FMA; `wq` has `32 * nb` bytes, `wd` `nb` floats; the tile has at least `T`
+    /// tokens of `nb` blocks.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn tile_q8_0<const T: usize>(
         nb: usize,
         wq: *const u8,
+        wd: *const f32,
         x: Tile,
-        scales: *const f32,
     ) -> [f32; TILE] {
         let ones = _mm256_set1_epi16(1);
-        let mut acc = [_mm256_setzero_ps(); T];
-        for b in 0..nb {
+        let total = over_blocks(nb, |b, acc| {
             // SAFETY: as in `tile_q4_1`.
             unsafe {
                 let w = _mm256_loadu_si256(wq.add(32 * b).cast());
                 // maddubs needs an unsigned operand: |w| times x carrying w's sign.
                 let w_abs = _mm256_sign_epi8(w, w);
-                for t in 0..T {
+                let p: [__m256i; T] = std::array::from_fn(|t| {
                     let q8 = _mm256_loadu_si256(x.q.add((t * nb + b) * 32).cast());
-                    let products = _mm256_madd_epi16(
-                        _mm256_maddubs_epi16(w_abs, _mm256_sign_epi8(q8, w)),
-                        ones,
-                    );
-                    let scale = _mm256_broadcast_ss(&*scales.add(b * TILE + t));
-                    acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(products), acc[t]);
-                }
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(w_abs, _mm256_sign_epi8(q8, w)), ones)
+                });
+                let sums = _mm256_cvtepi32_ps(token_sums(&p));
+                let scale = _mm256_mul_ps(
+                    _mm256_broadcast_ss(&*wd.add(b)),
+                    _mm256_loadu_ps(x.d.add(b * TILE)),
+                );
+                _mm256_fmadd_ps(scale, sums, acc)
             }
-        }
-        reduce(&acc)
+        });
+        let mut out = [0.0f32; TILE];
+        // SAFETY: `out` holds 8 floats; unaligned store.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), total) };
+        out
     }
 
     /// See [`super::super::quantize_block`].

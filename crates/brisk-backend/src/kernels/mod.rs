@@ -9,13 +9,16 @@
 //!   loop is an integer dot product (AVX2 `maddubs`), chosen at run time by CPU feature
 //!   detection, with a portable scalar fallback that computes the same integers.
 //! - Tokens are processed in tiles of [`TILE`]: one weight block is unpacked once and applied
-//!   to every token of the tile, with one accumulator register per token.
+//!   to every token of the tile. Each token's block sum is exact integer arithmetic; the
+//!   eight sums of a tile are gathered into one vector (one lane per token), so the float work
+//!   — scale by `d_w · d_x`, accumulate, add the Q4_1 minimum term `m · d_x · Σq_x` — is one
+//!   vector operation per block for the whole tile.
 //! - Cache blocking: a thread owns a band of weight rows (which stays in its L2 across tiles)
 //!   and walks token tiles in the outer loop, so a tile's activations (a few KiB) stay in L1
 //!   while every row of the band passes over them.
-//! - Per-block scale products `d_w · d_x` are formed eight tokens at a time, and the Q4_1
-//!   minimum term `m · d_x · Σq_x` is a separate small f32 product over blocks, so neither
-//!   costs scalar work in the inner loop.
+//! - A token's result is the same sequence of float operations whatever the tile holds, in
+//!   every implementation (SIMD and scalar agree bit for bit), so a sequence's logits do not
+//!   depend on what it is batched with.
 //!
 //! Rows are split across threads in bands (rayon); each thread writes its own rows of the
 //! output. Other weight types fall back to candle.
@@ -57,10 +60,6 @@ impl KernelFormat {
 /// Tokens a kernel applies one weight block to before moving on.
 pub(crate) const TILE: usize = 8;
 
-/// Blocks are grouped by eight for the vectorized minimum term; per-row arrays of block
-/// values are padded with zeros to a multiple of this.
-const BLOCK_GROUP: usize = 8;
-
 /// A quantized weight matrix `[rows, cols]`, split into scales and quants for the kernels.
 pub struct QuantMatrix {
     format: KernelFormat,
@@ -68,7 +67,7 @@ pub struct QuantMatrix {
     cols: usize,
     /// `rows × blocks`: the per-block scale `d`, as f32.
     d: Vec<f32>,
-    /// Q4_1 only: `rows × padded_blocks` minima `m` (zero padded); empty for Q8_0.
+    /// Q4_1 only: `rows × blocks` minima `m`; empty for Q8_0.
     m: Vec<f32>,
     /// `rows × blocks × quant_bytes`: nibbles (Q4_1, low nibbles are elements 0..16) or bytes.
     quants: Vec<u8>,
@@ -79,14 +78,13 @@ pub struct QuantMatrix {
 pub(crate) struct QuantActivations {
     tokens: usize,
     blocks: usize,
-    padded_blocks: usize,
     /// `tokens × blocks × 32` quants.
     q: Vec<i8>,
     /// Per tile of [`TILE`] tokens, `blocks × TILE` scales `d`, token-minor (zero for the
     /// missing tokens of a last, partial tile), so a block's scales load as one vector.
     d_tiled: Vec<f32>,
-    /// `tokens × padded_blocks`: `d · Σq` per block, for the Q4_1 minimum term (zero padded).
-    s: Vec<f32>,
+    /// `d · Σq` per block (for the Q4_1 minimum term), laid out as `d_tiled`.
+    s_tiled: Vec<f32>,
 }
 
 /// The band kernel of one format and instruction set: weight rows `rows` against every token
@@ -96,17 +94,11 @@ type BandFn = fn(&QuantMatrix, std::ops::Range<usize>, &QuantActivations, &OutRo
 impl QuantMatrix {
     /// Splits ggml blocks (`rows * cols / 32` of them, row-major) into scales and quants.
     /// Returns `None` if the shape does not fit the format.
-    pub fn from_ggml(
-        format: KernelFormat,
-        rows: usize,
-        cols: usize,
-        raw: &[u8],
-    ) -> Option<Self> {
+    pub fn from_ggml(format: KernelFormat, rows: usize, cols: usize, raw: &[u8]) -> Option<Self> {
         if !cols.is_multiple_of(32) || raw.len() != rows * cols / 32 * format.block_bytes() {
             return None;
         }
         let blocks = cols / 32;
-        let padded = padded_blocks(blocks);
         let mut d = Vec::with_capacity(rows * blocks);
         let mut m = Vec::new();
         let mut quants = Vec::with_capacity(rows * blocks * format.quant_bytes());
@@ -121,9 +113,6 @@ impl QuantMatrix {
                     }
                     KernelFormat::Q8_0 => quants.extend_from_slice(&block[2..34]),
                 }
-            }
-            if format == KernelFormat::Q4_1 {
-                m.resize(m.len() + padded - blocks, 0.0);
             }
         }
         Some(Self {
@@ -209,11 +198,6 @@ impl QuantMatrix {
     }
 }
 
-/// `blocks` rounded up to a whole number of block groups.
-fn padded_blocks(blocks: usize) -> usize {
-    blocks.next_multiple_of(BLOCK_GROUP)
-}
-
 impl QuantActivations {
     /// Quantizes `m` rows of `cols` values (cols a multiple of 32).
     pub(crate) fn quantize(x: &[f32], m: usize, cols: usize) -> Self {
@@ -222,10 +206,9 @@ impl QuantActivations {
             "activation shape"
         );
         let blocks = cols / 32;
-        let padded_blocks = padded_blocks(blocks);
         let mut q = vec![0i8; m * cols];
         let mut d = vec![0.0f32; m * blocks];
-        let mut s = vec![0.0f32; m * padded_blocks];
+        let mut s = vec![0.0f32; m * blocks];
         let quantize_row =
             |((xr, qr), (dr, sr)): ((&[f32], &mut [i8]), (&mut [f32], &mut [f32]))| {
                 for (b, (xb, qb)) in xr.chunks_exact(32).zip(qr.chunks_exact_mut(32)).enumerate() {
@@ -242,35 +225,36 @@ impl QuantActivations {
                 .zip(q.par_chunks_exact_mut(cols))
                 .zip(
                     d.par_chunks_exact_mut(blocks)
-                        .zip(s.par_chunks_exact_mut(padded_blocks)),
+                        .zip(s.par_chunks_exact_mut(blocks)),
                 )
                 .for_each(quantize_row);
         } else {
             x.chunks_exact(cols)
                 .zip(q.chunks_exact_mut(cols))
-                .zip(
-                    d.chunks_exact_mut(blocks)
-                        .zip(s.chunks_exact_mut(padded_blocks)),
-                )
+                .zip(d.chunks_exact_mut(blocks).zip(s.chunks_exact_mut(blocks)))
                 .for_each(quantize_row);
-        }
-        let tiles = m.div_ceil(TILE);
-        let mut d_tiled = vec![0.0f32; tiles * blocks * TILE];
-        for (t, dt) in d.chunks_exact(blocks).enumerate() {
-            let (tile, lane) = (t / TILE, t % TILE);
-            for (b, &v) in dt.iter().enumerate() {
-                d_tiled[(tile * blocks + b) * TILE + lane] = v;
-            }
         }
         Self {
             tokens: m,
             blocks,
-            padded_blocks,
             q,
-            d_tiled,
-            s,
+            d_tiled: tile_major(&d, m, blocks),
+            s_tiled: tile_major(&s, m, blocks),
         }
     }
+}
+
+/// `tokens × blocks` values regrouped per tile of [`TILE`] tokens as `blocks × TILE`, with
+/// zeros for the missing tokens of a partial last tile.
+fn tile_major(v: &[f32], tokens: usize, blocks: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; tokens.div_ceil(TILE) * blocks * TILE];
+    for (t, row) in v.chunks_exact(blocks).enumerate() {
+        let (tile, lane) = (t / TILE, t % TILE);
+        for (b, &x) in row.iter().enumerate() {
+            out[(tile * blocks + b) * TILE + lane] = x;
+        }
+    }
+    out
 }
 
 /// Quantizes 32 values to `q = round(x / d)` with `d = max|x| / 127`; returns `(d, Σq)`.

@@ -3,7 +3,9 @@
 
 use std::ops::Range;
 
-use super::{KernelFormat, OutRows, QuantActivations, QuantMatrix, KEY_LANES, MAX_SCORE_ROWS};
+use super::{
+    KernelFormat, OutRows, QuantActivations, QuantMatrix, KEY_LANES, MAX_SCORE_ROWS, TILE,
+};
 
 pub(super) fn band_q4_1(
     w: &QuantMatrix,
@@ -35,51 +37,56 @@ pub(super) fn band_q8_0(
     }
 }
 
-/// The scale `d` of activation block `b` of token `t`.
-fn act_scale(x: &QuantActivations, t: usize, b: usize) -> f32 {
-    x.d_tiled[((t / super::TILE) * x.blocks + b) * super::TILE + t % super::TILE]
+/// `(d, d·Σq)` of activation block `b` of token `t`.
+fn act_scales(x: &QuantActivations, t: usize, b: usize) -> (f32, f32) {
+    let i = ((t / TILE) * x.blocks + b) * TILE + t % TILE;
+    (x.d_tiled[i], x.s_tiled[i])
+}
+
+/// `Σ_b f(b)` accumulated as the SIMD kernels do: even and odd blocks in two running fused
+/// sums, added at the end.
+fn over_blocks(nb: usize, mut block: impl FnMut(usize, f32) -> f32) -> f32 {
+    let mut acc = [0.0f32; 2];
+    for b in 0..nb {
+        acc[b % 2] = block(b, acc[b % 2]);
+    }
+    acc[0] + acc[1]
 }
 
 pub(super) fn dot_q4_1(w: &QuantMatrix, row: usize, x: &QuantActivations, t: usize) -> f32 {
     let nb = w.blocks();
-    let pb = x.padded_blocks;
-    let mut sum = 0.0;
-    for b in 0..nb {
+    over_blocks(nb, |b, acc| {
         let wb = row * nb + b;
-        let xb = t * nb + b;
         let qs = &w.quants[wb * 16..wb * 16 + 16];
-        let xq = &x.q[xb * 32..xb * 32 + 32];
+        let xq = &x.q[(t * nb + b) * 32..][..32];
         let mut isum = 0i32;
         for j in 0..16 {
             isum += i32::from(qs[j] & 0x0F) * i32::from(xq[j]);
             isum += i32::from(qs[j] >> 4) * i32::from(xq[j + 16]);
         }
+        let (dx, sx) = act_scales(x, t, b);
         #[allow(clippy::cast_precision_loss)]
-        let isum = isum as f32;
-        sum += w.d[wb] * act_scale(x, t, b) * isum + w.m[row * pb + b] * x.s[t * pb + b];
-    }
-    sum
+        let acc = (w.d[wb] * dx).mul_add(isum as f32, acc);
+        w.m[wb].mul_add(sx, acc)
+    })
 }
 
 pub(super) fn dot_q8_0(w: &QuantMatrix, row: usize, x: &QuantActivations, t: usize) -> f32 {
     let nb = w.blocks();
-    let mut sum = 0.0;
-    for b in 0..nb {
+    over_blocks(nb, |b, acc| {
         let wb = row * nb + b;
-        let xb = t * nb + b;
         let qs = &w.quants[wb * 32..wb * 32 + 32];
-        let xq = &x.q[xb * 32..xb * 32 + 32];
+        let xq = &x.q[(t * nb + b) * 32..][..32];
         #[allow(clippy::cast_possible_wrap)]
         let isum: i32 = qs
             .iter()
             .zip(xq)
             .map(|(&a, &b)| i32::from(a as i8) * i32::from(b))
             .sum();
+        let (dx, _) = act_scales(x, t, b);
         #[allow(clippy::cast_precision_loss)]
-        let isum = isum as f32;
-        sum += w.d[wb] * act_scale(x, t, b) * isum;
-    }
-    sum
+        (w.d[wb] * dx).mul_add(isum as f32, acc)
+    })
 }
 
 /// See [`super::quantize_block`].
