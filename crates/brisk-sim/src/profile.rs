@@ -39,10 +39,11 @@ impl ProfileGrid {
         }
     }
 
-    /// A quick grid (16 shapes, one run each) for profiling at server start-up.
+    /// A quick grid (16 shapes, one run each, chunks up to 128 tokens) for profiling at
+    /// server start-up.
     pub fn quick() -> Self {
         Self {
-            prefill_tokens: vec![0, 64, 256],
+            prefill_tokens: vec![0, 32, 128],
             decode_seqs: vec![0, 1, 8],
             contexts: vec![32, 512],
             repeats: 1,

@@ -89,9 +89,6 @@ fn parse_ms(text: &str) -> Result<f64, String> {
 
 /// The scheduling policy the flags ask for, loading or measuring its latency model.
 fn policy<B: Backend>(args: &ServeArgs, backend: &B, model_path: &Path) -> Result<PolicyChoice> {
-    if args.reject_unattainable && args.scheduling_policy != PolicyName::Slo {
-        bail!("--reject-unattainable needs --scheduling-policy slo");
-    }
     let latency = match &args.latency_model {
         Some(p) => Some(LatencyModel::load(p)?),
         None if args.scheduling_policy == PolicyName::Slo => {
@@ -159,6 +156,9 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     }
     if args.max_num_seqs == 0 {
         bail!("--max-num-seqs must be at least 1");
+    }
+    if args.reject_unattainable && args.scheduling_policy != PolicyName::Slo {
+        bail!("--reject-unattainable needs --scheduling-policy slo");
     }
     let path = loaded_model::resolve_path(args.model.model.as_deref())?;
     let model = loaded_model::load(&path)?;

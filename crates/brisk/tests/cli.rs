@@ -65,3 +65,75 @@ fn smollm2_generate_prints_the_completion_and_timing() {
         "{err}"
     );
 }
+
+#[test]
+fn slo_flags_are_validated() {
+    let (ok, _, err) = brisk(&[
+        "serve",
+        "--reject-unattainable",
+        "--model",
+        "/nonexistent.gguf",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("--scheduling-policy slo"), "{err}");
+    let (ok, _, err) = brisk(&["serve", "--ttft-slo=-3"]);
+    assert!(!ok);
+    assert!(err.contains("milliseconds"), "{err}");
+}
+
+#[test]
+fn sim_writes_the_bench_report_from_a_latency_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("latency.json");
+    std::fs::write(
+        &model,
+        r#"{"source": "test", "coefficients": {"base_s": 0.008, "per_prefill_token_s": 0.0005,
+            "per_decode_seq_s": 0.001, "per_decode_context_token_s": 0.0,
+            "per_prefill_attention_pair_s": 0.0}, "fit": null}"#,
+    )
+    .unwrap();
+    let out = dir.path().join("report.json");
+    let (ok, stdout, err) = brisk(&[
+        "sim",
+        "--latency-model",
+        model.to_str().unwrap(),
+        "--synthetic",
+        "prompt=100,output=20",
+        "--num-requests",
+        "50",
+        "--rate",
+        "5",
+        "--slo",
+        "ttft=500,tpot=50",
+        "--scheduling-policy",
+        "slo",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("SLO attainment"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    for key in [
+        "completed",
+        "request_goodput",
+        "slo_attainment",
+        "median_ttft_ms",
+        "p99_tpot_ms",
+    ] {
+        assert!(report.get(key).is_some(), "{key} missing");
+    }
+    assert_eq!(report["completed"], 50);
+    assert_eq!(report["url"], "sim://slo");
+    let (ok, _, err) = brisk(&[
+        "sim",
+        "--latency-model",
+        "/nonexistent.json",
+        "--synthetic",
+        "prompt=1,output=1",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("/nonexistent.json"), "{err}");
+}
