@@ -19,6 +19,7 @@ use rayon::prelude::*;
 
 use crate::kernels::{self, KEY_LANES, MAX_SCORE_ROWS};
 use crate::kv_pool::CpuKvPool;
+use crate::math::exp;
 
 /// Where one token of the batch sits: its sequence's block table and its position.
 pub struct TokenPlace<'a> {
@@ -289,34 +290,6 @@ fn softmax_in_place(row: &mut [f32]) {
     let inv = 1.0 / (partial.iter().sum::<f32>() + tail);
     for s in row.iter_mut() {
         *s *= inv;
-    }
-}
-
-/// `e^x` for `x <= 0` (softmax arguments), branch-free so that loops over it vectorize:
-/// `2^n · p(r)` with `x = n·ln2 + r`, `|r| <= ln2/2`, and a degree-6 polynomial for `e^r`
-/// (relative error below 2e-7). Arguments below -87 give 0.
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    let x = x.max(-87.0);
-    let n = (x * std::f32::consts::LOG2_E).round_ties_even();
-    let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, x));
-    let p = (1.0 / 720.0f32)
-        .mul_add(r, 1.0 / 120.0)
-        .mul_add(r, 1.0 / 24.0)
-        .mul_add(r, 1.0 / 6.0)
-        .mul_add(r, 0.5)
-        .mul_add(r, 1.0)
-        .mul_add(r, 1.0);
-    // n is in [-126, 0]: the exponent field stays normal.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
-    let e = p * scale;
-    if x <= -87.0 {
-        0.0
-    } else {
-        e
     }
 }
 

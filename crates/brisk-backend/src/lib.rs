@@ -11,6 +11,7 @@ mod config;
 mod error;
 mod kernels;
 mod kv_pool;
+mod math;
 mod model;
 mod rope;
 mod weights;

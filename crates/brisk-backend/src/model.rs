@@ -4,16 +4,20 @@ use brisk_types::{
     Backend, BackendCapabilities, BackendError, LogitsWanted, ModelGeometry, StepBatch, StepOutput,
     TokenId,
 };
-use rayon::prelude::*;
 
 use crate::attention::{paged_attention, write_kv, TokenPlace};
 use crate::config::ModelConfig;
 use crate::kv_pool::CpuKvPool;
+use crate::math::silu;
 use crate::rope::Rope;
 use crate::weights::ModelWeights;
 
 /// A model loaded for the CPU: weights, hyper-parameters and the stop tokens of its vocabulary.
 pub struct CpuBackend {
+    /// The threads every step runs on. A step enters the pool once and its ~200 parallel
+    /// sections (matrix products, attention) are split among workers already inside it, rather
+    /// than each being handed over from the caller's thread and waited for.
+    pool: rayon::ThreadPool,
     config: ModelConfig,
     weights: ModelWeights,
     rope: Rope,
@@ -41,6 +45,7 @@ impl CpuBackend {
                 * std::mem::size_of::<f32>(),
         };
         Self {
+            pool: compute_pool(),
             config,
             weights,
             rope,
@@ -146,9 +151,9 @@ impl CpuBackend {
             let (Some(mut gate), Some(up)) = (gate_up.next(), gate_up.next()) else {
                 unreachable!("two projections")
             };
-            gate.par_iter_mut().zip(up.par_iter()).for_each(|(g, u)| {
-                *g = *g / (1.0 + (-*g).exp()) * u;
-            });
+            for (g, u) in gate.iter_mut().zip(&up) {
+                *g = silu(*g) * u;
+            }
             add_into(&mut x, &layer.down.forward(&gate, n)?);
         }
 
@@ -187,6 +192,20 @@ impl CpuBackend {
             first_row,
         })
     }
+}
+
+/// The compute threads: `BRISK_THREADS` if set, else one per available core.
+fn compute_pool() -> rayon::ThreadPool {
+    let threads = std::env::var("BRISK_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("brisk-compute-{i}"))
+        .build()
+        .unwrap_or_else(|e| panic!("cannot start {threads} compute threads: {e}"))
 }
 
 fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
@@ -248,7 +267,8 @@ impl Backend for CpuBackend {
                 first_row: Vec::new(),
             });
         }
-        self.forward(batch, kv)
+        self.pool
+            .install(|| self.forward(batch, kv))
             .map_err(|e| BackendError::Forward(e.to_string()))
     }
 }
