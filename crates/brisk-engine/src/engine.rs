@@ -209,7 +209,9 @@ impl<B: Backend> Engine<B> {
             });
             sampled.push(Some(choice.token));
         }
-        match self.scheduler.update(&plan, &sampled, now) {
+        // The tokens exist from the end of the step (first-token times feed TPOT deadlines).
+        let done = self.now();
+        match self.scheduler.update(&plan, &sampled, done) {
             Ok(events) => {
                 for event in events {
                     self.dispatch(event);
