@@ -112,7 +112,10 @@ pub async fn run_once(
     rate: Option<f64>,
 ) -> Result<Report, BenchError> {
     let workload = base.clone().shape(&shaping(args, rate));
-    let (prompts, exact) = builder.build(&workload).await?;
+    // A different salt per rate: a sweep's later runs must not hit the earlier runs'
+    // prompts in the server's prefix cache.
+    let salt = rate.map_or(0, f64::to_bits);
+    let (prompts, exact) = builder.build(&workload, salt).await?;
     let label = rate.map_or("rate inf".to_string(), |r| format!("rate {r}"));
     let outcome = runner::execute(cfg, model, &workload, prompts, &label).await?;
     let meta = report::RunMeta {

@@ -181,6 +181,19 @@ fn label(v: f64) -> String {
     }
 }
 
+/// The smallest 1, 2, 2.5 or 5 × 10^k at or above `v`, so the four grid steps read well.
+fn nice_ceil(v: f64) -> f64 {
+    if v <= 0.0 || !v.is_finite() {
+        return 1.0;
+    }
+    let base = 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 2.5, 5.0, 10.0]
+        .iter()
+        .map(|m| m * base)
+        .find(|c| *c >= v * (1.0 - 1e-12))
+        .unwrap_or(10.0 * base)
+}
+
 /// One panel's frame: its pixel box and data ranges (both from 0).
 struct Panel {
     left: i64,
@@ -199,8 +212,8 @@ impl Panel {
             right: x0 + PANEL_W - 24,
             top: 60,
             bottom: (H - 44) as i64,
-            xmax: xmax.max(1e-9),
-            ymax: ymax.max(1e-9),
+            xmax: nice_ceil(xmax),
+            ymax: nice_ceil(ymax),
         };
         for k in 0..=4 {
             let x = p.left + (p.right - p.left) * k / 4;
@@ -406,11 +419,11 @@ pub fn render_sweeps(sweeps: &[(String, serde_json::Value)]) -> Vec<u8> {
         "RATE REQ/S",
         "GOODPUT REQ/S",
     );
-    c.line(p.at(0.0, 0.0), p.at(xmax, xmax), GREY, true);
+    c.line(p.at(0.0, 0.0), p.at(p.xmax, p.xmax), GREY, true);
     for ((curve, (_, s)), color) in goodput.iter().zip(sweeps).zip(COLORS.iter().cycle()) {
         p.curve(&mut c, curve, *color, false);
         if let Some(cap) = s["capacity"].as_f64() {
-            c.line(p.at(cap, 0.0), p.at(cap, ymax), *color, true);
+            c.line(p.at(cap, 0.0), p.at(cap, p.ymax), *color, true);
         }
     }
     let names: Vec<String> = sweeps.iter().map(|(n, _)| n.clone()).collect();
@@ -512,6 +525,15 @@ mod tests {
         let png = render(&[("a".into(), r)]);
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
         assert_eq!(&png[png.len() - 8..png.len() - 4], b"IEND");
+    }
+
+    #[test]
+    fn axes_end_at_round_numbers() {
+        assert_eq!(nice_ceil(1.0), 1.0);
+        assert_eq!(nice_ceil(2.07), 2.5);
+        assert_eq!(nice_ceil(11_248.0), 20_000.0);
+        assert_eq!(nice_ceil(0.3), 0.5);
+        assert_eq!(nice_ceil(0.0), 1.0);
     }
 
     #[test]

@@ -117,12 +117,16 @@ impl PromptBuilder {
     }
 
     /// All prompts, and whether every one has exactly its requested token count.
-    pub async fn build(&self, w: &Workload) -> Result<(Vec<Prompt>, bool), BenchError> {
+    ///
+    /// `salt` varies the contents and keeps the lengths: runs of one sweep get different
+    /// salts, so no rate finds the previous rate's prompts in the server's prefix cache
+    /// (shared Mooncake blocks stay shared within a run).
+    pub async fn build(&self, w: &Workload, salt: u64) -> Result<(Vec<Prompt>, bool), BenchError> {
+        let seed = self.seed ^ salt.wrapping_mul(0xD1B5_4A32_D192_ED03);
         let mut exact = self.format == PromptFormat::Ids || self.tokenizer.is_some();
         let mut out = Vec::with_capacity(w.requests.len());
         for (i, r) in w.requests.iter().enumerate() {
-            let mut own =
-                StdRng::seed_from_u64(self.seed.wrapping_mul(31).wrapping_add(i as u64 + 1));
+            let mut own = StdRng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(i as u64 + 1));
             match self.format {
                 PromptFormat::Ids => {
                     let mut ids = Vec::with_capacity(r.prompt_len);
@@ -130,7 +134,7 @@ impl PromptBuilder {
                         if ids.len() >= r.prompt_len {
                             break;
                         }
-                        let mut rng = block_rng(self.seed, h);
+                        let mut rng = block_rng(seed, h);
                         ids.extend((0..w.block_size).map(|_| rng.random_range(ID_RANGE)));
                     }
                     ids.truncate(r.prompt_len);
@@ -140,7 +144,7 @@ impl PromptBuilder {
                     out.push(Prompt::Ids(ids));
                 }
                 PromptFormat::Text => {
-                    let words = self.words(w, i, &mut own);
+                    let words = self.words(w, i, seed, &mut own);
                     let (text, ok) = self.fit(&words, r.prompt_len).await?;
                     exact &= ok;
                     out.push(Prompt::Text(text));
@@ -152,12 +156,12 @@ impl PromptBuilder {
 
     /// At least `prompt_len + 16` words for request `i`: its shared blocks first, then
     /// ShareGPT text (or the word list), repeated as needed.
-    fn words(&self, w: &Workload, i: usize, own: &mut StdRng) -> Vec<String> {
+    fn words(&self, w: &Workload, i: usize, seed: u64, own: &mut StdRng) -> Vec<String> {
         let r = &w.requests[i];
         let need = r.prompt_len + 16;
         let mut words = Vec::with_capacity(need);
         for &h in &r.block_hashes {
-            let mut rng = block_rng(self.seed, h);
+            let mut rng = block_rng(seed, h);
             words.extend(
                 (0..w.block_size).map(|_| WORDS[rng.random_range(0..WORDS.len())].to_string()),
             );
@@ -235,7 +239,7 @@ mod tests {
             source: String::new(),
         };
         let b = PromptBuilder::new(PromptFormat::Ids, 3, None, vec![]).unwrap();
-        let (p, exact) = block(b.build(&w)).unwrap();
+        let (p, exact) = block(b.build(&w, 0)).unwrap();
         assert!(exact);
         let ids: Vec<Vec<u32>> = p
             .into_iter()
@@ -250,6 +254,35 @@ mod tests {
     }
 
     #[test]
+    fn a_new_salt_changes_every_prompt_but_no_length_or_sharing() {
+        let w = Workload {
+            requests: vec![req(10, vec![7, 1]), req(9, vec![7, 2])],
+            block_size: 4,
+            from_trace: true,
+            source: String::new(),
+        };
+        let b = PromptBuilder::new(PromptFormat::Ids, 0, None, vec![]).unwrap();
+        let ids = |salt| -> Vec<Vec<u32>> {
+            block(b.build(&w, salt))
+                .unwrap()
+                .0
+                .into_iter()
+                .map(|p| match p {
+                    Prompt::Ids(ids) => ids,
+                    Prompt::Text(_) => unreachable!(),
+                })
+                .collect()
+        };
+        let (a, c) = (ids(0), ids(2.0f64.to_bits()));
+        assert_eq!(a, ids(0));
+        for (x, y) in a.iter().zip(&c) {
+            assert_eq!(x.len(), y.len());
+            assert_ne!(x[..4], y[..4]);
+        }
+        assert_eq!(c[0][..4], c[1][..4], "block 7 still shared within a run");
+    }
+
+    #[test]
     fn text_without_a_tokenizer_is_approximate() {
         let w = Workload {
             requests: vec![req(5, vec![])],
@@ -258,7 +291,7 @@ mod tests {
             source: String::new(),
         };
         let b = PromptBuilder::new(PromptFormat::Text, 0, None, vec![]).unwrap();
-        let (p, exact) = block(b.build(&w)).unwrap();
+        let (p, exact) = block(b.build(&w, 0)).unwrap();
         assert!(!exact);
         let Prompt::Text(t) = &p[0] else {
             unreachable!()
