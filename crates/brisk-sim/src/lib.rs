@@ -139,18 +139,20 @@ pub fn request_slo(slo: &Slo) -> Option<RequestSlo> {
 }
 
 /// The requests of a shaped workload, with the objective of each one's SLO class. Requests of
-/// a class named `batch` run with batch priority.
+/// a class named `batch` run with batch priority. `salt` varies prompt contents as `brisk
+/// bench` does per rate, so a simulated and a measured run see the same prompts.
 pub fn sim_requests(
     workload: &Workload,
     slo: &BenchSlo,
     seed: u64,
+    salt: u64,
 ) -> Result<Vec<SimRequest>, SimRunError> {
     let builder = PromptBuilder::new(PromptFormat::Ids, seed, None, Vec::new())?;
     // The builder is async for remote tokenizers; id prompts never wait on anything.
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .map_err(|e| BenchError::Setup(e.to_string()))?;
-    let (prompts, _) = rt.block_on(builder.build(workload))?;
+    let (prompts, _) = rt.block_on(builder.build(workload, salt))?;
     let lens: Vec<usize> = workload.requests.iter().map(|r| r.prompt_len).collect();
     let classes = slo.assign(&lens, seed);
     Ok(workload
@@ -188,7 +190,9 @@ pub fn run_once(
 ) -> Result<Report, SimRunError> {
     let bench = &args.bench;
     let workload = base.clone().shape(&brisk_bench::shaping(bench, rate));
-    let requests = sim_requests(&workload, &cfg.slo, bench.seed)?;
+    // `brisk bench`'s salt rule, so that both see the same prompts at each rate.
+    let salt = rate.map_or(0, f64::to_bits);
+    let requests = sim_requests(&workload, &cfg.slo, bench.seed, salt)?;
     let outcome = simulate(settings, &requests)?;
     let meta = RunMeta {
         command_line: std::env::args().collect::<Vec<_>>().join(" "),
