@@ -16,7 +16,7 @@ use candle_core::quantized::{
 use candle_core::{DType, Device, Module, Tensor};
 
 use crate::config::{Architecture, ModelConfig, RopeScaling};
-use crate::kernels::{KernelFormat, QuantMatrix};
+use crate::kernels::{conversion, Conversion, QuantMatrix};
 use crate::ModelError;
 
 /// How a matrix is multiplied: brisk's batched kernels where it has them, candle otherwise.
@@ -413,7 +413,7 @@ impl Loader<'_> {
     ) -> Result<Linear, ModelError> {
         let name = self.src.name(role, layer);
         self.check_shape(&name, &[out_dim, in_dim])?;
-        let weight = match native_matrix(self.src, &name, out_dim, in_dim) {
+        let weight = match native_matrix(self.src, &name, out_dim, in_dim)? {
             Some(m) => MatmulImpl::Native(m),
             None => {
                 let q = self.src.qtensor(&name)?;
@@ -437,23 +437,25 @@ fn native_kernels_enabled() -> bool {
     std::env::var("BRISK_KERNELS").map_or(true, |v| v != "candle")
 }
 
-/// The matrix in brisk's kernel layout, when its type has a native kernel.
+/// The matrix in brisk's kernel layout, for every quantized type (exactly where the type
+/// allows, else requantized to Q8_0; see `kernels::convert`). Dense matrices stay with candle.
 fn native_matrix(
     src: &dyn WeightSource,
     name: &str,
     rows: usize,
     cols: usize,
-) -> Option<QuantMatrix> {
+) -> Result<Option<QuantMatrix>, ModelError> {
     if !native_kernels_enabled() {
-        return None;
+        return Ok(None);
     }
-    let (dtype, raw) = src.raw_ggml(name)?;
-    let format = match dtype {
-        GgmlDType::Q4_1 => KernelFormat::Q4_1,
-        GgmlDType::Q8_0 => KernelFormat::Q8_0,
-        _ => return None,
+    let Some((dtype, raw)) = src.raw_ggml(name) else {
+        return Ok(None);
     };
-    QuantMatrix::from_ggml(format, rows, cols, raw)
+    Ok(match conversion(dtype) {
+        Conversion::Exact => QuantMatrix::from_ggml_exact(dtype, rows, cols, raw),
+        Conversion::Requantize => QuantMatrix::requantize_q8_0(rows, cols, &src.f32_values(name)?),
+        Conversion::None => None,
+    })
 }
 
 /// Loads the weights of a GGUF file.
@@ -489,7 +491,7 @@ fn load(src: &dyn WeightSource, c: &ModelConfig) -> Result<ModelWeights, ModelEr
     let lm_head = if src.shape(&lm_head_name).is_some() {
         loader.linear(Role::LmHead, None, 0, c.vocab_size, h)?
     } else {
-        let weight = match native_matrix(src, &embed_name, c.vocab_size, h) {
+        let weight = match native_matrix(src, &embed_name, c.vocab_size, h)? {
             Some(m) => MatmulImpl::Native(m),
             None => MatmulImpl::Candle(
                 QMatMul::from_arc(embed_q)

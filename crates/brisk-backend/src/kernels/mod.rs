@@ -21,12 +21,15 @@
 //!   depend on what it is batched with.
 //!
 //! Rows are split across threads in bands (rayon); each thread writes its own rows of the
-//! output. Other weight types fall back to candle.
+//! output. Other quantized types are converted to these two layouts at load (`convert`).
 
 #![allow(unsafe_code)] // `OutRows` below and the SIMD kernels in `avx2`; nowhere else.
 
 mod avx2;
+mod convert;
 mod scalar;
+
+pub(crate) use convert::{conversion, Conversion};
 
 use half::f16;
 use rayon::prelude::*;
