@@ -158,7 +158,7 @@ done
     done
   done
   for n in "${names[@]}"; do
-    echo "capacity ($n, attainment >= 90%): $(jq -r '.capacity // "none of the rates"' "$OUT/$n.json") req/s"
+    echo "capacity ($n, attainment >= 90%): $(jq -r 'if .capacity then "\(.capacity) req/s" else "no rate kept it" end' "$OUT/$n.json")"
   done
   echo "latency/ms; ignored = completed requests shorter than asked (ignore_eos/min_tokens not honoured)"
   echo "files: $OUT"

@@ -136,7 +136,8 @@ pub struct BenchArgs {
 /// Subcommands of `brisk bench`.
 #[derive(clap::Subcommand, Clone, Debug)]
 pub enum BenchCommand {
-    /// TTFT and TPOT CDFs of several reports in one PNG.
+    /// Several servers on one PNG: TTFT/TPOT CDFs of reports, or latency and goodput
+    /// against rate of sweep summaries.
     Plot(crate::plot::PlotArgs),
 }
 

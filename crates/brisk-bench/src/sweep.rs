@@ -181,6 +181,14 @@ pub async fn sweep(
             g("p99_ttft_ms"),
             g("p99_tpot_ms")
         );
+        if p.class_attainment.len() > 1 {
+            let classes: Vec<String> = p
+                .class_attainment
+                .iter()
+                .map(|(name, a)| format!("{name} {:.1}%", a * 100.0))
+                .collect();
+            println!("{:>10} attainment by class: {}", "", classes.join(", "));
+        }
     }
     match summary.capacity {
         Some(c) => println!("capacity (attainment ≥ 90%): {c} req/s"),
