@@ -1,13 +1,16 @@
 //! Property tests: random arrivals (shared prefixes plus random suffixes), random outputs with
 //! stop tokens, random aborts and tight pools that force preemptions. After every step the
 //! invariants hold; every request finishes within a step bound; at the end the pool is free.
+//! Both policies: FCFS, and the SLO policy with random objectives and priority classes (time
+//! is the step index, and the latency model's costs are in the same unit).
 
 mod common;
 
 use std::collections::HashMap;
 
 use brisk_scheduler::{
-    FinishReason, RequestId, SchedRequest, SchedulerConfig, SchedulerCore, SeqEvent,
+    FinishReason, LatencyCoefficients, LatencyModel, PolicyChoice, Priority, RequestId, RequestSlo,
+    SchedRequest, SchedulerConfig, SchedulerCore, SeqEvent,
 };
 use brisk_types::{LogitsWanted, TokenId};
 use common::EOS;
@@ -25,6 +28,8 @@ struct Arrival {
     min_tokens: usize,
     ignore_eos: bool,
     abort_at: Option<usize>,
+    slo: RequestSlo,
+    batch: bool,
 }
 
 fn arrival() -> impl Strategy<Value = Arrival> {
@@ -36,16 +41,30 @@ fn arrival() -> impl Strategy<Value = Arrival> {
         0..3usize,
         any::<bool>(),
         prop::option::weighted(0.2, 0..80usize),
+        (0.5..60.0f64, 0.2..4.0f64, prop::bool::weighted(0.3)),
     )
         .prop_map(
-            |(at_step, prefix, suffix, max_tokens, min, ignore_eos, abort_at)| Arrival {
+            |(
                 at_step,
                 prefix,
                 suffix,
                 max_tokens,
-                min_tokens: min.min(max_tokens),
+                min,
                 ignore_eos,
                 abort_at,
+                (ttft, tpot, batch),
+            )| {
+                Arrival {
+                    at_step,
+                    prefix,
+                    suffix,
+                    max_tokens,
+                    min_tokens: min.min(max_tokens),
+                    ignore_eos,
+                    abort_at,
+                    slo: RequestSlo { ttft, tpot },
+                    batch,
+                }
             },
         )
 }
@@ -59,6 +78,7 @@ struct Setup {
     chunked: bool,
     caching: bool,
     seed: u64,
+    slo_policy: bool,
 }
 
 fn setup() -> impl Strategy<Value = Setup> {
@@ -70,9 +90,19 @@ fn setup() -> impl Strategy<Value = Setup> {
         any::<bool>(),
         any::<bool>(),
         any::<u64>(),
+        any::<bool>(),
     )
         .prop_map(
-            |(block_size, spare_blocks, max_num_seqs, extra_budget, chunked, caching, seed)| {
+            |(
+                block_size,
+                spare_blocks,
+                max_num_seqs,
+                extra_budget,
+                chunked,
+                caching,
+                seed,
+                slo,
+            )| {
                 Setup {
                     block_size,
                     spare_blocks,
@@ -81,6 +111,7 @@ fn setup() -> impl Strategy<Value = Setup> {
                     chunked,
                     caching,
                     seed,
+                    slo_policy: slo,
                 }
             },
         )
@@ -110,6 +141,12 @@ fn simulate(setup: &Setup, arrivals: &[Arrival]) -> Result<(Vec<SeqEvent>, u64),
             stop_token_ids: if i % 3 == 0 { vec![STOP] } else { vec![] },
             ignore_eos: a.ignore_eos,
             arrival: a.at_step as f64,
+            slo: Some(a.slo),
+            priority: if a.batch {
+                Priority::Batch
+            } else {
+                Priority::Interactive
+            },
             ..SchedRequest::new(0, Vec::new(), 0)
         })
         .collect();
@@ -133,7 +170,21 @@ fn simulate(setup: &Setup, arrivals: &[Arrival]) -> Result<(Vec<SeqEvent>, u64),
         eos_token_ids: vec![EOS],
         cache_salt: 3,
     };
-    let mut s = SchedulerCore::new(cfg.clone()).unwrap();
+    // In step units: a step costs 0.3 plus 0.05 per prompt token and 0.1 per decode.
+    let policy = if setup.slo_policy {
+        PolicyChoice::Slo {
+            model: LatencyModel::from_coefficients(LatencyCoefficients {
+                base_s: 0.3,
+                per_prefill_token_s: 0.05,
+                per_decode_seq_s: 0.1,
+                ..LatencyCoefficients::default()
+            }),
+            reject_unattainable: false,
+        }
+    } else {
+        PolicyChoice::Fcfs
+    };
+    let mut s = SchedulerCore::with_policy(cfg.clone(), policy.build(&cfg)).unwrap();
     let mut events = Vec::new();
     let mut outputs: HashMap<RequestId, usize> = HashMap::new();
     let total: usize = arrivals.len();
@@ -276,6 +327,7 @@ fn tight_pools_do_preempt() {
         chunked: true,
         caching: true,
         seed: 1,
+        slo_policy: false,
     };
     let arrivals: Vec<Arrival> = (0..5)
         .map(|i| Arrival {
@@ -286,6 +338,11 @@ fn tight_pools_do_preempt() {
             min_tokens: 0,
             ignore_eos: true,
             abort_at: None,
+            slo: RequestSlo {
+                ttft: 10.0,
+                tpot: 1.0,
+            },
+            batch: false,
         })
         .collect();
     let (events, preemptions) = simulate(&setup, &arrivals).unwrap();
