@@ -166,3 +166,38 @@ fn a_servegen_run_must_bound_how_much_of_the_day_it_generates() {
     let err = common::bench_err("http://127.0.0.1:9", &["--trace", path.to_str().unwrap()]);
     assert!(err.starts_with("invalid --num-requests"), "{err}");
 }
+
+#[test]
+fn a_servegen_workload_runs_end_to_end_at_a_rescaled_rate() {
+    let url = common::start(|n| common::Reply::Stream {
+        ttft_ms: 1,
+        itl_ms: 0,
+        tokens: n,
+    });
+    let path = common::workloads().join("servegen/servegen_deepseek-r1.tar.xz");
+    let r = common::bench(
+        &url,
+        &[
+            "--trace",
+            path.to_str().unwrap(),
+            "--num-requests",
+            "6",
+            "--rate",
+            "200",
+            "--max-prompt-tokens",
+            "64",
+            "--max-output-tokens",
+            "4",
+        ],
+    );
+    assert_eq!(
+        (r["completed"].as_u64(), r["failed"].as_u64()),
+        (Some(6), Some(0))
+    );
+    assert!(r["workload"].as_str().unwrap().starts_with("servegen:"));
+    let last = r["requests"][5]["scheduled_s"].as_f64().unwrap();
+    assert!(
+        (last - 5.0 / 200.0).abs() < 1e-9,
+        "rescaled to 200 req/s: {last}"
+    );
+}
