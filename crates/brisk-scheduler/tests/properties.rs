@@ -147,7 +147,6 @@ fn simulate(setup: &Setup, arrivals: &[Arrival]) -> Result<(Vec<SeqEvent>, u64),
             } else {
                 Priority::Interactive
             },
-            ..SchedRequest::new(0, Vec::new(), 0)
         })
         .collect();
     // The tightest pool every request still fits alone, plus a few blocks.
