@@ -131,7 +131,9 @@ pub async fn run_once(
         prompt_lengths_exact: exact,
         seed: args.seed,
     };
-    Ok(report::build(&meta, outcome.records, outcome.duration_s))
+    let mut report = report::build(&meta, outcome.records, outcome.duration_s);
+    report.prompt_tokenizer = Some(builder.describe());
+    Ok(report)
 }
 
 async fn run_async(args: &BenchArgs) -> Result<(), BenchError> {
@@ -151,8 +153,19 @@ async fn run_async(args: &BenchArgs) -> Result<(), BenchError> {
         args.tokenizer_model.as_deref(),
         texts,
     )?;
-    if args.server_tokenizer {
-        builder = builder.with_server_tokenizer(RemoteTokenizer::new(&cfg.url, &model)?);
+    // Text prompts use the target's own tokenizer when it offers one (required with
+    // --server-tokenizer, probed otherwise); a local --tokenizer-model takes precedence.
+    if cfg.prompt_format == PromptFormat::Text && !builder.has_tokenizer() {
+        let remote = RemoteTokenizer::new(&cfg.url, &model)?;
+        if args.server_tokenizer || remote.probe().await {
+            builder = builder.with_server_tokenizer(remote);
+        } else {
+            eprintln!(
+                "note: {} has no /tokenize and no --tokenizer-model was given: \
+                 text prompts are 1 word ≈ 1 token (prompt_lengths_exact: false)",
+                cfg.url
+            );
+        }
     }
     let search = match (&args.sweep_rates, args.find_capacity) {
         (Some(rates), _) => Some(sweep::RateSearch::List(rates.clone())),

@@ -45,14 +45,14 @@ pub enum Prompt {
 
 /// Where text prompts are measured in tokens.
 enum Tokens {
-    Local(Box<brisk_tokenizer::Tokenizer>),
+    Local(Box<brisk_tokenizer::Tokenizer>, String),
     Remote(RemoteTokenizer),
 }
 
 impl Tokens {
     async fn encode(&self, text: &str) -> Result<Vec<u32>, BenchError> {
         match self {
-            Tokens::Local(t) => t
+            Tokens::Local(t, _) => t
                 .encode(text, false)
                 .map_err(|e| BenchError::Tokenizer(e.to_string())),
             Tokens::Remote(t) => t.encode(text).await,
@@ -61,7 +61,7 @@ impl Tokens {
 
     async fn decode(&self, ids: &[u32]) -> Result<String, BenchError> {
         match self {
-            Tokens::Local(t) => t
+            Tokens::Local(t, _) => t
                 .decode(ids, false)
                 .map_err(|e| BenchError::Tokenizer(e.to_string())),
             Tokens::Remote(t) => t.decode(ids).await,
@@ -93,10 +93,13 @@ impl PromptBuilder {
             Some(p) if format == PromptFormat::Text => {
                 let file = brisk_gguf::GgufFile::open(p)
                     .map_err(|e| BenchError::Tokenizer(format!("{}: {e}", p.display())))?;
-                Some(Tokens::Local(Box::new(
-                    brisk_tokenizer::Tokenizer::from_gguf(&file)
-                        .map_err(|e| BenchError::Tokenizer(e.to_string()))?,
-                )))
+                Some(Tokens::Local(
+                    Box::new(
+                        brisk_tokenizer::Tokenizer::from_gguf(&file)
+                            .map_err(|e| BenchError::Tokenizer(e.to_string()))?,
+                    ),
+                    p.display().to_string(),
+                ))
             }
             _ => None,
         };
@@ -114,6 +117,22 @@ impl PromptBuilder {
             self.tokenizer = Some(Tokens::Remote(tokenizer));
         }
         self
+    }
+
+    /// Whether text prompts are measured with a tokenizer (always true for token ids).
+    pub fn has_tokenizer(&self) -> bool {
+        self.format == PromptFormat::Ids || self.tokenizer.is_some()
+    }
+
+    /// How prompt lengths are measured, for the report: `token-ids`, `server:/tokenize`,
+    /// `local:PATH`, or `none` (text at 1 word ≈ 1 token).
+    pub fn describe(&self) -> String {
+        match (&self.format, &self.tokenizer) {
+            (PromptFormat::Ids, _) => "token-ids".into(),
+            (_, Some(Tokens::Remote(_))) => "server:/tokenize".into(),
+            (_, Some(Tokens::Local(_, path))) => format!("local:{path}"),
+            (_, None) => "none".into(),
+        }
     }
 
     /// All prompts, and whether every one has exactly its requested token count.

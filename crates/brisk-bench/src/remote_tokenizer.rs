@@ -61,6 +61,11 @@ impl RemoteTokenizer {
             .map_err(|e| err(format!("POST {path}: not JSON: {e}")))
     }
 
+    /// Whether the server answers `/tokenize` (one short request).
+    pub async fn probe(&self) -> bool {
+        self.encode("hello").await.is_ok_and(|ids| !ids.is_empty())
+    }
+
     /// Token ids of `text`, without special tokens.
     pub async fn encode(&self, text: &str) -> Result<Vec<u32>, BenchError> {
         let body = json!({

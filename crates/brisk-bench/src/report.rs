@@ -106,6 +106,9 @@ pub struct Report {
     pub ignored_length_requests: usize,
     /// Whether prompts had exactly their requested token counts.
     pub prompt_lengths_exact: bool,
+    /// How prompt lengths were measured: `token-ids`, `server:/tokenize`, `local:PATH`, or
+    /// `none` (text at 1 word ≈ 1 token); null when the report's maker did not say.
+    pub prompt_tokenizer: Option<String>,
     /// Completed requests whose server-counted prompt tokens (`usage.prompt_tokens`) differ
     /// from the tokens sent: a BOS the server added, a chat template's tokens, or text
     /// prompts measured with another tokenizer.
@@ -320,6 +323,7 @@ pub fn build(meta: &RunMeta, mut records: Vec<RequestRecord>, duration_s: f64) -
             .filter(|r| r.output_len < r.output_len_requested)
             .count(),
         prompt_lengths_exact: meta.prompt_lengths_exact,
+        prompt_tokenizer: None,
         prompt_len_mismatch_requests: done
             .iter()
             .filter(|r| r.prompt_len_reported.is_some_and(|n| n != r.prompt_len))
@@ -384,7 +388,14 @@ pub fn summary(r: &Report) -> String {
         "Requests that ignored the length asked:",
         r.ignored_length_requests.to_string(),
     );
-    row("Prompt lengths exact:", r.prompt_lengths_exact.to_string());
+    row(
+        "Prompt lengths exact (measured by):",
+        format!(
+            "{} ({})",
+            r.prompt_lengths_exact,
+            r.prompt_tokenizer.as_deref().unwrap_or("-")
+        ),
+    );
     row(
         "Server-counted prompt lengths differ:",
         r.prompt_len_mismatch_requests.to_string(),

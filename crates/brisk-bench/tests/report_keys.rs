@@ -56,6 +56,7 @@ fn report_top_level_keys_are_stable() {
         "p99_ttft_ms",
         "prompt_len_mismatch_requests",
         "prompt_lengths_exact",
+        "prompt_tokenizer",
         "rate",
         "request_goodput",
         "request_throughput",

@@ -43,12 +43,25 @@ fn text_prompts_fit_exactly_with_the_servers_tokenizer_in_both_dialects() {
 }
 
 #[test]
+fn text_prompts_use_the_servers_tokenizer_whenever_it_offers_one() {
+    let url = common::start_with(quick, Tokenize::LlamaCpp);
+    let mut args = ARGS.to_vec();
+    args.extend_from_slice(&["--prompt-format", "text"]);
+    let r = common::bench(&url, &args);
+    assert_exact(&r);
+    assert_eq!(r["prompt_tokenizer"], "server:/tokenize");
+    let r = common::bench(&url, &ARGS);
+    assert_eq!(r["prompt_tokenizer"], "token-ids");
+}
+
+#[test]
 fn text_without_a_tokenizer_is_flagged_and_mismatches_are_counted() {
     let url = common::start(quick);
     let mut args = ARGS.to_vec();
     args.extend_from_slice(&["--prompt-format", "text"]);
     let r = common::bench(&url, &args);
     assert_eq!(r["prompt_lengths_exact"], false);
+    assert_eq!(r["prompt_tokenizer"], "none");
     assert_eq!(r["prompt_len_mismatch_requests"], 6, "words are not bytes");
     // Token ids are exact with no tokenizer at all.
     let r = common::bench(&url, &ARGS);
