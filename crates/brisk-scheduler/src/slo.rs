@@ -235,13 +235,38 @@ impl SchedulingPolicy for SloPolicy {
             return max;
         }
         let (decodes, context) = decode_load(running);
+        // Prompt tokens go first to the running part-way prompts, in this policy's order and
+        // at their positions (attention over a long context costs more), then to new
+        // admissions, which start at position 0.
+        let partial: Vec<&SeqView> = running.iter().filter(|v| !v.is_decoding()).collect();
+        let partial_views: Vec<SeqView> = partial.iter().map(|v| (*v).clone()).collect();
+        let chunks: Vec<(usize, usize)> = self
+            .admission_order(&partial_views, now)
+            .into_iter()
+            .map(|i| {
+                (
+                    partial[i].num_computed_tokens,
+                    partial[i].num_pending_tokens,
+                )
+            })
+            .collect();
         let step = |prefill: usize| {
             let mut shape = StepShape {
                 decode_seqs: decodes,
                 decode_context: context,
                 ..StepShape::default()
             };
-            shape.add_prefill(0, prefill);
+            let mut left = prefill;
+            for &(start, pending) in &chunks {
+                let n = pending.min(left);
+                if n > 0 {
+                    shape.add_prefill(start, n);
+                }
+                left -= n;
+            }
+            if left > 0 {
+                shape.add_prefill(0, left);
+            }
             self.model.predict(&shape)
         };
         let room = max.saturating_sub(decodes);
