@@ -4,12 +4,26 @@
 //! `cargo run --release -p brisk-backend --example step_bench -- MODEL.gguf [REPEATS] [PHASES]`
 //!
 //! PHASES is a comma-separated subset of `prefill,decode` (default both). Each line also
-//! gives the fastest repeat, which is the steadier figure on a machine shared with others.
+//! gives the fastest repeat and the CPU time all threads spent per step (from
+//! `/proc/self/task/*/schedstat`): with `BRISK_THREADS=1` that is the work a step needs,
+//! which stays steady on a machine shared with others when wall time does not.
 
 use std::time::Instant;
 
 use brisk_backend::CpuBackend;
 use brisk_types::{Backend, LogitsWanted, SeqStep, StepBatch};
+
+/// Nanoseconds all threads of this process have run on a CPU (0 where not Linux).
+fn cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
 
 /// (median, minimum)
 fn median(mut v: Vec<f64>) -> (f64, f64) {
@@ -31,7 +45,12 @@ fn main() {
     let prompt: Vec<u32> = (0..512u32).map(|i| 100 + (i * 37) % 20_000).collect();
     let table: Vec<u32> = (0..(512 / BS) as u32).collect();
     let mut times = Vec::new();
-    for _ in 0..if phases.contains(&"prefill") { repeats } else { 0 } {
+    let cpu0 = cpu_ns();
+    for _ in 0..if phases.contains(&"prefill") {
+        repeats
+    } else {
+        0
+    } {
         let mut kv = backend.allocate_kv(512 / BS, BS).unwrap();
         let t = Instant::now();
         let batch = StepBatch {
@@ -46,9 +65,10 @@ fn main() {
         times.push(t.elapsed().as_secs_f64());
     }
     if !times.is_empty() {
+        let cpu_ms = (cpu_ns() - cpu0) as f64 / 1e6 / times.len() as f64;
         let (pp, best) = median(times);
         println!(
-            "prefill 512 tokens: {:.1} ms ({:.1} tokens/s; best {:.1} tokens/s)",
+            "prefill 512 tokens: {:.1} ms ({:.1} tokens/s; best {:.1} tokens/s; cpu {cpu_ms:.1} ms)",
             pp * 1e3,
             512.0 / pp,
             512.0 / best
@@ -82,6 +102,7 @@ fn main() {
         }
         let tokens: Vec<[u32; 1]> = (0..batch_size).map(|s| [300 + s as u32]).collect();
         let mut times = Vec::new();
+        let cpu0 = cpu_ns();
         for _ in 0..repeats.max(3) * 2 {
             let batch = StepBatch {
                 seqs: tables
@@ -99,9 +120,10 @@ fn main() {
             backend.execute(&batch, &mut kv).unwrap();
             times.push(t.elapsed().as_secs_f64());
         }
+        let cpu_ms = (cpu_ns() - cpu0) as f64 / 1e6 / times.len() as f64;
         let (step, best) = median(times);
         println!(
-            "decode batch {batch_size:>2}: {:.2} ms/step ({:.1} tokens/s; best {:.2} ms)",
+            "decode batch {batch_size:>2}: {:.2} ms/step ({:.1} tokens/s; best {:.2} ms; cpu {cpu_ms:.2} ms)",
             step * 1e3,
             batch_size as f64 / step,
             best * 1e3
