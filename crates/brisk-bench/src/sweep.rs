@@ -1,6 +1,6 @@
 //! `--sweep-rates` and `--find-capacity`: the workload at several rates, one report per
-//! rate, and a summary whose `capacity` is the highest rate with SLO attainment ≥ 90 %
-//! (DistServe's definition). `--find-capacity MAX` bisects between 0 and MAX.
+//! rate, and a summary whose `capacity` is the highest rate up to which SLO attainment
+//! stays ≥ 90 % (DistServe's definition). `--find-capacity MAX` bisects between 0 and MAX.
 
 use std::path::{Path, PathBuf};
 
@@ -43,7 +43,7 @@ pub struct SweepSummary {
     pub date: String,
     /// The objective.
     pub slo: std::collections::BTreeMap<&'static str, Option<f64>>,
-    /// Highest rate with attainment ≥ 0.9, if any.
+    /// Highest rate up to which attainment stays ≥ 0.9 (it and every lower rate pass), if any.
     pub capacity: Option<f64>,
     /// One point per rate, in the order run.
     pub points: Vec<SweepPoint>,
@@ -58,13 +58,17 @@ pub fn per_rate_path(output: &Path, rate: f64) -> PathBuf {
     output.with_file_name(format!("{stem}.rate-{rate}.json"))
 }
 
-/// Highest rate among points with attainment ≥ [`CAPACITY_ATTAINMENT`].
+/// The highest rate up to which attainment stays ≥ [`CAPACITY_ATTAINMENT`]: the largest
+/// rate such that it and every lower rate measured pass. A passing rate above a failing one
+/// does not count — on a shared machine that is noise, not capacity.
 pub fn capacity(points: &[(f64, f64)]) -> Option<f64> {
-    points
+    let mut sorted = points.to_vec();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    sorted
         .iter()
-        .filter(|(_, a)| *a >= CAPACITY_ATTAINMENT)
+        .take_while(|(_, a)| *a >= CAPACITY_ATTAINMENT)
         .map(|(r, _)| *r)
-        .fold(None, |m, r| Some(m.map_or(r, |m: f64| m.max(r))))
+        .last()
 }
 
 /// The summary line of one rate's report (also used by `brisk sim`).
@@ -228,6 +232,12 @@ mod tests {
             Some(3.0)
         );
         assert_eq!(capacity(&[(1.0, 0.2)]), None);
+        assert_eq!(
+            capacity(&[(1.0, 0.5), (2.0, 0.95)]),
+            None,
+            "not monotone: noise"
+        );
+        assert_eq!(capacity(&[(1.0, 1.0), (2.0, 0.5), (3.0, 1.0)]), Some(1.0));
         assert_eq!(
             per_rate_path(Path::new("/t/r.json"), 2.5),
             PathBuf::from("/t/r.rate-2.5.json")
