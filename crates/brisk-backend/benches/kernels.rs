@@ -7,7 +7,7 @@
 //! as MAC/s.
 
 use brisk_backend::internals::{paged_attention, write_kv, KernelFormat, QuantMatrix, TokenPlace};
-use brisk_backend::CpuKvPool;
+use brisk_backend::{CpuKvPool, KvCacheDtype};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use half::f16;
 use rand::rngs::StdRng;
@@ -72,7 +72,8 @@ fn attention(c: &mut Criterion) {
         (1, 1, 2048),
     ] {
         let blocks_per_seq = (context + step).div_ceil(bs);
-        let mut pool = CpuKvPool::new(1, kv_heads, d, seqs * blocks_per_seq, bs).unwrap();
+        let mut pool =
+            CpuKvPool::new(1, kv_heads, d, seqs * blocks_per_seq, bs, KvCacheDtype::F32).unwrap();
         let tables: Vec<Vec<u32>> = (0..seqs)
             .map(|s| ((s * blocks_per_seq) as u32..((s + 1) * blocks_per_seq) as u32).collect())
             .collect();

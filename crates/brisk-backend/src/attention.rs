@@ -50,10 +50,9 @@ pub fn write_kv(
             let src = (t * heads + h) * d;
             let keys = layout.key_offset(block, h);
             for (dim, &x) in k[src..src + d].iter().enumerate() {
-                kc[keys + dim * bs + slot] = x;
+                kc.set(keys + dim * bs + slot, x);
             }
-            let value = layout.value_offset(block, h, slot);
-            vc[value..value + d].copy_from_slice(&v[src..src + d]);
+            vc.write(layout.value_offset(block, h, slot), &v[src..src + d]);
         }
     }
 }
@@ -121,6 +120,9 @@ pub fn paged_attention(
 #[derive(Default)]
 struct Scratch {
     scores: Vec<f32>,
+    /// K and V blocks converted to f32 (16-bit caches only).
+    keys: Vec<f32>,
+    values: Vec<f32>,
 }
 
 /// One tile against one K/V head: returns `tile.len × group × head_dim` outputs.
@@ -158,11 +160,20 @@ fn attend_tile(
         .collect();
     let valid = |r: usize| places[tile.first + r / group].pos + 1;
 
+    let key_offsets: Vec<usize> = blocks
+        .iter()
+        .map(|&b| pool.key_offset(b as usize, kv_head))
+        .collect();
+    let value_offsets: Vec<usize> = blocks
+        .iter()
+        .map(|&b| pool.value_offset(b as usize, kv_head, 0))
+        .collect();
+    let key_tiles = kc.tiles(&key_offsets, d * bs, &mut scratch.keys);
+    let value_tiles = vc.tiles(&value_offsets, bs * d, &mut scratch.values);
     let scores = &mut scratch.scores;
     scores.clear();
     scores.resize(rows.len() * stride, 0.0);
-    for (bi, &block) in blocks.iter().enumerate() {
-        let kt = &kc[pool.key_offset(block as usize, kv_head)..][..d * bs];
+    for (bi, kt) in key_tiles.iter().enumerate() {
         for r0 in (0..rows.len()).step_by(ROWS) {
             let r_end = (r0 + ROWS).min(rows.len());
             // Keys past every row's position are skipped (the causal triangle of a chunk).
@@ -181,13 +192,7 @@ fn attend_tile(
         let n = valid(r);
         let row = &mut scores[r * stride..r * stride + n];
         softmax_in_place(row);
-        weighted_values(
-            row,
-            blocks,
-            |block| &vc[pool.value_offset(block as usize, kv_head, 0)..][..bs * d],
-            bs,
-            out_row,
-        );
+        weighted_values(row, &value_tiles, bs, out_row);
     }
     out
 }
@@ -231,23 +236,16 @@ fn score_block(
     }
 }
 
-/// `out = Σ_j p_j · v_j` over the first `p.len()` positions, `value_block(block)` giving a
-/// block's values as `[slot][dim]`.
-fn weighted_values<'v>(
-    p: &[f32],
-    blocks: &[u32],
-    value_block: impl Fn(u32) -> &'v [f32],
-    bs: usize,
-    out: &mut [f32],
-) {
+/// `out = Σ_j p_j · v_j` over the first `p.len()` positions, `value_tiles[i]` holding
+/// block `i`'s values as `[slot][dim]`.
+fn weighted_values(p: &[f32], value_tiles: &[&[f32]], bs: usize, out: &mut [f32]) {
     let d = out.len();
     out.fill(0.0);
-    for (bi, &block) in blocks.iter().enumerate() {
+    for (bi, values) in value_tiles.iter().enumerate() {
         let start = bi * bs;
         if start >= p.len() {
             break;
         }
-        let values = value_block(block);
         let weights = &p[start..p.len().min(start + bs)];
         if d.is_multiple_of(KEY_LANES * 8) {
             // Whole 64-wide chunks of the output stay in registers across the block's keys.

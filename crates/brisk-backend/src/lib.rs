@@ -28,7 +28,7 @@ pub mod internals {
     pub use crate::kernels::{KernelFormat, QuantMatrix};
 }
 pub use error::ModelError;
-pub use kv_pool::CpuKvPool;
+pub use kv_pool::{CpuKvPool, KvCacheDtype};
 pub use model::CpuBackend;
 
 use brisk_gguf::GgufFile;

@@ -7,7 +7,7 @@ use brisk_types::{
 
 use crate::attention::{paged_attention, write_kv, TokenPlace};
 use crate::config::ModelConfig;
-use crate::kv_pool::CpuKvPool;
+use crate::kv_pool::{CpuKvPool, KvCacheDtype};
 use crate::math::silu;
 use crate::rope::Rope;
 use crate::weights::ModelWeights;
@@ -19,6 +19,7 @@ pub struct CpuBackend {
     /// than each being handed over from the caller's thread and waited for.
     pool: rayon::ThreadPool,
     config: ModelConfig,
+    kv_dtype: KvCacheDtype,
     weights: ModelWeights,
     rope: Rope,
     geometry: ModelGeometry,
@@ -38,14 +39,11 @@ impl CpuBackend {
             head_dim: config.head_dim,
             vocab_size: config.vocab_size,
             max_context: config.max_context,
-            kv_bytes_per_token: 2
-                * config.num_layers
-                * config.num_kv_heads
-                * config.head_dim
-                * std::mem::size_of::<f32>(),
+            kv_bytes_per_token: kv_bytes_per_token(&config, KvCacheDtype::default()),
         };
         Self {
             pool: compute_pool(),
+            kv_dtype: KvCacheDtype::default(),
             config,
             weights,
             rope,
@@ -57,6 +55,18 @@ impl CpuBackend {
     /// The model's hyper-parameters.
     pub fn config(&self) -> &ModelConfig {
         &self.config
+    }
+
+    /// Stores K and V of pools allocated from now on as `dtype` (the geometry's bytes per
+    /// token follow).
+    pub fn set_kv_cache_dtype(&mut self, dtype: KvCacheDtype) {
+        self.kv_dtype = dtype;
+        self.geometry.kv_bytes_per_token = kv_bytes_per_token(&self.config, dtype);
+    }
+
+    /// The element type of the KV pools this backend allocates.
+    pub fn kv_cache_dtype(&self) -> KvCacheDtype {
+        self.kv_dtype
     }
 
     fn validate(&self, batch: &StepBatch<'_>, kv: &CpuKvPool) -> Result<(), BackendError> {
@@ -194,6 +204,10 @@ impl CpuBackend {
     }
 }
 
+fn kv_bytes_per_token(c: &ModelConfig, dtype: KvCacheDtype) -> usize {
+    2 * c.num_layers * c.num_kv_heads * c.head_dim * dtype.bytes()
+}
+
 /// The compute threads: `BRISK_THREADS` if set, else one per available core.
 fn compute_pool() -> rayon::ThreadPool {
     let threads = std::env::var("BRISK_THREADS")
@@ -251,6 +265,7 @@ impl Backend for CpuBackend {
             self.config.head_dim,
             num_blocks,
             block_size,
+            self.kv_dtype,
         )
     }
 

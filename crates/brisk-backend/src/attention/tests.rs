@@ -2,6 +2,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
+use crate::kv_pool::KvCacheDtype;
 
 /// Plain attention over contiguous K/V (`positions × kv_heads × d`), one query row at a time.
 fn reference(
@@ -43,25 +44,36 @@ fn reference(
 #[test]
 fn paged_attention_matches_plain_attention() {
     let mut rng = StdRng::seed_from_u64(11);
-    for (q_heads, kv_heads, d, bs) in [
+    let shapes = [
         (9, 3, 64, 16),
         (4, 4, 32, 5),
         (6, 2, 48, 8),
         (2, 1, 128, 24),
-    ] {
+    ];
+    let dtypes = [KvCacheDtype::F32, KvCacheDtype::F16, KvCacheDtype::Bf16];
+    for ((q_heads, kv_heads, d, bs), dtype) in shapes
+        .into_iter()
+        .flat_map(|shape| dtypes.map(|t| (shape, t)))
+    {
         let num_blocks = 40;
-        let mut pool = CpuKvPool::new(1, kv_heads, d, num_blocks, bs).unwrap();
+        let mut pool = CpuKvPool::new(1, kv_heads, d, num_blocks, bs, dtype).unwrap();
         // Sequence A: positions 0..37 already cached, chunk 37..57 now (ends mid-block).
         // Sequence B: positions 0..20 cached, decoding position 20.
         let table_a: Vec<u32> = (0..(57u32).div_ceil(bs as u32))
             .map(|i| 39 - 2 * i)
             .collect();
         let table_b: Vec<u32> = (0..(21u32).div_ceil(bs as u32)).map(|i| 2 * i).collect();
+        // Values the cache's type holds exactly, so the f32 reference sees what it stores.
+        let exact = |x: f32| match dtype {
+            KvCacheDtype::F32 => x,
+            KvCacheDtype::F16 => half::f16::from_f32(x).to_f32(),
+            KvCacheDtype::Bf16 => half::bf16::from_f32(x).to_f32(),
+        };
         let kv = |rng: &mut StdRng, n: usize| -> Vec<Vec<f32>> {
             (0..n)
                 .map(|_| {
                     (0..kv_heads * d)
-                        .map(|_| rng.random::<f32>() * 2.0 - 1.0)
+                        .map(|_| exact(rng.random::<f32>() * 2.0 - 1.0))
                         .collect()
                 })
                 .collect()
@@ -115,7 +127,7 @@ fn paged_attention_matches_plain_attention() {
                 .fold(0.0, f32::max);
             assert!(
                 err < 1e-5,
-                "{q_heads}/{kv_heads} heads, d {d}, bs {bs}, token {t}: {err}"
+                "{dtype:?} {q_heads}/{kv_heads} heads, d {d}, bs {bs}, token {t}: {err}"
             );
         }
 
