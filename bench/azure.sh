@@ -25,10 +25,13 @@
 # Both servers get the same model file, threads, concurrent sequences and KV capacity
 # (PARALLEL x (MAX_PROMPT + MAX_OUTPUT) tokens). Prompts are token ids, so their lengths are
 # exact on both; outputs are forced to length with ignore_eos/min_tokens and the reports
-# count any server that ignored them. Writes, under OUTDIR: <server>.json (sweep summary),
-# <server>.rate-R.json (one report per rate), <server>.txt (bench output), <server>.log
-# (server log), curves.png (latency percentiles and goodput vs rate, both servers),
-# cdf-rate-R.png (TTFT/TPOT CDFs per rate), summary.txt (printed at the end), env.txt.
+# count any server that ignored them. Each rate gets new prompt contents (same lengths), so
+# no rate is served from the previous rate's prefix cache. Writes, under OUTDIR:
+# <server>.json (sweep summary), <server>.rate-R.json (one report per rate), <server>.txt
+# (bench output), <server>.log (server log), <server>.metrics.txt (Prometheus metrics after
+# the sweep), curves.png (latency percentiles and goodput vs rate, both servers),
+# cdf-rate-R.png (TTFT/TPOT CDFs per rate), summary.txt (printed at the end), env.txt,
+# load.txt (the machine's load before each server's sweep), commands.txt.
 set -euo pipefail
 
 MODEL=${MODEL:-$HOME/.cache/brisk/models/SmolLM2-135M-Instruct.Q4_1.gguf}
@@ -105,7 +108,7 @@ start_server() {  # name
       ;;
     llama)
       "$LLAMA" -m "$MODEL" --host 127.0.0.1 --port "$PORT" -np "$PARALLEL" -c "$KV_TOKENS" \
-        -t "$THREADS" >"$log" 2>&1 &
+        -t "$THREADS" --metrics >"$log" 2>&1 &
       ;;
     *) echo "unknown server $1 (brisk or llama)" >&2; exit 1;;
   esac
@@ -125,6 +128,7 @@ for name in $SERVERS; do
   echo "${cmd[*]}" >>"$OUT/commands.txt"
   echo "== $name: ${cmd[*]}"
   "${cmd[@]}" >"$OUT/$name.txt" 2>&1 || { echo "bench against $name failed; see $OUT/$name.txt" >&2; exit 1; }
+  curl -s "http://127.0.0.1:$PORT/metrics" >"$OUT/$name.metrics.txt" || true
   stop_server
 done
 
