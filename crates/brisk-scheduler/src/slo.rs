@@ -8,7 +8,8 @@
 //!   ran ahead of schedule has slack to absorb a longer step, and one behind has none.
 //! - **Admission and prompt-chunk order by slack** (least laxity first; DistServe schedules
 //!   for goodput, not arrival order): slack = TTFT deadline − now − the predicted time of the
-//!   request's remaining prompt. Requests whose slack is negative cannot meet their TTFT even
+//!   request's remaining prompt. Interactive sequences preempted mid-output come before
+//!   them, by their next token's deadline. Requests whose slack is negative cannot meet their TTFT even
 //!   if started now; they, batch-class requests and requests without an objective form the
 //!   best-effort class, served after every request that can still make it, in queue order.
 //! - **Token budget sized for TPOT** (Sarathi-Serve's stall-free batching, with the budget
@@ -146,16 +147,32 @@ impl SchedulingPolicy for SloPolicy {
         "slo"
     }
 
-    /// Requests that can still meet their TTFT first, least slack first; then best effort in
-    /// queue order (preempted sequences first, then arrivals).
+    /// Interactive sequences that already stream (preempted mid-output: their next token
+    /// has a deadline) first, earliest deadline first; then requests that can still meet
+    /// their TTFT, least slack first; then best effort in queue order (preempted sequences
+    /// first, then arrivals).
     fn admission_order(&self, waiting: &[SeqView], now: f64) -> Vec<usize> {
-        let slack: Vec<Option<f64>> = waiting.iter().map(|v| self.slack(v, now)).collect();
+        // (group, key): lower sorts first; the sort is stable, so ties keep queue order.
+        let rank: Vec<(u8, f64)> = waiting
+            .iter()
+            .map(|v| {
+                if let (false, Some(first), Some(slo)) =
+                    (Self::best_effort(v, now), v.first_token_at, v.slo)
+                {
+                    (0, first + v.num_output_tokens as f64 * slo.tpot)
+                } else if let Some(slack) = self.slack(v, now) {
+                    (1, slack)
+                } else {
+                    (2, 0.0)
+                }
+            })
+            .collect();
         let mut order: Vec<usize> = (0..waiting.len()).collect();
-        order.sort_by(|&a, &b| match (slack[a], slack[b]) {
-            (Some(x), Some(y)) => x.total_cmp(&y),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => std::cmp::Ordering::Equal,
+        order.sort_by(|&a, &b| {
+            rank[a]
+                .0
+                .cmp(&rank[b].0)
+                .then(rank[a].1.total_cmp(&rank[b].1))
         });
         order
     }
@@ -287,14 +304,17 @@ impl SchedulingPolicy for SloPolicy {
     }
 
     /// The most recently admitted best-effort sequence, for a request that can still make its
-    /// TTFT.
+    /// TTFT or an interactive sequence preempted mid-output.
     fn admission_victim(
         &self,
         candidate: &SeqView,
         running: &[SeqView],
         now: f64,
     ) -> Option<usize> {
-        self.slack(candidate, now)?;
+        let streaming = candidate.first_token_at.is_some() && !Self::best_effort(candidate, now);
+        if !streaming && self.slack(candidate, now).is_none() {
+            return None;
+        }
         (0..running.len())
             .filter(|&i| Self::best_effort(&running[i], now))
             .max_by_key(|&i| running[i].admitted_rank)
