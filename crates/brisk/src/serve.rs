@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use brisk_backend::KvCacheDtype;
 use brisk_engine::EngineConfig;
 use brisk_scheduler::{LatencyModel, PolicyChoice, SchedulerConfig};
 use brisk_server::{router, serve, ServerState, SloSettings, DEFAULT_MAX_REQUEST_BYTES};
@@ -50,6 +51,10 @@ pub struct ServeArgs {
     /// Tokens per KV block.
     #[arg(long, env = "BRISK_BLOCK_SIZE", default_value_t = 16)]
     block_size: usize,
+    /// Element type of the KV cache: `auto`/`f32` (exact), `f16` or `bf16` (half the memory,
+    /// so twice the tokens for the same --kv-cache-memory).
+    #[arg(long, env = "BRISK_KV_CACHE_DTYPE", default_value = "auto")]
+    kv_cache_dtype: KvCacheDtype,
     /// Disable automatic prefix caching.
     #[arg(long, env = "BRISK_NO_PREFIX_CACHING")]
     no_prefix_caching: bool,
@@ -161,7 +166,8 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         bail!("--reject-unattainable needs --scheduling-policy slo");
     }
     let path = loaded_model::resolve_path(args.model.model.as_deref())?;
-    let model = loaded_model::load(&path)?;
+    let mut model = loaded_model::load(&path)?;
+    model.backend.set_kv_cache_dtype(args.kv_cache_dtype);
     let geometry = model.backend.geometry().clone();
     let max_model_len = match args.max_model_len {
         None => geometry.max_context,
@@ -247,9 +253,10 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
         eprintln!(
-            "brisk: serving {name} on http://{} ({num_blocks} KV blocks of {} tokens, context {usable_context}, scheduling {policy_name})",
+            "brisk: serving {name} on http://{} ({num_blocks} KV blocks of {} tokens in {}, context {usable_context}, scheduling {policy_name})",
             listener.local_addr()?,
-            args.block_size
+            args.block_size,
+            args.kv_cache_dtype.name()
         );
         serve(listener, router(state, args.max_request_bytes))
             .await
