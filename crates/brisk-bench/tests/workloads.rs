@@ -201,3 +201,120 @@ fn a_servegen_workload_runs_end_to_end_at_a_rescaled_rate() {
         "rescaled to 200 req/s: {last}"
     );
 }
+
+/// `stats.json` beside the workloads: the published statistics of every file.
+fn published(file: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(common::workloads().join("stats.json")).unwrap();
+    let all: serde_json::Value = serde_json::from_str(&text).unwrap();
+    all[file].clone()
+}
+
+/// n, min, max and mean (published to one decimal) of `values` against `stats`.
+fn assert_matches(what: &str, values: &[usize], stats: &serde_json::Value) {
+    let n = values.len();
+    let mean = values.iter().sum::<usize>() as f64 / n as f64;
+    assert_eq!(n as u64, stats["n"].as_u64().unwrap(), "{what} n");
+    assert_eq!(
+        values.iter().min().copied(),
+        stats["min"].as_u64().map(|x| x as usize),
+        "{what} min"
+    );
+    assert_eq!(
+        values.iter().max().copied(),
+        stats["max"].as_u64().map(|x| x as usize),
+        "{what} max"
+    );
+    let want = stats["mean"].as_f64().unwrap();
+    assert!(
+        (mean - want).abs() <= 0.051,
+        "{what} mean {mean} vs published {want}"
+    );
+}
+
+#[test]
+fn every_parsed_file_matches_its_published_statistics() {
+    for file in [
+        "traces/azure2023_conv.csv",
+        "traces/mooncake_fast25_conversation_trace.jsonl",
+    ] {
+        let w = traces::load_trace(&common::workloads().join(file), 0).unwrap();
+        let s = published(file);
+        let prompts: Vec<usize> = w.requests.iter().map(|r| r.prompt_len).collect();
+        let outputs: Vec<usize> = w.requests.iter().map(|r| r.output_len).collect();
+        assert_matches(file, &prompts, &s["prompt_tokens"]);
+        assert_matches(file, &outputs, &s["output_tokens"]);
+        if let Some(unique) = s["unique_hash_ids"].as_u64() {
+            let ids: std::collections::HashSet<u64> = w
+                .requests
+                .iter()
+                .flat_map(|r| r.block_hashes.iter().copied())
+                .collect();
+            assert_eq!(ids.len() as u64, unique);
+        }
+    }
+    for file in [
+        "lengths/sharegpt_8k_filtered_stats_llama2_tokenizer.csv",
+        "lengths/arxiv_summarization_stats_llama2_tokenizer_filtered_v2.csv",
+    ] {
+        let rows = traces::length_samples(&common::workloads().join(file)).unwrap();
+        let s = published(file);
+        let prompts: Vec<usize> = rows.iter().map(|r| r.0).collect();
+        let outputs: Vec<usize> = rows.iter().map(|r| r.1).collect();
+        assert_matches(file, &prompts, &s["prompt_tokens"]);
+        assert_matches(file, &outputs, &s["output_tokens"]);
+    }
+    let file = "prompts/sharegpt_v3_filtered_first_turn_1000.json";
+    let texts = traces::sharegpt_prompts(&common::workloads().join(file)).unwrap();
+    let chars: Vec<usize> = texts.iter().map(|t| t.chars().count()).collect();
+    assert_matches(file, &chars, &published(file)["prompt_chars"]);
+}
+
+#[test]
+fn servegen_rates_and_length_pmfs_match_the_published_statistics() {
+    use brisk_bench::servegen::{self, Pmf};
+    let file = "servegen/servegen_deepseek-r1.tar.xz";
+    let s = published(file);
+    let stats = servegen::load(&common::workloads().join(file)).unwrap();
+    assert_eq!(
+        stats.clients.len() as u64,
+        s["clients_with_length_pmf"].as_u64().unwrap()
+    );
+    let windows = s["windows"].as_u64().unwrap() as usize;
+    let expected: f64 = stats
+        .clients
+        .iter()
+        .flat_map(|c| &c.windows)
+        .map(|w| w.rate * servegen::WINDOW_S)
+        .sum();
+    assert!((expected - s["expected_requests_total"].as_f64().unwrap()).abs() < 1.0);
+    let mean_rate = expected / servegen::WINDOW_S / windows as f64;
+    assert!((mean_rate - s["aggregate_rate_rps"]["mean"].as_f64().unwrap()).abs() < 0.001);
+    // Input length averaged over requests: each window's pmf mean weighted by its rate.
+    let pmf_mean = |p: &Pmf| {
+        let mut prev = 0.0;
+        p.values
+            .iter()
+            .zip(&p.cdf)
+            .map(|(v, c)| {
+                let m = *v as f64 * (c - prev);
+                prev = *c;
+                m
+            })
+            .sum::<f64>()
+    };
+    let (mut num, mut den) = (0.0, 0.0);
+    for c in &stats.clients {
+        for w in c.windows.iter().filter(|w| w.rate > 0.0) {
+            let lengths = c
+                .lengths
+                .iter()
+                .rev()
+                .find(|l| l.start_s <= w.start_s)
+                .unwrap_or(&c.lengths[0]);
+            num += w.rate * pmf_mean(&lengths.input);
+            den += w.rate;
+        }
+    }
+    let want = s["rate_weighted_input_tokens"]["mean"].as_f64().unwrap();
+    assert!((num / den - want).abs() <= 0.051, "{} vs {want}", num / den);
+}
