@@ -64,11 +64,31 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    // `brisk sim` takes `brisk bench`'s flags, but there is no server to name.
+    // `brisk sim` takes `brisk bench`'s flags, but there is no server to name, and the flags
+    // about talking to one do not apply (hidden; matched by name so that a renamed bench flag
+    // only stays visible instead of breaking the binary).
+    const NOT_FOR_SIM: [&str; 10] = [
+        "url",
+        "model",
+        "prompts",
+        "endpoint",
+        "prompt_format",
+        "tokenizer_model",
+        "request_timeout",
+        "max_concurrency",
+        "no_progress",
+        "server_tokenizer",
+    ];
     let matches = Cli::command()
         .mut_subcommand("sim", |c| {
-            c.mut_arg("url", |a| a.required(false).hide(true))
-                .mut_subcommand("plot", |p| p.hide(true))
+            c.mut_args(|a| {
+                if NOT_FOR_SIM.contains(&a.get_id().as_str()) {
+                    a.required(false).hide(true)
+                } else {
+                    a
+                }
+            })
+            .mut_subcommand("plot", |p| p.hide(true))
         })
         .get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
