@@ -9,9 +9,10 @@
 //! - **Admission and prompt-chunk order by slack** (least laxity first; DistServe schedules
 //!   for goodput, not arrival order): slack = TTFT deadline − now − the predicted time of the
 //!   request's remaining prompt. Interactive sequences preempted mid-output come before
-//!   them, by their next token's deadline. Requests whose slack is negative cannot meet their TTFT even
-//!   if started now; they, batch-class requests and requests without an objective form the
-//!   best-effort class, served after every request that can still make it, in queue order.
+//!   them, by their next token's deadline. Requests whose slack is negative cannot meet
+//!   their TTFT even if started now; they, batch-class requests and requests without an
+//!   objective form the best-effort class, served after every request that can still make
+//!   it, in queue order.
 //! - **Token budget sized for TPOT** (Sarathi-Serve's stall-free batching, with the budget
 //!   derived from the latency model instead of fixed, as HyGen does for its latency
 //!   predictor): running decodes always get their token; prompt tokens are added only while
@@ -23,7 +24,8 @@
 //!   with its TTFT. If it cannot make it, it is rejected at once (HTTP 429, opt-in) or demoted
 //!   to best effort.
 //! - **Priority preemption** (QLLM): when an interactive request that can still meet its TTFT
-//!   finds no seat or no blocks, the most recently admitted best-effort sequence is preempted
+//!   (or an interactive sequence preempted mid-output) finds no seat or no blocks, the most
+//!   recently admitted best-effort sequence is preempted
 //!   by recompute (its full blocks stay in the prefix cache, so it resumes cheaply); when a
 //!   running sequence needs a block, best-effort sequences yield first.
 //!
