@@ -3,7 +3,8 @@
 //!
 //! `cargo run --release -p brisk-backend --example step_bench -- MODEL.gguf [REPEATS] [PHASES]`
 //!
-//! PHASES is a comma-separated subset of `prefill,decode` (default both). Each line also
+//! PHASES is a comma-separated subset of `prefill,decode` (default both; `decode16` runs only
+//! batch size 16). Each line also
 //! gives the fastest repeat and the CPU time all threads spent per step (from
 //! `/proc/self/task/*/schedstat`): with `BRISK_THREADS=1` that is the work a step needs,
 //! which stays steady on a machine shared with others when wall time does not.
@@ -74,12 +75,14 @@ fn main() {
             512.0 / best
         );
     }
-    if !phases.contains(&"decode") {
-        return;
-    }
+    // `decode` runs every batch size, `decodeN` only batch size N.
+    let sizes: Vec<usize> = [1usize, 4, 16, 64]
+        .into_iter()
+        .filter(|n| phases.contains(&"decode") || phases.contains(&format!("decode{n}").as_str()))
+        .collect();
 
     // Decode steps at several batch sizes, each sequence at position `context`.
-    for batch_size in [1usize, 4, 16, 64] {
+    for batch_size in sizes {
         let blocks_per_seq = (context + 1).div_ceil(BS);
         let mut kv = backend
             .allocate_kv(batch_size * blocks_per_seq, BS)
