@@ -14,7 +14,7 @@
 use brisk_gguf::GgmlDType;
 use half::f16;
 
-use super::{KernelFormat, QuantMatrix};
+use super::{KernelFormat, QuantMatrix, RowMajor};
 
 /// How a ggml type reaches a kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,17 +67,17 @@ impl QuantMatrix {
             GgmlDType::Q4_1 => Self::from_ggml(KernelFormat::Q4_1, rows, cols, raw),
             GgmlDType::Q8_0 => Self::from_ggml(KernelFormat::Q8_0, rows, cols, raw),
             GgmlDType::Q4_0 => {
-                let mut m = Self::empty(KernelFormat::Q4_1, rows, cols);
+                let mut m = RowMajor::with_capacity(KernelFormat::Q4_1, rows, cols);
                 for block in raw.chunks_exact(18) {
                     let d = half(block, 0);
                     m.d.push(d);
                     m.m.push(-8.0 * d);
                     m.quants.extend_from_slice(&block[2..18]);
                 }
-                Some(m)
+                Some(m.finish(KernelFormat::Q4_1, rows, cols))
             }
             GgmlDType::Q5_0 => {
-                let mut m = Self::empty(KernelFormat::Q8_0, rows, cols);
+                let mut m = RowMajor::with_capacity(KernelFormat::Q8_0, rows, cols);
                 for block in raw.chunks_exact(22) {
                     m.d.push(half(block, 0));
                     let high = u32::from_le_bytes([block[2], block[3], block[4], block[5]]);
@@ -95,10 +95,10 @@ impl QuantMatrix {
                         m.quants.push(((low | (bit << 4)) as i8 - 16) as u8);
                     }
                 }
-                Some(m)
+                Some(m.finish(KernelFormat::Q8_0, rows, cols))
             }
             GgmlDType::Q4K => {
-                let mut m = Self::empty(KernelFormat::Q4_1, rows, cols);
+                let mut m = RowMajor::with_capacity(KernelFormat::Q4_1, rows, cols);
                 for block in raw.chunks_exact(144) {
                     let (d, dmin) = (half(block, 0), half(block, 2));
                     let scales = &block[4..16];
@@ -121,7 +121,7 @@ impl QuantMatrix {
                             .extend((0..16).map(|i| nibble(i) | (nibble(i + 16) << 4)));
                     }
                 }
-                Some(m)
+                Some(m.finish(KernelFormat::Q4_1, rows, cols))
             }
             _ => None,
         }
@@ -132,7 +132,7 @@ impl QuantMatrix {
         if !cols.is_multiple_of(32) || values.len() != rows * cols {
             return None;
         }
-        let mut m = Self::empty(KernelFormat::Q8_0, rows, cols);
+        let mut m = RowMajor::with_capacity(KernelFormat::Q8_0, rows, cols);
         let mut q = [0i8; 32];
         for block in values.chunks_exact(32) {
             let (d, _) = super::quantize_block(block, &mut q);
@@ -140,23 +140,7 @@ impl QuantMatrix {
             #[allow(clippy::cast_sign_loss)]
             m.quants.extend(q.iter().map(|&v| v as u8));
         }
-        Some(m)
-    }
-
-    fn empty(format: KernelFormat, rows: usize, cols: usize) -> Self {
-        let blocks = rows * cols / 32;
-        Self {
-            format,
-            rows,
-            cols,
-            d: Vec::with_capacity(blocks),
-            m: Vec::with_capacity(if format == KernelFormat::Q4_1 {
-                blocks
-            } else {
-                0
-            }),
-            quants: Vec::with_capacity(blocks * format.quant_bytes()),
-        }
+        Some(m.finish(KernelFormat::Q8_0, rows, cols))
     }
 }
 
@@ -226,10 +210,11 @@ mod tests {
     }
 
     /// Our matrix's weights, dequantized from its own layout.
-    fn our_values(m: &QuantMatrix) -> Vec<f32> {
-        let mut out = Vec::with_capacity(m.rows * m.cols);
+    fn our_values(matrix: &QuantMatrix) -> Vec<f32> {
+        let m = matrix.row_major();
+        let mut out = Vec::with_capacity(matrix.rows * matrix.cols);
         for (b, &d) in m.d.iter().enumerate() {
-            match m.format {
+            match matrix.format {
                 KernelFormat::Q4_1 => {
                     let qs = &m.quants[b * 16..b * 16 + 16];
                     let lo = qs.iter().map(|q| f32::from(q & 0x0F).mul_add(d, m.m[b]));

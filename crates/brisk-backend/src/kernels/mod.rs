@@ -63,17 +63,80 @@ impl KernelFormat {
 /// Tokens a kernel applies one weight block to before moving on.
 pub(crate) const TILE: usize = 8;
 
+/// Weight rows whose block scales are stored side by side, so that a single token (a decode
+/// step of one sequence) is multiplied with eight rows at once, one row per vector lane.
+pub(crate) const ROW_GROUP: usize = 8;
+
 /// A quantized weight matrix `[rows, cols]`, split into scales and quants for the kernels.
+/// Rows are padded with zeros to a whole number of [`ROW_GROUP`]s.
 pub struct QuantMatrix {
     format: KernelFormat,
     rows: usize,
     cols: usize,
-    /// `rows × blocks`: the per-block scale `d`, as f32.
+    /// Per row group, per block, the group's eight scales `d` (f32).
     d: Vec<f32>,
-    /// Q4_1 only: `rows × blocks` minima `m`; empty for Q8_0.
+    /// Q4_1 only: the minima `m`, laid out as `d`; empty for Q8_0.
     m: Vec<f32>,
-    /// `rows × blocks × quant_bytes`: nibbles (Q4_1, low nibbles are elements 0..16) or bytes.
+    /// `padded rows × blocks × quant_bytes`: nibbles (Q4_1, low nibbles are elements 0..16)
+    /// or bytes.
     quants: Vec<u8>,
+}
+
+/// A matrix's per-block values in plain row-major order, as built from a file.
+pub(crate) struct RowMajor {
+    pub(crate) d: Vec<f32>,
+    pub(crate) m: Vec<f32>,
+    pub(crate) quants: Vec<u8>,
+}
+
+impl RowMajor {
+    pub(crate) fn with_capacity(format: KernelFormat, rows: usize, cols: usize) -> Self {
+        let blocks = rows * cols / 32;
+        Self {
+            d: Vec::with_capacity(blocks),
+            m: Vec::with_capacity(if format == KernelFormat::Q4_1 {
+                blocks
+            } else {
+                0
+            }),
+            quants: Vec::with_capacity(blocks * format.quant_bytes()),
+        }
+    }
+
+    /// The kernels' layout: rows padded to whole groups, scales grouped.
+    pub(crate) fn finish(self, format: KernelFormat, rows: usize, cols: usize) -> QuantMatrix {
+        let nb = cols / 32;
+        let padded = rows.next_multiple_of(ROW_GROUP);
+        let group = |v: &[f32]| {
+            let mut out = vec![0.0f32; padded * nb];
+            for r in 0..rows {
+                for b in 0..nb {
+                    out[grouped_index(nb, r, b)] = v[r * nb + b];
+                }
+            }
+            out
+        };
+        let mut quants = self.quants;
+        quants.resize(padded * nb * format.quant_bytes(), 0);
+        QuantMatrix {
+            format,
+            rows,
+            cols,
+            d: group(&self.d),
+            m: if format == KernelFormat::Q4_1 {
+                group(&self.m)
+            } else {
+                Vec::new()
+            },
+            quants,
+        }
+    }
+}
+
+/// Where the value of row `r`, block `b` lies in a grouped array (`nb` blocks per row).
+#[inline]
+fn grouped_index(nb: usize, r: usize, b: usize) -> usize {
+    ((r / ROW_GROUP) * nb + b) * ROW_GROUP + r % ROW_GROUP
 }
 
 /// A batch of activation rows quantized to 8 bits in blocks of 32 (`x ≈ d · q`), laid out
@@ -101,31 +164,48 @@ impl QuantMatrix {
         if !cols.is_multiple_of(32) || raw.len() != rows * cols / 32 * format.block_bytes() {
             return None;
         }
-        let blocks = cols / 32;
-        let mut d = Vec::with_capacity(rows * blocks);
-        let mut m = Vec::new();
-        let mut quants = Vec::with_capacity(rows * blocks * format.quant_bytes());
-        for row in raw.chunks_exact(blocks * format.block_bytes()) {
-            for block in row.chunks_exact(format.block_bytes()) {
-                let half = |i: usize| f16::from_le_bytes([block[i], block[i + 1]]).to_f32();
-                d.push(half(0));
-                match format {
-                    KernelFormat::Q4_1 => {
-                        m.push(half(2));
-                        quants.extend_from_slice(&block[4..20]);
-                    }
-                    KernelFormat::Q8_0 => quants.extend_from_slice(&block[2..34]),
+        let mut out = RowMajor::with_capacity(format, rows, cols);
+        for block in raw.chunks_exact(format.block_bytes()) {
+            let half = |i: usize| f16::from_le_bytes([block[i], block[i + 1]]).to_f32();
+            out.d.push(half(0));
+            match format {
+                KernelFormat::Q4_1 => {
+                    out.m.push(half(2));
+                    out.quants.extend_from_slice(&block[4..20]);
                 }
+                KernelFormat::Q8_0 => out.quants.extend_from_slice(&block[2..34]),
             }
         }
-        Some(Self {
-            format,
-            rows,
-            cols,
-            d,
-            m,
-            quants,
-        })
+        Some(out.finish(format, rows, cols))
+    }
+
+    /// The per-block values back in row-major order (padding rows dropped).
+    fn row_major(&self) -> RowMajor {
+        let nb = self.blocks();
+        let ungroup = |v: &[f32]| -> Vec<f32> {
+            (0..self.rows)
+                .flat_map(|r| (0..nb).map(move |b| v[grouped_index(nb, r, b)]))
+                .collect()
+        };
+        RowMajor {
+            d: ungroup(&self.d),
+            m: if self.format == KernelFormat::Q4_1 {
+                ungroup(&self.m)
+            } else {
+                Vec::new()
+            },
+            quants: self.quants[..self.rows * nb * self.format.quant_bytes()].to_vec(),
+        }
+    }
+
+    /// The scale `d` of row `r`, block `b`.
+    pub(crate) fn scale(&self, r: usize, b: usize) -> f32 {
+        self.d[grouped_index(self.blocks(), r, b)]
+    }
+
+    /// The minimum `m` of row `r`, block `b` (Q4_1).
+    pub(crate) fn minimum(&self, r: usize, b: usize) -> f32 {
+        self.m[grouped_index(self.blocks(), r, b)]
     }
 
     /// Stacks matrices of one format and width into one (rows of the first, then the second…),
@@ -138,17 +218,15 @@ impl QuantMatrix {
         {
             return None;
         }
-        Some(QuantMatrix {
-            format: first.format,
-            rows: parts.iter().map(|p| p.rows).sum(),
-            cols: first.cols,
-            d: parts.iter().flat_map(|p| p.d.iter().copied()).collect(),
-            m: parts.iter().flat_map(|p| p.m.iter().copied()).collect(),
-            quants: parts
-                .iter()
-                .flat_map(|p| p.quants.iter().copied())
-                .collect(),
-        })
+        let rows = parts.iter().map(|p| p.rows).sum();
+        let mut all = RowMajor::with_capacity(first.format, rows, first.cols);
+        for part in parts {
+            let p = part.row_major();
+            all.d.extend(p.d);
+            all.m.extend(p.m);
+            all.quants.extend(p.quants);
+        }
+        Some(all.finish(first.format, rows, first.cols))
     }
 
     /// `out[t * rows + r] = Σ_k x[t * cols + k] * W[r, k]` for the `m` rows of `x`.
@@ -167,9 +245,13 @@ impl QuantMatrix {
         let out = OutRows::new(out, self.rows);
         // A few bands per thread balance the load without paying a hand-off per handful of
         // rows (a decode step runs ~150 of these products, so per-task overhead is most of a
-        // small one). Bands are whole multiples of 4 rows.
+        // small one). Bands are whole row groups.
         let tasks = rayon::current_num_threads() * 4;
-        let rows_per_task = self.rows.div_ceil(tasks).next_multiple_of(4).max(16);
+        let rows_per_task = self
+            .rows
+            .div_ceil(tasks)
+            .next_multiple_of(ROW_GROUP)
+            .max(2 * ROW_GROUP);
         let bands = self.rows.div_ceil(rows_per_task);
         if bands == 1 {
             band(self, 0..self.rows, acts, &out);

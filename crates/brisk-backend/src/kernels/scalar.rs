@@ -66,8 +66,8 @@ pub(super) fn dot_q4_1(w: &QuantMatrix, row: usize, x: &QuantActivations, t: usi
         }
         let (dx, sx) = act_scales(x, t, b);
         #[allow(clippy::cast_precision_loss)]
-        let acc = (w.d[wb] * dx).mul_add(isum as f32, acc);
-        w.m[wb].mul_add(sx, acc)
+        let acc = (w.scale(row, b) * dx).mul_add(isum as f32, acc);
+        w.minimum(row, b).mul_add(sx, acc)
     })
 }
 
@@ -85,7 +85,7 @@ pub(super) fn dot_q8_0(w: &QuantMatrix, row: usize, x: &QuantActivations, t: usi
             .sum();
         let (dx, _) = act_scales(x, t, b);
         #[allow(clippy::cast_precision_loss)]
-        (w.d[wb] * dx).mul_add(isum as f32, acc)
+        (w.scale(row, b) * dx).mul_add(isum as f32, acc)
     })
 }
 
