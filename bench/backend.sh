@@ -5,6 +5,8 @@
 #
 #   bench/backend.sh [ROUNDS]            # default 3 rounds
 #   PROFILE=1 bench/backend.sh 0         # only the perf profiles
+#   SKIP_CANDLE=1 bench/backend.sh 3     # brisk's kernels and llama.cpp only (candle's
+#                                        # fallback takes minutes per round)
 #
 # Environment: MODEL, LLAMA_BIN, LOAD_MAX (0.8), WAIT_MAX (300 s), OUTDIR, BIN (a dir
 # holding prebuilt step_bench and brisk; default: build them into target/release).
@@ -56,7 +58,11 @@ for r in $(seq 1 "$ROUNDS"); do
   wait_quiet
   echo "== round $r, load before: $(cat /proc/loadavg)" | tee -a "$OUTDIR/loads.txt"
   "$STEP" "$MODEL" 5 | tee "$OUTDIR/brisk-own-$r.txt"
-  BRISK_KERNELS=candle "$STEP" "$MODEL" 5 | tee "$OUTDIR/brisk-candle-$r.txt"
+  if [[ "${SKIP_CANDLE:-0}" == 1 ]]; then
+    cp "$OUTDIR/brisk-own-$r.txt" "$OUTDIR/brisk-candle-$r.txt"  # placeholder: not measured
+  else
+    BRISK_KERNELS=candle "$STEP" "$MODEL" 5 | tee "$OUTDIR/brisk-candle-$r.txt"
+  fi
   "$LLAMA_BIN/llama-bench" -m "$MODEL" -p 512 -n 128 -t 2 -r 5 -o csv \
     2>/dev/null | tee "$OUTDIR/llama-$r.csv"
   echo "   round $r, load after: $(cat /proc/loadavg)" | tee -a "$OUTDIR/loads.txt"
@@ -65,7 +71,8 @@ done
 # End to end: brisk generate (TTFT, decode tokens/s) on a short prompt, 128 tokens.
 if [[ "$ROUNDS" -gt 0 ]]; then
   wait_quiet
-  for k in own candle; do
+  kinds="own candle"; [[ "${SKIP_CANDLE:-0}" == 1 ]] && kinds=own
+  for k in $kinds; do
     env $([[ $k == candle ]] && echo BRISK_KERNELS=candle) "$BIN/brisk" generate --model "$MODEL" \
       --prompt "The history of the city of Paris begins" --max-tokens 128 --ignore-eos \
       >/dev/null 2> "$OUTDIR/generate-$k.txt"
@@ -81,8 +88,8 @@ def step(kind):
     pp, dec = [], {}
     for r in range(1, rounds + 1):
         t = open(f"{out}/brisk-{kind}-{r}.txt").read()
-        pp.append(float(re.search(r"prefill 512 tokens: [\d.]+ ms \(([\d.]+) tokens/s\)", t).group(1)))
-        for b, ms, tps in re.findall(r"decode batch +(\d+): ([\d.]+) ms/step \(([\d.]+) tokens/s\)", t):
+        pp.append(float(re.search(r"prefill 512 tokens: [\d.]+ ms \(([\d.]+) tokens/s", t).group(1)))
+        for b, ms, tps in re.findall(r"decode batch +(\d+): ([\d.]+) ms/step \(([\d.]+) tokens/s", t):
             dec.setdefault(int(b), []).append((float(ms), float(tps)))
     return pp, dec
 own, cand = step("own"), step("candle")
