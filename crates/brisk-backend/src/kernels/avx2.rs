@@ -152,6 +152,7 @@ pub(super) fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
 }
 
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)] // index loops mirror the lane arithmetic
 mod x86 {
     use std::arch::x86_64::*;
     use std::ops::Range;

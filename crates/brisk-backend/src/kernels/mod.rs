@@ -294,16 +294,15 @@ impl QuantActivations {
         let mut q = vec![0i8; m * cols];
         let mut d = vec![0.0f32; m * blocks];
         let mut s = vec![0.0f32; m * blocks];
-        let quantize_row =
-            |((xr, qr), (dr, sr)): ((&[f32], &mut [i8]), (&mut [f32], &mut [f32]))| {
-                for (b, (xb, qb)) in xr.chunks_exact(32).zip(qr.chunks_exact_mut(32)).enumerate() {
-                    let (scale, sum) = quantize_block(xb, qb);
-                    dr[b] = scale;
-                    #[allow(clippy::cast_precision_loss)]
-                    let sum = sum as f32;
-                    sr[b] = scale * sum;
-                }
-            };
+        let quantize_row = |((xr, qr), (dr, sr)): RowToQuantize<'_>| {
+            for (b, (xb, qb)) in xr.chunks_exact(32).zip(qr.chunks_exact_mut(32)).enumerate() {
+                let (scale, sum) = quantize_block(xb, qb);
+                dr[b] = scale;
+                #[allow(clippy::cast_precision_loss)]
+                let sum = sum as f32;
+                sr[b] = scale * sum;
+            }
+        };
         // Quantizing is ~1% of a product's work: only worth threads for long batches.
         if m >= 64 {
             x.par_chunks_exact(cols)
@@ -328,6 +327,9 @@ impl QuantActivations {
         }
     }
 }
+
+/// One activation row and where its quants, scales and sums go.
+type RowToQuantize<'a> = ((&'a [f32], &'a mut [i8]), (&'a mut [f32], &'a mut [f32]));
 
 /// `tokens × blocks` values regrouped per tile of [`TILE`] tokens as `blocks × TILE`, with
 /// zeros for the missing tokens of a partial last tile.
