@@ -1,10 +1,12 @@
 //! The CPU backend: loads Llama-family models from GGUF files or Hugging Face directories and
 //! runs packed batches over a paged KV pool that the caller owns.
 //!
-//! candle-core is used for what it does well — decoding every GGUF block type and the
-//! quantized matrix products — while the parts that must know about paging (attention, K/V
-//! writes, RoPE at per-token positions) are written here over plain slices. The kernel issue
-//! replaces the matrix products with batched kernels without touching this structure.
+//! candle-core decodes every GGUF block type and multiplies dense (f32/f16/bf16) matrices;
+//! quantized matrices of every type are brought to brisk's own batched int8 kernels
+//! (`kernels`: cache-blocked, runtime-detected AVX2 with a scalar twin that agrees bit for
+//! bit). The parts that must know about paging (attention over the block tables, K/V writes,
+//! RoPE at per-token positions) are written here over plain slices. Each step runs on the
+//! backend's own thread pool (`BRISK_THREADS`, default one per core).
 
 mod attention;
 mod config;
