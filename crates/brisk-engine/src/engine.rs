@@ -109,6 +109,12 @@ impl<B: Backend> Engine<B> {
                 request,
                 events,
             } => {
+                let now = self.now();
+                let arrival = request.received.map_or(now, |t| {
+                    t.saturating_duration_since(self.started)
+                        .as_secs_f64()
+                        .min(now)
+                });
                 let sched = SchedRequest {
                     id,
                     prompt: request.prompt.clone(),
@@ -116,11 +122,11 @@ impl<B: Backend> Engine<B> {
                     min_tokens: request.min_tokens,
                     stop_token_ids: request.stop_token_ids.clone(),
                     ignore_eos: request.ignore_eos,
-                    arrival: self.now(),
+                    arrival,
                     slo: request.slo,
                     priority: request.priority,
                 };
-                if let Err(e) = self.scheduler.add_request(sched) {
+                if let Err(e) = self.scheduler.add_request_at(sched, now) {
                     let event = match e {
                         SchedulerError::Rejected { message, .. } => EngineEvent::Rejected(message),
                         e => EngineEvent::Error(e.to_string()),

@@ -28,6 +28,9 @@ pub struct EngineRequest {
     pub slo: Option<RequestSlo>,
     /// Priority class; `Batch` work yields to interactive work under the `slo` policy.
     pub priority: Priority,
+    /// When the request reached the server; its TTFT deadline counts from here (`None`: from
+    /// when the engine takes it, which can be a whole step later).
+    pub received: Option<std::time::Instant>,
 }
 
 pub use brisk_scheduler::{Priority, RequestSlo};

@@ -113,6 +113,7 @@ fn request(prompt: Vec<TokenId>, max_tokens: usize) -> EngineRequest {
         logprobs: None,
         slo: None,
         priority: Priority::Interactive,
+        received: None,
     }
 }
 

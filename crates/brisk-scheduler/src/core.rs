@@ -93,8 +93,17 @@ impl SchedulerCore {
     /// `max_tokens` is 0 or below `min_tokens`, the objective is not positive, prompt +
     /// `max_tokens` exceeds `max_model_len`, the sequence could not fit in the pool even
     /// alone, or the policy's admission control rejects it ([`SchedulerError::Rejected`]);
-    /// in every case before any work is spent on it.
+    /// in every case before any work is spent on it. Admission control judges it as of its
+    /// arrival; see [`SchedulerCore::add_request_at`].
     pub fn add_request(&mut self, req: SchedRequest) -> Result<(), SchedulerError> {
+        let now = req.arrival;
+        self.add_request_at(req, now)
+    }
+
+    /// [`SchedulerCore::add_request`] for a request that arrived earlier than `now` (it
+    /// waited in a channel while a step ran): admission control counts the time already
+    /// spent against its TTFT.
+    pub fn add_request_at(&mut self, req: SchedRequest, now: f64) -> Result<(), SchedulerError> {
         let id = req.id;
         if self.seqs.contains_key(&id) {
             return Err(SchedulerError::DuplicateRequest(id));
@@ -135,7 +144,6 @@ impl SchedulerCore {
                 num_blocks: self.cfg.num_blocks,
             });
         }
-        let now = req.arrival;
         let mut seq = Sequence::new(req);
         let waiting: Vec<SeqView> = self.waiting.iter().map(|w| self.seqs[w].view()).collect();
         let running: Vec<SeqView> = self.running.iter().map(|r| self.seqs[r].view()).collect();

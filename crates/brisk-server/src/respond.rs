@@ -58,9 +58,12 @@ fn submit_one(
     i: usize,
     arrival: Instant,
 ) -> Result<ChoiceRun, ApiError> {
+    let mut request = spec.request_for_choice(i);
+    // Deadlines count from when the request reached the server, not the engine.
+    request.received = Some(arrival);
     let stream = state
         .engine
-        .submit(spec.request_for_choice(i))
+        .submit(request)
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
     Ok(ChoiceRun::new(
         stream,

@@ -268,6 +268,7 @@ pub fn build_spec(
             logprobs,
             slo,
             priority,
+            received: None,
         },
         n,
         stop,

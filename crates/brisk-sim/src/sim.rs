@@ -5,7 +5,8 @@
 //! the plan's shape, the clock jumps to the end of the step, and sampled tokens are a fixed
 //! id (requests ask for exact lengths with `ignore_eos`, as `brisk bench` does, so token
 //! values never decide anything). Requests join at the first step boundary at or after their
-//! arrival, as they do in the engine, which drains its queue between steps; when nothing is
+//! arrival, as they do in the engine, which drains its queue between steps (their deadlines
+//! still count from the arrival, as the server's do); when nothing is
 //! running the clock jumps to the next arrival. Nothing reads a wall clock or draws a random
 //! number, so the same input gives the same output bit for bit.
 
@@ -105,7 +106,7 @@ pub fn simulate(settings: &SimSettings, requests: &[SimRequest]) -> Result<SimOu
                 priority: r.priority,
                 ..SchedRequest::new(next as u64, r.prompt.clone(), r.output_len)
             };
-            if let Err(e) = core.add_request(req) {
+            if let Err(e) = core.add_request_at(req, now) {
                 let status = if matches!(e, SchedulerError::Rejected { .. }) {
                     429
                 } else {
