@@ -6,29 +6,36 @@
 //! across token boundaries — as JSON or server-sent events. When a client disconnects, the
 //! per-request task ends and dropping its engine stream aborts the request, so its KV blocks
 //! are freed at the engine's next step.
+//!
+//! Two middlewares sit in front of every route: [`Drain`] answers 503 once the server is
+//! shutting down (`shutdown.rs`), and [`AuthSettings`] checks the bearer API key (`auth.rs`).
 
+mod auth;
 mod error;
 mod generation;
 mod metrics;
 mod protocol;
 mod respond;
 mod routes;
+mod shutdown;
 mod stop;
 mod validate;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use axum::Router;
 use brisk_engine::EngineHandle;
 use brisk_tokenizer::{ChatMessage, Tokenizer};
 use brisk_types::TokenId;
 
+pub use auth::{constant_time_eq, AuthSettings};
 pub use error::ApiError;
 pub use metrics::Metrics;
+pub use shutdown::{serve, serve_until_drained, Drain};
 pub use stop::StopMatcher;
 
 /// Largest request body accepted, in bytes.
@@ -52,6 +59,10 @@ pub struct ServerState {
     pub metrics: Arc<Metrics>,
     /// Latency objectives: the defaults and whether the engine may refuse requests.
     pub slo: SloSettings,
+    /// Who may call the API (`--api-key`).
+    pub auth: AuthSettings,
+    /// Set once the server is shutting down; requests are then refused with 503.
+    pub drain: Drain,
     next_id: AtomicU64,
 }
 
@@ -85,6 +96,8 @@ impl ServerState {
             vocab_size,
             metrics: Arc::new(Metrics::new()),
             slo: SloSettings::default(),
+            auth: AuthSettings::default(),
+            drain: Drain::default(),
             next_id: AtomicU64::new(1),
         }
     }
@@ -138,8 +151,10 @@ impl ServerState {
     }
 }
 
-/// The HTTP routes.
+/// The HTTP routes, behind the drain check and then the API key check.
 pub fn router(state: Arc<ServerState>, max_request_bytes: usize) -> Router {
+    let auth = Arc::new(state.auth.clone());
+    let drain = state.drain.clone();
     Router::new()
         .route("/v1/completions", post(routes::completions::completions))
         .route("/v1/chat/completions", post(routes::chat::chat_completions))
@@ -157,34 +172,7 @@ pub fn router(state: Arc<ServerState>, max_request_bytes: usize) -> Router {
             }
         })
         .layer(DefaultBodyLimit::max(max_request_bytes))
+        .layer(from_fn_with_state(auth, auth::require_api_key))
+        .layer(from_fn_with_state(drain, shutdown::refuse_while_draining))
         .with_state(state)
-}
-
-/// Serves `router` on `listener` until ctrl-c (or SIGTERM).
-pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
 }

@@ -4,12 +4,15 @@
 //! scheduler's configs, with messages that name the flag.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use brisk_backend::KvCacheDtype;
 use brisk_engine::EngineConfig;
 use brisk_scheduler::{LatencyModel, PolicyChoice, SchedulerConfig};
-use brisk_server::{router, serve, ServerState, SloSettings, DEFAULT_MAX_REQUEST_BYTES};
+use brisk_server::{
+    router, serve, AuthSettings, ServerState, SloSettings, DEFAULT_MAX_REQUEST_BYTES,
+};
 use brisk_sim::PolicyName;
 use brisk_types::Backend;
 
@@ -82,6 +85,25 @@ pub struct ServeArgs {
     /// TTFT, instead of serving them as best effort.
     #[arg(long, env = "BRISK_REJECT_UNATTAINABLE")]
     reject_unattainable: bool,
+    /// Require `Authorization: Bearer KEY` on the API (every route but /health and /metrics).
+    #[arg(long, env = "BRISK_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// With --api-key: require the key on /health and /metrics too.
+    #[arg(long, env = "BRISK_AUTH_HEALTH_AND_METRICS", requires = "api_key")]
+    auth_health_and_metrics: bool,
+    /// On SIGTERM or SIGINT, seconds to let requests in flight finish before aborting them.
+    #[arg(long, env = "BRISK_SHUTDOWN_TIMEOUT", default_value_t = 30.0, value_parser = parse_seconds)]
+    shutdown_timeout: f64,
+}
+
+/// Parses a non-negative number of seconds.
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => Ok(s),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds between 0 and 86400"
+        )),
+    }
 }
 
 /// Parses a positive number of milliseconds.
@@ -165,6 +187,9 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     if args.reject_unattainable && args.scheduling_policy != PolicyName::Slo {
         bail!("--reject-unattainable needs --scheduling-policy slo");
     }
+    if args.api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+        bail!("--api-key (or BRISK_API_KEY) is empty; give a key or leave it out");
+    }
     let path = loaded_model::resolve_path(args.model.model.as_deref())?;
     let mut model = loaded_model::load(&path)?;
     model.backend.set_kv_cache_dtype(args.kv_cache_dtype);
@@ -242,26 +267,43 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         tpot_ms: args.tpot_slo,
         may_reject: args.reject_unattainable,
     };
+    state.auth = AuthSettings {
+        api_key: args.api_key.clone(),
+        protect_health_and_metrics: args.auth_health_and_metrics,
+    };
+    let drain = state.drain.clone();
     let state = std::sync::Arc::new(state);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
             .await
             .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
         eprintln!(
-            "brisk: serving {name} on http://{} ({num_blocks} KV blocks of {} tokens in {}, context {usable_context}, scheduling {policy_name})",
+            "brisk: serving {name} on http://{} ({num_blocks} KV blocks of {} tokens in {}, context {usable_context}, scheduling {policy_name}{})",
             listener.local_addr()?,
             args.block_size,
-            args.kv_cache_dtype.name()
+            args.kv_cache_dtype.name(),
+            if args.api_key.is_some() { ", API key required" } else { "" }
         );
-        serve(listener, router(state, args.max_request_bytes))
-            .await
-            .context("server failed")
-    })
+        serve(
+            listener,
+            router(state, args.max_request_bytes),
+            drain,
+            Duration::from_secs_f64(args.shutdown_timeout),
+        )
+        .await
+        .context("server failed")
+    });
+    // Requests still running after the timeout end here: their tasks are dropped, which
+    // aborts them in the engine. Blocking tokenizer tasks get a moment to finish.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    served?;
+    eprintln!("brisk: shut down");
+    Ok(())
 }
 
 fn default_name(path: &Path) -> String {

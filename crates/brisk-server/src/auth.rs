@@ -1,0 +1,161 @@
+//! Bearer-token authentication (`brisk serve --api-key`), as vLLM's `--api-key` and OpenAI's
+//! API do it: clients send `Authorization: Bearer KEY`; a missing or wrong key is answered 401
+//! with OpenAI's error JSON and a `WWW-Authenticate` header (RFC 6750).
+//!
+//! Every route needs the key except `/health` and `/metrics`, which stay open unless
+//! [`AuthSettings::protect_health_and_metrics`] is set (load balancers and Prometheus usually
+//! scrape without credentials). The key is compared in time that does not depend on where the
+//! presented token first differs from it, nor on the key's length, and is never logged.
+
+use std::fmt;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::ApiError;
+
+/// Who may call the API.
+#[derive(Clone, Default)]
+pub struct AuthSettings {
+    /// The bearer token clients must present (`None`: the API is open).
+    pub api_key: Option<String>,
+    /// Whether `/health` and `/metrics` need the key too.
+    pub protect_health_and_metrics: bool,
+}
+
+// Hand-written so that the key never reaches a log line through `{:?}`.
+impl fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "protect_health_and_metrics",
+                &self.protect_health_and_metrics,
+            )
+            .finish()
+    }
+}
+
+impl AuthSettings {
+    /// Whether a request for `path` must bring the key.
+    fn guards(&self, path: &str) -> bool {
+        self.api_key.is_some()
+            && (self.protect_health_and_metrics || !matches!(path, "/health" | "/metrics"))
+    }
+}
+
+/// Compares `presented` with `key` in time that depends only on `presented`'s length: every
+/// byte is visited and the differences are OR-ed together, so neither the position of the first
+/// mismatch nor the key's length shows in the timing. An empty key matches nothing.
+pub fn constant_time_eq(presented: &[u8], key: &[u8]) -> bool {
+    if key.is_empty() {
+        return false;
+    }
+    let mut diff = presented.len() ^ key.len();
+    for (i, &b) in presented.iter().enumerate() {
+        diff |= usize::from(b ^ key[i % key.len()]);
+    }
+    // Keeps the optimizer from turning the fold into an early exit.
+    std::hint::black_box(diff) == 0
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header (the scheme is case-insensitive).
+fn bearer_token(value: &HeaderValue) -> Option<&[u8]> {
+    let bytes = value.as_bytes();
+    let scheme = bytes.get(..7)?;
+    scheme
+        .eq_ignore_ascii_case(b"bearer ")
+        .then(|| bytes[7..].trim_ascii())
+}
+
+/// 401 with OpenAI's error JSON and the challenge RFC 6750 asks for.
+fn unauthorized(message: &str, challenge: &'static str) -> Response {
+    let mut response = ApiError {
+        status: StatusCode::UNAUTHORIZED,
+        message: message.into(),
+        param: None,
+        code: Some("invalid_api_key"),
+    }
+    .into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
+    response
+}
+
+/// The middleware: lets the request through, or answers 401.
+pub async fn require_api_key(
+    State(auth): State<Arc<AuthSettings>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(key) = auth
+        .api_key
+        .as_deref()
+        .filter(|_| auth.guards(request.uri().path()))
+    else {
+        return next.run(request).await;
+    };
+    match request.headers().get(header::AUTHORIZATION) {
+        None => unauthorized(
+            "missing API key: send it as `Authorization: Bearer KEY` (the server's --api-key)",
+            "Bearer",
+        ),
+        Some(value) => match bearer_token(value) {
+            Some(token) if constant_time_eq(token, key.as_bytes()) => next.run(request).await,
+            Some(_) => unauthorized("invalid API key", "Bearer error=\"invalid_token\""),
+            None => unauthorized(
+                "the Authorization header must be `Bearer KEY`",
+                "Bearer error=\"invalid_request\"",
+            ),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_keys_match_and_any_difference_does_not() {
+        assert!(constant_time_eq(b"s3cret-key", b"s3cret-key"));
+        assert!(!constant_time_eq(b"s3cret-kez", b"s3cret-key"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cret-key"));
+        assert!(!constant_time_eq(b"s3cret-key-and-more", b"s3cret-key"));
+        // A token that repeats the key is still wrong: the lengths differ.
+        assert!(!constant_time_eq(b"abab", b"ab"));
+        assert!(!constant_time_eq(b"", b"key"));
+        assert!(!constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_from_the_header() {
+        let token =
+            |v: &'static str| bearer_token(&HeaderValue::from_static(v)).map(<[u8]>::to_vec);
+        assert_eq!(token("Bearer abc"), Some(b"abc".to_vec()));
+        assert_eq!(token("bearer  abc "), Some(b"abc".to_vec()));
+        assert_eq!(token("Basic abc"), None);
+        assert_eq!(token("Bearer"), None);
+    }
+
+    #[test]
+    fn health_and_metrics_stay_open_unless_asked() {
+        let mut auth = AuthSettings {
+            api_key: Some("k".into()),
+            protect_health_and_metrics: false,
+        };
+        assert!(auth.guards("/v1/completions"));
+        assert!(auth.guards("/tokenize"));
+        assert!(auth.guards("/nonexistent"));
+        assert!(!auth.guards("/health"));
+        assert!(!auth.guards("/metrics"));
+        auth.protect_health_and_metrics = true;
+        assert!(auth.guards("/health") && auth.guards("/metrics"));
+        assert!(!AuthSettings::default().guards("/v1/completions"));
+        assert!(!format!("{auth:?}").contains("\"k\""));
+    }
+}

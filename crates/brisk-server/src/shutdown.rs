@@ -1,0 +1,244 @@
+//! Graceful shutdown: on SIGTERM or SIGINT the server stops accepting connections, answers 503
+//! to requests that still arrive on open connections, lets the requests in flight finish
+//! within a timeout (`brisk serve --shutdown-timeout`), then returns; what is still running
+//! then is dropped with the runtime, and dropping a request's engine stream aborts it, so its
+//! KV blocks are freed (the same path as a client that disconnects).
+//!
+//! The drain is a [`Drain`] shared by the signal task, the accept loop (axum's
+//! `with_graceful_shutdown`, which also closes idle keep-alive connections) and a middleware.
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tokio::sync::watch;
+
+use crate::error::ApiError;
+
+/// Whether the server is draining; cloned into everything that must know.
+#[derive(Clone, Debug)]
+pub struct Drain {
+    started: Arc<watch::Sender<bool>>,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self {
+            started: Arc::new(watch::Sender::new(false)),
+        }
+    }
+}
+
+impl Drain {
+    /// Starts draining (idempotent).
+    pub fn start(&self) {
+        self.started.send_replace(true);
+    }
+
+    /// Whether draining has started.
+    pub fn is_draining(&self) -> bool {
+        *self.started.borrow()
+    }
+
+    /// Resolves once draining has started.
+    pub async fn started(&self) {
+        let mut rx = self.started.subscribe();
+        // The sender lives in `self`, so `wait_for` cannot fail.
+        let _ = rx.wait_for(|draining| *draining).await;
+    }
+}
+
+/// The middleware: 503 for new requests once draining (but `/metrics` still answers, so the
+/// drain can be watched), with `Connection: close` so the client's next request opens a
+/// connection elsewhere.
+pub async fn refuse_while_draining(
+    State(drain): State<Drain>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if !drain.is_draining() || request.uri().path() == "/metrics" {
+        return next.run(request).await;
+    }
+    let mut response = ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: "the server is shutting down".into(),
+        param: None,
+        code: Some("shutting_down"),
+    }
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// Serves `router` on `listener` until SIGINT or SIGTERM, then drains for at most `timeout`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    drain: Drain,
+    timeout: Duration,
+) -> std::io::Result<()> {
+    let on_signal = drain.clone();
+    tokio::spawn(async move {
+        let name = shutdown_signal().await;
+        tracing::warn!(
+            "{name} received: refusing new connections, finishing requests in flight (at most {timeout:?})"
+        );
+        on_signal.start();
+    });
+    serve_until_drained(listener, router, drain, timeout).await
+}
+
+/// Serves until `drain` starts, then waits at most `timeout` for open connections to finish.
+/// Returns `Ok` in both cases; the connections still open at the deadline are left to be
+/// dropped with the runtime.
+pub async fn serve_until_drained(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    drain: Drain,
+    timeout: Duration,
+) -> std::io::Result<()> {
+    let stop_accepting = drain.clone();
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { stop_accepting.started().await })
+    .into_future();
+    let deadline = async {
+        drain.started().await;
+        tokio::time::sleep(timeout).await;
+    };
+    tokio::select! {
+        result = server => result,
+        () = deadline => {
+            tracing::warn!("requests still in flight after {timeout:?}: aborting them");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGINT (ctrl-c) or SIGTERM, naming it.
+async fn shutdown_signal() -> &'static str {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot watch for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => "SIGINT",
+        () = terminate => "SIGTERM",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use axum::middleware::from_fn_with_state;
+    use axum::routing::get;
+
+    use super::*;
+
+    /// A router whose one route takes `delay`, behind the drain middleware.
+    fn slow_router(drain: &Drain, delay: Duration) -> Router {
+        Router::new()
+            .route(
+                "/slow",
+                get(move || async move {
+                    tokio::time::sleep(delay).await;
+                    "done"
+                }),
+            )
+            .route("/metrics", get(|| async { "metrics" }))
+            .layer(from_fn_with_state(drain.clone(), refuse_while_draining))
+    }
+
+    async fn bind() -> (tokio::net::TcpListener, String) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        (listener, url)
+    }
+
+    #[tokio::test]
+    async fn requests_in_flight_finish_and_then_the_server_returns() {
+        let drain = Drain::default();
+        let (listener, url) = bind().await;
+        let server = tokio::spawn(serve_until_drained(
+            listener,
+            slow_router(&drain, Duration::from_millis(300)),
+            drain.clone(),
+            Duration::from_secs(30),
+        ));
+        let request = tokio::spawn(reqwest::get(format!("{url}/slow")));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = Instant::now();
+        drain.start();
+        let response = request.await.unwrap().unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "done");
+        server.await.unwrap().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(reqwest::get(format!("{url}/slow")).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn requests_past_the_timeout_are_left_behind() {
+        let drain = Drain::default();
+        let (listener, url) = bind().await;
+        let server = tokio::spawn(serve_until_drained(
+            listener,
+            slow_router(&drain, Duration::from_secs(60)),
+            drain.clone(),
+            Duration::from_millis(100),
+        ));
+        let _request = tokio::spawn(reqwest::get(format!("{url}/slow")));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = Instant::now();
+        drain.start();
+        server.await.unwrap().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn requests_that_arrive_while_draining_get_503_but_metrics_answer() {
+        let drain = Drain::default();
+        let (listener, url) = bind().await;
+        // Plain serving, so the listener stays open and only the middleware sees the drain.
+        let app = slow_router(&drain, Duration::ZERO);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        assert_eq!(
+            reqwest::get(format!("{url}/slow")).await.unwrap().status(),
+            200
+        );
+        drain.start();
+        assert!(drain.is_draining());
+        let refused = reqwest::get(format!("{url}/slow")).await.unwrap();
+        assert_eq!(refused.status(), 503);
+        assert_eq!(refused.headers()["connection"], "close");
+        let body: serde_json::Value = refused.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "shutting_down");
+        assert_eq!(body["error"]["type"], "service_unavailable_error");
+        let metrics = reqwest::get(format!("{url}/metrics")).await.unwrap();
+        assert_eq!(metrics.status(), 200);
+    }
+}

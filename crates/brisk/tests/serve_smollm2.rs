@@ -1,0 +1,257 @@
+//! `brisk serve` as a process with the real SmolLM2 model: bearer auth (`--api-key`) and
+//! graceful shutdown on SIGTERM (`--shutdown-timeout`). HTTP is spoken by hand over TCP so the
+//! test controls exactly when a streaming request is in flight.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running `brisk serve` and everything it printed on stderr.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+}
+
+fn start(args: &[&str], envs: &[(&str, &str)]) -> Server {
+    let model = brisk_testkit::smollm2_path();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_brisk"))
+        .args(["serve", "--port", "0", "--model", model.to_str().unwrap()])
+        .args(["--kv-cache-tokens", "8192"])
+        .args(args)
+        .envs(envs.iter().copied())
+        .env_remove("BRISK_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("brisk starts");
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = mpsc::channel();
+    let pipe = child.stderr.take().unwrap();
+    let log = Arc::clone(&stderr);
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.split("on http://").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap_or_default();
+                let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+            }
+            let mut log = log.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(180))
+        .unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("brisk serve did not start:\n{}", stderr.lock().unwrap())
+        });
+    Server {
+        child,
+        addr,
+        stderr,
+    }
+}
+
+impl Server {
+    fn sigterm(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -TERM failed");
+    }
+
+    /// Waits at most `limit` for the process to exit.
+    fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if start.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!(
+                    "brisk serve still running {limit:?} after SIGTERM:\n{}",
+                    self.stderr.lock().unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes one HTTP/1.1 request (connection closed after it) and returns the stream.
+fn send(addr: SocketAddr, method: &str, path: &str, key: Option<&str>, body: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).expect("connects");
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    s
+}
+
+/// One request; returns the status and the whole response (head and body) as text.
+fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let mut text = String::new();
+    send(addr, method, path, key, body)
+        .read_to_string(&mut text)
+        .unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    (status, text)
+}
+
+const COMPLETION: &str = r#"{"prompt": "1, 2, 3,", "max_tokens": 2, "temperature": 0}"#;
+
+#[test]
+fn smollm2_serve_checks_the_api_key_and_drains_on_sigterm() {
+    let key = "brisk-test-key-5f2c";
+    let mut server = start(&["--shutdown-timeout", "60"], &[("BRISK_API_KEY", key)]);
+    let addr = server.addr;
+
+    // /health and /metrics stay open by default.
+    assert_eq!(call(addr, "GET", "/health", None, "").0, 200);
+    assert_eq!(call(addr, "GET", "/metrics", None, "").0, 200);
+
+    for (path, presented) in [
+        ("/v1/completions", None),
+        ("/v1/completions", Some("brisk-test-key-5f2d")),
+        ("/v1/models", Some("brisk")),
+        ("/tokenize", None),
+    ] {
+        let (status, text) = call(addr, "POST", path, presented, COMPLETION);
+        assert_eq!(status, 401, "{path} with {presented:?}: {text}");
+        let lower = text.to_ascii_lowercase();
+        assert!(lower.contains("www-authenticate: bearer"), "{text}");
+        assert!(
+            text.contains(r#""type":"authentication_error""#)
+                && text.contains(r#""code":"invalid_api_key""#),
+            "{text}"
+        );
+    }
+    let (status, text) = call(addr, "POST", "/v1/completions", Some(key), COMPLETION);
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"choices\""), "{text}");
+
+    // A streaming request in flight when SIGTERM arrives still completes.
+    let body = r#"{"prompt": "Once upon a time", "max_tokens": 48, "ignore_eos": true,
+                   "temperature": 0, "stream": true}"#;
+    let mut stream = BufReader::new(send(addr, "POST", "/v1/completions", Some(key), body));
+    let mut seen = String::new();
+    while !seen.contains("data: {") {
+        let mut line = String::new();
+        assert!(
+            stream.read_line(&mut line).unwrap() > 0,
+            "stream ended early: {seen}"
+        );
+        seen.push_str(&line);
+    }
+    let signalled = Instant::now();
+    server.sigterm();
+    // New connections are refused (or answered 503) while the stream drains.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match TcpStream::connect(addr) {
+            Err(_) => break,
+            Ok(_) if Instant::now() > deadline => {
+                let (status, text) = call(addr, "GET", "/v1/models", Some(key), "");
+                assert_eq!(status, 503, "a request during the drain: {text}");
+                break;
+            }
+            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    stream.read_to_string(&mut seen).unwrap();
+    assert!(
+        seen.contains("data: [DONE]"),
+        "the stream completes: {seen}"
+    );
+    assert!(seen.contains(r#""finish_reason":"length""#), "{seen}");
+    let status = server.wait_exit(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "exit status {status}:\n{}",
+        server.stderr()
+    );
+    assert!(signalled.elapsed() < Duration::from_secs(60));
+    let log = server.stderr();
+    assert!(log.contains("SIGTERM received"), "{log}");
+    assert!(!log.contains(key), "the key must not be logged:\n{log}");
+}
+
+#[test]
+fn smollm2_serve_aborts_requests_still_running_after_the_shutdown_timeout() {
+    let key = "another-key";
+    let mut server = start(
+        &[
+            "--api-key",
+            key,
+            "--auth-health-and-metrics",
+            "--shutdown-timeout",
+            "1",
+        ],
+        &[],
+    );
+    let addr = server.addr;
+    assert_eq!(call(addr, "GET", "/health", None, "").0, 401);
+    assert_eq!(call(addr, "GET", "/metrics", None, "").0, 401);
+    assert_eq!(call(addr, "GET", "/health", Some(key), "").0, 200);
+
+    // Far more tokens than can be generated in the one second of grace.
+    let body = r#"{"prompt": "Once upon a time", "max_tokens": 4000, "ignore_eos": true,
+                   "temperature": 0, "stream": true}"#;
+    let mut stream = BufReader::new(send(addr, "POST", "/v1/completions", Some(key), body));
+    let mut seen = String::new();
+    while !seen.contains("data: {") {
+        let mut line = String::new();
+        assert!(
+            stream.read_line(&mut line).unwrap() > 0,
+            "stream ended early: {seen}"
+        );
+        seen.push_str(&line);
+    }
+    let signalled = Instant::now();
+    server.sigterm();
+    let status = server.wait_exit(Duration::from_secs(20));
+    assert!(
+        status.success(),
+        "exit status {status}:\n{}",
+        server.stderr()
+    );
+    // The connection is closed rather than left hanging; the stream never claimed to finish.
+    let _ = stream.read_to_string(&mut seen);
+    assert!(!seen.contains("data: [DONE]"), "{seen}");
+    assert!(signalled.elapsed() < Duration::from_secs(20));
+    let log = server.stderr();
+    assert!(log.contains("still in flight after 1s"), "{log}");
+}
