@@ -45,7 +45,13 @@ pub struct SamplingParams {
     pub presence_penalty: f32,
     /// Seed of the request's generator.
     pub seed: Option<u64>,
+    /// Added to a token's logit before anything else (OpenAI's `logit_bias`; -100 bans a
+    /// token, 100 all but forces it).
+    pub logit_bias: Vec<(TokenId, f32)>,
 }
+
+/// Most entries a `logit_bias` may have (OpenAI's limit).
+pub const MAX_LOGIT_BIAS: usize = 300;
 
 impl Default for SamplingParams {
     fn default() -> Self {
@@ -58,6 +64,7 @@ impl Default for SamplingParams {
             frequency_penalty: 0.0,
             presence_penalty: 0.0,
             seed: None,
+            logit_bias: Vec::new(),
         }
     }
 }
@@ -99,6 +106,16 @@ impl SamplingParams {
         }
         if !(-2.0..=2.0).contains(&self.presence_penalty) {
             return err("presence_penalty", "must be between -2 and 2");
+        }
+        if self.logit_bias.len() > MAX_LOGIT_BIAS {
+            return err("logit_bias", "may bias at most 300 tokens");
+        }
+        if self
+            .logit_bias
+            .iter()
+            .any(|(_, b)| !(-100.0..=100.0).contains(b))
+        {
+            return err("logit_bias", "biases must be between -100 and 100");
         }
         Ok(())
     }
@@ -171,6 +188,11 @@ impl Sampler {
 
     fn apply_penalties(&self, logits: &mut [f32], prompt: &[TokenId], output: &[TokenId]) {
         let p = &self.params;
+        for &(t, bias) in &p.logit_bias {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l += bias;
+            }
+        }
         if p.repetition_penalty != 1.0 {
             let mut seen: Vec<TokenId> = prompt.iter().chain(output).copied().collect();
             seen.sort_unstable();

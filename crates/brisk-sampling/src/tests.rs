@@ -155,3 +155,34 @@ fn top_logprobs_are_sorted_and_normalized() {
     assert!((top[0].1 + total.ln()).abs() < 1e-6);
     assert!((top[1].1 - log_softmax_at(&logits, 3)).abs() < 1e-6);
 }
+
+#[test]
+fn logit_bias_bans_and_forces_tokens_and_is_validated() {
+    let logits = [1.0, 3.0, 2.0, 0.5];
+    let banned = SamplingParams {
+        logit_bias: vec![(1, -100.0)],
+        ..SamplingParams::greedy()
+    };
+    assert_eq!(sampler(banned).sample(&logits, &[], &[]).token, 2);
+    let forced = SamplingParams {
+        logit_bias: vec![(3, 100.0), (99, 5.0)],
+        ..SamplingParams::default()
+    };
+    let mut s = sampler(forced);
+    for _ in 0..20 {
+        let choice = s.sample(&logits, &[], &[]);
+        assert_eq!(choice.token, 3);
+        // The logprob is the model's, before the bias.
+        assert!((choice.logprob - log_softmax_at(&logits, 3)).abs() < 1e-6);
+    }
+    let too_big = SamplingParams {
+        logit_bias: vec![(0, 101.0)],
+        ..SamplingParams::default()
+    };
+    assert_eq!(too_big.validate().unwrap_err().param, "logit_bias");
+    let too_many = SamplingParams {
+        logit_bias: (0..=MAX_LOGIT_BIAS as u32).map(|t| (t, 1.0)).collect(),
+        ..SamplingParams::default()
+    };
+    assert_eq!(too_many.validate().unwrap_err().param, "logit_bias");
+}

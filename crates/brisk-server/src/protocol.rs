@@ -89,6 +89,9 @@ pub struct SamplingFields {
     pub presence_penalty: Option<f32>,
     /// CTRL repetition penalty (vLLM extension).
     pub repetition_penalty: Option<f32>,
+    /// OpenAI `logit_bias`: token id (as a string key) → bias in [-100, 100]. Raw JSON,
+    /// checked in `validate.rs` (ids against the vocabulary).
+    pub logit_bias: Option<serde_json::Value>,
     /// This request's latency objective (brisk extension): `{"ttft_ms": .., "tpot_ms": ..}`,
     /// overriding the server's `--ttft-slo`/`--tpot-slo` bound by bound. Raw JSON, checked in
     /// `validate.rs` so that every mistake gets a message naming the field.

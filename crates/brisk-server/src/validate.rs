@@ -43,6 +43,59 @@ impl GenerationSpec {
     }
 }
 
+/// `logit_bias` as (token, bias) pairs: keys must be token ids of this model's vocabulary,
+/// values numbers (their range is checked with the other sampling parameters).
+fn logit_bias(
+    state: &ServerState,
+    fields: &SamplingFields,
+) -> Result<Vec<(TokenId, f32)>, ApiError> {
+    let map = match &fields.logit_bias {
+        None | Some(serde_json::Value::Null) => return Ok(Vec::new()),
+        Some(serde_json::Value::Object(map)) => map,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "logit_bias",
+                format!("`logit_bias` must be an object of token id → bias, got {other}"),
+            ))
+        }
+    };
+    if map.len() > brisk_sampling::MAX_LOGIT_BIAS {
+        return Err(ApiError::invalid(
+            "logit_bias",
+            format!(
+                "`logit_bias` may bias at most {} tokens, got {}",
+                brisk_sampling::MAX_LOGIT_BIAS,
+                map.len()
+            ),
+        ));
+    }
+    map.iter()
+        .map(|(key, value)| {
+            let token = key
+                .parse::<TokenId>()
+                .ok()
+                .filter(|&t| (t as usize) < state.vocab_size)
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "logit_bias",
+                        format!(
+                            "`logit_bias` key `{key}` is not a token id of this model (0..{})",
+                            state.vocab_size
+                        ),
+                    )
+                })?;
+            #[allow(clippy::cast_possible_truncation)]
+            let bias = value.as_f64().filter(|b| b.is_finite()).ok_or_else(|| {
+                ApiError::invalid(
+                    "logit_bias",
+                    format!("`logit_bias[\"{key}\"]` must be a number, got {value}"),
+                )
+            })? as f32;
+            Ok((token, bias))
+        })
+        .collect()
+}
+
 fn non_negative(param: &str, v: i64) -> Result<usize, ApiError> {
     usize::try_from(v)
         .map_err(|_| ApiError::invalid(param, format!("`{param}` must be >= 0, got {v}")))
@@ -251,6 +304,7 @@ pub fn build_spec(
         presence_penalty: fields.presence_penalty.unwrap_or(defaults.presence_penalty),
         #[allow(clippy::cast_sign_loss)]
         seed: fields.seed.map(|s| s as u64),
+        logit_bias: logit_bias(state, fields)?,
     };
     sampling
         .validate()

@@ -26,6 +26,33 @@ async fn a_greedy_completion_counts_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logit_bias_bans_and_forces_tokens() {
+    let s = start().await;
+    let ask = |bias: Value| {
+        json!({"model": MODEL, "prompt": COUNTING, "max_tokens": 1, "temperature": 0,
+               "logit_bias": bias})
+    };
+    let token_of = |body: &Value| body["tokens"][0].as_u64().expect("a token id");
+    let (status, plain) = s.post("/v1/completions", &ask(Value::Null)).await;
+    assert_eq!(status, 200, "{plain}");
+    let greedy = plain["choices"][0]["text"].clone();
+    // Ban the greedy token: another one comes out.
+    let (_, ids) = s.post("/tokenize", &json!({"content": greedy})).await;
+    let bias = json!({ token_of(&ids).to_string(): -100 });
+    let (status, banned) = s.post("/v1/completions", &ask(bias)).await;
+    assert_eq!(status, 200, "{banned}");
+    assert_ne!(banned["choices"][0]["text"], greedy, "{banned}");
+    // Force an unlikely one.
+    let (_, ids) = s.post("/tokenize", &json!({"content": " banana"})).await;
+    let forced_id = token_of(&ids);
+    let (_, text) = s.post("/detokenize", &json!({"tokens": [forced_id]})).await;
+    let bias = json!({ forced_id.to_string(): 100 });
+    let (status, forced) = s.post("/v1/completions", &ask(bias)).await;
+    assert_eq!(status, 200, "{forced}");
+    assert_eq!(forced["choices"][0]["text"], text["content"], "{forced}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_completions_stream_and_not() {
     let s = start().await;
     let messages = json!([{"role": "user", "content": "What is the capital of France?"}]);
@@ -242,6 +269,30 @@ async fn bad_requests_get_openai_errors() {
             json!({"messages": []}),
             400,
             "messages",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "hi", "logit_bias": {"99999999": 5}}),
+            400,
+            "logit_bias",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "hi", "logit_bias": {"cat": 5}}),
+            400,
+            "logit_bias",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "hi", "logit_bias": {"7": 500}}),
+            400,
+            "logit_bias",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "hi", "logit_bias": [1, 2]}),
+            400,
+            "logit_bias",
         ),
     ];
     for (path, body, status, param) in cases {
