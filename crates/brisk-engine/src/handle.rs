@@ -13,7 +13,8 @@ pub(crate) enum Command {
     /// Schedule a request; its events go to `events`.
     Add {
         id: RequestId,
-        request: EngineRequest,
+        /// Boxed: a request is far larger than the other commands.
+        request: Box<EngineRequest>,
         events: tokio_mpsc::UnboundedSender<EngineEvent>,
     },
     /// Stop a request and free its blocks.
@@ -42,7 +43,7 @@ impl EngineHandle {
         self.commands
             .send(Command::Add {
                 id,
-                request,
+                request: Box::new(request),
                 events: tx,
             })
             .map_err(|_| EngineStopped)?;

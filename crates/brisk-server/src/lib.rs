@@ -7,14 +7,16 @@
 //! per-request task ends and dropping its engine stream aborts the request, so its KV blocks
 //! are freed at the engine's next step.
 //!
-//! Two middlewares sit in front of every route: [`Drain`] answers 503 once the server is
-//! shutting down (`shutdown.rs`), and [`AuthSettings`] checks the bearer API key (`auth.rs`).
+//! Middlewares sit in front of every route: `request_id.rs` runs each request in a tracing
+//! span with its id, [`Drain`] answers 503 once the server is shutting down (`shutdown.rs`),
+//! and [`AuthSettings`] checks the bearer API key (`auth.rs`).
 
 mod auth;
 mod error;
 mod generation;
 mod metrics;
 mod protocol;
+mod request_id;
 mod respond;
 mod routes;
 mod shutdown;
@@ -151,7 +153,7 @@ impl ServerState {
     }
 }
 
-/// The HTTP routes, behind the drain check and then the API key check.
+/// The HTTP routes, behind the request id, the drain check and the API key check.
 pub fn router(state: Arc<ServerState>, max_request_bytes: usize) -> Router {
     let auth = Arc::new(state.auth.clone());
     let drain = state.drain.clone();
@@ -174,5 +176,9 @@ pub fn router(state: Arc<ServerState>, max_request_bytes: usize) -> Router {
         .layer(DefaultBodyLimit::max(max_request_bytes))
         .layer(from_fn_with_state(auth, auth::require_api_key))
         .layer(from_fn_with_state(drain, shutdown::refuse_while_draining))
+        .layer(from_fn_with_state(
+            Arc::new(request_id::RequestIds::default()),
+            request_id::tag_request,
+        ))
         .with_state(state)
 }

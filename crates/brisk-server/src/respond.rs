@@ -16,6 +16,7 @@ use tokio_stream::StreamExt;
 use crate::error::ApiError;
 use crate::generation::{ChoiceRun, Delta, Finish, TokenLogprob};
 use crate::protocol::{PromptTokensDetails, Usage};
+use crate::request_id::in_current_span;
 use crate::validate::GenerationSpec;
 use crate::ServerState;
 
@@ -173,7 +174,8 @@ fn stream<F: Format>(
         let (tx, format, chunk) = (tx.clone(), Arc::clone(&format), Arc::clone(&chunk));
         // Each choice streams on its own; when the client goes away the send fails, the task
         // ends, and dropping its engine stream aborts the request and frees its blocks.
-        tasks.push(tokio::spawn(async move {
+        // The tasks log under the request's span, so with its id.
+        tasks.push(tokio::spawn(in_current_span(async move {
             let mut first = true;
             while let Some(delta) = run.next().await {
                 let delta = match delta {
@@ -200,10 +202,10 @@ fn stream<F: Format>(
                 }
             }
             None
-        }));
+        })));
     }
     let include_usage = spec.include_usage;
-    tokio::spawn(async move {
+    tokio::spawn(in_current_span(async move {
         let mut finishes = Vec::new();
         for task in tasks {
             if let Ok(Some(f)) = task.await {
@@ -214,7 +216,7 @@ fn stream<F: Format>(
             let _ = tx.send(chunk(json!([]), Some(usage(&finishes))));
         }
         let _ = tx.send("[DONE]".to_string());
-    });
+    }));
     let events = UnboundedReceiverStream::new(rx)
         .map(|data| Ok::<_, Infallible>(Event::default().data(data)));
     Sse::new(events)

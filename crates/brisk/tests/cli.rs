@@ -140,3 +140,25 @@ fn sim_writes_the_bench_report_from_a_latency_model() {
     assert!(!ok);
     assert!(err.contains("/nonexistent.json"), "{err}");
 }
+
+#[test]
+fn auth_and_shutdown_flags_are_validated() {
+    let (ok, _, err) = brisk(&["serve", "--api-key", " ", "--model", "/nonexistent.gguf"]);
+    assert!(!ok);
+    assert!(err.contains("--api-key") && err.contains("empty"), "{err}");
+    let (ok, _, err) = brisk(&["serve", "--auth-health-and-metrics"]);
+    assert!(!ok);
+    assert!(err.contains("--api-key"), "{err}");
+    let (ok, _, err) = brisk(&["serve", "--shutdown-timeout=-1"]);
+    assert!(!ok);
+    assert!(err.contains("seconds"), "{err}");
+    // The key given in the environment never shows in --help.
+    let out = Command::new(env!("CARGO_BIN_EXE_brisk"))
+        .args(["serve", "--help"])
+        .env("BRISK_API_KEY", "hunter2-secret")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--api-key"), "{help}");
+    assert!(!help.contains("hunter2-secret"), "{help}");
+}

@@ -162,6 +162,7 @@ fn smollm2_serve_checks_the_api_key_and_drains_on_sigterm() {
     let (status, text) = call(addr, "POST", "/v1/completions", Some(key), COMPLETION);
     assert_eq!(status, 200, "{text}");
     assert!(text.contains("\"choices\""), "{text}");
+    assert!(text.contains("x-request-id: req-"), "{text}");
 
     // A streaming request in flight when SIGTERM arrives still completes.
     let body = r#"{"prompt": "Once upon a time", "max_tokens": 48, "ignore_eos": true,
