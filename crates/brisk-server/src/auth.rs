@@ -118,7 +118,53 @@ pub async fn require_api_key(
 
 #[cfg(test)]
 mod tests {
+    use axum::middleware::from_fn_with_state;
+    use axum::routing::get;
+    use axum::Router;
+
     use super::*;
+
+    #[tokio::test]
+    async fn the_middleware_answers_401_with_openai_json_and_a_challenge() {
+        let auth = Arc::new(AuthSettings {
+            api_key: Some("sk-test".into()),
+            protect_health_and_metrics: false,
+        });
+        let app = Router::new()
+            .route("/v1/models", get(|| async { "models" }))
+            .route("/health", get(|| async { "ok" }))
+            .layer(from_fn_with_state(auth, require_api_key));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = reqwest::Client::new();
+        let get = |path: &str, auth: Option<&str>| {
+            let mut request = client.get(format!("{url}{path}"));
+            if let Some(value) = auth {
+                request = request.header("authorization", value);
+            }
+            request.send()
+        };
+        for (auth, challenge) in [
+            (None, "Bearer"),
+            (Some("Bearer sk-tesT"), "Bearer error=\"invalid_token\""),
+            (
+                Some("Basic c2stdGVzdA=="),
+                "Bearer error=\"invalid_request\"",
+            ),
+        ] {
+            let response = get("/v1/models", auth).await.unwrap();
+            assert_eq!(response.status(), 401, "{auth:?}");
+            assert_eq!(response.headers()["www-authenticate"], challenge);
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["type"], "authentication_error");
+            assert_eq!(body["error"]["code"], "invalid_api_key");
+            assert!(body["error"]["message"].is_string());
+        }
+        let ok = get("/v1/models", Some("Bearer sk-test")).await.unwrap();
+        assert_eq!(ok.status(), 200);
+        assert_eq!(get("/health", None).await.unwrap().status(), 200);
+    }
 
     #[test]
     fn equal_keys_match_and_any_difference_does_not() {
