@@ -1,5 +1,5 @@
 //! `brisk serve` as a process with the real SmolLM2 model: bearer auth (`--api-key`) and
-//! graceful shutdown on SIGTERM (`--shutdown-timeout`). HTTP is spoken by hand over TCP so the
+//! graceful shutdown on SIGTERM and SIGINT (`--shutdown-timeout`). HTTP is spoken by hand over TCP so the
 //! test controls exactly when a streaming request is in flight.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -57,13 +57,14 @@ fn start(args: &[&str], envs: &[(&str, &str)]) -> Server {
 }
 
 impl Server {
-    fn sigterm(&self) {
+    /// Sends `signal` (`TERM`, `INT`) to the server.
+    fn signal(&self, signal: &str) {
         let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
             .status()
             .unwrap()
             .success();
-        assert!(ok, "kill -TERM failed");
+        assert!(ok, "kill -{signal} failed");
     }
 
     /// Waits at most `limit` for the process to exit.
@@ -76,7 +77,7 @@ impl Server {
             if start.elapsed() > limit {
                 let _ = self.child.kill();
                 panic!(
-                    "brisk serve still running {limit:?} after SIGTERM:\n{}",
+                    "brisk serve still running {limit:?} after the signal:\n{}",
                     self.stderr.lock().unwrap()
                 );
             }
@@ -178,7 +179,7 @@ fn smollm2_serve_checks_the_api_key_and_drains_on_sigterm() {
         seen.push_str(&line);
     }
     let signalled = Instant::now();
-    server.sigterm();
+    server.signal("TERM");
     // New connections are refused (or answered 503) while the stream drains.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -242,7 +243,7 @@ fn smollm2_serve_aborts_requests_still_running_after_the_shutdown_timeout() {
         seen.push_str(&line);
     }
     let signalled = Instant::now();
-    server.sigterm();
+    server.signal("INT");
     let status = server.wait_exit(Duration::from_secs(20));
     assert!(
         status.success(),
@@ -254,5 +255,6 @@ fn smollm2_serve_aborts_requests_still_running_after_the_shutdown_timeout() {
     assert!(!seen.contains("data: [DONE]"), "{seen}");
     assert!(signalled.elapsed() < Duration::from_secs(20));
     let log = server.stderr();
+    assert!(log.contains("SIGINT received"), "{log}");
     assert!(log.contains("still in flight after 1s"), "{log}");
 }
