@@ -68,6 +68,16 @@ impl ApiError {
         }
     }
 
+    /// 429 when too many requests wait for their first token (`--max-waiting`).
+    pub fn overloaded(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: message.into(),
+            param: None,
+            code: Some("overloaded"),
+        }
+    }
+
     /// 503 when the engine cannot take work.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self {
@@ -115,6 +125,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body())).into_response()
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        // Refusals for load (429) or availability (503) say when to try again.
+        if matches!(self.status.as_u16(), 429 | 503) {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }

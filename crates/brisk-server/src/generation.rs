@@ -10,6 +10,7 @@ use brisk_types::TokenId;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::queue::WaitingTicket;
 use crate::stop::StopMatcher;
 
 /// The log-probability of one generated token and its alternatives.
@@ -61,6 +62,8 @@ pub struct ChoiceRun {
     done: bool,
     /// An event read ahead by [`ChoiceRun::prime`].
     stash: Option<EngineEvent>,
+    /// The request's place among those waiting for a first token (`--max-waiting`).
+    ticket: Option<WaitingTicket>,
 }
 
 impl ChoiceRun {
@@ -86,7 +89,14 @@ impl ChoiceRun {
             tokens: 0,
             done: false,
             stash: None,
+            ticket: None,
         }
+    }
+
+    /// Holds `ticket` until the first token (or the end) arrives.
+    pub fn with_ticket(mut self, ticket: WaitingTicket) -> Self {
+        self.ticket = Some(ticket);
+        self
     }
 
     /// Waits for the request's first event (its prefill is then done and its full prompt
@@ -119,6 +129,10 @@ impl ChoiceRun {
                 Some(e) => Some(e),
                 None => self.stream.next().await,
             };
+            // Any event means the request has left the queue: a token, or its end.
+            if let Some(ticket) = self.ticket.as_mut() {
+                ticket.release();
+            }
             let Some(event) = event else {
                 self.done = true;
                 return Some(Err(ApiError::unavailable("the engine stopped")));

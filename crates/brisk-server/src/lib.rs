@@ -16,6 +16,7 @@ mod error;
 mod generation;
 mod metrics;
 mod protocol;
+mod queue;
 mod request_id;
 mod respond;
 mod routes;
@@ -37,6 +38,7 @@ use brisk_types::TokenId;
 pub use auth::{constant_time_eq, AuthSettings};
 pub use error::ApiError;
 pub use metrics::Metrics;
+pub use queue::{WaitingQueue, WaitingTicket};
 pub use shutdown::{serve, serve_until_drained, Drain};
 pub use stop::StopMatcher;
 
@@ -65,6 +67,8 @@ pub struct ServerState {
     pub auth: AuthSettings,
     /// Set once the server is shutting down; requests are then refused with 503.
     pub drain: Drain,
+    /// Requests waiting for their first token, bounded by `--max-waiting` (429 beyond).
+    pub waiting: Arc<WaitingQueue>,
     next_id: AtomicU64,
 }
 
@@ -100,6 +104,7 @@ impl ServerState {
             slo: SloSettings::default(),
             auth: AuthSettings::default(),
             drain: Drain::default(),
+            waiting: Arc::new(WaitingQueue::default()),
             next_id: AtomicU64::new(1),
         }
     }

@@ -62,6 +62,7 @@ fn submit_one(
     let mut request = spec.request_for_choice(i);
     // Deadlines count from when the request reached the server, not the engine.
     request.received = Some(arrival);
+    let ticket = state.waiting.enter()?;
     let stream = state
         .engine
         .submit(request)
@@ -73,7 +74,8 @@ fn submit_one(
         spec.request.logprobs.is_some(),
         Arc::clone(&state.metrics),
         arrival,
-    ))
+    )
+    .with_ticket(ticket))
 }
 
 /// Submits every choice. With `n > 1`, the copies are submitted once the first choice's

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{metric, start, start_with, MODEL};
+use common::{metric, start, start_tuned, start_with, MODEL};
 use serde_json::{json, Value};
 
 const COUNTING: &str = "1, 2, 3, 4, 5, 6,";
@@ -50,6 +50,44 @@ async fn logit_bias_bans_and_forces_tokens() {
     let (status, forced) = s.post("/v1/completions", &ask(bias)).await;
     assert_eq!(status, 200, "{forced}");
     assert_eq!(forced["choices"][0]["text"], text["content"], "{forced}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_waiting_queue_answers_429_with_retry_after() {
+    let s = start_tuned(
+        common::default_scheduler(),
+        brisk_scheduler::PolicyChoice::Fcfs,
+        |state| state.waiting = std::sync::Arc::new(brisk_server::WaitingQueue::new(Some(1))),
+    )
+    .await;
+    // A long prompt keeps its ticket through its prefill (hundreds of milliseconds).
+    let long = json!({"model": MODEL, "prompt": "word ".repeat(400), "max_tokens": 1});
+    let first = {
+        let (client, url, body) = (s.client.clone(), s.url("/v1/completions"), long.clone());
+        tokio::spawn(async move { client.post(url).json(&body).send().await.unwrap().status() })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let refused = s
+        .client
+        .post(s.url("/v1/completions"))
+        .json(&json!({"model": MODEL, "prompt": COUNTING, "max_tokens": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let err: Value = refused.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "overloaded", "{err}");
+    assert_eq!(err["error"]["type"], "rate_limit_error", "{err}");
+    assert_eq!(first.await.unwrap().as_u16(), 200);
+    // The ticket is back: the next request is served.
+    let (status, body) = s
+        .post(
+            "/v1/completions",
+            &json!({"model": MODEL, "prompt": COUNTING, "max_tokens": 1}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use brisk_backend::KvCacheDtype;
 use brisk_engine::EngineConfig;
 use brisk_scheduler::{LatencyModel, PolicyChoice, SchedulerConfig};
 use brisk_server::{
-    router, serve, AuthSettings, ServerState, SloSettings, DEFAULT_MAX_REQUEST_BYTES,
+    router, serve, AuthSettings, ServerState, SloSettings, WaitingQueue, DEFAULT_MAX_REQUEST_BYTES,
 };
 use brisk_sim::PolicyName;
 use brisk_types::Backend;
@@ -85,6 +85,10 @@ pub struct ServeArgs {
     /// TTFT, instead of serving them as best effort.
     #[arg(long, env = "BRISK_REJECT_UNATTAINABLE")]
     reject_unattainable: bool,
+    /// Most requests waiting for their first token (queued or in prefill); beyond it new
+    /// requests get 429 with `Retry-After` at once. Unbounded by default.
+    #[arg(long, env = "BRISK_MAX_WAITING")]
+    max_waiting: Option<usize>,
     /// Require `Authorization: Bearer KEY` on the API (every route but /health and /metrics).
     #[arg(long, env = "BRISK_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -184,6 +188,9 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     if args.max_num_seqs == 0 {
         bail!("--max-num-seqs must be at least 1");
     }
+    if args.max_waiting == Some(0) {
+        bail!("--max-waiting must be at least 1 (leave it out for no bound)");
+    }
     if args.reject_unattainable && args.scheduling_policy != PolicyName::Slo {
         bail!("--reject-unattainable needs --scheduling-policy slo");
     }
@@ -271,6 +278,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         api_key: args.api_key.clone(),
         protect_health_and_metrics: args.auth_health_and_metrics,
     };
+    state.waiting = std::sync::Arc::new(WaitingQueue::new(args.max_waiting));
     let drain = state.drain.clone();
     let state = std::sync::Arc::new(state);
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -26,6 +26,9 @@ fn serve_flags_are_validated_with_clear_messages() {
         err.contains("lots") && err.contains("kv-cache-memory"),
         "{err}"
     );
+    let (ok, _, err) = brisk(&["serve", "--max-waiting", "0"]);
+    assert!(!ok);
+    assert!(err.contains("--max-waiting"), "{err}");
     let (ok, _, err) = brisk(&["serve", "--kv-cache-dtype", "fp8"]);
     assert!(!ok);
     assert!(err.contains("fp8") && err.contains("f16"), "{err}");

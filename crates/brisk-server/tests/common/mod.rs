@@ -52,6 +52,15 @@ pub async fn start_full(
     policy: PolicyChoice,
     slo: SloSettings,
 ) -> TestServer {
+    start_tuned(scheduler, policy, |state| state.slo = slo).await
+}
+
+/// A server whose state `tune` adjusts before it starts serving.
+pub async fn start_tuned(
+    scheduler: SchedulerConfig,
+    policy: PolicyChoice,
+    tune: impl FnOnce(&mut ServerState),
+) -> TestServer {
     let path = brisk_testkit::smollm2_path();
     let file = GgufFile::open(&path).expect("model file reads");
     let tokenizer = Tokenizer::from_gguf(&file).expect("tokenizer builds");
@@ -77,7 +86,7 @@ pub async fn start_full(
         context,
         geometry.vocab_size,
     );
-    state.slo = slo;
+    tune(&mut state);
     let state = Arc::new(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
