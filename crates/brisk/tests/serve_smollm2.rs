@@ -1,6 +1,6 @@
 //! `brisk serve` as a process with the real SmolLM2 model: bearer auth (`--api-key`) and
-//! graceful shutdown on SIGTERM and SIGINT (`--shutdown-timeout`). HTTP is spoken by hand over TCP so the
-//! test controls exactly when a streaming request is in flight.
+//! graceful shutdown on SIGTERM and SIGINT (`--shutdown-timeout`). HTTP is spoken by hand
+//! over TCP so the test controls exactly when a streaming request is in flight.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
