@@ -83,7 +83,7 @@ fi
 [[ "$ROUNDS" -gt 0 ]] && python3 - "$OUTDIR" "$ROUNDS" <<'EOF' | tee "$OUTDIR/summary.txt"
 import csv, re, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
-def med(v): return statistics.median(v) if v else float('nan')
+def med(v): return statistics.median(v) if v else None
 def step(kind):
     pp, dec = [], {}
     for r in range(1, rounds + 1):
@@ -92,7 +92,10 @@ def step(kind):
         for b, ms, tps in re.findall(r"decode batch +(\d+): ([\d.]+) ms/step \(([\d.]+) tokens/s", t):
             dec.setdefault(int(b), []).append((float(ms), float(tps)))
     return pp, dec
-own, cand = step("own"), step("candle")
+import os
+own = step("own")
+skip_candle = os.environ.get("SKIP_CANDLE") == "1"
+cand = ([], {1: [], 4: [], 16: [], 64: []}) if skip_candle else step("candle")
 lpp, ltg = [], []
 for r in range(1, rounds + 1):
     for row in csv.DictReader(open(f"{out}/llama-{r}.csv")):
@@ -109,7 +112,7 @@ for b in (4, 16, 64):
 print(f"\n{'metric':38} {'brisk own':>10} {'brisk candle':>13} {'llama.cpp':>10} {'own/llama':>10} {'candle/llama':>12}")
 for name, o, c, l in rows:
     f = lambda x: f"{x:.2f}" if x is not None else "-"
-    print(f"{name:38} {f(o):>10} {f(c):>13} {f(l):>10} {f(o / l) if l else '-':>10} {f(c / l) if l else '-':>12}")
+    print(f"{name:38} {f(o):>10} {f(c):>13} {f(l):>10} {f(o / l) if l else '-':>10} {f(c / l) if l and c else '-':>12}")
 EOF
 
 # Profiles (perf, brisk's own kernels; PROFILE_CANDLE=1 adds candle's): bench/profile_phases.py
