@@ -26,8 +26,8 @@ for spec in prefill:6 decode1:150 decode4:60 decode16:30 decode64:10; do
   phase=${spec%%:*} repeats=${spec##*:}
   ${THREADS:+env BRISK_THREADS=$THREADS} perf record -q -D "$DELAY_MS" -F 1999 -g \
     -o "$OUTDIR/$phase.perf.data" "$STEP" "$MODEL" "$repeats" "$phase" | tee "$OUTDIR/$phase.txt"
-  perf report -i "$OUTDIR/$phase.perf.data" --no-children --sort symbol 2>/dev/null \
-    | grep -E '^ +[0-9]' | head -15 | sed -E 's/ +- +- +$//' > "$OUTDIR/$phase-top.txt"
+  { perf report -i "$OUTDIR/$phase.perf.data" --no-children -g none --sort symbol 2>/dev/null \
+    | grep -E '^ +[0-9]' | head -15 | sed -E 's/ +- +- +$//' > "$OUTDIR/$phase-top.txt"; } || true
   echo "--- $phase"; head -8 "$OUTDIR/$phase-top.txt"
 done
 echo "load after: $(cat /proc/loadavg)" | tee -a "$OUTDIR/machine.txt"
