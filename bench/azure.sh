@@ -17,7 +17,7 @@
 #   MAX_OUTPUT=256         --max-output-tokens
 #   SLO=ttft=2000,tpot=200 objective, milliseconds
 #   PARALLEL=16            llama-server slots (-np) = brisk --max-num-seqs
-#   THREADS=2              llama-server -t = brisk's RAYON_NUM_THREADS
+#   THREADS=2              llama-server -t = brisk's BRISK_THREADS
 #   SEED=0                 --seed (same requests and prompts for both servers)
 #   SERVERS="brisk llama"  which servers to run, in order
 #   MODEL, LLAMA, BRISK    model file and binaries (defaults below)
@@ -103,7 +103,7 @@ start_server() {  # name
   local log="$OUT/$1.log"
   case $1 in
     brisk)
-      RAYON_NUM_THREADS=$THREADS "$BRISK" serve --model "$MODEL" --port "$PORT" \
+      BRISK_THREADS=$THREADS "$BRISK" serve --model "$MODEL" --port "$PORT" \
         --max-num-seqs "$PARALLEL" --kv-cache-tokens "$KV_TOKENS" >"$log" 2>&1 &
       ;;
     llama)
