@@ -91,6 +91,69 @@ async fn a_full_waiting_queue_answers_429_with_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_leave_before_the_first_token_free_everything() {
+    let s = start().await;
+    // Polls /metrics (bounded) until `done` holds for it; returns that text.
+    let until = |done: fn(&str) -> bool| {
+        let s = &s;
+        async move {
+            for _ in 0..400 {
+                let m = s.metrics().await;
+                if done(&m) {
+                    return m;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            }
+            panic!("condition never held:\n{}", s.metrics().await);
+        }
+    };
+    let busy = |m: &str| metric(m, "brisk_num_requests_running") > 0.0;
+    assert_eq!(
+        metric(&s.metrics().await, "brisk_kv_cache_usage_ratio"),
+        0.0
+    );
+    // A prompt long enough that its prefill takes several steps.
+    let long = "the quick brown fox jumps over the lazy dog ".repeat(120);
+    // 1. A stream whose client hangs up after the headers, during the prefill.
+    let resp = s
+        .client
+        .post(s.url("/v1/completions"))
+        .json(&json!({"prompt": long, "max_tokens": 500, "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    until(busy).await;
+    drop(resp);
+    until(|m| m.contains("brisk_request_success_total{finished_reason=\"abort\"} 1")).await;
+    // 2. A non-streaming request whose client gives up while the server works on it.
+    let gave_up = s
+        .client
+        .post(s.url("/v1/completions"))
+        .timeout(std::time::Duration::from_millis(300))
+        .json(&json!({"prompt": long, "max_tokens": 500, "ignore_eos": true}))
+        .send()
+        .await;
+    assert!(gave_up.is_err_and(|e| e.is_timeout()));
+    let after = until(|m| {
+        m.contains("brisk_request_success_total{finished_reason=\"abort\"} 2")
+            && metric(m, "brisk_kv_cache_usage_ratio") == 0.0
+            && metric(m, "brisk_num_requests_running") == 0.0
+            && metric(m, "brisk_num_requests_waiting") == 0.0
+    })
+    .await;
+    assert!(!after.contains("finished_reason=\"length\""), "{after}");
+    // The server still answers, with the whole pool.
+    let (status, body) = s
+        .post(
+            "/v1/completions",
+            &json!({"model": MODEL, "prompt": COUNTING, "max_tokens": 2, "temperature": 0}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_completions_stream_and_not() {
     let s = start().await;
     let messages = json!([{"role": "user", "content": "What is the capital of France?"}]);
