@@ -78,6 +78,16 @@ impl ApiError {
         }
     }
 
+    /// 504 when a request runs past `--request-timeout`.
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::GATEWAY_TIMEOUT,
+            message: message.into(),
+            param: None,
+            code: Some("timeout"),
+        }
+    }
+
     /// 503 when the engine cannot take work.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self {

@@ -64,6 +64,8 @@ pub struct ChoiceRun {
     stash: Option<EngineEvent>,
     /// The request's place among those waiting for a first token (`--max-waiting`).
     ticket: Option<WaitingTicket>,
+    /// When the request must be done by (`--request-timeout`).
+    deadline: Option<Instant>,
 }
 
 impl ChoiceRun {
@@ -90,6 +92,36 @@ impl ChoiceRun {
             done: false,
             stash: None,
             ticket: None,
+            deadline: None,
+        }
+    }
+
+    /// Ends the request with a 504 if it is not done by `deadline`.
+    pub fn with_deadline(mut self, deadline: Option<Instant>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// The next engine event, or `Err` once the deadline has passed (the request is then
+    /// aborted and its blocks freed).
+    async fn next_event(&mut self) -> Result<Option<EngineEvent>, ApiError> {
+        let Some(deadline) = self.deadline else {
+            return Ok(self.stream.next().await);
+        };
+        match tokio::time::timeout_at(deadline.into(), self.stream.next()).await {
+            Ok(event) => Ok(event),
+            Err(_) => {
+                self.stream.abort();
+                self.done = true;
+                self.metrics
+                    .request_success
+                    .with_label_values(&["timeout"])
+                    .inc();
+                Err(ApiError::timeout(format!(
+                    "the request did not finish within --request-timeout ({:.1} s)",
+                    deadline.duration_since(self.arrival).as_secs_f64()
+                )))
+            }
         }
     }
 
@@ -127,7 +159,10 @@ impl ChoiceRun {
         loop {
             let event = match self.stash.take() {
                 Some(e) => Some(e),
-                None => self.stream.next().await,
+                None => match self.next_event().await {
+                    Ok(e) => e,
+                    Err(timeout) => return Some(Err(timeout)),
+                },
             };
             // Any event means the request has left the queue: a token, or its end.
             if let Some(ticket) = self.ticket.as_mut() {

@@ -69,6 +69,8 @@ pub struct ServerState {
     pub drain: Drain,
     /// Requests waiting for their first token, bounded by `--max-waiting` (429 beyond).
     pub waiting: Arc<WaitingQueue>,
+    /// Longest a request may take from arrival to its last token (`--request-timeout`).
+    pub request_timeout: Option<std::time::Duration>,
     next_id: AtomicU64,
 }
 
@@ -105,6 +107,7 @@ impl ServerState {
             auth: AuthSettings::default(),
             drain: Drain::default(),
             waiting: Arc::new(WaitingQueue::default()),
+            request_timeout: None,
             next_id: AtomicU64::new(1),
         }
     }

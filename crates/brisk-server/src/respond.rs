@@ -75,7 +75,8 @@ fn submit_one(
         Arc::clone(&state.metrics),
         arrival,
     )
-    .with_ticket(ticket))
+    .with_ticket(ticket)
+    .with_deadline(state.request_timeout.map(|t| arrival + t)))
 }
 
 /// Submits every choice. With `n > 1`, the copies are submitted once the first choice's

@@ -154,6 +154,50 @@ async fn clients_that_leave_before_the_first_token_free_everything() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_the_timeout_are_aborted_with_504() {
+    let s = start_tuned(
+        common::default_scheduler(),
+        brisk_scheduler::PolicyChoice::Fcfs,
+        |state| state.request_timeout = Some(std::time::Duration::from_millis(400)),
+    )
+    .await;
+    let endless =
+        json!({"model": MODEL, "prompt": COUNTING, "max_tokens": 3000, "ignore_eos": true});
+    let (status, err) = s.post("/v1/completions", &endless).await;
+    assert_eq!(status, 504, "{err}");
+    assert_eq!(err["error"]["code"], "timeout", "{err}");
+    // A stream ends with an error event instead.
+    let mut streaming = endless.clone();
+    streaming["stream"] = json!(true);
+    let text = s
+        .client
+        .post(s.url("/v1/completions"))
+        .json(&streaming)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("\"timeout\""), "{text}");
+    s.wait_idle().await;
+    let m = s.metrics().await;
+    assert!(
+        m.contains("brisk_request_success_total{finished_reason=\"timeout\"} 2"),
+        "{m}"
+    );
+    assert_eq!(metric(&m, "brisk_kv_cache_usage_ratio"), 0.0, "{m}");
+    // Short requests are unaffected.
+    let (status, body) = s
+        .post(
+            "/v1/completions",
+            &json!({"model": MODEL, "prompt": COUNTING, "max_tokens": 2}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_completions_stream_and_not() {
     let s = start().await;
     let messages = json!([{"role": "user", "content": "What is the capital of France?"}]);

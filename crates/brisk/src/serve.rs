@@ -89,6 +89,10 @@ pub struct ServeArgs {
     /// requests get 429 with `Retry-After` at once. Unbounded by default.
     #[arg(long, env = "BRISK_MAX_WAITING")]
     max_waiting: Option<usize>,
+    /// Longest a request may run, from arrival to its last token, in seconds; past it the
+    /// request is aborted (504, or an error event on a stream). Unbounded by default.
+    #[arg(long, env = "BRISK_REQUEST_TIMEOUT")]
+    request_timeout: Option<f64>,
     /// Require `Authorization: Bearer KEY` on the API (every route but /health and /metrics).
     #[arg(long, env = "BRISK_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -191,6 +195,13 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     if args.max_waiting == Some(0) {
         bail!("--max-waiting must be at least 1 (leave it out for no bound)");
     }
+    let request_timeout = match args.request_timeout {
+        None => None,
+        Some(s) if s.is_finite() && s > 0.0 && s <= 1e6 => {
+            Some(std::time::Duration::from_secs_f64(s))
+        }
+        Some(s) => bail!("--request-timeout must be a positive number of seconds, got {s}"),
+    };
     if args.reject_unattainable && args.scheduling_policy != PolicyName::Slo {
         bail!("--reject-unattainable needs --scheduling-policy slo");
     }
@@ -279,6 +290,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         protect_health_and_metrics: args.auth_health_and_metrics,
     };
     state.waiting = std::sync::Arc::new(WaitingQueue::new(args.max_waiting));
+    state.request_timeout = request_timeout;
     let drain = state.drain.clone();
     let state = std::sync::Arc::new(state);
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -26,6 +26,9 @@ fn serve_flags_are_validated_with_clear_messages() {
         err.contains("lots") && err.contains("kv-cache-memory"),
         "{err}"
     );
+    let (ok, _, err) = brisk(&["serve", "--request-timeout", "-3"]);
+    assert!(!ok);
+    assert!(err.contains("--request-timeout"), "{err}");
     let (ok, _, err) = brisk(&["serve", "--max-waiting", "0"]);
     assert!(!ok);
     assert!(err.contains("--max-waiting"), "{err}");
