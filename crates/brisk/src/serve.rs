@@ -91,7 +91,7 @@ pub struct ServeArgs {
     max_waiting: Option<usize>,
     /// Longest a request may run, from arrival to its last token, in seconds; past it the
     /// request is aborted (504, or an error event on a stream). Unbounded by default.
-    #[arg(long, env = "BRISK_REQUEST_TIMEOUT")]
+    #[arg(long, env = "BRISK_REQUEST_TIMEOUT", allow_negative_numbers = true)]
     request_timeout: Option<f64>,
     /// Require `Authorization: Bearer KEY` on the API (every route but /health and /metrics).
     #[arg(long, env = "BRISK_API_KEY", hide_env_values = true)]
