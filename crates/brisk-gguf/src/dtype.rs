@@ -85,9 +85,27 @@ impl GgmlDType {
         }
     }
 
-    /// Bytes taken by a row of `n` elements, or `None` if `n` is not a whole number of blocks.
+    /// Bytes taken by a row of `n` elements, or `None` if `n` is not a whole number of blocks
+    /// or the size does not fit in a `u64` (a corrupt header can claim any length).
     pub fn row_bytes(self, n: u64) -> Option<u64> {
         let (elems, bytes) = self.block_geometry();
-        n.is_multiple_of(elems).then(|| n / elems * bytes)
+        if !n.is_multiple_of(elems) {
+            return None;
+        }
+        (n / elems).checked_mul(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_sizes_that_overflow_are_refused() {
+        assert_eq!(GgmlDType::F32.row_bytes(8), Some(32));
+        assert_eq!(GgmlDType::Q4_0.row_bytes(64), Some(36));
+        assert_eq!(GgmlDType::Q4_0.row_bytes(33), None);
+        // Found by fuzz/fuzz_targets/gguf_parse.rs: this used to panic on overflow.
+        assert_eq!(GgmlDType::F32.row_bytes(u64::MAX / 2), None);
     }
 }

@@ -121,7 +121,7 @@ impl GgufFile {
                 .and_then(|row| row.checked_mul(elements / dims[0].max(1)))
                 .ok_or_else(|| {
                     cur.malformed(format!(
-                        "tensor {name:?}: row of {} elements is not a whole number of {dtype:?} blocks",
+                        "tensor {name:?}: row of {} elements is not a whole number of {dtype:?} blocks, or its size overflows",
                         dims[0]
                     ))
                 })?;

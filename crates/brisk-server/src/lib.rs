@@ -190,3 +190,14 @@ pub fn router(state: Arc<ServerState>, max_request_bytes: usize) -> Router {
         ))
         .with_state(state)
 }
+
+/// Entry points for the fuzz targets in `fuzz/` (not a stable API).
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Parses `body` as both request types, the way the handlers do; the results are
+    /// discarded (only a panic would be a finding).
+    pub fn parse_request_bodies(body: &[u8]) {
+        let _ = crate::routes::parse_body::<crate::protocol::CompletionRequest>(body);
+        let _ = crate::routes::parse_body::<crate::protocol::ChatCompletionRequest>(body);
+    }
+}

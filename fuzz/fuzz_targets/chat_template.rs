@@ -1,0 +1,32 @@
+//! SmolLM2's chat template rendering hostile conversations: any roles, any contents
+//! (template syntax, control characters, huge counts); rendering answers or errors, never
+//! panics.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use brisk_gguf::GgufFile;
+use brisk_tokenizer::{ChatMessage, Tokenizer};
+use libfuzzer_sys::fuzz_target;
+
+fn tokenizer() -> &'static Tokenizer {
+    static TOKENIZER: OnceLock<Tokenizer> = OnceLock::new();
+    TOKENIZER.get_or_init(|| {
+        let file = GgufFile::open(brisk_testkit::smollm2_path()).expect("the SmolLM2 file");
+        Tokenizer::from_gguf(&file).expect("its tokenizer")
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let template = tokenizer()
+        .chat_template()
+        .expect("SmolLM2 has a chat template");
+    // Fields separated by 0xFF: role, content, role, content, …
+    let text = String::from_utf8_lossy(data);
+    let fields: Vec<&str> = text.split('\u{FFFD}').collect();
+    let messages: Vec<ChatMessage> = fields
+        .chunks(2)
+        .map(|pair| ChatMessage::new(pair[0], *pair.get(1).unwrap_or(&"")))
+        .collect();
+    let _ = template.render(&messages, data.first().is_some_and(|b| b & 1 == 1));
+});
