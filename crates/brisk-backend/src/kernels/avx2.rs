@@ -46,41 +46,15 @@ fn check_layout(w: &QuantMatrix, rows: &Range<usize>, x: &QuantActivations) {
     assert_eq!(x.s_tiled.len(), x.d_tiled.len());
 }
 
-pub(super) fn band_q4_1(
-    w: &QuantMatrix,
-    rows: Range<usize>,
-    x: &QuantActivations,
-    out: &OutRows<'_>,
-) {
-    assert_eq!(w.format, KernelFormat::Q4_1);
+/// Weight rows `rows` (either format) against every token of `x`.
+pub(super) fn band(w: &QuantMatrix, rows: Range<usize>, x: &QuantActivations, out: &OutRows<'_>) {
     check_layout(w, &rows, x);
     #[cfg(target_arch = "x86_64")]
     {
         assert!(available());
         // SAFETY: AVX2 and FMA are present (checked above) and every array has the size the
         // kernel indexes with (checked by `check_layout`); this call owns output rows `rows`.
-        unsafe { x86::band_q4_1(w, rows, x, out) }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = out;
-        unreachable!("AVX2 kernels are only selected on x86_64")
-    }
-}
-
-pub(super) fn band_q8_0(
-    w: &QuantMatrix,
-    rows: Range<usize>,
-    x: &QuantActivations,
-    out: &OutRows<'_>,
-) {
-    assert_eq!(w.format, KernelFormat::Q8_0);
-    check_layout(w, &rows, x);
-    #[cfg(target_arch = "x86_64")]
-    {
-        assert!(available());
-        // SAFETY: as in `band_q4_1`.
-        unsafe { x86::band_q8_0(w, rows, x, out) }
+        unsafe { x86::band(w, rows, x, out) }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -158,8 +132,8 @@ mod x86 {
     use std::ops::Range;
 
     use super::super::{
-        grouped_index, OutRows, QuantActivations, QuantMatrix, KEY_LANES, MAX_SCORE_ROWS,
-        ROW_GROUP, TILE,
+        grouped_index, KernelFormat, OutRows, QuantActivations, QuantMatrix, KEY_LANES,
+        MAX_SCORE_ROWS, ROW_GROUP, TILE,
     };
 
     /// `R` query rows against `8 * G` keys: one accumulator per (row, 8 keys), one fused
@@ -284,18 +258,20 @@ mod x86 {
         unsafe { _mm256_add_ps(even, odd) }
     }
 
-    /// Weight rows `rows` (Q4_1) against every token of `x`, tile by tile.
+    /// Weight rows `rows` against every token of `x`, tile by tile: a single-token tile
+    /// eight rows at a time (one row per lane), a wider one row by row (one token per lane).
     ///
     /// # Safety
     /// AVX2/FMA; the layout checks of `check_layout` hold; the caller owns output rows `rows`.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn band_q4_1(
+    pub(super) unsafe fn band(
         w: &QuantMatrix,
         rows: Range<usize>,
         x: &QuantActivations,
         out: &OutRows<'_>,
     ) {
         let nb = x.blocks;
+        let row_quants = nb * w.format.quant_bytes();
         for tile in 0..x.tokens.div_ceil(TILE) {
             let t0 = tile * TILE;
             let n = TILE.min(x.tokens - t0);
@@ -303,17 +279,17 @@ mod x86 {
             let xt = unsafe { Tile::new(x, tile) };
             if n == 1 {
                 for g in rows.clone().step_by(ROW_GROUP) {
-                    // SAFETY: group `g` (padded rows included) exists in every array; the
-                    // tile holds a token.
+                    // SAFETY: group `g` (padded rows included) exists in every array (the
+                    // minima only for Q4_1, the only format that reads them); the tile holds
+                    // a token.
                     let sums = unsafe {
                         let at = grouped_index(nb, g, 0);
-                        group_q4_1(
-                            nb,
-                            w.quants.as_ptr().add(g * nb * 16),
-                            w.d.as_ptr().add(at),
-                            w.m.as_ptr().add(at),
-                            xt,
-                        )
+                        let (wq, wd) =
+                            (w.quants.as_ptr().add(g * row_quants), w.d.as_ptr().add(at));
+                        match w.format {
+                            KernelFormat::Q4_1 => group_q4_1(nb, wq, wd, w.m.as_ptr().add(at), xt),
+                            KernelFormat::Q8_0 => group_q8_0(nb, wq, wd, xt),
+                        }
                     };
                     for (i, &v) in sums.iter().take(rows.end - g).enumerate() {
                         // SAFETY: the caller owns the band's rows.
@@ -323,13 +299,18 @@ mod x86 {
                 continue;
             }
             for r in rows.clone() {
-                // SAFETY: row `r` exists, so its blocks, scales and minima are in bounds; the
-                // tile holds `n` tokens. A row's grouped scales are `ROW_GROUP` apart.
+                // SAFETY: row `r` exists, so its blocks, scales and (Q4_1) minima are in
+                // bounds; the tile holds `n` tokens. A row's grouped scales are `ROW_GROUP`
+                // apart.
                 let sums = unsafe {
-                    let wq = w.quants.as_ptr().add(r * nb * 16);
-                    let wd = w.d.as_ptr().add(grouped_index(nb, r, 0));
-                    let wm = w.m.as_ptr().add(grouped_index(nb, r, 0));
-                    by_width!(n, tile_q4_1, nb, wq, wd, wm, xt)
+                    let at = grouped_index(nb, r, 0);
+                    let (wq, wd) = (w.quants.as_ptr().add(r * row_quants), w.d.as_ptr().add(at));
+                    match w.format {
+                        KernelFormat::Q4_1 => {
+                            by_width!(n, tile_q4_1, nb, wq, wd, w.m.as_ptr().add(at), xt)
+                        }
+                        KernelFormat::Q8_0 => by_width!(n, tile_q8_0, nb, wq, wd, xt),
+                    }
                 };
                 for (t, &v) in sums.iter().take(n).enumerate() {
                     // SAFETY: the caller owns row `r`.
@@ -468,52 +449,6 @@ mod x86 {
         // SAFETY: `out` holds 8 floats; unaligned store.
         unsafe { _mm256_storeu_ps(out.as_mut_ptr(), total) };
         out
-    }
-
-    /// Weight rows `rows` (Q8_0) against every token of `x`, tile by tile.
-    ///
-    /// # Safety
-    /// As for [`band_q4_1`].
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn band_q8_0(
-        w: &QuantMatrix,
-        rows: Range<usize>,
-        x: &QuantActivations,
-        out: &OutRows<'_>,
-    ) {
-        let nb = x.blocks;
-        for tile in 0..x.tokens.div_ceil(TILE) {
-            let t0 = tile * TILE;
-            let n = TILE.min(x.tokens - t0);
-            // SAFETY: `tile` is a tile of `x`.
-            let xt = unsafe { Tile::new(x, tile) };
-            if n == 1 {
-                for g in rows.clone().step_by(ROW_GROUP) {
-                    // SAFETY: as in `band_q4_1`.
-                    let sums = unsafe {
-                        let wd = w.d.as_ptr().add(grouped_index(nb, g, 0));
-                        group_q8_0(nb, w.quants.as_ptr().add(g * nb * 32), wd, xt)
-                    };
-                    for (i, &v) in sums.iter().take(rows.end - g).enumerate() {
-                        // SAFETY: the caller owns the band's rows.
-                        unsafe { out.write(t0, g + i, v) };
-                    }
-                }
-                continue;
-            }
-            for r in rows.clone() {
-                // SAFETY: as in `band_q4_1`.
-                let sums = unsafe {
-                    let wq = w.quants.as_ptr().add(r * nb * 32);
-                    let wd = w.d.as_ptr().add(grouped_index(nb, r, 0));
-                    by_width!(n, tile_q8_0, nb, wq, wd, xt)
-                };
-                for (t, &v) in sums.iter().take(n).enumerate() {
-                    // SAFETY: the caller owns row `r`.
-                    unsafe { out.write(t0 + t, r, v) };
-                }
-            }
-        }
     }
 
     /// One Q8_0 weight row against the first `T` tokens of a tile.

@@ -153,7 +153,7 @@ pub(crate) struct QuantActivations {
     s_tiled: Vec<f32>,
 }
 
-/// The band kernel of one format and instruction set: weight rows `rows` against every token
+/// The band kernel of one instruction set: weight rows `rows` against every token
 /// of `x`, writing `out[t * w.rows + r]`.
 type BandFn = fn(&QuantMatrix, std::ops::Range<usize>, &QuantActivations, &OutRows<'_>);
 
@@ -269,11 +269,10 @@ impl QuantMatrix {
     }
 
     fn band_fn(&self) -> BandFn {
-        match (self.format, avx2::available()) {
-            (KernelFormat::Q4_1, true) => avx2::band_q4_1,
-            (KernelFormat::Q8_0, true) => avx2::band_q8_0,
-            (KernelFormat::Q4_1, false) => scalar::band_q4_1,
-            (KernelFormat::Q8_0, false) => scalar::band_q8_0,
+        if avx2::available() {
+            avx2::band
+        } else {
+            scalar::band
         }
     }
 

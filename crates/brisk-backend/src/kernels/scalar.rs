@@ -1,5 +1,6 @@
 //! Portable kernels; the reference the SIMD versions are tested against. They compute the
-//! same integer block sums as the SIMD kernels and differ only in the order floats are added.
+//! same integer block sums and the same float operations in the same order as the SIMD
+//! kernels, so the two agree bit for bit.
 
 use std::ops::Range;
 
@@ -7,32 +8,16 @@ use super::{
     KernelFormat, OutRows, QuantActivations, QuantMatrix, KEY_LANES, MAX_SCORE_ROWS, TILE,
 };
 
-pub(super) fn band_q4_1(
-    w: &QuantMatrix,
-    rows: Range<usize>,
-    x: &QuantActivations,
-    out: &OutRows<'_>,
-) {
-    assert_eq!(w.format, KernelFormat::Q4_1);
+/// Weight rows `rows` (either format) against every token of `x`.
+pub(super) fn band(w: &QuantMatrix, rows: Range<usize>, x: &QuantActivations, out: &OutRows<'_>) {
+    let dot = match w.format {
+        KernelFormat::Q4_1 => dot_q4_1,
+        KernelFormat::Q8_0 => dot_q8_0,
+    };
     for t in 0..x.tokens {
         for r in rows.clone() {
             // SAFETY: this call owns rows `rows` of the output.
-            unsafe { out.write(t, r, dot_q4_1(w, r, x, t)) };
-        }
-    }
-}
-
-pub(super) fn band_q8_0(
-    w: &QuantMatrix,
-    rows: Range<usize>,
-    x: &QuantActivations,
-    out: &OutRows<'_>,
-) {
-    assert_eq!(w.format, KernelFormat::Q8_0);
-    for t in 0..x.tokens {
-        for r in rows.clone() {
-            // SAFETY: this call owns rows `rows` of the output.
-            unsafe { out.write(t, r, dot_q8_0(w, r, x, t)) };
+            unsafe { out.write(t, r, dot(w, r, x, t)) };
         }
     }
 }
