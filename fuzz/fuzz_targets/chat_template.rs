@@ -3,22 +3,12 @@
 //! panics.
 #![no_main]
 
-use std::sync::OnceLock;
-
-use brisk_gguf::GgufFile;
-use brisk_tokenizer::{ChatMessage, Tokenizer};
+use brisk_fuzz::smollm2_tokenizer;
+use brisk_tokenizer::ChatMessage;
 use libfuzzer_sys::fuzz_target;
 
-fn tokenizer() -> &'static Tokenizer {
-    static TOKENIZER: OnceLock<Tokenizer> = OnceLock::new();
-    TOKENIZER.get_or_init(|| {
-        let file = GgufFile::open(brisk_testkit::smollm2_path()).expect("the SmolLM2 file");
-        Tokenizer::from_gguf(&file).expect("its tokenizer")
-    })
-}
-
 fuzz_target!(|data: &[u8]| {
-    let template = tokenizer()
+    let template = smollm2_tokenizer()
         .chat_template()
         .expect("SmolLM2 has a chat template");
     // Fields separated by 0xFF: role, content, role, content, …

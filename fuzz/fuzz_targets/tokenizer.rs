@@ -5,22 +5,11 @@
 //! result.
 #![no_main]
 
-use std::sync::OnceLock;
-
-use brisk_gguf::GgufFile;
-use brisk_tokenizer::Tokenizer;
+use brisk_fuzz::smollm2_tokenizer;
 use libfuzzer_sys::fuzz_target;
 
-fn tokenizer() -> &'static Tokenizer {
-    static TOKENIZER: OnceLock<Tokenizer> = OnceLock::new();
-    TOKENIZER.get_or_init(|| {
-        let file = GgufFile::open(brisk_testkit::smollm2_path()).expect("the SmolLM2 file");
-        Tokenizer::from_gguf(&file).expect("its tokenizer")
-    })
-}
-
 fuzz_target!(|data: &[u8]| {
-    let tok = tokenizer();
+    let tok = smollm2_tokenizer();
     if let Ok(text) = std::str::from_utf8(data) {
         let ids = tok.encode(text, false).expect("any text encodes");
         let back = tok.decode(&ids, false).expect("its own ids decode");
