@@ -9,11 +9,13 @@
 //!
 //! Middlewares sit in front of every route: `request_id.rs` runs each request in a tracing
 //! span with its id, [`Drain`] answers 503 once the server is shutting down (`shutdown.rs`),
-//! and [`AuthSettings`] checks the bearer API key (`auth.rs`).
+//! and [`AuthSettings`] checks the bearer API key (`auth.rs`). In front of them all,
+//! [`Readiness`] answers 503 `loading` until the model is ready (`loading.rs`).
 
 mod auth;
 mod error;
 mod generation;
+mod loading;
 mod metrics;
 mod protocol;
 mod queue;
@@ -37,6 +39,7 @@ use brisk_types::TokenId;
 
 pub use auth::{constant_time_eq, AuthSettings};
 pub use error::ApiError;
+pub use loading::Readiness;
 pub use metrics::Metrics;
 pub use queue::{WaitingQueue, WaitingTicket};
 pub use shutdown::{serve, serve_until_drained, Drain};

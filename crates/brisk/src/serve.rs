@@ -11,7 +11,8 @@ use brisk_backend::KvCacheDtype;
 use brisk_engine::EngineConfig;
 use brisk_scheduler::{LatencyModel, PolicyChoice, SchedulerConfig};
 use brisk_server::{
-    router, serve, AuthSettings, ServerState, SloSettings, WaitingQueue, DEFAULT_MAX_REQUEST_BYTES,
+    router, serve, AuthSettings, Drain, Readiness, ServerState, SloSettings, WaitingQueue,
+    DEFAULT_MAX_REQUEST_BYTES,
 };
 use brisk_sim::PolicyName;
 use brisk_types::Backend;
@@ -19,7 +20,7 @@ use brisk_types::Backend;
 use crate::{loaded_model, ModelArgs};
 
 /// Arguments of `brisk serve`.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Clone, Debug)]
 pub struct ServeArgs {
     #[command(flatten)]
     model: ModelArgs,
@@ -195,13 +196,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     if args.max_waiting == Some(0) {
         bail!("--max-waiting must be at least 1 (leave it out for no bound)");
     }
-    let request_timeout = match args.request_timeout {
-        None => None,
-        Some(s) if s.is_finite() && s > 0.0 && s <= 1e6 => {
-            Some(std::time::Duration::from_secs_f64(s))
-        }
-        Some(s) => bail!("--request-timeout must be a positive number of seconds, got {s}"),
-    };
+    request_timeout(args.request_timeout)?;
     if args.reject_unattainable && args.scheduling_policy != PolicyName::Slo {
         bail!("--reject-unattainable needs --scheduling-policy slo");
     }
@@ -209,7 +204,70 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         bail!("--api-key (or BRISK_API_KEY) is empty; give a key or leave it out");
     }
     let path = loaded_model::resolve_path(args.model.model.as_deref())?;
-    let mut model = loaded_model::load(&path)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        // The port is bound before the model loads, so clients connecting meanwhile get 503
+        // `loading` (with Retry-After) rather than a refused connection.
+        let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+        let addr = listener.local_addr()?;
+        eprintln!(
+            "brisk: listening at http://{addr} while loading {} (requests get 503 until it is ready)",
+            path.display()
+        );
+        let drain = Drain::default();
+        let readiness = Readiness::default();
+        let mut server = tokio::spawn(serve(
+            listener,
+            readiness.router(),
+            drain.clone(),
+            Duration::from_secs_f64(args.shutdown_timeout),
+        ));
+        let loading = {
+            let (args, drain) = (args.clone(), drain.clone());
+            tokio::task::spawn_blocking(move || server_state(&args, &path, drain, addr))
+        };
+        let loaded = tokio::select! {
+            loaded = loading => loaded,
+            // SIGTERM/SIGINT while loading: stop without waiting for the model.
+            served = &mut server => return served.context("server task failed")?.context("server failed"),
+        };
+        let (state, summary) = match loaded.context("model loading panicked")? {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                drain.start();
+                let _ = server.await;
+                return Err(e);
+            }
+        };
+        readiness.ready(router(std::sync::Arc::new(state), args.max_request_bytes));
+        eprintln!("brisk: serving {summary}");
+        server
+            .await
+            .context("server task failed")?
+            .context("server failed")
+    })?;
+    // Requests still running after the timeout end here: their tasks are dropped, which
+    // aborts them in the engine. Blocking tokenizer tasks get a moment to finish.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    eprintln!("brisk: shut down");
+    Ok(())
+}
+
+/// Loads the model, starts the engine and builds the API's state; also returns the line that
+/// tells the user what is served on `addr`.
+fn server_state(
+    args: &ServeArgs,
+    path: &Path,
+    drain: Drain,
+    addr: std::net::SocketAddr,
+) -> Result<(ServerState, String)> {
+    let mut model = loaded_model::load(path)?;
     model.backend.set_kv_cache_dtype(args.kv_cache_dtype);
     let geometry = model.backend.geometry().clone();
     let max_model_len = match args.max_model_len {
@@ -251,13 +309,13 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         enable_prefix_caching: !args.no_prefix_caching,
         chunked_prefill: true,
         eos_token_ids: model.backend.stop_tokens().to_vec(),
-        cache_salt: salt_of(&path),
+        cache_salt: salt_of(path),
     };
     scheduler
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
     let vocab_size = geometry.vocab_size;
-    let policy = policy(args, &model.backend, &path)?;
+    let policy = policy(args, &model.backend, path)?;
     let policy_name = policy.name();
     let engine = brisk_engine::spawn(
         model.backend,
@@ -270,7 +328,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let name = args
         .served_model_name
         .clone()
-        .unwrap_or_else(|| default_name(&path));
+        .unwrap_or_else(|| default_name(path));
     let aliases = vec![path.display().to_string()];
     let mut state = ServerState::new(
         engine,
@@ -290,40 +348,24 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         protect_health_and_metrics: args.auth_health_and_metrics,
     };
     state.waiting = std::sync::Arc::new(WaitingQueue::new(args.max_waiting));
-    state.request_timeout = request_timeout;
-    let drain = state.drain.clone();
-    let state = std::sync::Arc::new(state);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let served = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
-            .await
-            .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
-        eprintln!(
-            "brisk: serving {name} on http://{} ({num_blocks} KV blocks of {} tokens in {}, context {usable_context}, scheduling {policy_name}{})",
-            listener.local_addr()?,
-            args.block_size,
-            args.kv_cache_dtype.name(),
-            if args.api_key.is_some() { ", API key required" } else { "" }
-        );
-        serve(
-            listener,
-            router(state, args.max_request_bytes),
-            drain,
-            Duration::from_secs_f64(args.shutdown_timeout),
-        )
-        .await
-        .context("server failed")
-    });
-    // Requests still running after the timeout end here: their tasks are dropped, which
-    // aborts them in the engine. Blocking tokenizer tasks get a moment to finish.
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    served?;
-    eprintln!("brisk: shut down");
-    Ok(())
+    state.request_timeout = request_timeout(args.request_timeout)?;
+    state.drain = drain;
+    let summary = format!(
+        "{name} on http://{addr} ({num_blocks} KV blocks of {} tokens in {}, context {usable_context}, scheduling {policy_name}{})",
+        args.block_size,
+        args.kv_cache_dtype.name(),
+        if args.api_key.is_some() { ", API key required" } else { "" }
+    );
+    Ok((state, summary))
+}
+
+/// `--request-timeout` as a duration.
+fn request_timeout(seconds: Option<f64>) -> Result<Option<Duration>> {
+    match seconds {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 && s <= 1e6 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => bail!("--request-timeout must be a positive number of seconds, got {s}"),
+    }
 }
 
 fn default_name(path: &Path) -> String {

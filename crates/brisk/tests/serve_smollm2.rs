@@ -1,6 +1,7 @@
-//! `brisk serve` as a process with the real SmolLM2 model: bearer auth (`--api-key`) and
-//! graceful shutdown on SIGTERM and SIGINT (`--shutdown-timeout`). HTTP is spoken by hand
-//! over TCP so the test controls exactly when a streaming request is in flight.
+//! `brisk serve` as a process with the real SmolLM2 model: bearer auth (`--api-key`),
+//! graceful shutdown on SIGTERM and SIGINT (`--shutdown-timeout`) and 503 while the model
+//! loads. HTTP is spoken by hand over TCP so the test controls exactly when a streaming
+//! request is in flight.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -17,6 +18,12 @@ struct Server {
 }
 
 fn start(args: &[&str], envs: &[(&str, &str)]) -> Server {
+    start_until(args, envs, "on http://")
+}
+
+/// Starts `brisk serve` and returns once it prints `marker` followed by its address:
+/// `on http://` when it serves, `listening at http://` as soon as the port is bound.
+fn start_until(args: &[&str], envs: &[(&str, &str)], marker: &'static str) -> Server {
     let model = brisk_testkit::smollm2_path();
     let mut child = Command::new(env!("CARGO_BIN_EXE_brisk"))
         .args(["serve", "--port", "0", "--model", model.to_str().unwrap()])
@@ -34,7 +41,7 @@ fn start(args: &[&str], envs: &[(&str, &str)]) -> Server {
     std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines() {
             let Ok(line) = line else { break };
-            if let Some(rest) = line.split("on http://").nth(1) {
+            if let Some(rest) = line.split(marker).nth(1) {
                 let addr = rest.split_whitespace().next().unwrap_or_default();
                 let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
             }
@@ -257,4 +264,38 @@ fn smollm2_serve_aborts_requests_still_running_after_the_shutdown_timeout() {
     let log = server.stderr();
     assert!(log.contains("SIGINT received"), "{log}");
     assert!(log.contains("still in flight after 1s"), "{log}");
+}
+
+#[test]
+fn smollm2_serve_answers_503_while_loading_then_serves() {
+    // Without --latency-model the slo policy profiles the machine at start-up, which keeps the
+    // server loading for seconds after its port is bound.
+    let mut server = start_until(&["--scheduling-policy", "slo"], &[], "listening at http://");
+    let addr = server.addr;
+    let (status, text) = call(addr, "GET", "/health", None, "");
+    assert_eq!(status, 503, "{text}\n{}", server.stderr());
+    assert!(text.to_ascii_lowercase().contains("retry-after: 1"), "{text}");
+    let (status, text) = call(addr, "POST", "/v1/completions", None, COMPLETION);
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains(r#""code":"loading""#), "{text}");
+
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while call(addr, "GET", "/health", None, "").0 != 200 {
+        assert!(Instant::now() < deadline, "never ready:\n{}", server.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(server.stderr().contains("brisk: serving "), "{}", server.stderr());
+    let (status, text) = call(addr, "POST", "/v1/completions", None, COMPLETION);
+    assert_eq!(status, 200, "{text}");
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(30)).success());
+}
+
+#[test]
+fn smollm2_serve_stops_promptly_when_signalled_while_loading() {
+    let mut server = start_until(&["--scheduling-policy", "slo"], &[], "listening at http://");
+    server.signal("TERM");
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "exit status {status}:\n{}", server.stderr());
+    assert!(!server.stderr().contains("brisk: serving "), "{}", server.stderr());
 }
