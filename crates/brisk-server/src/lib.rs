@@ -36,11 +36,12 @@ use axum::Router;
 use brisk_engine::EngineHandle;
 use brisk_tokenizer::{ChatMessage, Tokenizer};
 use brisk_types::TokenId;
+use tower_http::catch_panic::CatchPanicLayer;
 
 pub use auth::{constant_time_eq, AuthSettings};
 pub use error::ApiError;
 pub use loading::Readiness;
-pub use metrics::Metrics;
+pub use metrics::{count_panics, Metrics};
 pub use queue::{WaitingQueue, WaitingTicket};
 pub use shutdown::{serve, serve_until_drained, Drain};
 pub use stop::StopMatcher;
@@ -185,6 +186,7 @@ pub fn router(state: Arc<ServerState>, max_request_bytes: usize) -> Router {
             }
         })
         .layer(DefaultBodyLimit::max(max_request_bytes))
+        .layer(CatchPanicLayer::custom(panic_response))
         .layer(from_fn_with_state(auth, auth::require_api_key))
         .layer(from_fn_with_state(drain, shutdown::refuse_while_draining))
         .layer(from_fn_with_state(
@@ -192,6 +194,16 @@ pub fn router(state: Arc<ServerState>, max_request_bytes: usize) -> Router {
             request_id::tag_request,
         ))
         .with_state(state)
+}
+
+/// A handler that panicked: 500 in OpenAI's error shape. The panic is counted
+/// (`brisk_panics_total`) and printed by the hook; the connection, the server and every other
+/// request carry on, and the request's engine stream was dropped while unwinding, which
+/// aborts it and frees its KV blocks.
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    ApiError::internal("the server failed while handling this request (a bug: please report it)")
+        .into_response()
 }
 
 /// Entry points for the fuzz targets in `fuzz/` (not a stable API).
@@ -202,5 +214,33 @@ pub mod fuzzing {
     pub fn parse_request_bodies(body: &[u8]) {
         let _ = crate::routes::parse_body::<crate::protocol::CompletionRequest>(body);
         let _ = crate::routes::parse_body::<crate::protocol::ChatCompletionRequest>(body);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_panicking_handler_gets_a_500_in_openai_shape() {
+        let app = Router::new()
+            .route(
+                "/boom",
+                get(|| async {
+                    if std::hint::black_box(true) {
+                        panic!("deliberate test panic");
+                    }
+                    "unreachable"
+                }),
+            )
+            .layer(CatchPanicLayer::custom(panic_response));
+        let request = axum::extract::Request::get("/boom").body(Body::empty()).unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"]["code"], "internal_error", "{json}");
     }
 }

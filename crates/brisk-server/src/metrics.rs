@@ -4,6 +4,7 @@ use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use brisk_engine::EngineStats;
@@ -29,6 +30,8 @@ pub struct Metrics {
     prefix_queries: IntCounter,
     prefix_hits: IntCounter,
     preemptions: IntCounter,
+    panics: IntCounter,
+    resident_memory: IntGauge,
     /// Engine counters already folded into the Prometheus counters.
     seen: Mutex<EngineStats>,
 }
@@ -104,6 +107,14 @@ impl Metrics {
                 "Prompt tokens found in the prefix cache",
             ),
             preemptions: counter("brisk_num_preemptions_total", "Sequences preempted"),
+            panics: counter(
+                "brisk_panics_total",
+                "Panics caught anywhere in the process (see count_panics)",
+            ),
+            resident_memory: gauge(
+                "process_resident_memory_bytes",
+                "Resident memory of the process (Linux)",
+            ),
             registry,
             seen: Mutex::new(EngineStats::default()),
         }
@@ -116,6 +127,12 @@ impl Metrics {
         self.waiting
             .set(i64::try_from(stats.num_waiting).unwrap_or(i64::MAX));
         self.kv_usage.set(stats.kv_cache_usage);
+        self.panics
+            .inc_by(PANICS.load(Ordering::Relaxed).saturating_sub(self.panics.get()));
+        if let Some(bytes) = resident_memory_bytes() {
+            self.resident_memory
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
         {
             let mut seen = self
                 .seen
@@ -141,6 +158,28 @@ impl Metrics {
             .expect("text encoding cannot fail");
         String::from_utf8(out).expect("the text format is UTF-8")
     }
+}
+
+/// Panics seen by the hook [`count_panics`] installs.
+static PANICS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts every panic of the process in `brisk_panics_total` (the default hook still prints
+/// it). A panic in one request's handling ends only that request's task, so the server stays
+/// up; the counter lets soak tests and alerts see that it happened.
+pub fn count_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, Ordering::Relaxed);
+        previous(info);
+    }));
+}
+
+/// The process's resident set size from `/proc/self/status` (`None` off Linux).
+fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 impl Default for Metrics {

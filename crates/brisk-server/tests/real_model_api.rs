@@ -187,6 +187,8 @@ async fn requests_past_the_timeout_are_aborted_with_504() {
         "{m}"
     );
     assert_eq!(metric(&m, "brisk_kv_cache_usage_ratio"), 0.0, "{m}");
+    assert_eq!(metric(&m, "brisk_panics_total"), 0.0, "{m}");
+    assert!(metric(&m, "process_resident_memory_bytes") > 1e6, "{m}");
     // Short requests are unaffected.
     let (status, body) = s
         .post(

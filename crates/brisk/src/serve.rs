@@ -204,6 +204,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         bail!("--api-key (or BRISK_API_KEY) is empty; give a key or leave it out");
     }
     let path = loaded_model::resolve_path(args.model.model.as_deref())?;
+    brisk_server::count_panics();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
