@@ -125,6 +125,36 @@ pub struct BenchArgs {
     /// Midpoints `--find-capacity` tries after MAX fails.
     #[arg(long, default_value_t = 5, env = "BRISK_BENCH_CAPACITY_STEPS")]
     pub capacity_steps: usize,
+    /// Soak test: mix cancelled and malformed requests into the workload and check the
+    /// server's health from its /metrics (no panic, every request answered, resident memory
+    /// growth < 5 % after the warm-up, KV usage back to its start); exits non-zero when a
+    /// check fails.
+    #[arg(long, conflicts_with_all = ["sweep_rates", "find_capacity"], env = "BRISK_BENCH_SOAK")]
+    pub soak: bool,
+    /// With --soak: share of requests the client cancels after a random delay (0–4 s).
+    #[arg(
+        long,
+        default_value_t = 0.2,
+        requires = "soak",
+        env = "BRISK_BENCH_CANCEL_FRACTION"
+    )]
+    pub cancel_fraction: f64,
+    /// With --soak: share of requests replaced by malformed bodies.
+    #[arg(
+        long,
+        default_value_t = 0.1,
+        requires = "soak",
+        env = "BRISK_BENCH_MALFORMED_FRACTION"
+    )]
+    pub malformed_fraction: f64,
+    /// With --soak: seconds of warm-up before the resident-memory baseline is taken.
+    #[arg(
+        long,
+        default_value_t = 60.0,
+        requires = "soak",
+        env = "BRISK_BENCH_SOAK_WARMUP"
+    )]
+    pub soak_warmup: f64,
     /// Hide the progress bar.
     #[arg(long, env = "BRISK_BENCH_NO_PROGRESS")]
     pub no_progress: bool,
@@ -235,6 +265,19 @@ impl BenchArgs {
         }
         if self.scale_lengths.is_nan() || self.scale_lengths <= 0.0 {
             return Err(BenchError::config("scale-lengths", "must be > 0"));
+        }
+        let share = |f: f64| (0.0..=1.0).contains(&f);
+        if !share(self.cancel_fraction)
+            || !share(self.malformed_fraction)
+            || !share(self.cancel_fraction + self.malformed_fraction)
+        {
+            return Err(BenchError::config(
+                "cancel-fraction",
+                "--cancel-fraction and --malformed-fraction must be in [0, 1] and sum to at most 1",
+            ));
+        }
+        if !(self.soak_warmup.is_finite() && self.soak_warmup >= 0.0) {
+            return Err(BenchError::config("soak-warmup", "must be ≥ 0 seconds"));
         }
         if self.max_concurrency == Some(0) {
             return Err(BenchError::config("max-concurrency", "must be ≥ 1"));

@@ -39,6 +39,9 @@ pub enum BenchError {
     /// The HTTP client could not be built or the runtime could not start.
     #[error("client setup: {0}")]
     Setup(String),
+    /// The run finished but a check it makes (`--soak`) failed.
+    #[error("{0}")]
+    Check(String),
     /// The report could not be written.
     #[error("cannot write report {path}: {source}")]
     Output {

@@ -11,7 +11,9 @@
 //! [`workload`], [`traces`]) is shaped by the flags, prompts of exact lengths are
 //! built ([`prompts`]), the runner sends each request at its scheduled instant on its
 //! own connection ([`runner`], [`client`]), and the records become a report
-//! ([`report`]). `--sweep-rates` and `--find-capacity` repeat the run per rate ([`sweep`]).
+//! ([`report`]). `--sweep-rates` and `--find-capacity` repeat the run per rate ([`sweep`]);
+//! `--soak` mixes in cancelled and malformed requests and checks the server's health
+//! ([`soak`]).
 #![deny(missing_docs)]
 
 pub mod args;
@@ -24,6 +26,7 @@ pub mod report;
 pub mod runner;
 pub mod servegen;
 pub mod slo;
+pub mod soak;
 pub mod sweep;
 pub mod traces;
 pub mod workload;
@@ -175,6 +178,9 @@ async fn run_async(args: &BenchArgs) -> Result<(), BenchError> {
         }),
         (None, None) => None,
     };
+    if args.soak {
+        return soak::run(args, &cfg, &model, &base, &builder).await;
+    }
     if let Some(search) = search {
         return sweep::sweep(args, &cfg, &model, &base, &builder, &search).await;
     }

@@ -236,10 +236,17 @@ mod tests {
                 }),
             )
             .layer(CatchPanicLayer::custom(panic_response));
-        let request = axum::extract::Request::get("/boom").body(Body::empty()).unwrap();
+        let request = axum::extract::Request::get("/boom")
+            .body(Body::empty())
+            .unwrap();
         let response = app.oneshot(request).await.unwrap();
-        assert_eq!(response.status(), axum::http::StatusCode::INTERNAL_SERVER_ERROR);
-        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        assert_eq!(
+            response.status(),
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(json["error"]["code"], "internal_error", "{json}");
     }

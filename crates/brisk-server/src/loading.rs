@@ -90,6 +90,9 @@ mod tests {
         readiness.ready(Router::new().route("/health", get(|| async { "ok" })));
         assert!(readiness.is_ready());
         assert_eq!(status_of(&router, "/health").await.0, StatusCode::OK);
-        assert_eq!(status_of(&router, "/missing").await.0, StatusCode::NOT_FOUND);
+        assert_eq!(
+            status_of(&router, "/missing").await.0,
+            StatusCode::NOT_FOUND
+        );
     }
 }

@@ -127,8 +127,11 @@ impl Metrics {
         self.waiting
             .set(i64::try_from(stats.num_waiting).unwrap_or(i64::MAX));
         self.kv_usage.set(stats.kv_cache_usage);
-        self.panics
-            .inc_by(PANICS.load(Ordering::Relaxed).saturating_sub(self.panics.get()));
+        self.panics.inc_by(
+            PANICS
+                .load(Ordering::Relaxed)
+                .saturating_sub(self.panics.get()),
+        );
         if let Some(bytes) = resident_memory_bytes() {
             self.resident_memory
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));

@@ -149,7 +149,10 @@ impl RequestMessage {
     /// The message for the template, or an error naming what is unsupported.
     pub fn to_chat_message(&self) -> Result<ChatMessage, String> {
         let content = match &self.content {
-            None => String::new(),
+            // OpenAI's rule: only an assistant turn (one that made tool calls) may leave its
+            // content out; a user or system turn without it is a client bug, not an empty turn.
+            None if self.role == "assistant" => String::new(),
+            None => return Err(format!("a {:?} message needs a `content`", self.role)),
             Some(Content::Text(t)) => t.clone(),
             Some(Content::Parts(parts)) => {
                 let mut text = String::new();
@@ -160,7 +163,8 @@ impl RequestMessage {
                             p.kind
                         ));
                     }
-                    text.push_str(p.text.as_deref().unwrap_or(""));
+                    let part = p.text.as_deref().ok_or("a text part needs its `text`")?;
+                    text.push_str(part);
                 }
                 text
             }
@@ -207,4 +211,28 @@ pub struct Usage {
 pub struct PromptTokensDetails {
     /// Prompt tokens served from the prefix cache.
     pub cached_tokens: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(json: &str) -> Result<ChatMessage, String> {
+        serde_json::from_str::<RequestMessage>(json)
+            .unwrap()
+            .to_chat_message()
+    }
+
+    #[test]
+    fn only_assistant_turns_may_leave_content_out() {
+        assert_eq!(message(r#"{"role": "assistant"}"#).unwrap().content, "");
+        assert!(message(r#"{"role": "user"}"#)
+            .unwrap_err()
+            .contains("content"));
+        assert!(message(r#"{"role": "system", "content": null}"#).is_err());
+        let parts = r#"{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}"#;
+        assert_eq!(message(parts).unwrap().content, "ab");
+        assert!(message(r#"{"role": "user", "content": [{"type": "text"}]}"#).is_err());
+        assert!(message(r#"{"role": "user", "content": [{"type": "image_url"}]}"#).is_err());
+    }
 }

@@ -1,7 +1,7 @@
 //! `brisk serve` as a process with the real SmolLM2 model: bearer auth (`--api-key`),
-//! graceful shutdown on SIGTERM and SIGINT (`--shutdown-timeout`) and 503 while the model
-//! loads. HTTP is spoken by hand over TCP so the test controls exactly when a streaming
-//! request is in flight.
+//! graceful shutdown on SIGTERM and SIGINT (`--shutdown-timeout`), 503 while the model
+//! loads, and a short soak (`brisk bench --soak`). HTTP is spoken by hand over TCP so the
+//! tests control exactly when a streaming request is in flight.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -274,17 +274,28 @@ fn smollm2_serve_answers_503_while_loading_then_serves() {
     let addr = server.addr;
     let (status, text) = call(addr, "GET", "/health", None, "");
     assert_eq!(status, 503, "{text}\n{}", server.stderr());
-    assert!(text.to_ascii_lowercase().contains("retry-after: 1"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("retry-after: 1"),
+        "{text}"
+    );
     let (status, text) = call(addr, "POST", "/v1/completions", None, COMPLETION);
     assert_eq!(status, 503, "{text}");
     assert!(text.contains(r#""code":"loading""#), "{text}");
 
     let deadline = Instant::now() + Duration::from_secs(180);
     while call(addr, "GET", "/health", None, "").0 != 200 {
-        assert!(Instant::now() < deadline, "never ready:\n{}", server.stderr());
+        assert!(
+            Instant::now() < deadline,
+            "never ready:\n{}",
+            server.stderr()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(server.stderr().contains("brisk: serving "), "{}", server.stderr());
+    assert!(
+        server.stderr().contains("brisk: serving "),
+        "{}",
+        server.stderr()
+    );
     let (status, text) = call(addr, "POST", "/v1/completions", None, COMPLETION);
     assert_eq!(status, 200, "{text}");
     server.signal("TERM");
@@ -296,6 +307,74 @@ fn smollm2_serve_stops_promptly_when_signalled_while_loading() {
     let mut server = start_until(&["--scheduling-policy", "slo"], &[], "listening at http://");
     server.signal("TERM");
     let status = server.wait_exit(Duration::from_secs(10));
-    assert!(status.success(), "exit status {status}:\n{}", server.stderr());
-    assert!(!server.stderr().contains("brisk: serving "), "{}", server.stderr());
+    assert!(
+        status.success(),
+        "exit status {status}:\n{}",
+        server.stderr()
+    );
+    assert!(
+        !server.stderr().contains("brisk: serving "),
+        "{}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn smollm2_serve_survives_a_short_soak_of_cancelled_and_malformed_requests() {
+    let server = start(&["--max-waiting", "16", "--request-timeout", "60"], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let report_path = dir.path().join("soak.json");
+    let bench = Command::new(env!("CARGO_BIN_EXE_brisk"))
+        .args(["bench", "--url", &format!("http://{}", server.addr)])
+        .args(["--synthetic", "prompt=uniform:20:200,output=uniform:4:48"])
+        .args(["--num-requests", "48", "--rate", "8", "--seed", "3"])
+        .args([
+            "--soak",
+            "--cancel-fraction",
+            "0.3",
+            "--malformed-fraction",
+            "0.3",
+        ])
+        // The run is too short for a resident-memory baseline; the soak script measures it.
+        .args(["--soak-warmup", "1000", "--no-progress", "--output"])
+        .arg(&report_path)
+        .output()
+        .expect("brisk bench runs");
+    let printed = String::from_utf8_lossy(&bench.stdout).into_owned()
+        + &String::from_utf8_lossy(&bench.stderr);
+    assert!(bench.status.success(), "{printed}\n{}", server.stderr());
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    let count = |key: &str| report[key].as_u64().unwrap();
+    let sent: Vec<u64> = report["sent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(sent.iter().sum::<u64>(), 48, "{printed}");
+    assert!(
+        sent.iter().all(|&n| n > 0),
+        "every kind was sent: {printed}"
+    );
+    assert_eq!(count("unanswered"), 0, "{printed}");
+    assert_eq!(count("malformed_rejected"), sent[2], "{printed}");
+    assert_eq!(
+        count("completed") + count("refused") + count("cancelled") + count("malformed_rejected"),
+        48,
+        "{printed}"
+    );
+    let verdicts: Vec<(String, serde_json::Value)> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap().to_string(), c["ok"].clone()))
+        .collect();
+    for (name, ok) in &verdicts {
+        if name.starts_with("resident memory") {
+            assert!(ok.is_null(), "{name}: {printed}");
+        } else {
+            assert_eq!(ok, &serde_json::Value::Bool(true), "{name}: {printed}");
+        }
+    }
 }

@@ -89,9 +89,12 @@ pub async fn chat_completions(
     let messages = req
         .messages
         .iter()
-        .map(|m| {
-            m.to_chat_message()
-                .map_err(|e| ApiError::invalid("messages", e))
+        .enumerate()
+        .map(|(i, m)| {
+            m.to_chat_message().map_err(|e| ApiError {
+                param: Some(format!("messages[{i}].content")),
+                ..ApiError::invalid("messages", e)
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
