@@ -73,31 +73,9 @@ KV_TOKENS=$((PARALLEL * SLOT_CTX))
 cat "$OUT/env.txt"
 
 SPID=
-stop_server() {
-  if [ -n "$SPID" ]; then kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true; SPID=; fi
-}
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 trap stop_server EXIT
-
-wait_health() {  # port, log
-  local i
-  for i in $(seq 1 240); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/health")" = 200 ] && return 0
-    kill -0 "$SPID" 2>/dev/null || { echo "server exited; see $2" >&2; tail -5 "$2" >&2; return 1; }
-    sleep 0.5
-  done
-  echo "server on $1 not healthy after 120 s; see $2" >&2
-  return 1
-}
-
-wait_quiet() {  # the CPU is shared: wait up to 60 s for the 1-min load to fall below 1.0
-  local i l
-  for i in $(seq 1 60); do
-    l=$(cut -d' ' -f1 /proc/loadavg)
-    awk -v l="$l" 'BEGIN{exit !(l<1.0)}' && break
-    sleep 1
-  done
-  echo "$(date -u +%H:%M:%S) $1: load1=$(cut -d' ' -f1 /proc/loadavg) (waited ${i}s)" | tee -a "$OUT/load.txt"
-}
 
 start_server() {  # name
   local log="$OUT/$1.log"

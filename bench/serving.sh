@@ -7,35 +7,19 @@ LLAMA=${LLAMA:-$HOME/.cache/brisk-peers/llama.cpp-build/bin/llama-server}
 BRISK=${BRISK:-target/release/brisk}
 OUT=${1:-bench/results/serving-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
-LOADLOG="$OUT/load.txt"
-
-wait_quiet() {  # wait up to 60 s for the 1-min load average to drop below 1.0; log what was seen
-  local i l
-  for i in $(seq 1 60); do
-    l=$(cut -d' ' -f1 /proc/loadavg)
-    awk -v l="$l" 'BEGIN{exit !(l<1.0)}' && break
-    sleep 1
-  done
-  echo "$(date -u +%H:%M:%S) $1 load1=$(cut -d' ' -f1 /proc/loadavg) (waited ${i}s)" | tee -a "$LOADLOG"
-}
-wait_health() {
-  for i in $(seq 1 120); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$1/health)" = 200 ] && return 0
-    sleep 0.5
-  done
-  echo "server on $1 never healthy" >&2; return 1
-}
+SPID=
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 start_brisk() {  # port, extra args...
   local p=$1; shift
   $BRISK serve --model "$MODEL" --port "$p" "$@" >"$OUT/brisk-$p.log" 2>&1 &
-  SPID=$!; wait_health "$p"
+  SPID=$!; wait_health "$p" "$OUT/brisk-$p.log"
 }
 start_llama() {
   local p=$1
   $LLAMA -m "$MODEL" --host 127.0.0.1 --port "$p" -np 16 -c 16384 -t 2 >"$OUT/llama-$p.log" 2>&1 &
-  SPID=$!; wait_health "$p"
+  SPID=$!; wait_health "$p" "$OUT/llama-$p.log"
 }
-stop_server() { kill "$SPID" 2>/dev/null; wait "$SPID" 2>/dev/null; }
 bench() {  # port, name, args...
   local p=$1 name=$2; shift 2
   wait_quiet "$name"

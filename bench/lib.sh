@@ -1,0 +1,32 @@
+# Shell helpers shared by the bench scripts (sourced, not run). They expect $SPID to hold the
+# server's pid once started, and log what they saw under $OUT.
+
+# Waits (at most 120 s) for http://127.0.0.1:PORT/health to answer 200; fails early when the
+# server process has exited. Usage: wait_health PORT LOGFILE
+wait_health() {
+  local i
+  for i in $(seq 1 240); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/health")" = 200 ] && return 0
+    kill -0 "$SPID" 2>/dev/null || { echo "server exited; see $2" >&2; tail -5 "$2" >&2; return 1; }
+    sleep 0.5
+  done
+  echo "server on $1 not healthy after 120 s; see $2" >&2
+  return 1
+}
+
+# The CPU is shared with other tenants: waits up to 60 s for the 1-minute load to fall below
+# 1.0 and appends what it saw to $OUT/load.txt. Usage: wait_quiet LABEL
+wait_quiet() {
+  local i l
+  for i in $(seq 1 60); do
+    l=$(cut -d' ' -f1 /proc/loadavg)
+    awk -v l="$l" 'BEGIN{exit !(l<1.0)}' && break
+    sleep 1
+  done
+  echo "$(date -u +%H:%M:%S) $1: load1=$(cut -d' ' -f1 /proc/loadavg) (waited ${i}s)" | tee -a "$OUT/load.txt"
+}
+
+# Stops the server started last (SIGTERM, then waits for it).
+stop_server() {
+  if [ -n "${SPID:-}" ]; then kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true; SPID=; fi
+}
