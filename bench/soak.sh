@@ -12,7 +12,8 @@
 # Knobs (environment), with defaults:
 #   RATE=0.75          req/s: 1.5x brisk's capacity on this workload (0.5 req/s at TTFT <= 2 s,
 #                      TPOT <= 200 ms; BENCHMARKS.md, "Goodput on the Azure trace")
-#   DURATION=660       seconds of arrivals (the first WARMUP of them warm up)
+#   DURATION=660       seconds of arrivals (the first WARMUP of them warm up): the first
+#                      RATE x DURATION requests of the trace, its time axis rescaled to RATE
 #   WARMUP=60          seconds before the resident-memory baseline
 #   CANCEL=0.2         share of requests the client drops after 0-4 s
 #   MALFORMED=0.1      share of requests replaced by malformed bodies
@@ -47,12 +48,13 @@ for f in "$MODEL" "$TRACE" "$BRISK"; do
 done
 mkdir -p "$OUT"
 KV_TOKENS=$((PARALLEL * (MAX_PROMPT + MAX_OUTPUT)))
+NUM_REQUESTS=$(awk -v r="$RATE" -v d="$DURATION" 'BEGIN{printf "%d", r * d + 0.5}')
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (dirty tree)')"
   echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //') x $(nproc)"
   echo "load before: $(cat /proc/loadavg)"
-  echo "rate: $RATE req/s for $DURATION s (warm-up $WARMUP s)  cancel: $CANCEL  malformed: $MALFORMED"
+  echo "rate: $RATE req/s for $DURATION s ($NUM_REQUESTS requests) (warm-up $WARMUP s)  cancel: $CANCEL  malformed: $MALFORMED"
   echo "trace: $TRACE scale $SCALE, max prompt/output $MAX_PROMPT/$MAX_OUTPUT"
   echo "brisk: --max-num-seqs $PARALLEL --kv-cache-tokens $KV_TOKENS --max-waiting $MAX_WAITING --request-timeout $TIMEOUT, threads $THREADS"
 } >"$OUT/env.txt"
@@ -71,7 +73,7 @@ SPID=$!
 wait_health "$PORT" "$OUT/brisk.log"
 
 soak=("$BRISK" bench --url "http://127.0.0.1:$PORT" --trace "$TRACE" --rate "$RATE"
-      --duration "$DURATION" --scale-lengths "$SCALE" --max-prompt-tokens "$MAX_PROMPT"
+      --num-requests "$NUM_REQUESTS" --scale-lengths "$SCALE" --max-prompt-tokens "$MAX_PROMPT"
       --max-output-tokens "$MAX_OUTPUT" --seed "$SEED" --soak --cancel-fraction "$CANCEL"
       --malformed-fraction "$MALFORMED" --soak-warmup "$WARMUP" --request-timeout 600
       --no-progress --output "$OUT/soak.json")
