@@ -75,6 +75,9 @@ pub struct ServerState {
     pub waiting: Arc<WaitingQueue>,
     /// Longest a request may take from arrival to its last token (`--request-timeout`).
     pub request_timeout: Option<std::time::Duration>,
+    /// Lower a `max_tokens` beyond the context to what fits instead of refusing the request
+    /// (`--clamp-max-tokens`, llama.cpp's behaviour; vLLM refuses, brisk's default).
+    pub clamp_max_tokens: bool,
     next_id: AtomicU64,
 }
 
@@ -112,6 +115,7 @@ impl ServerState {
             drain: Drain::default(),
             waiting: Arc::new(WaitingQueue::default()),
             request_timeout: None,
+            clamp_max_tokens: false,
             next_id: AtomicU64::new(1),
         }
     }

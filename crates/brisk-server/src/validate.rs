@@ -205,15 +205,18 @@ pub fn build_spec(
                     "`max_tokens` must be at least 1",
                 ));
             }
-            if v > room {
+            if v > room && state.clamp_max_tokens {
+                room
+            } else if v > room {
                 return Err(ApiError::context_length("max_tokens", format!(
                     "This model's maximum context length is {context} tokens. However, you requested {} tokens \
                      ({} in the prompt, {v} in the completion). Please reduce the prompt or max_tokens.",
                     prompt.len() + v,
                     prompt.len()
                 )));
+            } else {
+                v
             }
-            v
         }
     };
     let n = match fields.n {

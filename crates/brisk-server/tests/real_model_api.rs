@@ -441,6 +441,30 @@ async fn bad_requests_get_openai_errors() {
             400,
             "logit_bias",
         ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user"}]}),
+            400,
+            "messages[0].content",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "hi", "stop": vec!["x"; 100]}),
+            400,
+            "stop",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "hi", "stop": "y".repeat(100_000)}),
+            400,
+            "stop",
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "hi", "max_tokens": -5}),
+            400,
+            "max_tokens",
+        ),
     ];
     for (path, body, status, param) in cases {
         let (got, err) = s.post(path, &body).await;
@@ -475,6 +499,30 @@ async fn bad_requests_get_openai_errors() {
         )
         .await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clamp_max_tokens_lowers_what_does_not_fit() {
+    let mut scheduler = common::default_scheduler();
+    scheduler.max_model_len = 48;
+    let s = start_tuned(scheduler, brisk_scheduler::PolicyChoice::Fcfs, |state| {
+        state.clamp_max_tokens = true;
+    })
+    .await;
+    let (status, body) = s
+        .post(
+            "/v1/completions",
+            &json!({"prompt": COUNTING, "max_tokens": 100_000, "ignore_eos": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let prompt = body["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert_eq!(
+        body["usage"]["completion_tokens"].as_u64().unwrap(),
+        48 - prompt,
+        "{body}"
+    );
+    assert_eq!(body["choices"][0]["finish_reason"], "length", "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

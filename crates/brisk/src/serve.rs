@@ -94,6 +94,10 @@ pub struct ServeArgs {
     /// request is aborted (504, or an error event on a stream). Unbounded by default.
     #[arg(long, env = "BRISK_REQUEST_TIMEOUT", allow_negative_numbers = true)]
     request_timeout: Option<f64>,
+    /// Lower a `max_tokens` that does not fit in the context (with the prompt) to what fits,
+    /// instead of answering 400.
+    #[arg(long, env = "BRISK_CLAMP_MAX_TOKENS")]
+    clamp_max_tokens: bool,
     /// Require `Authorization: Bearer KEY` on the API (every route but /health and /metrics).
     #[arg(long, env = "BRISK_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -350,6 +354,7 @@ fn server_state(
     };
     state.waiting = std::sync::Arc::new(WaitingQueue::new(args.max_waiting));
     state.request_timeout = request_timeout(args.request_timeout)?;
+    state.clamp_max_tokens = args.clamp_max_tokens;
     state.drain = drain;
     let summary = format!(
         "{name} on http://{addr} ({num_blocks} KV blocks of {} tokens in {}, context {usable_context}, scheduling {policy_name}{})",
