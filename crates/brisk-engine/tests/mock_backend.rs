@@ -8,73 +8,11 @@ use brisk_engine::{
 };
 use brisk_sampling::SamplingParams;
 use brisk_scheduler::{LatencyCoefficients, LatencyModel, PolicyChoice, SchedulerConfig};
-use brisk_types::{
-    Backend, BackendCapabilities, BackendError, ModelGeometry, StepBatch, StepOutput, TokenId,
-};
+use brisk_testkit::CountingBackend;
+use brisk_types::TokenId;
 
 const VOCAB: usize = 64;
 const EOS: TokenId = 0;
-
-/// Predicts `last token + 1 (mod VOCAB)`; so a sequence counts up and reaches EOS (0) after 63.
-struct CountingBackend {
-    geometry: ModelGeometry,
-    stop: Vec<TokenId>,
-}
-
-impl CountingBackend {
-    fn new() -> Self {
-        Self {
-            geometry: ModelGeometry {
-                num_layers: 1,
-                num_kv_heads: 1,
-                head_dim: 2,
-                vocab_size: VOCAB,
-                max_context: 4096,
-                kv_bytes_per_token: 16,
-            },
-            stop: vec![EOS],
-        }
-    }
-}
-
-impl Backend for CountingBackend {
-    type KvPool = ();
-
-    fn geometry(&self) -> &ModelGeometry {
-        &self.geometry
-    }
-    fn capabilities(&self) -> BackendCapabilities {
-        BackendCapabilities {
-            name: "counting-mock".into(),
-            mixed_batches: true,
-        }
-    }
-    fn stop_tokens(&self) -> &[TokenId] {
-        &self.stop
-    }
-    fn allocate_kv(&self, _: usize, _: usize) -> Result<(), BackendError> {
-        Ok(())
-    }
-    fn execute(&self, batch: &StepBatch<'_>, _: &mut ()) -> Result<StepOutput, BackendError> {
-        let mut logits = Vec::new();
-        let mut first_row = Vec::new();
-        for s in &batch.seqs {
-            first_row.push(logits.len() / VOCAB);
-            for _ in 0..s.logit_rows() {
-                let next = (*s.tokens.last().unwrap() as usize + 1) % VOCAB;
-                let mut row = vec![0.0f32; VOCAB];
-                row[next] = 10.0;
-                logits.extend(row);
-            }
-        }
-        std::thread::sleep(Duration::from_micros(200));
-        Ok(StepOutput {
-            logits,
-            vocab_size: VOCAB,
-            first_row,
-        })
-    }
-}
 
 fn engine(num_blocks: usize) -> EngineHandle {
     engine_with(num_blocks, PolicyChoice::Fcfs)
@@ -82,7 +20,7 @@ fn engine(num_blocks: usize) -> EngineHandle {
 
 fn engine_with(num_blocks: usize, policy: PolicyChoice) -> EngineHandle {
     brisk_engine::spawn(
-        CountingBackend::new(),
+        CountingBackend::new(VOCAB, 4096),
         EngineConfig {
             scheduler: SchedulerConfig {
                 max_num_seqs: 8,

@@ -6,10 +6,13 @@
 //!   GGUF file — with llama.cpp's Q/K row permutation and any tensor type — and as a Hugging
 //!   Face directory (`config.json` + `model.safetensors`), from the same weights, so that the
 //!   two loaders can be checked against each other in milliseconds.
+//! - [`CountingBackend`]: a model-free backend for scheduler, engine and profiler tests.
 #![deny(missing_docs)]
 
+mod mock;
 mod tiny;
 
+pub use mock::CountingBackend;
 pub use tiny::{Arch, TinyModel};
 
 use std::path::PathBuf;
