@@ -12,7 +12,6 @@ use brisk_testkit::CountingBackend;
 use brisk_types::TokenId;
 
 const VOCAB: usize = 64;
-const EOS: TokenId = 0;
 
 fn engine(num_blocks: usize) -> EngineHandle {
     engine_with(num_blocks, PolicyChoice::Fcfs)
