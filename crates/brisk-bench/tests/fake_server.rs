@@ -28,16 +28,9 @@ fn steady(_: usize) -> Reply {
 #[test]
 fn ttft_tpot_itl_and_e2e_match_the_injected_timings() {
     let url = common::start(steady);
-    let r = common::bench(
+    let r = common::bench_flags(
         &url,
-        &[
-            "--synthetic",
-            "prompt=16,output=5",
-            "--num-requests",
-            "4",
-            "--slo",
-            "ttft=150,tpot=30",
-        ],
+        "--synthetic prompt=16,output=5 --num-requests 4 --slo ttft=150,tpot=30",
     );
     assert_eq!(
         (r["completed"].as_u64(), r["failed"].as_u64()),
@@ -72,32 +65,18 @@ fn ttft_tpot_itl_and_e2e_match_the_injected_timings() {
 #[test]
 fn requests_outside_the_slo_are_not_goodput() {
     let url = common::start(steady);
-    let r = common::bench(
+    let r = common::bench_flags(
         &url,
-        &[
-            "--synthetic",
-            "prompt=16,output=5",
-            "--num-requests",
-            "3",
-            "--slo",
-            "ttft=50,tpot=30",
-        ],
+        "--synthetic prompt=16,output=5 --num-requests 3 --slo ttft=50,tpot=30",
     );
     assert_eq!(r["completed"], 3);
     assert_eq!(
         (r["slo_attainment"].as_f64(), r["request_goodput"].as_f64()),
         (Some(0.0), Some(0.0))
     );
-    let r = common::bench(
+    let r = common::bench_flags(
         &url,
-        &[
-            "--synthetic",
-            "prompt=16,output=5",
-            "--num-requests",
-            "3",
-            "--slo",
-            "ttft=150,tpot=10",
-        ],
+        "--synthetic prompt=16,output=5 --num-requests 3 --slo ttft=150,tpot=10",
     );
     assert_eq!(r["slo_attainment"], 0.0);
 }
@@ -105,31 +84,15 @@ fn requests_outside_the_slo_are_not_goodput() {
 #[test]
 fn max_concurrency_closes_the_loop_and_rate_spaces_sends() {
     let url = common::start(steady);
-    let r = common::bench(
+    let r = common::bench_flags(
         &url,
-        &[
-            "--synthetic",
-            "prompt=8,output=5",
-            "--num-requests",
-            "3",
-            "--max-concurrency",
-            "1",
-        ],
+        "--synthetic prompt=8,output=5 --num-requests 3 --max-concurrency 1",
     );
     let d = r["duration"].as_f64().unwrap();
     assert!(d >= 0.54, "three 180 ms requests one at a time took {d} s");
-    let r = common::bench(
+    let r = common::bench_flags(
         &url,
-        &[
-            "--synthetic",
-            "prompt=8,output=5",
-            "--num-requests",
-            "20",
-            "--rate",
-            "50",
-            "--seed",
-            "3",
-        ],
+        "--synthetic prompt=8,output=5 --num-requests 20 --rate 50 --seed 3",
     );
     let sched: Vec<f64> = r["requests"]
         .as_array()
@@ -164,16 +127,9 @@ fn mixed(max_tokens: usize) -> Reply {
 #[test]
 fn http_errors_and_timeouts_are_counted_as_failed_and_short_outputs_as_ignored() {
     let url = common::start(mixed);
-    let r = common::bench(
+    let r = common::bench_flags(
         &url,
-        &[
-            "--synthetic",
-            "prompt=8,output=uniform:5:8",
-            "--num-requests",
-            "24",
-            "--request-timeout",
-            "0.5",
-        ],
+        "--synthetic prompt=8,output=uniform:5:8 --num-requests 24 --request-timeout 0.5",
     );
     let reqs = r["requests"].as_array().unwrap();
     assert_eq!(reqs.len(), 24, "no request is dropped");
@@ -240,19 +196,7 @@ fn slo_classes_by_prompt_length_and_share_are_reported_per_class_and_overall() {
     let url = common::start(steady);
     // TTFT is 100 ms for everyone: the short class (≤ 8 prompt tokens) asks 50 ms and
     // misses, the rest asks 150 ms and meets it.
-    let r = common::bench(
-        &url,
-        &[
-            "--synthetic",
-            "prompt=uniform:4:12,output=5",
-            "--num-requests",
-            "12",
-            "--slo-class",
-            "short:ttft=50,tpot=30,max-prompt=8",
-            "--slo",
-            "ttft=150,tpot=30",
-        ],
-    );
+    let r = common::bench_flags(&url, "--synthetic prompt=uniform:4:12,output=5 --num-requests 12 --slo-class short:ttft=50,tpot=30,max-prompt=8 --slo ttft=150,tpot=30");
     let classes = r["slo_classes"].as_array().unwrap();
     assert_eq!(classes.len(), 2);
     let (short, rest) = (&classes[0], &classes[1]);
@@ -304,17 +248,7 @@ fn slo_classes_by_prompt_length_and_share_are_reported_per_class_and_overall() {
     assert_eq!(r["request_goodput"], rest["request_goodput"]);
 
     // Shares without --slo: two classes splitting the requests, both always met.
-    let r = common::bench(
-        &url,
-        &[
-            "--synthetic",
-            "prompt=8,output=5",
-            "--num-requests",
-            "10",
-            "--slo-class",
-            "chat:ttft=150,tpot=30,share=0.5;batch:ttft=60000,tpot=1000,share=0.5",
-        ],
-    );
+    let r = common::bench_flags(&url, "--synthetic prompt=8,output=5 --num-requests 10 --slo-class chat:ttft=150,tpot=30,share=0.5;batch:ttft=60000,tpot=1000,share=0.5");
     let classes = r["slo_classes"].as_array().unwrap();
     let names: Vec<&str> = classes
         .iter()

@@ -139,6 +139,20 @@ fn call(
     (status, text)
 }
 
+/// Reads a streaming response up to its first `data: {…}` event; returns what was read.
+fn read_to_first_event(stream: &mut BufReader<TcpStream>) -> String {
+    let mut seen = String::new();
+    while !seen.contains("data: {") {
+        let mut line = String::new();
+        assert!(
+            stream.read_line(&mut line).unwrap() > 0,
+            "stream ended early: {seen}"
+        );
+        seen.push_str(&line);
+    }
+    seen
+}
+
 const COMPLETION: &str = r#"{"prompt": "1, 2, 3,", "max_tokens": 2, "temperature": 0}"#;
 
 #[test]
@@ -176,15 +190,7 @@ fn smollm2_serve_checks_the_api_key_and_drains_on_sigterm() {
     let body = r#"{"prompt": "Once upon a time", "max_tokens": 48, "ignore_eos": true,
                    "temperature": 0, "stream": true}"#;
     let mut stream = BufReader::new(send(addr, "POST", "/v1/completions", Some(key), body));
-    let mut seen = String::new();
-    while !seen.contains("data: {") {
-        let mut line = String::new();
-        assert!(
-            stream.read_line(&mut line).unwrap() > 0,
-            "stream ended early: {seen}"
-        );
-        seen.push_str(&line);
-    }
+    let mut seen = read_to_first_event(&mut stream);
     let signalled = Instant::now();
     server.signal("TERM");
     // New connections are refused (or answered 503) while the stream drains.
@@ -240,15 +246,7 @@ fn smollm2_serve_aborts_requests_still_running_after_the_shutdown_timeout() {
     let body = r#"{"prompt": "Once upon a time", "max_tokens": 4000, "ignore_eos": true,
                    "temperature": 0, "stream": true}"#;
     let mut stream = BufReader::new(send(addr, "POST", "/v1/completions", Some(key), body));
-    let mut seen = String::new();
-    while !seen.contains("data: {") {
-        let mut line = String::new();
-        assert!(
-            stream.read_line(&mut line).unwrap() > 0,
-            "stream ended early: {seen}"
-        );
-        seen.push_str(&line);
-    }
+    let mut seen = read_to_first_event(&mut stream);
     let signalled = Instant::now();
     server.signal("INT");
     let status = server.wait_exit(Duration::from_secs(20));

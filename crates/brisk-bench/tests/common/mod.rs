@@ -215,6 +215,11 @@ pub fn bench(url: &str, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
 }
 
+/// [`bench`] with its flags written as one space-separated string.
+pub fn bench_flags(url: &str, flags: &str) -> serde_json::Value {
+    bench(url, &flags.split_whitespace().collect::<Vec<_>>())
+}
+
 /// Runs `brisk bench ARGS --output tmp --no-progress --model fake`, which must fail;
 /// returns the error's message.
 pub fn bench_err(url: &str, args: &[&str]) -> String {
