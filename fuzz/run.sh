@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for SECONDS each (default 600, the issue's minimum), starting from
-# the small seed corpora in fuzz/corpus/<target>/ and writing what it finds to
-# fuzz/artifacts/<target>/ (crashes) and fuzz/corpus/<target>/ (new inputs).
+# the small seed corpora in fuzz/corpus/<target>/ (committed) plus what earlier runs grew in
+# fuzz/corpus-work/<target>/ (not committed), and writing crashes to fuzz/artifacts/<target>/
+# and new inputs to fuzz/corpus-work/<target>/.
 #
 #   fuzz/run.sh [SECONDS] [TARGET…]
 #
 # Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`), and the SmolLM2
 # model for the tokenizer and chat-template targets (`cargo run -p brisk -- download`).
-# Before committing corpus growth, minimise it: `cargo +nightly fuzz cmin TARGET`.
+# To keep a new input as a seed (a regression, say), copy it into fuzz/corpus/<target>/.
 set -euo pipefail
 cd "$(dirname "$0")"
 SECONDS_EACH=${1:-600}
@@ -15,7 +16,8 @@ shift || true
 TARGETS=${*:-gguf_parse request_json tokenizer chat_template}
 for t in $TARGETS; do
   echo "== $t for ${SECONDS_EACH}s"
-  if ! cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time="$SECONDS_EACH" \
+  mkdir -p "corpus-work/$t"
+  if ! cargo +nightly fuzz run "$t" "corpus-work/$t" "corpus/$t" -- -max_total_time="$SECONDS_EACH" \
     -rss_limit_mb=4096 -max_len=65536 >"/tmp/brisk-fuzz-$t.log" 2>&1; then
     FOUND="${FOUND:-} $t"
     grep -E 'panicked|SUMMARY' "/tmp/brisk-fuzz-$t.log" | head -5
