@@ -63,6 +63,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Colors only on a terminal, not in log files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // `brisk sim` takes `brisk bench`'s flags, but there is no server to name, and the flags
     // about talking to one do not apply (hidden; matched by name so that a renamed bench flag
