@@ -10,8 +10,9 @@
 # Short smoke run:  DURATION=60 WARMUP=10 bench/soak.sh /tmp/soak-smoke
 #
 # Knobs (environment), with defaults:
-#   RATE=0.75          req/s: 1.5x brisk's capacity on this workload (0.5 req/s at TTFT <= 2 s,
-#                      TPOT <= 200 ms; BENCHMARKS.md, "Goodput on the Azure trace")
+#   RATE=0.75          req/s: 1.5x brisk's SLO capacity on this workload (0.5 req/s at TTFT <= 2 s,
+#                      TPOT <= 200 ms; BENCHMARKS.md, "Goodput on the Azure trace"); brisk
+#                      still keeps up with it. RATE=2 overloads it (queue full, 429s, timeouts).
 #   DURATION=660       seconds of arrivals (the first WARMUP of them warm up): the first
 #                      RATE x DURATION requests of the trace, its time axis rescaled to RATE
 #   WARMUP=60          seconds before the resident-memory baseline
@@ -21,7 +22,8 @@
 #   TIMEOUT=120        brisk --request-timeout, seconds (beyond it: 504 / error event)
 #   TRACE, SCALE, MAX_PROMPT, MAX_OUTPUT, PARALLEL, THREADS, SEED: as bench/azure.sh
 # Writes OUTDIR/soak.json (report with every /metrics sample), soak.txt (summary),
-# brisk.log (server log, checked for panics), env.txt, commands.txt.
+# brisk.log (server log, checked for panics), metrics.txt (its /metrics at the end), env.txt,
+# commands.txt.
 set -euo pipefail
 
 MODEL=${MODEL:-$HOME/.cache/brisk/models/SmolLM2-135M-Instruct.Q4_1.gguf}
@@ -80,6 +82,7 @@ soak=("$BRISK" bench --url "http://127.0.0.1:$PORT" --trace "$TRACE" --rate "$RA
 echo "${soak[*]}" >>"$OUT/commands.txt"
 status=0
 "${soak[@]}" 2>&1 | tee "$OUT/soak.txt" || status=$?
+curl -s "http://127.0.0.1:$PORT/metrics" >"$OUT/metrics.txt" || true
 kill -0 "$SPID" 2>/dev/null || { echo "FAIL: the server is gone" | tee -a "$OUT/soak.txt"; status=1; }
 stop_server
 if grep -q "panicked" "$OUT/brisk.log"; then
