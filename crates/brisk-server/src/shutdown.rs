@@ -79,21 +79,26 @@ pub async fn refuse_while_draining(
 }
 
 /// Serves `router` on `listener` until SIGINT or SIGTERM, then drains for at most `timeout`.
-pub async fn serve(
+///
+/// The signal handlers are installed when this is called (inside the runtime), not when the
+/// returned future is first polled, so a signal that arrives right after the port is
+/// announced is never lost to the default action.
+pub fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     drain: Drain,
     timeout: Duration,
-) -> std::io::Result<()> {
+) -> impl std::future::Future<Output = std::io::Result<()>> {
+    let signals = shutdown_signal();
     let on_signal = drain.clone();
     tokio::spawn(async move {
-        let name = shutdown_signal().await;
+        let name = signals.await;
         tracing::warn!(
             "{name} received: refusing new connections, finishing requests in flight (at most {timeout:?})"
         );
         on_signal.start();
     });
-    serve_until_drained(listener, router, drain, timeout).await
+    serve_until_drained(listener, router, drain, timeout)
 }
 
 /// Serves until `drain` starts, then waits at most `timeout` for open connections to finish.
@@ -126,27 +131,36 @@ pub async fn serve_until_drained(
 }
 
 /// Resolves on SIGINT (ctrl-c) or SIGTERM, naming it.
-async fn shutdown_signal() -> &'static str {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Installs the SIGINT and SIGTERM handlers now and resolves with the name of the first
+/// signal that arrives.
+fn shutdown_signal() -> impl std::future::Future<Output = &'static str> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!("cannot watch for SIGTERM: {e}");
-                std::future::pending::<()>().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            let wait = |s: std::io::Result<tokio::signal::unix::Signal>, name: &'static str| async move {
+                match s {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(e) => {
+                        tracing::warn!("cannot watch for {name}: {e}");
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            tokio::select! {
+                () = wait(interrupt, "SIGINT") => "SIGINT",
+                () = wait(terminate, "SIGTERM") => "SIGTERM",
             }
         }
-    };
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => "SIGINT",
-        () = terminate => "SIGTERM",
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
     }
 }
 
