@@ -18,6 +18,8 @@
 #   BURST_RATES=0.2,0.3,0.5,1 BURST_REQUESTS=40     burst sweep (llama skips it unless
 #                                                   BURST_LLAMA=1)
 #   SCALE=0.1 MAX_PROMPT=1024 MAX_OUTPUT=128 SLO=ttft=2000,tpot=100 SEQS=16 THREADS=2 SEED=0
+#   RECORD_STEPS=0    1: brisk servers record their steps (OUTDIR/<server>-<workload>.steps.jsonl)
+#                     for `brisk profile --from-steps` (a latency model fitted on the loaded server)
 # Writes OUTDIR/<server>-<workload>.json (sweep summary), .rate-R.json (reports), .txt, .log,
 # load.txt, env.txt, commands.txt and capacity.txt (the table).
 set -euo pipefail
@@ -42,6 +44,7 @@ SLO=${SLO:-ttft=2000,tpot=100}
 SEQS=${SEQS:-16}
 THREADS=${THREADS:-2}
 SEED=${SEED:-0}
+RECORD_STEPS=${RECORD_STEPS:-0}
 PORT=${PORT:-8131}
 KV_TOKENS=$((SEQS * (MAX_PROMPT + MAX_OUTPUT)))
 TTFT_MS=$(echo "$SLO" | sed -n 's/.*ttft=\([0-9.]*\).*/\1/p')
@@ -67,13 +70,14 @@ SPID=
 . "$(dirname "$0")/lib.sh"
 trap stop_server EXIT
 
-start_server() {  # fcfs | slo | llama
-  local log="$OUT/$1.log"
+start_server() {  # fcfs | slo | llama, then the workload (names the step recording)
+  local log="$OUT/$1.log" record=()
+  [ "$RECORD_STEPS" = 1 ] && record=(--record-steps "$OUT/$1-$2.steps.jsonl")
   case $1 in
     fcfs|slo)
       BRISK_THREADS=$THREADS "$BRISK" serve --model "$MODEL" --port "$PORT" --scheduling-policy "$1" \
         --latency-model "$LATENCY" --ttft-slo "$TTFT_MS" --tpot-slo "$TPOT_MS" \
-        --max-num-seqs "$SEQS" --kv-cache-tokens "$KV_TOKENS" >>"$log" 2>&1 &
+        --max-num-seqs "$SEQS" --kv-cache-tokens "$KV_TOKENS" "${record[@]}" >>"$log" 2>&1 &
       ;;
     llama)
       "$LLAMA" -m "$MODEL" --host 127.0.0.1 --port "$PORT" -np "$SEQS" -c "$KV_TOKENS" \
@@ -93,7 +97,7 @@ for server in $SERVERS; do
   for w in $WORKLOADS; do
     [ "$server/$w" = llama/burst ] && [ "$BURST_LLAMA" != 1 ] && continue
     declare -n flags=$w
-    start_server "$server"
+    start_server "$server" "$w"
     wait_quiet "$server-$w"
     cmd=("$BRISK" bench --url "http://127.0.0.1:$PORT" "${flags[@]}" --slo "$SLO" --seed "$SEED"
          --no-progress --output "$OUT/$server-$w.json")

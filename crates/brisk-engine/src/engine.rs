@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use brisk_sampling::{top_logprobs, Sampler};
-use brisk_scheduler::{SchedRequest, SchedulerCore, SchedulerError, SeqEvent, StepPlan};
+use brisk_scheduler::{
+    SchedRequest, SchedulerCore, SchedulerError, SeqEvent, StepPlan, StepRecord, StepShape,
+};
 use brisk_types::{Backend, LogitsWanted, TokenId};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -44,6 +46,7 @@ pub(crate) struct Engine<B: Backend> {
     pub(crate) seed: u64,
     pub(crate) eos: Vec<TokenId>,
     pub(crate) started: Instant,
+    pub(crate) step_records: Option<std::sync::mpsc::Sender<StepRecord>>,
     requests: HashMap<RequestId, Active>,
     steps: u64,
 }
@@ -67,6 +70,7 @@ impl<B: Backend> Engine<B> {
             seed,
             eos,
             started: Instant::now(),
+            step_records: None,
             requests: HashMap::new(),
             steps: 0,
         }
@@ -162,6 +166,7 @@ impl<B: Backend> Engine<B> {
     }
 
     fn step(&mut self) {
+        let began = Instant::now();
         let now = self.now();
         let plan = self.scheduler.schedule(now);
         if plan.is_empty() {
@@ -171,6 +176,7 @@ impl<B: Backend> Engine<B> {
             return;
         }
         self.steps += 1;
+        let executing = Instant::now();
         let output = match self.backend.execute(&plan.as_batch(), &mut self.kv) {
             Ok(output) => output,
             Err(e) => {
@@ -179,6 +185,7 @@ impl<B: Backend> Engine<B> {
                 return;
             }
         };
+        let execute_s = executing.elapsed().as_secs_f64();
         let mut sampled = Vec::with_capacity(plan.seqs.len());
         for (i, seq) in plan.seqs.iter().enumerate() {
             if seq.logits == LogitsWanted::None {
@@ -227,6 +234,24 @@ impl<B: Backend> Engine<B> {
                 tracing::error!("scheduler rejected step {}: {e}", plan.step);
                 self.fail_plan(&plan, &e.to_string());
             }
+        }
+        self.record_step(&plan, now, began, execute_s);
+    }
+
+    /// Sends the step's shape and timing to the recorder, if there is one.
+    fn record_step(&mut self, plan: &StepPlan, at_s: f64, began: Instant, execute_s: f64) {
+        let Some(records) = &self.step_records else {
+            return;
+        };
+        let record = StepRecord {
+            step: plan.step,
+            at_s,
+            shape: StepShape::of_plan(plan),
+            execute_s,
+            seconds: began.elapsed().as_secs_f64(),
+        };
+        if records.send(record).is_err() {
+            self.step_records = None; // the recorder is gone; serving goes on
         }
     }
 

@@ -13,7 +13,7 @@ mod stats;
 use std::sync::atomic::AtomicU64;
 use std::sync::{mpsc, Arc, Mutex};
 
-use brisk_scheduler::{PolicyChoice, SchedulerConfig, SchedulerCore};
+use brisk_scheduler::{PolicyChoice, SchedulerConfig, SchedulerCore, StepRecord};
 use brisk_types::Backend;
 
 pub use handle::{EngineHandle, EngineStopped, RequestStream};
@@ -31,6 +31,10 @@ pub struct EngineConfig {
     pub seed: u64,
     /// The scheduling policy (`fcfs` or `slo` with its latency model).
     pub policy: PolicyChoice,
+    /// Where to send a [`StepRecord`] for every step (its shape and wall time), for
+    /// calibrating the latency model on the live server; `None` records nothing. A receiver
+    /// that goes away stops the recording, not the engine.
+    pub step_records: Option<mpsc::Sender<StepRecord>>,
 }
 
 /// Why an engine could not start.
@@ -67,7 +71,9 @@ pub fn spawn<B: Backend + 'static>(
         alive: true,
         ..EngineStats::default()
     }));
-    let engine = engine::Engine::new(backend, kv, scheduler, rx, Arc::clone(&stats), config.seed);
+    let mut engine =
+        engine::Engine::new(backend, kv, scheduler, rx, Arc::clone(&stats), config.seed);
+    engine.step_records = config.step_records;
     std::thread::Builder::new()
         .name("brisk-engine".into())
         .spawn(move || engine.run())

@@ -7,7 +7,9 @@ use brisk_engine::{
     EngineConfig, EngineEvent, EngineHandle, EngineRequest, FinishReason, Priority, RequestSlo,
 };
 use brisk_sampling::SamplingParams;
-use brisk_scheduler::{LatencyCoefficients, LatencyModel, PolicyChoice, SchedulerConfig};
+use brisk_scheduler::{
+    LatencyCoefficients, LatencyModel, PolicyChoice, SchedulerConfig, StepRecord,
+};
 use brisk_testkit::CountingBackend;
 use brisk_types::TokenId;
 
@@ -18,6 +20,14 @@ fn engine(num_blocks: usize) -> EngineHandle {
 }
 
 fn engine_with(num_blocks: usize, policy: PolicyChoice) -> EngineHandle {
+    engine_recording(num_blocks, policy, None)
+}
+
+fn engine_recording(
+    num_blocks: usize,
+    policy: PolicyChoice,
+    step_records: Option<std::sync::mpsc::Sender<StepRecord>>,
+) -> EngineHandle {
     brisk_engine::spawn(
         CountingBackend::new(VOCAB, 4096),
         EngineConfig {
@@ -34,6 +44,7 @@ fn engine_with(num_blocks: usize, policy: PolicyChoice) -> EngineHandle {
             },
             seed: 0,
             policy,
+            step_records,
         },
     )
     .unwrap()
@@ -88,6 +99,35 @@ async fn a_request_streams_its_tokens_and_finishes_on_eos() {
             ..
         }
     ));
+}
+
+#[tokio::test]
+async fn every_step_is_recorded_with_its_shape_and_time() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let e = engine_recording(256, PolicyChoice::Fcfs, Some(tx));
+    // A 100-token prompt takes two chunks under the 64-token budget; then 4 tokens come out
+    // (the first from the prompt's last step, three from decodes; the mock stops at EOS).
+    let (tokens, _) = collect(
+        e.submit(request((0..100).map(|i| i % 50).collect(), 4))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(tokens.len(), 4);
+    wait_idle(&e).await;
+    drop(e); // the engine ends, dropping its sender
+    let records: Vec<StepRecord> = rx.iter().collect();
+    assert_eq!(records.len(), 5, "{records:?}");
+    assert_eq!(records[0].shape.prefill_tokens, 64);
+    assert_eq!(records[1].shape.prefill_tokens, 36);
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r.step as usize, i + 1);
+        assert!(r.execute_s > 0.0 && r.seconds >= r.execute_s, "{r:?}");
+        if i >= 2 {
+            assert_eq!((r.shape.prefill_tokens, r.shape.decode_seqs), (0, 1));
+            assert_eq!(r.shape.decode_context, 100 + i - 1);
+        }
+    }
+    assert!(records.windows(2).all(|w| w[1].at_s >= w[0].at_s));
 }
 
 #[tokio::test]

@@ -132,6 +132,38 @@ pub struct StepSample {
     pub seconds: f64,
 }
 
+/// One step as the engine ran it, for calibrating the model on a live server
+/// (`brisk serve --record-steps`, then `brisk profile --from-steps`).
+///
+/// `seconds` is the whole engine iteration — scheduling, the backend, sampling and handing
+/// tokens to the server — while the server's threads, the tokenizer and any client on the
+/// machine compete for the cores: what the simulator's clock must advance per step for its
+/// TPOT to match a loaded server. `execute_s` is the backend alone, what `brisk profile`'s grid
+/// measures.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// The step's number.
+    pub step: u64,
+    /// When it started, seconds since the engine started.
+    pub at_s: f64,
+    /// What ran.
+    pub shape: StepShape,
+    /// The backend's share, seconds.
+    pub execute_s: f64,
+    /// The whole iteration, seconds.
+    pub seconds: f64,
+}
+
+impl StepRecord {
+    /// The measurement a model is fitted on.
+    pub fn sample(&self) -> StepSample {
+        StepSample {
+            shape: self.shape,
+            seconds: self.seconds,
+        }
+    }
+}
+
 /// The step-latency model (see the module docs). Serialized as JSON by `brisk profile`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LatencyModel {

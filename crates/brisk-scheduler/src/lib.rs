@@ -52,7 +52,7 @@ mod update;
 pub use crate::config::{SchedulerConfig, SchedulerError};
 pub use crate::core::{SchedulerCore, SchedulerStats};
 pub use crate::latency::{
-    FitQuality, LatencyCoefficients, LatencyError, LatencyModel, StepSample, StepShape,
+    FitQuality, LatencyCoefficients, LatencyError, LatencyModel, StepRecord, StepSample, StepShape,
 };
 pub use crate::plan::{PlannedSeq, StepPlan};
 pub use crate::policy::{Admission, Fcfs, SchedulingPolicy};

@@ -8,6 +8,7 @@ mod loaded_model;
 mod model_fetch;
 mod profile;
 mod serve;
+mod step_log;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -2,7 +2,8 @@
 //! fitted latency model (for `brisk serve --latency-model` and `brisk sim`).
 //!
 //! The grid and the fit live in `brisk-sim` (generic over the backend trait); this file loads
-//! the model, reports progress and the held-out error, and writes the JSON.
+//! the model, reports progress and the held-out error, and writes the JSON. With
+//! `--from-steps` it fits on steps a live server recorded instead (see `step_log.rs`).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -36,12 +37,29 @@ pub struct ProfileArgs {
     /// Tokens per KV block (as `brisk serve --block-size`).
     #[arg(long, default_value_t = 16, env = "BRISK_BLOCK_SIZE")]
     block_size: usize,
+    /// Fit on the steps recorded by `brisk serve --record-steps` in these files instead of
+    /// measuring a grid (no model is loaded).
+    #[arg(long, num_args = 1.., conflicts_with_all = ["quick", "repeats"])]
+    from_steps: Vec<PathBuf>,
 }
+
+/// Most recorded steps a fit keeps (evenly spaced): plenty for five coefficients, and the
+/// saved model stays small.
+const MAX_RECORDED_SAMPLES: usize = 4000;
 
 /// Runs `brisk profile`.
 pub fn run(args: &ProfileArgs) -> Result<()> {
     if args.block_size == 0 {
         anyhow::bail!("--block-size must be at least 1");
+    }
+    if !args.from_steps.is_empty() {
+        let latency = fit_recorded(&args.from_steps)?;
+        latency
+            .save(&args.output)
+            .with_context(|| "cannot save the latency model")?;
+        print!("{}", describe(&latency));
+        println!("saved to {}", args.output.display());
+        return Ok(());
     }
     let path = loaded_model::resolve_path(args.model.model.as_deref())?;
     let model = loaded_model::load(&path)?;
@@ -81,6 +99,44 @@ pub fn measure<B: Backend>(
     })?;
     eprintln!();
     Ok(model)
+}
+
+/// Fits a model on recorded steps, holding out every fourth, and says how much the engine
+/// added to the backend's time.
+fn fit_recorded(paths: &[PathBuf]) -> Result<LatencyModel> {
+    let mut records = Vec::new();
+    for p in paths {
+        records.extend(crate::step_log::read(p)?);
+    }
+    anyhow::ensure!(
+        !records.is_empty(),
+        "no steps recorded in {}",
+        paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let total: f64 = records.iter().map(|r| r.seconds).sum();
+    let backend: f64 = records.iter().map(|r| r.execute_s).sum();
+    eprintln!(
+        "brisk: {} recorded steps, {:.1} s in all, {:.1}% of it in the backend",
+        records.len(),
+        total,
+        100.0 * backend / total.max(f64::MIN_POSITIVE)
+    );
+    let stride = records.len().div_ceil(MAX_RECORDED_SAMPLES);
+    let (mut train, mut holdout) = (Vec::new(), Vec::new());
+    for (i, r) in records.iter().step_by(stride).enumerate() {
+        if i % 4 == 3 {
+            holdout.push(r.sample());
+        } else {
+            train.push(r.sample());
+        }
+    }
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    let source = format!("steps recorded by brisk serve in {}", names.join(", "));
+    Ok(LatencyModel::fit(source, &train, &holdout)?)
 }
 
 /// The coefficients and the held-out error, for people.

@@ -75,6 +75,10 @@ pub struct ServeArgs {
     /// profiles quickly at start-up.
     #[arg(long, env = "BRISK_LATENCY_MODEL")]
     latency_model: Option<PathBuf>,
+    /// Write every engine step's shape and wall time to this file (JSON lines), to fit a
+    /// latency model on the live server with `brisk profile --from-steps`.
+    #[arg(long, env = "BRISK_RECORD_STEPS")]
+    record_steps: Option<PathBuf>,
     /// Default time-to-first-token objective, milliseconds (requests may override it with
     /// `"slo": {"ttft_ms": …}`).
     #[arg(long, env = "BRISK_TTFT_SLO", value_parser = parse_ms)]
@@ -322,12 +326,17 @@ fn server_state(
     let vocab_size = geometry.vocab_size;
     let policy = policy(args, &model.backend, path)?;
     let policy_name = policy.name();
+    let step_records = match &args.record_steps {
+        Some(p) => Some(crate::step_log::start_writer(p)?),
+        None => None,
+    };
     let engine = brisk_engine::spawn(
         model.backend,
         EngineConfig {
             scheduler,
             seed: args.seed,
             policy,
+            step_records,
         },
     )?;
     let name = args

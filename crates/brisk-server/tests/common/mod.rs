@@ -75,6 +75,7 @@ pub async fn start_tuned(
             scheduler,
             seed: 1,
             policy,
+            step_records: None,
         },
     )
     .expect("engine starts");
