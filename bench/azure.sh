@@ -79,19 +79,18 @@ trap stop_server EXIT
 
 start_server() {  # name
   local log="$OUT/$1.log"
+  : >"$log"
   case $1 in
     brisk)
-      BRISK_THREADS=$THREADS "$BRISK" serve --model "$MODEL" --port "$PORT" \
-        --max-num-seqs "$PARALLEL" --kv-cache-tokens "$KV_TOKENS" >"$log" 2>&1 &
+      start_bg "$PORT" "$log" env BRISK_THREADS="$THREADS" "$BRISK" serve --model "$MODEL" \
+        --port "$PORT" --max-num-seqs "$PARALLEL" --kv-cache-tokens "$KV_TOKENS"
       ;;
     llama)
-      "$LLAMA" -m "$MODEL" --host 127.0.0.1 --port "$PORT" -np "$PARALLEL" -c "$KV_TOKENS" \
-        -t "$THREADS" --metrics >"$log" 2>&1 &
+      start_bg "$PORT" "$log" "$LLAMA" -m "$MODEL" --host 127.0.0.1 --port "$PORT" \
+        -np "$PARALLEL" -c "$KV_TOKENS" -t "$THREADS" --metrics
       ;;
     *) echo "unknown server $1 (brisk or llama)" >&2; exit 1;;
   esac
-  SPID=$!
-  wait_health "$PORT" "$log"
   # Warm up (first-request allocations, page cache) outside the measurement.
   curl -s -o /dev/null "http://127.0.0.1:$PORT/v1/completions" -H 'Content-Type: application/json' \
     -d '{"prompt": "Hello", "max_tokens": 4}'

@@ -26,6 +26,17 @@ wait_quiet() {
   echo "$(date -u +%H:%M:%S) $1: load1=$(cut -d' ' -f1 /proc/loadavg) (waited ${i}s)" | tee -a "$OUT/load.txt"
 }
 
+# Starts a server command in the background, appending its output to LOGFILE, keeps its pid
+# in $SPID and waits for its /health. Usage: start_bg PORT LOGFILE COMMAND [ARGS…]
+# (prefix `env VAR=value` for environment settings).
+start_bg() {
+  local port=$1 log=$2
+  shift 2
+  "$@" >>"$log" 2>&1 &
+  SPID=$!
+  wait_health "$port" "$log"
+}
+
 # Stops the server started last (SIGTERM, then waits for it).
 stop_server() {
   if [ -n "${SPID:-}" ]; then kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true; SPID=; fi

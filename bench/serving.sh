@@ -12,13 +12,11 @@ SPID=
 . "$(dirname "$0")/lib.sh"
 start_brisk() {  # port, extra args...
   local p=$1; shift
-  $BRISK serve --model "$MODEL" --port "$p" "$@" >"$OUT/brisk-$p.log" 2>&1 &
-  SPID=$!; wait_health "$p" "$OUT/brisk-$p.log"
+  start_bg "$p" "$OUT/brisk-$p.log" $BRISK serve --model "$MODEL" --port "$p" "$@"
 }
 start_llama() {
   local p=$1
-  $LLAMA -m "$MODEL" --host 127.0.0.1 --port "$p" -np 16 -c 16384 -t 2 >"$OUT/llama-$p.log" 2>&1 &
-  SPID=$!; wait_health "$p" "$OUT/llama-$p.log"
+  start_bg "$p" "$OUT/llama-$p.log" $LLAMA -m "$MODEL" --host 127.0.0.1 --port "$p" -np 16 -c 16384 -t 2
 }
 bench() {  # port, name, args...
   local p=$1 name=$2; shift 2

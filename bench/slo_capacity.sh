@@ -75,17 +75,16 @@ start_server() {  # fcfs | slo | llama, then the workload (names the step record
   [ "$RECORD_STEPS" = 1 ] && record=(--record-steps "$OUT/$1-$2.steps.jsonl")
   case $1 in
     fcfs|slo)
-      BRISK_THREADS=$THREADS "$BRISK" serve --model "$MODEL" --port "$PORT" --scheduling-policy "$1" \
-        --latency-model "$LATENCY" --ttft-slo "$TTFT_MS" --tpot-slo "$TPOT_MS" \
-        --max-num-seqs "$SEQS" --kv-cache-tokens "$KV_TOKENS" "${record[@]}" >>"$log" 2>&1 &
+      start_bg "$PORT" "$log" env BRISK_THREADS="$THREADS" "$BRISK" serve --model "$MODEL" \
+        --port "$PORT" --scheduling-policy "$1" --latency-model "$LATENCY" \
+        --ttft-slo "$TTFT_MS" --tpot-slo "$TPOT_MS" --max-num-seqs "$SEQS" \
+        --kv-cache-tokens "$KV_TOKENS" "${record[@]}"
       ;;
     llama)
-      "$LLAMA" -m "$MODEL" --host 127.0.0.1 --port "$PORT" -np "$SEQS" -c "$KV_TOKENS" \
-        -t "$THREADS" >>"$log" 2>&1 &
+      start_bg "$PORT" "$log" "$LLAMA" -m "$MODEL" --host 127.0.0.1 --port "$PORT" -np "$SEQS" \
+        -c "$KV_TOKENS" -t "$THREADS"
       ;;
   esac
-  SPID=$!
-  wait_health "$PORT" "$log"
 }
 
 azure=(--trace "$TRACE" --scale-lengths "$SCALE" --max-prompt-tokens "$MAX_PROMPT"

@@ -70,9 +70,8 @@ trap stop_server EXIT
 serve=("$BRISK" serve --model "$MODEL" --port "$PORT" --max-num-seqs "$PARALLEL"
        --kv-cache-tokens "$KV_TOKENS" --max-waiting "$MAX_WAITING" --request-timeout "$TIMEOUT")
 echo "BRISK_THREADS=$THREADS ${serve[*]}" >"$OUT/commands.txt"
-BRISK_THREADS=$THREADS "${serve[@]}" >"$OUT/brisk.log" 2>&1 &
-SPID=$!
-wait_health "$PORT" "$OUT/brisk.log"
+: >"$OUT/brisk.log"
+start_bg "$PORT" "$OUT/brisk.log" env BRISK_THREADS="$THREADS" "${serve[@]}"
 
 soak=("$BRISK" bench --url "http://127.0.0.1:$PORT" --trace "$TRACE" --rate "$RATE"
       --num-requests "$NUM_REQUESTS" --scale-lengths "$SCALE" --max-prompt-tokens "$MAX_PROMPT"

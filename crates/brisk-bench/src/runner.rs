@@ -132,21 +132,24 @@ pub async fn execute(
 
 /// The first model id of `GET /v1/models`, or `"default"` when the server has none.
 pub async fn discover_model(base_url: &str) -> String {
-    let fetch = async {
-        let v: serde_json::Value = http_client()
-            .ok()?
-            .get(format!("{base_url}/v1/models"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        v.pointer("/data/0/id")?.as_str().map(str::to_string)
+    let Ok(client) = http_client() else {
+        return "default".into();
     };
-    tokio::time::timeout(Duration::from_secs(10), fetch)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| "default".into())
+    get_text(
+        &client,
+        &format!("{base_url}/v1/models"),
+        Duration::from_secs(10),
+    )
+    .await
+    .and_then(|text| {
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v.pointer("/data/0/id")?.as_str().map(str::to_string)
+    })
+    .unwrap_or_else(|| "default".into())
+}
+
+/// The body of a GET, or `None` when the server does not answer in time or at all.
+pub async fn get_text(client: &reqwest::Client, url: &str, timeout: Duration) -> Option<String> {
+    let fetch = async { client.get(url).send().await.ok()?.text().await.ok() };
+    tokio::time::timeout(timeout, fetch).await.ok().flatten()
 }

@@ -400,20 +400,8 @@ async fn malformed(
 
 /// One `/metrics` sample (empty fields when the server does not answer or expose them).
 async fn sample(client: &reqwest::Client, url: &str, t_s: f64) -> Sample {
-    let text = async {
-        client
-            .get(format!("{url}/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()
-    };
-    let text = tokio::time::timeout(Duration::from_secs(10), text)
+    let text = crate::runner::get_text(client, &format!("{url}/metrics"), Duration::from_secs(10))
         .await
-        .ok()
-        .flatten()
         .unwrap_or_default();
     let value = |names: &[&str]| {
         text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {

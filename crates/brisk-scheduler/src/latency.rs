@@ -276,7 +276,14 @@ impl LatencyModel {
                 bad.seconds
             )));
         }
-        let mut active = [true; NUM_FEATURES];
+        // A feature no measurement exercises (say, prompt attention in decode-only steps)
+        // cannot be fitted: its coefficient stays 0.
+        let mut active = [false; NUM_FEATURES];
+        for s in train {
+            for (a, x) in active.iter_mut().zip(s.shape.features()) {
+                *a |= x != 0.0;
+            }
+        }
         let coefficients = loop {
             let c = least_squares(train, &active)?;
             match (0..NUM_FEATURES).find(|&i| active[i] && c[i] < 0.0) {
@@ -464,6 +471,23 @@ mod tests {
         let m = LatencyModel::fit("test", &g, &[]).unwrap();
         assert!(m.coefficients.as_array().iter().skip(1).all(|&c| c >= 0.0));
         assert_eq!(m.coefficients.per_decode_context_token_s, 0.0);
+    }
+
+    #[test]
+    fn features_no_step_exercises_are_left_at_zero() {
+        let g: Vec<StepSample> = grid()
+            .into_iter()
+            .filter(|s| s.shape.prefill_tokens == 0)
+            .map(|s| StepSample {
+                seconds: truth().predict(&s.shape),
+                ..s
+            })
+            .collect();
+        let m = LatencyModel::fit("decodes only", &g, &[]).unwrap();
+        assert_eq!(m.coefficients.per_prefill_token_s, 0.0);
+        assert_eq!(m.coefficients.per_prefill_attention_pair_s, 0.0);
+        let want = truth().coefficients.per_decode_seq_s;
+        assert!((m.coefficients.per_decode_seq_s - want).abs() < 1e-9);
     }
 
     #[test]

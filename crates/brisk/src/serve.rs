@@ -96,7 +96,7 @@ pub struct ServeArgs {
     max_waiting: Option<usize>,
     /// Longest a request may run, from arrival to its last token, in seconds; past it the
     /// request is aborted (504, or an error event on a stream). Unbounded by default.
-    #[arg(long, env = "BRISK_REQUEST_TIMEOUT", allow_negative_numbers = true)]
+    #[arg(long, env = "BRISK_REQUEST_TIMEOUT", allow_negative_numbers = true, value_parser = parse_timeout)]
     request_timeout: Option<f64>,
     /// Lower a `max_tokens` that does not fit in the context (with the prompt) to what fits,
     /// instead of answering 400.
@@ -204,7 +204,6 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     if args.max_waiting == Some(0) {
         bail!("--max-waiting must be at least 1 (leave it out for no bound)");
     }
-    request_timeout(args.request_timeout)?;
     if args.reject_unattainable && args.scheduling_policy != PolicyName::Slo {
         bail!("--reject-unattainable needs --scheduling-policy slo");
     }
@@ -362,7 +361,7 @@ fn server_state(
         protect_health_and_metrics: args.auth_health_and_metrics,
     };
     state.waiting = std::sync::Arc::new(WaitingQueue::new(args.max_waiting));
-    state.request_timeout = request_timeout(args.request_timeout)?;
+    state.request_timeout = args.request_timeout.map(Duration::from_secs_f64);
     state.clamp_max_tokens = args.clamp_max_tokens;
     state.drain = drain;
     let summary = format!(
@@ -374,12 +373,13 @@ fn server_state(
     Ok((state, summary))
 }
 
-/// `--request-timeout` as a duration.
-fn request_timeout(seconds: Option<f64>) -> Result<Option<Duration>> {
-    match seconds {
-        None => Ok(None),
-        Some(s) if s.is_finite() && s > 0.0 && s <= 1e6 => Ok(Some(Duration::from_secs_f64(s))),
-        Some(s) => bail!("--request-timeout must be a positive number of seconds, got {s}"),
+/// Parses `--request-timeout`: a positive number of seconds, at most a million.
+fn parse_timeout(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 1e6 => Ok(s),
+        _ => Err(format!(
+            "{text:?} is not a positive number of seconds (at most 1000000)"
+        )),
     }
 }
 

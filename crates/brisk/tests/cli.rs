@@ -148,6 +148,70 @@ fn sim_writes_the_bench_report_from_a_latency_model() {
 }
 
 #[test]
+fn profile_fits_a_latency_model_on_recorded_steps() {
+    // Steps as `brisk serve --record-steps` writes them, timed by a known model: decodes of
+    // 1–16 sequences and prompt chunks of 16–256 tokens at various positions.
+    let (base, per_prompt, per_decode, per_ctx) = (0.004, 0.0015, 0.0018, 3e-6);
+    let mut lines = String::new();
+    for i in 0..200u64 {
+        let decodes = (i % 16 + 1) as f64;
+        let context = decodes * (50.0 + (i % 7) as f64 * 40.0);
+        let prompt = if i % 3 == 0 {
+            16.0 * (i % 16 + 1) as f64
+        } else {
+            0.0
+        };
+        let seconds = base + per_prompt * prompt + per_decode * decodes + per_ctx * context;
+        lines += &format!(
+            r#"{{"step":{},"at_s":{},"shape":{{"prefill_tokens":{prompt},"decode_seqs":{decodes},"decode_context":{context},"prefill_attention":0.0}},"execute_s":{},"seconds":{seconds}}}"#,
+            i + 1,
+            i as f64 * 0.05,
+            seconds * 0.97
+        );
+        lines.push('\n');
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let steps = dir.path().join("steps.jsonl");
+    std::fs::write(&steps, &lines).unwrap();
+    let out = dir.path().join("calibrated.json");
+    let (ok, stdout, err) = brisk(&[
+        "profile",
+        "--from-steps",
+        steps.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("held-out"), "{stdout}");
+    assert!(
+        err.contains("200 recorded steps") && err.contains("97.0%"),
+        "{err}"
+    );
+    let model: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let c = &model["coefficients"];
+    for (key, want) in [
+        ("base_s", base),
+        ("per_prefill_token_s", per_prompt),
+        ("per_decode_seq_s", per_decode),
+        ("per_decode_context_token_s", per_ctx),
+    ] {
+        let got = c[key].as_f64().unwrap();
+        assert!((got - want).abs() <= 1e-6 * want, "{key}: {got} vs {want}");
+    }
+    assert_eq!(model["fit"]["holdout_points"], 50);
+
+    // A line that is not a step record is named; so is a missing file.
+    std::fs::write(&steps, format!("{lines}{{\"step\": \"x\"}}\n")).unwrap();
+    let (ok, _, err) = brisk(&["profile", "--from-steps", steps.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("steps.jsonl:201"), "{err}");
+    let (ok, _, err) = brisk(&["profile", "--from-steps", "/nonexistent.jsonl"]);
+    assert!(!ok);
+    assert!(err.contains("/nonexistent.jsonl"), "{err}");
+}
+
+#[test]
 fn auth_and_shutdown_flags_are_validated() {
     let (ok, _, err) = brisk(&["serve", "--api-key", " ", "--model", "/nonexistent.gguf"]);
     assert!(!ok);
