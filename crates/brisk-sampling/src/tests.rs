@@ -186,3 +186,86 @@ fn logit_bias_bans_and_forces_tokens_and_is_validated() {
     };
     assert_eq!(too_many.validate().unwrap_err().param, "logit_bias");
 }
+
+/// The draw as a full sort of the vocabulary defines it. Sums run in token-id order until
+/// the order by weight exists (after top-k), then in that order, as `draw_filtered`'s do:
+/// float sums depend on their order, and near a top-p boundary that decides a token.
+fn full_sort_draw(p: &SamplingParams, logits: &[f32], draw: f32) -> usize {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut probs: Vec<(usize, f32)> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| (i, ((l - max) / p.temperature).exp()))
+        .filter(|&(_, w)| w > 0.0)
+        .collect();
+    if p.min_p > 0.0 {
+        let top = probs.iter().map(|&(_, w)| w).fold(0.0, f32::max);
+        probs.retain(|&(_, w)| w >= p.min_p * top);
+    }
+    let top_k = p.top_k > 0 && p.top_k < probs.len();
+    let id_order_total: f32 = probs.iter().map(|&(_, w)| w).sum();
+    probs.sort_unstable_by(by_weight);
+    if top_k {
+        probs.truncate(p.top_k);
+    }
+    let sorted_total = |probs: &[(usize, f32)]| probs.iter().map(|&(_, w)| w).sum::<f32>();
+    let mut total = if top_k {
+        sorted_total(&probs)
+    } else {
+        id_order_total
+    };
+    if p.top_p < 1.0 {
+        let (mut cum, mut keep) = (0.0, probs.len());
+        for (i, &(_, w)) in probs.iter().enumerate() {
+            cum += w / total;
+            if cum >= p.top_p {
+                keep = i + 1;
+                break;
+            }
+        }
+        probs.truncate(keep);
+        total = sorted_total(&probs);
+    }
+    let target = draw * total;
+    let mut cum = 0.0;
+    for &(i, w) in &probs {
+        cum += w;
+        if target < cum {
+            return i;
+        }
+    }
+    probs.last().unwrap().0
+}
+
+#[test]
+fn sorting_only_the_walked_prefix_draws_what_a_full_sort_draws() {
+    let mut rng = StdRng::seed_from_u64(5);
+    for case in 0..300 {
+        let vocab = [3, 64, 65, 1000, 5000][case % 5];
+        // Peaked rows with ties (rounded logits) and a flat row now and then.
+        let logits: Vec<f32> = (0..vocab)
+            .map(|_| {
+                if case % 7 == 0 {
+                    0.0
+                } else {
+                    (rng.random::<f32>() * 16.0).round() / 2.0
+                }
+            })
+            .collect();
+        let params = SamplingParams {
+            temperature: [1.0, 0.7, 1.5][case % 3],
+            top_p: [1.0, 0.9, 0.5, 0.999][case % 4],
+            top_k: [0, 40, 1000, 2][case / 4 % 4],
+            min_p: [0.0, 0.0, 0.05][case % 3],
+            ..SamplingParams::default()
+        };
+        let s = sampler(params.clone());
+        for draw in [0.0, 0.3, 0.77, 0.999_999] {
+            assert_eq!(
+                s.sample_with_draw(&logits, &[], &[], draw).token as usize,
+                full_sort_draw(&params, &logits, draw),
+                "case {case}, draw {draw}, {params:?}"
+            );
+        }
+    }
+}
