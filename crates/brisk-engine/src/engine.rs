@@ -12,7 +12,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use brisk_sampling::{top_logprobs, Sampler};
+use brisk_sampling::{log_softmax_at, top_logprobs, Sampler};
 use brisk_scheduler::{
     SchedRequest, SchedulerCore, SchedulerError, SeqEvent, StepPlan, StepRecord, StepShape,
 };
@@ -197,30 +197,41 @@ impl<B: Backend> Engine<B> {
                 continue;
             };
             let raw = output.last_row(i);
-            let choice =
-                if active.output.len() < active.min_tokens && !active.banned_early.is_empty() {
-                    let mut logits = raw.to_vec();
-                    for &t in &active.banned_early {
-                        if let Some(l) = logits.get_mut(t as usize) {
-                            *l = f32::NEG_INFINITY;
-                        }
+            let banned;
+            let row = if active.output.len() < active.min_tokens && !active.banned_early.is_empty()
+            {
+                let mut logits = raw.to_vec();
+                for &t in &active.banned_early {
+                    if let Some(l) = logits.get_mut(t as usize) {
+                        *l = f32::NEG_INFINITY;
                     }
-                    active
-                        .sampler
-                        .sample(&logits, &active.prompt, &active.output)
-                } else {
-                    active.sampler.sample(raw, &active.prompt, &active.output)
-                };
-            let top = match active.logprobs {
-                Some(k) if k > 0 => top_logprobs(raw, k),
-                _ => Vec::new(),
+                }
+                banned = logits;
+                &banned[..]
+            } else {
+                raw
+            };
+            let token = active
+                .sampler
+                .sample_token(row, &active.prompt, &active.output);
+            // Log-probabilities cost a pass over the vocabulary: only for requests that ask.
+            let (logprob, top) = match active.logprobs {
+                Some(k) => (
+                    log_softmax_at(row, token as usize),
+                    if k > 0 {
+                        top_logprobs(raw, k)
+                    } else {
+                        Vec::new()
+                    },
+                ),
+                None => (f32::NAN, Vec::new()),
             };
             active.pending = Some(GeneratedToken {
-                token: choice.token,
-                logprob: choice.logprob,
+                token,
+                logprob,
                 top_logprobs: top,
             });
-            sampled.push(Some(choice.token));
+            sampled.push(Some(token));
         }
         // The tokens exist from the end of the step (first-token times feed TPOT deadlines).
         let done = self.now();

@@ -43,7 +43,8 @@ pub use brisk_scheduler::FinishReason;
 pub struct GeneratedToken {
     /// The token.
     pub token: TokenId,
-    /// Its log-probability under the model (before sampling transforms).
+    /// Its log-probability under the model (before sampling transforms); NaN when the
+    /// request asked for no logprobs (computing it costs a pass over the vocabulary).
     pub logprob: f32,
     /// The most likely alternatives, when requested.
     pub top_logprobs: Vec<(TokenId, f32)>,

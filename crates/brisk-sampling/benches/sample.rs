@@ -1,5 +1,5 @@
 //! Sampling one token from SmolLM2's 49,152-logit row: plain temperature, top-p, top-k and
-//! greedy. `cargo bench -p brisk-sampling --bench sample` (add `-- --quick` for a short run).
+//! greedy, each with and without the token's log-probability. `cargo bench -p brisk-sampling --bench sample` (add `-- --quick` for a short run).
 //! Every decoding sequence pays this once per token on the engine thread, between steps.
 
 use brisk_sampling::{Sampler, SamplingParams};
@@ -44,6 +44,9 @@ fn sample(c: &mut Criterion) {
     for (name, params) in cases {
         let mut sampler = Sampler::new(params, 7);
         group.bench_function(name, |b| b.iter(|| sampler.sample(&logits, &[], &[])));
+        group.bench_function(format!("{name}, no logprob"), |b| {
+            b.iter(|| sampler.sample_token(&logits, &[], &[]))
+        });
     }
     group.finish();
 }

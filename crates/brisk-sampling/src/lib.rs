@@ -154,14 +154,29 @@ impl Sampler {
         &self.params
     }
 
-    /// Chooses the next token given the prompt and the output so far.
+    /// Chooses the next token given the prompt and the output so far, with its log-probability.
     pub fn sample(&mut self, logits: &[f32], prompt: &[TokenId], output: &[TokenId]) -> Sampled {
+        let token = self.sample_token(logits, prompt, output);
+        Sampled {
+            token,
+            logprob: log_softmax_at(logits, token as usize),
+        }
+    }
+
+    /// Chooses the next token, without its log-probability (a pass of `exp` over the whole
+    /// row that only requests asking for logprobs need).
+    pub fn sample_token(
+        &mut self,
+        logits: &[f32],
+        prompt: &[TokenId],
+        output: &[TokenId],
+    ) -> TokenId {
         let draw = if self.params.is_greedy() {
             0.0
         } else {
             self.rng.random::<f32>()
         };
-        self.sample_with_draw(logits, prompt, output, draw)
+        self.choose(logits, prompt, output, draw) as TokenId
     }
 
     /// Chooses the next token with the uniform draw `draw` in `[0, 1)` supplied by the caller.
@@ -172,17 +187,33 @@ impl Sampler {
         output: &[TokenId],
         draw: f32,
     ) -> Sampled {
-        assert!(!logits.is_empty(), "empty logit row");
-        let mut work = logits.to_vec();
-        self.apply_penalties(&mut work, prompt, output);
-        let token = if self.params.is_greedy() {
-            argmax(&work)
-        } else {
-            self.draw_filtered(&work, draw)
-        };
+        let token = self.choose(logits, prompt, output, draw);
         Sampled {
             token: token as TokenId,
             logprob: log_softmax_at(logits, token),
+        }
+    }
+
+    fn choose(&self, logits: &[f32], prompt: &[TokenId], output: &[TokenId], draw: f32) -> usize {
+        assert!(!logits.is_empty(), "empty logit row");
+        let p = &self.params;
+        let penalized = !p.logit_bias.is_empty()
+            || p.repetition_penalty != 1.0
+            || p.frequency_penalty != 0.0
+            || p.presence_penalty != 0.0;
+        let work;
+        let logits = if penalized {
+            let mut copy = logits.to_vec();
+            self.apply_penalties(&mut copy, prompt, output);
+            work = copy;
+            &work[..]
+        } else {
+            logits
+        };
+        if p.is_greedy() {
+            argmax(logits)
+        } else {
+            self.draw_filtered(logits, draw)
         }
     }
 
