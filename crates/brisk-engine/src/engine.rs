@@ -37,6 +37,43 @@ struct Active {
     pending: Option<GeneratedToken>,
 }
 
+impl Active {
+    /// Samples this request's next token from its logit row, keeping EOS and stop ids away
+    /// until `min_tokens`; log-probabilities (a pass over the vocabulary) only if asked for.
+    fn sample(&mut self, raw: &[f32]) -> GeneratedToken {
+        let banned;
+        let row = if self.output.len() < self.min_tokens && !self.banned_early.is_empty() {
+            let mut logits = raw.to_vec();
+            for &t in &self.banned_early {
+                if let Some(l) = logits.get_mut(t as usize) {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+            banned = logits;
+            &banned[..]
+        } else {
+            raw
+        };
+        let token = self.sampler.sample_token(row, &self.prompt, &self.output);
+        let (logprob, top_logprobs) = match self.logprobs {
+            Some(k) => (
+                log_softmax_at(row, token as usize),
+                if k > 0 {
+                    top_logprobs(raw, k)
+                } else {
+                    Vec::new()
+                },
+            ),
+            None => (f32::NAN, Vec::new()),
+        };
+        GeneratedToken {
+            token,
+            logprob,
+            top_logprobs,
+        }
+    }
+}
+
 pub(crate) struct Engine<B: Backend> {
     pub(crate) backend: B,
     pub(crate) kv: B::KvPool,
@@ -196,41 +233,9 @@ impl<B: Backend> Engine<B> {
                 sampled.push(None);
                 continue;
             };
-            let raw = output.last_row(i);
-            let banned;
-            let row = if active.output.len() < active.min_tokens && !active.banned_early.is_empty()
-            {
-                let mut logits = raw.to_vec();
-                for &t in &active.banned_early {
-                    if let Some(l) = logits.get_mut(t as usize) {
-                        *l = f32::NEG_INFINITY;
-                    }
-                }
-                banned = logits;
-                &banned[..]
-            } else {
-                raw
-            };
-            let token = active
-                .sampler
-                .sample_token(row, &active.prompt, &active.output);
-            // Log-probabilities cost a pass over the vocabulary: only for requests that ask.
-            let (logprob, top) = match active.logprobs {
-                Some(k) => (
-                    log_softmax_at(row, token as usize),
-                    if k > 0 {
-                        top_logprobs(raw, k)
-                    } else {
-                        Vec::new()
-                    },
-                ),
-                None => (f32::NAN, Vec::new()),
-            };
-            active.pending = Some(GeneratedToken {
-                token,
-                logprob,
-                top_logprobs: top,
-            });
+            let generated = active.sample(output.last_row(i));
+            let token = generated.token;
+            active.pending = Some(generated);
             sampled.push(Some(token));
         }
         // The tokens exist from the end of the step (first-token times feed TPOT deadlines).
