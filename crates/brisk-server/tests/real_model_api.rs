@@ -93,11 +93,12 @@ async fn a_full_waiting_queue_answers_429_with_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_leave_before_the_first_token_free_everything() {
     let s = start().await;
-    // Polls /metrics (bounded) until `done` holds for it; returns that text.
+    // Polls /metrics (bounded: 30 s, generous for a loaded CI machine, where a prefill of
+    // this prompt alone can take seconds) until `done` holds for it; returns that text.
     let until = |done: fn(&str) -> bool| {
         let s = &s;
         async move {
-            for _ in 0..400 {
+            for _ in 0..1200 {
                 let m = s.metrics().await;
                 if done(&m) {
                     return m;
