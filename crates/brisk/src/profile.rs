@@ -52,15 +52,21 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
     if args.block_size == 0 {
         anyhow::bail!("--block-size must be at least 1");
     }
-    if !args.from_steps.is_empty() {
-        let latency = fit_recorded(&args.from_steps)?;
-        latency
-            .save(&args.output)
-            .with_context(|| "cannot save the latency model")?;
-        print!("{}", describe(&latency));
-        println!("saved to {}", args.output.display());
-        return Ok(());
-    }
+    let latency = if args.from_steps.is_empty() {
+        measure_grid(args)?
+    } else {
+        fit_recorded(&args.from_steps)?
+    };
+    latency
+        .save(&args.output)
+        .with_context(|| "cannot save the latency model")?;
+    print!("{}", describe(&latency));
+    println!("saved to {}", args.output.display());
+    Ok(())
+}
+
+/// Loads the model and measures the grid the flags choose.
+fn measure_grid(args: &ProfileArgs) -> Result<LatencyModel> {
     let path = loaded_model::resolve_path(args.model.model.as_deref())?;
     let model = loaded_model::load(&path)?;
     let mut grid = if args.quick {
@@ -72,13 +78,7 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         anyhow::ensure!(r >= 1, "--repeats must be at least 1");
         grid.repeats = r;
     }
-    let latency = measure(&model.backend, &path, &grid, args.block_size)?;
-    latency
-        .save(&args.output)
-        .with_context(|| "cannot save the latency model")?;
-    print!("{}", describe(&latency));
-    println!("saved to {}", args.output.display());
-    Ok(())
+    measure(&model.backend, &path, &grid, args.block_size)
 }
 
 /// Profiles `backend` over `grid`, showing progress on stderr.
@@ -108,15 +108,12 @@ fn fit_recorded(paths: &[PathBuf]) -> Result<LatencyModel> {
     for p in paths {
         records.extend(crate::step_log::read(p)?);
     }
-    anyhow::ensure!(
-        !records.is_empty(),
-        "no steps recorded in {}",
-        paths
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let names = paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    anyhow::ensure!(!records.is_empty(), "no steps recorded in {names}");
     let total: f64 = records.iter().map(|r| r.seconds).sum();
     let backend: f64 = records.iter().map(|r| r.execute_s).sum();
     eprintln!(
@@ -134,8 +131,7 @@ fn fit_recorded(paths: &[PathBuf]) -> Result<LatencyModel> {
             train.push(r.sample());
         }
     }
-    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-    let source = format!("steps recorded by brisk serve in {}", names.join(", "));
+    let source = format!("steps recorded by brisk serve in {names}");
     Ok(LatencyModel::fit(source, &train, &holdout)?)
 }
 
