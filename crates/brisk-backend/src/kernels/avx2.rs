@@ -258,8 +258,10 @@ mod x86 {
         unsafe { _mm256_add_ps(even, odd) }
     }
 
-    /// Weight rows `rows` against every token of `x`, tile by tile: a single-token tile
-    /// eight rows at a time (one row per lane), a wider one row by row (one token per lane).
+    /// Weight rows `rows` against every token of `x`, tile by tile. Q4_1: a row group
+    /// (eight rows, one per lane) against up to [`Q4_1_TOKENS`] tokens at a time. Q8_0: a
+    /// single-token tile eight rows at a time (one row per lane), a wider one row by row (one
+    /// token per lane).
     ///
     /// # Safety
     /// AVX2/FMA; the layout checks of `check_layout` hold; the caller owns output rows `rows`.
@@ -277,19 +279,44 @@ mod x86 {
             let n = TILE.min(x.tokens - t0);
             // SAFETY: `tile` is a tile of `x`.
             let xt = unsafe { Tile::new(x, tile) };
+            if w.format == KernelFormat::Q4_1 {
+                for g in rows.clone().step_by(ROW_GROUP) {
+                    for first in (0..n).step_by(Q4_1_TOKENS) {
+                        // SAFETY: group `g` (padded rows included) exists in every array; the
+                        // tile holds tokens `first..first + width`.
+                        let sums = unsafe {
+                            let at = grouped_index(nb, g, 0);
+                            let (wq, wd, wm) = (
+                                w.quants.as_ptr().add(g * row_quants),
+                                w.d.as_ptr().add(at),
+                                w.m.as_ptr().add(at),
+                            );
+                            match n - first {
+                                1 => group_q4_1::<1>(nb, wq, wd, wm, xt, first),
+                                2 => group_q4_1::<2>(nb, wq, wd, wm, xt, first),
+                                3 => group_q4_1::<3>(nb, wq, wd, wm, xt, first),
+                                _ => group_q4_1::<4>(nb, wq, wd, wm, xt, first),
+                            }
+                        };
+                        for (t, lanes) in sums.iter().take(n - first).enumerate() {
+                            for (i, &v) in lanes.iter().take(rows.end - g).enumerate() {
+                                // SAFETY: the caller owns the band's rows.
+                                unsafe { out.write(t0 + first + t, g + i, v) };
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
             if n == 1 {
                 for g in rows.clone().step_by(ROW_GROUP) {
-                    // SAFETY: group `g` (padded rows included) exists in every array (the
-                    // minima only for Q4_1, the only format that reads them); the tile holds
-                    // a token.
+                    // SAFETY: group `g` (padded rows included) exists in every array; the
+                    // tile holds a token.
                     let sums = unsafe {
                         let at = grouped_index(nb, g, 0);
                         let (wq, wd) =
                             (w.quants.as_ptr().add(g * row_quants), w.d.as_ptr().add(at));
-                        match w.format {
-                            KernelFormat::Q4_1 => group_q4_1(nb, wq, wd, w.m.as_ptr().add(at), xt),
-                            KernelFormat::Q8_0 => group_q8_0(nb, wq, wd, xt),
-                        }
+                        group_q8_0(nb, wq, wd, xt)
                     };
                     for (i, &v) in sums.iter().take(rows.end - g).enumerate() {
                         // SAFETY: the caller owns the band's rows.
@@ -299,18 +326,12 @@ mod x86 {
                 continue;
             }
             for r in rows.clone() {
-                // SAFETY: row `r` exists, so its blocks, scales and (Q4_1) minima are in
-                // bounds; the tile holds `n` tokens. A row's grouped scales are `ROW_GROUP`
-                // apart.
+                // SAFETY: row `r` exists, so its blocks and scales are in bounds; the tile
+                // holds `n` tokens. A row's grouped scales are `ROW_GROUP` apart.
                 let sums = unsafe {
                     let at = grouped_index(nb, r, 0);
                     let (wq, wd) = (w.quants.as_ptr().add(r * row_quants), w.d.as_ptr().add(at));
-                    match w.format {
-                        KernelFormat::Q4_1 => {
-                            by_width!(n, tile_q4_1, nb, wq, wd, w.m.as_ptr().add(at), xt)
-                        }
-                        KernelFormat::Q8_0 => by_width!(n, tile_q8_0, nb, wq, wd, xt),
-                    }
+                    by_width!(n, tile_q8_0, nb, wq, wd, xt)
                 };
                 for (t, &v) in sums.iter().take(n).enumerate() {
                     // SAFETY: the caller owns row `r`.
@@ -320,104 +341,83 @@ mod x86 {
         }
     }
 
-    /// One Q4_1 weight row against the first `T` tokens of a tile: each weight block is
-    /// unpacked once and multiplied with every token's block (exact integers), the `T` sums
-    /// are gathered into one vector, and the scaling and minimum term are vector operations.
+    /// Tokens [`group_q4_1`] multiplies at once: each keeps an integer and a float
+    /// accumulator in registers (AVX2 has sixteen).
+    const Q4_1_TOKENS: usize = 4;
+
+    /// One Q4_1 row group (eight rows, one per lane) against tokens `first..first + T` of a
+    /// tile; returns each token's eight row sums (zeros past `T`).
+    ///
+    /// Per block, every 32-byte chunk of the interleaved weights is loaded and unpacked
+    /// once for the `T` tokens: its low nibbles are four weights of each row, which one
+    /// `maddubs` multiplies with the token's matching four activations broadcast to every
+    /// row (no horizontal sums); the high nibbles the next four. The eight products of a
+    /// block add up exactly in 16 bits (|Σ| ≤ 32·15·127/2 per lane), one `madd` joins a
+    /// row's two lanes, and the float work — `acc += (d_w·d_x)·Σ`, `acc += m·(d_x·Σq_x)` — is
+    /// one chain per token, as in the scalar reference.
     ///
     /// # Safety
-    /// AVX2/FMA; `wq` has `16 * nb` bytes, `wd` and `wm` hold the row's `nb` values
-    /// `ROW_GROUP` floats apart; the tile has at least `T` tokens of `nb` blocks.
+    /// AVX2/FMA; `wq` points at the group's `nb × 128` interleaved bytes, `wd` and `wm` at
+    /// its `nb × 8` grouped scales and minima; the tile holds tokens `first..first + T` of
+    /// `nb` blocks.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile_q4_1<const T: usize>(
+    unsafe fn group_q4_1<const T: usize>(
         nb: usize,
         wq: *const u8,
         wd: *const f32,
         wm: *const f32,
         x: Tile,
-    ) -> [f32; TILE] {
+        first: usize,
+    ) -> [[f32; ROW_GROUP]; Q4_1_TOKENS] {
         let low = _mm256_set1_epi8(0x0F);
         let ones = _mm256_set1_epi16(1);
-        let total = over_blocks(nb, |b, acc| {
-            // SAFETY: block `b < nb` of the row and of each of the `T` tokens, and the tile's
-            // per-block vectors, are in bounds (caller contract). Loads are unaligned.
-            unsafe {
-                let raw = _mm_loadu_si128(wq.add(16 * b).cast());
-                // Low nibbles are elements 0..16, high nibbles 16..32.
-                let q4 = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(raw), raw), low);
-                let p: [__m256i; T] = std::array::from_fn(|t| {
-                    let q8 = _mm256_loadu_si256(x.q.add((t * nb + b) * 32).cast());
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(q4, q8), ones)
-                });
-                let sums = _mm256_cvtepi32_ps(token_sums(&p));
-                let scale = _mm256_mul_ps(
-                    _mm256_broadcast_ss(&*wd.add(b * ROW_GROUP)),
-                    _mm256_loadu_ps(x.d.add(b * TILE)),
-                );
-                let acc = _mm256_fmadd_ps(scale, sums, acc);
-                _mm256_fmadd_ps(
-                    _mm256_broadcast_ss(&*wm.add(b * ROW_GROUP)),
-                    _mm256_loadu_ps(x.s.add(b * TILE)),
-                    acc,
-                )
+        let mut acc = [_mm256_setzero_ps(); T];
+        for b in 0..nb {
+            let mut isum = [_mm256_setzero_si256(); T];
+            for k in 0..4 {
+                // SAFETY: chunk `k` of block `b` of the group and the tokens' activation
+                // blocks are in bounds (caller contract); loads are unaligned.
+                unsafe {
+                    let v = _mm256_loadu_si256(wq.add((b * 4 + k) * 32).cast());
+                    let lo = _mm256_and_si256(v, low);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low);
+                    for t in 0..T {
+                        let xq = x.q.add(((first + t) * nb + b) * 32 + 8 * k);
+                        let xa = _mm256_set1_epi32(xq.cast::<i32>().read_unaligned());
+                        let xb = _mm256_set1_epi32(xq.add(4).cast::<i32>().read_unaligned());
+                        let p = _mm256_add_epi16(
+                            _mm256_maddubs_epi16(lo, xa),
+                            _mm256_maddubs_epi16(hi, xb),
+                        );
+                        isum[t] = _mm256_add_epi16(isum[t], p);
+                    }
+                }
             }
-        });
-        let mut out = [0.0f32; TILE];
-        // SAFETY: `out` holds 8 floats; unaligned store.
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), total) };
+            // SAFETY: the group's scales and minima for block `b`, and the tile's per-block
+            // scales, are in bounds (caller contract); loads are unaligned.
+            unsafe {
+                let dw = _mm256_loadu_ps(wd.add(b * ROW_GROUP));
+                let mw = _mm256_loadu_ps(wm.add(b * ROW_GROUP));
+                for t in 0..T {
+                    let i = b * TILE + first + t;
+                    let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(isum[t], ones));
+                    let scale = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*x.d.add(i)));
+                    acc[t] = _mm256_fmadd_ps(scale, sums, acc[t]);
+                    acc[t] = _mm256_fmadd_ps(mw, _mm256_broadcast_ss(&*x.s.add(i)), acc[t]);
+                }
+            }
+        }
+        let mut out = [[0.0f32; ROW_GROUP]; Q4_1_TOKENS];
+        for t in 0..T {
+            // SAFETY: `out[t]` holds 8 floats; unaligned store.
+            unsafe { _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]) };
+        }
         out
     }
 
-    /// One token against a group of eight Q4_1 rows, one row per lane: the same integer
-    /// sums and float operations as [`tile_q4_1`] computes for that token, with the rows'
-    /// grouped scales loaded as vectors and the token's broadcast (a product's operands
-    /// commute exactly). Decoding one sequence thus does one vector step per block for
-    /// eight rows instead of one per row.
-    ///
-    /// # Safety
-    /// AVX2/FMA; `wq` has eight rows of `16 * nb` bytes; `wd` and `wm` hold the group's
-    /// `nb × 8` values; the tile has a token of `nb` blocks.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn group_q4_1(
-        nb: usize,
-        wq: *const u8,
-        wd: *const f32,
-        wm: *const f32,
-        x: Tile,
-    ) -> [f32; ROW_GROUP] {
-        let low = _mm256_set1_epi8(0x0F);
-        let ones = _mm256_set1_epi16(1);
-        let total = over_blocks(nb, |b, acc| {
-            // SAFETY: block `b < nb` of the eight rows and of the token, and the group's
-            // per-block vectors, are in bounds (caller contract). Loads are unaligned.
-            unsafe {
-                let q8 = _mm256_loadu_si256(x.q.add(b * 32).cast());
-                let p: [__m256i; ROW_GROUP] = std::array::from_fn(|r| {
-                    let raw = _mm_loadu_si128(wq.add((r * nb + b) * 16).cast());
-                    let q4 = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(raw), raw), low);
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(q4, q8), ones)
-                });
-                let sums = _mm256_cvtepi32_ps(token_sums(&p));
-                let scale = _mm256_mul_ps(
-                    _mm256_loadu_ps(wd.add(b * ROW_GROUP)),
-                    _mm256_broadcast_ss(&*x.d.add(b * TILE)),
-                );
-                let acc = _mm256_fmadd_ps(scale, sums, acc);
-                _mm256_fmadd_ps(
-                    _mm256_loadu_ps(wm.add(b * ROW_GROUP)),
-                    _mm256_broadcast_ss(&*x.s.add(b * TILE)),
-                    acc,
-                )
-            }
-        });
-        let mut out = [0.0f32; ROW_GROUP];
-        // SAFETY: `out` holds 8 floats; unaligned store.
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), total) };
-        out
-    }
-
-    /// [`group_q4_1`] for Q8_0 rows.
+    /// One token against a group of eight Q8_0 rows, one row per lane: the same integer
+    /// sums and float operations as [`tile_q8_0`] computes for that token.
     ///
     /// # Safety
     /// AVX2/FMA; `wq` has eight rows of `32 * nb` bytes; `wd` holds the group's `nb × 8`
@@ -427,7 +427,8 @@ mod x86 {
     unsafe fn group_q8_0(nb: usize, wq: *const u8, wd: *const f32, x: Tile) -> [f32; ROW_GROUP] {
         let ones = _mm256_set1_epi16(1);
         let total = over_blocks(nb, |b, acc| {
-            // SAFETY: as in `group_q4_1`.
+            // SAFETY: block `b < nb` of the eight rows and of the token, and the group's
+            // per-block scales, are in bounds (caller contract). Loads are unaligned.
             unsafe {
                 let q8 = _mm256_loadu_si256(x.q.add(b * 32).cast());
                 let p: [__m256i; ROW_GROUP] = std::array::from_fn(|r| {
@@ -466,7 +467,8 @@ mod x86 {
     ) -> [f32; TILE] {
         let ones = _mm256_set1_epi16(1);
         let total = over_blocks(nb, |b, acc| {
-            // SAFETY: as in `tile_q4_1`.
+            // SAFETY: block `b < nb` of the row and of each of the `T` tokens, and the
+            // tile's per-block vectors, are in bounds (caller contract). Loads are unaligned.
             unsafe {
                 let w = _mm256_loadu_si256(wq.add(32 * b).cast());
                 // maddubs needs an unsigned operand: |w| times x carrying w's sign.

@@ -77,9 +77,23 @@ pub struct QuantMatrix {
     d: Vec<f32>,
     /// Q4_1 only: the minima `m`, laid out as `d`; empty for Q8_0.
     m: Vec<f32>,
-    /// `padded rows × blocks × quant_bytes`: nibbles (Q4_1, low nibbles are elements 0..16)
-    /// or bytes.
+    /// `padded rows × blocks × quant_bytes`. Q8_0: each row's blocks of 32 bytes, row-major.
+    /// Q4_1: interleaved per row group (see [`q4_1_nibble`]), so that one 32-byte load holds
+    /// four consecutive weights of each of the group's eight rows, twice.
     quants: Vec<u8>,
+}
+
+/// Where element `e` (0..32) of row `r`, block `b` of a Q4_1 matrix with `nb` blocks per row
+/// lies in the interleaved layout: `(byte, high nibble?)`.
+///
+/// Per row group and block there are four 32-byte chunks; chunk `k`, byte `4·(r mod 8) + j`
+/// holds elements `8k + j` (low nibble) and `8k + 4 + j` (high nibble) of row `r`. Masking a
+/// chunk's low nibbles gives, per row, four weights that multiply one broadcast 4-byte group of
+/// the activations; the high nibbles the next four.
+#[inline]
+fn q4_1_nibble(nb: usize, r: usize, b: usize, e: usize) -> (usize, bool) {
+    let chunk = ((r / ROW_GROUP) * nb + b) * 4 + e / 8;
+    (chunk * 32 + (r % ROW_GROUP) * 4 + e % 4, e % 8 >= 4)
 }
 
 /// A matrix's per-block values in plain row-major order, as built from a file.
@@ -118,6 +132,9 @@ impl RowMajor {
         };
         let mut quants = self.quants;
         quants.resize(padded * nb * format.quant_bytes(), 0);
+        if format == KernelFormat::Q4_1 {
+            quants = interleave_q4_1(&quants, padded, nb);
+        }
         QuantMatrix {
             format,
             rows,
@@ -131,6 +148,27 @@ impl RowMajor {
             quants,
         }
     }
+}
+
+/// Row-major ggml Q4_1 nibbles (byte `j` of a block: element `j` low, `j + 16` high) of
+/// `rows` rows in the interleaved layout of [`q4_1_nibble`].
+fn interleave_q4_1(row_major: &[u8], rows: usize, nb: usize) -> Vec<u8> {
+    let mut out = vec![0u8; row_major.len()];
+    for r in 0..rows {
+        for b in 0..nb {
+            let block = &row_major[(r * nb + b) * 16..][..16];
+            for e in 0..32 {
+                let v = if e < 16 {
+                    block[e] & 0x0F
+                } else {
+                    block[e - 16] >> 4
+                };
+                let (at, high) = q4_1_nibble(nb, r, b, e);
+                out[at] |= if high { v << 4 } else { v };
+            }
+        }
+    }
+    out
 }
 
 /// Where the value of row `r`, block `b` lies in a grouped array (`nb` blocks per row).
@@ -194,8 +232,29 @@ impl QuantMatrix {
             } else {
                 Vec::new()
             },
-            quants: self.quants[..self.rows * nb * self.format.quant_bytes()].to_vec(),
+            quants: match self.format {
+                KernelFormat::Q8_0 => self.quants[..self.rows * nb * 32].to_vec(),
+                KernelFormat::Q4_1 => (0..self.rows * nb)
+                    .flat_map(|rb| {
+                        let w = self.q4_1_block(rb / nb, rb % nb);
+                        (0..16).map(move |j| w[j] | (w[j + 16] << 4))
+                    })
+                    .collect(),
+            },
         }
+    }
+
+    /// The 32 quants (0..16) of row `r`, block `b` of a Q4_1 matrix, in element order.
+    pub(crate) fn q4_1_block(&self, r: usize, b: usize) -> [u8; 32] {
+        std::array::from_fn(|e| {
+            let (at, high) = q4_1_nibble(self.blocks(), r, b, e);
+            let byte = self.quants[at];
+            if high {
+                byte >> 4
+            } else {
+                byte & 0x0F
+            }
+        })
     }
 
     /// The scale `d` of row `r`, block `b`.

@@ -28,7 +28,7 @@ fn act_scales(x: &QuantActivations, t: usize, b: usize) -> (f32, f32) {
     (x.d_tiled[i], x.s_tiled[i])
 }
 
-/// `Σ_b f(b)` accumulated as the SIMD kernels do: even and odd blocks in two running fused
+/// `Σ_b f(b)` accumulated as the SIMD Q8_0 kernels do: even and odd blocks in two running fused
 /// sums, added at the end.
 fn over_blocks(nb: usize, mut block: impl FnMut(usize, f32) -> f32) -> f32 {
     let mut acc = [0.0f32; 2];
@@ -38,17 +38,18 @@ fn over_blocks(nb: usize, mut block: impl FnMut(usize, f32) -> f32) -> f32 {
     acc[0] + acc[1]
 }
 
+/// Q4_1 blocks accumulate in one running fused sum, block after block (the SIMD kernel keeps
+/// several tokens' chains in flight instead of splitting one).
 pub(super) fn dot_q4_1(w: &QuantMatrix, row: usize, x: &QuantActivations, t: usize) -> f32 {
     let nb = w.blocks();
-    over_blocks(nb, |b, acc| {
-        let wb = row * nb + b;
-        let qs = &w.quants[wb * 16..wb * 16 + 16];
+    (0..nb).fold(0.0, |acc, b| {
+        let qs = w.q4_1_block(row, b);
         let xq = &x.q[(t * nb + b) * 32..][..32];
-        let mut isum = 0i32;
-        for j in 0..16 {
-            isum += i32::from(qs[j] & 0x0F) * i32::from(xq[j]);
-            isum += i32::from(qs[j] >> 4) * i32::from(xq[j + 16]);
-        }
+        let isum: i32 = qs
+            .iter()
+            .zip(xq)
+            .map(|(&q, &v)| i32::from(q) * i32::from(v))
+            .sum();
         let (dx, sx) = act_scales(x, t, b);
         #[allow(clippy::cast_precision_loss)]
         let acc = (w.scale(row, b) * dx).mul_add(isum as f32, acc);
