@@ -259,7 +259,7 @@ mod x86 {
     }
 
     /// Weight rows `rows` against every token of `x`, tile by tile. Q4_1: a row group
-    /// (eight rows, one per lane) against up to [`Q4_1_TOKENS`] tokens at a time. Q8_0: a
+    /// (eight rows, one per lane) against the whole tile. Q8_0: a
     /// single-token tile eight rows at a time (one row per lane), a wider one row by row (one
     /// token per lane).
     ///
@@ -281,28 +281,21 @@ mod x86 {
             let xt = unsafe { Tile::new(x, tile) };
             if w.format == KernelFormat::Q4_1 {
                 for g in rows.clone().step_by(ROW_GROUP) {
-                    for first in (0..n).step_by(Q4_1_TOKENS) {
-                        // SAFETY: group `g` (padded rows included) exists in every array; the
-                        // tile holds tokens `first..first + width`.
-                        let sums = unsafe {
-                            let at = grouped_index(nb, g, 0);
-                            let (wq, wd, wm) = (
-                                w.quants.as_ptr().add(g * row_quants),
-                                w.d.as_ptr().add(at),
-                                w.m.as_ptr().add(at),
-                            );
-                            match n - first {
-                                1 => group_q4_1::<1>(nb, wq, wd, wm, xt, first),
-                                2 => group_q4_1::<2>(nb, wq, wd, wm, xt, first),
-                                3 => group_q4_1::<3>(nb, wq, wd, wm, xt, first),
-                                _ => group_q4_1::<4>(nb, wq, wd, wm, xt, first),
-                            }
-                        };
-                        for (t, lanes) in sums.iter().take(n - first).enumerate() {
-                            for (i, &v) in lanes.iter().take(rows.end - g).enumerate() {
-                                // SAFETY: the caller owns the band's rows.
-                                unsafe { out.write(t0 + first + t, g + i, v) };
-                            }
+                    // SAFETY: group `g` (padded rows included) exists in every array; the tile
+                    // holds `n` tokens.
+                    let sums = unsafe {
+                        let at = grouped_index(nb, g, 0);
+                        let (wq, wd, wm) = (
+                            w.quants.as_ptr().add(g * row_quants),
+                            w.d.as_ptr().add(at),
+                            w.m.as_ptr().add(at),
+                        );
+                        by_width!(n, group_q4_1, nb, wq, wd, wm, xt)
+                    };
+                    for (t, lanes) in sums.iter().take(n).enumerate() {
+                        for (i, &v) in lanes.iter().take(rows.end - g).enumerate() {
+                            // SAFETY: the caller owns the band's rows.
+                            unsafe { out.write(t0 + t, g + i, v) };
                         }
                     }
                 }
@@ -341,25 +334,22 @@ mod x86 {
         }
     }
 
-    /// Tokens [`group_q4_1`] multiplies at once: each keeps an integer and a float
-    /// accumulator in registers (AVX2 has sixteen).
-    const Q4_1_TOKENS: usize = 4;
-
-    /// One Q4_1 row group (eight rows, one per lane) against tokens `first..first + T` of a
-    /// tile; returns each token's eight row sums (zeros past `T`).
+    /// One Q4_1 row group (eight rows, one per lane) against the first `T` tokens of a tile;
+    /// returns each token's eight row sums (zeros past `T`).
     ///
     /// Per block, every 32-byte chunk of the interleaved weights is loaded and unpacked
     /// once for the `T` tokens: its low nibbles are four weights of each row, which one
     /// `maddubs` multiplies with the token's matching four activations broadcast to every
-    /// row (no horizontal sums); the high nibbles the next four. The eight products of a
+    /// row (no horizontal sums); the high nibbles the next four. A whole tile of eight
+    /// tokens at once measured fastest (four or six at a time read the weights more often). The eight products of a
     /// block add up exactly in 16 bits (|Σ| ≤ 32·15·127/2 per lane), one `madd` joins a
     /// row's two lanes, and the float work — `acc += (d_w·d_x)·Σ`, `acc += m·(d_x·Σq_x)` — is
     /// one chain per token, as in the scalar reference.
     ///
     /// # Safety
     /// AVX2/FMA; `wq` points at the group's `nb × 128` interleaved bytes, `wd` and `wm` at
-    /// its `nb × 8` grouped scales and minima; the tile holds tokens `first..first + T` of
-    /// `nb` blocks.
+    /// its `nb × 8` grouped scales and minima; the tile holds at least `T` tokens of `nb`
+    /// blocks.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn group_q4_1<const T: usize>(
@@ -368,8 +358,7 @@ mod x86 {
         wd: *const f32,
         wm: *const f32,
         x: Tile,
-        first: usize,
-    ) -> [[f32; ROW_GROUP]; Q4_1_TOKENS] {
+    ) -> [[f32; ROW_GROUP]; TILE] {
         let low = _mm256_set1_epi8(0x0F);
         let ones = _mm256_set1_epi16(1);
         let mut acc = [_mm256_setzero_ps(); T];
@@ -383,7 +372,7 @@ mod x86 {
                     let lo = _mm256_and_si256(v, low);
                     let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low);
                     for t in 0..T {
-                        let xq = x.q.add(((first + t) * nb + b) * 32 + 8 * k);
+                        let xq = x.q.add((t * nb + b) * 32 + 8 * k);
                         let xa = _mm256_set1_epi32(xq.cast::<i32>().read_unaligned());
                         let xb = _mm256_set1_epi32(xq.add(4).cast::<i32>().read_unaligned());
                         let p = _mm256_add_epi16(
@@ -400,7 +389,7 @@ mod x86 {
                 let dw = _mm256_loadu_ps(wd.add(b * ROW_GROUP));
                 let mw = _mm256_loadu_ps(wm.add(b * ROW_GROUP));
                 for t in 0..T {
-                    let i = b * TILE + first + t;
+                    let i = b * TILE + t;
                     let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(isum[t], ones));
                     let scale = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*x.d.add(i)));
                     acc[t] = _mm256_fmadd_ps(scale, sums, acc[t]);
@@ -408,7 +397,7 @@ mod x86 {
                 }
             }
         }
-        let mut out = [[0.0f32; ROW_GROUP]; Q4_1_TOKENS];
+        let mut out = [[0.0f32; ROW_GROUP]; TILE];
         for t in 0..T {
             // SAFETY: `out[t]` holds 8 floats; unaligned store.
             unsafe { _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]) };
