@@ -172,29 +172,6 @@ mod x86 {
         }
     }
 
-    /// Lane `t` of the result is the sum of the eight lanes of `p[t]` (zero past `T`).
-    /// Integer sums are exact, so how they are paired does not matter.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn token_sums<const T: usize>(p: &[__m256i; T]) -> __m256i {
-        let zero = _mm256_setzero_si256();
-        let a = |t: usize| if t < T { p[t] } else { zero };
-        let h0123 = _mm256_hadd_epi32(_mm256_hadd_epi32(a(0), a(1)), _mm256_hadd_epi32(a(2), a(3)));
-        if T <= 4 {
-            // Low half: lanes 0..4 of tokens 0..4; high half: lanes 4..8.
-            let s = _mm_add_epi32(
-                _mm256_castsi256_si128(h0123),
-                _mm256_extracti128_si256::<1>(h0123),
-            );
-            return _mm256_set_m128i(_mm_setzero_si128(), s);
-        }
-        let h4567 = _mm256_hadd_epi32(_mm256_hadd_epi32(a(4), a(5)), _mm256_hadd_epi32(a(6), a(7)));
-        _mm256_add_epi32(
-            _mm256_permute2x128_si256::<0x20>(h0123, h4567),
-            _mm256_permute2x128_si256::<0x31>(h0123, h4567),
-        )
-    }
-
     /// Pointers into one token tile of the activations.
     #[derive(Clone, Copy)]
     struct Tile {
@@ -238,30 +215,8 @@ mod x86 {
         };
     }
 
-    /// Runs `block(b, acc)` over `0..nb`, alternating two accumulators (even and odd blocks)
-    /// so that consecutive blocks do not wait on each other's fused multiply-adds; returns
-    /// their sum. The scalar reference pairs its sums the same way.
-    #[inline(always)]
-    fn over_blocks(nb: usize, mut block: impl FnMut(usize, __m256) -> __m256) -> __m256 {
-        // SAFETY: (of the intrinsics) only called from `target_feature(avx2)` functions.
-        let (mut even, mut odd) = unsafe { (_mm256_setzero_ps(), _mm256_setzero_ps()) };
-        let mut b = 0;
-        while b + 1 < nb {
-            even = block(b, even);
-            odd = block(b + 1, odd);
-            b += 2;
-        }
-        if b < nb {
-            even = block(b, even);
-        }
-        // SAFETY: as above.
-        unsafe { _mm256_add_ps(even, odd) }
-    }
-
-    /// Weight rows `rows` against every token of `x`, tile by tile. Q4_1: a row group
-    /// (eight rows, one per lane) against the whole tile. Q8_0: a
-    /// single-token tile eight rows at a time (one row per lane), a wider one row by row (one
-    /// token per lane).
+    /// Weight rows `rows` against every token of `x`: each row group (eight rows, one per
+    /// lane) against each tile.
     ///
     /// # Safety
     /// AVX2/FMA; the layout checks of `check_layout` hold; the caller owns output rows `rows`.
@@ -279,56 +234,24 @@ mod x86 {
             let n = TILE.min(x.tokens - t0);
             // SAFETY: `tile` is a tile of `x`.
             let xt = unsafe { Tile::new(x, tile) };
-            if w.format == KernelFormat::Q4_1 {
-                for g in rows.clone().step_by(ROW_GROUP) {
-                    // SAFETY: group `g` (padded rows included) exists in every array; the tile
-                    // holds `n` tokens.
-                    let sums = unsafe {
-                        let at = grouped_index(nb, g, 0);
-                        let (wq, wd, wm) = (
-                            w.quants.as_ptr().add(g * row_quants),
-                            w.d.as_ptr().add(at),
-                            w.m.as_ptr().add(at),
-                        );
-                        by_width!(n, group_q4_1, nb, wq, wd, wm, xt)
-                    };
-                    for (t, lanes) in sums.iter().take(n).enumerate() {
-                        for (i, &v) in lanes.iter().take(rows.end - g).enumerate() {
-                            // SAFETY: the caller owns the band's rows.
-                            unsafe { out.write(t0 + t, g + i, v) };
-                        }
-                    }
-                }
-                continue;
-            }
-            if n == 1 {
-                for g in rows.clone().step_by(ROW_GROUP) {
-                    // SAFETY: group `g` (padded rows included) exists in every array; the
-                    // tile holds a token.
-                    let sums = unsafe {
-                        let at = grouped_index(nb, g, 0);
-                        let (wq, wd) =
-                            (w.quants.as_ptr().add(g * row_quants), w.d.as_ptr().add(at));
-                        group_q8_0(nb, wq, wd, xt)
-                    };
-                    for (i, &v) in sums.iter().take(rows.end - g).enumerate() {
-                        // SAFETY: the caller owns the band's rows.
-                        unsafe { out.write(t0, g + i, v) };
-                    }
-                }
-                continue;
-            }
-            for r in rows.clone() {
-                // SAFETY: row `r` exists, so its blocks and scales are in bounds; the tile
-                // holds `n` tokens. A row's grouped scales are `ROW_GROUP` apart.
+            for g in rows.clone().step_by(ROW_GROUP) {
+                // SAFETY: group `g` (padded rows included) exists in every array (the minima
+                // only for Q4_1, the only format that reads them); the tile holds `n` tokens.
                 let sums = unsafe {
-                    let at = grouped_index(nb, r, 0);
-                    let (wq, wd) = (w.quants.as_ptr().add(r * row_quants), w.d.as_ptr().add(at));
-                    by_width!(n, tile_q8_0, nb, wq, wd, xt)
+                    let at = grouped_index(nb, g, 0);
+                    let (wq, wd) = (w.quants.as_ptr().add(g * row_quants), w.d.as_ptr().add(at));
+                    match w.format {
+                        KernelFormat::Q4_1 => {
+                            by_width!(n, group_q4_1, nb, wq, wd, w.m.as_ptr().add(at), xt)
+                        }
+                        KernelFormat::Q8_0 => by_width!(n, group_q8_0, nb, wq, wd, xt),
+                    }
                 };
-                for (t, &v) in sums.iter().take(n).enumerate() {
-                    // SAFETY: the caller owns row `r`.
-                    unsafe { out.write(t0 + t, r, v) };
+                for (t, lanes) in sums.iter().take(n).enumerate() {
+                    for (i, &v) in lanes.iter().take(rows.end - g).enumerate() {
+                        // SAFETY: the caller owns the band's rows.
+                        unsafe { out.write(t0 + t, g + i, v) };
+                    }
                 }
             }
         }
@@ -405,78 +328,55 @@ mod x86 {
         out
     }
 
-    /// One token against a group of eight Q8_0 rows, one row per lane: the same integer
-    /// sums and float operations as [`tile_q8_0`] computes for that token.
+    /// [`group_q4_1`] for Q8_0 rows: chunk `k` of a block holds elements `4k..4k + 4` of each
+    /// of the eight rows. `maddubs` needs an unsigned operand, so it multiplies |w| with the
+    /// activations carrying w's sign; its 16-bit pair sums can reach 2·128·127, so each is
+    /// widened (`madd`) before they add up.
     ///
     /// # Safety
-    /// AVX2/FMA; `wq` has eight rows of `32 * nb` bytes; `wd` holds the group's `nb × 8`
-    /// scales; the tile has a token of `nb` blocks.
+    /// AVX2/FMA; `wq` points at the group's `nb × 256` interleaved bytes, `wd` at its `nb × 8`
+    /// grouped scales; the tile holds at least `T` tokens of `nb` blocks.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn group_q8_0(nb: usize, wq: *const u8, wd: *const f32, x: Tile) -> [f32; ROW_GROUP] {
-        let ones = _mm256_set1_epi16(1);
-        let total = over_blocks(nb, |b, acc| {
-            // SAFETY: block `b < nb` of the eight rows and of the token, and the group's
-            // per-block scales, are in bounds (caller contract). Loads are unaligned.
-            unsafe {
-                let q8 = _mm256_loadu_si256(x.q.add(b * 32).cast());
-                let p: [__m256i; ROW_GROUP] = std::array::from_fn(|r| {
-                    let w = _mm256_loadu_si256(wq.add((r * nb + b) * 32).cast());
-                    _mm256_madd_epi16(
-                        _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(q8, w)),
-                        ones,
-                    )
-                });
-                let sums = _mm256_cvtepi32_ps(token_sums(&p));
-                let scale = _mm256_mul_ps(
-                    _mm256_loadu_ps(wd.add(b * ROW_GROUP)),
-                    _mm256_broadcast_ss(&*x.d.add(b * TILE)),
-                );
-                _mm256_fmadd_ps(scale, sums, acc)
-            }
-        });
-        let mut out = [0.0f32; ROW_GROUP];
-        // SAFETY: `out` holds 8 floats; unaligned store.
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), total) };
-        out
-    }
-
-    /// One Q8_0 weight row against the first `T` tokens of a tile.
-    ///
-    /// # Safety
-    /// AVX2/FMA; `wq` has `32 * nb` bytes, `wd` the row's `nb` scales `ROW_GROUP` floats
-    /// apart; the tile has at least `T` tokens of `nb` blocks.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile_q8_0<const T: usize>(
+    unsafe fn group_q8_0<const T: usize>(
         nb: usize,
         wq: *const u8,
         wd: *const f32,
         x: Tile,
-    ) -> [f32; TILE] {
+    ) -> [[f32; ROW_GROUP]; TILE] {
         let ones = _mm256_set1_epi16(1);
-        let total = over_blocks(nb, |b, acc| {
-            // SAFETY: block `b < nb` of the row and of each of the `T` tokens, and the
-            // tile's per-block vectors, are in bounds (caller contract). Loads are unaligned.
-            unsafe {
-                let w = _mm256_loadu_si256(wq.add(32 * b).cast());
-                // maddubs needs an unsigned operand: |w| times x carrying w's sign.
-                let w_abs = _mm256_sign_epi8(w, w);
-                let p: [__m256i; T] = std::array::from_fn(|t| {
-                    let q8 = _mm256_loadu_si256(x.q.add((t * nb + b) * 32).cast());
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(w_abs, _mm256_sign_epi8(q8, w)), ones)
-                });
-                let sums = _mm256_cvtepi32_ps(token_sums(&p));
-                let scale = _mm256_mul_ps(
-                    _mm256_broadcast_ss(&*wd.add(b * ROW_GROUP)),
-                    _mm256_loadu_ps(x.d.add(b * TILE)),
-                );
-                _mm256_fmadd_ps(scale, sums, acc)
+        let mut acc = [_mm256_setzero_ps(); T];
+        for b in 0..nb {
+            let mut isum = [_mm256_setzero_si256(); T];
+            for k in 0..8 {
+                // SAFETY: chunk `k` of block `b` of the group and the tokens' activation
+                // blocks are in bounds (caller contract); loads are unaligned.
+                unsafe {
+                    let w = _mm256_loadu_si256(wq.add((b * 8 + k) * 32).cast());
+                    let w_abs = _mm256_sign_epi8(w, w);
+                    for t in 0..T {
+                        let xq = x.q.add((t * nb + b) * 32 + 4 * k);
+                        let xs = _mm256_set1_epi32(xq.cast::<i32>().read_unaligned());
+                        let p = _mm256_maddubs_epi16(w_abs, _mm256_sign_epi8(xs, w));
+                        isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(p, ones));
+                    }
+                }
             }
-        });
-        let mut out = [0.0f32; TILE];
-        // SAFETY: `out` holds 8 floats; unaligned store.
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), total) };
+            // SAFETY: the group's scales for block `b` and the tile's per-block scales are in
+            // bounds (caller contract); loads are unaligned.
+            unsafe {
+                let dw = _mm256_loadu_ps(wd.add(b * ROW_GROUP));
+                for t in 0..T {
+                    let scale = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*x.d.add(b * TILE + t)));
+                    acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum[t]), acc[t]);
+                }
+            }
+        }
+        let mut out = [[0.0f32; ROW_GROUP]; TILE];
+        for t in 0..T {
+            // SAFETY: `out[t]` holds 8 floats; unaligned store.
+            unsafe { _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]) };
+        }
         out
     }
 

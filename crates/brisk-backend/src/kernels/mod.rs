@@ -77,23 +77,28 @@ pub struct QuantMatrix {
     d: Vec<f32>,
     /// Q4_1 only: the minima `m`, laid out as `d`; empty for Q8_0.
     m: Vec<f32>,
-    /// `padded rows × blocks × quant_bytes`. Q8_0: each row's blocks of 32 bytes, row-major.
-    /// Q4_1: interleaved per row group (see [`q4_1_nibble`]), so that one 32-byte load holds
-    /// four consecutive weights of each of the group's eight rows, twice.
+    /// `padded rows × blocks × quant_bytes`, interleaved per row group (see [`quant_at`]) so
+    /// that one 32-byte load holds four consecutive weights of each of the group's eight rows
+    /// (Q4_1: twice, in the low and the high nibbles).
     quants: Vec<u8>,
 }
 
-/// Where element `e` (0..32) of row `r`, block `b` of a Q4_1 matrix with `nb` blocks per row
-/// lies in the interleaved layout: `(byte, high nibble?)`.
+/// Where element `e` (0..32) of row `r`, block `b` of a matrix with `nb` blocks per row lies
+/// in the interleaved layout: `(byte, high nibble?)`.
 ///
-/// Per row group and block there are four 32-byte chunks; chunk `k`, byte `4·(r mod 8) + j`
-/// holds elements `8k + j` (low nibble) and `8k + 4 + j` (high nibble) of row `r`. Masking a
-/// chunk's low nibbles gives, per row, four weights that multiply one broadcast 4-byte group of
-/// the activations; the high nibbles the next four.
+/// Per row group and block there are 32-byte chunks, four for Q4_1 and eight for Q8_0.
+/// Q8_0: chunk `k`, byte `4·(r mod 8) + j` is element `4k + j` of row `r`. Q4_1: chunk `k`,
+/// byte `4·(r mod 8) + j` holds elements `8k + j` (low nibble) and `8k + 4 + j` (high nibble).
+/// Either way a chunk (or its low or high nibbles) gives each row four weights that multiply
+/// one broadcast 4-byte group of a token's activations.
 #[inline]
-fn q4_1_nibble(nb: usize, r: usize, b: usize, e: usize) -> (usize, bool) {
-    let chunk = ((r / ROW_GROUP) * nb + b) * 4 + e / 8;
-    (chunk * 32 + (r % ROW_GROUP) * 4 + e % 4, e % 8 >= 4)
+fn quant_at(format: KernelFormat, nb: usize, r: usize, b: usize, e: usize) -> (usize, bool) {
+    let group_block = (r / ROW_GROUP) * nb + b;
+    let lane = (r % ROW_GROUP) * 4;
+    match format {
+        KernelFormat::Q4_1 => ((group_block * 4 + e / 8) * 32 + lane + e % 4, e % 8 >= 4),
+        KernelFormat::Q8_0 => ((group_block * 8 + e / 4) * 32 + lane + e % 4, false),
+    }
 }
 
 /// A matrix's per-block values in plain row-major order, as built from a file.
@@ -132,9 +137,7 @@ impl RowMajor {
         };
         let mut quants = self.quants;
         quants.resize(padded * nb * format.quant_bytes(), 0);
-        if format == KernelFormat::Q4_1 {
-            quants = interleave_q4_1(&quants, padded, nb);
-        }
+        quants = interleave(format, &quants, padded, nb);
         QuantMatrix {
             format,
             rows,
@@ -150,21 +153,21 @@ impl RowMajor {
     }
 }
 
-/// Row-major ggml Q4_1 nibbles (byte `j` of a block: element `j` low, `j + 16` high) of
-/// `rows` rows in the interleaved layout of [`q4_1_nibble`].
-fn interleave_q4_1(row_major: &[u8], rows: usize, nb: usize) -> Vec<u8> {
+/// Row-major quants (ggml's: a Q4_1 block's byte `j` holds element `j` in its low nibble and
+/// `j + 16` in its high one) of `rows` rows in the interleaved layout of [`quant_at`].
+fn interleave(format: KernelFormat, row_major: &[u8], rows: usize, nb: usize) -> Vec<u8> {
+    let bytes = format.quant_bytes();
     let mut out = vec![0u8; row_major.len()];
     for r in 0..rows {
         for b in 0..nb {
-            let block = &row_major[(r * nb + b) * 16..][..16];
+            let block = &row_major[(r * nb + b) * bytes..][..bytes];
             for e in 0..32 {
-                let v = if e < 16 {
-                    block[e] & 0x0F
-                } else {
-                    block[e - 16] >> 4
-                };
-                let (at, high) = q4_1_nibble(nb, r, b, e);
-                out[at] |= if high { v << 4 } else { v };
+                let (at, high) = quant_at(format, nb, r, b, e);
+                out[at] |= match format {
+                    KernelFormat::Q8_0 => block[e],
+                    KernelFormat::Q4_1 if e < 16 => block[e] & 0x0F,
+                    KernelFormat::Q4_1 => block[e - 16] >> 4,
+                } << if high { 4 } else { 0 };
             }
         }
     }
@@ -232,27 +235,28 @@ impl QuantMatrix {
             } else {
                 Vec::new()
             },
-            quants: match self.format {
-                KernelFormat::Q8_0 => self.quants[..self.rows * nb * 32].to_vec(),
-                KernelFormat::Q4_1 => (0..self.rows * nb)
-                    .flat_map(|rb| {
-                        let w = self.q4_1_block(rb / nb, rb % nb);
-                        (0..16).map(move |j| w[j] | (w[j + 16] << 4))
-                    })
-                    .collect(),
-            },
+            quants: (0..self.rows * nb)
+                .flat_map(|rb| {
+                    let q = self.block_quants(rb / nb, rb % nb);
+                    match self.format {
+                        KernelFormat::Q8_0 => q.to_vec(),
+                        KernelFormat::Q4_1 => (0..16).map(|j| q[j] | (q[j + 16] << 4)).collect(),
+                    }
+                })
+                .collect(),
         }
     }
 
-    /// The 32 quants (0..16) of row `r`, block `b` of a Q4_1 matrix, in element order.
-    pub(crate) fn q4_1_block(&self, r: usize, b: usize) -> [u8; 32] {
+    /// The 32 quants of row `r`, block `b`, in element order: nibbles (0..16) for Q4_1,
+    /// two's-complement bytes for Q8_0.
+    pub(crate) fn block_quants(&self, r: usize, b: usize) -> [u8; 32] {
         std::array::from_fn(|e| {
-            let (at, high) = q4_1_nibble(self.blocks(), r, b, e);
+            let (at, high) = quant_at(self.format, self.blocks(), r, b, e);
             let byte = self.quants[at];
-            if high {
-                byte >> 4
-            } else {
-                byte & 0x0F
+            match (self.format, high) {
+                (KernelFormat::Q8_0, _) => byte,
+                (KernelFormat::Q4_1, true) => byte >> 4,
+                (KernelFormat::Q4_1, false) => byte & 0x0F,
             }
         })
     }

@@ -10,10 +10,6 @@ use super::{
 
 /// Weight rows `rows` (either format) against every token of `x`.
 pub(super) fn band(w: &QuantMatrix, rows: Range<usize>, x: &QuantActivations, out: &OutRows<'_>) {
-    let dot = match w.format {
-        KernelFormat::Q4_1 => dot_q4_1,
-        KernelFormat::Q8_0 => dot_q8_0,
-    };
     for t in 0..x.tokens {
         for r in rows.clone() {
             // SAFETY: this call owns rows `rows` of the output.
@@ -28,50 +24,30 @@ fn act_scales(x: &QuantActivations, t: usize, b: usize) -> (f32, f32) {
     (x.d_tiled[i], x.s_tiled[i])
 }
 
-/// `Σ_b f(b)` accumulated as the SIMD Q8_0 kernels do: even and odd blocks in two running fused
-/// sums, added at the end.
-fn over_blocks(nb: usize, mut block: impl FnMut(usize, f32) -> f32) -> f32 {
-    let mut acc = [0.0f32; 2];
-    for b in 0..nb {
-        acc[b % 2] = block(b, acc[b % 2]);
-    }
-    acc[0] + acc[1]
-}
-
-/// Q4_1 blocks accumulate in one running fused sum, block after block (the SIMD kernel keeps
-/// several tokens' chains in flight instead of splitting one).
-pub(super) fn dot_q4_1(w: &QuantMatrix, row: usize, x: &QuantActivations, t: usize) -> f32 {
+/// Row `row` against token `t`: per block the exact integer dot product of the quants, then
+/// `acc += (d_w·d_x)·Σ` (and, Q4_1, `acc += m·(d_x·Σq_x)`), one running fused sum block after
+/// block, as the SIMD kernels compute each (row, token) lane.
+pub(super) fn dot(w: &QuantMatrix, row: usize, x: &QuantActivations, t: usize) -> f32 {
     let nb = w.blocks();
     (0..nb).fold(0.0, |acc, b| {
-        let qs = w.q4_1_block(row, b);
-        let xq = &x.q[(t * nb + b) * 32..][..32];
-        let isum: i32 = qs
-            .iter()
-            .zip(xq)
-            .map(|(&q, &v)| i32::from(q) * i32::from(v))
-            .sum();
-        let (dx, sx) = act_scales(x, t, b);
-        #[allow(clippy::cast_precision_loss)]
-        let acc = (w.scale(row, b) * dx).mul_add(isum as f32, acc);
-        w.minimum(row, b).mul_add(sx, acc)
-    })
-}
-
-pub(super) fn dot_q8_0(w: &QuantMatrix, row: usize, x: &QuantActivations, t: usize) -> f32 {
-    let nb = w.blocks();
-    over_blocks(nb, |b, acc| {
-        let wb = row * nb + b;
-        let qs = &w.quants[wb * 32..wb * 32 + 32];
+        let qs = w.block_quants(row, b);
         let xq = &x.q[(t * nb + b) * 32..][..32];
         #[allow(clippy::cast_possible_wrap)]
         let isum: i32 = qs
             .iter()
             .zip(xq)
-            .map(|(&a, &b)| i32::from(a as i8) * i32::from(b))
+            .map(|(&q, &v)| match w.format {
+                KernelFormat::Q4_1 => i32::from(q),
+                KernelFormat::Q8_0 => i32::from(q as i8),
+            } * i32::from(v))
             .sum();
-        let (dx, _) = act_scales(x, t, b);
+        let (dx, sx) = act_scales(x, t, b);
         #[allow(clippy::cast_precision_loss)]
-        (w.scale(row, b) * dx).mul_add(isum as f32, acc)
+        let acc = (w.scale(row, b) * dx).mul_add(isum as f32, acc);
+        match w.format {
+            KernelFormat::Q4_1 => w.minimum(row, b).mul_add(sx, acc),
+            KernelFormat::Q8_0 => acc,
+        }
     })
 }
 

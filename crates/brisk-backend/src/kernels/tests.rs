@@ -75,10 +75,7 @@ fn simd_and_scalar_kernels_agree_and_track_f32_on_odd_shapes() {
             let reference = dequantize(&w);
             for t in 0..m {
                 for r in 0..rows {
-                    let scalar = match format {
-                        KernelFormat::Q4_1 => scalar::dot_q4_1(&w, r, &acts, t),
-                        KernelFormat::Q8_0 => scalar::dot_q8_0(&w, r, &acts, t),
-                    };
+                    let scalar = scalar::dot(&w, r, &acts, t);
                     let got = out[t * rows + r];
                     // Same integers, same float operations in the same order.
                     assert_eq!(
