@@ -247,11 +247,10 @@ mod x86 {
                         KernelFormat::Q8_0 => by_width!(n, group_q8_0, nb, wq, wd, xt),
                     }
                 };
+                let width = ROW_GROUP.min(rows.end - g);
                 for (t, lanes) in sums.iter().take(n).enumerate() {
-                    for (i, &v) in lanes.iter().take(rows.end - g).enumerate() {
-                        // SAFETY: the caller owns the band's rows.
-                        unsafe { out.write(t0 + t, g + i, v) };
-                    }
+                    // SAFETY: the caller owns the band's rows, `g..g + width` among them.
+                    unsafe { out.write_run(t0 + t, g, &lanes[..width]) };
                 }
             }
         }

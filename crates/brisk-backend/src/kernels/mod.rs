@@ -483,6 +483,19 @@ impl<'a> OutRows<'a> {
         // SAFETY: in bounds (checked above); exclusive per the caller contract.
         unsafe { *self.ptr.add(i) = v };
     }
+
+    /// Stores `values` at `[token, row..row + values.len()]` (adjacent in memory).
+    ///
+    /// # Safety
+    /// As for [`Self::write`], for each of those rows.
+    #[inline]
+    unsafe fn write_run(&self, token: usize, row: usize, values: &[f32]) {
+        let i = token * self.rows + row;
+        assert!(i + values.len() <= self.len && row + values.len() <= self.rows);
+        // SAFETY: in bounds (checked above); exclusive per the caller contract; `values` is
+        // a different allocation than the output.
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.ptr.add(i), values.len()) };
+    }
 }
 
 #[cfg(test)]
