@@ -4,6 +4,7 @@ use brisk_types::{
     Backend, BackendCapabilities, BackendError, LogitsWanted, ModelGeometry, StepBatch, StepOutput,
     TokenId,
 };
+use rayon::prelude::*;
 
 use crate::attention::{paged_attention, write_kv, TokenPlace};
 use crate::config::ModelConfig;
@@ -150,21 +151,30 @@ impl CpuBackend {
             let (Some(mut q), Some(mut k), Some(v)) = (qkv.next(), qkv.next(), qkv.next()) else {
                 unreachable!("three projections")
             };
-            self.rope.apply(&mut q, c.num_heads, &cos, &sin);
-            self.rope.apply(&mut k, c.num_kv_heads, &cos, &sin);
+            let half = c.head_dim / 2;
+            for (x, heads) in [(&mut q, c.num_heads), (&mut k, c.num_kv_heads)] {
+                for_row_chunks(x, heads * c.head_dim, |rows, x| {
+                    let tables = rows.start * half..rows.end * half;
+                    self.rope
+                        .apply(x, heads, &cos[tables.clone()], &sin[tables]);
+                });
+            }
             write_kv(kv, li, &places, &k, &v);
             let attn = paged_attention(kv, li, &places, &q, c.num_heads);
-            add_into(&mut x, &layer.o.forward(&attn, n)?);
+            add_into(&mut x, &layer.o.forward(&attn, n)?, h);
 
             rms_norm(&x, &layer.ffn_norm, c.rms_norm_eps, &mut normed);
             let mut gate_up = layer.gate_up.forward(&normed, n)?.into_iter();
             let (Some(mut gate), Some(up)) = (gate_up.next(), gate_up.next()) else {
                 unreachable!("two projections")
             };
-            for (g, u) in gate.iter_mut().zip(&up) {
-                *g = silu(*g) * u;
-            }
-            add_into(&mut x, &layer.down.forward(&gate, n)?);
+            let inter = gate.len() / n;
+            for_row_chunks(&mut gate, inter, |rows, gate| {
+                for (g, u) in gate.iter_mut().zip(&up[rows.start * inter..]) {
+                    *g = silu(*g) * u;
+                }
+            });
+            add_into(&mut x, &layer.down.forward(&gate, n)?, h);
         }
 
         // Only the rows that will be sampled or inspected go through the LM head.
@@ -222,22 +232,53 @@ fn compute_pool() -> rayon::ThreadPool {
         .unwrap_or_else(|e| panic!("cannot start {threads} compute threads: {e}"))
 }
 
-fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
-    let h = weight.len();
-    for (row, o) in x.chunks_exact(h).zip(out.chunks_exact_mut(h)) {
-        #[allow(clippy::cast_precision_loss)]
-        let mean_sq = row.iter().map(|v| v * v).sum::<f32>() / h as f32;
-        let scale = 1.0 / (mean_sq + eps).sqrt();
-        for ((o, v), w) in o.iter_mut().zip(row).zip(weight) {
-            *o = v * scale * w;
-        }
+/// Token rows one compute task takes in the element-wise passes (norms, RoPE, SiLU, residual
+/// adds); a batch shorter than two such chunks (a decode step) runs them on the calling
+/// thread, where they cost less than a hand-off.
+const ROWS_PER_TASK: usize = 32;
+
+/// Calls `f(rows, chunk)` over `data` (rows of `width` values) split into chunks of
+/// [`ROWS_PER_TASK`] rows, on the compute threads when there are at least two chunks.
+fn for_row_chunks(
+    data: &mut [f32],
+    width: usize,
+    f: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
+) {
+    let n = data.len() / width;
+    if n < 2 * ROWS_PER_TASK {
+        f(0..n, data);
+        return;
     }
+    data.par_chunks_mut(ROWS_PER_TASK * width)
+        .enumerate()
+        .for_each(|(i, chunk)| {
+            let first = i * ROWS_PER_TASK;
+            f(first..first + chunk.len() / width, chunk);
+        });
 }
 
-fn add_into(x: &mut [f32], y: &[f32]) {
-    for (a, b) in x.iter_mut().zip(y) {
-        *a += b;
-    }
+fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let h = weight.len();
+    for_row_chunks(out, h, |rows, out| {
+        let x = &x[rows.start * h..rows.end * h];
+        for (row, o) in x.chunks_exact(h).zip(out.chunks_exact_mut(h)) {
+            #[allow(clippy::cast_precision_loss)]
+            let mean_sq = row.iter().map(|v| v * v).sum::<f32>() / h as f32;
+            let scale = 1.0 / (mean_sq + eps).sqrt();
+            for ((o, v), w) in o.iter_mut().zip(row).zip(weight) {
+                *o = v * scale * w;
+            }
+        }
+    });
+}
+
+/// `x += y`, both `rows × h`.
+fn add_into(x: &mut [f32], y: &[f32], h: usize) {
+    for_row_chunks(x, h, |rows, x| {
+        for (a, b) in x.iter_mut().zip(&y[rows.start * h..]) {
+            *a += b;
+        }
+    });
 }
 
 impl Backend for CpuBackend {
