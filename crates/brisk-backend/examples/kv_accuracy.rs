@@ -1,4 +1,4 @@
-//! How much a 16-bit KV cache changes the model's predictions, measured against f32.
+//! How much a 16-bit or 8-bit KV cache changes the model's predictions, measured against f32.
 //!
 //! `cargo run --release -p brisk-backend --example kv_accuracy -- MODEL.gguf PROMPTS.json [TEXTS] [TOKENS]`
 //!
@@ -96,7 +96,12 @@ fn main() {
         texts.len()
     );
     println!("dtype  mean KL(f32||dtype)   max KL  top-1 agreement  max |dlogit|  perplexity  max flip margin");
-    for dtype in [KvCacheDtype::F32, KvCacheDtype::F16, KvCacheDtype::Bf16] {
+    for dtype in [
+        KvCacheDtype::F32,
+        KvCacheDtype::F16,
+        KvCacheDtype::Bf16,
+        KvCacheDtype::Int8,
+    ] {
         backend.set_kv_cache_dtype(dtype);
         let mut s = Stats::default();
         for (text, want) in texts.iter().zip(&reference) {

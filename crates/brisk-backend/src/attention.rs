@@ -48,10 +48,7 @@ pub fn write_kv(
         let (block, slot) = (p.block_table[p.pos / bs] as usize, p.pos % bs);
         for h in 0..heads {
             let src = (t * heads + h) * d;
-            let keys = layout.key_offset(block, h);
-            for (dim, &x) in k[src..src + d].iter().enumerate() {
-                kc.set(keys + dim * bs + slot, x);
-            }
+            kc.write_key(layout.key_offset(block, h), bs, slot, &k[src..src + d]);
             vc.write(layout.value_offset(block, h, slot), &v[src..src + d]);
         }
     }

@@ -12,9 +12,9 @@ use brisk_types::BackendError;
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
-/// The element type K and V are stored in. Attention always computes in f32: 16-bit caches
-/// are converted block by block as they are read, halving the memory (and the bytes read per
-/// token) for a rounding of each cached value.
+/// The element type K and V are stored in. Attention always computes in f32: 16-bit and
+/// 8-bit caches are converted block by block as they are read, halving (quartering) the
+/// memory and the bytes read per token for a rounding of each cached value.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum KvCacheDtype {
     /// 32-bit floats (the default: exactly what the model computed).
@@ -24,14 +24,19 @@ pub enum KvCacheDtype {
     F16,
     /// bfloat16: f32's range with an 8-bit mantissa.
     Bf16,
+    /// Signed bytes with one f32 scale per cached vector (a token's key or value for one
+    /// K/V head): `x ≈ scale · q`, `scale = max|x| / 127`.
+    Int8,
 }
 
 impl KvCacheDtype {
-    /// Bytes per stored value.
-    pub fn bytes(self) -> usize {
+    /// Bytes one cached vector of `head_dim` values takes (a token's key or value for one
+    /// K/V head), scales included.
+    pub fn vector_bytes(self, head_dim: usize) -> usize {
         match self {
-            Self::F32 => 4,
-            Self::F16 | Self::Bf16 => 2,
+            Self::F32 => 4 * head_dim,
+            Self::F16 | Self::Bf16 => 2 * head_dim,
+            Self::Int8 => head_dim + 4,
         }
     }
 
@@ -41,6 +46,7 @@ impl KvCacheDtype {
             Self::F32 => "f32",
             Self::F16 => "f16",
             Self::Bf16 => "bf16",
+            Self::Int8 => "int8",
         }
     }
 }
@@ -53,8 +59,9 @@ impl FromStr for KvCacheDtype {
             "auto" | "f32" | "float32" | "fp32" => Ok(Self::F32),
             "f16" | "float16" | "fp16" | "half" => Ok(Self::F16),
             "bf16" | "bfloat16" => Ok(Self::Bf16),
+            "int8" | "i8" => Ok(Self::Int8),
             other => Err(format!(
-                "unknown KV cache dtype `{other}` (expected auto, f32, f16 or bf16)"
+                "unknown KV cache dtype `{other}` (expected auto, f32, f16, bf16 or int8)"
             )),
         }
     }
@@ -65,46 +72,113 @@ pub(crate) enum KvBuffer {
     F32(Vec<f32>),
     F16(Vec<f16>),
     Bf16(Vec<bf16>),
+    Int8(Int8Buffer),
+}
+
+/// 8-bit storage: quants in the pool's layout, and one scale per cached vector. A
+/// (block, head) tile holds `block_size` vectors of `head_dim` values, in either layout, so
+/// vector `slot` of the tile starting at element `o` has scale `o / head_dim + slot`.
+pub(crate) struct Int8Buffer {
+    q: Vec<i8>,
+    scales: Vec<f32>,
+    head_dim: usize,
+    block_size: usize,
+    /// Keys are stored transposed (`[dim][slot]`), values not (`[slot][dim]`).
+    transposed: bool,
+}
+
+impl Int8Buffer {
+    /// `(scale, 1 / scale)` for `src`: its largest magnitude maps to ±127.
+    fn scale_for(src: &[f32]) -> (f32, f32) {
+        let amax = src.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        let scale = amax / 127.0;
+        (scale, if scale > 0.0 { 1.0 / scale } else { 0.0 })
+    }
+
+    fn quantize(x: f32, inv: f32) -> i8 {
+        // |x · inv| ≤ 127 (up to rounding), so the cast only drops the fraction.
+        #[allow(clippy::cast_possible_truncation)]
+        let q = (x * inv).round().clamp(-127.0, 127.0) as i8;
+        q
+    }
+}
+
+/// Allocates `len` copies of `zero`, reporting a failed reservation instead of aborting.
+fn alloc<T: Clone>(len: usize, zero: T) -> Result<Vec<T>, BackendError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len)
+        .map_err(|e| BackendError::KvAllocation(format!("{len} values: {e}")))?;
+    v.resize(len, zero);
+    Ok(v)
 }
 
 impl KvBuffer {
-    fn zeros(dtype: KvCacheDtype, len: usize) -> Result<Self, BackendError> {
-        fn alloc<T: Clone>(len: usize, zero: T) -> Result<Vec<T>, BackendError> {
-            let mut v = Vec::new();
-            v.try_reserve_exact(len)
-                .map_err(|e| BackendError::KvAllocation(format!("{len} values: {e}")))?;
-            v.resize(len, zero);
-            Ok(v)
-        }
+    /// A zeroed buffer of `len` values: keys (`transposed`) or values of a pool with
+    /// `head_dim`-long vectors in blocks of `block_size`.
+    fn zeros(
+        dtype: KvCacheDtype,
+        len: usize,
+        head_dim: usize,
+        block_size: usize,
+        transposed: bool,
+    ) -> Result<Self, BackendError> {
         Ok(match dtype {
             KvCacheDtype::F32 => Self::F32(alloc(len, 0.0)?),
             KvCacheDtype::F16 => Self::F16(alloc(len, f16::ZERO)?),
             KvCacheDtype::Bf16 => Self::Bf16(alloc(len, bf16::ZERO)?),
+            KvCacheDtype::Int8 => Self::Int8(Int8Buffer {
+                q: alloc(len, 0)?,
+                scales: alloc(len / head_dim, 0.0)?,
+                head_dim,
+                block_size,
+                transposed,
+            }),
         })
     }
 
-    /// Stores `x` at `i`, rounded to the element type.
-    #[inline]
-    pub(crate) fn set(&mut self, i: usize, x: f32) {
+    /// Stores a key (`src`, one head's `head_dim` values) as column `slot` of the transposed
+    /// tile at `tile` (`block_size` slots per dimension).
+    pub(crate) fn write_key(&mut self, tile: usize, block_size: usize, slot: usize, src: &[f32]) {
+        let at = |dim: usize| tile + dim * block_size + slot;
         match self {
-            Self::F32(v) => v[i] = x,
-            Self::F16(v) => v[i] = f16::from_f32(x),
-            Self::Bf16(v) => v[i] = bf16::from_f32(x),
+            Self::F32(v) => src.iter().enumerate().for_each(|(d, &x)| v[at(d)] = x),
+            Self::F16(v) => src
+                .iter()
+                .enumerate()
+                .for_each(|(d, &x)| v[at(d)] = f16::from_f32(x)),
+            Self::Bf16(v) => src
+                .iter()
+                .enumerate()
+                .for_each(|(d, &x)| v[at(d)] = bf16::from_f32(x)),
+            Self::Int8(b) => {
+                let (scale, inv) = Int8Buffer::scale_for(src);
+                b.scales[tile / b.head_dim + slot] = scale;
+                for (d, &x) in src.iter().enumerate() {
+                    b.q[at(d)] = Int8Buffer::quantize(x, inv);
+                }
+            }
         }
     }
 
-    /// Stores `src` from `at` on.
+    /// Stores a value vector `src` from `at` on (`at` is the start of a vector).
     pub(crate) fn write(&mut self, at: usize, src: &[f32]) {
         let end = at + src.len();
         match self {
             Self::F32(v) => v[at..end].copy_from_slice(src),
             Self::F16(v) => v[at..end].convert_from_f32_slice(src),
             Self::Bf16(v) => v[at..end].convert_from_f32_slice(src),
+            Self::Int8(b) => {
+                let (scale, inv) = Int8Buffer::scale_for(src);
+                b.scales[at / b.head_dim] = scale;
+                for (q, &x) in b.q[at..end].iter_mut().zip(src) {
+                    *q = Int8Buffer::quantize(x, inv);
+                }
+            }
         }
     }
 
-    /// The `len` values at each of `offsets`, as f32: slices of the pool itself when it
-    /// stores f32, else converted into `scratch` (which they then borrow).
+    /// The `len` values at each of `offsets` (whole tiles), as f32: slices of the pool itself
+    /// when it stores f32, else converted into `scratch` (which they then borrow).
     pub(crate) fn tiles<'a>(
         &'a self,
         offsets: &[usize],
@@ -120,17 +194,48 @@ impl KvBuffer {
             match self {
                 Self::F16(v) => v[o..o + len].convert_to_f32_slice(dst),
                 Self::Bf16(v) => v[o..o + len].convert_to_f32_slice(dst),
+                Self::Int8(b) => {
+                    let scales = &b.scales[o / b.head_dim..][..len / b.head_dim];
+                    let q = &b.q[o..o + len];
+                    if b.transposed {
+                        // `[dim][slot]`: each row of the tile is one dimension of every slot.
+                        for (dst, q) in dst
+                            .chunks_exact_mut(b.block_size)
+                            .zip(q.chunks_exact(b.block_size))
+                        {
+                            for ((y, &q), &s) in dst.iter_mut().zip(q).zip(scales) {
+                                *y = f32::from(q) * s;
+                            }
+                        }
+                    } else {
+                        for ((dst, q), &s) in dst
+                            .chunks_exact_mut(b.head_dim)
+                            .zip(q.chunks_exact(b.head_dim))
+                            .zip(scales)
+                        {
+                            for (y, &q) in dst.iter_mut().zip(q) {
+                                *y = f32::from(q) * s;
+                            }
+                        }
+                    }
+                }
                 Self::F32(_) => unreachable!("handled above"),
             }
         }
         scratch.chunks_exact(len).collect()
     }
 
+    /// Copies whole tiles `src` to `dst` (element offsets).
     fn copy_within(&mut self, src: std::ops::Range<usize>, dst: usize) {
         match self {
             Self::F32(v) => v.copy_within(src, dst),
             Self::F16(v) => v.copy_within(src, dst),
             Self::Bf16(v) => v.copy_within(src, dst),
+            Self::Int8(b) => {
+                let d = b.head_dim;
+                b.scales.copy_within(src.start / d..src.end / d, dst / d);
+                b.q.copy_within(src, dst);
+            }
         }
     }
 }
@@ -156,7 +261,7 @@ impl CpuKvPool {
         block_size: usize,
         dtype: KvCacheDtype,
     ) -> Result<Self, BackendError> {
-        if block_size == 0 || num_blocks == 0 {
+        if block_size == 0 || num_blocks == 0 || head_dim == 0 {
             return Err(BackendError::KvAllocation(format!(
                 "{num_blocks} blocks of {block_size} tokens"
             )));
@@ -168,8 +273,8 @@ impl CpuKvPool {
         let layers = (0..num_layers)
             .map(|_| {
                 Ok((
-                    KvBuffer::zeros(dtype, per_layer)?,
-                    KvBuffer::zeros(dtype, per_layer)?,
+                    KvBuffer::zeros(dtype, per_layer, head_dim, block_size, true)?,
+                    KvBuffer::zeros(dtype, per_layer, head_dim, block_size, false)?,
                 ))
             })
             .collect::<Result<_, BackendError>>()?;
@@ -247,5 +352,61 @@ impl KvLayout {
     #[inline]
     pub(crate) fn value_offset(self, block: usize, head: usize, slot: usize) -> usize {
         ((block * self.num_kv_heads + head) * self.block_size + slot) * self.head_dim
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every cache type reads back what was written (int8 within half a step of its vector's
+    /// scale), in both layouts, and a copied block carries its scales along.
+    #[test]
+    fn written_vectors_read_back_and_copy_with_their_block() {
+        let (heads, d, bs, blocks) = (2, 8, 4, 3);
+        for dtype in [
+            KvCacheDtype::F32,
+            KvCacheDtype::F16,
+            KvCacheDtype::Bf16,
+            KvCacheDtype::Int8,
+        ] {
+            let mut pool = CpuKvPool::new(1, heads, d, blocks, bs, dtype).unwrap();
+            let layout = pool.layout();
+            #[allow(clippy::cast_precision_loss)]
+            let vector = |block: usize, head: usize, slot: usize| -> Vec<f32> {
+                (0..d)
+                    .map(|i| ((block * 7 + head * 5 + slot * 3 + i) % 11) as f32 * 0.3 - 1.5)
+                    .collect()
+            };
+            let (kc, vc) = &mut pool.layers[0];
+            for (head, slot) in [(0, 0), (1, 3), (0, 2)] {
+                let x = vector(1, head, slot);
+                kc.write_key(layout.key_offset(1, head), bs, slot, &x);
+                vc.write(layout.value_offset(1, head, slot), &x);
+            }
+            pool.copy_block(1, 2);
+            let tolerance = if dtype == KvCacheDtype::Int8 {
+                1.5 / 254.0 + 1e-6
+            } else {
+                1e-2
+            };
+            for block in [1, 2] {
+                let (kc, vc) = &pool.layers[0];
+                for (head, slot) in [(0, 0), (1, 3), (0, 2)] {
+                    let want = vector(1, head, slot);
+                    let mut scratch = Vec::new();
+                    let keys = kc.tiles(&[layout.key_offset(block, head)], d * bs, &mut scratch)[0]
+                        .to_vec();
+                    let values =
+                        vc.tiles(&[layout.value_offset(block, head, 0)], d * bs, &mut scratch)[0]
+                            .to_vec();
+                    for (i, &w) in want.iter().enumerate() {
+                        let (k, v) = (keys[i * bs + slot], values[slot * d + i]);
+                        assert!((k - w).abs() <= tolerance, "{dtype:?} key {k} vs {w}");
+                        assert!((v - w).abs() <= tolerance, "{dtype:?} value {v} vs {w}");
+                    }
+                }
+            }
+        }
     }
 }

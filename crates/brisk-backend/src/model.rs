@@ -215,7 +215,7 @@ impl CpuBackend {
 }
 
 fn kv_bytes_per_token(c: &ModelConfig, dtype: KvCacheDtype) -> usize {
-    2 * c.num_layers * c.num_kv_heads * c.head_dim * dtype.bytes()
+    2 * c.num_layers * c.num_kv_heads * dtype.vector_bytes(c.head_dim)
 }
 
 /// The compute threads: `BRISK_THREADS` if set, else one per available core.

@@ -1,18 +1,21 @@
-//! How much a 16-bit KV cache changes SmolLM2's output, measured against the f32 cache.
+//! How much a 16-bit or 8-bit KV cache changes SmolLM2's output, measured against the f32
+//! cache.
 //!
 //! A prompt is prefilled and then continued greedily for 24 tokens, once per cache type; the
 //! logits of every continued step are compared with the f32 run's, which is fed the same
-//! tokens. Measured on SmolLM2-135M-Instruct Q4_1 (2026-11-23):
+//! tokens. Measured on SmolLM2-135M-Instruct Q4_1 (2026-11-24):
 //!
 //! | cache | max abs logit diff | mean abs logit diff | greedy agreement |
 //! |---|---|---|---|
-//! | f16  | 0.89 | 0.145 | 24/24 |
-//! | bf16 | 0.80 | 0.121 | 23/24 |
+//! | f16  | 0.95 | 0.153 | 22/24 |
+//! | bf16 | 1.06 | 0.182 | 23/24 |
+//! | int8 | 1.41 | 0.213 | 22/24 |
 //!
 //! f16 rounds each value 8× finer than bf16, yet both move the logits alike: the differences
 //! are dominated by the 8-bit activation quantization of the matrix products, which turns any
 //! small change into whole quantization steps (the f32 cache itself is ~3 logits from an f32
-//! reference; see `reference_logits`). The bounds leave room above the measurements.
+//! reference; see `reference_logits`). int8 (one scale per cached vector) adds a little more.
+//! The bounds leave room above the measurements.
 
 mod common;
 
@@ -56,12 +59,16 @@ fn run(
 }
 
 #[test]
-fn sixteen_bit_kv_caches_stay_close_to_f32_on_smollm2() {
+fn sixteen_and_eight_bit_kv_caches_stay_close_to_f32_on_smollm2() {
     let (file, _) = load();
     let prompt = encode(&file, PROMPT);
     let steps = 24;
     let (reference_ids, reference) = run(KvCacheDtype::F32, &prompt, None, steps);
-    for (dtype, bound) in [(KvCacheDtype::F16, 2.0), (KvCacheDtype::Bf16, 2.0)] {
+    for (dtype, bound) in [
+        (KvCacheDtype::F16, 2.0),
+        (KvCacheDtype::Bf16, 2.0),
+        (KvCacheDtype::Int8, 3.0),
+    ] {
         let (ids, logits) = run(dtype, &prompt, Some(&reference_ids), steps);
         let worst = reference
             .iter()
@@ -89,7 +96,7 @@ fn sixteen_bit_kv_caches_stay_close_to_f32_on_smollm2() {
             .filter(|(a, b)| a == b)
             .count();
         assert!(
-            same >= steps - 2,
+            same >= steps - 4,
             "{dtype:?}: greedy choices differ at {} of {steps} steps",
             steps - same
         );

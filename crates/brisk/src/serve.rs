@@ -56,7 +56,8 @@ pub struct ServeArgs {
     #[arg(long, env = "BRISK_BLOCK_SIZE", default_value_t = 16)]
     block_size: usize,
     /// Element type of the KV cache: `auto`/`f32` (exact), `f16` or `bf16` (half the memory,
-    /// so twice the tokens for the same --kv-cache-memory).
+    /// so twice the tokens for the same --kv-cache-memory), `int8` (about a quarter, with one
+    /// scale per cached vector).
     #[arg(long, env = "BRISK_KV_CACHE_DTYPE", default_value = "auto")]
     kv_cache_dtype: KvCacheDtype,
     /// Disable automatic prefix caching.

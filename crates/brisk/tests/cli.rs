@@ -34,7 +34,10 @@ fn serve_flags_are_validated_with_clear_messages() {
     assert!(err.contains("--max-waiting"), "{err}");
     let (ok, _, err) = brisk(&["serve", "--kv-cache-dtype", "fp8"]);
     assert!(!ok);
-    assert!(err.contains("fp8") && err.contains("f16"), "{err}");
+    assert!(
+        err.contains("fp8") && err.contains("f16") && err.contains("int8"),
+        "{err}"
+    );
     let (ok, _, err) = brisk(&["serve", "--model", "/nonexistent.gguf"]);
     assert!(!ok);
     assert!(

@@ -8,16 +8,19 @@
 //! - Activations are quantized to 8 bits per 32-element block, as llama.cpp does, so the inner
 //!   loop is an integer dot product (AVX2 `maddubs`), chosen at run time by CPU feature
 //!   detection, with a portable scalar fallback that computes the same integers.
-//! - Tokens are processed in tiles of [`TILE`]: one weight block is unpacked once and applied
-//!   to every token of the tile. Each token's block sum is exact integer arithmetic; the
-//!   eight sums of a tile are gathered into one vector (one lane per token), so the float work
-//!   — scale by `d_w · d_x`, accumulate, add the Q4_1 minimum term `m · d_x · Σq_x` — is one
-//!   vector operation per block for the whole tile.
+//! - Weights are interleaved per group of [`ROW_GROUP`] rows at load (see [`quant_at`]): one
+//!   32-byte load holds four consecutive weights of each of the eight rows. `maddubs` then
+//!   multiplies them with the token's matching four activations, broadcast to every row, so
+//!   each lane accumulates one row's dot product and no horizontal sums are needed. Per block
+//!   the exact integer sums are scaled in float — `(d_w · d_x) · Σ`, plus the Q4_1 minimum term
+//!   `m · d_x · Σq_x` — one vector operation for eight rows.
+//! - Tokens are processed in tiles of [`TILE`]: a row group's weights are unpacked once per
+//!   block and applied to every token of the tile (each token keeps its own accumulators).
 //! - Cache blocking: a thread owns a band of weight rows (which stays in its L2 across tiles)
 //!   and walks token tiles in the outer loop, so a tile's activations (a few KiB) stay in L1
 //!   while every row of the band passes over them.
-//! - A token's result is the same sequence of float operations whatever the tile holds, in
-//!   every implementation (SIMD and scalar agree bit for bit), so a sequence's logits do not
+//! - A (row, token) result is the same sequence of float operations whatever the tile holds,
+//!   in every implementation (SIMD and scalar agree bit for bit), so a sequence's logits do not
 //!   depend on what it is batched with.
 //!
 //! Rows are split across threads in bands (rayon); each thread writes its own rows of the
