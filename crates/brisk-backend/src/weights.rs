@@ -191,26 +191,6 @@ struct GgufSource<'a> {
     file: &'a GgufFile,
 }
 
-fn candle_dtype(d: GgmlDType) -> CandleDType {
-    match d {
-        GgmlDType::F32 => CandleDType::F32,
-        GgmlDType::F16 => CandleDType::F16,
-        GgmlDType::BF16 => CandleDType::BF16,
-        GgmlDType::Q4_0 => CandleDType::Q4_0,
-        GgmlDType::Q4_1 => CandleDType::Q4_1,
-        GgmlDType::Q5_0 => CandleDType::Q5_0,
-        GgmlDType::Q5_1 => CandleDType::Q5_1,
-        GgmlDType::Q8_0 => CandleDType::Q8_0,
-        GgmlDType::Q8_1 => CandleDType::Q8_1,
-        GgmlDType::Q2K => CandleDType::Q2K,
-        GgmlDType::Q3K => CandleDType::Q3K,
-        GgmlDType::Q4K => CandleDType::Q4K,
-        GgmlDType::Q5K => CandleDType::Q5K,
-        GgmlDType::Q6K => CandleDType::Q6K,
-        GgmlDType::Q8K => CandleDType::Q8K,
-    }
-}
-
 impl WeightSource for GgufSource<'_> {
     fn path(&self) -> &Path {
         self.file.path()
@@ -251,7 +231,7 @@ impl WeightSource for GgufSource<'_> {
                 tensor: name.to_string(),
             })?;
         let bytes = self.file.tensor_bytes(info);
-        qtensor_from_ggml(candle_dtype(info.dtype), bytes, info.shape(), &Device::Cpu)
+        qtensor_from_ggml(info.dtype.into(), bytes, info.shape(), &Device::Cpu)
             .map(Arc::new)
             .map_err(|e| tensor_error(self.path(), name, &e))
     }

@@ -45,7 +45,7 @@ mod common;
 use brisk_gguf::{GgmlDType, GgufFile, GgufWriter};
 use brisk_sampling::log_softmax_at;
 use brisk_types::{Backend, LogitsWanted};
-use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType as CandleDType};
+use candle_core::quantized::ggml_file::qtensor_from_ggml;
 use candle_core::Device;
 use rayon::prelude::*;
 use std::sync::OnceLock;
@@ -270,23 +270,12 @@ struct Cache {
     len: usize,
 }
 
-fn candle_dtype(d: GgmlDType) -> CandleDType {
-    match d {
-        GgmlDType::F32 => CandleDType::F32,
-        GgmlDType::F16 => CandleDType::F16,
-        GgmlDType::Q4_1 => CandleDType::Q4_1,
-        GgmlDType::Q8_0 => CandleDType::Q8_0,
-        GgmlDType::Q4_0 => CandleDType::Q4_0,
-        other => panic!("the reference does not expect tensor type {other:?} in SmolLM2"),
-    }
-}
-
 fn dequantize(file: &GgufFile, name: &str) -> (Vec<usize>, Vec<f32>) {
     let info = file
         .tensor(name)
         .unwrap_or_else(|| panic!("missing tensor {name}"));
     let bytes = file.tensor_bytes(info);
-    let t = qtensor_from_ggml(candle_dtype(info.dtype), bytes, info.shape(), &Device::Cpu)
+    let t = qtensor_from_ggml(info.dtype.into(), bytes, info.shape(), &Device::Cpu)
         .and_then(|q| q.dequantize(&Device::Cpu))
         .and_then(|t| t.flatten_all())
         .and_then(|t| t.to_vec1::<f32>())

@@ -96,6 +96,30 @@ impl GgmlDType {
     }
 }
 
+#[cfg(feature = "candle")]
+impl From<GgmlDType> for candle_core::quantized::GgmlDType {
+    fn from(d: GgmlDType) -> Self {
+        use candle_core::quantized::GgmlDType as Candle;
+        match d {
+            GgmlDType::F32 => Candle::F32,
+            GgmlDType::F16 => Candle::F16,
+            GgmlDType::BF16 => Candle::BF16,
+            GgmlDType::Q4_0 => Candle::Q4_0,
+            GgmlDType::Q4_1 => Candle::Q4_1,
+            GgmlDType::Q5_0 => Candle::Q5_0,
+            GgmlDType::Q5_1 => Candle::Q5_1,
+            GgmlDType::Q8_0 => Candle::Q8_0,
+            GgmlDType::Q8_1 => Candle::Q8_1,
+            GgmlDType::Q2K => Candle::Q2K,
+            GgmlDType::Q3K => Candle::Q3K,
+            GgmlDType::Q4K => Candle::Q4K,
+            GgmlDType::Q5K => Candle::Q5K,
+            GgmlDType::Q6K => Candle::Q6K,
+            GgmlDType::Q8K => Candle::Q8K,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

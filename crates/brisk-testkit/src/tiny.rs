@@ -257,23 +257,7 @@ fn gguf_name(hf: &str) -> String {
 /// Encodes row-major f32 values as ggml blocks of `dtype` (candle's quantizers).
 fn encode(values: &[f32], shape: &[usize], dtype: GgmlDType) -> Vec<u8> {
     let t = Tensor::from_slice(values, shape, &Device::Cpu).expect("shape matches");
-    let candle = match dtype {
-        GgmlDType::F32 => CandleDType::F32,
-        GgmlDType::F16 => CandleDType::F16,
-        GgmlDType::BF16 => CandleDType::BF16,
-        GgmlDType::Q4_0 => CandleDType::Q4_0,
-        GgmlDType::Q4_1 => CandleDType::Q4_1,
-        GgmlDType::Q5_0 => CandleDType::Q5_0,
-        GgmlDType::Q5_1 => CandleDType::Q5_1,
-        GgmlDType::Q8_0 => CandleDType::Q8_0,
-        GgmlDType::Q8_1 => CandleDType::Q8_1,
-        GgmlDType::Q2K => CandleDType::Q2K,
-        GgmlDType::Q3K => CandleDType::Q3K,
-        GgmlDType::Q4K => CandleDType::Q4K,
-        GgmlDType::Q5K => CandleDType::Q5K,
-        GgmlDType::Q6K => CandleDType::Q6K,
-        GgmlDType::Q8K => CandleDType::Q8K,
-    };
+    let candle = CandleDType::from(dtype);
     let q = QTensor::quantize(&t, candle).expect("quantizable shape");
     q.data().expect("cpu tensor").into_owned()
 }

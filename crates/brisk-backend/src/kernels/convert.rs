@@ -189,17 +189,7 @@ mod tests {
     }
 
     fn candle_values(dtype: GgmlDType, rows: usize, cols: usize, raw: &[u8]) -> Vec<f32> {
-        let kind = match dtype {
-            GgmlDType::Q4_0 => CandleDType::Q4_0,
-            GgmlDType::Q4_1 => CandleDType::Q4_1,
-            GgmlDType::Q5_0 => CandleDType::Q5_0,
-            GgmlDType::Q5_1 => CandleDType::Q5_1,
-            GgmlDType::Q8_0 => CandleDType::Q8_0,
-            GgmlDType::Q4K => CandleDType::Q4K,
-            GgmlDType::Q5K => CandleDType::Q5K,
-            GgmlDType::Q6K => CandleDType::Q6K,
-            other => panic!("no candle type for {other:?}"),
-        };
+        let kind = CandleDType::from(dtype);
         let t = qtensor_from_ggml(kind, raw, vec![rows, cols], &Device::Cpu).unwrap();
         t.dequantize(&Device::Cpu)
             .unwrap()
