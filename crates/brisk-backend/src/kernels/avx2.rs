@@ -262,11 +262,11 @@ mod x86 {
     /// Per block, every 32-byte chunk of the interleaved weights is loaded and unpacked
     /// once for the `T` tokens: its low nibbles are four weights of each row, which one
     /// `maddubs` multiplies with the token's matching four activations broadcast to every
-    /// row (no horizontal sums); the high nibbles the next four. A whole tile of eight
-    /// tokens at once measured fastest (four or six at a time read the weights more often). The eight products of a
-    /// block add up exactly in 16 bits (|Σ| ≤ 32·15·127/2 per lane), one `madd` joins a
-    /// row's two lanes, and the float work — `acc += (d_w·d_x)·Σ`, `acc += m·(d_x·Σq_x)` — is
-    /// one chain per token, as in the scalar reference.
+    /// row (no horizontal sums); the high nibbles the next four. A block's eight `maddubs`
+    /// add up exactly in 16 bits (16 products of at most 15·127 per lane), one `madd` joins
+    /// a row's two lanes, and the float work — `acc += (d_w·d_x)·Σ`, `acc += m·(d_x·Σq_x)` —
+    /// is one chain per token, as in the scalar reference. A whole tile of eight tokens at
+    /// once measured fastest (four or six at a time unpack the weights more often).
     ///
     /// # Safety
     /// AVX2/FMA; `wq` points at the group's `nb × 128` interleaved bytes, `wd` and `wm` at
