@@ -10,9 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use brisk_gguf::{GgmlDType, GgufFile};
-use candle_core::quantized::{
-    ggml_file::qtensor_from_ggml, GgmlDType as CandleDType, QMatMul, QTensor,
-};
+use candle_core::quantized::{ggml_file::qtensor_from_ggml, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use crate::config::{Architecture, ModelConfig, RopeScaling};
@@ -169,8 +167,9 @@ trait WeightSource {
     fn path(&self) -> &Path;
     fn name(&self, role: Role, layer: usize) -> String;
     fn shape(&self, name: &str) -> Option<Vec<usize>>;
-    /// The tensor as a matmul operand (quantized stays quantized).
-    fn qtensor(&self, name: &str) -> Result<Arc<QTensor>, ModelError>;
+    /// The tensor as candle's matmul operand (quantized stays quantized; dense is used as it
+    /// is, without another copy).
+    fn candle_matmul(&self, name: &str) -> Result<QMatMul, ModelError>;
     /// The tensor dequantized to f32, flattened.
     fn f32_values(&self, name: &str) -> Result<Vec<f32>, ModelError>;
     /// The tensor's ggml type and raw blocks, for formats stored as ggml blocks.
@@ -189,6 +188,23 @@ fn tensor_error(path: &Path, tensor: &str, e: &candle_core::Error) -> ModelError
 
 struct GgufSource<'a> {
     file: &'a GgufFile,
+}
+
+impl GgufSource<'_> {
+    /// The tensor's ggml blocks as a candle tensor.
+    fn qtensor(&self, name: &str) -> Result<Arc<QTensor>, ModelError> {
+        let info = self
+            .file
+            .tensor(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                path: self.path().to_path_buf(),
+                tensor: name.to_string(),
+            })?;
+        let bytes = self.file.tensor_bytes(info);
+        qtensor_from_ggml(info.dtype.into(), bytes, info.shape(), &Device::Cpu)
+            .map(Arc::new)
+            .map_err(|e| tensor_error(self.path(), name, &e))
+    }
 }
 
 impl WeightSource for GgufSource<'_> {
@@ -222,18 +238,8 @@ impl WeightSource for GgufSource<'_> {
         self.file.tensor(name).map(brisk_gguf::TensorInfo::shape)
     }
 
-    fn qtensor(&self, name: &str) -> Result<Arc<QTensor>, ModelError> {
-        let info = self
-            .file
-            .tensor(name)
-            .ok_or_else(|| ModelError::MissingTensor {
-                path: self.path().to_path_buf(),
-                tensor: name.to_string(),
-            })?;
-        let bytes = self.file.tensor_bytes(info);
-        qtensor_from_ggml(info.dtype.into(), bytes, info.shape(), &Device::Cpu)
-            .map(Arc::new)
-            .map_err(|e| tensor_error(self.path(), name, &e))
+    fn candle_matmul(&self, name: &str) -> Result<QMatMul, ModelError> {
+        QMatMul::from_arc(self.qtensor(name)?).map_err(|e| tensor_error(self.path(), name, &e))
     }
 
     fn raw_ggml(&self, name: &str) -> Option<(GgmlDType, &[u8])> {
@@ -338,11 +344,8 @@ impl WeightSource for SafetensorsSource {
         self.tensors.get(name).map(|t| t.dims().to_vec())
     }
 
-    fn qtensor(&self, name: &str) -> Result<Arc<QTensor>, ModelError> {
-        let t = self.get(name)?;
-        QTensor::quantize(&t, CandleDType::F32)
-            .map(Arc::new)
-            .map_err(|e| tensor_error(&self.dir, name, &e))
+    fn candle_matmul(&self, name: &str) -> Result<QMatMul, ModelError> {
+        Ok(QMatMul::Tensor(self.get(name)?))
     }
 
     fn f32_values(&self, name: &str) -> Result<Vec<f32>, ModelError> {
@@ -395,12 +398,7 @@ impl Loader<'_> {
         self.check_shape(&name, &[out_dim, in_dim])?;
         let weight = match native_matrix(self.src, &name, out_dim, in_dim)? {
             Some(m) => MatmulImpl::Native(m),
-            None => {
-                let q = self.src.qtensor(&name)?;
-                MatmulImpl::Candle(
-                    QMatMul::from_arc(q).map_err(|e| tensor_error(self.src.path(), &name, &e))?,
-                )
-            }
+            None => MatmulImpl::Candle(self.src.candle_matmul(&name)?),
         };
         let bias = bias.map(|b| self.vector(b, layer, out_dim)).transpose()?;
         Ok(Linear {
@@ -460,11 +458,7 @@ fn load(src: &dyn WeightSource, c: &ModelConfig) -> Result<ModelWeights, ModelEr
 
     let embed_name = src.name(Role::Embedding, 0);
     loader.check_shape(&embed_name, &[c.vocab_size, h])?;
-    let embed_q = src.qtensor(&embed_name)?;
-    let embedding = embed_q
-        .dequantize(&Device::Cpu)
-        .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
-        .map_err(|e| tensor_error(src.path(), &embed_name, &e))?;
+    let embedding = src.f32_values(&embed_name)?;
 
     // Tied embeddings: models without an output matrix reuse the embedding (SmolLM2).
     let lm_head_name = src.name(Role::LmHead, 0);
@@ -473,10 +467,7 @@ fn load(src: &dyn WeightSource, c: &ModelConfig) -> Result<ModelWeights, ModelEr
     } else {
         let weight = match native_matrix(src, &embed_name, c.vocab_size, h)? {
             Some(m) => MatmulImpl::Native(m),
-            None => MatmulImpl::Candle(
-                QMatMul::from_arc(embed_q)
-                    .map_err(|e| tensor_error(src.path(), &embed_name, &e))?,
-            ),
+            None => MatmulImpl::Candle(src.candle_matmul(&embed_name)?),
         };
         Linear {
             weight,
