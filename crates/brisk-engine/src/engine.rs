@@ -83,7 +83,7 @@ pub(crate) struct Engine<B: Backend> {
     pub(crate) seed: u64,
     pub(crate) eos: Vec<TokenId>,
     pub(crate) started: Instant,
-    pub(crate) step_records: Option<std::sync::mpsc::Sender<StepRecord>>,
+    step_records: Option<std::sync::mpsc::Sender<StepRecord>>,
     requests: HashMap<RequestId, Active>,
     steps: u64,
 }
@@ -96,6 +96,7 @@ impl<B: Backend> Engine<B> {
         commands: Receiver<Command>,
         stats: Arc<Mutex<EngineStats>>,
         seed: u64,
+        step_records: Option<std::sync::mpsc::Sender<StepRecord>>,
     ) -> Self {
         let eos = backend.stop_tokens().to_vec();
         Self {
@@ -107,7 +108,7 @@ impl<B: Backend> Engine<B> {
             seed,
             eos,
             started: Instant::now(),
-            step_records: None,
+            step_records,
             requests: HashMap::new(),
             steps: 0,
         }

@@ -71,9 +71,15 @@ pub fn spawn<B: Backend + 'static>(
         alive: true,
         ..EngineStats::default()
     }));
-    let mut engine =
-        engine::Engine::new(backend, kv, scheduler, rx, Arc::clone(&stats), config.seed);
-    engine.step_records = config.step_records;
+    let engine = engine::Engine::new(
+        backend,
+        kv,
+        scheduler,
+        rx,
+        Arc::clone(&stats),
+        config.seed,
+        config.step_records,
+    );
     std::thread::Builder::new()
         .name("brisk-engine".into())
         .spawn(move || engine.run())
