@@ -88,18 +88,19 @@ pub(crate) struct Int8Buffer {
 }
 
 impl Int8Buffer {
-    /// `(scale, 1 / scale)` for `src`: its largest magnitude maps to ±127.
-    fn scale_for(src: &[f32]) -> (f32, f32) {
+    /// Stores one vector `src` with its own scale (its largest magnitude maps to ±127) at
+    /// scale index `scale_index`, element `d` at `at(d)`.
+    fn store(&mut self, scale_index: usize, src: &[f32], at: impl Fn(usize) -> usize) {
         let amax = src.iter().fold(0.0f32, |m, x| m.max(x.abs()));
         let scale = amax / 127.0;
-        (scale, if scale > 0.0 { 1.0 / scale } else { 0.0 })
-    }
-
-    fn quantize(x: f32, inv: f32) -> i8 {
-        // |x · inv| ≤ 127 (up to rounding), so the cast only drops the fraction.
-        #[allow(clippy::cast_possible_truncation)]
-        let q = (x * inv).round().clamp(-127.0, 127.0) as i8;
-        q
+        let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+        self.scales[scale_index] = scale;
+        for (d, &x) in src.iter().enumerate() {
+            // |x · inv| ≤ 127 (up to rounding), so the cast only drops the fraction.
+            #[allow(clippy::cast_possible_truncation)]
+            let q = (x * inv).round().clamp(-127.0, 127.0) as i8;
+            self.q[at(d)] = q;
+        }
     }
 }
 
@@ -150,13 +151,7 @@ impl KvBuffer {
                 .iter()
                 .enumerate()
                 .for_each(|(d, &x)| v[at(d)] = bf16::from_f32(x)),
-            Self::Int8(b) => {
-                let (scale, inv) = Int8Buffer::scale_for(src);
-                b.scales[tile / b.head_dim + slot] = scale;
-                for (d, &x) in src.iter().enumerate() {
-                    b.q[at(d)] = Int8Buffer::quantize(x, inv);
-                }
-            }
+            Self::Int8(b) => b.store(tile / b.head_dim + slot, src, at),
         }
     }
 
@@ -167,13 +162,7 @@ impl KvBuffer {
             Self::F32(v) => v[at..end].copy_from_slice(src),
             Self::F16(v) => v[at..end].convert_from_f32_slice(src),
             Self::Bf16(v) => v[at..end].convert_from_f32_slice(src),
-            Self::Int8(b) => {
-                let (scale, inv) = Int8Buffer::scale_for(src);
-                b.scales[at / b.head_dim] = scale;
-                for (q, &x) in b.q[at..end].iter_mut().zip(src) {
-                    *q = Int8Buffer::quantize(x, inv);
-                }
-            }
+            Self::Int8(b) => b.store(at / b.head_dim, src, |d| at + d),
         }
     }
 
