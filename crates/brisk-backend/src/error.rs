@@ -76,6 +76,9 @@ pub enum ModelError {
         /// What is wrong.
         message: String,
     },
+    /// `BRISK_KERNELS` names no kernel path, or one this CPU cannot run.
+    #[error("{0}")]
+    Kernels(String),
     /// candle failed while building a tensor.
     #[error("{path}: tensor {tensor:?}: {message}")]
     Tensor {

@@ -30,6 +30,7 @@ pub mod internals {
     pub use crate::kernels::{KernelFormat, QuantMatrix};
 }
 pub use error::ModelError;
+pub use kernels::{KernelChoice, KernelPath};
 pub use kv_pool::{CpuKvPool, KvCacheDtype};
 pub use model::CpuBackend;
 

@@ -14,7 +14,7 @@ use candle_core::quantized::{ggml_file::qtensor_from_ggml, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use crate::config::{Architecture, ModelConfig, RopeScaling};
-use crate::kernels::{conversion, Conversion, QuantMatrix};
+use crate::kernels::{conversion, Conversion, KernelChoice, QuantMatrix};
 use crate::ModelError;
 
 /// How a matrix is multiplied: brisk's batched kernels where it has them, candle otherwise.
@@ -410,9 +410,13 @@ impl Loader<'_> {
     }
 }
 
-/// Whether to use brisk's kernels (`BRISK_KERNELS=candle` forces candle's, for comparisons).
-fn native_kernels_enabled() -> bool {
-    std::env::var("BRISK_KERNELS").map_or(true, |v| v != "candle")
+/// Whether to use brisk's kernels (`BRISK_KERNELS=candle` forces candle's, for comparisons;
+/// a path this CPU cannot run is refused).
+fn native_kernels_enabled() -> Result<bool, ModelError> {
+    match KernelChoice::from_env() {
+        Ok(choice) => Ok(choice != KernelChoice::Candle),
+        Err(message) => Err(ModelError::Kernels(message)),
+    }
 }
 
 /// The matrix in brisk's kernel layout, for every quantized type (exactly where the type
@@ -423,7 +427,7 @@ fn native_matrix(
     rows: usize,
     cols: usize,
 ) -> Result<Option<QuantMatrix>, ModelError> {
-    if !native_kernels_enabled() {
+    if !native_kernels_enabled()? {
         return Ok(None);
     }
     let Some((dtype, raw)) = src.raw_ggml(name) else {

@@ -5,10 +5,7 @@
 
 use std::ops::Range;
 
-use super::{
-    KernelFormat, OutRows, QuantActivations, QuantMatrix, KEY_LANES, MAX_SCORE_ROWS, ROW_GROUP,
-    TILE,
-};
+use super::{KernelPath, OutRows, QuantActivations, QuantMatrix, KEY_LANES, MAX_SCORE_ROWS};
 
 /// Whether this CPU can run the AVX2 kernels (checked once).
 pub(super) fn available() -> bool {
@@ -26,34 +23,14 @@ pub(super) fn available() -> bool {
     }
 }
 
-/// Panics unless `w` and `x` have the sizes the kernels index with.
-fn check_layout(w: &QuantMatrix, rows: &Range<usize>, x: &QuantActivations) {
-    let nb = w.blocks();
-    assert!(rows.start <= rows.end && rows.end <= w.rows, "row band");
-    assert_eq!(x.blocks, nb, "activation width");
-    let padded = w.rows.next_multiple_of(ROW_GROUP);
-    assert!(
-        rows.start.is_multiple_of(ROW_GROUP),
-        "bands start at a row group"
-    );
-    assert_eq!(w.d.len(), padded * nb);
-    assert_eq!(w.quants.len(), padded * nb * w.format.quant_bytes());
-    if w.format == KernelFormat::Q4_1 {
-        assert_eq!(w.m.len(), padded * nb);
-    }
-    assert_eq!(x.q.len(), x.tokens * nb * 32);
-    assert_eq!(x.d_tiled.len(), x.tokens.div_ceil(TILE) * nb * TILE);
-    assert_eq!(x.s_tiled.len(), x.d_tiled.len());
-}
-
 /// Weight rows `rows` (either format) against every token of `x`.
 pub(super) fn band(w: &QuantMatrix, rows: Range<usize>, x: &QuantActivations, out: &OutRows<'_>) {
-    check_layout(w, &rows, x);
+    w.check_band(KernelPath::Avx2, &rows, x);
     #[cfg(target_arch = "x86_64")]
     {
         assert!(available());
         // SAFETY: AVX2 and FMA are present (checked above) and every array has the size the
-        // kernel indexes with (checked by `check_layout`); this call owns output rows `rows`.
+        // kernel indexes with (checked by `check_band`); this call owns output rows `rows`.
         unsafe { x86::band(w, rows, x, out) }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -132,9 +109,12 @@ mod x86 {
     use std::ops::Range;
 
     use super::super::{
-        grouped_index, KernelFormat, OutRows, QuantActivations, QuantMatrix, KEY_LANES,
-        MAX_SCORE_ROWS, ROW_GROUP, TILE,
+        grouped_index, KernelFormat, OutRows, QuantActivations, QuantMatrix, Tile, KEY_LANES,
+        MAX_SCORE_ROWS, TILE,
     };
+
+    /// Rows per row group: eight, one per 32-bit lane of a 256-bit vector.
+    const ROW_GROUP: usize = 8;
 
     /// `R` query rows against `8 * G` keys: one accumulator per (row, 8 keys), one fused
     /// multiply-add per dimension, dimensions in ascending order.
@@ -172,54 +152,11 @@ mod x86 {
         }
     }
 
-    /// Pointers into one token tile of the activations.
-    #[derive(Clone, Copy)]
-    struct Tile {
-        /// Quants of the tile's first token; token `t` starts `t * nb * 32` further.
-        q: *const i8,
-        /// `d_x` of the tile, `nb × TILE`, token-minor.
-        d: *const f32,
-        /// `d_x · Σq_x` of the tile, laid out as `d`.
-        s: *const f32,
-    }
-
-    impl Tile {
-        /// # Safety
-        /// `tile` is a tile of `x` (`tile * TILE < x.tokens`).
-        unsafe fn new(x: &QuantActivations, tile: usize) -> Self {
-            let (t0, nb) = (tile * TILE, x.blocks);
-            // SAFETY: token `t0` exists, so these offsets are inside the arrays.
-            unsafe {
-                Self {
-                    q: x.q.as_ptr().add(t0 * nb * 32),
-                    d: x.d_tiled.as_ptr().add(tile * nb * TILE),
-                    s: x.s_tiled.as_ptr().add(tile * nb * TILE),
-                }
-            }
-        }
-    }
-
-    /// Calls `f::<n>()` for a runtime tile width `n` in `1..=TILE`.
-    macro_rules! by_width {
-        ($n:expr, $f:ident, $($arg:expr),*) => {
-            match $n {
-                1 => $f::<1>($($arg),*),
-                2 => $f::<2>($($arg),*),
-                3 => $f::<3>($($arg),*),
-                4 => $f::<4>($($arg),*),
-                5 => $f::<5>($($arg),*),
-                6 => $f::<6>($($arg),*),
-                7 => $f::<7>($($arg),*),
-                _ => $f::<8>($($arg),*),
-            }
-        };
-    }
-
     /// Weight rows `rows` against every token of `x`: each row group (eight rows, one per
     /// lane) against each tile.
     ///
     /// # Safety
-    /// AVX2/FMA; the layout checks of `check_layout` hold; the caller owns output rows `rows`.
+    /// AVX2/FMA; the layout checks of `check_band` hold; the caller owns output rows `rows`.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn band(
         w: &QuantMatrix,
@@ -232,13 +169,12 @@ mod x86 {
         for tile in 0..x.tokens.div_ceil(TILE) {
             let t0 = tile * TILE;
             let n = TILE.min(x.tokens - t0);
-            // SAFETY: `tile` is a tile of `x`.
-            let xt = unsafe { Tile::new(x, tile) };
+            let xt = Tile::new(x, tile);
             for g in rows.clone().step_by(ROW_GROUP) {
                 // SAFETY: group `g` (padded rows included) exists in every array (the minima
                 // only for Q4_1, the only format that reads them); the tile holds `n` tokens.
                 let sums = unsafe {
-                    let at = grouped_index(nb, g, 0);
+                    let at = grouped_index(ROW_GROUP, nb, g, 0);
                     let (wq, wd) = (w.quants.as_ptr().add(g * row_quants), w.d.as_ptr().add(at));
                     match w.format {
                         KernelFormat::Q4_1 => {

@@ -28,11 +28,32 @@
 
 #![allow(unsafe_code)] // `OutRows` below and the SIMD kernels in `avx2`; nowhere else.
 
+/// Calls `f::<n>()` for a runtime tile width `n` in `1..=TILE` (the SIMD kernels are
+/// specialised per width so their per-token accumulators live in registers).
+macro_rules! by_width {
+    ($n:expr, $f:ident, $($arg:expr),*) => {
+        match $n {
+            1 => $f::<1>($($arg),*),
+            2 => $f::<2>($($arg),*),
+            3 => $f::<3>($($arg),*),
+            4 => $f::<4>($($arg),*),
+            5 => $f::<5>($($arg),*),
+            6 => $f::<6>($($arg),*),
+            7 => $f::<7>($($arg),*),
+            _ => $f::<8>($($arg),*),
+        }
+    };
+}
+
+mod amx;
 mod avx2;
+mod avx512;
 mod convert;
+mod path;
 mod scalar;
 
 pub(crate) use convert::{conversion, Conversion};
+pub use path::{KernelChoice, KernelPath};
 
 use half::f16;
 use rayon::prelude::*;
@@ -66,41 +87,50 @@ impl KernelFormat {
 /// Tokens a kernel applies one weight block to before moving on.
 pub(crate) const TILE: usize = 8;
 
-/// Weight rows whose block scales are stored side by side, so that a single token (a decode
-/// step of one sequence) is multiplied with eight rows at once, one row per vector lane.
-pub(crate) const ROW_GROUP: usize = 8;
-
 /// A quantized weight matrix `[rows, cols]`, split into scales and quants for the kernels.
-/// Rows are padded with zeros to a whole number of [`ROW_GROUP`]s.
+/// Rows are interleaved per row group — eight rows for AVX2, sixteen for AVX-512 and AMX
+/// ([`KernelPath::row_group`]), one row per vector lane — and padded with zeros to whole
+/// groups.
 pub struct QuantMatrix {
     format: KernelFormat,
+    /// The kernels this matrix is laid out for.
+    path: KernelPath,
     rows: usize,
     cols: usize,
-    /// Per row group, per block, the group's eight scales `d` (f32).
+    /// Per row group, per block, the group's scales `d` (f32).
     d: Vec<f32>,
     /// Q4_1 only: the minima `m`, laid out as `d`; empty for Q8_0.
     m: Vec<f32>,
     /// `padded rows × blocks × quant_bytes`, interleaved per row group (see [`quant_at`]) so
-    /// that one 32-byte load holds four consecutive weights of each of the group's eight rows
+    /// that one vector load holds four consecutive weights of each of the group's rows
     /// (Q4_1: twice, in the low and the high nibbles).
     quants: Vec<u8>,
 }
 
-/// Where element `e` (0..32) of row `r`, block `b` of a matrix with `nb` blocks per row lies
-/// in the interleaved layout: `(byte, high nibble?)`.
+/// Where element `e` (0..32) of row `r`, block `b` of a matrix with `nb` blocks per row and
+/// `group` rows per row group lies in the interleaved layout: `(byte, high nibble?)`.
 ///
-/// Per row group and block there are 32-byte chunks, four for Q4_1 and eight for Q8_0.
-/// Q8_0: chunk `k`, byte `4·(r mod 8) + j` is element `4k + j` of row `r`. Q4_1: chunk `k`,
-/// byte `4·(r mod 8) + j` holds elements `8k + j` (low nibble) and `8k + 4 + j` (high nibble).
+/// Per row group and block there are `4·group`-byte chunks (one vector: 32 bytes for AVX2's
+/// eight rows, 64 for AVX-512's sixteen), four for Q4_1 and eight for Q8_0. Q8_0: chunk `k`,
+/// byte `4·(r mod group) + j` is element `4k + j` of row `r`. Q4_1: chunk `k`, byte
+/// `4·(r mod group) + j` holds elements `8k + j` (low nibble) and `8k + 4 + j` (high nibble).
 /// Either way a chunk (or its low or high nibbles) gives each row four weights that multiply
-/// one broadcast 4-byte group of a token's activations.
+/// one broadcast 4-byte group of a token's activations — and, for sixteen rows, a Q8_0 block's
+/// chunks (a Q4_1 block's nibbles, unpacked) are exactly AMX's VNNI-packed `B` tile.
 #[inline]
-fn quant_at(format: KernelFormat, nb: usize, r: usize, b: usize, e: usize) -> (usize, bool) {
-    let group_block = (r / ROW_GROUP) * nb + b;
-    let lane = (r % ROW_GROUP) * 4;
+fn quant_at(
+    format: KernelFormat,
+    group: usize,
+    nb: usize,
+    r: usize,
+    b: usize,
+    e: usize,
+) -> (usize, bool) {
+    let group_block = (r / group) * nb + b;
+    let (chunk, lane) = (4 * group, (r % group) * 4);
     match format {
-        KernelFormat::Q4_1 => ((group_block * 4 + e / 8) * 32 + lane + e % 4, e % 8 >= 4),
-        KernelFormat::Q8_0 => ((group_block * 8 + e / 4) * 32 + lane + e % 4, false),
+        KernelFormat::Q4_1 => ((group_block * 4 + e / 8) * chunk + lane + e % 4, e % 8 >= 4),
+        KernelFormat::Q8_0 => ((group_block * 8 + e / 4) * chunk + lane + e % 4, false),
     }
 }
 
@@ -125,24 +155,36 @@ impl RowMajor {
         }
     }
 
-    /// The kernels' layout: rows padded to whole groups, scales grouped.
+    /// The selected path's layout ([`KernelPath::selected`]).
     pub(crate) fn finish(self, format: KernelFormat, rows: usize, cols: usize) -> QuantMatrix {
-        let nb = cols / 32;
-        let padded = rows.next_multiple_of(ROW_GROUP);
+        self.finish_for(KernelPath::selected(), format, rows, cols)
+    }
+
+    /// The layout of `path`'s kernels: rows padded to whole groups, scales grouped.
+    fn finish_for(
+        self,
+        path: KernelPath,
+        format: KernelFormat,
+        rows: usize,
+        cols: usize,
+    ) -> QuantMatrix {
+        let (nb, g) = (cols / 32, path.row_group());
+        let padded = rows.next_multiple_of(g);
         let group = |v: &[f32]| {
             let mut out = vec![0.0f32; padded * nb];
             for r in 0..rows {
                 for b in 0..nb {
-                    out[grouped_index(nb, r, b)] = v[r * nb + b];
+                    out[grouped_index(g, nb, r, b)] = v[r * nb + b];
                 }
             }
             out
         };
         let mut quants = self.quants;
         quants.resize(padded * nb * format.quant_bytes(), 0);
-        quants = interleave(format, &quants, padded, nb);
+        quants = interleave(format, g, &quants, padded, nb);
         QuantMatrix {
             format,
+            path,
             rows,
             cols,
             d: group(&self.d),
@@ -158,16 +200,22 @@ impl RowMajor {
 
 /// Row-major quants (ggml's: a Q4_1 block's byte `j` holds element `j` in its low nibble and
 /// `j + 16` in its high one) of `rows` rows in the interleaved layout of [`quant_at`].
-fn interleave(format: KernelFormat, row_major: &[u8], rows: usize, nb: usize) -> Vec<u8> {
+fn interleave(
+    format: KernelFormat,
+    group: usize,
+    row_major: &[u8],
+    rows: usize,
+    nb: usize,
+) -> Vec<u8> {
     let bytes = format.quant_bytes();
     let mut out = vec![0u8; row_major.len()];
     for r in 0..rows {
         for b in 0..nb {
             let block = &row_major[(r * nb + b) * bytes..][..bytes];
             for e in 0..32 {
-                let (at, high) = quant_at(format, nb, r, b, e);
+                let (at, high) = quant_at(format, group, nb, r, b, e);
                 out[at] |= match format {
-                    KernelFormat::Q8_0 => block[e],
+                    KernelFormat::Q8_0 => block[e] ^ q8_bias(group),
                     KernelFormat::Q4_1 if e < 16 => block[e] & 0x0F,
                     KernelFormat::Q4_1 => block[e - 16] >> 4,
                 } << if high { 4 } else { 0 };
@@ -177,10 +225,22 @@ fn interleave(format: KernelFormat, row_major: &[u8], rows: usize, nb: usize) ->
     out
 }
 
-/// Where the value of row `r`, block `b` lies in a grouped array (`nb` blocks per row).
+/// What the layout with `group` rows per group adds to Q8_0 weights: 128 for the sixteen-row
+/// layouts, whose kernels (AVX-512 `vpdpbusd`, AMX `tdpbsud`) multiply unsigned weight bytes
+/// with signed activations, and subtract `128·Σq_x` per block afterwards; 0 for AVX2's.
+fn q8_bias(group: usize) -> u8 {
+    if group == 16 {
+        0x80
+    } else {
+        0
+    }
+}
+
+/// Where the value of row `r`, block `b` lies in a grouped array (`nb` blocks per row,
+/// `group` rows per row group).
 #[inline]
-fn grouped_index(nb: usize, r: usize, b: usize) -> usize {
-    ((r / ROW_GROUP) * nb + b) * ROW_GROUP + r % ROW_GROUP
+fn grouped_index(group: usize, nb: usize, r: usize, b: usize) -> usize {
+    ((r / group) * nb + b) * group + r % group
 }
 
 /// A batch of activation rows quantized to 8 bits in blocks of 32 (`x ≈ d · q`), laid out
@@ -195,6 +255,9 @@ pub(crate) struct QuantActivations {
     d_tiled: Vec<f32>,
     /// `d · Σq` per block (for the Q4_1 minimum term), laid out as `d_tiled`.
     s_tiled: Vec<f32>,
+    /// `128 · Σq` per block, laid out as `d_tiled`: what the biased Q8_0 weights of the
+    /// sixteen-row layouts (see [`q8_bias`]) add to a block's integer sum.
+    bias_tiled: Vec<i32>,
 }
 
 /// The band kernel of one instruction set: weight rows `rows` against every token
@@ -225,10 +288,10 @@ impl QuantMatrix {
 
     /// The per-block values back in row-major order (padding rows dropped).
     fn row_major(&self) -> RowMajor {
-        let nb = self.blocks();
+        let (nb, g) = (self.blocks(), self.group());
         let ungroup = |v: &[f32]| -> Vec<f32> {
             (0..self.rows)
-                .flat_map(|r| (0..nb).map(move |b| v[grouped_index(nb, r, b)]))
+                .flat_map(|r| (0..nb).map(move |b| v[grouped_index(g, nb, r, b)]))
                 .collect()
         };
         RowMajor {
@@ -254,10 +317,10 @@ impl QuantMatrix {
     /// two's-complement bytes for Q8_0.
     pub(crate) fn block_quants(&self, r: usize, b: usize) -> [u8; 32] {
         std::array::from_fn(|e| {
-            let (at, high) = quant_at(self.format, self.blocks(), r, b, e);
+            let (at, high) = quant_at(self.format, self.group(), self.blocks(), r, b, e);
             let byte = self.quants[at];
             match (self.format, high) {
-                (KernelFormat::Q8_0, _) => byte,
+                (KernelFormat::Q8_0, _) => byte ^ q8_bias(self.group()),
                 (KernelFormat::Q4_1, true) => byte >> 4,
                 (KernelFormat::Q4_1, false) => byte & 0x0F,
             }
@@ -266,12 +329,28 @@ impl QuantMatrix {
 
     /// The scale `d` of row `r`, block `b`.
     pub(crate) fn scale(&self, r: usize, b: usize) -> f32 {
-        self.d[grouped_index(self.blocks(), r, b)]
+        self.d[grouped_index(self.group(), self.blocks(), r, b)]
     }
 
     /// The minimum `m` of row `r`, block `b` (Q4_1).
     pub(crate) fn minimum(&self, r: usize, b: usize) -> f32 {
-        self.m[grouped_index(self.blocks(), r, b)]
+        self.m[grouped_index(self.group(), self.blocks(), r, b)]
+    }
+
+    /// The same matrix laid out for another path's kernels (tests and benchmarks compare
+    /// paths in one process; a server uses [`KernelPath::selected`] throughout).
+    ///
+    /// # Panics
+    /// If this CPU cannot run `path`.
+    pub fn for_path(&self, path: KernelPath) -> QuantMatrix {
+        assert!(path.available(), "this CPU cannot run the {path} kernels");
+        self.row_major()
+            .finish_for(path, self.format, self.rows, self.cols)
+    }
+
+    /// The kernels this matrix is laid out for.
+    pub fn path(&self) -> KernelPath {
+        self.path
     }
 
     /// Stacks matrices of one format and width into one (rows of the first, then the second…),
@@ -292,7 +371,7 @@ impl QuantMatrix {
             all.m.extend(p.m);
             all.quants.extend(p.quants);
         }
-        Some(all.finish(first.format, rows, first.cols))
+        Some(all.finish_for(first.path, first.format, rows, first.cols))
     }
 
     /// `out[t * rows + r] = Σ_k x[t * cols + k] * W[r, k]` for the `m` rows of `x`.
@@ -313,11 +392,12 @@ impl QuantMatrix {
         // rows (a decode step runs ~150 of these products, so per-task overhead is most of a
         // small one). Bands are whole row groups.
         let tasks = rayon::current_num_threads() * 4;
+        let group = self.group();
         let rows_per_task = self
             .rows
             .div_ceil(tasks)
-            .next_multiple_of(ROW_GROUP)
-            .max(2 * ROW_GROUP);
+            .next_multiple_of(group)
+            .max(16.max(group));
         let bands = self.rows.div_ceil(rows_per_task);
         if bands == 1 {
             band(self, 0..self.rows, acts, &out);
@@ -335,16 +415,45 @@ impl QuantMatrix {
     }
 
     fn band_fn(&self) -> BandFn {
-        if avx2::available() {
-            avx2::band
-        } else {
-            scalar::band
+        match self.path {
+            KernelPath::Scalar => scalar::band,
+            KernelPath::Avx2 => avx2::band,
+            KernelPath::Avx512Vnni => avx512::band,
+            KernelPath::Amx => amx::band,
         }
     }
 
     /// Number of 32-element blocks in a row.
     fn blocks(&self) -> usize {
         self.cols / 32
+    }
+
+    /// Rows per interleaved row group.
+    fn group(&self) -> usize {
+        self.path.row_group()
+    }
+
+    /// Panics unless this matrix is laid out for `path` and it and `x` have the sizes that
+    /// `path`'s kernels index with for output rows `rows`.
+    fn check_band(&self, path: KernelPath, rows: &std::ops::Range<usize>, x: &QuantActivations) {
+        assert_eq!(self.path, path, "matrix laid out for another path");
+        let (nb, group) = (self.blocks(), self.group());
+        assert!(rows.start <= rows.end && rows.end <= self.rows, "row band");
+        assert_eq!(x.blocks, nb, "activation width");
+        let padded = self.rows.next_multiple_of(group);
+        assert!(
+            rows.start.is_multiple_of(group),
+            "bands start at a row group"
+        );
+        assert_eq!(self.d.len(), padded * nb);
+        assert_eq!(self.quants.len(), padded * nb * self.format.quant_bytes());
+        if self.format == KernelFormat::Q4_1 {
+            assert_eq!(self.m.len(), padded * nb);
+        }
+        assert_eq!(x.q.len(), x.tokens * nb * 32);
+        assert_eq!(x.d_tiled.len(), x.tokens.div_ceil(TILE) * nb * TILE);
+        assert_eq!(x.s_tiled.len(), x.d_tiled.len());
+        assert_eq!(x.bias_tiled.len(), x.d_tiled.len());
     }
 }
 
@@ -368,6 +477,7 @@ impl QuantActivations {
                 sr[b] = scale * sum;
             }
         };
+
         // Quantizing is ~1% of a product's work: only worth threads for long batches.
         if m >= 64 {
             x.par_chunks_exact(cols)
@@ -383,12 +493,44 @@ impl QuantActivations {
                 .zip(d.chunks_exact_mut(blocks).zip(s.chunks_exact_mut(blocks)))
                 .for_each(quantize_row);
         }
+        let bias = block_bias(&q);
         Self {
             tokens: m,
             blocks,
             q,
             d_tiled: tile_major(&d, m, blocks),
             s_tiled: tile_major(&s, m, blocks),
+            bias_tiled: tile_major(&bias, m, blocks),
+        }
+    }
+}
+
+/// Pointers into one token tile of the activations, for the SIMD kernels.
+#[derive(Clone, Copy)]
+struct Tile {
+    /// Quants of the tile's first token; token `t` starts `t * nb * 32` further.
+    q: *const i8,
+    /// `d_x` of the tile, `nb × TILE`, token-minor.
+    d: *const f32,
+    /// `d_x · Σq_x` of the tile, laid out as `d`.
+    s: *const f32,
+    /// `128 · Σq_x` of the tile, laid out as `d`.
+    bias: *const i32,
+}
+
+impl Tile {
+    /// Pointers into tile `tile` of `x`.
+    ///
+    /// # Panics
+    /// If `x` has no such tile.
+    fn new(x: &QuantActivations, tile: usize) -> Self {
+        let (t0, nb) = (tile * TILE, x.blocks);
+        assert!(t0 < x.tokens, "token tile");
+        Self {
+            q: x.q[t0 * nb * 32..].as_ptr(),
+            d: x.d_tiled[tile * nb * TILE..].as_ptr(),
+            s: x.s_tiled[tile * nb * TILE..].as_ptr(),
+            bias: x.bias_tiled[tile * nb * TILE..].as_ptr(),
         }
     }
 }
@@ -396,10 +538,17 @@ impl QuantActivations {
 /// One activation row and where its quants, scales and sums go.
 type RowToQuantize<'a> = ((&'a [f32], &'a mut [i8]), (&'a mut [f32], &'a mut [f32]));
 
+/// `128 · Σq` of every 32-quant block of `q`.
+fn block_bias(q: &[i8]) -> Vec<i32> {
+    q.chunks_exact(32)
+        .map(|block| 128 * block.iter().map(|&v| i32::from(v)).sum::<i32>())
+        .collect()
+}
+
 /// `tokens × blocks` values regrouped per tile of [`TILE`] tokens as `blocks × TILE`, with
 /// zeros for the missing tokens of a partial last tile.
-fn tile_major(v: &[f32], tokens: usize, blocks: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; tokens.div_ceil(TILE) * blocks * TILE];
+fn tile_major<T: Copy + Default>(v: &[T], tokens: usize, blocks: usize) -> Vec<T> {
+    let mut out = vec![T::default(); tokens.div_ceil(TILE) * blocks * TILE];
     for (t, row) in v.chunks_exact(blocks).enumerate() {
         let (tile, lane) = (t / TILE, t % TILE);
         for (b, &x) in row.iter().enumerate() {

@@ -58,8 +58,9 @@ fn simd_and_scalar_kernels_agree_and_track_f32_on_odd_shapes() {
             (40, 1536, 16),
             (21, 288, 13),
             (9, 96, 70),
+            (50, 128, 37),
         ] {
-            let w = QuantMatrix::from_ggml(
+            let base = QuantMatrix::from_ggml(
                 format,
                 rows,
                 cols,
@@ -69,20 +70,33 @@ fn simd_and_scalar_kernels_agree_and_track_f32_on_odd_shapes() {
             let x: Vec<f32> = (0..m * cols)
                 .map(|_| rng.random::<f32>() * 2.0 - 1.0)
                 .collect();
-            let mut out = vec![0.0; m * rows];
-            w.matmul(&x, m, &mut out);
             let acts = QuantActivations::quantize(&x, m, cols);
-            let reference = dequantize(&w);
+            let reference = dequantize(&base);
+            for path in runnable_paths() {
+                let w = base.for_path(path);
+                let mut out = vec![0.0; m * rows];
+                w.matmul(&x, m, &mut out);
+                for t in 0..m {
+                    for r in 0..rows {
+                        // The scalar reference reads every layout; one layout's reference
+                        // is every layout's.
+                        let scalar = scalar::dot(&base, r, &acts, t);
+                        assert_eq!(scalar.to_bits(), scalar::dot(&w, r, &acts, t).to_bits());
+                        let got = out[t * rows + r];
+                        // Same integers, same float operations in the same order.
+                        assert_eq!(
+                            got.to_bits(),
+                            scalar.to_bits(),
+                            "{path} {format:?} {rows}x{cols} t{t} r{r}: {got} vs {scalar}"
+                        );
+                    }
+                }
+            }
+            let mut out = vec![0.0; m * rows];
+            base.matmul(&x, m, &mut out);
             for t in 0..m {
                 for r in 0..rows {
-                    let scalar = scalar::dot(&w, r, &acts, t);
                     let got = out[t * rows + r];
-                    // Same integers, same float operations in the same order.
-                    assert_eq!(
-                        got.to_bits(),
-                        scalar.to_bits(),
-                        "{format:?} {rows}x{cols} t{t} r{r}: {got} vs {scalar}"
-                    );
                     let exact: f32 = (0..cols)
                         .map(|k| x[t * cols + k] * reference[r * cols + k])
                         .sum();
@@ -98,6 +112,59 @@ fn simd_and_scalar_kernels_agree_and_track_f32_on_odd_shapes() {
                     );
                 }
             }
+        }
+    }
+}
+
+/// The paths this CPU runs; prints the ones it cannot, so a run says what it did not test.
+fn runnable_paths() -> Vec<KernelPath> {
+    let (yes, no): (Vec<_>, Vec<_>) = KernelPath::ALL.into_iter().partition(|p| p.available());
+    for path in no {
+        eprintln!("skipped: this CPU cannot run the {path} kernels");
+    }
+    yes
+}
+
+#[test]
+fn every_layout_holds_the_same_weights() {
+    let mut rng = StdRng::seed_from_u64(8);
+    for format in [KernelFormat::Q4_1, KernelFormat::Q8_0] {
+        let (rows, cols) = (37, 96);
+        let raw = random_blocks(format, rows, cols, &mut rng);
+        let base = QuantMatrix::from_ggml(format, rows, cols, &raw).unwrap();
+        for path in runnable_paths() {
+            let w = base.for_path(path);
+            assert_eq!(w.path(), path);
+            for r in 0..rows {
+                for b in 0..cols / 32 {
+                    assert_eq!(w.block_quants(r, b), base.block_quants(r, b), "{path}");
+                    assert_eq!(w.scale(r, b), base.scale(r, b));
+                }
+            }
+            assert_eq!(dequantize(&w), dequantize(&base), "{path} {format:?}");
+        }
+    }
+}
+
+#[test]
+fn kernel_choices_parse_and_refuse_what_this_cpu_lacks() {
+    assert_eq!(KernelChoice::parse("candle"), Ok(KernelChoice::Candle));
+    assert_eq!(
+        KernelChoice::parse("auto"),
+        Ok(KernelChoice::Native(KernelPath::detected()))
+    );
+    assert_eq!(
+        KernelChoice::parse("scalar"),
+        Ok(KernelChoice::Native(KernelPath::Scalar))
+    );
+    let err = KernelChoice::parse("avx9").unwrap_err();
+    assert!(err.contains("avx512-vnni") && err.contains("amx"), "{err}");
+    for path in KernelPath::ALL {
+        let parsed = KernelChoice::parse(path.name());
+        if path.available() {
+            assert_eq!(parsed, Ok(KernelChoice::Native(path)));
+        } else {
+            assert!(parsed.unwrap_err().contains("cannot run"));
         }
     }
 }
@@ -172,7 +239,8 @@ fn a_tokens_result_does_not_depend_on_its_batch() {
         .into_iter()
         .flat_map(|f| [(f, 24, 320), (f, 21, 96), (f, 67, 64)]);
     for (format, rows, cols) in cases {
-        let m = 13;
+        // A whole AMX tile and some tokens past it.
+        let m = 21;
         let w = QuantMatrix::from_ggml(
             format,
             rows,
@@ -181,16 +249,19 @@ fn a_tokens_result_does_not_depend_on_its_batch() {
         )
         .unwrap();
         let x: Vec<f32> = (0..m * cols).map(|_| rng.random::<f32>() - 0.5).collect();
-        let mut batched = vec![0.0; m * rows];
-        w.matmul(&x, m, &mut batched);
-        for t in 0..m {
-            let mut alone = vec![0.0; rows];
-            w.matmul(&x[t * cols..(t + 1) * cols], 1, &mut alone);
-            assert_eq!(
-                alone,
-                batched[t * rows..(t + 1) * rows],
-                "{format:?} token {t}"
-            );
+        for path in runnable_paths() {
+            let w = w.for_path(path);
+            let mut batched = vec![0.0; m * rows];
+            w.matmul(&x, m, &mut batched);
+            for t in 0..m {
+                let mut alone = vec![0.0; rows];
+                w.matmul(&x[t * cols..(t + 1) * cols], 1, &mut alone);
+                assert_eq!(
+                    alone,
+                    batched[t * rows..(t + 1) * rows],
+                    "{path} {format:?} token {t}"
+                );
+            }
         }
     }
 }

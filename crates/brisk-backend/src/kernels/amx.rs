@@ -1,0 +1,268 @@
+//! AMX-INT8 kernels (Intel Sapphire Rapids and later), for batches of many tokens.
+//!
+//! One `tdpbsud` multiplies a tile of sixteen tokens' 32 activations of one block (signed)
+//! with the block's weights of sixteen rows (unsigned: Q4_1 nibbles unpacked to bytes, Q8_0
+//! biased by 128) into sixteen by sixteen exact 32-bit sums — 8,192 multiply-adds, where
+//! AVX-512's `vpdpbusd` does 64. The sixteen-row layout of the AVX-512 kernels *is* AMX's
+//! VNNI-packed `B` tile (chunk `k` of a block is `B` row `k`), so both paths share one
+//! matrix; AMX takes whole tiles of [`MIN_TOKENS`] tokens and AVX-512 the tokens left over.
+//! Each block's sums then get the same float operations as on every other path (scaled per
+//! block, so they cannot stay in the tile across blocks), and results agree bit for bit.
+//!
+//! Rust has no stable AMX intrinsics: the tile instructions are inline assembly, the tile
+//! configuration is loaded per thread at the start of a band and released at its end, and
+//! the tile data state is requested from Linux once (`arch_prctl(ARCH_REQ_XCOMP_PERM)`).
+
+use std::ops::Range;
+
+use super::{avx512, KernelPath, OutRows, QuantActivations, QuantMatrix, TILE};
+
+/// Tokens per AMX tile; batches with fewer take the AVX-512 kernels.
+pub(crate) const MIN_TOKENS: usize = 16;
+
+/// Whether this CPU has AMX-INT8 and AVX-512 VNNI and the OS lets this process use the
+/// tile registers (checked, and permission requested, once).
+pub(super) fn available() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVAILABLE.get_or_init(|| avx512::available() && x86::enable_amx())
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    {
+        false
+    }
+}
+
+/// Weight rows `rows` (either format) against every token of `x`: whole tiles of
+/// [`MIN_TOKENS`] tokens on AMX, the rest on AVX-512.
+pub(super) fn band(w: &QuantMatrix, rows: Range<usize>, x: &QuantActivations, out: &OutRows<'_>) {
+    w.check_band(KernelPath::Amx, &rows, x);
+    let amx_tiles = x.tokens / MIN_TOKENS;
+    if amx_tiles > 0 {
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        {
+            assert!(available());
+            // SAFETY: AMX-INT8 is usable and AVX-512 present (checked above); every array has
+            // the size the kernel indexes with (`check_band`) and `amx_tiles` whole tiles of
+            // tokens exist; this call owns output rows `rows`.
+            unsafe { x86::band(w, rows.clone(), x, amx_tiles, out) }
+        }
+    }
+    let first = amx_tiles * MIN_TOKENS / TILE;
+    avx512::band_tiles(w, rows, x, first..x.tokens.div_ceil(TILE), out);
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod x86 {
+    use std::arch::asm;
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    use super::super::avx512::x86::{scale_block, ROW_GROUP};
+    use super::super::{grouped_index, KernelFormat, OutRows, QuantActivations, QuantMatrix, TILE};
+    use super::MIN_TOKENS;
+
+    /// Checks CPUID and XCR0 for AMX-TILE and AMX-INT8 and asks Linux for the tile data
+    /// state; `false` if any of it is missing or refused.
+    pub(super) fn enable_amx() -> bool {
+        let leaf7 = __cpuid_count(7, 0);
+        let (tile, int8) = (leaf7.edx & (1 << 24) != 0, leaf7.edx & (1 << 25) != 0);
+        let osxsave = __cpuid(1).ecx & (1 << 27) != 0;
+        if !(tile && int8 && osxsave) {
+            return false;
+        }
+        let xcr0: u64;
+        // SAFETY: XGETBV with ECX = 0 reads XCR0; OSXSAVE (checked above) makes it legal.
+        unsafe {
+            let (lo, hi): (u32, u32);
+            asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi, options(nomem, nostack));
+            xcr0 = u64::from(lo) | (u64::from(hi) << 32);
+        }
+        // XTILECFG (17) and XTILEDATA (18) enabled by the OS.
+        if xcr0 & (0b11 << 17) != 0b11 << 17 {
+            return false;
+        }
+        const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+        const XFEATURE_XTILEDATA: libc::c_long = 18;
+        // SAFETY: arch_prctl(ARCH_REQ_XCOMP_PERM) only changes which XSAVE features this
+        // process may use; it reads and writes no memory of ours.
+        unsafe {
+            libc::syscall(
+                libc::SYS_arch_prctl,
+                ARCH_REQ_XCOMP_PERM,
+                XFEATURE_XTILEDATA,
+            ) == 0
+        }
+    }
+
+    /// The tile configuration (palette 1): `tmm0` the 16×16 sums, `tmm1` sixteen tokens' 32
+    /// activations of one block, `tmm2` one block of sixteen rows in 8 VNNI rows of 64 bytes.
+    #[repr(C, align(64))]
+    struct TileConfig([u8; 64]);
+
+    impl TileConfig {
+        fn new() -> Self {
+            let mut c = [0u8; 64];
+            c[0] = 1; // palette
+            let mut tile = |i: usize, rows: u8, bytes: u16| {
+                c[16 + 2 * i..18 + 2 * i].copy_from_slice(&bytes.to_le_bytes());
+                c[48 + i] = rows;
+            };
+            tile(0, 16, 64);
+            tile(1, 16, 32);
+            tile(2, 8, 64);
+            Self(c)
+        }
+    }
+
+    /// Weight rows `rows` against the first `tiles × MIN_TOKENS` tokens of `x`.
+    ///
+    /// # Safety
+    /// AMX-INT8 usable and AVX-512 F/BW/VNNI present; the layout checks of `check_band` hold
+    /// for a sixteen-row layout; `x` holds at least `tiles × MIN_TOKENS` tokens; the caller
+    /// owns output rows `rows`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
+    pub(super) unsafe fn band(
+        w: &QuantMatrix,
+        rows: Range<usize>,
+        x: &QuantActivations,
+        tiles: usize,
+        out: &OutRows<'_>,
+    ) {
+        let config = TileConfig::new();
+        // SAFETY: a valid palette-1 configuration, 64 bytes, aligned.
+        unsafe { asm!("ldtilecfg [{0}]", in(reg) config.0.as_ptr(), options(nostack)) };
+        let nb = x.blocks;
+        let row_quants = nb * w.format.quant_bytes();
+        for tile in 0..tiles {
+            let t0 = tile * MIN_TOKENS;
+            for g in rows.clone().step_by(ROW_GROUP) {
+                let at = grouped_index(ROW_GROUP, nb, g, 0);
+                // SAFETY: group `g` (padded rows included) exists in every array; tokens
+                // `t0..t0 + 16` exist (caller contract).
+                let sums = unsafe {
+                    group(
+                        w.format,
+                        nb,
+                        w.quants.as_ptr().add(g * row_quants),
+                        w.d.as_ptr().add(at),
+                        w.m.as_ptr().wrapping_add(at),
+                        x,
+                        t0,
+                    )
+                };
+                let width = ROW_GROUP.min(rows.end - g);
+                for (t, lanes) in sums.iter().enumerate() {
+                    // SAFETY: the caller owns the band's rows, `g..g + width` among them.
+                    unsafe { out.write_run(t0 + t, g, &lanes[..width]) };
+                }
+            }
+        }
+        // SAFETY: ends this thread's tile use (no operands).
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    }
+
+    /// One row group (sixteen rows) against tokens `t0..t0 + 16`: per block one tile product,
+    /// its sums stored and scaled as every path scales them.
+    ///
+    /// # Safety
+    /// The tile configuration of [`band`] is loaded; AVX-512; `wq`, `wd` (and, Q4_1, `wm`)
+    /// point at the group's interleaved quants and grouped scales (minima); `x` holds tokens
+    /// `t0..t0 + 16`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
+    unsafe fn group(
+        format: KernelFormat,
+        nb: usize,
+        wq: *const u8,
+        wd: *const f32,
+        wm: *const f32,
+        x: &QuantActivations,
+        t0: usize,
+    ) -> [[f32; ROW_GROUP]; MIN_TOKENS] {
+        let mut acc = [_mm512_setzero_ps(); MIN_TOKENS];
+        let mut unpacked = Aligned([0u8; 512]);
+        let mut sums = Aligned([0i32; 256]);
+        let x_stride = nb * 32;
+        // Where token `t0 + t`'s block-`b` values lie in the tiled scale arrays.
+        let tiled = |t: usize, b: usize| (((t0 + t) / TILE * nb + b) * TILE) + (t0 + t) % TILE;
+        for b in 0..nb {
+            // SAFETY: block `b` of the group and of tokens `t0..t0 + 16` are in bounds
+            // (caller contract); the tile loads read 16 rows of 32 activation bytes `x_stride`
+            // apart and 8 rows of 64 weight bytes; the store writes 16 rows of 64 bytes into
+            // `sums`.
+            unsafe {
+                let weights = match format {
+                    KernelFormat::Q8_0 => wq.add(b * 512),
+                    KernelFormat::Q4_1 => {
+                        unpack_q4_1(wq.add(b * 256), &mut unpacked.0);
+                        unpacked.0.as_ptr()
+                    }
+                };
+                asm!(
+                    "tilezero tmm0",
+                    "tileloadd tmm1, [{xq} + {xs}*1]",
+                    "tileloadd tmm2, [{wq} + {ws}*1]",
+                    "tdpbsud tmm0, tmm1, tmm2",
+                    "tilestored [{sums} + {ss}*1], tmm0",
+                    xq = in(reg) x.q.as_ptr().add(t0 * x_stride + b * 32),
+                    xs = in(reg) x_stride,
+                    wq = in(reg) weights,
+                    ws = in(reg) 64usize,
+                    sums = in(reg) sums.0.as_mut_ptr(),
+                    ss = in(reg) 64usize,
+                    options(nostack),
+                );
+                let dw = _mm512_loadu_ps(wd.add(b * ROW_GROUP));
+                for t in 0..MIN_TOKENS {
+                    let i = tiled(t, b);
+                    let mut isum = _mm512_load_si512(sums.0.as_ptr().add(t * 16).cast());
+                    if format == KernelFormat::Q8_0 {
+                        isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(x.bias_tiled[i]));
+                    }
+                    acc[t] = scale_block(acc[t], _mm512_cvtepi32_ps(isum), dw, x.d_tiled[i]);
+                    if format == KernelFormat::Q4_1 {
+                        let mw = _mm512_loadu_ps(wm.add(b * ROW_GROUP));
+                        acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(x.s_tiled[i]), acc[t]);
+                    }
+                }
+            }
+        }
+        let mut out = [[0.0f32; ROW_GROUP]; MIN_TOKENS];
+        for (o, a) in out.iter_mut().zip(acc) {
+            // SAFETY: `o` holds 16 floats; unaligned store.
+            unsafe { _mm512_storeu_ps(o.as_mut_ptr(), a) };
+        }
+        out
+    }
+
+    /// A 64-byte aligned buffer (tile loads and stores, aligned vector loads).
+    #[repr(C, align(64))]
+    struct Aligned<T>(T);
+
+    /// One Q4_1 block of sixteen interleaved rows (4 chunks of 64 bytes) as AMX's `B` tile:
+    /// row `2k` the low nibbles of chunk `k` (elements `8k..8k + 4` of each row), row `2k + 1`
+    /// its high nibbles (elements `8k + 4..8k + 8`).
+    ///
+    /// # Safety
+    /// AVX-512 F/BW; `wq` points at 256 readable bytes.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn unpack_q4_1(wq: *const u8, out: &mut [u8; 512]) {
+        let low = _mm512_set1_epi8(0x0F);
+        for k in 0..4 {
+            // SAFETY: chunk `k` is readable (caller contract); rows `2k`, `2k + 1` of `out`
+            // are in bounds; unaligned accesses.
+            unsafe {
+                let v = _mm512_loadu_si512(wq.add(k * 64).cast());
+                let o = out.as_mut_ptr().add(k * 128);
+                _mm512_storeu_si512(o.cast(), _mm512_and_si512(v, low));
+                _mm512_storeu_si512(
+                    o.add(64).cast(),
+                    _mm512_and_si512(_mm512_srli_epi16::<4>(v), low),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! AVX-512 VNNI kernels (x86-64 with AVX-512 F, BW and VNNI, detected at run time).
+//!
+//! Same algorithm as the AVX2 kernels, twice as wide and with one instruction where AVX2
+//! needs three: rows are interleaved per sixteen, so a 64-byte chunk holds four consecutive
+//! weights of each of sixteen rows, and `vpdpbusd` multiplies those (unsigned) bytes with a
+//! token's four matching (signed) activations broadcast to every row and adds each row's four
+//! products into its 32-bit lane — no 16-bit intermediate, no widening. Q4_1 nibbles are
+//! unsigned as they are; Q8_0 weights are stored biased by 128 (see `q8_bias`) and each
+//! block's sum drops `128·Σq_x` again, so the integer sums are exactly AVX2's and the float
+//! operations after them the same: results agree bit for bit with every other path.
+
+use std::ops::Range;
+
+use super::{KernelPath, OutRows, QuantActivations, QuantMatrix, TILE};
+
+/// Whether this CPU can run the AVX-512 VNNI kernels (checked once).
+pub(super) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVAILABLE.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+                && std::arch::is_x86_feature_detected!("fma")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Weight rows `rows` (either format) against every token of `x`.
+pub(super) fn band(w: &QuantMatrix, rows: Range<usize>, x: &QuantActivations, out: &OutRows<'_>) {
+    w.check_band(KernelPath::Avx512Vnni, &rows, x);
+    band_tiles(w, rows, x, 0..x.tokens.div_ceil(TILE), out);
+}
+
+/// Weight rows `rows` against the tokens of tiles `tiles` (of [`TILE`]) only; the AMX path
+/// leaves the tokens that do not fill its tiles to this. `check_band` must have passed for
+/// a matrix laid out for sixteen rows.
+pub(super) fn band_tiles(
+    w: &QuantMatrix,
+    rows: Range<usize>,
+    x: &QuantActivations,
+    tiles: Range<usize>,
+    out: &OutRows<'_>,
+) {
+    assert_eq!(w.group(), x86::ROW_GROUP, "sixteen-row layout");
+    assert!(tiles.end <= x.tokens.div_ceil(TILE), "token tiles");
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(available());
+        // SAFETY: AVX-512 F/BW/VNNI and FMA are present (checked above), every array has the
+        // size the kernel indexes with (`check_band`, by the caller) and the tiles exist
+        // (checked above); this call owns output rows `rows`.
+        unsafe { x86::band(w, rows, x, tiles, out) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = out;
+        unreachable!("AVX-512 kernels are only selected on x86_64")
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(super) mod x86 {
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    use super::super::{
+        grouped_index, KernelFormat, OutRows, QuantActivations, QuantMatrix, Tile, TILE,
+    };
+
+    /// Rows per row group: sixteen, one per 32-bit lane of a 512-bit vector.
+    pub(in super::super) const ROW_GROUP: usize = 16;
+
+    /// Weight rows `rows` against the tokens of tiles `tiles`: each row group against each
+    /// tile.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VNNI and FMA; the layout checks of `check_band` hold for a sixteen-row
+    /// layout; the tiles exist; the caller owns output rows `rows`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
+    pub(super) unsafe fn band(
+        w: &QuantMatrix,
+        rows: Range<usize>,
+        x: &QuantActivations,
+        tiles: Range<usize>,
+        out: &OutRows<'_>,
+    ) {
+        let nb = x.blocks;
+        let row_quants = nb * w.format.quant_bytes();
+        for tile in tiles {
+            let t0 = tile * TILE;
+            let n = TILE.min(x.tokens - t0);
+            let xt = Tile::new(x, tile);
+            for g in rows.clone().step_by(ROW_GROUP) {
+                // SAFETY: group `g` (padded rows included) exists in every array (the minima
+                // only for Q4_1, the only format that reads them); the tile holds `n` tokens.
+                let sums = unsafe {
+                    let at = grouped_index(ROW_GROUP, nb, g, 0);
+                    let (wq, wd) = (w.quants.as_ptr().add(g * row_quants), w.d.as_ptr().add(at));
+                    match w.format {
+                        KernelFormat::Q4_1 => {
+                            by_width!(n, group_q4_1, nb, wq, wd, w.m.as_ptr().add(at), xt)
+                        }
+                        KernelFormat::Q8_0 => by_width!(n, group_q8_0, nb, wq, wd, xt),
+                    }
+                };
+                let width = ROW_GROUP.min(rows.end - g);
+                for (t, lanes) in sums.iter().take(n).enumerate() {
+                    // SAFETY: the caller owns the band's rows, `g..g + width` among them.
+                    unsafe { out.write_run(t0 + t, g, &lanes[..width]) };
+                }
+            }
+        }
+    }
+
+    /// One Q4_1 row group (sixteen rows, one per lane) against the first `T` tokens of a
+    /// tile; returns each token's sixteen row sums (zeros past `T`).
+    ///
+    /// Per block, each 64-byte chunk is loaded and split into nibbles once for the `T`
+    /// tokens; low and high nibbles each feed one `vpdpbusd` per token, into separate
+    /// accumulators (two short dependency chains instead of one long one). The float work
+    /// per block and token is the scalar reference's: `acc += (d_w·d_x)·Σ`, `acc += m·(d_x·Σq_x)`.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VNNI and FMA; `wq` points at the group's `nb × 256` interleaved bytes, `wd`
+    /// and `wm` at its `nb × 16` grouped scales and minima; the tile holds at least `T` tokens
+    /// of `nb` blocks.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
+    pub(in super::super) unsafe fn group_q4_1<const T: usize>(
+        nb: usize,
+        wq: *const u8,
+        wd: *const f32,
+        wm: *const f32,
+        x: Tile,
+    ) -> [[f32; ROW_GROUP]; TILE] {
+        let low = _mm512_set1_epi8(0x0F);
+        let mut acc = [_mm512_setzero_ps(); T];
+        for b in 0..nb {
+            let mut lo_sum = [_mm512_setzero_si512(); T];
+            let mut hi_sum = [_mm512_setzero_si512(); T];
+            for k in 0..4 {
+                // SAFETY: chunk `k` of block `b` of the group and the tokens' activation
+                // blocks are in bounds (caller contract); loads are unaligned.
+                unsafe {
+                    let v = _mm512_loadu_si512(wq.add((b * 4 + k) * 64).cast());
+                    let lo = _mm512_and_si512(v, low);
+                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), low);
+                    for t in 0..T {
+                        let xq = x.q.add((t * nb + b) * 32 + 8 * k);
+                        let xa = _mm512_set1_epi32(xq.cast::<i32>().read_unaligned());
+                        let xb = _mm512_set1_epi32(xq.add(4).cast::<i32>().read_unaligned());
+                        lo_sum[t] = _mm512_dpbusd_epi32(lo_sum[t], lo, xa);
+                        hi_sum[t] = _mm512_dpbusd_epi32(hi_sum[t], hi, xb);
+                    }
+                }
+            }
+            // SAFETY: the group's scales and minima for block `b`, and the tile's per-block
+            // scales, are in bounds (caller contract); loads are unaligned.
+            unsafe {
+                let dw = _mm512_loadu_ps(wd.add(b * ROW_GROUP));
+                let mw = _mm512_loadu_ps(wm.add(b * ROW_GROUP));
+                for t in 0..T {
+                    let i = b * TILE + t;
+                    let sums = _mm512_cvtepi32_ps(_mm512_add_epi32(lo_sum[t], hi_sum[t]));
+                    acc[t] = scale_block(acc[t], sums, dw, *x.d.add(i));
+                    acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(*x.s.add(i)), acc[t]);
+                }
+            }
+        }
+        store(&acc)
+    }
+
+    /// [`group_q4_1`] for Q8_0 rows: chunk `k` of a block holds elements `4k..4k + 4` of each
+    /// of the sixteen rows, biased by 128; each block's sum drops `128·Σq_x` (exact).
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VNNI and FMA; `wq` points at the group's `nb × 512` interleaved bytes,
+    /// `wd` at its `nb × 16` grouped scales; the tile holds at least `T` tokens of `nb` blocks.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
+    pub(in super::super) unsafe fn group_q8_0<const T: usize>(
+        nb: usize,
+        wq: *const u8,
+        wd: *const f32,
+        x: Tile,
+    ) -> [[f32; ROW_GROUP]; TILE] {
+        let mut acc = [_mm512_setzero_ps(); T];
+        for b in 0..nb {
+            let mut even = [_mm512_setzero_si512(); T];
+            let mut odd = [_mm512_setzero_si512(); T];
+            for k in (0..8).step_by(2) {
+                // SAFETY: chunks `k`, `k + 1` of block `b` of the group and the tokens'
+                // activation blocks are in bounds (caller contract); loads are unaligned.
+                unsafe {
+                    let w0 = _mm512_loadu_si512(wq.add((b * 8 + k) * 64).cast());
+                    let w1 = _mm512_loadu_si512(wq.add((b * 8 + k + 1) * 64).cast());
+                    for t in 0..T {
+                        let xq = x.q.add((t * nb + b) * 32 + 4 * k);
+                        let x0 = _mm512_set1_epi32(xq.cast::<i32>().read_unaligned());
+                        let x1 = _mm512_set1_epi32(xq.add(4).cast::<i32>().read_unaligned());
+                        even[t] = _mm512_dpbusd_epi32(even[t], w0, x0);
+                        odd[t] = _mm512_dpbusd_epi32(odd[t], w1, x1);
+                    }
+                }
+            }
+            // SAFETY: the group's scales for block `b` and the tile's per-block scales and
+            // biases are in bounds (caller contract); loads are unaligned.
+            unsafe {
+                let dw = _mm512_loadu_ps(wd.add(b * ROW_GROUP));
+                for t in 0..T {
+                    let i = b * TILE + t;
+                    let isum = _mm512_sub_epi32(
+                        _mm512_add_epi32(even[t], odd[t]),
+                        _mm512_set1_epi32(*x.bias.add(i)),
+                    );
+                    acc[t] = scale_block(acc[t], _mm512_cvtepi32_ps(isum), dw, *x.d.add(i));
+                }
+            }
+        }
+        store(&acc)
+    }
+
+    /// `acc + (d_w·d_x)·sums`, rounded as the scalar reference rounds it.
+    #[inline]
+    #[target_feature(enable = "avx512f,fma")]
+    pub(in super::super) fn scale_block(acc: __m512, sums: __m512, dw: __m512, dx: f32) -> __m512 {
+        _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(dx)), sums, acc)
+    }
+
+    /// The accumulators of `T` tokens as row sums (zeros past `T`).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn store<const T: usize>(acc: &[__m512; T]) -> [[f32; ROW_GROUP]; TILE] {
+        let mut out = [[0.0f32; ROW_GROUP]; TILE];
+        for t in 0..T {
+            // SAFETY: `out[t]` holds 16 floats; unaligned store.
+            unsafe { _mm512_storeu_ps(out[t].as_mut_ptr(), acc[t]) };
+        }
+        out
+    }
+}
