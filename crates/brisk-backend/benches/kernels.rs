@@ -3,11 +3,12 @@
 //! prefill and batched decode).
 //!
 //! `cargo bench -p brisk-backend --bench kernels` (criterion; add `-- --quick` for a short run).
+//! Each product runs on every kernel path this CPU has (`BRISK_BENCH_PATHS=avx2,amx` picks).
 //! Throughput is reported in elements = multiply-accumulates, so criterion's "elem/s" reads
 //! as MAC/s.
 
 use brisk_backend::internals::{paged_attention, write_kv, KernelFormat, QuantMatrix, TokenPlace};
-use brisk_backend::{CpuKvPool, KvCacheDtype};
+use brisk_backend::{CpuKvPool, KernelPath, KvCacheDtype};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use half::f16;
 use rand::rngs::StdRng;
@@ -38,8 +39,9 @@ fn matmul(c: &mut Criterion) {
         ("q4_1 down 576x1536", KernelFormat::Q4_1, 576, 1536),
         ("q8_0 lm_head 49152x576", KernelFormat::Q8_0, 49152, 576),
     ];
+    let paths = bench_paths();
     for (name, format, rows, cols) in shapes {
-        let w = random_matrix(format, rows, cols, &mut rng);
+        let base = random_matrix(format, rows, cols, &mut rng);
         let mut group = c.benchmark_group(format!("matmul {name}"));
         group.sample_size(10);
         let counts: &[usize] = if rows > 10_000 {
@@ -47,16 +49,46 @@ fn matmul(c: &mut Criterion) {
         } else {
             &[1, 4, 16, 64, 512]
         };
-        for &m in counts {
-            let x: Vec<f32> = (0..m * cols).map(|_| rng.random::<f32>() - 0.5).collect();
-            let mut out = vec![0.0; m * rows];
-            group.throughput(Throughput::Elements((m * rows * cols) as u64));
-            group.bench_with_input(BenchmarkId::new("tokens", m), &m, |b, &m| {
-                b.iter(|| w.matmul(&x, m, &mut out));
-            });
+        for &path in &paths {
+            let w = base.for_path(path);
+            for &m in counts {
+                let x: Vec<f32> = (0..m * cols).map(|_| rng.random::<f32>() - 0.5).collect();
+                let mut out = vec![0.0; m * rows];
+                group.throughput(Throughput::Elements((m * rows * cols) as u64));
+                group.bench_with_input(BenchmarkId::new(path.name(), m), &m, |b, &m| {
+                    b.iter(|| w.matmul(&x, m, &mut out));
+                });
+            }
         }
         group.finish();
     }
+}
+
+/// The kernel paths to compare: `BRISK_BENCH_PATHS` (comma-separated names), else every
+/// path this CPU runs but the scalar one. Paths the CPU lacks are named and skipped.
+fn bench_paths() -> Vec<KernelPath> {
+    let wanted: Vec<KernelPath> = match std::env::var("BRISK_BENCH_PATHS") {
+        Ok(list) => list
+            .split(',')
+            .map(|name| {
+                KernelPath::ALL
+                    .into_iter()
+                    .find(|p| p.name() == name.trim())
+                    .unwrap_or_else(|| panic!("BRISK_BENCH_PATHS: no kernel path {name:?}"))
+            })
+            .collect(),
+        Err(_) => KernelPath::ALL[1..].to_vec(),
+    };
+    wanted
+        .into_iter()
+        .filter(|p| {
+            let ok = p.available();
+            if !ok {
+                eprintln!("skipped: this CPU cannot run the {p} kernels (not measured)");
+            }
+            ok
+        })
+        .collect()
 }
 
 fn attention(c: &mut Criterion) {
