@@ -96,8 +96,9 @@ mod x86 {
         }
     }
 
-    /// The tile configuration (palette 1): `tmm0` the 16×16 sums, `tmm1` sixteen tokens' 32
-    /// activations of one block, `tmm2` one block of sixteen rows in 8 VNNI rows of 64 bytes.
+    /// The tile configuration (palette 1), twice (`tmm0..3` and `tmm3..6`, used by
+    /// alternate blocks): the 16×16 sums, sixteen tokens' 32 activations of one block, one
+    /// block of sixteen rows in 8 VNNI rows of 64 bytes.
     #[repr(C, align(64))]
     struct TileConfig([u8; 64]);
 
@@ -109,9 +110,11 @@ mod x86 {
                 c[16 + 2 * i..18 + 2 * i].copy_from_slice(&bytes.to_le_bytes());
                 c[48 + i] = rows;
             };
-            tile(0, 16, 64);
-            tile(1, 16, 32);
-            tile(2, 8, 64);
+            for slot in [0, 3] {
+                tile(slot, 16, 64);
+                tile(slot + 1, 16, 32);
+                tile(slot + 2, 8, 64);
+            }
             Self(c)
         }
     }
@@ -135,17 +138,38 @@ mod x86 {
         unsafe { asm!("ldtilecfg [{0}]", in(reg) config.0.as_ptr(), options(nostack)) };
         let nb = x.blocks;
         let row_quants = nb * w.format.quant_bytes();
-        for tile in 0..tiles {
-            let t0 = tile * MIN_TOKENS;
-            for g in rows.clone().step_by(ROW_GROUP) {
-                let at = grouped_index(ROW_GROUP, nb, g, 0);
-                // SAFETY: group `g` (padded rows included) exists in every array; tokens
-                // `t0..t0 + 16` exist (caller contract).
+        // A Q4_1 row group unpacked to bytes (`B` tiles), reused by every token tile: tile
+        // loads of bytes just written by vector stores wait for them to reach the cache, so
+        // unpacking per block and tile would stall every product.
+        let mut unpacked = match w.format {
+            KernelFormat::Q4_1 => vec![0u8; nb * 512],
+            KernelFormat::Q8_0 => Vec::new(),
+        };
+        for g in rows.clone().step_by(ROW_GROUP) {
+            let at = grouped_index(ROW_GROUP, nb, g, 0);
+            // SAFETY: group `g` (padded rows included) exists in every array (caller
+            // contract); `unpacked` holds `nb` blocks of 512 bytes.
+            let weights = unsafe {
+                let wq = w.quants.as_ptr().add(g * row_quants);
+                match w.format {
+                    KernelFormat::Q8_0 => wq,
+                    KernelFormat::Q4_1 => {
+                        for b in 0..nb {
+                            unpack_q4_1(wq.add(b * 256), unpacked.as_mut_ptr().add(b * 512));
+                        }
+                        unpacked.as_ptr()
+                    }
+                }
+            };
+            for tile in 0..tiles {
+                let t0 = tile * MIN_TOKENS;
+                // SAFETY: `weights` holds the group's `nb` blocks of 8 × 64 bytes, `w.d` (and,
+                // Q4_1, `w.m`) its grouped scales (minima); tokens `t0..t0 + 16` exist.
                 let sums = unsafe {
                     group(
                         w.format,
                         nb,
-                        w.quants.as_ptr().add(g * row_quants),
+                        weights,
                         w.d.as_ptr().add(at),
                         w.m.as_ptr().wrapping_add(at),
                         x,
@@ -164,12 +188,14 @@ mod x86 {
     }
 
     /// One row group (sixteen rows) against tokens `t0..t0 + 16`: per block one tile product,
-    /// its sums stored and scaled as every path scales them.
+    /// its sums stored and scaled as every path scales them. Two sets of tiles alternate
+    /// between blocks and block `b + 1`'s product is issued before block `b`'s sums are
+    /// scaled, so the tile unit and the vector units overlap.
     ///
     /// # Safety
-    /// The tile configuration of [`band`] is loaded; AVX-512; `wq`, `wd` (and, Q4_1, `wm`)
-    /// point at the group's interleaved quants and grouped scales (minima); `x` holds tokens
-    /// `t0..t0 + 16`.
+    /// The tile configuration of [`band`] is loaded; AVX-512; `wq` points at the group's `nb`
+    /// `B` tiles (8 rows of 64 bytes each), `wd` (and, Q4_1, `wm`) at its grouped scales
+    /// (minima); `x` holds tokens `t0..t0 + 16`.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
     unsafe fn group(
@@ -182,49 +208,67 @@ mod x86 {
         t0: usize,
     ) -> [[f32; ROW_GROUP]; MIN_TOKENS] {
         let mut acc = [_mm512_setzero_ps(); MIN_TOKENS];
-        let mut unpacked = Aligned([0u8; 512]);
-        let mut sums = Aligned([0i32; 256]);
+        let mut sums = Aligned([[0i32; 256]; 2]);
         let x_stride = nb * 32;
-        // Where token `t0 + t`'s block-`b` values lie in the tiled scale arrays.
-        let tiled = |t: usize, b: usize| (((t0 + t) / TILE * nb + b) * TILE) + (t0 + t) % TILE;
-        for b in 0..nb {
-            // SAFETY: block `b` of the group and of tokens `t0..t0 + 16` are in bounds
-            // (caller contract); the tile loads read 16 rows of 32 activation bytes `x_stride`
-            // apart and 8 rows of 64 weight bytes; the store writes 16 rows of 64 bytes into
-            // `sums`.
-            unsafe {
-                let weights = match format {
-                    KernelFormat::Q8_0 => wq.add(b * 512),
-                    KernelFormat::Q4_1 => {
-                        unpack_q4_1(wq.add(b * 256), &mut unpacked.0);
-                        unpacked.0.as_ptr()
-                    }
-                };
+        // The two 8-token tiles' per-block scales, sums and biases (`[b * TILE + t % TILE]`).
+        let tiled = |v: &[f32], half: usize| v[(t0 / TILE + half) * nb * TILE..].as_ptr();
+        let (d, s) = (
+            [0, 1].map(|h| tiled(&x.d_tiled, h)),
+            [0, 1].map(|h| tiled(&x.s_tiled, h)),
+        );
+        let bias = [0, 1].map(|h| x.bias_tiled[(t0 / TILE + h) * nb * TILE..].as_ptr());
+        let xq = x.q[t0 * x_stride..].as_ptr();
+        // SAFETY (for `issue`): block `b < nb` of the group and of tokens `t0..t0 + 16` is in
+        // bounds (caller contract); the tile loads read 16 rows of 32 activation bytes
+        // `x_stride` apart and 8 rows of 64 weight bytes; the store writes 16 rows of 64 bytes
+        // into `sums[slot]`.
+        let issue = |b: usize, sums: &mut [i32; 256], slot: usize| unsafe {
+            let (a, weights, out) = (xq.add(b * 32), wq.add(b * 512), sums.as_mut_ptr());
+            if slot == 0 {
                 asm!(
                     "tilezero tmm0",
-                    "tileloadd tmm1, [{xq} + {xs}*1]",
-                    "tileloadd tmm2, [{wq} + {ws}*1]",
+                    "tileloadd tmm1, [{a} + {xs}*1]",
+                    "tileloadd tmm2, [{w} + {ws}*1]",
                     "tdpbsud tmm0, tmm1, tmm2",
-                    "tilestored [{sums} + {ss}*1], tmm0",
-                    xq = in(reg) x.q.as_ptr().add(t0 * x_stride + b * 32),
-                    xs = in(reg) x_stride,
-                    wq = in(reg) weights,
-                    ws = in(reg) 64usize,
-                    sums = in(reg) sums.0.as_mut_ptr(),
-                    ss = in(reg) 64usize,
-                    options(nostack),
+                    "tilestored [{out} + {ws}*1], tmm0",
+                    a = in(reg) a, xs = in(reg) x_stride, w = in(reg) weights,
+                    ws = in(reg) 64usize, out = in(reg) out, options(nostack),
                 );
+            } else {
+                asm!(
+                    "tilezero tmm3",
+                    "tileloadd tmm4, [{a} + {xs}*1]",
+                    "tileloadd tmm5, [{w} + {ws}*1]",
+                    "tdpbsud tmm3, tmm4, tmm5",
+                    "tilestored [{out} + {ws}*1], tmm3",
+                    a = in(reg) a, xs = in(reg) x_stride, w = in(reg) weights,
+                    ws = in(reg) 64usize, out = in(reg) out, options(nostack),
+                );
+            }
+        };
+        issue(0, &mut sums.0[0], 0);
+        for b in 0..nb {
+            let slot = b % 2;
+            if b + 1 < nb {
+                issue(b + 1, &mut sums.0[1 - slot], 1 - slot);
+            }
+            // SAFETY: the group's scales (minima) for block `b` and the tiles' per-block
+            // values are in bounds (caller contract); `sums[slot]` holds 16 rows of 16 sums.
+            unsafe {
                 let dw = _mm512_loadu_ps(wd.add(b * ROW_GROUP));
+                let mw = match format {
+                    KernelFormat::Q4_1 => _mm512_loadu_ps(wm.add(b * ROW_GROUP)),
+                    KernelFormat::Q8_0 => _mm512_setzero_ps(),
+                };
                 for t in 0..MIN_TOKENS {
-                    let i = tiled(t, b);
-                    let mut isum = _mm512_load_si512(sums.0.as_ptr().add(t * 16).cast());
+                    let (h, i) = (t / TILE, b * TILE + t % TILE);
+                    let mut isum = _mm512_load_si512(sums.0[slot].as_ptr().add(t * 16).cast());
                     if format == KernelFormat::Q8_0 {
-                        isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(x.bias_tiled[i]));
+                        isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(*bias[h].add(i)));
                     }
-                    acc[t] = scale_block(acc[t], _mm512_cvtepi32_ps(isum), dw, x.d_tiled[i]);
+                    acc[t] = scale_block(acc[t], _mm512_cvtepi32_ps(isum), dw, *d[h].add(i));
                     if format == KernelFormat::Q4_1 {
-                        let mw = _mm512_loadu_ps(wm.add(b * ROW_GROUP));
-                        acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(x.s_tiled[i]), acc[t]);
+                        acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(*s[h].add(i)), acc[t]);
                     }
                 }
             }
@@ -246,17 +290,17 @@ mod x86 {
     /// its high nibbles (elements `8k + 4..8k + 8`).
     ///
     /// # Safety
-    /// AVX-512 F/BW; `wq` points at 256 readable bytes.
+    /// AVX-512 F/BW; `wq` points at 256 readable bytes, `out` at 512 writable ones.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    unsafe fn unpack_q4_1(wq: *const u8, out: &mut [u8; 512]) {
+    unsafe fn unpack_q4_1(wq: *const u8, out: *mut u8) {
         let low = _mm512_set1_epi8(0x0F);
         for k in 0..4 {
             // SAFETY: chunk `k` is readable (caller contract); rows `2k`, `2k + 1` of `out`
             // are in bounds; unaligned accesses.
             unsafe {
                 let v = _mm512_loadu_si512(wq.add(k * 64).cast());
-                let o = out.as_mut_ptr().add(k * 128);
+                let o = out.add(k * 128);
                 _mm512_storeu_si512(o.cast(), _mm512_and_si512(v, low));
                 _mm512_storeu_si512(
                     o.add(64).cast(),
