@@ -165,9 +165,9 @@ mod x86 {
                 let t0 = tile * MIN_TOKENS;
                 // SAFETY: `weights` holds the group's `nb` blocks of 8 × 64 bytes, `w.d` (and,
                 // Q4_1, `w.m`) its grouped scales (minima); tokens `t0..t0 + 16` exist.
+                let q4_1 = w.format == KernelFormat::Q4_1;
                 let sums = unsafe {
-                    group(
-                        w.format,
+                    (if q4_1 { group::<true> } else { group::<false> })(
                         nb,
                         weights,
                         w.d.as_ptr().add(at),
@@ -198,8 +198,7 @@ mod x86 {
     /// (minima); `x` holds tokens `t0..t0 + 16`.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
-    unsafe fn group(
-        format: KernelFormat,
+    unsafe fn group<const Q4_1: bool>(
         nb: usize,
         wq: *const u8,
         wd: *const f32,
@@ -218,21 +217,19 @@ mod x86 {
         );
         let bias = [0, 1].map(|h| x.bias_tiled[(t0 / TILE + h) * nb * TILE..].as_ptr());
         let xq = x.q[t0 * x_stride..].as_ptr();
-        // SAFETY (for `issue`): block `b < nb` of the group and of tokens `t0..t0 + 16` is in
-        // bounds (caller contract); the tile loads read 16 rows of 32 activation bytes
-        // `x_stride` apart and 8 rows of 64 weight bytes; the store writes 16 rows of 64 bytes
-        // into `sums[slot]`.
-        let issue = |b: usize, sums: &mut [i32; 256], slot: usize| unsafe {
-            let (a, weights, out) = (xq.add(b * 32), wq.add(b * 512), sums.as_mut_ptr());
+        // SAFETY (for `multiply`): block `b < nb` of the group and of tokens `t0..t0 + 16` is
+        // in bounds (caller contract); the tile loads read 16 rows of 32 activation bytes
+        // `x_stride` apart and 8 rows of 64 weight bytes.
+        let multiply = |b: usize, slot: usize| unsafe {
+            let (a, weights) = (xq.add(b * 32), wq.add(b * 512));
             if slot == 0 {
                 asm!(
                     "tilezero tmm0",
                     "tileloadd tmm1, [{a} + {xs}*1]",
                     "tileloadd tmm2, [{w} + {ws}*1]",
                     "tdpbsud tmm0, tmm1, tmm2",
-                    "tilestored [{out} + {ws}*1], tmm0",
                     a = in(reg) a, xs = in(reg) x_stride, w = in(reg) weights,
-                    ws = in(reg) 64usize, out = in(reg) out, options(nostack),
+                    ws = in(reg) 64usize, options(nostack, readonly),
                 );
             } else {
                 asm!(
@@ -240,37 +237,72 @@ mod x86 {
                     "tileloadd tmm4, [{a} + {xs}*1]",
                     "tileloadd tmm5, [{w} + {ws}*1]",
                     "tdpbsud tmm3, tmm4, tmm5",
-                    "tilestored [{out} + {ws}*1], tmm3",
                     a = in(reg) a, xs = in(reg) x_stride, w = in(reg) weights,
-                    ws = in(reg) 64usize, out = in(reg) out, options(nostack),
+                    ws = in(reg) 64usize, options(nostack, readonly),
                 );
             }
         };
-        issue(0, &mut sums.0[0], 0);
+        // SAFETY (for `store`): writes 16 rows of 64 bytes into `sums`.
+        let store = |sums: &mut [i32; 256], slot: usize| unsafe {
+            if slot == 0 {
+                asm!("tilestored [{out} + {s}*1], tmm0", out = in(reg) sums.as_mut_ptr(),
+                    s = in(reg) 64usize, options(nostack));
+            } else {
+                asm!("tilestored [{out} + {s}*1], tmm3", out = in(reg) sums.as_mut_ptr(),
+                    s = in(reg) 64usize, options(nostack));
+            }
+        };
+        // Block `b + 1`'s product runs on the tile unit while block `b`'s sums are scaled;
+        // its sums are stored only at the next iteration, when the product is done.
+        multiply(0, 0);
         for b in 0..nb {
             let slot = b % 2;
+            store(&mut sums.0[slot], slot);
             if b + 1 < nb {
-                issue(b + 1, &mut sums.0[1 - slot], 1 - slot);
+                multiply(b + 1, 1 - slot);
             }
             // SAFETY: the group's scales (minima) for block `b` and the tiles' per-block
             // values are in bounds (caller contract); `sums[slot]` holds 16 rows of 16 sums.
             unsafe {
                 let dw = _mm512_loadu_ps(wd.add(b * ROW_GROUP));
-                let mw = match format {
-                    KernelFormat::Q4_1 => _mm512_loadu_ps(wm.add(b * ROW_GROUP)),
-                    KernelFormat::Q8_0 => _mm512_setzero_ps(),
+                let mw = if Q4_1 {
+                    _mm512_loadu_ps(wm.add(b * ROW_GROUP))
+                } else {
+                    _mm512_setzero_ps()
                 };
-                for t in 0..MIN_TOKENS {
-                    let (h, i) = (t / TILE, b * TILE + t % TILE);
-                    let mut isum = _mm512_load_si512(sums.0[slot].as_ptr().add(t * 16).cast());
-                    if format == KernelFormat::Q8_0 {
-                        isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(*bias[h].add(i)));
-                    }
-                    acc[t] = scale_block(acc[t], _mm512_cvtepi32_ps(isum), dw, *d[h].add(i));
-                    if format == KernelFormat::Q4_1 {
-                        acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(*s[h].add(i)), acc[t]);
-                    }
+                let sums = sums.0[slot].as_ptr();
+                // Unrolled, so that the sixteen accumulators stay in registers.
+                macro_rules! token {
+                    ($t:literal) => {{
+                        let (h, i) = ($t / TILE, b * TILE + $t % TILE);
+                        let mut isum = _mm512_load_si512(sums.add($t * 16).cast());
+                        if !Q4_1 {
+                            isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(*bias[h].add(i)));
+                        }
+                        let a = scale_block(acc[$t], _mm512_cvtepi32_ps(isum), dw, *d[h].add(i));
+                        acc[$t] = if Q4_1 {
+                            _mm512_fmadd_ps(mw, _mm512_set1_ps(*s[h].add(i)), a)
+                        } else {
+                            a
+                        };
+                    }};
                 }
+                token!(0);
+                token!(1);
+                token!(2);
+                token!(3);
+                token!(4);
+                token!(5);
+                token!(6);
+                token!(7);
+                token!(8);
+                token!(9);
+                token!(10);
+                token!(11);
+                token!(12);
+                token!(13);
+                token!(14);
+                token!(15);
             }
         }
         let mut out = [[0.0f32; ROW_GROUP]; MIN_TOKENS];
