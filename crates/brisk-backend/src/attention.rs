@@ -9,8 +9,10 @@
 //! Scores are a small matrix product, `rows × head_dim` by `head_dim × keys`: the pool stores
 //! keys transposed within a block (`[dim][slot]`, see `kv_pool`), so eight keys' scores
 //! accumulate in one vector with one fused multiply-add per dimension and no horizontal sums.
-//! Values stay `[slot][dim]`, so the weighted sum adds whole value rows. The loops are written
-//! for the compiler to vectorize (fixed-size arrays, `mul_add`), without `unsafe`.
+//! Values stay `[slot][dim]`, so the weighted sum adds whole value rows, for several query
+//! rows per value row read (`kernels::weighted_values`). Both kernels have AVX-512 versions
+//! (sixteen keys per vector; four vectors of output per row) chosen with the matrix kernels'
+//! path; the rest is written for the compiler to vectorize, without `unsafe`.
 //!
 //! Every query row is computed by the same sequence of operations whatever else is in its
 //! tile or step, so results do not depend on batch composition or prompt chunking.
@@ -184,12 +186,16 @@ fn attend_tile(
         }
     }
 
+    for r in 0..rows.len() {
+        softmax_in_place(&mut scores[r * stride..r * stride + valid(r)]);
+    }
     let mut out = vec![0.0f32; rows.len() * d];
-    for (r, out_row) in out.chunks_exact_mut(d).enumerate() {
-        let n = valid(r);
-        let row = &mut scores[r * stride..r * stride + n];
-        softmax_in_place(row);
-        weighted_values(row, &value_tiles, bs, out_row);
+    let path = kernels::KernelPath::selected();
+    for (i, out) in out.chunks_mut(ROWS * d).enumerate() {
+        let probabilities: Vec<&[f32]> = (i * ROWS..i * ROWS + out.len() / d)
+            .map(|r| &scores[r * stride..r * stride + valid(r)])
+            .collect();
+        kernels::weighted_values(path, &probabilities, &value_tiles, bs, out);
     }
     out
 }
@@ -229,39 +235,6 @@ fn score_block(
                 acc = x.mul_add(kt[dim * bs + s], acc);
             }
             emit(r, s, acc * scale);
-        }
-    }
-}
-
-/// `out = Σ_j p_j · v_j` over the first `p.len()` positions, `value_tiles[i]` holding
-/// block `i`'s values as `[slot][dim]`.
-fn weighted_values(p: &[f32], value_tiles: &[&[f32]], bs: usize, out: &mut [f32]) {
-    let d = out.len();
-    out.fill(0.0);
-    for (bi, values) in value_tiles.iter().enumerate() {
-        let start = bi * bs;
-        if start >= p.len() {
-            break;
-        }
-        let weights = &p[start..p.len().min(start + bs)];
-        if d.is_multiple_of(KEY_LANES * 8) {
-            // Whole 64-wide chunks of the output stay in registers across the block's keys.
-            for (c, chunk) in out.chunks_exact_mut(KEY_LANES * 8).enumerate() {
-                let mut acc: [f32; KEY_LANES * 8] = chunk.try_into().expect("64 values");
-                for (j, &w) in weights.iter().enumerate() {
-                    let v = &values[j * d + c * KEY_LANES * 8..][..KEY_LANES * 8];
-                    for (a, &x) in acc.iter_mut().zip(v) {
-                        *a = w.mul_add(x, *a);
-                    }
-                }
-                chunk.copy_from_slice(&acc);
-            }
-        } else {
-            for (j, &w) in weights.iter().enumerate() {
-                for (a, &x) in out.iter_mut().zip(&values[j * d..(j + 1) * d]) {
-                    *a = w.mul_add(x, *a);
-                }
-            }
         }
     }
 }

@@ -27,7 +27,7 @@ pub use config::{Architecture, ModelConfig, RopeScaling, RopeStyle};
 #[doc(hidden)]
 pub mod internals {
     pub use crate::attention::{paged_attention, write_kv, TokenPlace};
-    pub use crate::kernels::{KernelFormat, QuantMatrix};
+    pub use crate::kernels::{peak_macs_per_second, KernelFormat, QuantMatrix};
 }
 pub use error::ModelError;
 pub use kernels::{KernelChoice, KernelPath};

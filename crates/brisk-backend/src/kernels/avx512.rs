@@ -11,7 +11,7 @@
 
 use std::ops::Range;
 
-use super::{KernelPath, OutRows, QuantActivations, QuantMatrix, TILE};
+use super::{KernelPath, OutRows, QuantActivations, QuantMatrix, KEY_LANES, MAX_SCORE_ROWS, TILE};
 
 /// Whether this CPU can run the AVX-512 VNNI kernels (checked once).
 pub(super) fn available() -> bool {
@@ -64,13 +64,81 @@ pub(super) fn band_tiles(
     }
 }
 
+/// Output dimensions the weighted-sum kernel keeps in registers per pass (four vectors).
+pub(super) const VALUE_CHUNK: usize = 64;
+
+/// See [`super::score_keys`] (which checks the sizes): sixteen keys per vector, one fused
+/// multiply-add per row and dimension.
+pub(super) fn score_keys(
+    rows: &[&[f32]],
+    kt: &[f32],
+    bs: usize,
+    slot: usize,
+    out: &mut [[f32; 2 * KEY_LANES]; MAX_SCORE_ROWS],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(available());
+        let d = rows[0].len();
+        assert!(rows.iter().all(|r| r.len() == d) && rows.len() <= MAX_SCORE_ROWS);
+        assert!(slot + 2 * KEY_LANES <= bs && kt.len() >= d * bs);
+        let q: [*const f32; MAX_SCORE_ROWS] =
+            std::array::from_fn(|r| rows.get(r).map_or(std::ptr::null(), |x| x.as_ptr()));
+        let k = kt.as_ptr().wrapping_add(slot);
+        // SAFETY: AVX-512 present; each of the `rows.len()` row pointers has `d` floats; the
+        // key tile holds `d` rows of `bs` floats and `slot + 16 <= bs` (checked above).
+        unsafe {
+            by_rows!(rows.len(), x86::score_keys, &q, d, k, bs, out);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (rows, kt, bs, slot, out);
+        unreachable!("AVX-512 kernels are only selected on x86_64")
+    }
+}
+
+/// See [`super::weighted_values`] (which checks the sizes); `d` a multiple of
+/// [`VALUE_CHUNK`].
+pub(super) fn weighted_values(p: &[&[f32]], value_tiles: &[&[f32]], bs: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(available());
+        let d = out.len() / p.len();
+        assert!(d.is_multiple_of(VALUE_CHUNK) && p.len() <= MAX_SCORE_ROWS);
+        assert!(p.iter().all(|r| r.len() <= value_tiles.len() * bs));
+        assert!(value_tiles.iter().all(|t| t.len() >= bs * d));
+        let rows: [&[f32]; MAX_SCORE_ROWS] =
+            std::array::from_fn(|r| p.get(r).map_or(&[][..], |x| x));
+        // SAFETY: AVX-512 present; every row's probabilities index only values that exist
+        // (checked above) and `out` holds `rows × d` floats.
+        unsafe {
+            by_rows!(
+                p.len(),
+                x86::weighted_values,
+                &rows,
+                value_tiles,
+                bs,
+                d,
+                out.as_mut_ptr()
+            );
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (p, value_tiles, bs, out);
+        unreachable!("AVX-512 kernels are only selected on x86_64")
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(super) mod x86 {
     use std::arch::x86_64::*;
     use std::ops::Range;
 
     use super::super::{
-        grouped_index, KernelFormat, OutRows, QuantActivations, QuantMatrix, Tile, TILE,
+        grouped_index, KernelFormat, OutRows, QuantActivations, QuantMatrix, Tile, KEY_LANES,
+        MAX_SCORE_ROWS, TILE,
     };
 
     /// Rows per row group: sixteen, one per 32-bit lane of a 512-bit vector.
@@ -224,6 +292,90 @@ pub(super) mod x86 {
             }
         }
         store(&acc)
+    }
+
+    /// `R` query rows against 16 keys: one accumulator per row, one fused multiply-add per
+    /// dimension, dimensions in ascending order (each lane as the AVX2 and scalar kernels).
+    ///
+    /// # Safety
+    /// AVX-512 F; `q[..R]` point at `d` floats each; `k` points at the first key of a tile
+    /// whose `d` dimension rows are `bs` floats apart, with 16 keys readable in each.
+    #[target_feature(enable = "avx512f")]
+    pub(in super::super) unsafe fn score_keys<const R: usize>(
+        q: &[*const f32; MAX_SCORE_ROWS],
+        d: usize,
+        k: *const f32,
+        bs: usize,
+        out: &mut [[f32; 2 * KEY_LANES]; MAX_SCORE_ROWS],
+    ) {
+        let mut acc = [_mm512_setzero_ps(); R];
+        for dim in 0..d {
+            // SAFETY: `dim < d` stays inside the rows and the key tile (contract).
+            unsafe {
+                let keys = _mm512_loadu_ps(k.add(dim * bs));
+                for r in 0..R {
+                    acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(*q[r].add(dim)), keys, acc[r]);
+                }
+            }
+        }
+        for r in 0..R {
+            // SAFETY: `out[r]` holds 16 floats; unaligned store.
+            unsafe { _mm512_storeu_ps(out[r].as_mut_ptr(), acc[r]) };
+        }
+    }
+
+    /// `R` rows' weighted sums over the values, [`super::VALUE_CHUNK`] dimensions at a time:
+    /// every value row is loaded once for all `R` rows; keys every row uses run jointly, then
+    /// each row continues alone over the keys only it has (same order per output).
+    ///
+    /// # Safety
+    /// AVX-512 F; `d` is a multiple of 64; each `p[r]` (`r < R`) indexes keys of
+    /// `value_tiles` only, each tile holding `bs × d` floats; `out` holds `R × d` floats.
+    #[target_feature(enable = "avx512f")]
+    pub(in super::super) unsafe fn weighted_values<const R: usize>(
+        p: &[&[f32]; MAX_SCORE_ROWS],
+        value_tiles: &[&[f32]],
+        bs: usize,
+        d: usize,
+        out: *mut f32,
+    ) {
+        let shared = p[..R].iter().map(|r| r.len()).min().unwrap_or(0);
+        let weights: [*const f32; R] = std::array::from_fn(|r| p[r].as_ptr());
+        let value = |j: usize, c: usize| value_tiles[j / bs][(j % bs) * d + c..].as_ptr();
+        for c in (0..d).step_by(super::VALUE_CHUNK) {
+            let mut acc = [[_mm512_setzero_ps(); 4]; R];
+            for j in 0..shared {
+                let v = value(j, c);
+                // SAFETY: 64 floats from dimension `c` of value row `j` exist (contract).
+                unsafe {
+                    let v = [0, 1, 2, 3].map(|q| _mm512_loadu_ps(v.add(16 * q)));
+                    for r in 0..R {
+                        // `j < shared <= p[r].len()`.
+                        let w = _mm512_set1_ps(*weights[r].add(j));
+                        for q in 0..4 {
+                            acc[r][q] = _mm512_fmadd_ps(w, v[q], acc[r][q]);
+                        }
+                    }
+                }
+            }
+            for r in 0..R {
+                for (j, &w) in p[r].iter().enumerate().skip(shared) {
+                    let v = value(j, c);
+                    // SAFETY: as above.
+                    unsafe {
+                        let w = _mm512_set1_ps(w);
+                        for q in 0..4 {
+                            acc[r][q] =
+                                _mm512_fmadd_ps(w, _mm512_loadu_ps(v.add(16 * q)), acc[r][q]);
+                        }
+                    }
+                }
+                for q in 0..4 {
+                    // SAFETY: row `r`, dimensions `c + 16q..c + 16q + 16` lie inside `out`.
+                    unsafe { _mm512_storeu_ps(out.add(r * d + c + 16 * q), acc[r][q]) };
+                }
+            }
+        }
     }
 
     /// `acc + (d_w·d_x)·sums`, rounded as the scalar reference rounds it.

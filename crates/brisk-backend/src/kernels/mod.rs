@@ -45,15 +45,32 @@ macro_rules! by_width {
     };
 }
 
+/// Calls `f::<r>()` for a runtime row count `r` in `1..=MAX_SCORE_ROWS`.
+macro_rules! by_rows {
+    ($n:expr, $f:path, $($arg:expr),*) => {{
+        use $f as kernel;
+        match $n {
+            1 => kernel::<1>($($arg),*),
+            2 => kernel::<2>($($arg),*),
+            3 => kernel::<3>($($arg),*),
+            4 => kernel::<4>($($arg),*),
+            5 => kernel::<5>($($arg),*),
+            _ => kernel::<6>($($arg),*),
+        }
+    }};
+}
+
 mod amx;
 mod avx2;
 mod avx512;
 mod convert;
 mod path;
+mod peak;
 mod scalar;
 
 pub(crate) use convert::{conversion, Conversion};
 pub use path::{KernelChoice, KernelPath};
+pub use peak::peak_macs_per_second;
 
 use half::f16;
 use rayon::prelude::*;
@@ -593,10 +610,45 @@ pub(crate) fn score_keys(
     assert!((1..=MAX_SCORE_ROWS).contains(&rows.len()) && (1..=2).contains(&groups));
     assert!(rows.iter().all(|r| r.len() == d));
     assert!(d > 0 && slot + groups * KEY_LANES <= bs && kt.len() >= (d - 1) * bs + bs);
-    if avx2::available() {
+    if groups == 2 && KernelPath::selected() >= KernelPath::Avx512Vnni {
+        avx512::score_keys(rows, kt, bs, slot, out);
+    } else if avx2::available() {
         avx2::score_keys(rows, kt, bs, slot, groups, out);
     } else {
         scalar::score_keys(rows, kt, bs, slot, groups, out);
+    }
+}
+
+/// Attention's weighted sums `out[r] = Σ_j p_r[j] · v_j` for up to [`MAX_SCORE_ROWS`] query
+/// rows at once, each with its own probabilities `p_r` (rows of one tile attend to different
+/// numbers of keys), over the values of `value_tiles` (block `i`'s `[slot][dim]`, `bs` slots
+/// of `d = out.len() / rows` values). Each output is one fused multiply-add chain over `j`
+/// ascending, the same on every path; the wide path reads each value row once for all the
+/// rows instead of once per row.
+pub(crate) fn weighted_values(
+    path: KernelPath,
+    p: &[&[f32]],
+    value_tiles: &[&[f32]],
+    bs: usize,
+    out: &mut [f32],
+) {
+    assert!((1..=MAX_SCORE_ROWS).contains(&p.len()) && out.len().is_multiple_of(p.len()));
+    let d = out.len() / p.len();
+    let keys = p.iter().map(|r| r.len()).max().unwrap_or(0);
+    assert!(
+        keys <= value_tiles.len() * bs,
+        "probabilities past the values"
+    );
+    assert!(
+        value_tiles.iter().all(|t| t.len() >= bs * d),
+        "value tile size"
+    );
+    if path >= KernelPath::Avx512Vnni && d.is_multiple_of(avx512::VALUE_CHUNK) {
+        avx512::weighted_values(p, value_tiles, bs, out);
+    } else {
+        for (row, out) in p.iter().zip(out.chunks_exact_mut(d)) {
+            scalar::weighted_values(row, value_tiles, bs, out);
+        }
     }
 }
 

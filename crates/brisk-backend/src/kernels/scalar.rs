@@ -86,3 +86,38 @@ pub(super) fn score_keys(
         }
     }
 }
+
+/// `out = Σ_j p_j · v_j` over the first `p.len()` positions, `value_tiles[i]` holding
+/// block `i`'s values as `[slot][dim]`: per output one fused chain over `j` ascending.
+/// Written for the compiler to vectorize (fixed-size chunks that stay in registers).
+pub(super) fn weighted_values(p: &[f32], value_tiles: &[&[f32]], bs: usize, out: &mut [f32]) {
+    const CHUNK: usize = 64;
+    let d = out.len();
+    out.fill(0.0);
+    for (bi, values) in value_tiles.iter().enumerate() {
+        let start = bi * bs;
+        if start >= p.len() {
+            break;
+        }
+        let weights = &p[start..p.len().min(start + bs)];
+        if d.is_multiple_of(CHUNK) {
+            // Whole 64-wide chunks of the output stay in registers across the block's keys.
+            for (c, chunk) in out.chunks_exact_mut(CHUNK).enumerate() {
+                let mut acc: [f32; CHUNK] = chunk.try_into().expect("64 values");
+                for (j, &w) in weights.iter().enumerate() {
+                    let v = &values[j * d + c * CHUNK..][..CHUNK];
+                    for (a, &x) in acc.iter_mut().zip(v) {
+                        *a = w.mul_add(x, *a);
+                    }
+                }
+                chunk.copy_from_slice(&acc);
+            }
+        } else {
+            for (j, &w) in weights.iter().enumerate() {
+                for (a, &x) in out.iter_mut().zip(&values[j * d..(j + 1) * d]) {
+                    *a = w.mul_add(x, *a);
+                }
+            }
+        }
+    }
+}

@@ -265,3 +265,33 @@ fn a_tokens_result_does_not_depend_on_its_batch() {
         }
     }
 }
+
+#[test]
+fn weighted_values_agree_bit_for_bit_on_every_path() {
+    let mut rng = StdRng::seed_from_u64(12);
+    for (d, bs, blocks) in [(64, 16, 5), (128, 16, 3), (48, 8, 4), (64, 32, 2)] {
+        let tiles: Vec<Vec<f32>> = (0..blocks)
+            .map(|_| (0..bs * d).map(|_| rng.random::<f32>() - 0.5).collect())
+            .collect();
+        let tiles: Vec<&[f32]> = tiles.iter().map(Vec::as_slice).collect();
+        for rows in 1..=MAX_SCORE_ROWS {
+            // Rows of one query tile attend to different numbers of keys.
+            let p: Vec<Vec<f32>> = (0..rows)
+                .map(|r| {
+                    let n = (blocks * bs - 3 * r).max(1);
+                    (0..n).map(|_| rng.random::<f32>()).collect()
+                })
+                .collect();
+            let p: Vec<&[f32]> = p.iter().map(Vec::as_slice).collect();
+            let mut want = vec![0.0; rows * d];
+            for (row, out) in p.iter().zip(want.chunks_exact_mut(d)) {
+                scalar::weighted_values(row, &tiles, bs, out);
+            }
+            for path in runnable_paths() {
+                let mut got = vec![f32::NAN; rows * d];
+                weighted_values(path, &p, &tiles, bs, &mut got);
+                assert_eq!(got, want, "{path} d {d} bs {bs} rows {rows}");
+            }
+        }
+    }
+}
