@@ -21,7 +21,6 @@ use rayon::prelude::*;
 
 use crate::kernels::{self, KEY_LANES, MAX_SCORE_ROWS};
 use crate::kv_pool::CpuKvPool;
-use crate::math::exp;
 
 /// Where one token of the batch sits: its sequence's block table and its position.
 pub struct TokenPlace<'a> {
@@ -186,11 +185,11 @@ fn attend_tile(
         }
     }
 
+    let path = kernels::KernelPath::selected();
     for r in 0..rows.len() {
-        softmax_in_place(&mut scores[r * stride..r * stride + valid(r)]);
+        softmax_in_place(path, &mut scores[r * stride..r * stride + valid(r)]);
     }
     let mut out = vec![0.0f32; rows.len() * d];
-    let path = kernels::KernelPath::selected();
     for (i, out) in out.chunks_mut(ROWS * d).enumerate() {
         let probabilities: Vec<&[f32]> = (i * ROWS..i * ROWS + out.len() / d)
             .map(|r| &scores[r * stride..r * stride + valid(r)])
@@ -240,11 +239,9 @@ fn score_block(
 }
 
 /// Softmax of `row` in place.
-fn softmax_in_place(row: &mut [f32]) {
+fn softmax_in_place(path: kernels::KernelPath, row: &mut [f32]) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    for s in row.iter_mut() {
-        *s = exp(*s - max);
-    }
+    kernels::exp_shifted_in_place(path, row, max);
     // Eight partial sums: a vector's worth, so the loop vectorizes (a single running sum is
     // a serial chain the compiler may not reorder).
     let mut partial = [0.0f32; 8];

@@ -131,6 +131,27 @@ pub(super) fn weighted_values(p: &[&[f32]], value_tiles: &[&[f32]], bs: usize, o
     }
 }
 
+/// See [`super::exp_shifted_in_place`].
+pub(super) fn exp_shifted_in_place(row: &mut [f32], max: f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(available());
+        let (body, tail) = row.split_at_mut(row.len() / 16 * 16);
+        for chunk in body.chunks_exact_mut(16) {
+            // SAFETY: AVX-512 present (checked above); `chunk` holds 16 floats.
+            unsafe { x86::exp_shifted(chunk.as_mut_ptr(), max) };
+        }
+        for s in tail {
+            *s = crate::math::exp(*s - max);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (row, max);
+        unreachable!("AVX-512 kernels are only selected on x86_64")
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(super) mod x86 {
     use std::arch::x86_64::*;
@@ -376,6 +397,36 @@ pub(super) mod x86 {
                 }
             }
         }
+    }
+
+    /// Sixteen `exp(x - max)` in place, each lane exactly [`crate::math::exp`]'s operations.
+    ///
+    /// # Safety
+    /// AVX-512 F; `x` points at 16 floats.
+    #[target_feature(enable = "avx512f")]
+    pub(in super::super) unsafe fn exp_shifted(x: *mut f32, max: f32) {
+        // SAFETY: 16 floats at `x` (contract); unaligned.
+        let v = unsafe { _mm512_sub_ps(_mm512_loadu_ps(x), _mm512_set1_ps(max)) };
+        let c = _mm512_set1_ps;
+        let clamped = _mm512_min_ps(_mm512_max_ps(v, c(-87.0)), c(88.0));
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(clamped, c(std::f32::consts::LOG2_E)),
+        );
+        let r = _mm512_fmadd_ps(
+            n,
+            c(-1.428_606_8e-6),
+            _mm512_fmadd_ps(n, c(-0.693_145_75), clamped),
+        );
+        let mut p = c(1.0 / 720.0);
+        for k in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+            p = _mm512_fmadd_ps(p, r, c(k));
+        }
+        let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_castps_si512(
+            _mm512_add_ps(n, c(8_388_735.0)),
+        )));
+        let keep = _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(v, c(-87.0));
+        // SAFETY: as above.
+        unsafe { _mm512_storeu_ps(x, _mm512_maskz_mul_ps(keep, p, scale)) };
     }
 
     /// `acc + (d_w·d_x)·sums`, rounded as the scalar reference rounds it.

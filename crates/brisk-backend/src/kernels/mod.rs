@@ -619,6 +619,18 @@ pub(crate) fn score_keys(
     }
 }
 
+/// `row[i] = exp(row[i] - max)` with [`crate::math::exp`]'s operations, for softmax: the
+/// AVX-512 path runs the same operations sixteen lanes at a time (bit for bit the same).
+pub(crate) fn exp_shifted_in_place(path: KernelPath, row: &mut [f32], max: f32) {
+    if path >= KernelPath::Avx512Vnni {
+        avx512::exp_shifted_in_place(row, max);
+    } else {
+        for s in row.iter_mut() {
+            *s = crate::math::exp(*s - max);
+        }
+    }
+}
+
 /// Attention's weighted sums `out[r] = Σ_j p_r[j] · v_j` for up to [`MAX_SCORE_ROWS`] query
 /// rows at once, each with its own probabilities `p_r` (rows of one tile attend to different
 /// numbers of keys), over the values of `value_tiles` (block `i`'s `[slot][dim]`, `bs` slots

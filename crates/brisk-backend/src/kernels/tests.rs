@@ -295,3 +295,30 @@ fn weighted_values_agree_bit_for_bit_on_every_path() {
         }
     }
 }
+
+#[test]
+fn softmax_exponentials_agree_bit_for_bit_on_every_path() {
+    let mut rng = StdRng::seed_from_u64(13);
+    // Across the clamp (-87, 88), exact halves of ln 2 and ordinary scores; odd length for
+    // the tail.
+    let mut row: Vec<f32> = (0..4001).map(|i| -100.0 + 0.05 * i as f32).collect();
+    row.extend((0..997).map(|_| rng.random::<f32>() * 40.0 - 20.0));
+    row.extend([
+        0.0,
+        -0.0,
+        std::f32::consts::LN_2 * 0.5,
+        -87.0,
+        88.0,
+        f32::MIN,
+        f32::MAX,
+    ]);
+    let max = 3.25;
+    let want: Vec<f32> = row.iter().map(|&x| crate::math::exp(x - max)).collect();
+    for path in runnable_paths() {
+        let mut got = row.clone();
+        exp_shifted_in_place(path, &mut got, max);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.to_bits(), w.to_bits(), "{path} x {}: {g} vs {w}", row[i]);
+        }
+    }
+}
