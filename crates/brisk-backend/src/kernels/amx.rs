@@ -138,26 +138,31 @@ mod x86 {
         unsafe { asm!("ldtilecfg [{0}]", in(reg) config.0.as_ptr(), options(nostack)) };
         let nb = x.blocks;
         let row_quants = nb * w.format.quant_bytes();
-        // A Q4_1 row group unpacked to bytes (`B` tiles), reused by every token tile: tile
-        // loads of bytes just written by vector stores wait for them to reach the cache, so
-        // unpacking per block and tile would stall every product.
-        let mut unpacked = match w.format {
-            KernelFormat::Q4_1 => vec![0u8; nb * 512],
-            KernelFormat::Q8_0 => Vec::new(),
+        // One tile of tokens reads a Q4_1 group's weights once: unpacking its nibbles here
+        // (into L1) is cheaper than reading twice the bytes unpacked at load, which pays
+        // from two tiles on.
+        let mut scratch = match (w.format, tiles) {
+            (KernelFormat::Q4_1, 1) => vec![0u8; nb * 512],
+            _ => Vec::new(),
         };
         for g in rows.clone().step_by(ROW_GROUP) {
             let at = grouped_index(ROW_GROUP, nb, g, 0);
             // SAFETY: group `g` (padded rows included) exists in every array (caller
-            // contract); `unpacked` holds `nb` blocks of 512 bytes.
+            // contract): `nb` blocks of 512 bytes from `g × 32 × nb` in the unpacked Q4_1
+            // bytes, of 256 from `g × row_quants` in the Q4_1 quants, of 512 from there in
+            // the Q8_0 quants; `scratch`, where used, holds `nb` blocks of 512 bytes.
             let weights = unsafe {
-                let wq = w.quants.as_ptr().add(g * row_quants);
+                let quants = w.quants.as_ptr().add(g * row_quants);
                 match w.format {
-                    KernelFormat::Q8_0 => wq,
+                    KernelFormat::Q8_0 => quants,
+                    KernelFormat::Q4_1 if scratch.is_empty() => {
+                        w.tile_bytes.as_ptr().add(g * nb * 32)
+                    }
                     KernelFormat::Q4_1 => {
                         for b in 0..nb {
-                            unpack_q4_1(wq.add(b * 256), unpacked.as_mut_ptr().add(b * 512));
+                            unpack_q4_1(quants.add(b * 256), scratch.as_mut_ptr().add(b * 512));
                         }
-                        unpacked.as_ptr()
+                        scratch.as_ptr()
                     }
                 }
             };

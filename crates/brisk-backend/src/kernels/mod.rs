@@ -122,6 +122,11 @@ pub struct QuantMatrix {
     /// that one vector load holds four consecutive weights of each of the group's rows
     /// (Q4_1: twice, in the low and the high nibbles).
     quants: Vec<u8>,
+    /// AMX with Q4_1 only: the quants unpacked to one byte per weight, per row group and
+    /// block the 512-byte `B` tile of `amx` (row `2k`: chunk `k`'s low nibbles, `2k + 1` its
+    /// high ones), made at load because unpacking while multiplying stalls the tile loads.
+    /// The AVX-512 kernels, which take the tokens short of a whole tile, read `quants`.
+    tile_bytes: Vec<u8>,
 }
 
 /// Where element `e` (0..32) of row `r`, block `b` of a matrix with `nb` blocks per row and
@@ -210,6 +215,11 @@ impl RowMajor {
             } else {
                 Vec::new()
             },
+            tile_bytes: if path == KernelPath::Amx && format == KernelFormat::Q4_1 {
+                unpack_nibbles(&quants)
+            } else {
+                Vec::new()
+            },
             quants,
         }
     }
@@ -240,6 +250,18 @@ fn interleave(
         }
     }
     out
+}
+
+/// Sixteen-row Q4_1 quants (per group and block four 64-byte chunks) as bytes, each chunk's
+/// low nibbles followed by its high nibbles.
+fn unpack_nibbles(quants: &[u8]) -> Vec<u8> {
+    quants
+        .chunks_exact(64)
+        .flat_map(|chunk| {
+            let low = chunk.iter().map(|q| q & 0x0F);
+            low.chain(chunk.iter().map(|q| q >> 4))
+        })
+        .collect()
 }
 
 /// What the layout with `group` rows per group adds to Q8_0 weights: 128 for the sixteen-row
@@ -464,6 +486,9 @@ impl QuantMatrix {
         );
         assert_eq!(self.d.len(), padded * nb);
         assert_eq!(self.quants.len(), padded * nb * self.format.quant_bytes());
+        if path == KernelPath::Amx && self.format == KernelFormat::Q4_1 {
+            assert_eq!(self.tile_bytes.len(), padded * nb * 32);
+        }
         if self.format == KernelFormat::Q4_1 {
             assert_eq!(self.m.len(), padded * nb);
         }
