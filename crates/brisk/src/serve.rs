@@ -365,8 +365,12 @@ fn server_state(
     state.request_timeout = args.request_timeout.map(Duration::from_secs_f64);
     state.clamp_max_tokens = args.clamp_max_tokens;
     state.drain = drain;
+    let kernels = match brisk_backend::KernelChoice::from_env() {
+        Ok(brisk_backend::KernelChoice::Candle) => "candle".to_string(),
+        _ => brisk_backend::KernelPath::selected().to_string(),
+    };
     let summary = format!(
-        "{name} on http://{addr} ({num_blocks} KV blocks of {} tokens in {}, context {usable_context}, scheduling {policy_name}{})",
+        "{name} on http://{addr} ({num_blocks} KV blocks of {} tokens in {}, context {usable_context}, scheduling {policy_name}, kernels {kernels}{})",
         args.block_size,
         args.kv_cache_dtype.name(),
         if args.api_key.is_some() { ", API key required" } else { "" }

@@ -141,10 +141,14 @@ mod x86 {
         // One tile of tokens reads a Q4_1 group's weights once: unpacking its nibbles here
         // (into L1) is cheaper than reading twice the bytes unpacked at load, which pays
         // from two tiles on.
-        let mut scratch = match (w.format, tiles) {
-            (KernelFormat::Q4_1, 1) => vec![0u8; nb * 512],
-            _ => Vec::new(),
-        };
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let mut scratch = SCRATCH.take();
+        scratch.clear();
+        if w.format == KernelFormat::Q4_1 && tiles == 1 {
+            scratch.resize(nb * 512, 0);
+        }
         for g in rows.clone().step_by(ROW_GROUP) {
             let at = grouped_index(ROW_GROUP, nb, g, 0);
             // SAFETY: group `g` (padded rows included) exists in every array (caller
@@ -188,6 +192,7 @@ mod x86 {
                 }
             }
         }
+        SCRATCH.set(scratch);
         // SAFETY: ends this thread's tile use (no operands).
         unsafe { asm!("tilerelease", options(nostack, nomem)) };
     }
