@@ -153,6 +153,7 @@ pub(super) fn exp_shifted_in_place(row: &mut [f32], max: f32) {
 }
 
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::needless_range_loop)] // index loops mirror the lane arithmetic
 pub(super) mod x86 {
     use std::arch::x86_64::*;
     use std::ops::Range;
