@@ -155,3 +155,20 @@ fn a_directory_without_config_is_not_found() {
         "{err}"
     );
 }
+
+#[test]
+fn a_kernel_path_brisk_does_not_have_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.gguf");
+    std::fs::write(&path, tiny().gguf_writer(GgmlDType::Q8_0, &[]).to_bytes()).unwrap();
+    // nextest runs each test in a process of its own: the variable reaches no other test.
+    std::env::set_var("BRISK_KERNELS", "avx9");
+    let err = load_err(&path);
+    std::env::remove_var("BRISK_KERNELS");
+    assert!(matches!(err, ModelError::Kernels(_)), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("avx9") && message.contains("avx512-vnni") && message.contains("amx"),
+        "{message}"
+    );
+}
