@@ -6,27 +6,32 @@
 //! memory-bound into compute-bound:
 //!
 //! - Activations are quantized to 8 bits per 32-element block, as llama.cpp does, so the inner
-//!   loop is an integer dot product (AVX2 `maddubs`), chosen at run time by CPU feature
-//!   detection, with a portable scalar fallback that computes the same integers.
-//! - Weights are interleaved per group of [`ROW_GROUP`] rows at load (see [`quant_at`]): one
-//!   32-byte load holds four consecutive weights of each of the eight rows. `maddubs` then
-//!   multiplies them with the token's matching four activations, broadcast to every row, so
-//!   each lane accumulates one row's dot product and no horizontal sums are needed. Per block
-//!   the exact integer sums are scaled in float — `(d_w · d_x) · Σ`, plus the Q4_1 minimum term
-//!   `m · d_x · Σq_x` — one vector operation for eight rows.
-//! - Tokens are processed in tiles of [`TILE`]: a row group's weights are unpacked once per
-//!   block and applied to every token of the tile (each token keeps its own accumulators).
+//!   loop is an integer dot product on the instruction set chosen at run time ([`KernelPath`]:
+//!   AMX `tdpbsud`, AVX-512 `vpdpbusd`, AVX2 `maddubs`), with a portable scalar reference that
+//!   computes the same integers.
+//! - Weights are interleaved per row group at load (see [`quant_at`]; 8 rows for AVX2, 16 for
+//!   AVX-512 and AMX): one vector load holds four consecutive weights of each of the group's
+//!   rows. The dot-product instruction multiplies them with the token's matching four
+//!   activations, broadcast to every row, so each lane accumulates one row's dot product and
+//!   no horizontal sums are needed. Per block the exact integer sums are scaled in float —
+//!   `(d_w · d_x) · Σ`, plus the Q4_1 minimum term `m · d_x · Σq_x` — one vector operation
+//!   for a whole row group. For AMX the sixteen-row group is the tile's `B` operand as it is.
+//! - Tokens are processed in tiles of [`TILE`] (AMX: 16): a row group's weights are unpacked
+//!   once per block and applied to every token of the tile (each token keeps its own
+//!   accumulators).
 //! - Cache blocking: a thread owns a band of weight rows (which stays in its L2 across tiles)
 //!   and walks token tiles in the outer loop, so a tile's activations (a few KiB) stay in L1
 //!   while every row of the band passes over them.
 //! - A (row, token) result is the same sequence of float operations whatever the tile holds,
-//!   in every implementation (SIMD and scalar agree bit for bit), so a sequence's logits do not
-//!   depend on what it is batched with.
+//!   on every path (all agree with the scalar reference bit for bit), so a sequence's logits
+//!   depend neither on what it is batched with nor on the CPU.
 //!
 //! Rows are split across threads in bands (rayon); each thread writes its own rows of the
 //! output. Other quantized types are converted to these two layouts at load (`convert`).
+//! The attention kernels (scores, softmax exponentials, weighted sums) live here too, for the
+//! same reason: they are the SIMD code, chosen with the same path.
 
-#![allow(unsafe_code)] // `OutRows` below and the SIMD kernels in `avx2`; nowhere else.
+#![allow(unsafe_code)] // `OutRows` below and the SIMD kernels of each path; nowhere else.
 
 /// Calls `f::<n>()` for a runtime tile width `n` in `1..=TILE` (the SIMD kernels are
 /// specialised per width so their per-token accumulators live in registers).
