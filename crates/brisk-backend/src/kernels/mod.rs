@@ -739,8 +739,20 @@ impl<'a> OutRows<'a> {
         let i = token * self.rows + row;
         assert!(i + values.len() <= self.len && row + values.len() <= self.rows);
         // SAFETY: in bounds (checked above); exclusive per the caller contract; `values` is
-        // a different allocation than the output.
-        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.ptr.add(i), values.len()) };
+        // a different allocation than the output. Whole row groups are copied as fixed-size
+        // arrays (vector moves; a length known only at run time is a `memmove` call).
+        unsafe {
+            let to = self.ptr.add(i);
+            match values.len() {
+                16 => to
+                    .cast::<[f32; 16]>()
+                    .write_unaligned(values.as_ptr().cast::<[f32; 16]>().read_unaligned()),
+                8 => to
+                    .cast::<[f32; 8]>()
+                    .write_unaligned(values.as_ptr().cast::<[f32; 8]>().read_unaligned()),
+                n => std::ptr::copy_nonoverlapping(values.as_ptr(), to, n),
+            }
+        }
     }
 }
 
