@@ -23,15 +23,38 @@ pub(super) fn available() -> bool {
     }
 }
 
-/// Weight rows `rows` (either format) against every token of `x`.
-pub(super) fn band(w: &QuantMatrix, rows: Range<usize>, x: &QuantActivations, out: &OutRows<'_>) {
-    w.check_band(KernelPath::Avx2, &rows, x);
+/// Whether this CPU can run the AVX-VNNI kernels (AVX2 with VEX-encoded `vpdpbusd`; checked
+/// once).
+pub(super) fn vnni_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        assert!(available());
-        // SAFETY: AVX2 and FMA are present (checked above) and every array has the size the
-        // kernel indexes with (checked by `check_band`); this call owns output rows `rows`.
-        unsafe { x86::band(w, rows, x, out) }
+        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVAILABLE.get_or_init(|| available() && std::arch::is_x86_feature_detected!("avxvnni"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Weight rows `rows` (either format) against every token of `x`, on the path the matrix is
+/// laid out for (`avx2` or `avx-vnni`).
+pub(super) fn band(w: &QuantMatrix, rows: Range<usize>, x: &QuantActivations, out: &OutRows<'_>) {
+    let path = w.path();
+    assert!(matches!(path, KernelPath::Avx2 | KernelPath::AvxVnni));
+    w.check_band(path, &rows, x);
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(path.available());
+        // SAFETY: the path's instructions are present (checked above) and every array has the
+        // size the kernel indexes with (checked by `check_band`); this call owns output rows
+        // `rows`.
+        unsafe {
+            match path {
+                KernelPath::AvxVnni => x86::vnni::band(w, rows, x, out),
+                _ => x86::avx2::band(w, rows, x, out),
+            }
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -152,167 +175,267 @@ mod x86 {
         }
     }
 
-    /// Weight rows `rows` against every token of `x`: each row group (eight rows, one per
-    /// lane) against each tile.
-    ///
-    /// # Safety
-    /// AVX2/FMA; the layout checks of `check_band` hold; the caller owns output rows `rows`.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn band(
-        w: &QuantMatrix,
-        rows: Range<usize>,
-        x: &QuantActivations,
-        out: &OutRows<'_>,
-    ) {
-        let nb = x.blocks;
-        let row_quants = nb * w.format.quant_bytes();
-        for tile in 0..x.tokens.div_ceil(TILE) {
-            let t0 = tile * TILE;
-            let n = TILE.min(x.tokens - t0);
-            let xt = Tile::new(x, tile);
-            for g in rows.clone().step_by(ROW_GROUP) {
-                // SAFETY: group `g` (padded rows included) exists in every array (the minima
-                // only for Q4_1, the only format that reads them); the tile holds `n` tokens.
-                let sums = unsafe {
-                    let at = grouped_index(ROW_GROUP, nb, g, 0);
-                    let (wq, wd) = (w.quants.as_ptr().add(g * row_quants), w.d.as_ptr().add(at));
-                    match w.format {
-                        KernelFormat::Q4_1 => {
-                            by_width!(n, group_q4_1, nb, wq, wd, w.m.as_ptr().add(at), xt)
+    /// Eight-row kernels built on one int8 dot-product step ([`Dot`]): `avx2` on `maddubs`,
+    /// `vnni` on AVX-VNNI's `vpdpbusd`. One source, two instruction sets: each module's
+    /// functions are compiled with its own target features, so the step inlines into them.
+    macro_rules! eight_row_kernels {
+        ($name:ident, $features:literal, $dot:ty) => {
+            pub(in super::super) mod $name {
+                use super::*;
+
+                /// Weight rows `rows` against every token of `x`: each row group (eight rows, one per
+                /// lane) against each tile.
+                ///
+                /// # Safety
+                /// AVX2/FMA; the layout checks of `check_band` hold; the caller owns output rows `rows`.
+                #[target_feature(enable = $features)]
+                pub(in super::super) unsafe fn band(
+                    w: &QuantMatrix,
+                    rows: Range<usize>,
+                    x: &QuantActivations,
+                    out: &OutRows<'_>,
+                ) {
+                    let nb = x.blocks;
+                    let row_quants = nb * w.format.quant_bytes();
+                    for tile in 0..x.tokens.div_ceil(TILE) {
+                        let t0 = tile * TILE;
+                        let n = TILE.min(x.tokens - t0);
+                        let xt = Tile::new(x, tile);
+                        for g in rows.clone().step_by(ROW_GROUP) {
+                            // SAFETY: group `g` (padded rows included) exists in every array (the minima
+                            // only for Q4_1, the only format that reads them); the tile holds `n` tokens.
+                            let sums = unsafe {
+                                let at = grouped_index(ROW_GROUP, nb, g, 0);
+                                let (wq, wd) =
+                                    (w.quants.as_ptr().add(g * row_quants), w.d.as_ptr().add(at));
+                                match w.format {
+                                    KernelFormat::Q4_1 => {
+                                        by_width!(
+                                            n,
+                                            group_q4_1,
+                                            nb,
+                                            wq,
+                                            wd,
+                                            w.m.as_ptr().add(at),
+                                            xt
+                                        )
+                                    }
+                                    KernelFormat::Q8_0 => by_width!(n, group_q8_0, nb, wq, wd, xt),
+                                }
+                            };
+                            let width = ROW_GROUP.min(rows.end - g);
+                            for (t, lanes) in sums.iter().take(n).enumerate() {
+                                // SAFETY: the caller owns the band's rows, `g..g + width` among them.
+                                unsafe { out.write_run(t0 + t, g, &lanes[..width]) };
+                            }
                         }
-                        KernelFormat::Q8_0 => by_width!(n, group_q8_0, nb, wq, wd, xt),
                     }
-                };
-                let width = ROW_GROUP.min(rows.end - g);
-                for (t, lanes) in sums.iter().take(n).enumerate() {
-                    // SAFETY: the caller owns the band's rows, `g..g + width` among them.
-                    unsafe { out.write_run(t0 + t, g, &lanes[..width]) };
                 }
+
+                /// One Q4_1 row group (eight rows, one per lane) against the first `T` tokens of a tile;
+                /// returns each token's eight row sums (zeros past `T`).
+                ///
+                /// Per block, every 32-byte chunk of the interleaved weights is loaded and unpacked
+                /// once for the `T` tokens: its low nibbles are four weights of each row, which one
+                /// `maddubs` multiplies with the token's matching four activations broadcast to every
+                /// row (no horizontal sums); the high nibbles the next four. A block's eight `maddubs`
+                /// add up exactly in 16 bits (16 products of at most 15·127 per lane), one `madd` joins
+                /// a row's two lanes, and the float work — `acc += (d_w·d_x)·Σ`, `acc += m·(d_x·Σq_x)` —
+                /// is one chain per token, as in the scalar reference. A whole tile of eight tokens at
+                /// once measured fastest (four or six at a time unpack the weights more often).
+                ///
+                /// # Safety
+                /// AVX2/FMA; `wq` points at the group's `nb × 128` interleaved bytes, `wd` and `wm` at
+                /// its `nb × 8` grouped scales and minima; the tile holds at least `T` tokens of `nb`
+                /// blocks.
+                #[inline]
+                #[target_feature(enable = $features)]
+                unsafe fn group_q4_1<const T: usize>(
+                    nb: usize,
+                    wq: *const u8,
+                    wd: *const f32,
+                    wm: *const f32,
+                    x: Tile,
+                ) -> [[f32; ROW_GROUP]; TILE] {
+                    let low = _mm256_set1_epi8(0x0F);
+                    let mut acc = [_mm256_setzero_ps(); T];
+                    for b in 0..nb {
+                        let mut isum = [_mm256_setzero_si256(); T];
+                        for k in 0..4 {
+                            // SAFETY: chunk `k` of block `b` of the group and the tokens' activation
+                            // blocks are in bounds (caller contract); loads are unaligned.
+                            unsafe {
+                                let v = _mm256_loadu_si256(wq.add((b * 4 + k) * 32).cast());
+                                let lo = _mm256_and_si256(v, low);
+                                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low);
+                                for t in 0..T {
+                                    let xq = x.q.add((t * nb + b) * 32 + 8 * k);
+                                    let xa = _mm256_set1_epi32(xq.cast::<i32>().read_unaligned());
+                                    let xb =
+                                        _mm256_set1_epi32(xq.add(4).cast::<i32>().read_unaligned());
+                                    isum[t] = <$dot>::q4_1(isum[t], lo, hi, xa, xb);
+                                }
+                            }
+                        }
+                        // SAFETY: the group's scales and minima for block `b`, and the tile's per-block
+                        // scales, are in bounds (caller contract); loads are unaligned.
+                        unsafe {
+                            let dw = _mm256_loadu_ps(wd.add(b * ROW_GROUP));
+                            let mw = _mm256_loadu_ps(wm.add(b * ROW_GROUP));
+                            for t in 0..T {
+                                let i = b * TILE + t;
+                                let sums = _mm256_cvtepi32_ps(<$dot>::q4_1_sums(isum[t]));
+                                let scale = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*x.d.add(i)));
+                                acc[t] = _mm256_fmadd_ps(scale, sums, acc[t]);
+                                acc[t] =
+                                    _mm256_fmadd_ps(mw, _mm256_broadcast_ss(&*x.s.add(i)), acc[t]);
+                            }
+                        }
+                    }
+                    let mut out = [[0.0f32; ROW_GROUP]; TILE];
+                    for t in 0..T {
+                        // SAFETY: `out[t]` holds 8 floats; unaligned store.
+                        unsafe { _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]) };
+                    }
+                    out
+                }
+
+                /// [`group_q4_1`] for Q8_0 rows: chunk `k` of a block holds elements `4k..4k + 4` of each
+                /// of the eight rows. `maddubs` needs an unsigned operand, so it multiplies |w| with the
+                /// activations carrying w's sign; its 16-bit pair sums can reach 2·128·127, so each is
+                /// widened (`madd`) before they add up.
+                ///
+                /// # Safety
+                /// AVX2/FMA; `wq` points at the group's `nb × 256` interleaved bytes, `wd` at its `nb × 8`
+                /// grouped scales; the tile holds at least `T` tokens of `nb` blocks.
+                #[inline]
+                #[target_feature(enable = $features)]
+                unsafe fn group_q8_0<const T: usize>(
+                    nb: usize,
+                    wq: *const u8,
+                    wd: *const f32,
+                    x: Tile,
+                ) -> [[f32; ROW_GROUP]; TILE] {
+                    let mut acc = [_mm256_setzero_ps(); T];
+                    for b in 0..nb {
+                        let mut isum = [_mm256_setzero_si256(); T];
+                        for k in 0..8 {
+                            // SAFETY: chunk `k` of block `b` of the group and the tokens' activation
+                            // blocks are in bounds (caller contract); loads are unaligned.
+                            unsafe {
+                                let w = _mm256_loadu_si256(wq.add((b * 8 + k) * 32).cast());
+                                let w_abs = _mm256_sign_epi8(w, w);
+                                for t in 0..T {
+                                    let xq = x.q.add((t * nb + b) * 32 + 4 * k);
+                                    let xs = _mm256_set1_epi32(xq.cast::<i32>().read_unaligned());
+                                    isum[t] = <$dot>::q8_0(isum[t], w_abs, _mm256_sign_epi8(xs, w));
+                                }
+                            }
+                        }
+                        // SAFETY: the group's scales for block `b` and the tile's per-block scales are in
+                        // bounds (caller contract); loads are unaligned.
+                        unsafe {
+                            let dw = _mm256_loadu_ps(wd.add(b * ROW_GROUP));
+                            for t in 0..T {
+                                let scale =
+                                    _mm256_mul_ps(dw, _mm256_broadcast_ss(&*x.d.add(b * TILE + t)));
+                                acc[t] =
+                                    _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum[t]), acc[t]);
+                            }
+                        }
+                    }
+                    let mut out = [[0.0f32; ROW_GROUP]; TILE];
+                    for t in 0..T {
+                        // SAFETY: `out[t]` holds 8 floats; unaligned store.
+                        unsafe { _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]) };
+                    }
+                    out
+                }
+            }
+        };
+    }
+
+    eight_row_kernels!(avx2, "avx2,fma", Maddubs);
+    eight_row_kernels!(vnni, "avx2,fma,avxvnni", Vpdpbusd);
+
+    /// The int8 step of the eight-row kernels.
+    pub(super) trait Dot {
+        /// Adds one Q4_1 chunk's products — low nibbles `lo` with activations `xa`, high
+        /// nibbles `hi` with `xb` — to a token's block accumulator.
+        unsafe fn q4_1(acc: __m256i, lo: __m256i, hi: __m256i, xa: __m256i, xb: __m256i)
+            -> __m256i;
+        /// A Q4_1 block accumulator as eight 32-bit row sums.
+        unsafe fn q4_1_sums(acc: __m256i) -> __m256i;
+        /// Adds one Q8_0 chunk's products, `|w|` with the activations carrying `w`'s sign, to
+        /// a token's 32-bit block sums.
+        unsafe fn q8_0(acc: __m256i, w_abs: __m256i, xs: __m256i) -> __m256i;
+    }
+
+    /// AVX2: `maddubs` pairs into 16 bits. A Q4_1 block's eight pairs of products add up
+    /// exactly in 16 bits (16 products of at most 15·127 per lane) and are widened once per
+    /// block; a Q8_0 chunk's pair sums can reach 2·128·127, so each is widened at once.
+    pub(super) struct Maddubs;
+
+    impl Dot for Maddubs {
+        #[inline(always)]
+        unsafe fn q4_1(
+            acc: __m256i,
+            lo: __m256i,
+            hi: __m256i,
+            xa: __m256i,
+            xb: __m256i,
+        ) -> __m256i {
+            // SAFETY: AVX2 (the calling kernel's target features).
+            unsafe {
+                let p =
+                    _mm256_add_epi16(_mm256_maddubs_epi16(lo, xa), _mm256_maddubs_epi16(hi, xb));
+                _mm256_add_epi16(acc, p)
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn q4_1_sums(acc: __m256i) -> __m256i {
+            // SAFETY: as above.
+            unsafe { _mm256_madd_epi16(acc, _mm256_set1_epi16(1)) }
+        }
+
+        #[inline(always)]
+        unsafe fn q8_0(acc: __m256i, w_abs: __m256i, xs: __m256i) -> __m256i {
+            // SAFETY: as above.
+            unsafe {
+                let p = _mm256_maddubs_epi16(w_abs, xs);
+                _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)))
             }
         }
     }
 
-    /// One Q4_1 row group (eight rows, one per lane) against the first `T` tokens of a tile;
-    /// returns each token's eight row sums (zeros past `T`).
-    ///
-    /// Per block, every 32-byte chunk of the interleaved weights is loaded and unpacked
-    /// once for the `T` tokens: its low nibbles are four weights of each row, which one
-    /// `maddubs` multiplies with the token's matching four activations broadcast to every
-    /// row (no horizontal sums); the high nibbles the next four. A block's eight `maddubs`
-    /// add up exactly in 16 bits (16 products of at most 15·127 per lane), one `madd` joins
-    /// a row's two lanes, and the float work — `acc += (d_w·d_x)·Σ`, `acc += m·(d_x·Σq_x)` —
-    /// is one chain per token, as in the scalar reference. A whole tile of eight tokens at
-    /// once measured fastest (four or six at a time unpack the weights more often).
-    ///
-    /// # Safety
-    /// AVX2/FMA; `wq` points at the group's `nb × 128` interleaved bytes, `wd` and `wm` at
-    /// its `nb × 8` grouped scales and minima; the tile holds at least `T` tokens of `nb`
-    /// blocks.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn group_q4_1<const T: usize>(
-        nb: usize,
-        wq: *const u8,
-        wd: *const f32,
-        wm: *const f32,
-        x: Tile,
-    ) -> [[f32; ROW_GROUP]; TILE] {
-        let low = _mm256_set1_epi8(0x0F);
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = [_mm256_setzero_ps(); T];
-        for b in 0..nb {
-            let mut isum = [_mm256_setzero_si256(); T];
-            for k in 0..4 {
-                // SAFETY: chunk `k` of block `b` of the group and the tokens' activation
-                // blocks are in bounds (caller contract); loads are unaligned.
-                unsafe {
-                    let v = _mm256_loadu_si256(wq.add((b * 4 + k) * 32).cast());
-                    let lo = _mm256_and_si256(v, low);
-                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low);
-                    for t in 0..T {
-                        let xq = x.q.add((t * nb + b) * 32 + 8 * k);
-                        let xa = _mm256_set1_epi32(xq.cast::<i32>().read_unaligned());
-                        let xb = _mm256_set1_epi32(xq.add(4).cast::<i32>().read_unaligned());
-                        let p = _mm256_add_epi16(
-                            _mm256_maddubs_epi16(lo, xa),
-                            _mm256_maddubs_epi16(hi, xb),
-                        );
-                        isum[t] = _mm256_add_epi16(isum[t], p);
-                    }
-                }
-            }
-            // SAFETY: the group's scales and minima for block `b`, and the tile's per-block
-            // scales, are in bounds (caller contract); loads are unaligned.
-            unsafe {
-                let dw = _mm256_loadu_ps(wd.add(b * ROW_GROUP));
-                let mw = _mm256_loadu_ps(wm.add(b * ROW_GROUP));
-                for t in 0..T {
-                    let i = b * TILE + t;
-                    let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(isum[t], ones));
-                    let scale = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*x.d.add(i)));
-                    acc[t] = _mm256_fmadd_ps(scale, sums, acc[t]);
-                    acc[t] = _mm256_fmadd_ps(mw, _mm256_broadcast_ss(&*x.s.add(i)), acc[t]);
-                }
-            }
-        }
-        let mut out = [[0.0f32; ROW_GROUP]; TILE];
-        for t in 0..T {
-            // SAFETY: `out[t]` holds 8 floats; unaligned store.
-            unsafe { _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]) };
-        }
-        out
-    }
+    /// AVX-VNNI: `vpdpbusd` multiplies four unsigned by four signed bytes and adds them into a
+    /// 32-bit lane in one instruction.
+    pub(super) struct Vpdpbusd;
 
-    /// [`group_q4_1`] for Q8_0 rows: chunk `k` of a block holds elements `4k..4k + 4` of each
-    /// of the eight rows. `maddubs` needs an unsigned operand, so it multiplies |w| with the
-    /// activations carrying w's sign; its 16-bit pair sums can reach 2·128·127, so each is
-    /// widened (`madd`) before they add up.
-    ///
-    /// # Safety
-    /// AVX2/FMA; `wq` points at the group's `nb × 256` interleaved bytes, `wd` at its `nb × 8`
-    /// grouped scales; the tile holds at least `T` tokens of `nb` blocks.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn group_q8_0<const T: usize>(
-        nb: usize,
-        wq: *const u8,
-        wd: *const f32,
-        x: Tile,
-    ) -> [[f32; ROW_GROUP]; TILE] {
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = [_mm256_setzero_ps(); T];
-        for b in 0..nb {
-            let mut isum = [_mm256_setzero_si256(); T];
-            for k in 0..8 {
-                // SAFETY: chunk `k` of block `b` of the group and the tokens' activation
-                // blocks are in bounds (caller contract); loads are unaligned.
-                unsafe {
-                    let w = _mm256_loadu_si256(wq.add((b * 8 + k) * 32).cast());
-                    let w_abs = _mm256_sign_epi8(w, w);
-                    for t in 0..T {
-                        let xq = x.q.add((t * nb + b) * 32 + 4 * k);
-                        let xs = _mm256_set1_epi32(xq.cast::<i32>().read_unaligned());
-                        let p = _mm256_maddubs_epi16(w_abs, _mm256_sign_epi8(xs, w));
-                        isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(p, ones));
-                    }
-                }
-            }
-            // SAFETY: the group's scales for block `b` and the tile's per-block scales are in
-            // bounds (caller contract); loads are unaligned.
-            unsafe {
-                let dw = _mm256_loadu_ps(wd.add(b * ROW_GROUP));
-                for t in 0..T {
-                    let scale = _mm256_mul_ps(dw, _mm256_broadcast_ss(&*x.d.add(b * TILE + t)));
-                    acc[t] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum[t]), acc[t]);
-                }
-            }
+    impl Dot for Vpdpbusd {
+        #[inline(always)]
+        unsafe fn q4_1(
+            acc: __m256i,
+            lo: __m256i,
+            hi: __m256i,
+            xa: __m256i,
+            xb: __m256i,
+        ) -> __m256i {
+            // SAFETY: AVX-VNNI (the calling kernel's target features).
+            unsafe { _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(acc, lo, xa), hi, xb) }
         }
-        let mut out = [[0.0f32; ROW_GROUP]; TILE];
-        for t in 0..T {
-            // SAFETY: `out[t]` holds 8 floats; unaligned store.
-            unsafe { _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]) };
+
+        #[inline(always)]
+        unsafe fn q4_1_sums(acc: __m256i) -> __m256i {
+            acc
         }
-        out
+
+        #[inline(always)]
+        unsafe fn q8_0(acc: __m256i, w_abs: __m256i, xs: __m256i) -> __m256i {
+            // SAFETY: as above.
+            unsafe { _mm256_dpbusd_avx_epi32(acc, w_abs, xs) }
+        }
     }
 
     /// See [`super::super::quantize_block`].

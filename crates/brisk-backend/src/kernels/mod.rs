@@ -461,7 +461,7 @@ impl QuantMatrix {
     fn band_fn(&self) -> BandFn {
         match self.path {
             KernelPath::Scalar => scalar::band,
-            KernelPath::Avx2 => avx2::band,
+            KernelPath::Avx2 | KernelPath::AvxVnni => avx2::band,
             KernelPath::Avx512Vnni => avx512::band,
             KernelPath::Amx => amx::band,
         }

@@ -17,6 +17,8 @@ pub enum KernelPath {
     Scalar,
     /// AVX2 `maddubs` on eight rows per vector (x86-64-v3).
     Avx2,
+    /// AVX-VNNI (VEX-encoded, 256-bit) `vpdpbusd` on eight rows per vector.
+    AvxVnni,
     /// AVX-512 VNNI `vpdpbusd` on sixteen rows per vector.
     Avx512Vnni,
     /// AMX-INT8 tiles (16 tokens × 16 rows per block) for batches of at least
@@ -26,13 +28,20 @@ pub enum KernelPath {
 
 impl KernelPath {
     /// Every path, slowest first.
-    pub const ALL: [KernelPath; 4] = [Self::Scalar, Self::Avx2, Self::Avx512Vnni, Self::Amx];
+    pub const ALL: [KernelPath; 5] = [
+        Self::Scalar,
+        Self::Avx2,
+        Self::AvxVnni,
+        Self::Avx512Vnni,
+        Self::Amx,
+    ];
 
     /// The name `BRISK_KERNELS` takes and reports print.
     pub fn name(self) -> &'static str {
         match self {
             Self::Scalar => "scalar",
             Self::Avx2 => "avx2",
+            Self::AvxVnni => "avx-vnni",
             Self::Avx512Vnni => "avx512-vnni",
             Self::Amx => "amx",
         }
@@ -43,6 +52,7 @@ impl KernelPath {
         match self {
             Self::Scalar => true,
             Self::Avx2 => super::avx2::available(),
+            Self::AvxVnni => super::avx2::vnni_available(),
             Self::Avx512Vnni => super::avx512::available(),
             Self::Amx => super::amx::available(),
         }
@@ -60,7 +70,7 @@ impl KernelPath {
     /// Weight rows interleaved per group (one row per vector lane, see `quant_at`).
     pub(crate) fn row_group(self) -> usize {
         match self {
-            Self::Scalar | Self::Avx2 => 8,
+            Self::Scalar | Self::Avx2 | Self::AvxVnni => 8,
             Self::Avx512Vnni | Self::Amx => 16,
         }
     }

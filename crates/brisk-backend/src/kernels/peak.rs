@@ -5,6 +5,7 @@
 //!
 //! - AVX2: `vpmaddubsw` plus the 16-bit add that keeps its result, as the AVX2 kernels use it
 //!   (32 multiply-adds per pair).
+//! - AVX-VNNI: `vpdpbusd` on 256 bits (32 multiply-adds each).
 //! - AVX-512 VNNI: `vpdpbusd` on 512 bits (64 multiply-adds each).
 //! - AMX: `tdpbsud` on full 16×64 tiles (16,384 multiply-adds each).
 
@@ -26,6 +27,7 @@ pub fn peak_macs_per_second(path: KernelPath, iterations: u64) -> Option<f64> {
             match path {
                 KernelPath::Scalar => return None,
                 KernelPath::Avx2 => x86::avx2(iterations),
+                KernelPath::AvxVnni => x86::avx_vnni(iterations),
                 KernelPath::Avx512Vnni => x86::avx512_vnni(iterations),
                 KernelPath::Amx => x86::amx(iterations),
             }
@@ -59,6 +61,24 @@ mod x86 {
             for v in &mut acc {
                 // The product depends on the accumulator, so it cannot be hoisted.
                 *v = _mm256_add_epi16(*v, _mm256_maddubs_epi16(a, *v));
+            }
+        }
+        black_box(acc);
+        iterations * CHAINS as u64 * 32
+    }
+
+    /// # Safety
+    /// AVX2 and AVX-VNNI.
+    #[target_feature(enable = "avx2,avxvnni")]
+    pub(super) unsafe fn avx_vnni(iterations: u64) -> u64 {
+        let (a, b) = (
+            black_box(_mm256_set1_epi8(3)),
+            black_box(_mm256_set1_epi8(-2)),
+        );
+        let mut acc = [_mm256_setzero_si256(); CHAINS];
+        for _ in 0..iterations {
+            for v in &mut acc {
+                *v = _mm256_dpbusd_avx_epi32(*v, a, b);
             }
         }
         black_box(acc);
