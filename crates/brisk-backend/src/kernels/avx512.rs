@@ -180,32 +180,7 @@ pub(super) mod x86 {
         tiles: Range<usize>,
         out: &OutRows<'_>,
     ) {
-        let nb = x.blocks;
-        let row_quants = nb * w.format.quant_bytes();
-        for tile in tiles {
-            let t0 = tile * TILE;
-            let n = TILE.min(x.tokens - t0);
-            let xt = Tile::new(x, tile);
-            for g in rows.clone().step_by(ROW_GROUP) {
-                // SAFETY: group `g` (padded rows included) exists in every array (the minima
-                // only for Q4_1, the only format that reads them); the tile holds `n` tokens.
-                let sums = unsafe {
-                    let at = grouped_index(ROW_GROUP, nb, g, 0);
-                    let (wq, wd) = (w.quants.as_ptr().add(g * row_quants), w.d.as_ptr().add(at));
-                    match w.format {
-                        KernelFormat::Q4_1 => {
-                            by_width!(n, group_q4_1, nb, wq, wd, w.m.as_ptr().add(at), xt)
-                        }
-                        KernelFormat::Q8_0 => by_width!(n, group_q8_0, nb, wq, wd, xt),
-                    }
-                };
-                let width = ROW_GROUP.min(rows.end - g);
-                for (t, lanes) in sums.iter().take(n).enumerate() {
-                    // SAFETY: the caller owns the band's rows, `g..g + width` among them.
-                    unsafe { out.write_run(t0 + t, g, &lanes[..width]) };
-                }
-            }
-        }
+        band_loop!(ROW_GROUP, group_q4_1, group_q8_0, w, rows, x, tiles, out);
     }
 
     /// One Q4_1 row group (sixteen rows, one per lane) against the first `T` tokens of a

@@ -50,6 +50,44 @@ macro_rules! by_width {
     };
 }
 
+/// The body of a SIMD band kernel (weight rows `rows` of `w` against the tokens of tiles
+/// `tiles` of `x`, into `out`): token tiles outer, so a tile's activations stay in L1 while
+/// the band's row groups of `group` rows pass over them; each group's sums come from
+/// `q4_1`/`q8_0` (specialised per tile width, [`by_width`]) and are stored as runs. Expanded
+/// inside each instruction set's `#[target_feature]` function so that its kernels inline.
+macro_rules! band_loop {
+    ($group:expr, $q4_1:ident, $q8_0:ident, $w:expr, $rows:expr, $x:expr, $tiles:expr, $out:expr) => {{
+        let (w, rows, x, out): (&QuantMatrix, Range<usize>, &QuantActivations, &OutRows<'_>) =
+            ($w, $rows, $x, $out);
+        let nb = x.blocks;
+        let row_quants = nb * w.format.quant_bytes();
+        for tile in $tiles {
+            let t0 = tile * TILE;
+            let n = TILE.min(x.tokens - t0);
+            let xt = Tile::new(x, tile);
+            for g in rows.clone().step_by($group) {
+                // SAFETY: group `g` (padded rows included) exists in every array (the minima
+                // only for Q4_1, the only format that reads them); the tile holds `n` tokens.
+                let sums = unsafe {
+                    let at = grouped_index($group, nb, g, 0);
+                    let (wq, wd) = (w.quants.as_ptr().add(g * row_quants), w.d.as_ptr().add(at));
+                    match w.format {
+                        KernelFormat::Q4_1 => {
+                            by_width!(n, $q4_1, nb, wq, wd, w.m.as_ptr().add(at), xt)
+                        }
+                        KernelFormat::Q8_0 => by_width!(n, $q8_0, nb, wq, wd, xt),
+                    }
+                };
+                let width = ($group).min(rows.end - g);
+                for (t, lanes) in sums.iter().take(n).enumerate() {
+                    // SAFETY: the caller owns the band's rows, `g..g + width` among them.
+                    unsafe { out.write_run(t0 + t, g, &lanes[..width]) };
+                }
+            }
+        }
+    }};
+}
+
 /// Calls `f::<r>()` for a runtime row count `r` in `1..=MAX_SCORE_ROWS`.
 macro_rules! by_rows {
     ($n:expr, $f:path, $($arg:expr),*) => {{
