@@ -563,8 +563,10 @@ impl QuantActivations {
             }
         };
 
-        // Quantizing is ~1% of a product's work: only worth threads for long batches.
-        if m >= 64 {
+        // Quantizing is ~1 % of a product's work, but running it on one thread lets the
+        // other fall asleep before the product (see `model::ROWS_PER_TASK`): threads from 16
+        // tokens on.
+        if m >= 16 {
             x.par_chunks_exact(cols)
                 .zip(q.par_chunks_exact_mut(cols))
                 .zip(
