@@ -168,6 +168,7 @@ fn attend_tile(
         .collect();
     let key_tiles = kc.tiles(&key_offsets, d * bs, &mut scratch.keys);
     let value_tiles = vc.tiles(&value_offsets, bs * d, &mut scratch.values);
+    let path = kernels::KernelPath::selected();
     let scores = &mut scratch.scores;
     // Every score a row's softmax reads is written below first, so the buffer only grows
     // (clearing it cost a 48 KiB fill per item of a 512-token chunk, ~4 % of the step).
@@ -182,13 +183,20 @@ fn attend_tile(
             if needed == 0 {
                 continue;
             }
-            score_block(&rows[r0..r_end], kt, bs, needed, scale, |r, slot, s| {
-                scores[(r0 + r) * stride + bi * bs + slot] = s;
-            });
+            score_block(
+                path,
+                &rows[r0..r_end],
+                kt,
+                bs,
+                needed,
+                scale,
+                |r, slot, s| {
+                    scores[(r0 + r) * stride + bi * bs + slot] = s;
+                },
+            );
         }
     }
 
-    let path = kernels::KernelPath::selected();
     for r in 0..rows.len() {
         softmax_in_place(path, &mut scores[r * stride..r * stride + valid(r)]);
     }
@@ -205,6 +213,7 @@ fn attend_tile(
 /// Scores of `rows` against the first `needed` keys of one block (`kt`: `[dim][slot]`,
 /// `bs` slots), reported as `emit(row, slot, score)`.
 fn score_block(
+    path: kernels::KernelPath,
     rows: &[&[f32]],
     kt: &[f32],
     bs: usize,
@@ -220,7 +229,7 @@ fn score_block(
         } else {
             1
         };
-        kernels::score_keys(rows, kt, bs, slot, groups, &mut scores);
+        kernels::score_keys(path, rows, kt, bs, slot, groups, &mut scores);
         for (r, row) in scores.iter().take(rows.len()).enumerate() {
             for (j, &s) in row.iter().take(groups * KEY_LANES).enumerate() {
                 emit(r, slot + j, s * scale);

@@ -553,10 +553,12 @@ impl QuantActivations {
         let mut q = vec![0i8; m * cols];
         let mut d = vec![0.0f32; m * blocks];
         let mut s = vec![0.0f32; m * blocks];
-        let quantize_row = |((xr, qr), (dr, sr)): RowToQuantize<'_>| {
+        let mut bias = vec![0i32; m * blocks];
+        let quantize_row = |((xr, qr), (dr, (sr, br))): RowToQuantize<'_>| {
             for (b, (xb, qb)) in xr.chunks_exact(32).zip(qr.chunks_exact_mut(32)).enumerate() {
                 let (scale, sum) = quantize_block(xb, qb);
                 dr[b] = scale;
+                br[b] = 128 * sum;
                 #[allow(clippy::cast_precision_loss)]
                 let sum = sum as f32;
                 sr[b] = scale * sum;
@@ -570,17 +572,23 @@ impl QuantActivations {
             x.par_chunks_exact(cols)
                 .zip(q.par_chunks_exact_mut(cols))
                 .zip(
-                    d.par_chunks_exact_mut(blocks)
-                        .zip(s.par_chunks_exact_mut(blocks)),
+                    d.par_chunks_exact_mut(blocks).zip(
+                        s.par_chunks_exact_mut(blocks)
+                            .zip(bias.par_chunks_exact_mut(blocks)),
+                    ),
                 )
                 .for_each(quantize_row);
         } else {
             x.chunks_exact(cols)
                 .zip(q.chunks_exact_mut(cols))
-                .zip(d.chunks_exact_mut(blocks).zip(s.chunks_exact_mut(blocks)))
+                .zip(
+                    d.chunks_exact_mut(blocks).zip(
+                        s.chunks_exact_mut(blocks)
+                            .zip(bias.chunks_exact_mut(blocks)),
+                    ),
+                )
                 .for_each(quantize_row);
         }
-        let bias = block_bias(&q);
         Self {
             tokens: m,
             blocks,
@@ -622,15 +630,11 @@ impl Tile {
     }
 }
 
-/// One activation row and where its quants, scales and sums go.
-type RowToQuantize<'a> = ((&'a [f32], &'a mut [i8]), (&'a mut [f32], &'a mut [f32]));
-
-/// `128 · Σq` of every 32-quant block of `q`.
-fn block_bias(q: &[i8]) -> Vec<i32> {
-    q.chunks_exact(32)
-        .map(|block| 128 * block.iter().map(|&v| i32::from(v)).sum::<i32>())
-        .collect()
-}
+/// One activation row and where its quants, scales `d`, sums `d·Σq` and biases `128·Σq` go.
+type RowToQuantize<'a> = (
+    (&'a [f32], &'a mut [i8]),
+    (&'a mut [f32], (&'a mut [f32], &'a mut [i32])),
+);
 
 /// `tokens × blocks` values regrouped per tile of [`TILE`] tokens as `blocks × TILE`, with
 /// zeros for the missing tokens of a partial last tile.
@@ -669,6 +673,7 @@ pub(crate) const MAX_SCORE_ROWS: usize = 6;
 /// every implementation and for any number of rows or groups, so a query's scores do not
 /// depend on what it is batched with.
 pub(crate) fn score_keys(
+    path: KernelPath,
     rows: &[&[f32]],
     kt: &[f32],
     bs: usize,
@@ -680,9 +685,9 @@ pub(crate) fn score_keys(
     assert!((1..=MAX_SCORE_ROWS).contains(&rows.len()) && (1..=2).contains(&groups));
     assert!(rows.iter().all(|r| r.len() == d));
     assert!(d > 0 && slot + groups * KEY_LANES <= bs && kt.len() >= (d - 1) * bs + bs);
-    if groups == 2 && KernelPath::selected() >= KernelPath::Avx512Vnni {
+    if groups == 2 && path >= KernelPath::Avx512Vnni {
         avx512::score_keys(rows, kt, bs, slot, out);
-    } else if avx2::available() {
+    } else if path >= KernelPath::Avx2 {
         avx2::score_keys(rows, kt, bs, slot, groups, out);
     } else {
         scalar::score_keys(rows, kt, bs, slot, groups, out);
