@@ -225,18 +225,21 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
         let addr = listener.local_addr()?;
-        eprintln!(
-            "brisk: listening at http://{addr} while loading {} (requests get 503 until it is ready)",
-            path.display()
-        );
         let drain = Drain::default();
         let readiness = Readiness::default();
+        // `serve` installs the SIGINT/SIGTERM handlers when called: before the port is
+        // announced, so a signal sent as soon as the line appears is never met by the default
+        // action (which kills the process with status 143).
         let mut server = tokio::spawn(serve(
             listener,
             readiness.router(),
             drain.clone(),
             Duration::from_secs_f64(args.shutdown_timeout),
         ));
+        eprintln!(
+            "brisk: listening at http://{addr} while loading {} (requests get 503 until it is ready)",
+            path.display()
+        );
         let loading = {
             let (args, drain) = (args.clone(), drain.clone());
             tokio::task::spawn_blocking(move || server_state(&args, &path, drain, addr))
