@@ -8,6 +8,10 @@
 //! gives the fastest repeat and the CPU time all threads spent per step (from
 //! `/proc/self/task/*/schedstat`): with `BRISK_THREADS=1` that is the work a step needs,
 //! which stays steady on a machine shared with others when wall time does not.
+//!
+//! Environment: `STEP_PROMPT` (prefill length, default 512), `STEP_CONTEXT` (tokens cached
+//! per decoding sequence, default 64), `STEP_KV` (KV cache dtype, default f32) — long
+//! contexts and 16-bit or 8-bit caches show attention's share of a step.
 
 use std::time::Instant;
 
@@ -38,13 +42,19 @@ fn main() {
     let repeats: usize = args.next().map_or(5, |r| r.parse().expect("a number"));
     let phases = args.next().unwrap_or_else(|| "prefill,decode".into());
     let phases: Vec<&str> = phases.split(',').collect();
-    let backend = CpuBackend::load(path.as_ref()).expect("model loads");
+    let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
+    let mut backend = CpuBackend::load(path.as_ref()).expect("model loads");
+    backend.set_kv_cache_dtype(env("STEP_KV", "f32").parse().expect("a KV cache dtype"));
     const BS: usize = 16;
-    let context: usize = 64; // tokens already in the cache for each decoding sequence
+    // Tokens already in the cache for each decoding sequence.
+    let context: usize = env("STEP_CONTEXT", "64").parse().expect("a number");
+    let prompt_len: usize = env("STEP_PROMPT", "512").parse().expect("a number");
 
-    // Prefill of a 512-token prompt.
-    let prompt: Vec<u32> = (0..512u32).map(|i| 100 + (i * 37) % 20_000).collect();
-    let table: Vec<u32> = (0..(512 / BS) as u32).collect();
+    let prompt: Vec<u32> = (0..prompt_len as u32)
+        .map(|i| 100 + (i * 37) % 20_000)
+        .collect();
+    let prompt_blocks = prompt_len.div_ceil(BS);
+    let table: Vec<u32> = (0..prompt_blocks as u32).collect();
     let mut times = Vec::new();
     let cpu0 = cpu_ns();
     for _ in 0..if phases.contains(&"prefill") {
@@ -52,7 +62,7 @@ fn main() {
     } else {
         0
     } {
-        let mut kv = backend.allocate_kv(512 / BS, BS).unwrap();
+        let mut kv = backend.allocate_kv(prompt_blocks, BS).unwrap();
         let t = Instant::now();
         let batch = StepBatch {
             seqs: vec![SeqStep {
@@ -69,10 +79,10 @@ fn main() {
         let cpu_ms = (cpu_ns() - cpu0) as f64 / 1e6 / times.len() as f64;
         let (pp, best) = median(times);
         println!(
-            "prefill 512 tokens: {:.1} ms ({:.1} tokens/s; best {:.1} tokens/s; cpu {cpu_ms:.1} ms)",
+            "prefill {prompt_len} tokens: {:.1} ms ({:.1} tokens/s; best {:.1} tokens/s; cpu {cpu_ms:.1} ms)",
             pp * 1e3,
-            512.0 / pp,
-            512.0 / best
+            prompt_len as f64 / pp,
+            prompt_len as f64 / best
         );
     }
     // `decode` runs every batch size, `decodeN` only batch size N.

@@ -17,10 +17,12 @@
 //! Every query row is computed by the same sequence of operations whatever else is in its
 //! tile or step, so results do not depend on batch composition or prompt chunking.
 
+use half::bf16;
 use rayon::prelude::*;
 
+use crate::kernels::int8_cache::QuantizedRows;
 use crate::kernels::{self, KEY_LANES, MAX_SCORE_ROWS};
-use crate::kv_pool::CpuKvPool;
+use crate::kv_pool::{CpuKvPool, Int8Tile, KvCacheDtype};
 
 /// Where one token of the batch sits: its sequence's block table and its position.
 pub struct TokenPlace<'a> {
@@ -118,9 +120,13 @@ pub fn paged_attention(
 #[derive(Default)]
 struct Scratch {
     scores: Vec<f32>,
-    /// K and V blocks converted to f32 (16-bit caches only).
+    /// K and V blocks converted to f32 (caches read in place need none).
     keys: Vec<f32>,
     values: Vec<f32>,
+    /// The query rows rounded to bf16 (bf16 caches read in place).
+    query16: Vec<bf16>,
+    /// The query rows quantized to int8 (int8 caches read in place).
+    query8: QuantizedRows,
 }
 
 /// One tile against one K/V head: returns `tile.len × group × head_dim` outputs.
@@ -166,16 +172,40 @@ fn attend_tile(
         .iter()
         .map(|&b| pool.value_offset(b as usize, kv_head, 0))
         .collect();
-    let key_tiles = kc.tiles(&key_offsets, d * bs, &mut scratch.keys);
-    let value_tiles = vc.tiles(&value_offsets, bs * d, &mut scratch.values);
     let path = kernels::KernelPath::selected();
+    // 16-bit and 8-bit caches are read where they lie when the CPU has the kernels for
+    // them; otherwise every cache type is converted to f32 tiles first.
+    let in_place = match pool.dtype {
+        KvCacheDtype::Bf16 => kernels::bf16_cache::in_place(path, d),
+        KvCacheDtype::Int8 => kernels::int8_cache::in_place(path, d),
+        KvCacheDtype::F32 | KvCacheDtype::F16 => false,
+    };
     let scores = &mut scratch.scores;
     // Every score a row's softmax reads is written below first, so the buffer only grows
     // (clearing it cost a 48 KiB fill per item of a 512-token chunk, ~4 % of the step).
     if scores.len() < rows.len() * stride {
         scores.resize(rows.len() * stride, 0.0);
     }
-    for (bi, kt) in key_tiles.iter().enumerate() {
+    let key_tiles = match pool.dtype {
+        KvCacheDtype::Bf16 if in_place => {
+            let q16 = &mut scratch.query16;
+            q16.clear();
+            q16.extend(
+                rows.iter()
+                    .flat_map(|r| r.iter().map(|&x| bf16::from_f32(x))),
+            );
+            let rows16: Vec<&[bf16]> = q16.chunks_exact(d).collect();
+            let tiles = kc.bf16_tiles(&key_offsets, d * bs).expect("a bf16 cache");
+            Keys::Bf16(rows16, tiles)
+        }
+        KvCacheDtype::Int8 if in_place => {
+            scratch.query8.quantize(&rows);
+            let tiles = kc.int8_tiles(&key_offsets, d * bs).expect("an int8 cache");
+            Keys::Int8(&scratch.query8, tiles)
+        }
+        _ => Keys::F32(kc.tiles(&key_offsets, d * bs, &mut scratch.keys)),
+    };
+    for bi in 0..blocks.len() {
         for r0 in (0..rows.len()).step_by(ROWS) {
             let r_end = (r0 + ROWS).min(rows.len());
             // Keys past every row's position are skipped (the causal triangle of a chunk).
@@ -183,31 +213,65 @@ fn attend_tile(
             if needed == 0 {
                 continue;
             }
-            score_block(
-                path,
-                &rows[r0..r_end],
-                kt,
-                bs,
-                needed,
-                scale,
-                |r, slot, s| {
-                    scores[(r0 + r) * stride + bi * bs + slot] = s;
-                },
-            );
+            let emit = |r: usize, slot: usize, s: f32| {
+                scores[(r0 + r) * stride + bi * bs + slot] = s;
+            };
+            match &key_tiles {
+                Keys::F32(kt) => {
+                    score_block(path, &rows[r0..r_end], kt[bi], bs, needed, scale, emit);
+                }
+                Keys::Bf16(rows16, kt) => {
+                    score_block_bf16(&rows16[r0..r_end], kt[bi], bs, needed, scale, emit);
+                }
+                Keys::Int8(q8, kt) => {
+                    score_block_int8(q8, r0..r_end, kt[bi], bs, needed, scale, emit);
+                }
+            }
         }
     }
 
     for r in 0..rows.len() {
         softmax_in_place(path, &mut scores[r * stride..r * stride + valid(r)]);
     }
+    let value_tiles = match pool.dtype {
+        KvCacheDtype::Bf16 if in_place => {
+            Values::Bf16(vc.bf16_tiles(&value_offsets, bs * d).expect("a bf16 cache"))
+        }
+        KvCacheDtype::Int8 if in_place => Values::Int8(
+            vc.int8_tiles(&value_offsets, bs * d)
+                .expect("an int8 cache"),
+        ),
+        _ => Values::F32(vc.tiles(&value_offsets, bs * d, &mut scratch.values)),
+    };
     let mut out = vec![0.0f32; rows.len() * d];
     for (i, out) in out.chunks_mut(ROWS * d).enumerate() {
         let probabilities: Vec<&[f32]> = (i * ROWS..i * ROWS + out.len() / d)
             .map(|r| &scores[r * stride..r * stride + valid(r)])
             .collect();
-        kernels::weighted_values(path, &probabilities, &value_tiles, bs, out);
+        match &value_tiles {
+            Values::F32(v) => kernels::weighted_values(path, &probabilities, v, bs, out),
+            Values::Bf16(v) => kernels::bf16_cache::weighted_values(&probabilities, v, bs, out),
+            Values::Int8(v) => kernels::int8_cache::weighted_values(&probabilities, v, bs, out),
+        }
     }
     out
+}
+
+/// One item's key tiles: f32 (converted when the cache is not), a bf16 cache's paired tiles
+/// as they lie with the query rows rounded to bf16, or an int8 cache's tiles in fours with
+/// their scales and the query rows quantized.
+enum Keys<'a> {
+    F32(Vec<&'a [f32]>),
+    Bf16(Vec<&'a [bf16]>, Vec<&'a [bf16]>),
+    Int8(&'a QuantizedRows, Vec<Int8Tile<'a>>),
+}
+
+/// One item's value tiles: f32 (converted when the cache is not), a bf16 cache's, or an int8
+/// cache's with their scales.
+enum Values<'a> {
+    F32(Vec<&'a [f32]>),
+    Bf16(Vec<&'a [bf16]>),
+    Int8(Vec<Int8Tile<'a>>),
 }
 
 /// Scores of `rows` against the first `needed` keys of one block (`kt`: `[dim][slot]`,
@@ -246,6 +310,70 @@ fn score_block(
                 acc = x.mul_add(kt[dim * bs + s], acc);
             }
             emit(r, s, acc * scale);
+        }
+    }
+}
+
+/// Scores of bf16 `rows` against the first `needed` keys of one block of a bf16 cache (`kt`:
+/// paired, `[dim / 2][slot][2]`), reported as `emit(row, slot, score)`: sixteen keys per
+/// kernel call, the last few (block sizes not a multiple of sixteen) with the kernel's
+/// arithmetic in scalar code.
+fn score_block_bf16(
+    rows: &[&[bf16]],
+    kt: &[bf16],
+    bs: usize,
+    needed: usize,
+    scale: f32,
+    mut emit: impl FnMut(usize, usize, f32),
+) {
+    let mut scores = [[0.0f32; kernels::bf16_cache::KEYS]; MAX_SCORE_ROWS];
+    let mut slot = 0;
+    while slot + kernels::bf16_cache::KEYS <= bs && slot < needed {
+        kernels::bf16_cache::score_keys(rows, kt, bs, slot, &mut scores);
+        for (r, row) in scores.iter().take(rows.len()).enumerate() {
+            for (j, &s) in row.iter().enumerate() {
+                emit(r, slot + j, s * scale);
+            }
+        }
+        slot += kernels::bf16_cache::KEYS;
+    }
+    for s in slot..needed {
+        for (r, row) in rows.iter().enumerate() {
+            emit(r, s, kernels::bf16_cache::dot_pairs(row, kt, bs, s) * scale);
+        }
+    }
+}
+
+/// Scores of quantized query rows `rows` against the first `needed` keys of one block of an
+/// int8 cache (`keys`: its tile in fours), reported as
+/// `emit(row, slot, score)` with rows counted from `rows.start`: sixteen keys per kernel
+/// call, the last few with the kernel's arithmetic in scalar code.
+fn score_block_int8(
+    q8: &QuantizedRows,
+    rows: std::ops::Range<usize>,
+    keys: Int8Tile<'_>,
+    bs: usize,
+    needed: usize,
+    scale: f32,
+    mut emit: impl FnMut(usize, usize, f32),
+) {
+    const KEYS: usize = kernels::int8_cache::KEYS;
+    let mut scores = [[0.0f32; KEYS]; MAX_SCORE_ROWS];
+    let mut slot = 0;
+    while slot + KEYS <= bs && slot < needed {
+        let n = rows.len();
+        kernels::int8_cache::score_keys(q8, rows.clone(), keys, bs, slot, &mut scores);
+        for (r, row) in scores.iter().take(n).enumerate() {
+            for (j, &s) in row.iter().enumerate() {
+                emit(r, slot + j, s * scale);
+            }
+        }
+        slot += KEYS;
+    }
+    for s in slot..needed {
+        for r in rows.clone() {
+            let dot = kernels::int8_cache::dot(q8, r, keys, bs, s);
+            emit(r - rows.start, s, dot * scale);
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The paged KV pool in host memory.
 //!
 //! Layout per layer and block, per K/V head: keys transposed, `[head_dim][slot]`, so that
-//! attention scores eight keys with one vector per dimension; values `[slot][head_dim]`, so
+//! attention scores eight keys with one vector per dimension (bf16 keys in dimension pairs,
+//! `[head_dim / 2][slot][2]`, and int8 keys in fours, `[head_dim / 4][slot][4]`: the operands
+//! `vdpbf16ps` and `vpdpbusd` take); values `[slot][head_dim]`, so
 //! that the weighted sum adds whole value rows. A (block, head) tile is contiguous in both. The pool knows nothing of
 //! sequences; the engine's block manager decides which blocks a sequence owns and passes its
 //! block table with every step (vLLM's PagedAttention).
@@ -71,8 +73,50 @@ impl FromStr for KvCacheDtype {
 pub(crate) enum KvBuffer {
     F32(Vec<f32>),
     F16(Vec<f16>),
+    /// bf16 values, `[slot][dim]` per tile.
     Bf16(Vec<bf16>),
+    /// bf16 keys, `[dim / 2][slot][2]` per tile of `block_size` slots (see
+    /// [`bf16_pair_index`]).
+    Bf16Pairs(Vec<bf16>, usize),
     Int8(Int8Buffer),
+}
+
+/// Where dimension `dim` of the key in `slot` lies within a bf16 key tile of `block_size`
+/// slots: dimensions `2i` and `2i + 1` of each key are adjacent, and sixteen keys' pairs fill
+/// one 64-byte vector.
+#[inline]
+pub(crate) fn bf16_pair_index(block_size: usize, slot: usize, dim: usize) -> usize {
+    (dim / 2) * 2 * block_size + 2 * slot + dim % 2
+}
+
+/// Where dimension `dim` of the key in `slot` lies within an int8 key tile of `block_size`
+/// slots: four consecutive dimensions of each key are adjacent, and sixteen keys' fours fill
+/// one 64-byte vector.
+#[inline]
+pub(crate) fn int8_quad_index(block_size: usize, slot: usize, dim: usize) -> usize {
+    (dim / 4) * 4 * block_size + 4 * slot + dim % 4
+}
+
+/// Quantizes `src` to signed bytes with one scale, its largest magnitude mapped to ±127
+/// (`x ≈ scale · q`): byte `i` is handed to `put(i, q)`; returns the scale.
+pub(crate) fn quantize_int8(src: &[f32], mut put: impl FnMut(usize, i8)) -> f32 {
+    let amax = src.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    let scale = amax / 127.0;
+    let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+    for (i, &x) in src.iter().enumerate() {
+        // |x · inv| ≤ 127 (up to rounding), so the cast only drops the fraction.
+        #[allow(clippy::cast_possible_truncation)]
+        put(i, (x * inv).round().clamp(-127.0, 127.0) as i8);
+    }
+    scale
+}
+
+/// One (block, head) tile of an int8 cache as stored: its quants (keys in fours, values
+/// `[slot][dim]`) and one scale per slot.
+#[derive(Clone, Copy)]
+pub(crate) struct Int8Tile<'a> {
+    pub(crate) quants: &'a [i8],
+    pub(crate) scales: &'a [f32],
 }
 
 /// 8-bit storage: quants in the pool's layout, and one scale per cached vector. A
@@ -83,24 +127,17 @@ pub(crate) struct Int8Buffer {
     scales: Vec<f32>,
     head_dim: usize,
     block_size: usize,
-    /// Keys are stored transposed (`[dim][slot]`), values not (`[slot][dim]`).
-    transposed: bool,
+    /// Keys are stored in fours (`[dim / 4][slot][4]`, [`int8_quad_index`]), values not
+    /// (`[slot][dim]`).
+    keys: bool,
 }
 
 impl Int8Buffer {
-    /// Stores one vector `src` with its own scale (its largest magnitude maps to ±127) at
-    /// scale index `scale_index`, element `d` at `at(d)`.
+    /// Stores one vector `src` with its own scale at scale index `scale_index`, element `d`
+    /// at `at(d)`.
     fn store(&mut self, scale_index: usize, src: &[f32], at: impl Fn(usize) -> usize) {
-        let amax = src.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-        let scale = amax / 127.0;
-        let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-        self.scales[scale_index] = scale;
-        for (d, &x) in src.iter().enumerate() {
-            // |x · inv| ≤ 127 (up to rounding), so the cast only drops the fraction.
-            #[allow(clippy::cast_possible_truncation)]
-            let q = (x * inv).round().clamp(-127.0, 127.0) as i8;
-            self.q[at(d)] = q;
-        }
+        let q = &mut self.q;
+        self.scales[scale_index] = quantize_int8(src, |d, x| q[at(d)] = x);
     }
 }
 
@@ -126,13 +163,16 @@ impl KvBuffer {
         Ok(match dtype {
             KvCacheDtype::F32 => Self::F32(alloc(len, 0.0)?),
             KvCacheDtype::F16 => Self::F16(alloc(len, f16::ZERO)?),
+            KvCacheDtype::Bf16 if transposed => {
+                Self::Bf16Pairs(alloc(len, bf16::ZERO)?, block_size)
+            }
             KvCacheDtype::Bf16 => Self::Bf16(alloc(len, bf16::ZERO)?),
             KvCacheDtype::Int8 => Self::Int8(Int8Buffer {
                 q: alloc(len, 0)?,
                 scales: alloc(len / head_dim, 0.0)?,
                 head_dim,
                 block_size,
-                transposed,
+                keys: transposed,
             }),
         })
     }
@@ -151,7 +191,12 @@ impl KvBuffer {
                 .iter()
                 .enumerate()
                 .for_each(|(d, &x)| v[at(d)] = bf16::from_f32(x)),
-            Self::Int8(b) => b.store(tile / b.head_dim + slot, src, at),
+            Self::Bf16Pairs(v, bs) => src.iter().enumerate().for_each(|(d, &x)| {
+                v[tile + bf16_pair_index(*bs, slot, d)] = bf16::from_f32(x);
+            }),
+            Self::Int8(b) => b.store(tile / b.head_dim + slot, src, |d| {
+                tile + int8_quad_index(block_size, slot, d)
+            }),
         }
     }
 
@@ -162,6 +207,7 @@ impl KvBuffer {
             Self::F32(v) => v[at..end].copy_from_slice(src),
             Self::F16(v) => v[at..end].convert_from_f32_slice(src),
             Self::Bf16(v) => v[at..end].convert_from_f32_slice(src),
+            Self::Bf16Pairs(..) => unreachable!("values are never stored in pairs"),
             Self::Int8(b) => b.store(at / b.head_dim, src, |d| at + d),
         }
     }
@@ -183,18 +229,22 @@ impl KvBuffer {
             match self {
                 Self::F16(v) => v[o..o + len].convert_to_f32_slice(dst),
                 Self::Bf16(v) => v[o..o + len].convert_to_f32_slice(dst),
+                Self::Bf16Pairs(v, bs) => {
+                    // Back to `[dim][slot]`.
+                    let bs = *bs;
+                    for (i, y) in dst.iter_mut().enumerate() {
+                        *y = v[o + bf16_pair_index(bs, i % bs, i / bs)].to_f32();
+                    }
+                }
                 Self::Int8(b) => {
                     let scales = &b.scales[o / b.head_dim..][..len / b.head_dim];
                     let q = &b.q[o..o + len];
-                    if b.transposed {
-                        // `[dim][slot]`: each row of the tile is one dimension of every slot.
-                        for (dst, q) in dst
-                            .chunks_exact_mut(b.block_size)
-                            .zip(q.chunks_exact(b.block_size))
-                        {
-                            for ((y, &q), &s) in dst.iter_mut().zip(q).zip(scales) {
-                                *y = f32::from(q) * s;
-                            }
+                    if b.keys {
+                        // Back to `[dim][slot]`.
+                        let bs = b.block_size;
+                        for (i, y) in dst.iter_mut().enumerate() {
+                            let slot = i % bs;
+                            *y = f32::from(q[int8_quad_index(bs, slot, i / bs)]) * scales[slot];
                         }
                     } else {
                         for ((dst, q), &s) in dst
@@ -214,12 +264,36 @@ impl KvBuffer {
         scratch.chunks_exact(len).collect()
     }
 
+    /// The `len` bf16 values at each of `offsets` (whole tiles) as they are stored, for the
+    /// kernels that read bf16 directly; `None` for other element types.
+    pub(crate) fn bf16_tiles(&self, offsets: &[usize], len: usize) -> Option<Vec<&[bf16]>> {
+        match self {
+            Self::Bf16(v) | Self::Bf16Pairs(v, _) => {
+                Some(offsets.iter().map(|&o| &v[o..o + len]).collect())
+            }
+            _ => None,
+        }
+    }
+
+    /// The tiles of `len` quants at each of `offsets` as they are stored, with their
+    /// scales, for the kernels that read int8 directly; `None` for other element types.
+    pub(crate) fn int8_tiles(&self, offsets: &[usize], len: usize) -> Option<Vec<Int8Tile<'_>>> {
+        let Self::Int8(b) = self else {
+            return None;
+        };
+        let tile = |o: usize| Int8Tile {
+            quants: &b.q[o..o + len],
+            scales: &b.scales[o / b.head_dim..][..len / b.head_dim],
+        };
+        Some(offsets.iter().map(|&o| tile(o)).collect())
+    }
+
     /// Copies whole tiles `src` to `dst` (element offsets).
     fn copy_within(&mut self, src: std::ops::Range<usize>, dst: usize) {
         match self {
             Self::F32(v) => v.copy_within(src, dst),
             Self::F16(v) => v.copy_within(src, dst),
-            Self::Bf16(v) => v.copy_within(src, dst),
+            Self::Bf16(v) | Self::Bf16Pairs(v, _) => v.copy_within(src, dst),
             Self::Int8(b) => {
                 let d = b.head_dim;
                 b.scales.copy_within(src.start / d..src.end / d, dst / d);
@@ -250,9 +324,21 @@ impl CpuKvPool {
         block_size: usize,
         dtype: KvCacheDtype,
     ) -> Result<Self, BackendError> {
-        if block_size == 0 || num_blocks == 0 || head_dim == 0 {
+        // bf16 keys are stored in pairs of dimensions, int8 keys in fours.
+        let head_multiple = match dtype {
+            KvCacheDtype::F32 | KvCacheDtype::F16 => 1,
+            KvCacheDtype::Bf16 => 2,
+            KvCacheDtype::Int8 => 4,
+        };
+        if block_size == 0
+            || num_blocks == 0
+            || head_dim == 0
+            || !head_dim.is_multiple_of(head_multiple)
+        {
             return Err(BackendError::KvAllocation(format!(
-                "{num_blocks} blocks of {block_size} tokens"
+                "{num_blocks} blocks of {block_size} tokens with heads of {head_dim} dimensions \
+                 (all nonzero; a {} cache needs heads of a multiple of {head_multiple})",
+                dtype.name()
             )));
         }
         let per_layer = num_blocks

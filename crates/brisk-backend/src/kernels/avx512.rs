@@ -98,27 +98,103 @@ pub(super) fn score_keys(
     }
 }
 
-/// See [`super::weighted_values`] (which checks the sizes); `d` a multiple of
-/// [`VALUE_CHUNK`].
-pub(super) fn weighted_values(p: &[&[f32]], value_tiles: &[&[f32]], bs: usize, out: &mut [f32]) {
+/// Cached values as the weighted-sum kernel reads them: block tiles of `bs` slots × `d`
+/// values (`[slot][dim]`), value `j` in slot `j % bs` of tile `j / bs`, widened to f32
+/// exactly as `KvBuffer::tiles` converts them — so the sums are the same operations whatever
+/// the cache's element type. The caller checks the sizes (`check_weighted_values`).
+pub(super) trait ValueRows {
+    /// Dimensions `c..c + 64` of value `j`, as four vectors of f32.
+    ///
+    /// # Safety
+    /// AVX-512 F; value `j` exists and has at least `c + 64` dimensions.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load64(&self, j: usize, c: usize) -> [std::arch::x86_64::__m512; 4];
+}
+
+/// Value tiles of f32 or bf16 (bf16 is the upper half of the f32 it stands for).
+pub(super) struct Tiles<'a, V> {
+    pub(super) tiles: &'a [&'a [V]],
+    pub(super) bs: usize,
+    pub(super) d: usize,
+}
+
+impl<V> Tiles<'_, V> {
+    /// Where value `j`'s dimension `c` lies.
+    #[cfg(target_arch = "x86_64")]
+    fn at(&self, j: usize, c: usize) -> *const V {
+        self.tiles[j / self.bs][(j % self.bs) * self.d + c..].as_ptr()
+    }
+}
+
+impl ValueRows for Tiles<'_, f32> {
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load64(&self, j: usize, c: usize) -> [std::arch::x86_64::__m512; 4] {
+        let v = self.at(j, c);
+        // SAFETY: 64 floats from `v` (contract); unaligned.
+        [0, 1, 2, 3].map(|q| unsafe { std::arch::x86_64::_mm512_loadu_ps(v.add(16 * q)) })
+    }
+}
+
+impl ValueRows for Tiles<'_, half::bf16> {
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load64(&self, j: usize, c: usize) -> [std::arch::x86_64::__m512; 4] {
+        use std::arch::x86_64::*;
+        let v = self.at(j, c);
+        // SAFETY: 64 bf16 from `v` (contract); unaligned 32-byte loads.
+        [0, 1, 2, 3].map(|q| unsafe {
+            let halves = _mm512_cvtepu16_epi32(_mm256_loadu_si256(v.add(16 * q).cast()));
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(halves))
+        })
+    }
+}
+
+/// Value tiles of an int8 cache: signed bytes, one scale per slot (`q · scale`).
+pub(super) struct Int8Tiles<'a> {
+    pub(super) tiles: &'a [crate::kv_pool::Int8Tile<'a>],
+    pub(super) bs: usize,
+    pub(super) d: usize,
+}
+
+impl ValueRows for Int8Tiles<'_> {
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load64(&self, j: usize, c: usize) -> [std::arch::x86_64::__m512; 4] {
+        use std::arch::x86_64::*;
+        let (tile, slot) = (j / self.bs, j % self.bs);
+        let tile = &self.tiles[tile];
+        let v = tile.quants[slot * self.d + c..].as_ptr();
+        let scale = _mm512_set1_ps(tile.scales[slot]);
+        // SAFETY: 64 bytes from `v` (contract); unaligned 16-byte loads.
+        [0, 1, 2, 3].map(|q| unsafe {
+            let bytes = _mm512_cvtepi8_epi32(_mm_loadu_si128(v.add(16 * q).cast()));
+            _mm512_mul_ps(_mm512_cvtepi32_ps(bytes), scale)
+        })
+    }
+}
+
+/// See [`super::weighted_values`] (the caller checks the sizes with
+/// `check_weighted_values`); `d` a multiple of [`VALUE_CHUNK`].
+pub(super) fn weighted_values(p: &[&[f32]], values: &impl ValueRows, d: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         assert!(available());
-        let d = out.len() / p.len();
         assert!(d.is_multiple_of(VALUE_CHUNK) && p.len() <= MAX_SCORE_ROWS);
-        assert!(p.iter().all(|r| r.len() <= value_tiles.len() * bs));
-        assert!(value_tiles.iter().all(|t| t.len() >= bs * d));
+        assert_eq!(out.len(), p.len() * d);
         let rows: [&[f32]; MAX_SCORE_ROWS] =
             std::array::from_fn(|r| p.get(r).map_or(&[][..], |x| x));
         // SAFETY: AVX-512 present; every row's probabilities index only values that exist
-        // (checked above) and `out` holds `rows × d` floats.
+        // (checked by the caller) and `out` holds `rows × d` floats.
         unsafe {
             by_rows!(
                 p.len(),
                 x86::weighted_values,
                 &rows,
-                value_tiles,
-                bs,
+                values,
                 d,
                 out.as_mut_ptr()
             );
@@ -126,7 +202,7 @@ pub(super) fn weighted_values(p: &[&[f32]], value_tiles: &[&[f32]], bs: usize, o
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (p, value_tiles, bs, out);
+        let _ = (p, values, d, out);
         unreachable!("AVX-512 kernels are only selected on x86_64")
     }
 }
@@ -162,6 +238,7 @@ pub(super) mod x86 {
         grouped_index, KernelFormat, OutRows, QuantActivations, QuantMatrix, Tile, KEY_LANES,
         MAX_SCORE_ROWS, TILE,
     };
+    use super::ValueRows;
 
     /// Rows per row group: sixteen, one per 32-bit lane of a 512-bit vector.
     pub(in super::super) const ROW_GROUP: usize = 16;
@@ -326,26 +403,23 @@ pub(super) mod x86 {
     /// each row continues alone over the keys only it has (same order per output).
     ///
     /// # Safety
-    /// AVX-512 F; `d` is a multiple of 64; each `p[r]` (`r < R`) indexes keys of
-    /// `value_tiles` only, each tile holding `bs × d` floats; `out` holds `R × d` floats.
+    /// AVX-512 F; `d` is a multiple of 64; each `p[r]` (`r < R`) indexes values that exist
+    /// in `values`, each `d` long; `out` holds `R × d` floats.
     #[target_feature(enable = "avx512f")]
     pub(in super::super) unsafe fn weighted_values<const R: usize>(
         p: &[&[f32]; MAX_SCORE_ROWS],
-        value_tiles: &[&[f32]],
-        bs: usize,
+        values: &impl ValueRows,
         d: usize,
         out: *mut f32,
     ) {
         let shared = p[..R].iter().map(|r| r.len()).min().unwrap_or(0);
         let weights: [*const f32; R] = std::array::from_fn(|r| p[r].as_ptr());
-        let value = |j: usize, c: usize| value_tiles[j / bs][(j % bs) * d + c..].as_ptr();
         for c in (0..d).step_by(super::VALUE_CHUNK) {
             let mut acc = [[_mm512_setzero_ps(); 4]; R];
             for j in 0..shared {
-                let v = value(j, c);
-                // SAFETY: 64 floats from dimension `c` of value row `j` exist (contract).
+                // SAFETY: value `j` exists with `d > c + 63` dimensions (contract).
                 unsafe {
-                    let v = [0, 1, 2, 3].map(|q| _mm512_loadu_ps(v.add(16 * q)));
+                    let v = values.load64(j, c);
                     for r in 0..R {
                         // `j < shared <= p[r].len()`.
                         let w = _mm512_set1_ps(*weights[r].add(j));
@@ -357,13 +431,12 @@ pub(super) mod x86 {
             }
             for r in 0..R {
                 for (j, &w) in p[r].iter().enumerate().skip(shared) {
-                    let v = value(j, c);
                     // SAFETY: as above.
                     unsafe {
+                        let v = values.load64(j, c);
                         let w = _mm512_set1_ps(w);
                         for q in 0..4 {
-                            acc[r][q] =
-                                _mm512_fmadd_ps(w, _mm512_loadu_ps(v.add(16 * q)), acc[r][q]);
+                            acc[r][q] = _mm512_fmadd_ps(w, v[q], acc[r][q]);
                         }
                     }
                 }

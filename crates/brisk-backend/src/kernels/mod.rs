@@ -106,7 +106,9 @@ macro_rules! by_rows {
 mod amx;
 mod avx2;
 mod avx512;
+pub(crate) mod bf16_cache;
 mod convert;
+pub(crate) mod int8_cache;
 mod path;
 mod peak;
 mod scalar;
@@ -719,6 +721,26 @@ pub(crate) fn weighted_values(
     bs: usize,
     out: &mut [f32],
 ) {
+    check_weighted_values(p, value_tiles, bs, out);
+    let d = out.len() / p.len();
+    if path >= KernelPath::Avx512Vnni && d.is_multiple_of(avx512::VALUE_CHUNK) {
+        let values = avx512::Tiles {
+            tiles: value_tiles,
+            bs,
+            d,
+        };
+        avx512::weighted_values(p, &values, d, out);
+    } else {
+        for (row, out) in p.iter().zip(out.chunks_exact_mut(d)) {
+            scalar::weighted_values(row, value_tiles, bs, out);
+        }
+    }
+}
+
+/// The sizes every weighted-sum kernel relies on: 1 to [`MAX_SCORE_ROWS`] rows, no
+/// probability past the values, whole value tiles of `bs` slots of `d` values (`d` from
+/// `out`).
+fn check_weighted_values<V>(p: &[&[f32]], value_tiles: &[&[V]], bs: usize, out: &[f32]) {
     assert!((1..=MAX_SCORE_ROWS).contains(&p.len()) && out.len().is_multiple_of(p.len()));
     let d = out.len() / p.len();
     let keys = p.iter().map(|r| r.len()).max().unwrap_or(0);
@@ -730,13 +752,6 @@ pub(crate) fn weighted_values(
         value_tiles.iter().all(|t| t.len() >= bs * d),
         "value tile size"
     );
-    if path >= KernelPath::Avx512Vnni && d.is_multiple_of(avx512::VALUE_CHUNK) {
-        avx512::weighted_values(p, value_tiles, bs, out);
-    } else {
-        for (row, out) in p.iter().zip(out.chunks_exact_mut(d)) {
-            scalar::weighted_values(row, value_tiles, bs, out);
-        }
-    }
 }
 
 /// The output matrix `[tokens, rows]`, shared by the threads that each write their own band of

@@ -327,3 +327,196 @@ fn softmax_exponentials_agree_bit_for_bit_on_every_path() {
         }
     }
 }
+
+/// Whether this CPU runs the bf16 cache kernels; prints why a test is skipped when not.
+fn bf16_kernels_run() -> bool {
+    let run = bf16_cache::in_place(KernelPath::detected(), 64);
+    if !run {
+        eprintln!("skipped: this CPU cannot run the AVX-512 BF16 attention kernels");
+    }
+    run
+}
+
+/// A bf16 of either sign over many binades, subnormals and zeros included, so that the
+/// kernel's flushing of tiny inputs and results is compared too.
+fn random_bf16(rng: &mut StdRng) -> half::bf16 {
+    let x = match rng.random_range(0..10) {
+        0 => f32::from_bits(rng.random_range(0..0x0080_0000)), // subnormal
+        1 => 0.0,
+        2 => rng.random::<f32>() * 1e-37, // products and sums near the subnormal range
+        _ => (rng.random::<f32>() * 4.0 - 2.0) * 2f32.powi(rng.random_range(-8..8)),
+    };
+    half::bf16::from_f32(if rng.random::<bool>() { x } else { -x })
+}
+
+#[test]
+fn bf16_scores_are_the_scalar_arithmetic_bit_for_bit() {
+    if !bf16_kernels_run() {
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(21);
+    for (d, bs) in [(64, 16), (64, 32), (128, 16), (2, 16)] {
+        for _ in 0..20 {
+            let kt: Vec<half::bf16> = (0..d * bs).map(|_| random_bf16(&mut rng)).collect();
+            let q: Vec<Vec<half::bf16>> = (0..MAX_SCORE_ROWS)
+                .map(|_| (0..d).map(|_| random_bf16(&mut rng)).collect())
+                .collect();
+            for n in 1..=MAX_SCORE_ROWS {
+                let rows: Vec<&[half::bf16]> = q[..n].iter().map(Vec::as_slice).collect();
+                for slot in (0..=bs - bf16_cache::KEYS).step_by(bf16_cache::KEYS) {
+                    let mut got = [[f32::NAN; bf16_cache::KEYS]; MAX_SCORE_ROWS];
+                    bf16_cache::score_keys(&rows, &kt, bs, slot, &mut got);
+                    for (r, row) in rows.iter().enumerate() {
+                        for (j, got) in got[r].iter().enumerate() {
+                            let want = bf16_cache::dot_pairs(row, &kt, bs, slot + j);
+                            assert_eq!(
+                                got.to_bits(),
+                                want.to_bits(),
+                                "d {d} bs {bs} rows {n} row {r} key {}: {got} vs {want}",
+                                slot + j,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bf16_values_read_in_place_sum_as_converted_ones_do() {
+    if !bf16_kernels_run() {
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(22);
+    for (d, bs, blocks) in [(64, 16, 5), (128, 16, 3), (64, 32, 2)] {
+        let tiles: Vec<Vec<half::bf16>> = (0..blocks)
+            .map(|_| (0..bs * d).map(|_| random_bf16(&mut rng)).collect())
+            .collect();
+        let converted: Vec<Vec<f32>> = tiles
+            .iter()
+            .map(|t| t.iter().map(|x| x.to_f32()).collect())
+            .collect();
+        let tiles: Vec<&[half::bf16]> = tiles.iter().map(Vec::as_slice).collect();
+        let converted: Vec<&[f32]> = converted.iter().map(Vec::as_slice).collect();
+        for rows in 1..=MAX_SCORE_ROWS {
+            let p: Vec<Vec<f32>> = (0..rows)
+                .map(|r| {
+                    (0..(blocks * bs - 5 * r).max(1))
+                        .map(|_| rng.random())
+                        .collect()
+                })
+                .collect();
+            let p: Vec<&[f32]> = p.iter().map(Vec::as_slice).collect();
+            let mut want = vec![0.0; rows * d];
+            weighted_values(KernelPath::Avx512Vnni, &p, &converted, bs, &mut want);
+            let mut got = vec![f32::NAN; rows * d];
+            bf16_cache::weighted_values(&p, &tiles, bs, &mut got);
+            assert_eq!(got, want, "d {d} bs {bs} rows {rows}");
+        }
+    }
+}
+
+/// Whether this CPU runs the int8 cache kernels; prints why a test is skipped when not.
+fn int8_kernels_run() -> bool {
+    let run = int8_cache::in_place(KernelPath::detected(), 64);
+    if !run {
+        eprintln!("skipped: this CPU cannot run the AVX-512 VNNI attention kernels");
+    }
+    run
+}
+
+#[test]
+fn int8_scores_are_the_scalar_arithmetic_bit_for_bit() {
+    if !int8_kernels_run() {
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(23);
+    for (d, bs) in [(64, 16), (64, 32), (128, 16), (4, 16)] {
+        // Every byte value, -128 included (the bias must undo it), and scales over binades.
+        let kt: Vec<i8> = (0..d * bs).map(|_| rng.random::<i8>()).collect();
+        let key_scales: Vec<f32> = (0..bs)
+            .map(|_| rng.random::<f32>() * 2f32.powi(rng.random_range(-12..4)))
+            .collect();
+        let q: Vec<Vec<f32>> = (0..MAX_SCORE_ROWS + 2)
+            .map(|_| (0..d).map(|_| rng.random::<f32>() * 6.0 - 3.0).collect())
+            .collect();
+        let rows: Vec<&[f32]> = q.iter().map(Vec::as_slice).collect();
+        let mut q8 = int8_cache::QuantizedRows::default();
+        q8.quantize(&rows);
+        for first in [0, 2] {
+            for n in 1..=MAX_SCORE_ROWS {
+                for slot in (0..=bs - int8_cache::KEYS).step_by(int8_cache::KEYS) {
+                    let mut got = [[f32::NAN; int8_cache::KEYS]; MAX_SCORE_ROWS];
+                    let keys = crate::kv_pool::Int8Tile {
+                        quants: &kt,
+                        scales: &key_scales,
+                    };
+                    int8_cache::score_keys(&q8, first..first + n, keys, bs, slot, &mut got);
+                    for (r, got) in got.iter().take(n).enumerate() {
+                        for (j, got) in got.iter().enumerate() {
+                            let want = int8_cache::dot(&q8, first + r, keys, bs, slot + j);
+                            assert_eq!(
+                                got.to_bits(),
+                                want.to_bits(),
+                                "d {d} bs {bs} rows {first}+{n} key {}: {got} vs {want}",
+                                slot + j
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn int8_values_read_in_place_sum_as_converted_ones_do() {
+    if !int8_kernels_run() {
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(24);
+    for (d, bs, blocks) in [(64, 16, 5), (128, 16, 3), (64, 32, 2)] {
+        let quants: Vec<Vec<i8>> = (0..blocks)
+            .map(|_| (0..bs * d).map(|_| rng.random::<i8>()).collect())
+            .collect();
+        let scales: Vec<Vec<f32>> = (0..blocks)
+            .map(|_| (0..bs).map(|_| rng.random::<f32>() * 0.05).collect())
+            .collect();
+        // What `KvBuffer::tiles` converts them to.
+        let converted: Vec<Vec<f32>> = quants
+            .iter()
+            .zip(&scales)
+            .map(|(q, s)| {
+                q.iter()
+                    .enumerate()
+                    .map(|(i, &q)| f32::from(q) * s[i / d])
+                    .collect()
+            })
+            .collect();
+        let tiles: Vec<crate::kv_pool::Int8Tile<'_>> = quants
+            .iter()
+            .zip(&scales)
+            .map(|(q, s)| crate::kv_pool::Int8Tile {
+                quants: q,
+                scales: s,
+            })
+            .collect();
+        let converted: Vec<&[f32]> = converted.iter().map(Vec::as_slice).collect();
+        for rows in 1..=MAX_SCORE_ROWS {
+            let p: Vec<Vec<f32>> = (0..rows)
+                .map(|r| {
+                    (0..(blocks * bs - 5 * r).max(1))
+                        .map(|_| rng.random())
+                        .collect()
+                })
+                .collect();
+            let p: Vec<&[f32]> = p.iter().map(Vec::as_slice).collect();
+            let mut want = vec![0.0; rows * d];
+            weighted_values(KernelPath::Avx512Vnni, &p, &converted, bs, &mut want);
+            let mut got = vec![f32::NAN; rows * d];
+            int8_cache::weighted_values(&p, &tiles, bs, &mut got);
+            assert_eq!(got, want, "d {d} bs {bs} rows {rows}");
+        }
+    }
+}
