@@ -14,9 +14,11 @@ use brisk_types::BackendError;
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
-/// The element type K and V are stored in. Attention always computes in f32: 16-bit and
-/// 8-bit caches are converted block by block as they are read, halving (quartering) the
-/// memory and the bytes read per token for a rounding of each cached value.
+/// The element type K and V are stored in. Where the CPU has the kernels (AVX-512 BF16,
+/// AVX-512 VNNI), attention reads bf16 and int8 caches in place: scores are bf16 or int8 dot
+/// products (the query rounded to the cache's type) accumulated in f32. Otherwise, and for
+/// f16, each block is converted to f32 as it is read. Either way a 16-bit or 8-bit cache
+/// halves (quarters) the memory and the bytes read per token for a rounding of each value.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum KvCacheDtype {
     /// 32-bit floats (the default: exactly what the model computed).
