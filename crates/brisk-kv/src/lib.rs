@@ -25,11 +25,13 @@
 //! tests call it after every operation, the scheduler after every step in debug builds.
 #![deny(missing_docs)]
 
+pub mod events;
 mod free_list;
 pub mod hash;
 mod invariants;
 mod manager;
 
+pub use events::KvEvent;
 pub use hash::BlockHash;
 pub use manager::{
     BlockManager, BlockManagerConfig, PrefixCacheStats, PrefixMatch, DEFAULT_BLOCK_SIZE,

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use brisk_types::{BlockId, TokenId};
 
+use crate::events::{EventLog, KvEvent};
 use crate::free_list::FreeList;
 use crate::hash::{hash_block, BlockHash};
 use crate::{KvError, SeqId};
@@ -114,6 +115,8 @@ pub struct BlockManager {
     stats: PrefixCacheStats,
     /// Bumped whenever a cached block is evicted, invalidating earlier [`PrefixMatch`]es.
     generation: u64,
+    /// The prefix cache's changes since they were last taken, while recording is on.
+    events: Option<EventLog>,
 }
 
 impl BlockManager {
@@ -127,8 +130,49 @@ impl BlockManager {
             seqs: HashMap::new(),
             stats: PrefixCacheStats::default(),
             generation: 0,
+            events: None,
             cfg,
         })
+    }
+
+    /// Starts (or stops) recording the prefix cache's changes for [`Self::take_events`].
+    /// Starting records [`KvEvent::AllCleared`] first, so that a consumer that knew an earlier
+    /// life of this cache starts from nothing, then every block already cached as stored.
+    pub fn record_events(&mut self, on: bool) {
+        if !on {
+            self.events = None;
+            return;
+        }
+        let mut log = EventLog::default();
+        log.cleared();
+        // Parents before children: a block's parent was cached no later than itself, but the
+        // map has no order, so emit chains from their roots.
+        let mut pending: Vec<BlockId> = self.cached.values().copied().collect();
+        pending.sort_unstable();
+        let mut emitted = std::collections::HashSet::new();
+        while !pending.is_empty() {
+            let before = pending.len();
+            pending.retain(|&b| {
+                let meta = &self.blocks[b as usize];
+                let ready = meta
+                    .parent
+                    .is_none_or(|p| emitted.contains(&p) || !self.cached.contains_key(&p));
+                if ready {
+                    let hash = meta.hash.expect("cached blocks have hashes");
+                    log.stored(hash, meta.parent, &meta.tokens);
+                    emitted.insert(hash);
+                }
+                !ready
+            });
+            assert!(pending.len() < before, "cached blocks form chains");
+        }
+        self.events = Some(log);
+    }
+
+    /// The prefix cache's changes since the last call, oldest first (none unless
+    /// [`Self::record_events`] is on).
+    pub fn take_events(&mut self) -> Vec<KvEvent> {
+        self.events.as_mut().map_or_else(Vec::new, EventLog::take)
     }
 
     /// The settings this pool was built with.
@@ -154,6 +198,11 @@ impl BlockManager {
     /// Blocks currently in the prefix cache, held or free.
     pub fn num_cached_blocks(&self) -> usize {
         self.cached.len()
+    }
+
+    /// The hashes of every block in the prefix cache, held or free, in no order.
+    pub fn cached_hashes(&self) -> impl Iterator<Item = BlockHash> + '_ {
+        self.cached.keys().copied()
     }
 
     /// Free blocks that still hold a cached prefix.
@@ -342,6 +391,9 @@ impl BlockManager {
                     meta.tokens.clear();
                     meta.tokens.extend_from_slice(chunk);
                     self.cached.insert(h, b);
+                    if let Some(log) = &mut self.events {
+                        log.stored(h, parent, chunk);
+                    }
                 }
             }
         }
@@ -403,6 +455,9 @@ impl BlockManager {
             meta.parent = None;
             meta.tokens.clear();
             self.generation += 1;
+            if let Some(log) = &mut self.events {
+                log.removed(h);
+            }
         }
         meta.ref_count = 1;
         b

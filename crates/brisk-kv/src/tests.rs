@@ -283,3 +283,49 @@ fn unknown_sequences_are_reported() {
         Err(KvError::SeqExists(1))
     );
 }
+
+#[test]
+fn events_tell_what_entered_and_left_the_cache() {
+    let mut bm = pool(4, 4);
+    admit_and_compute(&mut bm, 1, &toks(0..6));
+    // Recording starts from nothing, then what is cached already.
+    bm.record_events(true);
+    let h0 = hash::hash_block(None, &toks(0..4), 42);
+    assert_eq!(
+        bm.take_events(),
+        vec![
+            KvEvent::AllCleared,
+            KvEvent::Stored {
+                hashes: vec![h0],
+                parent: None,
+                tokens: toks(0..4),
+            }
+        ]
+    );
+    // The sequence grows by two blocks in one commit: one stored run continuing block 0.
+    bm.allocate_slots(1, 12).unwrap();
+    bm.commit_full_blocks(1, &toks(0..12)).unwrap();
+    let h1 = hash::hash_block(Some(h0), &toks(4..8), 42);
+    let h2 = hash::hash_block(Some(h1), &toks(8..12), 42);
+    assert_eq!(
+        bm.take_events(),
+        vec![KvEvent::Stored {
+            hashes: vec![h1, h2],
+            parent: Some(h0),
+            tokens: toks(4..12),
+        }]
+    );
+    assert!(bm.take_events().is_empty(), "taken once");
+    // Freed, the blocks stay cached; a new sequence needing the whole pool evicts the three
+    // (tail first) in one removal.
+    bm.free(1);
+    admit_and_compute(&mut bm, 2, &toks(50..63));
+    let events = bm.take_events();
+    assert_eq!(
+        events[0],
+        KvEvent::Removed {
+            hashes: vec![h2, h1, h0]
+        }
+    );
+    ok(&bm);
+}

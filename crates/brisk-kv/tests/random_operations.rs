@@ -1,7 +1,11 @@
 //! Property test: random admissions, growth, commits, forks and frees keep every invariant,
-//! and freeing everything returns the whole pool.
+//! and freeing everything returns the whole pool. With event recording switched on part-way,
+//! a consumer that applies the events holds exactly the cached set after every operation.
 
-use brisk_kv::{BlockManager, BlockManagerConfig, KvError, SeqId};
+use std::collections::HashSet;
+
+use brisk_kv::hash::hash_block;
+use brisk_kv::{BlockHash, BlockManager, BlockManagerConfig, KvError, KvEvent, SeqId};
 use brisk_types::TokenId;
 use proptest::prelude::*;
 
@@ -44,7 +48,11 @@ fn op() -> impl Strategy<Value = Op> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
     #[test]
-    fn random_operations_keep_invariants(ops in prop::collection::vec(op(), 1..60), caching in any::<bool>()) {
+    fn random_operations_keep_invariants(
+        ops in prop::collection::vec(op(), 1..60),
+        caching in any::<bool>(),
+        record_from in 0..20usize,
+    ) {
         let bs = 3;
         let mut bm = BlockManager::new(BlockManagerConfig {
             block_size: bs, num_blocks: 24, enable_prefix_caching: caching, salt: 1,
@@ -53,7 +61,18 @@ proptest! {
         // Live sequences: id and their tokens (all computed).
         let mut live: Vec<(SeqId, Vec<TokenId>)> = Vec::new();
         let mut next_id = 0;
-        for op in ops {
+        // What a consumer of the events knows is cached, once recording is on.
+        let mut mirror: Option<HashSet<BlockHash>> = None;
+        // Every hash ever cached (observed after each operation, and told by events).
+        let mut seen: HashSet<BlockHash> = HashSet::new();
+        for (step, op) in ops.into_iter().enumerate() {
+            if step == record_from {
+                bm.record_events(true);
+                // The snapshot of what is cached already.
+                let mut known = HashSet::new();
+                apply(&mut known, &mut seen, bm.take_events(), bs)?;
+                mirror = Some(known);
+            }
             match op {
                 Op::Admit { prefix, suffix, extra } => {
                     let mut toks = prefixes[prefix].clone();
@@ -103,6 +122,14 @@ proptest! {
                 _ => {}
             }
             bm.check_invariants().map_err(|e| TestCaseError::fail(e.to_string()))?;
+            seen.extend(bm.cached_hashes());
+            if let Some(mirror) = &mut mirror {
+                apply(mirror, &mut seen, bm.take_events(), bs)?;
+                let cached: HashSet<BlockHash> = bm.cached_hashes().collect();
+                prop_assert_eq!(&*mirror, &cached);
+            } else {
+                prop_assert!(bm.take_events().is_empty());
+            }
             for (id, toks) in &live {
                 prop_assert!(bm.block_table(*id).len() * bs >= toks.len());
             }
@@ -115,4 +142,42 @@ proptest! {
         prop_assert_eq!(bm.usage_ratio(), 0.0);
         prop_assert_eq!(bm.num_cached_free_blocks(), bm.num_cached_blocks());
     }
+}
+
+/// Applies `events` to a consumer's set of cached hashes, checking what each promises: a
+/// stored run continues a block that was cached (it may have been evicted since, when an
+/// identical block computed beside it was the one cached), its hashes are those of its
+/// tokens, no block is stored twice or removed unknown.
+fn apply(
+    mirror: &mut HashSet<BlockHash>,
+    seen: &mut HashSet<BlockHash>,
+    events: Vec<KvEvent>,
+    bs: usize,
+) -> Result<(), TestCaseError> {
+    for event in events {
+        match event {
+            KvEvent::Stored {
+                hashes,
+                parent,
+                tokens,
+            } => {
+                prop_assert!(parent.is_none_or(|p| seen.contains(&p)), "unknown parent");
+                prop_assert_eq!(tokens.len(), hashes.len() * bs);
+                let mut chain = parent;
+                for (h, chunk) in hashes.iter().zip(tokens.chunks_exact(bs)) {
+                    prop_assert_eq!(*h, hash_block(chain, chunk, 1));
+                    prop_assert!(mirror.insert(*h), "stored twice");
+                    seen.insert(*h);
+                    chain = Some(*h);
+                }
+            }
+            KvEvent::Removed { hashes } => {
+                for h in hashes {
+                    prop_assert!(mirror.remove(&h), "removed an unknown block");
+                }
+            }
+            KvEvent::AllCleared => mirror.clear(),
+        }
+    }
+    Ok(())
 }

@@ -89,6 +89,17 @@ impl SchedulerCore {
         &self.kv
     }
 
+    /// Starts (or stops) recording the prefix cache's changes (KV events), beginning with
+    /// a clear and a snapshot of what is cached; see [`BlockManager::record_events`].
+    pub fn record_kv_events(&mut self, on: bool) {
+        self.kv.record_events(on);
+    }
+
+    /// The prefix cache's changes since the last call (none unless recording).
+    pub fn take_kv_events(&mut self) -> Vec<brisk_kv::KvEvent> {
+        self.kv.take_events()
+    }
+
     /// Checks a request and queues it. Refused when the id is taken, the prompt is empty,
     /// `max_tokens` is 0 or below `min_tokens`, the objective is not positive, prompt +
     /// `max_tokens` exceeds `max_model_len`, the sequence could not fit in the pool even
