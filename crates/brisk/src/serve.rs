@@ -321,7 +321,7 @@ fn server_state(
         enable_prefix_caching: !args.no_prefix_caching,
         chunked_prefill: true,
         eos_token_ids: model.backend.stop_tokens().to_vec(),
-        cache_salt: salt_of(path),
+        cache_salt: model.content_salt,
     };
     scheduler
         .validate()
@@ -398,16 +398,6 @@ fn default_name(path: &Path) -> String {
     );
     name.strip_suffix(".gguf")
         .map_or(name.clone(), str::to_string)
-}
-
-/// Prefix-cache salt: distinct per model file, stable across restarts.
-fn salt_of(path: &Path) -> u64 {
-    path.display()
-        .to_string()
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        })
 }
 
 #[cfg(test)]
