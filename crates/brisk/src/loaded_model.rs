@@ -60,7 +60,7 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
 pub fn content_salt(path: &Path) -> Result<u64> {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
-    let mut hash_file = |file: &Path, hasher: &mut Sha256| -> Result<()> {
+    let hash_file = |file: &Path, hasher: &mut Sha256| -> Result<()> {
         let mut f = std::fs::File::open(file)
             .with_context(|| format!("{}: cannot read the model to hash it", file.display()))?;
         std::io::copy(&mut f, hasher)
