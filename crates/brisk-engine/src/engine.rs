@@ -12,6 +12,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use brisk_kv::KvEventBatch;
 use brisk_sampling::{log_softmax_at, top_logprobs, Sampler};
 use brisk_scheduler::{
     SchedRequest, SchedulerCore, SchedulerError, SeqEvent, StepPlan, StepRecord, StepShape,
@@ -84,6 +85,7 @@ pub(crate) struct Engine<B: Backend> {
     pub(crate) eos: Vec<TokenId>,
     pub(crate) started: Instant,
     step_records: Option<std::sync::mpsc::Sender<StepRecord>>,
+    kv_events: Option<std::sync::mpsc::SyncSender<KvEventBatch>>,
     requests: HashMap<RequestId, Active>,
     steps: u64,
 }
@@ -97,6 +99,7 @@ impl<B: Backend> Engine<B> {
         stats: Arc<Mutex<EngineStats>>,
         seed: u64,
         step_records: Option<std::sync::mpsc::Sender<StepRecord>>,
+        kv_events: Option<std::sync::mpsc::SyncSender<KvEventBatch>>,
     ) -> Self {
         let eos = backend.stop_tokens().to_vec();
         Self {
@@ -109,6 +112,7 @@ impl<B: Backend> Engine<B> {
             eos,
             started: Instant::now(),
             step_records,
+            kv_events,
             requests: HashMap::new(),
             steps: 0,
         }
@@ -121,6 +125,7 @@ impl<B: Backend> Engine<B> {
     /// Runs until every handle is dropped and the work is done.
     pub(crate) fn run(mut self) {
         self.publish_stats();
+        self.publish_kv_events();
         loop {
             if !self.scheduler.has_unfinished() {
                 match self.commands.recv() {
@@ -253,6 +258,26 @@ impl<B: Backend> Engine<B> {
             }
         }
         self.record_step(&plan, now, began, execute_s);
+        self.publish_kv_events();
+    }
+
+    /// Sends the prefix cache's changes since the last call, if any, to the publisher.
+    fn publish_kv_events(&mut self) {
+        let Some(sink) = &self.kv_events else {
+            return;
+        };
+        let events = self.scheduler.take_kv_events();
+        if events.is_empty() {
+            return;
+        }
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        if sink.send(KvEventBatch { ts, events }).is_err() {
+            tracing::error!("the KV event publisher is gone; no more KV events");
+            self.kv_events = None;
+            self.scheduler.record_kv_events(false);
+        }
     }
 
     /// Sends the step's shape and timing to the recorder, if there is one.

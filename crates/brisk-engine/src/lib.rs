@@ -13,6 +13,7 @@ mod stats;
 use std::sync::atomic::AtomicU64;
 use std::sync::{mpsc, Arc, Mutex};
 
+use brisk_kv::KvEventBatch;
 use brisk_scheduler::{PolicyChoice, SchedulerConfig, SchedulerCore, StepRecord};
 use brisk_types::Backend;
 
@@ -35,6 +36,11 @@ pub struct EngineConfig {
     /// calibrating the latency model on the live server; `None` records nothing. A receiver
     /// that goes away stops the recording, not the engine.
     pub step_records: Option<mpsc::Sender<StepRecord>>,
+    /// Where to send the prefix cache's changes after every step that has some (KV events;
+    /// the first batch clears and lists what is cached); `None` records none. The channel's
+    /// bound is the publisher's queue: a full queue makes the engine wait, as vLLM's does, so
+    /// no event is lost. A receiver that goes away stops the events, not the engine.
+    pub kv_events: Option<mpsc::SyncSender<KvEventBatch>>,
 }
 
 /// Why an engine could not start.
@@ -61,8 +67,9 @@ pub fn spawn<B: Backend + 'static>(
         config.scheduler.eos_token_ids = backend.stop_tokens().to_vec();
     }
     let policy = config.policy.build(&config.scheduler);
-    let scheduler = SchedulerCore::with_policy(config.scheduler.clone(), policy)
+    let mut scheduler = SchedulerCore::with_policy(config.scheduler.clone(), policy)
         .map_err(|e| EngineError::Config(e.to_string()))?;
+    scheduler.record_kv_events(config.kv_events.is_some());
     let kv = backend
         .allocate_kv(config.scheduler.num_blocks, config.scheduler.block_size)
         .map_err(|e| EngineError::KvAllocation(e.to_string()))?;
@@ -79,6 +86,7 @@ pub fn spawn<B: Backend + 'static>(
         Arc::clone(&stats),
         config.seed,
         config.step_records,
+        config.kv_events,
     );
     std::thread::Builder::new()
         .name("brisk-engine".into())

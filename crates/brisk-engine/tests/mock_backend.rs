@@ -6,6 +6,7 @@ use std::time::Duration;
 use brisk_engine::{
     EngineConfig, EngineEvent, EngineHandle, EngineRequest, FinishReason, Priority, RequestSlo,
 };
+use brisk_kv::{KvEvent, KvEventBatch};
 use brisk_sampling::SamplingParams;
 use brisk_scheduler::{
     LatencyCoefficients, LatencyModel, PolicyChoice, SchedulerConfig, StepRecord,
@@ -28,6 +29,15 @@ fn engine_recording(
     policy: PolicyChoice,
     step_records: Option<std::sync::mpsc::Sender<StepRecord>>,
 ) -> EngineHandle {
+    engine_publishing(num_blocks, policy, step_records, None)
+}
+
+fn engine_publishing(
+    num_blocks: usize,
+    policy: PolicyChoice,
+    step_records: Option<std::sync::mpsc::Sender<StepRecord>>,
+    kv_events: Option<std::sync::mpsc::SyncSender<KvEventBatch>>,
+) -> EngineHandle {
     brisk_engine::spawn(
         CountingBackend::new(VOCAB, 4096),
         EngineConfig {
@@ -45,6 +55,7 @@ fn engine_recording(
             seed: 0,
             policy,
             step_records,
+            kv_events,
         },
     )
     .unwrap()
@@ -258,4 +269,40 @@ async fn a_request_that_cannot_meet_its_ttft_is_rejected_before_any_step() {
     let (tokens, last) = collect(stream).await;
     assert_eq!(tokens.len(), 3);
     assert!(matches!(last, EngineEvent::Finished { .. }), "{last:?}");
+}
+
+#[tokio::test]
+async fn the_engine_publishes_what_enters_and_leaves_its_prefix_cache() {
+    let (tx, rx) = std::sync::mpsc::sync_channel(16);
+    // Six blocks of four tokens: the second prompt needs them all, evicting the first's.
+    let e = engine_publishing(6, PolicyChoice::Fcfs, None, Some(tx));
+    let first: Vec<TokenId> = (0..9).collect();
+    collect(e.submit(request(first.clone(), 1)).unwrap()).await;
+    wait_idle(&e).await;
+    collect(e.submit(request((20..41).collect(), 1)).unwrap()).await;
+    wait_idle(&e).await;
+    drop(e);
+    let batches: Vec<KvEventBatch> = rx.iter().collect();
+    let events: Vec<KvEvent> = batches.iter().flat_map(|b| b.events.clone()).collect();
+    assert_eq!(events[0], KvEvent::AllCleared, "{events:?}");
+    let hashes = brisk_kv::hash::hash_blocks(&first, 4, 0);
+    assert_eq!(
+        events[1],
+        KvEvent::Stored {
+            hashes: hashes.clone(),
+            parent: None,
+            tokens: first[..8].to_vec(),
+        }
+    );
+    let removed: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            KvEvent::Removed { hashes } => Some(hashes.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(removed.len(), 2, "{events:?}");
+    assert!(hashes.iter().all(|h| removed.contains(h)));
+    assert!(batches.iter().all(|b| b.ts > 1.7e9), "wall-clock seconds");
 }

@@ -36,6 +36,16 @@ pub enum KvEvent {
     AllCleared,
 }
 
+/// The events of one engine step, with the wall-clock time they were taken (seconds since
+/// the Unix epoch): what a publisher sends as one batch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KvEventBatch {
+    /// Seconds since the Unix epoch.
+    pub ts: f64,
+    /// The step's events, oldest first.
+    pub events: Vec<KvEvent>,
+}
+
 /// Collects events while recording is on, merging consecutive removals.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct EventLog {

@@ -31,7 +31,7 @@ pub mod hash;
 mod invariants;
 mod manager;
 
-pub use events::KvEvent;
+pub use events::{KvEvent, KvEventBatch};
 pub use hash::BlockHash;
 pub use manager::{
     BlockManager, BlockManagerConfig, PrefixCacheStats, PrefixMatch, DEFAULT_BLOCK_SIZE,

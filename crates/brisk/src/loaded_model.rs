@@ -85,7 +85,9 @@ pub fn content_salt(path: &Path) -> Result<u64> {
         hash_file(path, &mut hasher)?;
     }
     let digest = hasher.finalize();
-    Ok(u64::from_le_bytes(digest[..8].try_into().expect("32-byte digest")))
+    Ok(u64::from_le_bytes(
+        digest[..8].try_into().expect("32-byte digest"),
+    ))
 }
 
 #[cfg(test)]

@@ -340,6 +340,7 @@ fn server_state(
             seed: args.seed,
             policy,
             step_records,
+            kv_events: None,
         },
     )?;
     let name = args

@@ -76,6 +76,7 @@ pub async fn start_tuned(
             seed: 1,
             policy,
             step_records: None,
+            kv_events: None,
         },
     )
     .expect("engine starts");
