@@ -90,6 +90,14 @@ pub(crate) struct Engine<B: Backend> {
     steps: u64,
 }
 
+/// Where the engine reports what it did, besides each request's own stream.
+pub(crate) struct Reports {
+    /// Every step's shape and time.
+    pub(crate) step_records: Option<std::sync::mpsc::Sender<StepRecord>>,
+    /// The prefix cache's changes.
+    pub(crate) kv_events: Option<std::sync::mpsc::SyncSender<KvEventBatch>>,
+}
+
 impl<B: Backend> Engine<B> {
     pub(crate) fn new(
         backend: B,
@@ -98,8 +106,7 @@ impl<B: Backend> Engine<B> {
         commands: Receiver<Command>,
         stats: Arc<Mutex<EngineStats>>,
         seed: u64,
-        step_records: Option<std::sync::mpsc::Sender<StepRecord>>,
-        kv_events: Option<std::sync::mpsc::SyncSender<KvEventBatch>>,
+        reports: Reports,
     ) -> Self {
         let eos = backend.stop_tokens().to_vec();
         Self {
@@ -111,8 +118,8 @@ impl<B: Backend> Engine<B> {
             seed,
             eos,
             started: Instant::now(),
-            step_records,
-            kv_events,
+            step_records: reports.step_records,
+            kv_events: reports.kv_events,
             requests: HashMap::new(),
             steps: 0,
         }

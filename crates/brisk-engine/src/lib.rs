@@ -85,8 +85,10 @@ pub fn spawn<B: Backend + 'static>(
         rx,
         Arc::clone(&stats),
         config.seed,
-        config.step_records,
-        config.kv_events,
+        engine::Reports {
+            step_records: config.step_records,
+            kv_events: config.kv_events,
+        },
     );
     std::thread::Builder::new()
         .name("brisk-engine".into())
