@@ -85,7 +85,7 @@ pub(crate) struct Engine<B: Backend> {
     pub(crate) eos: Vec<TokenId>,
     pub(crate) started: Instant,
     step_records: Option<std::sync::mpsc::Sender<StepRecord>>,
-    kv_events: Option<std::sync::mpsc::SyncSender<KvEventBatch>>,
+    kv_events: Option<tokio::sync::mpsc::Sender<KvEventBatch>>,
     requests: HashMap<RequestId, Active>,
     steps: u64,
 }
@@ -95,7 +95,7 @@ pub(crate) struct Reports {
     /// Every step's shape and time.
     pub(crate) step_records: Option<std::sync::mpsc::Sender<StepRecord>>,
     /// The prefix cache's changes.
-    pub(crate) kv_events: Option<std::sync::mpsc::SyncSender<KvEventBatch>>,
+    pub(crate) kv_events: Option<tokio::sync::mpsc::Sender<KvEventBatch>>,
 }
 
 impl<B: Backend> Engine<B> {
@@ -280,7 +280,7 @@ impl<B: Backend> Engine<B> {
         let ts = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        if sink.send(KvEventBatch { ts, events }).is_err() {
+        if sink.blocking_send(KvEventBatch { ts, events }).is_err() {
             tracing::error!("the KV event publisher is gone; no more KV events");
             self.kv_events = None;
             self.scheduler.record_kv_events(false);

@@ -40,7 +40,7 @@ pub struct EngineConfig {
     /// the first batch clears and lists what is cached); `None` records none. The channel's
     /// bound is the publisher's queue: a full queue makes the engine wait, as vLLM's does, so
     /// no event is lost. A receiver that goes away stops the events, not the engine.
-    pub kv_events: Option<mpsc::SyncSender<KvEventBatch>>,
+    pub kv_events: Option<tokio::sync::mpsc::Sender<KvEventBatch>>,
 }
 
 /// Why an engine could not start.

@@ -36,7 +36,7 @@ fn engine_publishing(
     num_blocks: usize,
     policy: PolicyChoice,
     step_records: Option<std::sync::mpsc::Sender<StepRecord>>,
-    kv_events: Option<std::sync::mpsc::SyncSender<KvEventBatch>>,
+    kv_events: Option<tokio::sync::mpsc::Sender<KvEventBatch>>,
 ) -> EngineHandle {
     brisk_engine::spawn(
         CountingBackend::new(VOCAB, 4096),
@@ -273,7 +273,7 @@ async fn a_request_that_cannot_meet_its_ttft_is_rejected_before_any_step() {
 
 #[tokio::test]
 async fn the_engine_publishes_what_enters_and_leaves_its_prefix_cache() {
-    let (tx, rx) = std::sync::mpsc::sync_channel(16);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     // Six blocks of four tokens: the second prompt needs them all, evicting the first's.
     let e = engine_publishing(6, PolicyChoice::Fcfs, None, Some(tx));
     let first: Vec<TokenId> = (0..9).collect();
@@ -282,7 +282,10 @@ async fn the_engine_publishes_what_enters_and_leaves_its_prefix_cache() {
     collect(e.submit(request((20..41).collect(), 1)).unwrap()).await;
     wait_idle(&e).await;
     drop(e);
-    let batches: Vec<KvEventBatch> = rx.iter().collect();
+    let mut batches: Vec<KvEventBatch> = Vec::new();
+    while let Some(batch) = rx.recv().await {
+        batches.push(batch);
+    }
     let events: Vec<KvEvent> = batches.iter().flat_map(|b| b.events.clone()).collect();
     assert_eq!(events[0], KvEvent::AllCleared, "{events:?}");
     let hashes = brisk_kv::hash::hash_blocks(&first, 4, 0);
