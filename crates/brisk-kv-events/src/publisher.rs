@@ -60,17 +60,12 @@ impl Publisher {
 }
 
 /// Binds (or connects) the sockets and starts publishing what arrives on the returned
-/// sender, for a pool of `block_size`-token blocks.
+/// sender, for a pool of `block_size`-token blocks. Callable from inside or outside an async
+/// runtime: the sockets are opened on the publisher's own thread, which reports back.
 pub fn start(
     settings: &PublisherSettings,
     block_size: usize,
 ) -> Result<(mpsc::Sender<KvEventBatch>, Publisher), PublishError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(PublishError::Start)?;
-    let (publisher, router, endpoint, replay_endpoint) =
-        runtime.block_on(open_sockets(settings))?;
     let (tx, rx) = mpsc::channel(settings.max_queue_size);
     let state = State {
         topic: Bytes::from(settings.topic.clone().into_bytes()),
@@ -79,10 +74,35 @@ pub fn start(
         buffer_steps: settings.buffer_steps,
         next_seq: 0,
     };
+    let (opened_tx, opened) = std::sync::mpsc::channel();
+    let settings = settings.clone();
     let thread = std::thread::Builder::new()
         .name("brisk-kv-events".into())
-        .spawn(move || runtime.block_on(run(state, publisher, router, rx)))
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = opened_tx.send(Err(PublishError::Start(e)));
+                    return;
+                }
+            };
+            match runtime.block_on(open_sockets(&settings)) {
+                Ok((publisher, router, endpoint, replay_endpoint)) => {
+                    let _ = opened_tx.send(Ok((endpoint, replay_endpoint)));
+                    runtime.block_on(run(state, publisher, router, rx));
+                }
+                Err(e) => {
+                    let _ = opened_tx.send(Err(e));
+                }
+            }
+        })
         .map_err(PublishError::Start)?;
+    let (endpoint, replay_endpoint) = opened.recv().map_err(|_| {
+        PublishError::Start(std::io::Error::other("the publisher thread ended at start"))
+    })??;
     Ok((
         tx,
         Publisher {
