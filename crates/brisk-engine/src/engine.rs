@@ -364,6 +364,7 @@ impl<B: Backend> Engine<B> {
             prefix_cache_queries: s.prefix_cache_queries,
             prefix_cache_hits: s.prefix_cache_hits,
             preemptions: s.num_preemptions,
+            cached_blocks: s.cached_blocks,
             steps: self.steps,
             alive: true,
         };

@@ -15,6 +15,8 @@ pub struct EngineStats {
     pub prefix_cache_hits: u64,
     /// Sequences preempted (by recompute) so far.
     pub preemptions: u64,
+    /// Blocks in the prefix cache, held or free.
+    pub cached_blocks: usize,
     /// Steps executed.
     pub steps: u64,
     /// Whether the engine thread is alive.

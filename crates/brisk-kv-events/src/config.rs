@@ -57,11 +57,12 @@ fn default_max_queue_size() -> usize {
 /// What the publisher needs, from a config that asked for one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PublisherSettings {
-    /// `tcp://host:port` to bind (the `*` host became `0.0.0.0`) or to connect to.
+    /// `tcp://host:port` to bind or to connect to; a `*` host is replaced by
+    /// [`Self::on_host`] (else it means every interface).
     pub endpoint: String,
     /// Whether the PUB socket binds (else it connects).
     pub bind: bool,
-    /// `tcp://host:port` the replay socket binds, if any.
+    /// `tcp://host:port` the replay socket binds, if any (`*` as for `endpoint`).
     pub replay_endpoint: Option<String>,
     /// Batches kept for replay.
     pub buffer_steps: usize,
@@ -137,7 +138,27 @@ impl KvEventsConfig {
     }
 }
 
-/// Checks a `tcp://host:port` endpoint, turning the `*` host into `0.0.0.0`.
+impl PublisherSettings {
+    /// The same settings with the `*` host of both endpoints replaced by `host`: brisk binds
+    /// its event sockets where it serves HTTP (`--host`, 127.0.0.1 unless told otherwise),
+    /// so `tcp://*:5557` exposes events exactly as far as the API.
+    pub fn on_host(mut self, host: &str) -> Self {
+        self.endpoint = with_host(&self.endpoint, host);
+        self.replay_endpoint = self.replay_endpoint.map(|e| with_host(&e, host));
+        self
+    }
+}
+
+/// `endpoint` with a `*` host replaced by `host` (bracketed when it is IPv6).
+fn with_host(endpoint: &str, host: &str) -> String {
+    match endpoint.strip_prefix("tcp://*:") {
+        Some(port) if host.contains(':') => format!("tcp://[{host}]:{port}"),
+        Some(port) => format!("tcp://{host}:{port}"),
+        None => endpoint.to_string(),
+    }
+}
+
+/// Checks a `tcp://host:port` endpoint (a `*` host stays, see [`PublisherSettings::on_host`]).
 fn tcp_endpoint(field: &str, endpoint: &str) -> Result<String, ConfigError> {
     let bad = |why: &str| {
         Err(ConfigError::Unsupported(format!(
@@ -153,7 +174,6 @@ fn tcp_endpoint(field: &str, endpoint: &str) -> Result<String, ConfigError> {
     if host.is_empty() || port.parse::<u16>().is_err() {
         return bad("expected tcp://HOST:PORT with a port number");
     }
-    let host = if host == "*" { "0.0.0.0" } else { host };
     Ok(format!("tcp://{host}:{port}"))
 }
 
@@ -171,9 +191,16 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(s.endpoint, "tcp://0.0.0.0:5557");
+        assert_eq!(s.endpoint, "tcp://*:5557");
         assert!(s.bind);
-        assert_eq!(s.replay_endpoint.as_deref(), Some("tcp://0.0.0.0:5558"));
+        assert_eq!(s.replay_endpoint.as_deref(), Some("tcp://*:5558"));
+        let local = s.clone().on_host("127.0.0.1");
+        assert_eq!(local.endpoint, "tcp://127.0.0.1:5557");
+        assert_eq!(
+            local.replay_endpoint.as_deref(),
+            Some("tcp://127.0.0.1:5558")
+        );
+        assert_eq!(s.clone().on_host("::").endpoint, "tcp://[::]:5557");
         assert_eq!((s.buffer_steps, s.max_queue_size), (100, 100_000));
         assert_eq!(s.topic, "kv-events");
         // Enabled without a publisher means zmq; an address without `*` is connected to.

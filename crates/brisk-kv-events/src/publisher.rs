@@ -117,6 +117,8 @@ pub fn start(
 async fn open_sockets(
     settings: &PublisherSettings,
 ) -> Result<(PubSocket, Option<RouterSocket>, String, Option<String>), PublishError> {
+    // A `*` host left in place means every interface.
+    let settings = settings.clone().on_host("0.0.0.0");
     let error = |action, endpoint: &str| {
         let endpoint = endpoint.to_string();
         move |source| PublishError::Socket {

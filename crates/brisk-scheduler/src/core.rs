@@ -25,6 +25,8 @@ pub struct SchedulerStats {
     pub prefix_cache_hits: u64,
     /// Preemptions since start.
     pub num_preemptions: u64,
+    /// Blocks in the prefix cache, held or free (what KV events describe).
+    pub cached_blocks: usize,
 }
 
 /// The scheduler state machine; see the crate docs.
@@ -211,6 +213,7 @@ impl SchedulerCore {
             prefix_cache_queries: pc.queries,
             prefix_cache_hits: pc.hits,
             num_preemptions: self.num_preemptions,
+            cached_blocks: self.kv.num_cached_blocks(),
         }
     }
 

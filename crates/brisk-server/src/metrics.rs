@@ -27,6 +27,7 @@ pub struct Metrics {
     running: IntGauge,
     waiting: IntGauge,
     kv_usage: Gauge,
+    cached_blocks: IntGauge,
     prefix_queries: IntCounter,
     prefix_hits: IntCounter,
     preemptions: IntCounter,
@@ -98,6 +99,10 @@ impl Metrics {
                 "Sequences waiting for admission",
             ),
             kv_usage,
+            cached_blocks: gauge(
+                "brisk_kv_cached_blocks",
+                "KV blocks in the prefix cache, held or free (what KV events describe)",
+            ),
             prefix_queries: counter(
                 "brisk_prefix_cache_queries_total",
                 "Prompt tokens looked up in the prefix cache",
@@ -127,6 +132,8 @@ impl Metrics {
         self.waiting
             .set(i64::try_from(stats.num_waiting).unwrap_or(i64::MAX));
         self.kv_usage.set(stats.kv_cache_usage);
+        self.cached_blocks
+            .set(i64::try_from(stats.cached_blocks).unwrap_or(i64::MAX));
         self.panics.inc_by(
             PANICS
                 .load(Ordering::Relaxed)

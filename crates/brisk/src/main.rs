@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the model behind an OpenAI-compatible HTTP API.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Generate one completion and print it with timing (for checks).
     Generate(generate::GenerateArgs),
     /// Download and verify the default model (SmolLM2-135M-Instruct Q4_1) into the models

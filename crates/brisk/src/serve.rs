@@ -80,6 +80,12 @@ pub struct ServeArgs {
     /// latency model on the live server with `brisk profile --from-steps`.
     #[arg(long, env = "BRISK_RECORD_STEPS")]
     record_steps: Option<PathBuf>,
+    /// Publish the prefix cache's changes in vLLM's KV event format (ZMQ PUB, msgpack), for
+    /// cache-aware routers: vLLM's JSON, e.g. `{"enable_kv_cache_events": true,
+    /// "endpoint": "tcp://*:5557", "replay_endpoint": "tcp://*:5558"}`. A `*` host binds
+    /// where `--host` does.
+    #[arg(long, env = "BRISK_KV_EVENTS_CONFIG", value_parser = parse_kv_events)]
+    kv_events_config: Option<KvEventsChoice>,
     /// Default time-to-first-token objective, milliseconds (requests may override it with
     /// `"slo": {"ttft_ms": …}`).
     #[arg(long, env = "BRISK_TTFT_SLO", value_parser = parse_ms)]
@@ -112,6 +118,16 @@ pub struct ServeArgs {
     /// On SIGTERM or SIGINT, seconds to let requests in flight finish before aborting them.
     #[arg(long, env = "BRISK_SHUTDOWN_TIMEOUT", default_value_t = 30.0, value_parser = parse_seconds)]
     shutdown_timeout: f64,
+}
+
+/// `--kv-events-config`, checked: the publisher it asks for, or none.
+#[derive(Clone, Debug)]
+struct KvEventsChoice(Option<brisk_kv_events::PublisherSettings>);
+
+fn parse_kv_events(json: &str) -> Result<KvEventsChoice, String> {
+    brisk_kv_events::KvEventsConfig::parse(json)
+        .map(KvEventsChoice)
+        .map_err(|e| e.to_string())
 }
 
 /// Parses a non-negative number of seconds.
@@ -333,6 +349,15 @@ fn server_state(
         Some(p) => Some(crate::step_log::start_writer(p)?),
         None => None,
     };
+    let (kv_events, kv_publisher) = match args.kv_events_config.as_ref().and_then(|c| c.0.as_ref())
+    {
+        Some(settings) => {
+            let settings = settings.clone().on_host(&args.host);
+            let (tx, publisher) = brisk_kv_events::start(&settings, args.block_size)?;
+            (Some(tx), Some(publisher))
+        }
+        None => (None, None),
+    };
     let engine = brisk_engine::spawn(
         model.backend,
         EngineConfig {
@@ -340,7 +365,7 @@ fn server_state(
             seed: args.seed,
             policy,
             step_records,
-            kv_events: None,
+            kv_events,
         },
     )?;
     let name = args
@@ -373,8 +398,15 @@ fn server_state(
         Ok(brisk_backend::KernelChoice::Candle) => "candle".to_string(),
         _ => brisk_backend::KernelPath::selected().to_string(),
     };
+    let events = kv_publisher.map_or_else(String::new, |p| {
+        let replay = p
+            .replay_endpoint
+            .as_deref()
+            .map_or_else(String::new, |r| format!(", replay {r}"));
+        format!(", KV events on {}{replay}", p.endpoint)
+    });
     let summary = format!(
-        "{name} on http://{addr} ({num_blocks} KV blocks of {} tokens in {}, context {usable_context}, scheduling {policy_name}, kernels {kernels}{})",
+        "{name} on http://{addr} ({num_blocks} KV blocks of {} tokens in {}, context {usable_context}, scheduling {policy_name}, kernels {kernels}{events}{})",
         args.block_size,
         args.kv_cache_dtype.name(),
         if args.api_key.is_some() { ", API key required" } else { "" }
