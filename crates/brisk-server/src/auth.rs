@@ -43,7 +43,8 @@ impl AuthSettings {
     /// Whether a request for `path` must bring the key.
     fn guards(&self, path: &str) -> bool {
         self.api_key.is_some()
-            && (self.protect_health_and_metrics || !matches!(path, "/health" | "/metrics"))
+            && (self.protect_health_and_metrics
+                || !matches!(path, "/health" | "/ready" | "/metrics"))
     }
 }
 

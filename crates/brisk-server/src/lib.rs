@@ -25,6 +25,7 @@ mod routes;
 mod shutdown;
 mod stop;
 mod validate;
+mod vllm_metrics;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -45,6 +46,7 @@ pub use metrics::{count_panics, Metrics};
 pub use queue::{WaitingQueue, WaitingTicket};
 pub use shutdown::{serve, serve_until_drained, Drain};
 pub use stop::StopMatcher;
+pub use vllm_metrics::CacheConfig;
 
 /// Largest request body accepted, in bytes.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 8 << 20;
@@ -78,6 +80,8 @@ pub struct ServerState {
     /// Lower a `max_tokens` beyond the context to what fits instead of refusing the request
     /// (`--clamp-max-tokens`, llama.cpp's behaviour; vLLM refuses, brisk's default).
     pub clamp_max_tokens: bool,
+    /// The KV cache's shape, published as `vllm:cache_config_info`.
+    pub cache_config: CacheConfig,
     next_id: AtomicU64,
 }
 
@@ -116,6 +120,7 @@ impl ServerState {
             waiting: Arc::new(WaitingQueue::default()),
             request_timeout: None,
             clamp_max_tokens: false,
+            cache_config: CacheConfig::default(),
             next_id: AtomicU64::new(1),
         }
     }
@@ -176,8 +181,11 @@ pub fn router(state: Arc<ServerState>, max_request_bytes: usize) -> Router {
     Router::new()
         .route("/v1/completions", post(routes::completions::completions))
         .route("/v1/chat/completions", post(routes::chat::chat_completions))
+        .route("/v1/completions/render", post(routes::completions::render))
+        .route("/v1/chat/completions/render", post(routes::chat::render))
         .route("/v1/models", get(routes::misc::models))
         .route("/health", get(routes::misc::health))
+        .route("/ready", get(routes::misc::ready))
         .route("/metrics", get(routes::misc::metrics))
         .route("/tokenize", post(routes::tokenize::tokenize))
         .route("/detokenize", post(routes::tokenize::detokenize))

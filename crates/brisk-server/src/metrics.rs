@@ -9,6 +9,8 @@ use std::sync::Mutex;
 
 use brisk_engine::EngineStats;
 
+use crate::vllm_metrics::CacheConfig;
+
 /// All of brisk's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -33,6 +35,7 @@ pub struct Metrics {
     preemptions: IntCounter,
     panics: IntCounter,
     resident_memory: IntGauge,
+    vllm: crate::vllm_metrics::VllmMetrics,
     /// Engine counters already folded into the Prometheus counters.
     seen: Mutex<EngineStats>,
 }
@@ -120,13 +123,15 @@ impl Metrics {
                 "process_resident_memory_bytes",
                 "Resident memory of the process (Linux)",
             ),
+            vllm: crate::vllm_metrics::VllmMetrics::register(&registry),
             registry,
             seen: Mutex::new(EngineStats::default()),
         }
     }
 
-    /// Folds the engine's latest statistics in and renders the text exposition format.
-    pub fn render(&self, stats: &EngineStats) -> String {
+    /// Folds the engine's latest statistics in and renders the text exposition format
+    /// (`model` and `cache` label the `vllm:` metrics).
+    pub fn render(&self, stats: &EngineStats, model: &str, cache: &CacheConfig) -> String {
         self.running
             .set(i64::try_from(stats.num_running).unwrap_or(i64::MAX));
         self.waiting
@@ -160,6 +165,7 @@ impl Metrics {
             );
             self.preemptions
                 .inc_by(stats.preemptions.saturating_sub(seen.preemptions));
+            self.vllm.update(model, cache, stats, &seen);
             *seen = stats.clone();
         }
         let mut out = Vec::new();

@@ -622,6 +622,35 @@ async fn models_health_and_metrics_answer() {
     }
     assert_eq!(metric(&m, "brisk_generation_tokens_total"), 3.0);
     assert!(m.contains("brisk_request_success_total{finished_reason=\"length\"} 1"));
+    // The Gateway API Inference Extension's model-server metrics, under vLLM's names.
+    let label = format!("{{model_name=\"{MODEL}\"}}");
+    for name in [
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:kv_cache_usage_perc",
+        "vllm:gpu_cache_usage_perc",
+        "vllm:prefix_cache_queries_total",
+        "vllm:prefix_cache_hits_total",
+    ] {
+        assert!(m.contains(&format!("{name}{label} ")), "{name} in\n{m}");
+    }
+    let info = m
+        .lines()
+        .find(|l| l.starts_with("vllm:cache_config_info{"))
+        .unwrap_or_else(|| panic!("vllm:cache_config_info in\n{m}"));
+    for label in [
+        "block_size=\"16\"",
+        "cache_dtype=\"f32\"",
+        "enable_prefix_caching=\"True\"",
+        "num_gpu_blocks=\"",
+    ] {
+        assert!(
+            info.contains(label) && info.ends_with(" 1"),
+            "{label} in {info}"
+        );
+    }
+    let ready = s.client.get(s.url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
     let missing = s.client.get(s.url("/v2/nothing")).send().await.unwrap();
     assert_eq!(missing.status().as_u16(), 404);
 }
@@ -645,6 +674,48 @@ async fn the_copies_of_n_share_the_prompt_blocks() {
     // The two copies reuse every full block of the first choice's prompt.
     let full_blocks_tokens = (prompt - 1) / 16 * 16;
     assert_eq!(hits, 2 * full_blocks_tokens, "prompt {prompt}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn render_routes_give_the_token_ids_generation_would_use() {
+    let s = start().await;
+    // Completions: the prompt's ids, in a list (one entry per prompt), as /tokenize gives them.
+    let (status, rendered) = s
+        .post(
+            "/v1/completions/render",
+            &json!({"model": MODEL, "prompt": COUNTING, "max_tokens": 3}),
+        )
+        .await;
+    assert_eq!(status, 200, "{rendered}");
+    let (_, tokenized) = s
+        .post("/tokenize", &json!({"model": MODEL, "prompt": COUNTING}))
+        .await;
+    assert_eq!(rendered[0]["token_ids"], tokenized["tokens"], "{rendered}");
+    assert_eq!(rendered[0]["model"], MODEL);
+    // Chat: the conversation after the chat template; the completion that follows reports
+    // exactly that many prompt tokens.
+    let chat = json!({"model": MODEL, "max_tokens": 1,
+                      "messages": [{"role": "user", "content": "Name a colour."}]});
+    let (status, rendered) = s.post("/v1/chat/completions/render", &chat).await;
+    assert_eq!(status, 200, "{rendered}");
+    let ids = rendered["token_ids"].as_array().unwrap().len();
+    let (_, served) = s.post("/v1/chat/completions", &chat).await;
+    assert_eq!(served["usage"]["prompt_tokens"], ids, "{served}");
+    // A request generation would refuse, render refuses alike.
+    let (status, err) = s
+        .post(
+            "/v1/completions/render",
+            &json!({"model": MODEL, "prompt": COUNTING, "max_tokens": 0}),
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+    let (status, _) = s
+        .post(
+            "/v1/chat/completions/render",
+            &json!({"model": MODEL, "messages": []}),
+        )
+        .await;
+    assert_eq!(status, 400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -112,7 +112,7 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer KEY` on the API (every route but /health and /metrics).
     #[arg(long, env = "BRISK_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
-    /// With --api-key: require the key on /health and /metrics too.
+    /// With --api-key: require the key on /health, /ready and /metrics too.
     #[arg(long, env = "BRISK_AUTH_HEALTH_AND_METRICS", requires = "api_key")]
     auth_health_and_metrics: bool,
     /// On SIGTERM or SIGINT, seconds to let requests in flight finish before aborting them.
@@ -393,6 +393,12 @@ fn server_state(
     state.waiting = std::sync::Arc::new(WaitingQueue::new(args.max_waiting));
     state.request_timeout = args.request_timeout.map(Duration::from_secs_f64);
     state.clamp_max_tokens = args.clamp_max_tokens;
+    state.cache_config = brisk_server::CacheConfig {
+        block_size: args.block_size,
+        num_blocks,
+        dtype: args.kv_cache_dtype.name().to_string(),
+        prefix_caching: !args.no_prefix_caching,
+    };
     state.drain = drain;
     let kernels = match brisk_backend::KernelChoice::from_env() {
         Ok(brisk_backend::KernelChoice::Candle) => "candle".to_string(),

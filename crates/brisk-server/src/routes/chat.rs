@@ -6,14 +6,14 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::generation::{Delta, Finish, TokenLogprob};
 use crate::protocol::ChatCompletionRequest;
 use crate::respond::{respond, Format};
-use crate::validate::{build_spec, check_model};
+use crate::validate::{build_spec, check_model, GenerationSpec};
 use crate::ServerState;
 
 struct ChatFormat;
@@ -77,9 +77,29 @@ pub async fn chat_completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let arrival = Instant::now();
+    let spec = prepare(&state, body).await?;
+    respond(state, spec, ChatFormat, arrival).await
+}
+
+/// `POST /v1/chat/completions/render`: the conversation's token ids after the chat template,
+/// as the request would be served (vLLM's render route, which routers call to route by
+/// tokens): the same checks, nothing generated.
+pub async fn render(
+    State(state): State<Arc<ServerState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let spec = prepare(&state, body).await?;
+    Ok(axum::Json(super::rendered(&state, &spec)).into_response())
+}
+
+/// Parses and checks a chat request and renders and tokenizes its conversation.
+async fn prepare(
+    state: &ServerState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<GenerationSpec, ApiError> {
     let body = super::read_body(body)?;
     let req: ChatCompletionRequest = super::parse_body(&body)?;
-    check_model(&state, req.sampling.model.as_deref())?;
+    check_model(state, req.sampling.model.as_deref())?;
     if req.messages.is_empty() {
         return Err(ApiError::invalid(
             "messages",
@@ -120,6 +140,5 @@ pub async fn chat_completions(
     } else {
         None
     };
-    let spec = build_spec(&state, &req.sampling, tokens, logprobs)?;
-    respond(state, spec, ChatFormat, arrival).await
+    build_spec(state, &req.sampling, tokens, logprobs)
 }

@@ -6,14 +6,14 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::generation::{Delta, Finish, TokenLogprob};
 use crate::protocol::{CompletionRequest, Prompt};
 use crate::respond::{respond, Format};
-use crate::validate::{build_spec, check_model};
+use crate::validate::{build_spec, check_model, GenerationSpec};
 use crate::ServerState;
 
 struct CompletionFormat;
@@ -76,9 +76,29 @@ pub async fn completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let arrival = Instant::now();
+    let spec = prepare(&state, body).await?;
+    respond(state, spec, CompletionFormat, arrival).await
+}
+
+/// `POST /v1/completions/render`: the prompt's token ids, as the request would be served
+/// (vLLM's render route, which routers call to route by tokens): the same checks, nothing
+/// generated. One object per prompt, in a list.
+pub async fn render(
+    State(state): State<Arc<ServerState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let spec = prepare(&state, body).await?;
+    Ok(axum::Json(json!([super::rendered(&state, &spec)])).into_response())
+}
+
+/// Parses and checks a completion request and tokenizes its prompt.
+async fn prepare(
+    state: &ServerState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<GenerationSpec, ApiError> {
     let body = super::read_body(body)?;
     let req: CompletionRequest = super::parse_body(&body)?;
-    check_model(&state, req.sampling.model.as_deref())?;
+    check_model(state, req.sampling.model.as_deref())?;
     if req.echo {
         return Err(ApiError::invalid("echo", "`echo` is not supported"));
     }
@@ -115,8 +135,7 @@ pub async fn completions(
             usize::try_from(v).map_err(|_| ApiError::invalid("logprobs", "`logprobs` must be >= 0"))
         })
         .transpose()?;
-    let spec = build_spec(&state, &req.sampling, tokens, logprobs)?;
-    respond(state, spec, CompletionFormat, arrival).await
+    build_spec(state, &req.sampling, tokens, logprobs)
 }
 
 enum PromptInput {

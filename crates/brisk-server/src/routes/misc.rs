@@ -1,4 +1,4 @@
-//! `/v1/models`, `/health`, `/metrics`.
+//! `/v1/models`, `/health`, `/ready`, `/metrics`.
 
 use std::sync::Arc;
 
@@ -34,8 +34,24 @@ pub async fn health(State(state): State<Arc<ServerState>>) -> Response {
     }
 }
 
+/// `GET /ready`: 200 `{"status": "ready"}` while the replica takes new requests; 503 while
+/// the model loads (the loading router answers), once draining for shutdown (the drain
+/// middleware answers) or once the engine has stopped. `/health` says the process is alive;
+/// routers and readiness probes should look here.
+pub async fn ready(State(state): State<Arc<ServerState>>) -> Response {
+    if state.engine.stats().alive {
+        axum::Json(json!({"status": "ready"})).into_response()
+    } else {
+        crate::error::ApiError::unavailable("the engine has stopped").into_response()
+    }
+}
+
 /// `GET /metrics` in Prometheus text format.
 pub async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
-    let text = state.metrics.render(&state.engine.stats());
+    let text = state.metrics.render(
+        &state.engine.stats(),
+        &state.model_name,
+        &state.cache_config,
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

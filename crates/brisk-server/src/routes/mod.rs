@@ -11,6 +11,18 @@ use axum::response::IntoResponse;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
+use crate::validate::GenerationSpec;
+use crate::ServerState;
+
+/// What a render route answers for one prompt: its token ids (vLLM's `GenerateRequest`
+/// fields that routers read; `features` is for images and audio, which brisk has none of).
+pub fn rendered(state: &ServerState, spec: &GenerationSpec) -> serde_json::Value {
+    serde_json::json!({
+        "model": state.model_name,
+        "token_ids": spec.request.prompt,
+        "features": null,
+    })
+}
 
 /// The body, or an OpenAI error for one that could not be read (413 past
 /// `--max-request-bytes`, 400 for a broken upload).

@@ -69,6 +69,12 @@ pub async fn start_tuned(
     let context = scheduler
         .max_model_len
         .min(scheduler.num_blocks * scheduler.block_size);
+    let cache_config = brisk_server::CacheConfig {
+        block_size: scheduler.block_size,
+        num_blocks: scheduler.num_blocks,
+        dtype: "f32".into(),
+        prefix_caching: scheduler.enable_prefix_caching,
+    };
     let engine = brisk_engine::spawn(
         backend,
         EngineConfig {
@@ -88,6 +94,7 @@ pub async fn start_tuned(
         context,
         geometry.vocab_size,
     );
+    state.cache_config = cache_config;
     tune(&mut state);
     let state = Arc::new(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
