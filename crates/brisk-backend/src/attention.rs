@@ -149,7 +149,6 @@ fn attend_tile(
     let blocks = &last.block_table[..keys.div_ceil(bs)];
     // Scores are computed for whole blocks; the padding past `keys` is never read.
     let stride = blocks.len() * bs;
-    #[allow(clippy::cast_precision_loss)]
     let scale = 1.0 / (d as f32).sqrt();
 
     // Query rows: token-major, then the group's heads.

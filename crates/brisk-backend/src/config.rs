@@ -142,7 +142,7 @@ impl ModelConfig {
                 .or_else(|| file.tensor("token_embd.weight").map(|t| t.shape()[0]))
                 .ok_or_else(|| missing(path, "tokenizer.ggml.tokens"))?,
         };
-        #[allow(clippy::cast_possible_truncation)]
+        #[expect(clippy::cast_possible_truncation)]
         let float = |k: &str, default: f32| file.get_f64(&key(k)).map_or(default, |v| v as f32);
         let rope_scaling = match file.get_str(&key("rope.scaling.type")) {
             Some("linear") => RopeScaling::Linear {
@@ -308,7 +308,6 @@ fn llama3_freq_factors(s: &HfRopeScaling, head_dim: usize, theta: f32) -> Vec<f3
     let high_wavelen = original / high;
     (0..head_dim / 2)
         .map(|i| {
-            #[allow(clippy::cast_precision_loss)]
             let freq = 1.0 / theta.powf(2.0 * i as f32 / head_dim as f32);
             let wavelen = 2.0 * std::f32::consts::PI / freq;
             if wavelen < high_wavelen {

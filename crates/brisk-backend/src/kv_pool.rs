@@ -107,7 +107,7 @@ pub(crate) fn quantize_int8(src: &[f32], mut put: impl FnMut(usize, i8)) -> f32 
     let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
     for (i, &x) in src.iter().enumerate() {
         // |x · inv| ≤ 127 (up to rounding), so the cast only drops the fraction.
-        #[allow(clippy::cast_possible_truncation)]
+        #[expect(clippy::cast_possible_truncation)]
         put(i, (x * inv).round().clamp(-127.0, 127.0) as i8);
     }
     scale
@@ -449,7 +449,6 @@ mod tests {
         ] {
             let mut pool = CpuKvPool::new(1, heads, d, blocks, bs, dtype).unwrap();
             let layout = pool.layout();
-            #[allow(clippy::cast_precision_loss)]
             let vector = |block: usize, head: usize, slot: usize| -> Vec<f32> {
                 (0..d)
                     .map(|i| ((block * 7 + head * 5 + slot * 3 + i) % 11) as f32 * 0.3 - 1.5)

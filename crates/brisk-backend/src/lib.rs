@@ -8,6 +8,11 @@
 //! RoPE at per-token positions) are written here over plain slices. Each step runs on the
 //! backend's own thread pool (`BRISK_THREADS`, default one per core).
 
+#![warn(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 mod attention;
 mod config;
 mod error;

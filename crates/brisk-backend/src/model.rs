@@ -264,7 +264,6 @@ fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     for_row_chunks(out, h, |rows, out| {
         let x = &x[rows.start * h..rows.end * h];
         for (row, o) in x.chunks_exact(h).zip(out.chunks_exact_mut(h)) {
-            #[allow(clippy::cast_precision_loss)]
             let mean_sq = row.iter().map(|v| v * v).sum::<f32>() / h as f32;
             let scale = 1.0 / (mean_sq + eps).sqrt();
             for ((o, v), w) in o.iter_mut().zip(row).zip(weight) {

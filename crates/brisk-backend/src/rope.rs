@@ -12,7 +12,6 @@ pub(crate) struct Rope {
 impl Rope {
     pub(crate) fn new(config: &ModelConfig, freq_factors: Option<&[f32]>) -> Self {
         let d = config.head_dim;
-        #[allow(clippy::cast_precision_loss)]
         let mut inv_freq: Vec<f32> = (0..d / 2)
             .map(|i| 1.0 / config.rope_theta.powf(2.0 * i as f32 / d as f32))
             .collect();
@@ -38,7 +37,6 @@ impl Rope {
         let mut cos = Vec::with_capacity(positions.len() * half);
         let mut sin = Vec::with_capacity(positions.len() * half);
         for &p in positions {
-            #[allow(clippy::cast_precision_loss)]
             let p = p as f32 * self.position_scale;
             for &f in &self.inv_freq {
                 let (s, c) = (p * f).sin_cos();

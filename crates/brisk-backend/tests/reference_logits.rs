@@ -300,7 +300,6 @@ fn meta_usize(file: &GgufFile, key: &str) -> usize {
     usize::try_from(v).unwrap()
 }
 
-#[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
 impl Reference {
     fn load(file: &GgufFile) -> Self {
         let hidden = meta_usize(file, "llama.embedding_length");
@@ -467,13 +466,11 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let h = w.len();
     x.chunks_exact(h)
         .flat_map(|row| {
-            #[allow(clippy::cast_precision_loss)]
             let mean_sq = row
                 .iter()
                 .map(|&v| f64::from(v) * f64::from(v))
                 .sum::<f64>()
                 / h as f64;
-            #[allow(clippy::cast_possible_truncation)]
             let scale = (1.0 / (mean_sq + f64::from(eps)).sqrt()) as f32;
             row.iter().zip(w).map(move |(&v, &g)| v * scale * g)
         })
@@ -523,7 +520,6 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
             *a += x * y;
         }
     }
-    #[allow(clippy::cast_possible_truncation)]
     let s = (acc.iter().map(|&v| f64::from(v)).sum::<f64>() + f64::from(tail)) as f32;
     s
 }

@@ -9,6 +9,11 @@
 //! Format reference: the GGUF specification in the ggml repository (versions 2 and 3; version
 //! 1 used 32-bit lengths and is refused). The writer exists so that tests can generate tiny
 //! models deterministically.
+#![warn(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 #![deny(missing_docs)]
 
 mod dtype;

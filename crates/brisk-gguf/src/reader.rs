@@ -238,7 +238,7 @@ impl Cursor<'_> {
                 file_len: self.bytes.len() as u64,
             });
         }
-        let n = n as usize; // n <= remaining, which fits in usize
+        let n = usize::try_from(n).expect("n <= remaining, which is a usize");
         let s = &self.bytes[self.pos..self.pos + n];
         self.pos += n;
         Ok(s)
@@ -301,7 +301,8 @@ impl Cursor<'_> {
                         file_len: self.bytes.len() as u64,
                     });
                 }
-                let mut items = Vec::with_capacity(len as usize);
+                // `len` items fit in what remains of the file (checked above).
+                let mut items = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
                 for _ in 0..len {
                     items.push(self.value(item_type, what, depth + 1)?);
                 }

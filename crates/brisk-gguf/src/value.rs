@@ -52,7 +52,6 @@ impl MetaValue {
         match *self {
             Self::F32(v) => Some(v.into()),
             Self::F64(v) => Some(v),
-            #[allow(clippy::cast_precision_loss)]
             _ => self.as_i64().map(|v| v as f64),
         }
     }

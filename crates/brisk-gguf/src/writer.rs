@@ -61,7 +61,8 @@ impl GgufWriter {
         let mut offsets = Vec::new();
         for (name, dims, dtype, data) in &self.tensors {
             write_string(&mut out, name);
-            out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+            let n_dims = u32::try_from(dims.len()).expect("a tensor has at most 4 dimensions");
+            out.extend_from_slice(&n_dims.to_le_bytes());
             for d in dims {
                 out.extend_from_slice(&d.to_le_bytes());
             }

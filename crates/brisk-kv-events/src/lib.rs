@@ -20,6 +20,11 @@
 //! bounded channel; the publisher runs on its own thread with its own small runtime, so a
 //! slow subscriber never reaches the engine (PUB drops for it, as ZMQ does).
 
+#![warn(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 mod config;
 pub mod publisher;
 pub mod wire;

@@ -30,7 +30,7 @@ impl FreeList {
             len: 0,
         };
         for b in 0..n {
-            list.push_back(b as BlockId);
+            list.push_back(BlockId::try_from(b).expect("pools hold fewer than u32::MAX blocks"));
         }
         list
     }

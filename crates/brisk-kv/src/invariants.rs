@@ -35,13 +35,14 @@ impl BlockManager {
         }
         let mut used = 0;
         for (b, meta) in self.blocks.iter().enumerate() {
+            let id = BlockId::try_from(b).expect("pools hold fewer than u32::MAX blocks");
             if meta.ref_count != holders[b] {
                 return fail(format!(
                     "block {b}: ref count {} but {} holders",
                     meta.ref_count, holders[b]
                 ));
             }
-            if (meta.ref_count == 0) != self.free.contains(b as BlockId) {
+            if (meta.ref_count == 0) != self.free.contains(id) {
                 return fail(format!(
                     "block {b}: ref count {} vs free list",
                     meta.ref_count
@@ -49,7 +50,7 @@ impl BlockManager {
             }
             used += usize::from(meta.ref_count > 0);
             if let Some(h) = meta.hash {
-                if self.cached.get(&h) != Some(&(b as BlockId)) {
+                if self.cached.get(&h) != Some(&id) {
                     return fail(format!("block {b}: hash not mapped back to it"));
                 }
             }

@@ -23,6 +23,11 @@
 //!
 //! Every operation keeps the invariants that [`BlockManager::check_invariants`] verifies;
 //! tests call it after every operation, the scheduler after every step in debug builds.
+#![warn(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 #![deny(missing_docs)]
 
 pub mod events;

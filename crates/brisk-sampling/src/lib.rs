@@ -245,7 +245,6 @@ impl Sampler {
             }
             for (t, n) in counts {
                 if let Some(l) = logits.get_mut(t as usize) {
-                    #[allow(clippy::cast_precision_loss)]
                     let n = n as f32;
                     *l -= p.frequency_penalty * n + p.presence_penalty;
                 }

@@ -55,7 +55,6 @@ fn min_p_drops_unlikely_tokens() {
         ..SamplingParams::default()
     });
     for i in 0..100 {
-        #[allow(clippy::cast_precision_loss)]
         let t = s
             .sample_with_draw(&logits, &[], &[], i as f32 / 100.0)
             .token;

@@ -266,7 +266,6 @@ impl ChoiceRun {
             let ttft = first.duration_since(self.arrival).as_secs_f64();
             m.ttft.observe(ttft);
             if finish.completion_tokens > 1 {
-                #[allow(clippy::cast_precision_loss)]
                 m.tpot
                     .observe((e2e - ttft) / (finish.completion_tokens - 1) as f64);
             }

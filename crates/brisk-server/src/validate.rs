@@ -84,7 +84,6 @@ fn logit_bias(
                         ),
                     )
                 })?;
-            #[allow(clippy::cast_possible_truncation)]
             let bias = value.as_f64().filter(|b| b.is_finite()).ok_or_else(|| {
                 ApiError::invalid(
                     "logit_bias",
@@ -305,7 +304,6 @@ pub fn build_spec(
             .frequency_penalty
             .unwrap_or(defaults.frequency_penalty),
         presence_penalty: fields.presence_penalty.unwrap_or(defaults.presence_penalty),
-        #[allow(clippy::cast_sign_loss)]
         seed: fields.seed.map(|s| s as u64),
         logit_bias: logit_bias(state, fields)?,
     };

@@ -74,7 +74,6 @@ impl TinyModel {
             m.weights.insert(name, (shape, values));
         };
         // Scales keep activations O(1) through the layers so logits stay informative.
-        #[allow(clippy::cast_precision_loss)]
         let w = |fan_in: usize| 1.7 / (fan_in as f32).sqrt();
         add("model.embed_tokens.weight".into(), vec![vocab, h], 1.0, 0.0);
         add("model.norm.weight".into(), vec![h], 0.2, 1.0);

@@ -114,7 +114,7 @@ pub(crate) fn load(file: &GgufFile) -> Result<Parts, TokenizerError> {
             (vocab::byte_level_bpe(&tokens, &types, &merges, pre)?, false)
         }
         "llama" => {
-            #[allow(clippy::cast_possible_truncation)] // scores are stored as f32
+            // scores are stored as f32
             let scores = numeric_array(file, "tokenizer.ggml.scores", n, |v| {
                 v.as_f64().map(|s| s as f32)
             })?

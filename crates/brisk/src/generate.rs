@@ -138,7 +138,6 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let ttft = first_token_at.unwrap_or(total);
     let decode_steps = output.len().saturating_sub(1);
     let decode_time = total.saturating_sub(ttft).as_secs_f64();
-    #[allow(clippy::cast_precision_loss)]
     let decode_rate = if decode_steps > 0 && decode_time > 0.0 {
         decode_steps as f64 / decode_time
     } else {

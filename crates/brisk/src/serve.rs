@@ -203,7 +203,6 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
     if !(bytes.is_finite() && bytes >= 1.0) {
         return Err(format!("{text:?} must be a positive size"));
     }
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     Ok(bytes as u64)
 }
 

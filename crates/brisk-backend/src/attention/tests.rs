@@ -31,7 +31,9 @@ fn reference(
         for (j, e) in exps.iter().enumerate() {
             let v = &values[j][kvh * d..(kvh + 1) * d];
             for (o, x) in out[h * d..(h + 1) * d].iter_mut().zip(v) {
-                *o += (e / sum * f64::from(*x)) as f32;
+                #[expect(clippy::cast_possible_truncation)] // the reference sums in f64
+                let term = (e / sum * f64::from(*x)) as f32;
+                *o += term;
             }
         }
     }
@@ -64,10 +66,12 @@ fn paged_attention_matches_plain_attention() {
         let mut pool = CpuKvPool::new(1, kv_heads, d, num_blocks, bs, dtype).unwrap();
         // Sequence A: positions 0..37 already cached, chunk 37..57 now (ends mid-block).
         // Sequence B: positions 0..20 cached, decoding position 20.
-        let table_a: Vec<u32> = (0..(57u32).div_ceil(bs as u32))
+        let table_a: Vec<u32> = (0..(57u32).div_ceil(u32::try_from(bs).unwrap()))
             .map(|i| 39 - 2 * i)
             .collect();
-        let table_b: Vec<u32> = (0..(21u32).div_ceil(bs as u32)).map(|i| 2 * i).collect();
+        let table_b: Vec<u32> = (0..(21u32).div_ceil(u32::try_from(bs).unwrap()))
+            .map(|i| 2 * i)
+            .collect();
         // Values the cache's type holds exactly, so the f32 reference sees what it stores
         // (int8's per-vector scales round every value: it gets a tolerance instead).
         let exact = |x: f32| match dtype {

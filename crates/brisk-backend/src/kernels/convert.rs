@@ -58,7 +58,8 @@ impl QuantMatrix {
         raw: &[u8],
     ) -> Option<Self> {
         let (block_elems, block_bytes) = dtype.block_geometry();
-        let (block_elems, block_bytes) = (block_elems as usize, block_bytes as usize);
+        let size = |n: u64| usize::try_from(n).expect("a block is a few hundred bytes");
+        let (block_elems, block_bytes) = (size(block_elems), size(block_bytes));
         if !cols.is_multiple_of(block_elems) || raw.len() != rows * cols / block_elems * block_bytes
         {
             return None;
@@ -88,10 +89,9 @@ impl QuantMatrix {
                         } else {
                             nibbles[j - 16] >> 4
                         };
-                        #[allow(clippy::cast_possible_truncation)]
                         let bit = ((high >> j) & 1) as u8;
                         // 0..=31 minus 16 fits a signed byte; stored as its bit pattern.
-                        #[allow(clippy::cast_sign_loss, clippy::cast_possible_wrap)]
+                        #[expect(clippy::cast_sign_loss, clippy::cast_possible_wrap)]
                         m.quants.push(((low | (bit << 4)) as i8 - 16) as u8);
                     }
                 }
@@ -137,7 +137,7 @@ impl QuantMatrix {
         for block in values.chunks_exact(32) {
             let (d, _) = super::quantize_block(block, &mut q);
             m.d.push(d);
-            #[allow(clippy::cast_sign_loss)]
+            #[expect(clippy::cast_sign_loss)]
             m.quants.extend(q.iter().map(|&v| v as u8));
         }
         Some(m.finish(KernelFormat::Q8_0, rows, cols))
@@ -170,7 +170,9 @@ mod tests {
     /// Random but well-formed blocks: finite f16 scales, any quant bits.
     fn random_blocks(dtype: GgmlDType, blocks: usize, rng: &mut StdRng) -> Vec<u8> {
         let (_, bytes) = dtype.block_geometry();
-        let mut raw: Vec<u8> = (0..blocks * bytes as usize).map(|_| rng.random()).collect();
+        let mut raw: Vec<u8> = (0..blocks * usize::try_from(bytes).unwrap())
+            .map(|_| rng.random())
+            .collect();
         // Overwrite the f16 fields with small finite values.
         let halves: &[usize] = match dtype {
             GgmlDType::Q4_0 | GgmlDType::Q5_0 | GgmlDType::Q8_0 => &[0],
@@ -179,7 +181,7 @@ mod tests {
             GgmlDType::Q6K => &[208],
             _ => &[],
         };
-        for block in raw.chunks_exact_mut(bytes as usize) {
+        for block in raw.chunks_exact_mut(usize::try_from(bytes).unwrap()) {
             for &at in halves {
                 let v = f16::from_f32(rng.random::<f32>() * 0.02 - 0.01);
                 block[at..at + 2].copy_from_slice(&v.to_le_bytes());
@@ -211,7 +213,7 @@ mod tests {
                     let hi = qs.iter().map(|q| f32::from(q >> 4).mul_add(d, m.m[b]));
                     out.extend(lo.chain(hi));
                 }
-                #[allow(clippy::cast_possible_wrap)]
+                #[expect(clippy::cast_possible_wrap)]
                 KernelFormat::Q8_0 => out.extend(
                     m.quants[b * 32..b * 32 + 32]
                         .iter()
@@ -235,7 +237,11 @@ mod tests {
         ] {
             assert_eq!(conversion(dtype), Conversion::Exact);
             let (elems, _) = dtype.block_geometry();
-            let raw = random_blocks(dtype, rows * cols / elems as usize, &mut rng);
+            let raw = random_blocks(
+                dtype,
+                rows * cols / usize::try_from(elems).unwrap(),
+                &mut rng,
+            );
             let ours = QuantMatrix::from_ggml_exact(dtype, rows, cols, &raw).unwrap();
             let want = candle_values(dtype, rows, cols, &raw);
             let have = our_values(&ours);
@@ -256,7 +262,11 @@ mod tests {
         for dtype in [GgmlDType::Q5_1, GgmlDType::Q5K, GgmlDType::Q6K] {
             assert_eq!(conversion(dtype), Conversion::Requantize);
             let (elems, _) = dtype.block_geometry();
-            let raw = random_blocks(dtype, rows * cols / elems as usize, &mut rng);
+            let raw = random_blocks(
+                dtype,
+                rows * cols / usize::try_from(elems).unwrap(),
+                &mut rng,
+            );
             let want = candle_values(dtype, rows, cols, &raw);
             let ours = QuantMatrix::requantize_q8_0(rows, cols, &want).unwrap();
             let have = our_values(&ours);

@@ -561,7 +561,6 @@ impl QuantActivations {
                 let (scale, sum) = quantize_block(xb, qb);
                 dr[b] = scale;
                 br[b] = 128 * sum;
-                #[allow(clippy::cast_precision_loss)]
                 let sum = sum as f32;
                 sr[b] = scale * sum;
             }

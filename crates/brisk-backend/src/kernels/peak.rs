@@ -32,7 +32,6 @@ pub fn peak_macs_per_second(path: KernelPath, iterations: u64) -> Option<f64> {
                 KernelPath::Amx => x86::amx(iterations),
             }
         };
-        #[allow(clippy::cast_precision_loss)]
         Some(macs as f64 / start.elapsed().as_secs_f64())
     }
     #[cfg(not(target_arch = "x86_64"))]

@@ -32,7 +32,7 @@ pub(super) fn dot(w: &QuantMatrix, row: usize, x: &QuantActivations, t: usize) -
     (0..nb).fold(0.0, |acc, b| {
         let qs = w.block_quants(row, b);
         let xq = &x.q[(t * nb + b) * 32..][..32];
-        #[allow(clippy::cast_possible_wrap)]
+        #[expect(clippy::cast_possible_wrap)]
         let isum: i32 = qs
             .iter()
             .zip(xq)
@@ -42,7 +42,6 @@ pub(super) fn dot(w: &QuantMatrix, row: usize, x: &QuantActivations, t: usize) -
             } * i32::from(v))
             .sum();
         let (dx, sx) = act_scales(x, t, b);
-        #[allow(clippy::cast_precision_loss)]
         let acc = (w.scale(row, b) * dx).mul_add(isum as f32, acc);
         match w.format {
             KernelFormat::Q4_1 => w.minimum(row, b).mul_add(sx, acc),
@@ -59,7 +58,7 @@ pub(super) fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     let mut sum = 0i32;
     for (v, q) in x.iter().zip(q.iter_mut()) {
         // |v * inv| <= 127, so the cast cannot truncate.
-        #[allow(clippy::cast_possible_truncation)]
+        #[expect(clippy::cast_possible_truncation)]
         let v = (v * inv).round_ties_even() as i8;
         *q = v;
         sum += i32::from(v);

@@ -35,7 +35,7 @@ fn dequantize(matrix: &QuantMatrix) -> Vec<f32> {
                 out.extend(lo.chain(hi));
             }
             KernelFormat::Q8_0 => {
-                #[allow(clippy::cast_possible_wrap)]
+                #[expect(clippy::cast_possible_wrap)]
                 out.extend(
                     w.quants[b * 32..b * 32 + 32]
                         .iter()
