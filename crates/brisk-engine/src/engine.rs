@@ -1,11 +1,10 @@
-//! The engine loop: one thread owns the scheduler, the KV pool and the backend.
+//! The engine thread: drives the [`EngineCore`] on the wall clock.
 //!
-//! Each iteration drains the command channel (blocking only when there is no work), asks the
-//! scheduler for a plan, runs it on the backend, samples one token for every sequence whose
-//! logits came back, and feeds the tokens to the scheduler, whose events are routed to each
-//! request's own channel. A request whose channel is closed (the client left) is aborted on
-//! the spot, which frees its blocks before the next step. Nothing here takes a lock in the
-//! hot loop; statistics are published once per step.
+//! Each iteration drains the command channel (blocking only when there is no work), runs
+//! one step of the core, and routes what the core says to each request's own channel. A
+//! request whose channel is closed (the client left) is aborted on the spot, which frees its
+//! blocks before the next step. Nothing here takes a lock in the hot loop; statistics are
+//! published once per step, KV events after every step that has some.
 
 use std::collections::HashMap;
 use std::sync::mpsc::Receiver;
@@ -13,81 +12,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use brisk_kv::KvEventBatch;
-use brisk_sampling::{log_softmax_at, top_logprobs, Sampler};
-use brisk_scheduler::{
-    SchedRequest, SchedulerCore, SchedulerError, SeqEvent, StepPlan, StepRecord, StepShape,
-};
-use brisk_types::{Backend, LogitsWanted, TokenId};
+use brisk_scheduler::{StepPlan, StepRecord, StepShape};
+use brisk_types::Backend;
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::core::{AddError, Clock, EngineCore, Output};
 use crate::handle::Command;
-use crate::request::{EngineEvent, GeneratedToken, RequestId};
+use crate::request::{EngineEvent, RequestId};
 use crate::stats::EngineStats;
 
-/// A request the engine is serving.
-struct Active {
-    events: UnboundedSender<EngineEvent>,
-    sampler: Sampler,
-    prompt: Vec<TokenId>,
-    output: Vec<TokenId>,
-    logprobs: Option<usize>,
-    min_tokens: usize,
-    /// Tokens that may not be sampled before `min_tokens` (EOS unless ignored, stop ids).
-    banned_early: Vec<TokenId>,
-    /// The token sampled in the current step, waiting for the scheduler's verdict.
-    pending: Option<GeneratedToken>,
-}
+/// Seconds since the engine started.
+struct WallClock(Instant);
 
-impl Active {
-    /// Samples this request's next token from its logit row, keeping EOS and stop ids away
-    /// until `min_tokens`; log-probabilities (a pass over the vocabulary) only if asked for.
-    fn sample(&mut self, raw: &[f32]) -> GeneratedToken {
-        let banned;
-        let row = if self.output.len() < self.min_tokens && !self.banned_early.is_empty() {
-            let mut logits = raw.to_vec();
-            for &t in &self.banned_early {
-                if let Some(l) = logits.get_mut(t as usize) {
-                    *l = f32::NEG_INFINITY;
-                }
-            }
-            banned = logits;
-            &banned[..]
-        } else {
-            raw
-        };
-        let token = self.sampler.sample_token(row, &self.prompt, &self.output);
-        let (logprob, top_logprobs) = match self.logprobs {
-            Some(k) => (
-                log_softmax_at(row, token as usize),
-                if k > 0 {
-                    top_logprobs(raw, k)
-                } else {
-                    Vec::new()
-                },
-            ),
-            None => (f32::NAN, Vec::new()),
-        };
-        GeneratedToken {
-            token,
-            logprob,
-            top_logprobs,
-        }
+impl Clock for WallClock {
+    fn now(&self) -> f64 {
+        self.0.elapsed().as_secs_f64()
     }
-}
-
-pub(crate) struct Engine<B: Backend> {
-    pub(crate) backend: B,
-    pub(crate) kv: B::KvPool,
-    pub(crate) scheduler: SchedulerCore,
-    pub(crate) commands: Receiver<Command>,
-    pub(crate) stats: Arc<Mutex<EngineStats>>,
-    pub(crate) seed: u64,
-    pub(crate) eos: Vec<TokenId>,
-    pub(crate) started: Instant,
-    step_records: Option<std::sync::mpsc::Sender<StepRecord>>,
-    kv_events: Option<tokio::sync::mpsc::Sender<KvEventBatch>>,
-    requests: HashMap<RequestId, Active>,
-    steps: u64,
 }
 
 /// Where the engine reports what it did, besides each request's own stream.
@@ -98,35 +38,31 @@ pub(crate) struct Reports {
     pub(crate) kv_events: Option<tokio::sync::mpsc::Sender<KvEventBatch>>,
 }
 
+pub(crate) struct Engine<B: Backend> {
+    core: EngineCore<B>,
+    commands: Receiver<Command>,
+    stats: Arc<Mutex<EngineStats>>,
+    clock: WallClock,
+    reports: Reports,
+    /// Each request's event channel.
+    streams: HashMap<RequestId, UnboundedSender<EngineEvent>>,
+}
+
 impl<B: Backend> Engine<B> {
     pub(crate) fn new(
-        backend: B,
-        kv: B::KvPool,
-        scheduler: SchedulerCore,
+        core: EngineCore<B>,
         commands: Receiver<Command>,
         stats: Arc<Mutex<EngineStats>>,
-        seed: u64,
         reports: Reports,
     ) -> Self {
-        let eos = backend.stop_tokens().to_vec();
         Self {
-            backend,
-            kv,
-            scheduler,
+            core,
             commands,
             stats,
-            seed,
-            eos,
-            started: Instant::now(),
-            step_records: reports.step_records,
-            kv_events: reports.kv_events,
-            requests: HashMap::new(),
-            steps: 0,
+            clock: WallClock(Instant::now()),
+            reports,
+            streams: HashMap::new(),
         }
-    }
-
-    fn now(&self) -> f64 {
-        self.started.elapsed().as_secs_f64()
     }
 
     /// Runs until every handle is dropped and the work is done.
@@ -134,7 +70,7 @@ impl<B: Backend> Engine<B> {
         self.publish_stats();
         self.publish_kv_events();
         loop {
-            if !self.scheduler.has_unfinished() {
+            if !self.core.has_unfinished() {
                 match self.commands.recv() {
                     Ok(command) => self.handle(command),
                     Err(_) => break, // every handle is gone and nothing is left to do
@@ -144,7 +80,7 @@ impl<B: Backend> Engine<B> {
             while let Ok(command) = self.commands.try_recv() {
                 self.handle(command);
             }
-            if self.scheduler.has_unfinished() {
+            if self.core.has_unfinished() {
                 self.step();
             }
             self.publish_stats();
@@ -163,53 +99,27 @@ impl<B: Backend> Engine<B> {
                 request,
                 events,
             } => {
-                let now = self.now();
+                let now = self.clock.now();
                 let arrival = request.received.map_or(now, |t| {
-                    t.saturating_duration_since(self.started)
+                    t.saturating_duration_since(self.clock.0)
                         .as_secs_f64()
                         .min(now)
                 });
-                let sched = SchedRequest {
-                    id,
-                    prompt: request.prompt.clone(),
-                    max_tokens: request.max_tokens,
-                    min_tokens: request.min_tokens,
-                    stop_token_ids: request.stop_token_ids.clone(),
-                    ignore_eos: request.ignore_eos,
-                    arrival,
-                    slo: request.slo,
-                    priority: request.priority,
-                };
-                if let Err(e) = self.scheduler.add_request_at(sched, now) {
-                    let event = match e {
-                        SchedulerError::Rejected { message, .. } => EngineEvent::Rejected(message),
-                        e => EngineEvent::Error(e.to_string()),
-                    };
-                    let _ = events.send(event);
-                    return;
+                match self.core.add(id, *request, arrival, now) {
+                    Ok(()) => {
+                        self.streams.insert(id, events);
+                    }
+                    Err(AddError::Rejected(message)) => {
+                        let _ = events.send(EngineEvent::Rejected(message));
+                    }
+                    Err(AddError::Invalid(message)) => {
+                        let _ = events.send(EngineEvent::Error(message));
+                    }
                 }
-                let mut banned_early = request.stop_token_ids.clone();
-                if !request.ignore_eos {
-                    banned_early.extend(&self.eos);
-                }
-                let fallback_seed = self.seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                self.requests.insert(
-                    id,
-                    Active {
-                        events,
-                        sampler: Sampler::new(request.sampling, fallback_seed),
-                        prompt: request.prompt,
-                        output: Vec::new(),
-                        logprobs: request.logprobs,
-                        min_tokens: request.min_tokens,
-                        banned_early,
-                        pending: None,
-                    },
-                );
             }
             Command::Abort(id) => {
-                if let Some(event) = self.scheduler.abort(id) {
-                    self.dispatch(event);
+                if let Some(output) = self.core.abort(id) {
+                    self.dispatch(output);
                 }
             }
         }
@@ -217,79 +127,23 @@ impl<B: Backend> Engine<B> {
 
     fn step(&mut self) {
         let began = Instant::now();
-        let now = self.now();
-        let plan = self.scheduler.schedule(now);
-        if plan.is_empty() {
+        let now = self.clock.now();
+        let Some(report) = self.core.step(now, &self.clock) else {
             // Work remains but nothing can run (the scheduler's progress rule says this does
             // not happen); yield instead of spinning.
             std::thread::sleep(std::time::Duration::from_millis(1));
             return;
-        }
-        self.steps += 1;
-        let executing = Instant::now();
-        let output = match self.backend.execute(&plan.as_batch(), &mut self.kv) {
-            Ok(output) => output,
-            Err(e) => {
-                tracing::error!("step {} failed: {e}", plan.step);
-                self.fail_plan(&plan, &e.to_string());
-                return;
-            }
         };
-        let execute_s = executing.elapsed().as_secs_f64();
-        let mut sampled = Vec::with_capacity(plan.seqs.len());
-        for (i, seq) in plan.seqs.iter().enumerate() {
-            if seq.logits == LogitsWanted::None {
-                sampled.push(None);
-                continue;
-            }
-            let Some(active) = self.requests.get_mut(&seq.id) else {
-                sampled.push(None);
-                continue;
-            };
-            let generated = active.sample(output.last_row(i));
-            let token = generated.token;
-            active.pending = Some(generated);
-            sampled.push(Some(token));
+        for output in report.outputs {
+            self.dispatch(output);
         }
-        // The tokens exist from the end of the step (first-token times feed TPOT deadlines).
-        let done = self.now();
-        match self.scheduler.update(&plan, &sampled, done) {
-            Ok(events) => {
-                for event in events {
-                    self.dispatch(event);
-                }
-            }
-            Err(e) => {
-                tracing::error!("scheduler rejected step {}: {e}", plan.step);
-                self.fail_plan(&plan, &e.to_string());
-            }
-        }
-        self.record_step(&plan, now, began, execute_s);
+        self.record_step(&report.plan, now, began, report.execute_s);
         self.publish_kv_events();
-    }
-
-    /// Sends the prefix cache's changes since the last call, if any, to the publisher.
-    fn publish_kv_events(&mut self) {
-        let Some(sink) = &self.kv_events else {
-            return;
-        };
-        let events = self.scheduler.take_kv_events();
-        if events.is_empty() {
-            return;
-        }
-        let ts = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        if sink.blocking_send(KvEventBatch { ts, events }).is_err() {
-            tracing::error!("the KV event publisher is gone; no more KV events");
-            self.kv_events = None;
-            self.scheduler.record_kv_events(false);
-        }
     }
 
     /// Sends the step's shape and timing to the recorder, if there is one.
     fn record_step(&mut self, plan: &StepPlan, at_s: f64, began: Instant, execute_s: f64) {
-        let Some(records) = &self.step_records else {
+        let Some(records) = &self.reports.step_records else {
             return;
         };
         let record = StepRecord {
@@ -300,47 +154,51 @@ impl<B: Backend> Engine<B> {
             seconds: began.elapsed().as_secs_f64(),
         };
         if records.send(record).is_err() {
-            self.step_records = None; // the recorder is gone; serving goes on
+            self.reports.step_records = None; // the recorder is gone; serving goes on
         }
     }
 
-    /// Ends every request of a plan that could not be completed, freeing its blocks.
-    fn fail_plan(&mut self, plan: &StepPlan, message: &str) {
-        for seq in &plan.seqs {
-            self.scheduler.abort(seq.id);
-            if let Some(active) = self.requests.remove(&seq.id) {
-                let _ = active.events.send(EngineEvent::Error(message.to_string()));
-            }
+    /// Sends the prefix cache's changes since the last call, if any, to the publisher.
+    fn publish_kv_events(&mut self) {
+        let Some(sink) = &self.reports.kv_events else {
+            return;
+        };
+        let events = self.core.take_kv_events();
+        if events.is_empty() {
+            return;
+        }
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        if sink.blocking_send(KvEventBatch { ts, events }).is_err() {
+            tracing::error!("the KV event publisher is gone; no more KV events");
+            self.reports.kv_events = None;
+            self.core.record_kv_events(false);
         }
     }
 
-    fn dispatch(&mut self, event: SeqEvent) {
-        match event {
-            SeqEvent::Token { id, token, .. } => {
-                let Some(active) = self.requests.get_mut(&id) else {
+    /// Passes `output` to its request's channel.
+    fn dispatch(&mut self, output: Output) {
+        match output {
+            Output::Token { id, token } => {
+                let Some(stream) = self.streams.get(&id) else {
                     return;
                 };
-                active.output.push(token);
-                let generated = active.pending.take().unwrap_or(GeneratedToken {
-                    token,
-                    logprob: f32::NAN,
-                    top_logprobs: Vec::new(),
-                });
-                if active.events.send(EngineEvent::Token(generated)).is_err() {
+                if stream.send(EngineEvent::Token(token)).is_err() {
                     // The client is gone: free its blocks now, tell no one.
-                    self.requests.remove(&id);
-                    self.scheduler.abort(id);
+                    self.streams.remove(&id);
+                    self.core.abort(id);
                 }
             }
-            SeqEvent::Finished {
+            Output::Finished {
                 id,
                 reason,
                 prompt_tokens,
                 output_tokens,
                 cached_tokens,
             } => {
-                if let Some(active) = self.requests.remove(&id) {
-                    let _ = active.events.send(EngineEvent::Finished {
+                if let Some(stream) = self.streams.remove(&id) {
+                    let _ = stream.send(EngineEvent::Finished {
                         reason,
                         prompt_tokens,
                         output_tokens,
@@ -348,11 +206,16 @@ impl<B: Backend> Engine<B> {
                     });
                 }
             }
+            Output::Failed { id, message } => {
+                if let Some(stream) = self.streams.remove(&id) {
+                    let _ = stream.send(EngineEvent::Error(message));
+                }
+            }
         }
     }
 
     fn publish_stats(&self) {
-        let s = self.scheduler.stats();
+        let s = self.core.stats();
         let mut stats = self
             .stats
             .lock()
@@ -365,7 +228,7 @@ impl<B: Backend> Engine<B> {
             prefix_cache_hits: s.prefix_cache_hits,
             preemptions: s.num_preemptions,
             cached_blocks: s.cached_blocks,
-            steps: self.steps,
+            steps: self.core.steps(),
             alive: true,
         };
     }

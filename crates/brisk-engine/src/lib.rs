@@ -5,6 +5,7 @@
 //! request's tokens on that request's own channel (TGI's router/queue split; STYLE.md's
 //! "actor, not shared locks"). Tokenization and detokenization happen outside, in the server.
 
+mod core;
 mod engine;
 mod handle;
 mod request;
@@ -17,6 +18,7 @@ use brisk_kv::KvEventBatch;
 use brisk_scheduler::{PolicyChoice, SchedulerConfig, SchedulerCore, StepRecord};
 use brisk_types::Backend;
 
+pub use crate::core::{AddError, Clock, EngineCore, Output, StepReport};
 pub use handle::{EngineHandle, EngineStopped, RequestStream};
 pub use request::{
     EngineEvent, EngineRequest, FinishReason, GeneratedToken, Priority, RequestId, RequestSlo,
@@ -67,9 +69,8 @@ pub fn spawn<B: Backend + 'static>(
         config.scheduler.eos_token_ids = backend.stop_tokens().to_vec();
     }
     let policy = config.policy.build(&config.scheduler);
-    let mut scheduler = SchedulerCore::with_policy(config.scheduler.clone(), policy)
+    let scheduler = SchedulerCore::with_policy(config.scheduler.clone(), policy)
         .map_err(|e| EngineError::Config(e.to_string()))?;
-    scheduler.record_kv_events(config.kv_events.is_some());
     let kv = backend
         .allocate_kv(config.scheduler.num_blocks, config.scheduler.block_size)
         .map_err(|e| EngineError::KvAllocation(e.to_string()))?;
@@ -78,13 +79,12 @@ pub fn spawn<B: Backend + 'static>(
         alive: true,
         ..EngineStats::default()
     }));
+    let mut core = EngineCore::new(backend, kv, scheduler, config.seed);
+    core.record_kv_events(config.kv_events.is_some());
     let engine = engine::Engine::new(
-        backend,
-        kv,
-        scheduler,
+        core,
         rx,
         Arc::clone(&stats),
-        config.seed,
         engine::Reports {
             step_records: config.step_records,
             kv_events: config.kv_events,

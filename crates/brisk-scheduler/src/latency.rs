@@ -36,12 +36,31 @@ pub struct StepShape {
 impl StepShape {
     /// The shape of a planned step. A one-token chunk that wants logits counts as a decode.
     pub fn of_plan(plan: &StepPlan) -> Self {
+        Self::of_sequences(
+            plan.seqs
+                .iter()
+                .map(|s| (s.tokens.len(), s.start_pos, s.logits)),
+        )
+    }
+
+    /// The shape of a step as the backend receives it (the same as its plan's).
+    pub fn of_batch(batch: &brisk_types::StepBatch<'_>) -> Self {
+        Self::of_sequences(
+            batch
+                .seqs
+                .iter()
+                .map(|s| (s.tokens.len(), s.start_pos, s.logits)),
+        )
+    }
+
+    /// From each sequence's (tokens, start position, logits wanted).
+    fn of_sequences(seqs: impl Iterator<Item = (usize, usize, LogitsWanted)>) -> Self {
         let mut shape = Self::default();
-        for s in &plan.seqs {
-            if s.tokens.len() == 1 && s.logits != LogitsWanted::None {
-                shape.add_decode(s.start_pos + 1);
+        for (tokens, start_pos, logits) in seqs {
+            if tokens == 1 && logits != LogitsWanted::None {
+                shape.add_decode(start_pos + 1);
             } else {
-                shape.add_prefill(s.start_pos, s.tokens.len());
+                shape.add_prefill(start_pos, tokens);
             }
         }
         shape

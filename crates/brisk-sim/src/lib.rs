@@ -1,8 +1,9 @@
 //! `brisk sim`: capacity planning with the scheduler that serves, on a virtual clock.
 //!
-//! The simulator runs the engine's own [`brisk_scheduler::SchedulerCore`] and block manager,
-//! with each step's duration predicted by a profiled [`LatencyModel`] instead of running the
-//! model ([`sim`]), as DistServe's placement search, Vidur and Dynamo's mocker do. It replays
+//! The simulator runs the server's own engine core ([`brisk_engine::EngineCore`]: scheduler,
+//! block manager, sampling, aborts) over a backend whose steps take the time a profiled
+//! [`LatencyModel`] predicts instead of running the model ([`sim`], [`backend`]), as
+//! DistServe's placement search, Vidur and Dynamo's mocker do. It replays
 //! exactly the workloads `brisk bench` sends (the same flags, parsed by the same code:
 //! synthetic lengths, traces, length samples, arrivals, SLO classes) and writes the same report
 //! JSON, so simulated and measured runs compare key by key. A one-hour trace takes seconds.
@@ -10,6 +11,7 @@
 //! [`profile`] measures the latency model on a real backend (`brisk profile`).
 #![deny(missing_docs)]
 
+pub mod backend;
 pub mod profile;
 pub mod sim;
 

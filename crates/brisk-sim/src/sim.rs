@@ -1,24 +1,26 @@
-//! The discrete-event loop: the scheduler core on a virtual clock.
+//! The discrete-event loop: the engine core on a virtual clock.
 //!
-//! The same [`SchedulerCore`] and block manager as the engine, with the backend replaced by
-//! the latency model (Vidur; Dynamo's mocker): each step lasts what the model predicts for
-//! the plan's shape, the clock jumps to the end of the step, and sampled tokens are a fixed
-//! id (requests ask for exact lengths with `ignore_eos`, as `brisk bench` does, so token
-//! values never decide anything). Requests join at the first step boundary at or after their
+//! The same [`EngineCore`] as the server's engine thread — scheduler, block manager,
+//! sampling, aborts — over a backend that is the latency model (Vidur; Dynamo's mocker):
+//! each step lasts what the model predicts for its shape, the clock jumps to the end of the
+//! step, and the sampled token is a fixed id (requests ask for exact lengths with
+//! `ignore_eos`, as `brisk bench` does, so token values never decide anything; see
+//! [`crate::backend`]). Requests join at the first step boundary at or after their
 //! arrival, as they do in the engine, which drains its queue between steps (their deadlines
 //! still count from the arrival, as the server's do); when nothing is
 //! running the clock jumps to the next arrival. Nothing reads a wall clock or draws a random
 //! number, so the same input gives the same output bit for bit.
 
 use brisk_bench::client::RequestRecord;
+use brisk_engine::{AddError, Clock, EngineCore, EngineRequest, Output};
+use brisk_sampling::SamplingParams;
 use brisk_scheduler::{
-    LatencyModel, PolicyChoice, Priority, RequestSlo, SchedRequest, SchedulerConfig, SchedulerCore,
-    SchedulerError, SeqEvent, StepShape,
+    LatencyModel, PolicyChoice, Priority, RequestSlo, SchedulerConfig, SchedulerCore,
+    SchedulerError,
 };
-use brisk_types::{LogitsWanted, TokenId};
+use brisk_types::TokenId;
 
-/// The token every simulated step samples (inside any vocabulary, never a stop token here).
-const SAMPLED: TokenId = 1000;
+use crate::backend::{LatencyBackend, VirtualClock};
 
 /// One request to replay.
 #[derive(Clone, Debug, PartialEq)]
@@ -84,30 +86,24 @@ struct Timing {
     done: bool,
 }
 
-/// Replays `requests` (sorted by arrival) through the scheduler.
+/// Replays `requests` (sorted by arrival) through the engine core.
 pub fn simulate(settings: &SimSettings, requests: &[SimRequest]) -> Result<SimOutcome, SimError> {
     let cfg = &settings.scheduler;
-    let mut core = SchedulerCore::with_policy(cfg.clone(), settings.policy.build(cfg))
+    let scheduler = SchedulerCore::with_policy(cfg.clone(), settings.policy.build(cfg))
         .map_err(SimError::Config)?;
+    let clock = VirtualClock::default();
+    let backend = LatencyBackend::new(settings.model.clone(), clock.clone());
+    let mut core = EngineCore::new(backend, (), scheduler, 0);
     let mut timing: Vec<Timing> = requests.iter().map(|_| Timing::default()).collect();
     let mut errors: Vec<Option<String>> = vec![None; requests.len()];
     let mut now = 0.0f64;
     let mut next = 0;
-    let mut steps = 0u64;
     let mut end = 0.0f64;
     loop {
         while next < requests.len() && requests[next].arrival <= now {
             let r = &requests[next];
-            let req = SchedRequest {
-                min_tokens: r.output_len,
-                ignore_eos: true,
-                arrival: r.arrival,
-                slo: r.slo,
-                priority: r.priority,
-                ..SchedRequest::new(next as u64, r.prompt.clone(), r.output_len)
-            };
-            if let Err(e) = core.add_request_at(req, now) {
-                let status = if matches!(e, SchedulerError::Rejected { .. }) {
+            if let Err(e) = core.add(next as u64, engine_request(r), r.arrival, now) {
+                let status = if matches!(e, AddError::Rejected(_)) {
                     429
                 } else {
                     400
@@ -125,26 +121,18 @@ pub fn simulate(settings: &SimSettings, requests: &[SimRequest]) -> Result<SimOu
                 None => break,
             }
         }
-        let plan = core.schedule(now);
-        if plan.is_empty() {
+        clock.set(now);
+        let Some(report) = core.step(now, &clock) else {
+            let stats = core.stats();
             return Err(SimError::Stalled {
                 now,
-                unfinished: core.stats().num_running + core.stats().num_waiting,
+                unfinished: stats.num_running + stats.num_waiting,
             });
-        }
-        steps += 1;
-        now += settings.model.predict(&StepShape::of_plan(&plan));
-        let sampled: Vec<Option<TokenId>> = plan
-            .seqs
-            .iter()
-            .map(|p| (p.logits != LogitsWanted::None).then_some(SAMPLED))
-            .collect();
-        let events = core
-            .update(&plan, &sampled, now)
-            .expect("the plan just made is the pending one");
-        for e in events {
-            match e {
-                SeqEvent::Token { id, .. } => {
+        };
+        now = clock.now();
+        for output in report.outputs {
+            match output {
+                Output::Token { id, .. } => {
                     let t = &mut timing[id as usize];
                     if let Some(last) = t.last {
                         t.itls.push((now - last) * 1e3);
@@ -153,9 +141,12 @@ pub fn simulate(settings: &SimSettings, requests: &[SimRequest]) -> Result<SimOu
                     t.last = Some(now);
                     t.tokens += 1;
                 }
-                SeqEvent::Finished { id, .. } => {
+                Output::Finished { id, .. } => {
                     timing[id as usize].done = true;
                     end = end.max(now);
+                }
+                Output::Failed { id, message } => {
+                    errors[id as usize] = Some(format!("HTTP 500: {message}"));
                 }
             }
         }
@@ -169,9 +160,26 @@ pub fn simulate(settings: &SimSettings, requests: &[SimRequest]) -> Result<SimOu
     Ok(SimOutcome {
         records,
         duration_s: end,
-        steps,
+        steps: core.steps(),
         preemptions: core.stats().num_preemptions,
     })
+}
+
+/// A replayed request as the server would hand it to the engine: greedy, exactly
+/// `output_len` tokens.
+fn engine_request(r: &SimRequest) -> EngineRequest {
+    EngineRequest {
+        prompt: r.prompt.clone(),
+        sampling: SamplingParams::greedy(),
+        max_tokens: r.output_len,
+        min_tokens: r.output_len,
+        ignore_eos: true,
+        stop_token_ids: Vec::new(),
+        logprobs: None,
+        slo: r.slo,
+        priority: r.priority,
+        received: None,
+    }
 }
 
 /// What `brisk bench`'s client would have recorded.

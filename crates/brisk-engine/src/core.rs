@@ -1,0 +1,345 @@
+//! The engine core: one synchronous state machine that the engine thread and `brisk sim`
+//! both drive.
+//!
+//! It owns the scheduler core (and through it the block manager), the backend and its KV
+//! pool, and each request's own state — its sampler and RNG, its output so far, the tokens
+//! it may not end on yet. It reads no clock: the caller passes `now` and a [`Clock`] that
+//! says when a step's tokens exist (the wall clock in the server; the latency model's
+//! virtual clock in the simulator, whose backend advances it by each step's predicted time).
+//! Everything a request's client sees comes out of [`EngineCore::step`] and
+//! [`EngineCore::abort`] as [`Output`]s, so the server and the simulator observe the same
+//! sequence of events for the same inputs.
+
+use std::collections::HashMap;
+
+use brisk_kv::KvEvent;
+use brisk_sampling::{log_softmax_at, top_logprobs, Sampler};
+use brisk_scheduler::{
+    SchedRequest, SchedulerCore, SchedulerError, SchedulerStats, SeqEvent, StepPlan,
+};
+use brisk_types::{Backend, LogitsWanted, TokenId};
+
+use crate::request::{EngineRequest, FinishReason, GeneratedToken, RequestId};
+
+/// When a step's tokens exist, in the same seconds as the `now` given to the core.
+pub trait Clock {
+    /// Seconds since the clock's origin.
+    fn now(&self) -> f64;
+}
+
+/// What a request's client learns.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// A new token of request `id`.
+    Token {
+        /// The request.
+        id: RequestId,
+        /// The token and its log-probabilities.
+        token: GeneratedToken,
+    },
+    /// Request `id` is over; its blocks are free.
+    Finished {
+        /// The request.
+        id: RequestId,
+        /// Why.
+        reason: FinishReason,
+        /// Prompt length.
+        prompt_tokens: usize,
+        /// Tokens generated.
+        output_tokens: usize,
+        /// Prompt tokens served from the prefix cache.
+        cached_tokens: usize,
+    },
+    /// Request `id` failed inside the engine (its blocks are free).
+    Failed {
+        /// The request.
+        id: RequestId,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Why a request was not taken.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum AddError {
+    /// Admission control: it cannot meet its objective (HTTP 429).
+    #[error("{0}")]
+    Rejected(String),
+    /// The scheduler refused it (duplicate id, empty prompt, limits; HTTP 400).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What one step did, for the caller's records.
+#[derive(Clone, Debug)]
+pub struct StepReport {
+    /// The plan that ran.
+    pub plan: StepPlan,
+    /// Seconds the backend took (by the clock).
+    pub execute_s: f64,
+    /// What the clients learn, in order.
+    pub outputs: Vec<Output>,
+}
+
+/// A request being served.
+struct RequestState {
+    sampler: Sampler,
+    prompt: Vec<TokenId>,
+    output: Vec<TokenId>,
+    logprobs: Option<usize>,
+    min_tokens: usize,
+    /// Tokens that may not be sampled before `min_tokens` (EOS unless ignored, stop ids).
+    banned_early: Vec<TokenId>,
+    /// The token sampled in the current step, waiting for the scheduler's verdict.
+    pending: Option<GeneratedToken>,
+}
+
+impl RequestState {
+    /// Samples this request's next token from its logit row, keeping EOS and stop ids away
+    /// until `min_tokens`; log-probabilities (a pass over the vocabulary) only if asked for.
+    fn sample(&mut self, raw: &[f32]) -> GeneratedToken {
+        let banned;
+        let row = if self.output.len() < self.min_tokens && !self.banned_early.is_empty() {
+            let mut logits = raw.to_vec();
+            for &t in &self.banned_early {
+                if let Some(l) = logits.get_mut(t as usize) {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+            banned = logits;
+            &banned[..]
+        } else {
+            raw
+        };
+        let token = self.sampler.sample_token(row, &self.prompt, &self.output);
+        let (logprob, top_logprobs) = match self.logprobs {
+            Some(k) => (
+                log_softmax_at(row, token as usize),
+                if k > 0 {
+                    top_logprobs(raw, k)
+                } else {
+                    Vec::new()
+                },
+            ),
+            None => (f32::NAN, Vec::new()),
+        };
+        GeneratedToken {
+            token,
+            logprob,
+            top_logprobs,
+        }
+    }
+}
+
+/// The engine core; see the module docs.
+pub struct EngineCore<B: Backend> {
+    backend: B,
+    kv: B::KvPool,
+    scheduler: SchedulerCore,
+    seed: u64,
+    eos: Vec<TokenId>,
+    requests: HashMap<RequestId, RequestState>,
+    steps: u64,
+}
+
+impl<B: Backend> EngineCore<B> {
+    /// A core over `backend` with its KV pool, the scheduler and the fallback `seed` (for
+    /// requests that bring none).
+    pub fn new(backend: B, kv: B::KvPool, scheduler: SchedulerCore, seed: u64) -> Self {
+        let eos = backend.stop_tokens().to_vec();
+        Self {
+            backend,
+            kv,
+            scheduler,
+            seed,
+            eos,
+            requests: HashMap::new(),
+            steps: 0,
+        }
+    }
+
+    /// Takes request `id` (arrived at `arrival`, taken at `now`), or says why not.
+    pub fn add(
+        &mut self,
+        id: RequestId,
+        request: EngineRequest,
+        arrival: f64,
+        now: f64,
+    ) -> Result<(), AddError> {
+        let sched = SchedRequest {
+            id,
+            prompt: request.prompt.clone(),
+            max_tokens: request.max_tokens,
+            min_tokens: request.min_tokens,
+            stop_token_ids: request.stop_token_ids.clone(),
+            ignore_eos: request.ignore_eos,
+            arrival,
+            slo: request.slo,
+            priority: request.priority,
+        };
+        self.scheduler
+            .add_request_at(sched, now)
+            .map_err(|e| match e {
+                SchedulerError::Rejected { message, .. } => AddError::Rejected(message),
+                e => AddError::Invalid(e.to_string()),
+            })?;
+        let mut banned_early = request.stop_token_ids.clone();
+        if !request.ignore_eos {
+            banned_early.extend(&self.eos);
+        }
+        let fallback_seed = self.seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.requests.insert(
+            id,
+            RequestState {
+                sampler: Sampler::new(request.sampling, fallback_seed),
+                prompt: request.prompt,
+                output: Vec::new(),
+                logprobs: request.logprobs,
+                min_tokens: request.min_tokens,
+                banned_early,
+                pending: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// Ends request `id` now, freeing its blocks: its [`Output::Finished`] (reason `abort`),
+    /// or `None` for a request the core does not hold.
+    pub fn abort(&mut self, id: RequestId) -> Option<Output> {
+        let event = self.scheduler.abort(id)?;
+        self.outputs_of(event)
+    }
+
+    /// Whether any request is waiting or running.
+    pub fn has_unfinished(&self) -> bool {
+        self.scheduler.has_unfinished()
+    }
+
+    /// Runs one step planned at `now`: executes it, samples every sequence that wanted
+    /// logits and hands the tokens to the scheduler as of `clock`'s time after the step.
+    /// `None` when there was nothing to run. A backend failure ends the plan's requests
+    /// with [`Output::Failed`] (their blocks freed); serving goes on.
+    pub fn step(&mut self, now: f64, clock: &dyn Clock) -> Option<StepReport> {
+        let plan = self.scheduler.schedule(now);
+        if plan.is_empty() {
+            return None;
+        }
+        self.steps += 1;
+        let executing = clock.now();
+        let result = self.backend.execute(&plan.as_batch(), &mut self.kv);
+        let execute_s = clock.now() - executing;
+        let output = match result {
+            Ok(output) => output,
+            Err(e) => {
+                tracing::error!("step {} failed: {e}", plan.step);
+                let outputs = self.fail_plan(&plan, &e.to_string());
+                return Some(StepReport {
+                    plan,
+                    execute_s,
+                    outputs,
+                });
+            }
+        };
+        let mut sampled = Vec::with_capacity(plan.seqs.len());
+        for (i, seq) in plan.seqs.iter().enumerate() {
+            let state = match seq.logits {
+                LogitsWanted::None => None,
+                _ => self.requests.get_mut(&seq.id),
+            };
+            sampled.push(state.map(|state| {
+                let generated = state.sample(output.last_row(i));
+                let token = generated.token;
+                state.pending = Some(generated);
+                token
+            }));
+        }
+        // The tokens exist from the end of the step (first-token times feed TPOT deadlines).
+        let done = clock.now();
+        let outputs = match self.scheduler.update(&plan, &sampled, done) {
+            Ok(events) => events
+                .into_iter()
+                .filter_map(|e| self.outputs_of(e))
+                .collect(),
+            Err(e) => {
+                tracing::error!("scheduler rejected step {}: {e}", plan.step);
+                self.fail_plan(&plan, &e.to_string())
+            }
+        };
+        Some(StepReport {
+            plan,
+            execute_s,
+            outputs,
+        })
+    }
+
+    /// Ends every request of a plan that could not be completed, freeing its blocks.
+    fn fail_plan(&mut self, plan: &StepPlan, message: &str) -> Vec<Output> {
+        let mut outputs = Vec::new();
+        for seq in &plan.seqs {
+            self.scheduler.abort(seq.id);
+            if self.requests.remove(&seq.id).is_some() {
+                outputs.push(Output::Failed {
+                    id: seq.id,
+                    message: message.to_string(),
+                });
+            }
+        }
+        outputs
+    }
+
+    /// What the scheduler's `event` means to the request's client.
+    fn outputs_of(&mut self, event: SeqEvent) -> Option<Output> {
+        match event {
+            SeqEvent::Token { id, token, .. } => {
+                let state = self.requests.get_mut(&id)?;
+                state.output.push(token);
+                let generated = state.pending.take().unwrap_or(GeneratedToken {
+                    token,
+                    logprob: f32::NAN,
+                    top_logprobs: Vec::new(),
+                });
+                Some(Output::Token {
+                    id,
+                    token: generated,
+                })
+            }
+            SeqEvent::Finished {
+                id,
+                reason,
+                prompt_tokens,
+                output_tokens,
+                cached_tokens,
+            } => {
+                self.requests.remove(&id)?;
+                Some(Output::Finished {
+                    id,
+                    reason,
+                    prompt_tokens,
+                    output_tokens,
+                    cached_tokens,
+                })
+            }
+        }
+    }
+
+    /// The scheduler's counters and gauges.
+    pub fn stats(&self) -> SchedulerStats {
+        self.scheduler.stats()
+    }
+
+    /// Steps run so far.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// Starts (or stops) recording the prefix cache's changes; see
+    /// [`SchedulerCore::record_kv_events`].
+    pub fn record_kv_events(&mut self, on: bool) {
+        self.scheduler.record_kv_events(on);
+    }
+
+    /// The prefix cache's changes since the last call.
+    pub fn take_kv_events(&mut self) -> Vec<KvEvent> {
+        self.scheduler.take_kv_events()
+    }
+}

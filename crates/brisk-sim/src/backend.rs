@@ -1,0 +1,113 @@
+//! The latency model as a [`Backend`]: what `brisk sim` runs the engine core over.
+//!
+//! A step "runs" for the time the latency model predicts for its shape, which moves the
+//! simulation's virtual clock forward; every sequence that wants logits gets rows in which
+//! one token, [`SAMPLED`], is the most likely, so greedy sampling draws it. Requests are
+//! replayed with exact lengths (`ignore_eos`, as `brisk bench` asks), so token values decide
+//! nothing but the prefix cache, which sees the prompts' own ids.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use brisk_engine::Clock;
+use brisk_scheduler::{LatencyModel, StepShape};
+use brisk_types::{
+    Backend, BackendCapabilities, BackendError, ModelGeometry, StepBatch, StepOutput, TokenId,
+};
+
+/// The token every simulated step samples (inside the simulated vocabulary, never a stop
+/// token).
+pub const SAMPLED: TokenId = 1000;
+
+/// Columns of a simulated logit row.
+const VOCAB: usize = SAMPLED as usize + 1;
+
+/// The simulation's clock: seconds since the start, moved only by simulated steps (and by
+/// the loop when it jumps to the next arrival). Shared by the backend and the loop.
+#[derive(Clone, Debug, Default)]
+pub struct VirtualClock(Arc<AtomicU64>);
+
+impl VirtualClock {
+    /// Sets the time.
+    pub fn set(&self, seconds: f64) {
+        self.0.store(seconds.to_bits(), Ordering::Relaxed);
+    }
+
+    fn advance(&self, seconds: f64) {
+        self.set(self.now() + seconds);
+    }
+}
+
+impl Clock for VirtualClock {
+    fn now(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// Steps that take the latency model's time and sample [`SAMPLED`].
+pub struct LatencyBackend {
+    model: LatencyModel,
+    clock: VirtualClock,
+    geometry: ModelGeometry,
+}
+
+impl LatencyBackend {
+    /// A backend whose steps take `model`'s predicted time on `clock`.
+    pub fn new(model: LatencyModel, clock: VirtualClock) -> Self {
+        Self {
+            model,
+            clock,
+            geometry: ModelGeometry {
+                num_layers: 0,
+                num_kv_heads: 0,
+                head_dim: 0,
+                vocab_size: VOCAB,
+                max_context: usize::MAX,
+                kv_bytes_per_token: 0,
+            },
+        }
+    }
+}
+
+impl Backend for LatencyBackend {
+    type KvPool = ();
+
+    fn geometry(&self) -> &ModelGeometry {
+        &self.geometry
+    }
+
+    fn capabilities(&self) -> BackendCapabilities {
+        BackendCapabilities {
+            name: "latency-model".into(),
+            mixed_batches: true,
+        }
+    }
+
+    fn stop_tokens(&self) -> &[TokenId] {
+        &[]
+    }
+
+    fn allocate_kv(&self, _: usize, _: usize) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    fn execute(&self, batch: &StepBatch<'_>, _: &mut ()) -> Result<StepOutput, BackendError> {
+        self.clock
+            .advance(self.model.predict(&StepShape::of_batch(batch)));
+        let mut first_row = Vec::with_capacity(batch.seqs.len());
+        let mut rows = 0;
+        for seq in &batch.seqs {
+            first_row.push(rows);
+            rows += seq.logit_rows();
+        }
+        let mut logits = vec![0.0f32; rows * VOCAB];
+        for row in logits.chunks_exact_mut(VOCAB) {
+            row[SAMPLED as usize] = 1.0;
+        }
+        Ok(StepOutput {
+            logits,
+            vocab_size: VOCAB,
+            first_row,
+        })
+    }
+}
