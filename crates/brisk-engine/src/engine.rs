@@ -18,7 +18,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::core::{AddError, Clock, EngineCore, Output};
 use crate::handle::Command;
-use crate::request::{EngineEvent, RequestId};
+use crate::request::{EngineEvent, EngineFailure, RequestId};
 use crate::stats::EngineStats;
 
 /// Seconds since the engine started.
@@ -113,7 +113,7 @@ impl<B: Backend> Engine<B> {
                         let _ = events.send(EngineEvent::Rejected(message));
                     }
                     Err(AddError::Invalid(message)) => {
-                        let _ = events.send(EngineEvent::Error(message));
+                        let _ = events.send(EngineEvent::Failed(EngineFailure::Invalid(message)));
                     }
                 }
             }
@@ -208,7 +208,7 @@ impl<B: Backend> Engine<B> {
             }
             Output::Failed { id, message } => {
                 if let Some(stream) = self.streams.remove(&id) {
-                    let _ = stream.send(EngineEvent::Error(message));
+                    let _ = stream.send(EngineEvent::Failed(EngineFailure::Internal(message)));
                 }
             }
         }

@@ -89,7 +89,7 @@ impl RequestStream {
         let event = self.events.recv().await;
         match &event {
             Some(
-                EngineEvent::Finished { .. } | EngineEvent::Error(_) | EngineEvent::Rejected(_),
+                EngineEvent::Finished { .. } | EngineEvent::Failed(_) | EngineEvent::Rejected(_),
             )
             | None => {
                 self.finished = true;

@@ -21,7 +21,8 @@ use brisk_types::Backend;
 pub use crate::core::{AddError, Clock, EngineCore, Output, StepReport};
 pub use handle::{EngineHandle, EngineStopped, RequestStream};
 pub use request::{
-    EngineEvent, EngineRequest, FinishReason, GeneratedToken, Priority, RequestId, RequestSlo,
+    EngineEvent, EngineFailure, EngineRequest, FinishReason, GeneratedToken, Priority, RequestId,
+    RequestSlo,
 };
 pub use stats::EngineStats;
 

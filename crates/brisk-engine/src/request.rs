@@ -35,6 +35,20 @@ pub struct EngineRequest {
 
 pub use brisk_scheduler::{Priority, RequestSlo};
 
+/// Why the engine did not serve a request to its end, in the terms an API maps to status
+/// codes: the request's fault (400) or the engine's (500). Refusals by admission control
+/// have their own event ([`EngineEvent::Rejected`], 429).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EngineFailure {
+    /// The request cannot be served as asked: the scheduler refused it (it could never fit
+    /// in the KV pool, its limits contradict each other, …).
+    #[error("{0}")]
+    Invalid(String),
+    /// The engine failed while serving it (a forward pass or step error).
+    #[error("{0}")]
+    Internal(String),
+}
+
 /// Why a request ended (the scheduler's verdict, passed through).
 pub use brisk_scheduler::FinishReason;
 
@@ -66,8 +80,8 @@ pub enum EngineEvent {
         /// Prompt tokens served from the prefix cache.
         cached_tokens: usize,
     },
-    /// The request failed inside the engine (its blocks are free).
-    Error(String),
+    /// The request failed or was refused (its blocks are free); the kind says whose fault.
+    Failed(EngineFailure),
     /// Admission control refused the request before any work was spent on it: it cannot
     /// meet its objective (the server answers 429 with this message).
     Rejected(String),

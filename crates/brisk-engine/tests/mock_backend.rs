@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use brisk_engine::{
-    EngineConfig, EngineEvent, EngineHandle, EngineRequest, FinishReason, Priority, RequestSlo,
+    EngineConfig, EngineEvent, EngineFailure, EngineHandle, EngineRequest, FinishReason, Priority,
+    RequestSlo,
 };
 use brisk_kv::{KvEvent, KvEventBatch};
 use brisk_sampling::SamplingParams;
@@ -219,7 +220,7 @@ async fn a_request_larger_than_the_pool_is_refused_with_an_error() {
     let (tokens, end) = collect(e.submit(request((1..30).collect(), 8)).unwrap()).await;
     assert!(tokens.is_empty());
     assert!(
-        matches!(end, EngineEvent::Error(ref m) if !m.is_empty()),
+        matches!(end, EngineEvent::Failed(EngineFailure::Invalid(ref m)) if m.contains("block")),
         "{end:?}"
     );
     // The engine keeps serving.

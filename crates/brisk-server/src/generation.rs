@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use brisk_engine::{EngineEvent, FinishReason, RequestStream};
+use brisk_engine::{EngineEvent, EngineFailure, FinishReason, RequestStream};
 use brisk_tokenizer::{IncrementalDecoder, Tokenizer};
 use brisk_types::TokenId;
 
@@ -242,9 +242,12 @@ impl ChoiceRun {
                         finish: Some(finish),
                     }));
                 }
-                EngineEvent::Error(message) => {
+                EngineEvent::Failed(failure) => {
                     self.done = true;
-                    return Some(Err(ApiError::internal(message)));
+                    return Some(Err(match failure {
+                        EngineFailure::Invalid(message) => ApiError::invalid("prompt", message),
+                        EngineFailure::Internal(message) => ApiError::internal(message),
+                    }));
                 }
                 EngineEvent::Rejected(message) => {
                     self.done = true;
