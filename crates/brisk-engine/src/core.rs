@@ -210,6 +210,14 @@ impl<B: Backend> EngineCore<B> {
         self.outputs_of(event)
     }
 
+    /// Ends request `id` as a stop (its client matched a stop string), freeing its blocks:
+    /// its [`Output::Finished`] with reason `stop`, or `None` for a request the core does
+    /// not hold.
+    pub fn stop(&mut self, id: RequestId) -> Option<Output> {
+        let event = self.scheduler.end(id, FinishReason::Stop)?;
+        self.outputs_of(event)
+    }
+
     /// Whether any request is waiting or running.
     pub fn has_unfinished(&self) -> bool {
         self.scheduler.has_unfinished()
@@ -341,5 +349,86 @@ impl<B: Backend> EngineCore<B> {
     /// The prefix cache's changes since the last call.
     pub fn take_kv_events(&mut self) -> Vec<KvEvent> {
         self.scheduler.take_kv_events()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use brisk_sampling::SamplingParams;
+    use brisk_scheduler::{Priority, SchedulerConfig};
+    use brisk_testkit::CountingBackend;
+
+    use super::*;
+
+    /// A clock that does not move: the core's behaviour depends only on the steps it runs.
+    struct Frozen;
+
+    impl Clock for Frozen {
+        fn now(&self) -> f64 {
+            0.0
+        }
+    }
+
+    fn core() -> EngineCore<CountingBackend> {
+        let backend = CountingBackend::new(64, 4096);
+        let kv = backend.allocate_kv(64, 4).unwrap();
+        let cfg = SchedulerConfig {
+            max_num_seqs: 4,
+            max_num_batched_tokens: 64,
+            max_model_len: 4096,
+            block_size: 4,
+            num_blocks: 64,
+            ..SchedulerConfig::default()
+        };
+        EngineCore::new(backend, kv, SchedulerCore::new(cfg).unwrap(), 0)
+    }
+
+    fn request(prompt: Vec<TokenId>, max_tokens: usize) -> EngineRequest {
+        EngineRequest {
+            prompt,
+            sampling: SamplingParams::greedy(),
+            max_tokens,
+            min_tokens: 0,
+            ignore_eos: true,
+            stop_token_ids: Vec::new(),
+            logprobs: None,
+            slo: None,
+            priority: Priority::Interactive,
+            received: None,
+        }
+    }
+
+    #[test]
+    fn a_stop_ends_a_request_as_a_stop_an_abort_as_an_abort() {
+        let mut core = core();
+        core.add(1, request(vec![5, 6, 7], 100), 0.0, 0.0).unwrap();
+        core.add(2, request(vec![9], 100), 0.0, 0.0).unwrap();
+        let report = core.step(0.0, &Frozen).expect("a step");
+        assert!(report
+            .outputs
+            .iter()
+            .any(|o| matches!(o, Output::Token { id: 1, token } if token.token == 8)));
+        let finished = |o: Option<Output>| match o {
+            Some(Output::Finished {
+                reason,
+                output_tokens,
+                ..
+            }) => (reason, output_tokens),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(finished(core.stop(1)), (FinishReason::Stop, 1));
+        assert_eq!(finished(core.abort(2)), (FinishReason::Abort, 1));
+        assert!(core.stop(1).is_none() && core.abort(2).is_none(), "already over");
+        assert!(!core.has_unfinished());
+        assert_eq!(core.stats().kv_usage_ratio, 0.0, "every block is free");
+    }
+
+    #[test]
+    fn a_request_the_scheduler_refuses_is_invalid_and_costs_nothing() {
+        let mut core = core();
+        let e = core.add(1, request(Vec::new(), 4), 0.0, 0.0).unwrap_err();
+        assert!(matches!(e, AddError::Invalid(ref m) if m.contains("empty")), "{e:?}");
+        assert!(!core.has_unfinished());
+        assert!(core.step(0.0, &Frozen).is_none());
     }
 }

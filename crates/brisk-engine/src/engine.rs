@@ -122,6 +122,11 @@ impl<B: Backend> Engine<B> {
                     self.dispatch(output);
                 }
             }
+            Command::Stop(id) => {
+                if let Some(output) = self.core.stop(id) {
+                    self.dispatch(output);
+                }
+            }
         }
     }
 

@@ -19,6 +19,8 @@ pub(crate) enum Command {
     },
     /// Stop a request and free its blocks.
     Abort(RequestId),
+    /// End a request as a stop (a stop string matched) and free its blocks.
+    Stop(RequestId),
 }
 
 /// The engine has stopped (its thread ended); no request can be served.
@@ -78,10 +80,17 @@ impl RequestStream {
         self.id
     }
 
-    /// Asks the engine to stop this request (a stop string matched, say). Its `Finished`
+    /// Asks the engine to abandon this request (its deadline passed, say). Its `Finished`
     /// event, with reason `Abort`, still arrives and carries the usage counts.
     pub fn abort(&self) {
         let _ = self.commands.send(Command::Abort(self.id));
+    }
+
+    /// Asks the engine to end this request as a stop: a stop string matched in its text.
+    /// Its `Finished` event, with reason `Stop`, carries the usage counts (tokens the engine
+    /// generated meanwhile arrive before it and count).
+    pub fn stop(&self) {
+        let _ = self.commands.send(Command::Stop(self.id));
     }
 
     /// The next event, or `None` once the engine dropped the request (after `Finished`).

@@ -173,9 +173,13 @@ impl SchedulerCore {
     /// Ends a request now, freeing its blocks; `None` if it is unknown or already finished.
     /// A plan that still names it is fine: `update` skips it.
     pub fn abort(&mut self, id: RequestId) -> Option<SeqEvent> {
-        self.seqs
-            .contains_key(&id)
-            .then(|| self.finish(id, FinishReason::Abort))
+        self.end(id, FinishReason::Abort)
+    }
+
+    /// Ends a request now for `reason` (a stop string the caller matched ends it as a
+    /// `Stop`), freeing its blocks; `None` if it is unknown or already finished.
+    pub fn end(&mut self, id: RequestId, reason: FinishReason) -> Option<SeqEvent> {
+        self.seqs.contains_key(&id).then(|| self.finish(id, reason))
     }
 
     /// Removes a sequence from its queue, frees its blocks and returns its `Finished` event.

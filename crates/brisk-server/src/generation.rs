@@ -198,8 +198,9 @@ impl ChoiceRun {
                     };
                     let released = self.stop.push(&piece);
                     if released.stopped {
-                        // The engine answers with `Finished`, which carries the usage.
-                        self.stream.abort();
+                        // The engine ends it as a stop and answers with `Finished`, which
+                        // carries the usage.
+                        self.stream.stop();
                     }
                     return Some(Ok(Delta {
                         text: released.text,
@@ -220,6 +221,8 @@ impl ChoiceRun {
                         text = self.stop.push(&rest).text;
                         text.push_str(&self.stop.finish());
                     }
+                    // A stop string that matched decides even when the engine ended the
+                    // request for length before our stop reached it.
                     let reason = if self.stop.stopped() {
                         "stop"
                     } else {
