@@ -418,7 +418,10 @@ mod tests {
         };
         assert_eq!(finished(core.stop(1)), (FinishReason::Stop, 1));
         assert_eq!(finished(core.abort(2)), (FinishReason::Abort, 1));
-        assert!(core.stop(1).is_none() && core.abort(2).is_none(), "already over");
+        assert!(
+            core.stop(1).is_none() && core.abort(2).is_none(),
+            "already over"
+        );
         assert!(!core.has_unfinished());
         assert_eq!(core.stats().kv_usage_ratio, 0.0, "every block is free");
     }
@@ -427,7 +430,10 @@ mod tests {
     fn a_request_the_scheduler_refuses_is_invalid_and_costs_nothing() {
         let mut core = core();
         let e = core.add(1, request(Vec::new(), 4), 0.0, 0.0).unwrap_err();
-        assert!(matches!(e, AddError::Invalid(ref m) if m.contains("empty")), "{e:?}");
+        assert!(
+            matches!(e, AddError::Invalid(ref m) if m.contains("empty")),
+            "{e:?}"
+        );
         assert!(!core.has_unfinished());
         assert!(core.step(0.0, &Frozen).is_none());
     }

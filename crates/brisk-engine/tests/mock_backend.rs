@@ -310,4 +310,3 @@ async fn the_engine_publishes_what_enters_and_leaves_its_prefix_cache() {
     assert!(hashes.iter().all(|h| removed.contains(h)));
     assert!(batches.iter().all(|b| b.ts > 1.7e9), "wall-clock seconds");
 }
-
