@@ -290,6 +290,72 @@ impl KvBuffer {
         Some(offsets.iter().map(|&o| tile(o)).collect())
     }
 
+    /// Appends the elements `range` (whole tiles) as little-endian bytes, int8 scales after
+    /// the quants: the exported form of a block.
+    fn export(&self, range: std::ops::Range<usize>, out: &mut Vec<u8>) {
+        match self {
+            Self::F32(v) => v[range].iter().for_each(|x| out.extend(x.to_le_bytes())),
+            Self::F16(v) => v[range]
+                .iter()
+                .for_each(|x| out.extend(x.to_bits().to_le_bytes())),
+            Self::Bf16(v) | Self::Bf16Pairs(v, _) => v[range]
+                .iter()
+                .for_each(|x| out.extend(x.to_bits().to_le_bytes())),
+            Self::Int8(b) => {
+                let d = b.head_dim;
+                out.extend(b.q[range.clone()].iter().map(|&q| q.to_le_bytes()[0]));
+                b.scales[range.start / d..range.end / d]
+                    .iter()
+                    .for_each(|s| out.extend(s.to_le_bytes()));
+            }
+        }
+    }
+
+    /// Bytes [`Self::export`] writes for `len` elements.
+    fn export_len(&self, len: usize) -> usize {
+        match self {
+            Self::F32(_) => 4 * len,
+            Self::F16(_) | Self::Bf16(_) | Self::Bf16Pairs(..) => 2 * len,
+            Self::Int8(b) => len + 4 * (len / b.head_dim),
+        }
+    }
+
+    /// Reads what [`Self::export`] wrote for the elements at `start..start + len` from the
+    /// front of `data`, advancing it.
+    fn import(&mut self, start: usize, len: usize, data: &mut &[u8]) {
+        let (bytes, rest) = data.split_at(self.export_len(len));
+        *data = rest;
+        let range = start..start + len;
+        match self {
+            Self::F32(v) => {
+                for (x, b) in v[range].iter_mut().zip(bytes.chunks_exact(4)) {
+                    *x = f32::from_le_bytes(b.try_into().expect("4 bytes"));
+                }
+            }
+            Self::F16(v) => {
+                for (x, b) in v[range].iter_mut().zip(bytes.chunks_exact(2)) {
+                    *x = f16::from_bits(u16::from_le_bytes([b[0], b[1]]));
+                }
+            }
+            Self::Bf16(v) | Self::Bf16Pairs(v, _) => {
+                for (x, b) in v[range].iter_mut().zip(bytes.chunks_exact(2)) {
+                    *x = bf16::from_bits(u16::from_le_bytes([b[0], b[1]]));
+                }
+            }
+            Self::Int8(b) => {
+                let d = b.head_dim;
+                let (quants, scales) = bytes.split_at(len);
+                for (q, &byte) in b.q[range.clone()].iter_mut().zip(quants) {
+                    *q = i8::from_le_bytes([byte]);
+                }
+                let scale_range = range.start / d..range.end / d;
+                for (s, b) in b.scales[scale_range].iter_mut().zip(scales.chunks_exact(4)) {
+                    *s = f32::from_le_bytes(b.try_into().expect("4 bytes"));
+                }
+            }
+        }
+    }
+
     /// Copies whole tiles `src` to `dst` (element offsets).
     fn copy_within(&mut self, src: std::ops::Range<usize>, dst: usize) {
         match self {
@@ -399,6 +465,101 @@ impl CpuKvPool {
     #[inline]
     pub(crate) fn value_offset(&self, block: usize, head: usize, slot: usize) -> usize {
         self.layout().value_offset(block, head, slot)
+    }
+
+    /// The K/V of `blocks` (every layer), as bytes another pool of the same geometry and
+    /// element type reads back with [`Self::import_blocks`]: what moves when a running
+    /// request is handed to another replica. A header names the geometry and type; then,
+    /// per layer, each block's keys and values in the pool's own layout (little-endian,
+    /// int8 scales after their quants). Lossless by construction.
+    pub fn export_blocks(&self, blocks: &[u32]) -> Result<Vec<u8>, BackendError> {
+        self.check_blocks(blocks)?;
+        let block_len = self.block_len();
+        let mut out = self.header(blocks.len());
+        for (k, v) in &self.layers {
+            for &b in blocks {
+                let start = b as usize * block_len;
+                k.export(start..start + block_len, &mut out);
+                v.export(start..start + block_len, &mut out);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes the K/V that [`Self::export_blocks`] produced into `blocks` of this pool
+    /// (one for each exported block, in order). Refused, with nothing written, when the
+    /// data comes from a pool of another geometry or element type, or has the wrong length.
+    pub fn import_blocks(&mut self, blocks: &[u32], data: &[u8]) -> Result<(), BackendError> {
+        self.check_blocks(blocks)?;
+        let header = self.header(blocks.len());
+        let bad = |why: String| Err(BackendError::InvalidBatch(format!("KV import: {why}")));
+        if data.len() < header.len() || data[..header.len()] != header[..] {
+            return bad(format!(
+                "the data is not {} blocks of this pool's geometry and type ({}, {} layers, {} \
+                 K/V heads of {}, {}-token blocks)",
+                blocks.len(),
+                self.dtype.name(),
+                self.layers.len(),
+                self.num_kv_heads,
+                self.head_dim,
+                self.block_size
+            ));
+        }
+        let block_len = self.block_len();
+        let per_block: usize = self
+            .layers
+            .iter()
+            .map(|(k, v)| k.export_len(block_len) + v.export_len(block_len))
+            .sum();
+        if data.len() != header.len() + per_block * blocks.len() {
+            return bad(format!(
+                "{} bytes where {} blocks take {}",
+                data.len(),
+                blocks.len(),
+                header.len() + per_block * blocks.len()
+            ));
+        }
+        let mut rest = &data[header.len()..];
+        for (k, v) in &mut self.layers {
+            for &b in blocks {
+                let start = b as usize * block_len;
+                k.import(start, block_len, &mut rest);
+                v.import(start, block_len, &mut rest);
+            }
+        }
+        Ok(())
+    }
+
+    /// Elements of one block in one layer's K (or V) buffer.
+    fn block_len(&self) -> usize {
+        self.num_kv_heads * self.block_size * self.head_dim
+    }
+
+    fn check_blocks(&self, blocks: &[u32]) -> Result<(), BackendError> {
+        match blocks.iter().find(|&&b| b as usize >= self.num_blocks) {
+            Some(b) => Err(BackendError::InvalidBatch(format!(
+                "block {b} is outside the pool of {} blocks",
+                self.num_blocks
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// `BKV1`, the element type, the geometry and the block count, little-endian.
+    fn header(&self, blocks: usize) -> Vec<u8> {
+        let mut h = b"BKV1".to_vec();
+        h.extend(self.dtype.name().as_bytes());
+        h.push(0);
+        for n in [
+            self.layers.len(),
+            self.num_kv_heads,
+            self.head_dim,
+            self.block_size,
+            blocks,
+        ] {
+            h.extend((n as u64).to_le_bytes());
+        }
+        h
     }
 
     /// Copies a sequence's cached K/V for one layer, from `src` block to `dst` block: the copy

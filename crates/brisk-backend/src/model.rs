@@ -328,4 +328,17 @@ impl Backend for CpuBackend {
             .install(|| self.forward(batch, kv))
             .map_err(|e| BackendError::Forward(e.to_string()))
     }
+
+    fn export_blocks(&self, kv: &CpuKvPool, blocks: &[u32]) -> Result<Vec<u8>, BackendError> {
+        kv.export_blocks(blocks)
+    }
+
+    fn import_blocks(
+        &self,
+        kv: &mut CpuKvPool,
+        blocks: &[u32],
+        data: &[u8],
+    ) -> Result<(), BackendError> {
+        kv.import_blocks(blocks, data)
+    }
 }

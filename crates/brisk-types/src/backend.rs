@@ -1,6 +1,6 @@
 //! The narrow trait every model backend implements.
 
-use crate::{StepBatch, StepOutput, TokenId};
+use crate::{BlockId, StepBatch, StepOutput, TokenId};
 
 /// Shape facts about a loaded model that the engine needs to size and schedule work.
 #[derive(Clone, Debug, PartialEq)]
@@ -41,6 +41,9 @@ pub enum BackendError {
     /// The computation itself failed.
     #[error("forward pass failed: {0}")]
     Forward(String),
+    /// This backend cannot do what was asked (moving KV blocks, say).
+    #[error("this backend cannot {0}")]
+    Unsupported(String),
 }
 
 /// Executes packed steps of one model over a paged KV pool that the caller owns.
@@ -73,4 +76,28 @@ pub trait Backend: Send {
         batch: &StepBatch<'_>,
         kv: &mut Self::KvPool,
     ) -> Result<StepOutput, BackendError>;
+
+    /// The K/V of `blocks` as bytes that another pool of the same geometry and element type
+    /// reads back with [`Backend::import_blocks`]: what moves with a running request handed
+    /// to another replica. Backends that cannot move blocks say so.
+    fn export_blocks(
+        &self,
+        kv: &Self::KvPool,
+        blocks: &[BlockId],
+    ) -> Result<Vec<u8>, BackendError> {
+        let _ = (kv, blocks);
+        Err(BackendError::Unsupported("export KV blocks".into()))
+    }
+
+    /// Writes K/V exported by [`Backend::export_blocks`] into `blocks` (one per exported
+    /// block, in order); refused, with nothing written, when the data does not fit this pool.
+    fn import_blocks(
+        &self,
+        kv: &mut Self::KvPool,
+        blocks: &[BlockId],
+        data: &[u8],
+    ) -> Result<(), BackendError> {
+        let _ = (kv, blocks, data);
+        Err(BackendError::Unsupported("import KV blocks".into()))
+    }
 }
