@@ -15,9 +15,9 @@ use std::collections::HashMap;
 use brisk_kv::KvEvent;
 use brisk_sampling::{log_softmax_at, top_logprobs, Sampler};
 use brisk_scheduler::{
-    SchedRequest, SchedulerCore, SchedulerError, SchedulerStats, SeqEvent, StepPlan,
+    SchedRequest, SchedulerCore, SchedulerError, SchedulerStats, SeqEvent, SeqExport, StepPlan,
 };
-use brisk_types::{Backend, LogitsWanted, TokenId};
+use brisk_types::{Backend, BackendError, LogitsWanted, TokenId};
 
 use crate::request::{EngineRequest, FinishReason, GeneratedToken, RequestId};
 
@@ -68,6 +68,38 @@ pub enum AddError {
     /// The scheduler refused it (duplicate id, empty prompt, limits; HTTP 400).
     #[error("{0}")]
     Invalid(String),
+}
+
+/// A running request as it leaves an engine (see [`EngineCore::export`]): its scheduler
+/// state, its sampler with the generator's state, and its K/V blocks as bytes.
+#[derive(Clone, Debug)]
+pub struct RequestExport {
+    /// What the destination's scheduler needs.
+    pub seq: SeqExport,
+    /// The sampler, mid-sequence: the destination draws what the source would have.
+    pub sampler: Sampler,
+    /// Its logprobs setting.
+    pub logprobs: Option<usize>,
+    /// Its K/V, from the backend's `export_blocks` (the pool's own type, lossless).
+    pub kv: Vec<u8>,
+}
+
+impl RequestExport {
+    /// Bytes of K/V the move carries.
+    pub fn kv_bytes(&self) -> usize {
+        self.kv.len()
+    }
+}
+
+/// Why a request could not move; it keeps running where it was.
+#[derive(Debug, thiserror::Error)]
+pub enum MoveError {
+    /// The scheduler refused (not decoding, no seat, no blocks, unknown id, …).
+    #[error("{0}")]
+    Scheduler(#[from] SchedulerError),
+    /// The backend could not read or write the blocks (another geometry or type, say).
+    #[error("{0}")]
+    Backend(#[from] BackendError),
 }
 
 /// What one step did, for the caller's records.
@@ -216,6 +248,73 @@ impl<B: Backend> EngineCore<B> {
     pub fn stop(&mut self, id: RequestId) -> Option<Output> {
         let event = self.scheduler.end(id, FinishReason::Stop)?;
         self.outputs_of(event)
+    }
+
+    /// Everything request `id` needs to continue in another engine of the same model, as of
+    /// `now`, between steps; it keeps running here until [`Self::release`]. Refused unless it
+    /// is decoding.
+    pub fn export(&self, id: RequestId, now: f64) -> Result<RequestExport, MoveError> {
+        let seq = self.scheduler.export(id, now)?;
+        let state = self
+            .requests
+            .get(&id)
+            .ok_or(SchedulerError::InvalidRequest {
+                id,
+                message: "cannot move: unknown request".into(),
+            })?;
+        let kv = self.backend.export_blocks(&self.kv, &seq.blocks)?;
+        Ok(RequestExport {
+            seq,
+            sampler: state.sampler.clone(),
+            logprobs: state.logprobs,
+            kv,
+        })
+    }
+
+    /// Takes in a request another engine exported, as `id`: from its next step on it runs
+    /// here exactly as it would have there. Refused, with nothing changed here, when the
+    /// scheduler has no room or the K/V do not fit this pool.
+    pub fn import(
+        &mut self,
+        id: RequestId,
+        export: RequestExport,
+        now: f64,
+    ) -> Result<(), MoveError> {
+        let request = export.seq.request.clone();
+        let output = export.seq.output.clone();
+        let blocks = self.scheduler.import(id, export.seq, now)?;
+        if let Err(e) = self
+            .backend
+            .import_blocks(&mut self.kv, &blocks, &export.kv)
+        {
+            self.scheduler.release(id);
+            return Err(e.into());
+        }
+        self.scheduler.commit_imported(id)?;
+        let mut banned_early = request.stop_token_ids.clone();
+        if !request.ignore_eos {
+            banned_early.extend(&self.eos);
+        }
+        self.requests.insert(
+            id,
+            RequestState {
+                sampler: export.sampler,
+                prompt: request.prompt,
+                output,
+                logprobs: export.logprobs,
+                min_tokens: request.min_tokens,
+                banned_early,
+                pending: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// Forgets request `id`, which now runs elsewhere: its blocks are freed and its client
+    /// learns nothing from here (the destination continues its stream). Whether it was here.
+    pub fn release(&mut self, id: RequestId) -> bool {
+        self.requests.remove(&id);
+        self.scheduler.release(id)
     }
 
     /// Whether any request is waiting or running.

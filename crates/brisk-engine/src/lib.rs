@@ -18,7 +18,7 @@ use brisk_kv::KvEventBatch;
 use brisk_scheduler::{PolicyChoice, SchedulerConfig, SchedulerCore, StepRecord};
 use brisk_types::Backend;
 
-pub use crate::core::{AddError, Clock, EngineCore, Output, StepReport};
+pub use crate::core::{AddError, Clock, EngineCore, MoveError, Output, RequestExport, StepReport};
 pub use handle::{EngineHandle, EngineStopped, RequestStream};
 pub use request::{
     EngineEvent, EngineFailure, EngineRequest, FinishReason, GeneratedToken, Priority, RequestId,

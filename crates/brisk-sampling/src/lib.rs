@@ -135,8 +135,10 @@ pub struct Sampled {
     pub logprob: f32,
 }
 
-/// A request's sampler: its parameters and its own seeded generator.
-#[derive(Debug)]
+/// A request's sampler: its parameters and its own seeded generator. Cloning it copies the
+/// generator's state, so a clone draws what the original would have (a request moved to
+/// another engine continues its random sequence exactly).
+#[derive(Clone, Debug)]
 pub struct Sampler {
     params: SamplingParams,
     rng: StdRng,

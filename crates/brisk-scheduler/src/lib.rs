@@ -40,6 +40,7 @@
 
 mod config;
 mod core;
+mod handover;
 mod latency;
 mod plan;
 mod policy;
@@ -51,6 +52,7 @@ mod update;
 
 pub use crate::config::{SchedulerConfig, SchedulerError};
 pub use crate::core::{SchedulerCore, SchedulerStats};
+pub use crate::handover::SeqExport;
 pub use crate::latency::{
     FitQuality, LatencyCoefficients, LatencyError, LatencyModel, StepRecord, StepSample, StepShape,
 };

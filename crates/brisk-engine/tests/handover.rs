@@ -1,0 +1,176 @@
+//! A running request moved mid-decode from one engine core to another (a tiny generated
+//! model, real CPU backend, real KV blocks) produces exactly the tokens of an undisturbed
+//! run, greedy and sampled with or without a seed; a move the destination cannot take is
+//! refused and the request runs on where it was.
+
+use brisk_backend::{CpuBackend, KvCacheDtype};
+use brisk_engine::{Clock, EngineCore, EngineRequest, MoveError, Output};
+use brisk_gguf::GgmlDType;
+use brisk_sampling::SamplingParams;
+use brisk_scheduler::{Priority, SchedulerConfig, SchedulerCore};
+use brisk_testkit::{Arch, TinyModel};
+use brisk_types::{Backend, TokenId};
+
+const VOCAB: usize = 96;
+
+/// Time stands still: only the steps matter.
+struct Frozen;
+
+impl Clock for Frozen {
+    fn now(&self) -> f64 {
+        0.0
+    }
+}
+
+fn backend(dir: &std::path::Path) -> CpuBackend {
+    let path = dir.join("tiny.gguf");
+    if !path.exists() {
+        TinyModel::generate(Arch::Llama, VOCAB, 7)
+            .write_gguf(&path, GgmlDType::F32, &[])
+            .unwrap();
+    }
+    CpuBackend::load(&path).unwrap()
+}
+
+fn core(dir: &std::path::Path, num_blocks: usize, dtype: KvCacheDtype) -> EngineCore<CpuBackend> {
+    let mut backend = backend(dir);
+    backend.set_kv_cache_dtype(dtype);
+    let kv = backend.allocate_kv(num_blocks, 4).unwrap();
+    let cfg = SchedulerConfig {
+        max_num_seqs: 4,
+        max_num_batched_tokens: 64,
+        max_model_len: 256,
+        block_size: 4,
+        num_blocks,
+        eos_token_ids: Vec::new(),
+        ..SchedulerConfig::default()
+    };
+    EngineCore::new(backend, kv, SchedulerCore::new(cfg).unwrap(), 3)
+}
+
+fn request(sampling: SamplingParams) -> EngineRequest {
+    EngineRequest {
+        prompt: (1..23).collect(),
+        sampling,
+        max_tokens: 24,
+        min_tokens: 0,
+        ignore_eos: true,
+        stop_token_ids: Vec::new(),
+        logprobs: None,
+        slo: None,
+        priority: Priority::Interactive,
+        received: None,
+    }
+}
+
+/// Steps `core` until request `id` has `until` tokens (or finished); returns its tokens.
+fn run(core: &mut EngineCore<CpuBackend>, id: u64, until: usize) -> (Vec<TokenId>, bool) {
+    let mut tokens = Vec::new();
+    loop {
+        let report = core.step(0.0, &Frozen).expect("work to do");
+        for output in report.outputs {
+            match output {
+                Output::Token { id: i, token } if i == id => tokens.push(token.token),
+                Output::Finished { id: i, .. } if i == id => return (tokens, true),
+                Output::Failed { message, .. } => panic!("{message}"),
+                _ => {}
+            }
+        }
+        if tokens.len() >= until {
+            return (tokens, false);
+        }
+    }
+}
+
+fn samplings() -> Vec<(&'static str, SamplingParams)> {
+    // The tiny model's logits are far apart: a high temperature makes every draw count.
+    let sampled = |seed| SamplingParams {
+        temperature: 50.0,
+        seed,
+        ..SamplingParams::greedy()
+    };
+    vec![
+        ("greedy", SamplingParams::greedy()),
+        ("seeded", sampled(Some(42))),
+        ("unseeded", sampled(None)),
+    ]
+}
+
+#[test]
+fn a_request_moved_mid_decode_continues_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    for dtype in [KvCacheDtype::F32, KvCacheDtype::Int8] {
+        let mut outputs = Vec::new();
+        for (name, sampling) in samplings() {
+            let mut alone = core(dir.path(), 64, dtype);
+            alone.add(1, request(sampling.clone()), 0.0, 0.0).unwrap();
+            let (want, finished) = run(&mut alone, 1, usize::MAX);
+            assert!(finished && want.len() == 24);
+
+            let (mut source, mut dest) = (core(dir.path(), 64, dtype), core(dir.path(), 64, dtype));
+            source.add(1, request(sampling), 0.0, 0.0).unwrap();
+            let (mut got, _) = run(&mut source, 1, 9);
+            let export = source.export(1, 0.0).unwrap();
+            assert!(export.kv_bytes() > 0);
+            dest.import(7, export, 0.0).unwrap();
+            assert!(source.release(1));
+            assert!(!source.has_unfinished(), "the source holds nothing");
+            assert_eq!(source.stats().kv_usage_ratio, 0.0);
+            let (rest, finished) = run(&mut dest, 7, usize::MAX);
+            assert!(finished);
+            got.extend(rest);
+            assert_eq!(got, want, "{dtype:?} {name}");
+            assert_eq!(dest.stats().kv_usage_ratio, 0.0, "freed at the end");
+            outputs.push(got);
+        }
+        // Sampling matters here, so a generator restarted by the move would have shown.
+        assert!(
+            outputs[0] != outputs[1] && outputs[1] != outputs[2],
+            "{outputs:?}"
+        );
+    }
+}
+
+#[test]
+fn a_move_without_room_is_refused_and_the_request_runs_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut alone = core(dir.path(), 64, KvCacheDtype::F32);
+    alone
+        .add(1, request(SamplingParams::greedy()), 0.0, 0.0)
+        .unwrap();
+    let (want, _) = run(&mut alone, 1, usize::MAX);
+
+    let mut source = core(dir.path(), 64, KvCacheDtype::F32);
+    source
+        .add(1, request(SamplingParams::greedy()), 0.0, 0.0)
+        .unwrap();
+    let (mut got, _) = run(&mut source, 1, 5);
+
+    // A destination whose pool is full (another request holds every block).
+    let mut full = core(dir.path(), 12, KvCacheDtype::F32);
+    full.add(2, request(SamplingParams::greedy()), 0.0, 0.0)
+        .unwrap();
+    run(&mut full, 2, 2);
+    let e = full
+        .import(7, source.export(1, 0.0).unwrap(), 0.0)
+        .unwrap_err();
+    assert!(matches!(e, MoveError::Scheduler(_)), "{e}");
+    // A destination whose pool stores another type: refused before anything is kept.
+    let mut bf16 = core(dir.path(), 64, KvCacheDtype::Bf16);
+    let e = bf16
+        .import(7, source.export(1, 0.0).unwrap(), 0.0)
+        .unwrap_err();
+    assert!(matches!(e, MoveError::Backend(_)), "{e}");
+    assert!(!bf16.has_unfinished() && bf16.stats().kv_usage_ratio == 0.0);
+    // A request still in its prompt cannot move.
+    let mut fresh = core(dir.path(), 64, KvCacheDtype::F32);
+    fresh
+        .add(3, request(SamplingParams::greedy()), 0.0, 0.0)
+        .unwrap();
+    assert!(fresh.export(3, 0.0).is_err());
+
+    let (rest, finished) = run(&mut source, 1, usize::MAX);
+    assert!(finished);
+    got.extend(rest);
+    assert_eq!(got, want, "the refused move changed nothing");
+}
