@@ -100,6 +100,9 @@ pub enum MoveError {
     /// The backend could not read or write the blocks (another geometry or type, say).
     #[error("{0}")]
     Backend(#[from] BackendError),
+    /// The engine thread has stopped.
+    #[error("the engine is not running")]
+    Stopped,
 }
 
 /// What one step did, for the caller's records.
@@ -251,24 +254,37 @@ impl<B: Backend> EngineCore<B> {
     }
 
     /// Everything request `id` needs to continue in another engine of the same model, as of
-    /// `now`, between steps; it keeps running here until [`Self::release`]. Refused unless it
-    /// is decoding.
-    pub fn export(&self, id: RequestId, now: f64) -> Result<RequestExport, MoveError> {
-        let seq = self.scheduler.export(id, now)?;
-        let state = self
-            .requests
-            .get(&id)
-            .ok_or(SchedulerError::InvalidRequest {
+    /// `now`, between steps. It is paused here from then on (no step runs it, it keeps its
+    /// blocks) until [`Self::release`] (moved) or [`Self::resume`] (the move failed).
+    /// Refused unless it is decoding.
+    pub fn export(&mut self, id: RequestId, now: f64) -> Result<RequestExport, MoveError> {
+        let Some(state) = self.requests.get(&id) else {
+            return Err(SchedulerError::InvalidRequest {
                 id,
                 message: "cannot move: unknown request".into(),
-            })?;
-        let kv = self.backend.export_blocks(&self.kv, &seq.blocks)?;
+            }
+            .into());
+        };
+        let (sampler, logprobs) = (state.sampler.clone(), state.logprobs);
+        let seq = self.scheduler.export(id, now)?;
+        let kv = match self.backend.export_blocks(&self.kv, &seq.blocks) {
+            Ok(kv) => kv,
+            Err(e) => {
+                self.scheduler.resume(id);
+                return Err(e.into());
+            }
+        };
         Ok(RequestExport {
             seq,
-            sampler: state.sampler.clone(),
-            logprobs: state.logprobs,
+            sampler,
+            logprobs,
             kv,
         })
+    }
+
+    /// Lets a request paused by [`Self::export`] run on here: its move did not happen.
+    pub fn resume(&mut self, id: RequestId) -> bool {
+        self.scheduler.resume(id)
     }
 
     /// Takes in a request another engine exported, as `id`: from its next step on it runs

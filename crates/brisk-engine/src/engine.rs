@@ -127,6 +127,31 @@ impl<B: Backend> Engine<B> {
                     self.dispatch(output);
                 }
             }
+            Command::Export { id, reply } => {
+                let now = self.clock.now();
+                let _ = reply.send(self.core.export(id, now));
+            }
+            Command::Import {
+                id,
+                export,
+                events,
+                reply,
+            } => {
+                let now = self.clock.now();
+                let result = self.core.import(id, *export, now);
+                if result.is_ok() {
+                    self.streams.insert(id, events);
+                }
+                let _ = reply.send(result);
+            }
+            Command::Resume(id) => {
+                self.core.resume(id);
+            }
+            Command::Release(id) => {
+                // Dropping the sender ends the request's stream without an event.
+                self.streams.remove(&id);
+                self.core.release(id);
+            }
         }
     }
 

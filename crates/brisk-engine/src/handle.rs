@@ -5,6 +5,7 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use tokio::sync::mpsc as tokio_mpsc;
 
+use crate::core::{MoveError, RequestExport};
 use crate::request::{EngineEvent, EngineRequest, RequestId};
 use crate::stats::EngineStats;
 
@@ -21,6 +22,22 @@ pub(crate) enum Command {
     Abort(RequestId),
     /// End a request as a stop (a stop string matched) and free its blocks.
     Stop(RequestId),
+    /// What a request needs to continue in another engine.
+    Export {
+        id: RequestId,
+        reply: tokio::sync::oneshot::Sender<Result<RequestExport, MoveError>>,
+    },
+    /// Take in a request another engine exported; its events go to `events`.
+    Import {
+        id: RequestId,
+        export: Box<RequestExport>,
+        events: tokio_mpsc::UnboundedSender<EngineEvent>,
+        reply: tokio::sync::oneshot::Sender<Result<(), MoveError>>,
+    },
+    /// Forget a request that moved elsewhere: free its blocks, close its stream quietly.
+    Release(RequestId),
+    /// Let a request paused for a move run on here.
+    Resume(RequestId),
 }
 
 /// The engine has stopped (its thread ended); no request can be served.
@@ -55,6 +72,56 @@ impl EngineHandle {
             commands: self.commands.clone(),
             finished: false,
         })
+    }
+
+    /// What request `id` needs to continue in another engine of the same model (see
+    /// [`crate::EngineCore::export`]); it is paused here until [`Self::release`] (moved) or
+    /// [`Self::resume`] (the move failed).
+    pub async fn export(&self, id: RequestId) -> Result<RequestExport, MoveError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.commands
+            .send(Command::Export { id, reply })
+            .map_err(|_| MoveError::Stopped)?;
+        answer.await.map_err(|_| MoveError::Stopped)?
+    }
+
+    /// Takes in a request another engine exported; it continues here from its next token,
+    /// which arrives on the returned stream like a submitted request's. Refused, with
+    /// nothing kept, when this engine has no room or another kind of KV pool.
+    pub async fn import(&self, export: RequestExport) -> Result<RequestStream, MoveError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (events, rx) = tokio_mpsc::unbounded_channel();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.commands
+            .send(Command::Import {
+                id,
+                export: Box::new(export),
+                events,
+                reply,
+            })
+            .map_err(|_| MoveError::Stopped)?;
+        answer.await.map_err(|_| MoveError::Stopped)??;
+        Ok(RequestStream {
+            id,
+            events: rx,
+            commands: self.commands.clone(),
+            finished: false,
+        })
+    }
+
+    /// Forgets request `id`, which now runs in another engine: its blocks are freed and its
+    /// stream here ends without a `Finished` event.
+    pub fn release(&self, id: RequestId) -> Result<(), EngineStopped> {
+        self.commands
+            .send(Command::Release(id))
+            .map_err(|_| EngineStopped)
+    }
+
+    /// Lets a request paused by [`Self::export`] run on here (its move failed).
+    pub fn resume(&self, id: RequestId) -> Result<(), EngineStopped> {
+        self.commands
+            .send(Command::Resume(id))
+            .map_err(|_| EngineStopped)
     }
 
     /// The latest statistics published by the engine.

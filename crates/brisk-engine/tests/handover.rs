@@ -1,7 +1,7 @@
 //! A running request moved mid-decode from one engine core to another (a tiny generated
 //! model, real CPU backend, real KV blocks) produces exactly the tokens of an undisturbed
 //! run, greedy and sampled with or without a seed; a move the destination cannot take is
-//! refused and the request runs on where it was.
+//! refused and the request, paused meanwhile, runs on where it was once resumed.
 
 use brisk_backend::{CpuBackend, KvCacheDtype};
 use brisk_engine::{Clock, EngineCore, EngineRequest, MoveError, Output};
@@ -169,8 +169,102 @@ fn a_move_without_room_is_refused_and_the_request_runs_on() {
         .unwrap();
     assert!(fresh.export(3, 0.0).is_err());
 
+    // While a move is pending the request is paused: no step runs it (no token twice).
+    assert!(source.step(0.0, &Frozen).is_none());
+    assert!(source.resume(1));
     let (rest, finished) = run(&mut source, 1, usize::MAX);
     assert!(finished);
     got.extend(rest);
     assert_eq!(got, want, "the refused move changed nothing");
+}
+
+/// An engine thread over the tiny model, its KV cache in `dtype`.
+fn spawn(dir: &std::path::Path, dtype: KvCacheDtype) -> brisk_engine::EngineHandle {
+    let num_blocks = 64;
+    let mut backend = backend(dir);
+    backend.set_kv_cache_dtype(dtype);
+    let cfg = SchedulerConfig {
+        max_num_seqs: 4,
+        max_num_batched_tokens: 64,
+        max_model_len: 256,
+        block_size: 4,
+        num_blocks,
+        eos_token_ids: Vec::new(),
+        ..SchedulerConfig::default()
+    };
+    brisk_engine::spawn(
+        backend,
+        brisk_engine::EngineConfig {
+            scheduler: cfg,
+            seed: 3,
+            policy: brisk_scheduler::PolicyChoice::Fcfs,
+            step_records: None,
+            kv_events: None,
+        },
+    )
+    .unwrap()
+}
+
+/// Every token `stream` delivers until it ends (with or without `Finished`).
+async fn drain(stream: &mut brisk_engine::RequestStream) -> Vec<TokenId> {
+    let mut tokens = Vec::new();
+    while let Some(event) = stream.next().await {
+        match event {
+            brisk_engine::EngineEvent::Token(t) => tokens.push(t.token),
+            brisk_engine::EngineEvent::Finished { .. } => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    tokens
+}
+
+#[tokio::test]
+async fn engines_hand_a_request_over_through_their_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    let sampled = SamplingParams {
+        temperature: 50.0,
+        seed: Some(9),
+        ..SamplingParams::greedy()
+    };
+    let alone = spawn(dir.path(), KvCacheDtype::F32);
+    let want = drain(&mut alone.submit(request(sampled.clone())).unwrap()).await;
+    assert_eq!(want.len(), 24);
+
+    let (a, b) = (
+        spawn(dir.path(), KvCacheDtype::F32),
+        spawn(dir.path(), KvCacheDtype::F32),
+    );
+    let mut source = a.submit(request(sampled.clone())).unwrap();
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        if let Some(brisk_engine::EngineEvent::Token(t)) = source.next().await {
+            got.push(t.token);
+        }
+    }
+    let export = a.export(source.id()).await.unwrap();
+    let mut dest = b.import(export).await.unwrap();
+    a.release(source.id()).unwrap();
+    // What the source made before the export, then the destination's continuation.
+    got.extend(drain(&mut source).await);
+    got.extend(drain(&mut dest).await);
+    assert_eq!(got, want);
+
+    // A destination that cannot take it (another pool type) refuses; the source resumes
+    // and finishes the request.
+    let other = spawn(dir.path(), KvCacheDtype::Bf16);
+    let mut source = a.submit(request(sampled)).unwrap();
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        if let Some(brisk_engine::EngineEvent::Token(t)) = source.next().await {
+            got.push(t.token);
+        }
+    }
+    let export = a.export(source.id()).await.unwrap();
+    assert!(matches!(
+        other.import(export).await,
+        Err(MoveError::Backend(_))
+    ));
+    a.resume(source.id()).unwrap();
+    got.extend(drain(&mut source).await);
+    assert_eq!(got, want);
 }

@@ -39,10 +39,12 @@ pub struct SeqExport {
 }
 
 impl SchedulerCore {
-    /// What `id` needs to continue elsewhere, as of `now`; the request keeps running here
-    /// until the caller ends it. Refused for an unknown request, one that is not decoding
-    /// (waiting, preempted or still in its prompt), or while a planned step is pending.
-    pub fn export(&self, id: RequestId, now: f64) -> Result<SeqExport, SchedulerError> {
+    /// What `id` needs to continue elsewhere, as of `now`. From then on the request is
+    /// paused here — it keeps its blocks but no step runs it — until [`Self::release`] (it
+    /// moved) or [`Self::resume`] (the move failed), so no token is produced twice. Refused
+    /// for an unknown request, one that is not decoding (waiting, preempted or still in its
+    /// prompt), or while a planned step is pending.
+    pub fn export(&mut self, id: RequestId, now: f64) -> Result<SeqExport, SchedulerError> {
         let refuse = |why: &str| {
             Err(SchedulerError::InvalidRequest {
                 id,
@@ -61,7 +63,7 @@ impl SchedulerCore {
         let mut request = s.req.clone();
         request.prompt = s.tokens[..s.num_prompt].to_vec();
         let blocks = self.kv.block_table(id);
-        Ok(SeqExport {
+        let export = SeqExport {
             request,
             output: s.tokens[s.num_prompt..].to_vec(),
             num_computed: s.num_computed,
@@ -71,6 +73,17 @@ impl SchedulerCore {
             num_preemptions: s.num_preemptions,
             demoted: s.demoted,
             blocks: blocks[..self.kv.blocks_for(s.num_computed)].to_vec(),
+        };
+        self.seqs.get_mut(&id).expect("checked above").paused = true;
+        Ok(export)
+    }
+
+    /// Lets a paused request (see [`Self::export`]) run again: its move did not happen.
+    pub fn resume(&mut self, id: RequestId) -> bool {
+        self.seqs.get_mut(&id).is_some_and(|s| {
+            let was = s.paused;
+            s.paused = false;
+            was
         })
     }
 

@@ -36,6 +36,7 @@ impl SchedulerCore {
         let (decodes, prefills): (Vec<_>, Vec<_>) = self
             .running
             .iter()
+            .filter(|id| !self.seqs[*id].paused)
             .partition(|id| self.seqs[*id].remaining() == 1);
         let prefill_views: Vec<SeqView> = prefills.iter().map(|id| self.seqs[id].view()).collect();
         let prefills: Vec<RequestId> = self
@@ -110,7 +111,12 @@ impl SchedulerCore {
         if self.waiting.is_empty() || d.budget == 0 {
             return;
         }
-        let queue: Vec<RequestId> = self.waiting.iter().copied().collect();
+        let queue: Vec<RequestId> = self
+            .waiting
+            .iter()
+            .copied()
+            .filter(|id| !self.seqs[id].paused)
+            .collect();
         let views: Vec<SeqView> = queue.iter().map(|id| self.seqs[id].view()).collect();
         let mut admitted = Vec::new();
         'candidates: for i in self.policy.admission_order(&views, now) {

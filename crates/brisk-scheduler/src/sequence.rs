@@ -56,6 +56,8 @@ pub(crate) struct Sequence {
     pub(crate) num_preemptions: u32,
     pub(crate) demoted: bool,
     pub(crate) first_token_at: Option<f64>,
+    /// Held back from every step while it is being moved elsewhere (it keeps its blocks).
+    pub(crate) paused: bool,
 }
 
 impl Sequence {
@@ -71,6 +73,7 @@ impl Sequence {
             num_preemptions: 0,
             demoted: false,
             first_token_at: None,
+            paused: false,
         }
     }
 
