@@ -89,6 +89,58 @@ impl RequestExport {
     pub fn kv_bytes(&self) -> usize {
         self.kv.len()
     }
+
+    /// The export as bytes for another process: `BRQ1`, the length of a msgpack header
+    /// (8 bytes, little-endian), the header — scheduler state, sampler state, logprobs — and
+    /// the K/V bytes as the backend exported them.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let header = WireHeader {
+            seq: self.seq.clone(),
+            sampler: self.sampler.state(),
+            logprobs: self.logprobs,
+        };
+        let header = rmp_serde::to_vec_named(&header).expect("encoding into memory");
+        let mut out = Vec::with_capacity(12 + header.len() + self.kv.len());
+        out.extend(WIRE_MAGIC);
+        out.extend((header.len() as u64).to_le_bytes());
+        out.extend(header);
+        out.extend(&self.kv);
+        out
+    }
+
+    /// Reads what [`Self::to_bytes`] wrote; a clear error for anything else.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, MoveError> {
+        let bad = |why: &str| MoveError::Wire(why.to_string());
+        let rest = bytes
+            .strip_prefix(WIRE_MAGIC)
+            .ok_or_else(|| bad("not a brisk request export (no BRQ1 magic)"))?;
+        let (len, rest) = rest
+            .split_first_chunk::<8>()
+            .ok_or_else(|| bad("cut short before the header length"))?;
+        let len = usize::try_from(u64::from_le_bytes(*len))
+            .ok()
+            .filter(|&l| l <= rest.len())
+            .ok_or_else(|| bad("the header runs past the end"))?;
+        let (header, kv) = rest.split_at(len);
+        let header: WireHeader = rmp_serde::from_slice(header)
+            .map_err(|e| MoveError::Wire(format!("the header does not decode: {e}")))?;
+        Ok(Self {
+            seq: header.seq,
+            sampler: Sampler::from_state(header.sampler),
+            logprobs: header.logprobs,
+            kv: kv.to_vec(),
+        })
+    }
+}
+
+const WIRE_MAGIC: &[u8; 4] = b"BRQ1";
+
+/// The part of a [`RequestExport`] that is not K/V, as it crosses between processes.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WireHeader {
+    seq: SeqExport,
+    sampler: brisk_sampling::SamplerState,
+    logprobs: Option<usize>,
 }
 
 /// Why a request could not move; it keeps running where it was.
@@ -103,6 +155,9 @@ pub enum MoveError {
     /// The engine thread has stopped.
     #[error("the engine is not running")]
     Stopped,
+    /// Bytes that are not a request export.
+    #[error("request export: {0}")]
+    Wire(String),
 }
 
 /// What one step did, for the caller's records.

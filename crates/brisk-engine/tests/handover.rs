@@ -4,7 +4,7 @@
 //! refused and the request, paused meanwhile, runs on where it was once resumed.
 
 use brisk_backend::{CpuBackend, KvCacheDtype};
-use brisk_engine::{Clock, EngineCore, EngineRequest, MoveError, Output};
+use brisk_engine::{Clock, EngineCore, EngineRequest, MoveError, Output, RequestExport};
 use brisk_gguf::GgmlDType;
 use brisk_sampling::SamplingParams;
 use brisk_scheduler::{Priority, SchedulerConfig, SchedulerCore};
@@ -57,7 +57,11 @@ fn request(sampling: SamplingParams) -> EngineRequest {
         ignore_eos: true,
         stop_token_ids: Vec::new(),
         logprobs: None,
-        slo: None,
+        // An unbounded TPOT: infinity crosses the wire too.
+        slo: Some(brisk_scheduler::RequestSlo {
+            ttft: 30.0,
+            tpot: f64::INFINITY,
+        }),
         priority: Priority::Interactive,
         received: None,
     }
@@ -110,7 +114,9 @@ fn a_request_moved_mid_decode_continues_exactly() {
             let (mut source, mut dest) = (core(dir.path(), 64, dtype), core(dir.path(), 64, dtype));
             source.add(1, request(sampling), 0.0, 0.0).unwrap();
             let (mut got, _) = run(&mut source, 1, 9);
-            let export = source.export(1, 0.0).unwrap();
+            // Through bytes, as between two processes.
+            let bytes = source.export(1, 0.0).unwrap().to_bytes();
+            let export = RequestExport::from_bytes(&bytes).unwrap();
             assert!(export.kv_bytes() > 0);
             dest.import(7, export, 0.0).unwrap();
             assert!(source.release(1));
@@ -162,6 +168,22 @@ fn a_move_without_room_is_refused_and_the_request_runs_on() {
         .unwrap_err();
     assert!(matches!(e, MoveError::Backend(_)), "{e}");
     assert!(!bf16.has_unfinished() && bf16.stats().kv_usage_ratio == 0.0);
+    // Bytes that are not an export are refused with a reason.
+    for garbage in [&b"BRQ1"[..], b"hello", &[0u8; 64]] {
+        assert!(matches!(
+            RequestExport::from_bytes(garbage),
+            Err(MoveError::Wire(_))
+        ));
+    }
+    let mut cut = source.export(1, 0.0).unwrap().to_bytes();
+    cut.truncate(cut.len() - 3);
+    let cut = RequestExport::from_bytes(&cut).unwrap();
+    let mut fresh_dest = core(dir.path(), 64, KvCacheDtype::F32);
+    assert!(matches!(
+        fresh_dest.import(9, cut, 0.0),
+        Err(MoveError::Backend(_))
+    ));
+    assert!(!fresh_dest.has_unfinished());
     // A request still in its prompt cannot move.
     let mut fresh = core(dir.path(), 64, KvCacheDtype::F32);
     fresh

@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 
 use brisk_types::TokenId;
-use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha12Rng;
 use serde::{Deserialize, Serialize};
 
 /// Why sampling parameters were refused.
@@ -135,20 +135,56 @@ pub struct Sampled {
     pub logprob: f32,
 }
 
-/// A request's sampler: its parameters and its own seeded generator. Cloning it copies the
-/// generator's state, so a clone draws what the original would have (a request moved to
-/// another engine continues its random sequence exactly).
+/// A request's sampler: its parameters and its own seeded generator (ChaCha12, the generator
+/// behind rand's `StdRng`, so seeded outputs are what they were). Cloning it, or rebuilding
+/// it from its [`SamplerState`], continues the same random sequence: a request moved to
+/// another engine draws what it would have drawn.
 #[derive(Clone, Debug)]
 pub struct Sampler {
     params: SamplingParams,
-    rng: StdRng,
+    rng: ChaCha12Rng,
+}
+
+/// A sampler as data: its parameters and its generator's position, for moving a running
+/// request to another process.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SamplerState {
+    /// The sampling parameters.
+    pub params: SamplingParams,
+    /// The generator's key.
+    pub seed: [u8; 32],
+    /// Its stream.
+    pub stream: u64,
+    /// Its position in the stream, in 32-bit words.
+    pub word_pos: u128,
 }
 
 impl Sampler {
     /// A sampler seeded by `params.seed`, or by `fallback_seed` when the request gave none.
     pub fn new(params: SamplingParams, fallback_seed: u64) -> Self {
-        let rng = StdRng::seed_from_u64(params.seed.unwrap_or(fallback_seed));
+        let rng = ChaCha12Rng::seed_from_u64(params.seed.unwrap_or(fallback_seed));
         Self { params, rng }
+    }
+
+    /// Its parameters and generator position.
+    pub fn state(&self) -> SamplerState {
+        SamplerState {
+            params: self.params.clone(),
+            seed: self.rng.get_seed(),
+            stream: self.rng.get_stream(),
+            word_pos: self.rng.get_word_pos(),
+        }
+    }
+
+    /// The sampler `state` describes: it draws exactly what the one it came from would.
+    pub fn from_state(state: SamplerState) -> Self {
+        let mut rng = ChaCha12Rng::from_seed(state.seed);
+        rng.set_stream(state.stream);
+        rng.set_word_pos(state.word_pos);
+        Self {
+            params: state.params,
+            rng,
+        }
     }
 
     /// The parameters.

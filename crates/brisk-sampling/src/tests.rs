@@ -238,7 +238,7 @@ fn full_sort_draw(p: &SamplingParams, logits: &[f32], draw: f32) -> usize {
 
 #[test]
 fn sorting_only_the_walked_prefix_draws_what_a_full_sort_draws() {
-    let mut rng = StdRng::seed_from_u64(5);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     for case in 0..300 {
         let vocab = [3, 64, 65, 1000, 5000][case % 5];
         // Peaked rows with ties (rounded logits) and a flat row now and then.
@@ -266,5 +266,42 @@ fn sorting_only_the_walked_prefix_draws_what_a_full_sort_draws() {
                 "case {case}, draw {draw}, {params:?}"
             );
         }
+    }
+}
+
+#[test]
+fn a_sampler_rebuilt_from_its_state_draws_what_it_would_have() {
+    let params = SamplingParams {
+        temperature: 1.0,
+        seed: Some(11),
+        ..SamplingParams::greedy()
+    };
+    let logits: Vec<f32> = (0..50).map(|i| (i % 7) as f32 * 0.3).collect();
+    let mut original = Sampler::new(params, 0);
+    for _ in 0..5 {
+        original.sample_token(&logits, &[], &[]);
+    }
+    // Through JSON, as it crosses between processes.
+    let state = original.state();
+    let json = serde_json::to_string(&state).unwrap();
+    let mut rebuilt = Sampler::from_state(serde_json::from_str(&json).unwrap());
+    let draws = |s: &mut Sampler| -> Vec<u32> {
+        (0..20).map(|_| s.sample_token(&logits, &[], &[])).collect()
+    };
+    let (a, b) = (draws(&mut original), draws(&mut rebuilt));
+    assert_eq!(a, b);
+    assert!(a.iter().any(|&t| t != a[0]), "the draws vary: {a:?}");
+}
+
+/// Seeded requests draw what they drew before the sampler named its generator directly.
+#[test]
+fn the_generator_is_rands_std_rng() {
+    let mut ours = rand_chacha::ChaCha12Rng::seed_from_u64(7);
+    let mut std = rand::rngs::StdRng::seed_from_u64(7);
+    for _ in 0..100 {
+        assert_eq!(
+            ours.random::<f32>().to_bits(),
+            std.random::<f32>().to_bits()
+        );
     }
 }

@@ -16,7 +16,7 @@ use crate::request::{RequestId, SchedRequest};
 use crate::sequence::Sequence;
 
 /// A decoding request as it leaves a scheduler.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SeqExport {
     /// The request spec (its `arrival` is meaningless here: see `age_s`).
     pub request: SchedRequest,

@@ -6,7 +6,7 @@ use brisk_types::TokenId;
 pub type RequestId = u64;
 
 /// An immutable request spec, as the scheduler needs it (sampling lives in the engine).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SchedRequest {
     /// Unique among unfinished requests.
     pub id: RequestId,
@@ -30,7 +30,7 @@ pub struct SchedRequest {
 }
 
 /// A request's latency objective, in seconds (infinite: unbounded).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RequestSlo {
     /// Time to first token, from arrival.
     pub ttft: f64,
@@ -46,7 +46,9 @@ impl RequestSlo {
 }
 
 /// A request's priority class (QLLM's classes): interactive work may preempt batch work.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Priority {
     /// Someone is waiting: schedule against the objective.
     #[default]
