@@ -147,6 +147,14 @@ impl<B: Backend> Engine<B> {
             Command::Resume(id) => {
                 self.core.resume(id);
             }
+            Command::Handoff { id, reply } => {
+                let stream = self.streams.remove(&id);
+                self.core.release(id);
+                let _ = reply.send(stream);
+            }
+            Command::Requests { reply } => {
+                let _ = reply.send(self.streams.keys().copied().collect());
+            }
             Command::Release(id) => {
                 // Dropping the sender ends the request's stream without an event.
                 self.streams.remove(&id);

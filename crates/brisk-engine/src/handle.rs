@@ -38,6 +38,16 @@ pub(crate) enum Command {
     Release(RequestId),
     /// Let a request paused for a move run on here.
     Resume(RequestId),
+    /// Forget a request that moved elsewhere and hand over its event channel, so that the
+    /// caller can feed it what the destination streams.
+    Handoff {
+        id: RequestId,
+        reply: tokio::sync::oneshot::Sender<Option<tokio_mpsc::UnboundedSender<EngineEvent>>>,
+    },
+    /// The ids of the requests the engine holds.
+    Requests {
+        reply: tokio::sync::oneshot::Sender<Vec<RequestId>>,
+    },
 }
 
 /// The engine has stopped (its thread ended); no request can be served.
@@ -115,6 +125,30 @@ impl EngineHandle {
         self.commands
             .send(Command::Release(id))
             .map_err(|_| EngineStopped)
+    }
+
+    /// Forgets request `id`, which now runs elsewhere, and returns the sending end of its
+    /// event stream here: what the caller sends on it reaches the request's client as if the
+    /// engine had (the source of a move relays the destination's events this way). `None`
+    /// when the engine does not hold it.
+    pub async fn handoff(
+        &self,
+        id: RequestId,
+    ) -> Result<Option<tokio_mpsc::UnboundedSender<EngineEvent>>, EngineStopped> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.commands
+            .send(Command::Handoff { id, reply })
+            .map_err(|_| EngineStopped)?;
+        answer.await.map_err(|_| EngineStopped)
+    }
+
+    /// The ids of the requests the engine holds (waiting or running), in no order.
+    pub async fn requests(&self) -> Result<Vec<RequestId>, EngineStopped> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.commands
+            .send(Command::Requests { reply })
+            .map_err(|_| EngineStopped)?;
+        answer.await.map_err(|_| EngineStopped)
     }
 
     /// Lets a request paused by [`Self::export`] run on here (its move failed).

@@ -51,6 +51,10 @@ pub use vllm_metrics::CacheConfig;
 /// Largest request body accepted, in bytes.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 8 << 20;
 
+/// Largest request export a replica takes in (its K/V travel in the body: 190 MB for 4,096
+/// tokens of SmolLM2 in f32).
+pub const MAX_IMPORT_BYTES: usize = 2 << 30;
+
 /// What the handlers share.
 pub struct ServerState {
     /// The engine.
@@ -189,6 +193,15 @@ pub fn router(state: Arc<ServerState>, max_request_bytes: usize) -> Router {
         .route("/metrics", get(routes::misc::metrics))
         .route("/tokenize", post(routes::tokenize::tokenize))
         .route("/detokenize", post(routes::tokenize::detokenize))
+        .route("/internal/v1/requests", get(routes::handover::list))
+        .route(
+            "/internal/v1/requests/import",
+            post(routes::handover::import).layer(DefaultBodyLimit::max(MAX_IMPORT_BYTES)),
+        )
+        .route(
+            "/internal/v1/requests/{id}/move",
+            post(routes::handover::move_request),
+        )
         .fallback(|uri: axum::http::Uri| async move {
             ApiError {
                 status: axum::http::StatusCode::NOT_FOUND,

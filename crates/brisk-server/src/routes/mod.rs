@@ -2,6 +2,7 @@
 
 pub mod chat;
 pub mod completions;
+pub mod handover;
 pub mod misc;
 pub mod tokenize;
 

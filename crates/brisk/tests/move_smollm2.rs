@@ -1,0 +1,166 @@
+//! A request moved mid-stream between two `brisk serve` processes (SmolLM2, one compute
+//! thread each, an API key): its client's stream on the source goes on, token for token
+//! what an undisturbed run gives, greedy and seeded; a move to a replica that cannot be
+//! reached is refused and the request finishes where it was.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+
+use common::{call, send, start, Server};
+use serde_json::{json, Value};
+
+const KEY: &str = "fleet-key-7c1";
+
+fn replica() -> Server {
+    start(&["--api-key", KEY], &[("BRISK_THREADS", "1")])
+}
+
+fn body(text: &str) -> Value {
+    serde_json::from_str(text.split("\r\n\r\n").nth(1).expect("a body")).expect("JSON")
+}
+
+fn completion(seed: Option<u64>, stream: bool) -> String {
+    let mut b = json!({"prompt": "Once upon a time, in a small village by the sea,",
+                       "max_tokens": 40, "ignore_eos": true, "stream": stream});
+    match seed {
+        Some(seed) => {
+            b["temperature"] = json!(0.9);
+            b["seed"] = json!(seed);
+        }
+        None => b["temperature"] = json!(0),
+    }
+    b.to_string()
+}
+
+/// Reads a streamed completion to its end, returning the text of every event.
+fn read_stream(stream: &mut BufReader<std::net::TcpStream>) -> String {
+    let mut text = String::new();
+    loop {
+        let mut line = String::new();
+        if stream.read_line(&mut line).unwrap() == 0 {
+            panic!("the stream ended without [DONE]; so far: {text:?}");
+        }
+        let Some(data) = line.trim().strip_prefix("data: ") else {
+            continue; // chunk sizes and blank lines
+        };
+        if data == "[DONE]" {
+            return text;
+        }
+        let event: Value = serde_json::from_str(data).unwrap();
+        assert!(event.get("error").is_none(), "{event}");
+        text.push_str(event["choices"][0]["text"].as_str().unwrap_or_default());
+    }
+}
+
+/// Reads up to (and including) the first token event; returns its text.
+fn first_token(stream: &mut BufReader<std::net::TcpStream>) -> String {
+    loop {
+        let mut line = String::new();
+        assert!(
+            stream.read_line(&mut line).unwrap() > 0,
+            "stream ended early"
+        );
+        if let Some(data) = line.trim().strip_prefix("data: ") {
+            let event: Value = serde_json::from_str(data).unwrap();
+            return event["choices"][0]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+        }
+    }
+}
+
+/// The engine id of the one request `server` holds.
+fn only_request(server: &Server) -> u64 {
+    let (status, text) = call(server.addr, "GET", "/internal/v1/requests", Some(KEY), "");
+    assert_eq!(status, 200, "{text}");
+    let ids = body(&text)["requests"].as_array().unwrap().clone();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    ids[0].as_u64().unwrap()
+}
+
+#[test]
+fn smollm2_a_request_moves_between_replicas_and_its_stream_goes_on() {
+    let (a, b) = (replica(), replica());
+    for seed in [None, Some(5)] {
+        let (status, text) = call(
+            a.addr,
+            "POST",
+            "/v1/completions",
+            Some(KEY),
+            &completion(seed, false),
+        );
+        assert_eq!(status, 200, "{text}");
+        let want = body(&text)["choices"][0]["text"]
+            .as_str()
+            .unwrap()
+            .to_string();
+
+        let mut stream = BufReader::new(send(
+            a.addr,
+            "POST",
+            "/v1/completions",
+            Some(KEY),
+            &completion(seed, true),
+        ));
+        let mut got = first_token(&mut stream);
+        let id = only_request(&a);
+        let to = json!({"to": format!("http://{}", b.addr)}).to_string();
+        // The internal routes want the key like every other.
+        let path = format!("/internal/v1/requests/{id}/move");
+        assert_eq!(call(a.addr, "POST", &path, None, &to).0, 401);
+        let (status, text) = call(a.addr, "POST", &path, Some(KEY), &to);
+        assert_eq!(status, 200, "{text}");
+        let moved = body(&text);
+        assert!(moved["kv_bytes"].as_u64().unwrap() > 0, "{moved}");
+        got.push_str(&read_stream(&mut stream));
+        assert_eq!(got, want, "seed {seed:?}");
+        // The source holds nothing more; the destination finished it.
+        let (_, text) = call(a.addr, "GET", "/internal/v1/requests", Some(KEY), "");
+        assert_eq!(body(&text)["requests"], json!([]));
+    }
+
+    // Nowhere to go: refused, and the request finishes where it was.
+    let (status, text) = call(
+        a.addr,
+        "POST",
+        "/v1/completions",
+        Some(KEY),
+        &completion(None, false),
+    );
+    assert_eq!(status, 200);
+    let want = body(&text)["choices"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut stream = BufReader::new(send(
+        a.addr,
+        "POST",
+        "/v1/completions",
+        Some(KEY),
+        &completion(None, true),
+    ));
+    let mut got = first_token(&mut stream);
+    let id = only_request(&a);
+    let path = format!("/internal/v1/requests/{id}/move");
+    let (status, text) = call(
+        a.addr,
+        "POST",
+        &path,
+        Some(KEY),
+        r#"{"to": "http://127.0.0.1:1"}"#,
+    );
+    assert_eq!(status, 502, "{text}");
+    got.push_str(&read_stream(&mut stream));
+    assert_eq!(got, want);
+    // Bytes that are not an export are refused by the import route.
+    let (status, _) = call(
+        b.addr,
+        "POST",
+        "/internal/v1/requests/import",
+        Some(KEY),
+        "garbage",
+    );
+    assert_eq!(status, 400);
+}
