@@ -476,6 +476,12 @@ impl CpuKvPool {
         self.check_blocks(blocks)?;
         let block_len = self.block_len();
         let mut out = self.header(blocks.len());
+        let per_block: usize = self
+            .layers
+            .iter()
+            .map(|(k, v)| k.export_len(block_len) + v.export_len(block_len))
+            .sum();
+        out.reserve_exact(per_block * blocks.len());
         for (k, v) in &self.layers {
             for &b in blocks {
                 let start = b as usize * block_len;

@@ -94,22 +94,58 @@ impl RequestExport {
     /// (8 bytes, little-endian), the header — scheduler state, sampler state, logprobs — and
     /// the K/V bytes as the backend exported them.
     pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = self.wire_prefix();
+        out.extend(&self.kv);
+        out
+    }
+
+    /// The same bytes as [`Self::to_bytes`] in two parts — magic, length and header; then
+    /// the K/V — without copying the K/V (send them one after the other).
+    pub fn into_wire_parts(self) -> (Vec<u8>, Vec<u8>) {
+        (self.wire_prefix(), self.kv)
+    }
+
+    /// Magic, header length and header.
+    fn wire_prefix(&self) -> Vec<u8> {
         let header = WireHeader {
             seq: self.seq.clone(),
             sampler: self.sampler.state(),
             logprobs: self.logprobs,
         };
         let header = rmp_serde::to_vec_named(&header).expect("encoding into memory");
-        let mut out = Vec::with_capacity(12 + header.len() + self.kv.len());
+        let mut out = Vec::with_capacity(12 + header.len());
         out.extend(WIRE_MAGIC);
         out.extend((header.len() as u64).to_le_bytes());
         out.extend(header);
-        out.extend(&self.kv);
         out
+    }
+
+    /// Reads what [`Self::to_bytes`] wrote, keeping its buffer for the K/V (no copy of
+    /// them); a clear error for anything else.
+    pub fn from_vec(mut bytes: Vec<u8>) -> Result<Self, MoveError> {
+        let (header, offset) = Self::read_header(&bytes)?;
+        bytes.drain(..offset);
+        Ok(Self {
+            seq: header.seq,
+            sampler: Sampler::from_state(header.sampler),
+            logprobs: header.logprobs,
+            kv: bytes,
+        })
     }
 
     /// Reads what [`Self::to_bytes`] wrote; a clear error for anything else.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, MoveError> {
+        let (header, offset) = Self::read_header(bytes)?;
+        Ok(Self {
+            seq: header.seq,
+            sampler: Sampler::from_state(header.sampler),
+            logprobs: header.logprobs,
+            kv: bytes[offset..].to_vec(),
+        })
+    }
+
+    /// The header and where the K/V start.
+    fn read_header(bytes: &[u8]) -> Result<(WireHeader, usize), MoveError> {
         let bad = |why: &str| MoveError::Wire(why.to_string());
         let rest = bytes
             .strip_prefix(WIRE_MAGIC)
@@ -121,15 +157,9 @@ impl RequestExport {
             .ok()
             .filter(|&l| l <= rest.len())
             .ok_or_else(|| bad("the header runs past the end"))?;
-        let (header, kv) = rest.split_at(len);
-        let header: WireHeader = rmp_serde::from_slice(header)
+        let header: WireHeader = rmp_serde::from_slice(&rest[..len])
             .map_err(|e| MoveError::Wire(format!("the header does not decode: {e}")))?;
-        Ok(Self {
-            seq: header.seq,
-            sampler: Sampler::from_state(header.sampler),
-            logprobs: header.logprobs,
-            kv: kv.to_vec(),
-        })
+        Ok((header, bytes.len() - rest.len() + len))
     }
 }
 

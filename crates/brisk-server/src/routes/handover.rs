@@ -164,15 +164,19 @@ pub async fn move_request(
     }
     let started = Instant::now();
     let export = state.engine.export(id).await.map_err(refused)?;
+    let exported_ms = started.elapsed().as_secs_f64() * 1e3;
     let kv_bytes = export.kv_bytes();
     let resume = |e: ApiError| {
         let _ = state.engine.resume(id);
         e
     };
+    // The header, then the K/V as exported: no copy of the blocks on the way out.
+    let (prefix, kv) = export.into_wire_parts();
+    let parts = futures_util::stream::iter([prefix, kv].map(Ok::<_, Infallible>));
     let mut request = reqwest::Client::new()
         .post(format!("{to}/internal/v1/requests/import"))
         .header(header::CONTENT_TYPE.as_str(), "application/octet-stream")
-        .body(export.to_bytes());
+        .body(reqwest::Body::wrap_stream(parts));
     if let Some(key) = &state.auth.api_key {
         request = request.bearer_auth(key);
     }
@@ -209,6 +213,7 @@ pub async fn move_request(
         });
     };
     let pause_ms = started.elapsed().as_secs_f64() * 1e3;
+    tracing::info!("moved request {id} to {to}: {kv_bytes} bytes of K/V, exported after {exported_ms:.1} ms, paused {pause_ms:.1} ms");
     tokio::spawn(relay(response, events, to.clone()));
     Ok(axum::Json(json!({
         "moved": id, "to": to, "kv_bytes": kv_bytes, "pause_ms": pause_ms,
@@ -256,9 +261,17 @@ pub async fn import(
     State(state): State<Arc<ServerState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let started = Instant::now();
     let body = super::read_body(body)?;
-    let export = RequestExport::from_bytes(&body).map_err(refused)?;
+    let size = body.len();
+    // Unique after collection: the K/V stay in the buffer they arrived in.
+    let export = RequestExport::from_vec(Vec::from(body)).map_err(refused)?;
+    let decoded_ms = started.elapsed().as_secs_f64() * 1e3;
     let stream = state.engine.import(export).await.map_err(refused)?;
+    tracing::info!(
+        "imported a request of {size} bytes: decoded in {decoded_ms:.1} ms, imported in {:.1} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
     let lines = futures_util::stream::unfold(stream, |mut stream: RequestStream| async move {
         let event = stream.next().await?;
         let mut line = serde_json::to_vec(&WireEvent::of(event)).expect("JSON encoding");
