@@ -100,7 +100,7 @@ impl Kind {
 
 impl Router {
     /// Runs the router with `args` (and `--host`, `--port`, `--prometheus-port`) and waits
-    /// until its `/health` answers 200.
+    /// until its `/health` answers 200 and its `/v1/models` lists the replicas' model.
     fn start(kind: Kind, args: &[String]) -> Self {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
@@ -134,10 +134,15 @@ impl Router {
                     router.logs()
                 );
             }
+            // Healthy and with its workers registered (smg answers /health before it has
+            // any): its model list names the replicas' model.
             if std::net::TcpStream::connect(addr).is_ok()
                 && call(addr, "GET", "/health", None, "").0 == 200
             {
-                return router;
+                let (status, models) = call(addr, "GET", "/v1/models", None, "");
+                if status == 200 && models.contains(MODEL) {
+                    return router;
+                }
             }
             assert!(
                 Instant::now() < deadline,
@@ -258,11 +263,13 @@ fn vllm_router_kv_aware_routes_by_brisk_kv_events() {
     };
     direct(&a, &pa);
     direct(&b, &pb);
-    // One more stored block on each: a router that missed the first batches sees the gap
-    // now and replays them.
-    direct(&a, &prefix("nudge-a", 40));
-    direct(&b, &prefix("nudge-b", 40));
-    std::thread::sleep(Duration::from_millis(500));
+    // More stored blocks on each, a few times: a router whose subscription took hold late
+    // sees the gap in the sequence numbers at the next batch and replays what it missed.
+    for round in 0..3 {
+        direct(&a, &prefix(&format!("nudge-a{round}-"), 40));
+        direct(&b, &prefix(&format!("nudge-b{round}-"), 40));
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     let (hits_a, hits_b) = (a.prefix_hits(), b.prefix_hits());
     // An order that neither alternating nor sending everything to one replica gets right.
