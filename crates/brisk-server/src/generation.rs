@@ -224,13 +224,9 @@ impl ChoiceRun {
                     // A stop string that matched decides even when the engine ended the
                     // request for length before our stop reached it.
                     let reason = if self.stop.stopped() {
-                        "stop"
+                        FinishReason::Stop.as_str()
                     } else {
-                        match reason {
-                            FinishReason::Stop => "stop",
-                            FinishReason::Length => "length",
-                            FinishReason::Abort => "abort",
-                        }
+                        reason.as_str()
                     };
                     let finish = Finish {
                         reason,

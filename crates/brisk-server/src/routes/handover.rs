@@ -68,12 +68,7 @@ impl WireEvent {
                 output_tokens,
                 cached_tokens,
             } => Self::Finished {
-                reason: match reason {
-                    FinishReason::Stop => "stop",
-                    FinishReason::Length => "length",
-                    FinishReason::Abort => "abort",
-                }
-                .into(),
+                reason: reason.as_str().into(),
                 prompt_tokens,
                 output_tokens,
                 cached_tokens,
@@ -102,11 +97,10 @@ impl WireEvent {
                 output_tokens,
                 cached_tokens,
             } => EngineEvent::Finished {
-                reason: match reason.as_str() {
-                    "stop" => FinishReason::Stop,
-                    "length" => FinishReason::Length,
-                    _ => FinishReason::Abort,
-                },
+                reason: [FinishReason::Stop, FinishReason::Length]
+                    .into_iter()
+                    .find(|r| r.as_str() == reason)
+                    .unwrap_or(FinishReason::Abort),
                 prompt_tokens,
                 output_tokens,
                 cached_tokens,
