@@ -476,11 +476,7 @@ impl CpuKvPool {
         self.check_blocks(blocks)?;
         let block_len = self.block_len();
         let mut out = self.header(blocks.len());
-        let per_block: usize = self
-            .layers
-            .iter()
-            .map(|(k, v)| k.export_len(block_len) + v.export_len(block_len))
-            .sum();
+        let per_block = self.exported_block_bytes();
         out.reserve_exact(per_block * blocks.len());
         for (k, v) in &self.layers {
             for &b in blocks {
@@ -512,11 +508,7 @@ impl CpuKvPool {
             ));
         }
         let block_len = self.block_len();
-        let per_block: usize = self
-            .layers
-            .iter()
-            .map(|(k, v)| k.export_len(block_len) + v.export_len(block_len))
-            .sum();
+        let per_block = self.exported_block_bytes();
         if data.len() != header.len() + per_block * blocks.len() {
             return bad(format!(
                 "{} bytes where {} blocks take {}",
@@ -534,6 +526,15 @@ impl CpuKvPool {
             }
         }
         Ok(())
+    }
+
+    /// Bytes one block takes in an export (every layer's keys and values), header apart.
+    fn exported_block_bytes(&self) -> usize {
+        let block_len = self.block_len();
+        self.layers
+            .iter()
+            .map(|(k, v)| k.export_len(block_len) + v.export_len(block_len))
+            .sum()
     }
 
     /// Elements of one block in one layer's K (or V) buffer.

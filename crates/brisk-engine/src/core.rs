@@ -326,15 +326,19 @@ impl<B: Backend> EngineCore<B> {
     /// Ends request `id` now, freeing its blocks: its [`Output::Finished`] (reason `abort`),
     /// or `None` for a request the core does not hold.
     pub fn abort(&mut self, id: RequestId) -> Option<Output> {
-        let event = self.scheduler.abort(id)?;
-        self.outputs_of(event)
+        self.end(id, FinishReason::Abort)
     }
 
     /// Ends request `id` as a stop (its client matched a stop string), freeing its blocks:
     /// its [`Output::Finished`] with reason `stop`, or `None` for a request the core does
     /// not hold.
     pub fn stop(&mut self, id: RequestId) -> Option<Output> {
-        let event = self.scheduler.end(id, FinishReason::Stop)?;
+        self.end(id, FinishReason::Stop)
+    }
+
+    /// Ends request `id` now for `reason`, freeing its blocks: its `Finished` output.
+    fn end(&mut self, id: RequestId, reason: FinishReason) -> Option<Output> {
+        let event = self.scheduler.end(id, reason)?;
         self.outputs_of(event)
     }
 
