@@ -32,11 +32,9 @@ fn backend(dir: &std::path::Path) -> CpuBackend {
     CpuBackend::load(&path).unwrap()
 }
 
-fn core(dir: &std::path::Path, num_blocks: usize, dtype: KvCacheDtype) -> EngineCore<CpuBackend> {
-    let mut backend = backend(dir);
-    backend.set_kv_cache_dtype(dtype);
-    let kv = backend.allocate_kv(num_blocks, 4).unwrap();
-    let cfg = SchedulerConfig {
+/// Four seats, 64-token steps, 4-token blocks.
+fn scheduler(num_blocks: usize) -> SchedulerConfig {
+    SchedulerConfig {
         max_num_seqs: 4,
         max_num_batched_tokens: 64,
         max_model_len: 256,
@@ -44,7 +42,14 @@ fn core(dir: &std::path::Path, num_blocks: usize, dtype: KvCacheDtype) -> Engine
         num_blocks,
         eos_token_ids: Vec::new(),
         ..SchedulerConfig::default()
-    };
+    }
+}
+
+fn core(dir: &std::path::Path, num_blocks: usize, dtype: KvCacheDtype) -> EngineCore<CpuBackend> {
+    let mut backend = backend(dir);
+    backend.set_kv_cache_dtype(dtype);
+    let kv = backend.allocate_kv(num_blocks, 4).unwrap();
+    let cfg = scheduler(num_blocks);
     EngineCore::new(backend, kv, SchedulerCore::new(cfg).unwrap(), 3)
 }
 
@@ -205,15 +210,7 @@ fn spawn(dir: &std::path::Path, dtype: KvCacheDtype) -> brisk_engine::EngineHand
     let num_blocks = 64;
     let mut backend = backend(dir);
     backend.set_kv_cache_dtype(dtype);
-    let cfg = SchedulerConfig {
-        max_num_seqs: 4,
-        max_num_batched_tokens: 64,
-        max_model_len: 256,
-        block_size: 4,
-        num_blocks,
-        eos_token_ids: Vec::new(),
-        ..SchedulerConfig::default()
-    };
+    let cfg = scheduler(num_blocks);
     brisk_engine::spawn(
         backend,
         brisk_engine::EngineConfig {

@@ -80,32 +80,41 @@ fn only_request(server: &Server) -> u64 {
     ids[0].as_u64().unwrap()
 }
 
+/// On `server`: the text of an undisturbed completion (`seed` as in [`completion`]), then
+/// the same completion streamed, read up to its first token: (the undisturbed text, the
+/// stream, the first token's text, the request's engine id).
+fn undisturbed_then_streaming(
+    server: &Server,
+    seed: Option<u64>,
+) -> (String, BufReader<std::net::TcpStream>, String, u64) {
+    let (status, text) = call(
+        server.addr,
+        "POST",
+        "/v1/completions",
+        Some(KEY),
+        &completion(seed, false),
+    );
+    assert_eq!(status, 200, "{text}");
+    let want = body(&text)["choices"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut stream = BufReader::new(send(
+        server.addr,
+        "POST",
+        "/v1/completions",
+        Some(KEY),
+        &completion(seed, true),
+    ));
+    let first = first_token(&mut stream);
+    (want, stream, first, only_request(server))
+}
+
 #[test]
 fn smollm2_a_request_moves_between_replicas_and_its_stream_goes_on() {
     let (a, b) = (replica(), replica());
     for seed in [None, Some(5)] {
-        let (status, text) = call(
-            a.addr,
-            "POST",
-            "/v1/completions",
-            Some(KEY),
-            &completion(seed, false),
-        );
-        assert_eq!(status, 200, "{text}");
-        let want = body(&text)["choices"][0]["text"]
-            .as_str()
-            .unwrap()
-            .to_string();
-
-        let mut stream = BufReader::new(send(
-            a.addr,
-            "POST",
-            "/v1/completions",
-            Some(KEY),
-            &completion(seed, true),
-        ));
-        let mut got = first_token(&mut stream);
-        let id = only_request(&a);
+        let (want, mut stream, mut got, id) = undisturbed_then_streaming(&a, seed);
         let to = json!({"to": format!("http://{}", b.addr)}).to_string();
         // The internal routes want the key like every other.
         let path = format!("/internal/v1/requests/{id}/move");
@@ -122,27 +131,7 @@ fn smollm2_a_request_moves_between_replicas_and_its_stream_goes_on() {
     }
 
     // Nowhere to go: refused, and the request finishes where it was.
-    let (status, text) = call(
-        a.addr,
-        "POST",
-        "/v1/completions",
-        Some(KEY),
-        &completion(None, false),
-    );
-    assert_eq!(status, 200);
-    let want = body(&text)["choices"][0]["text"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut stream = BufReader::new(send(
-        a.addr,
-        "POST",
-        "/v1/completions",
-        Some(KEY),
-        &completion(None, true),
-    ));
-    let mut got = first_token(&mut stream);
-    let id = only_request(&a);
+    let (want, mut stream, mut got, id) = undisturbed_then_streaming(&a, None);
     let path = format!("/internal/v1/requests/{id}/move");
     let (status, text) = call(
         a.addr,

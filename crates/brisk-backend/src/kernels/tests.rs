@@ -328,13 +328,44 @@ fn softmax_exponentials_agree_bit_for_bit_on_every_path() {
     }
 }
 
-/// Whether this CPU runs the bf16 cache kernels; prints why a test is skipped when not.
-fn bf16_kernels_run() -> bool {
-    let run = bf16_cache::in_place(KernelPath::detected(), 64);
+/// Whether this CPU runs a cache type's in-place kernels (`run`); prints why a test is
+/// skipped when not.
+fn cache_kernels_run(run: bool, instructions: &str) -> bool {
     if !run {
-        eprintln!("skipped: this CPU cannot run the AVX-512 BF16 attention kernels");
+        eprintln!("skipped: this CPU cannot run the {instructions} attention kernels");
     }
     run
+}
+
+fn bf16_kernels_run() -> bool {
+    cache_kernels_run(
+        bf16_cache::in_place(KernelPath::detected(), 64),
+        "AVX-512 BF16",
+    )
+}
+
+/// Weighted sums over values read in place (`in_place(p, out)`) are bit for bit those over
+/// the same values converted to f32 (`converted`: tiles of `bs` slots), for 1 to
+/// [`MAX_SCORE_ROWS`] rows that attend to different numbers of keys.
+fn in_place_values_match_converted(
+    rng: &mut StdRng,
+    converted: &[&[f32]],
+    bs: usize,
+    in_place: impl Fn(&[&[f32]], &mut [f32]),
+) {
+    let d = converted[0].len() / bs;
+    let keys = converted.len() * bs;
+    for rows in 1..=MAX_SCORE_ROWS {
+        let p: Vec<Vec<f32>> = (0..rows)
+            .map(|r| (0..(keys - 5 * r).max(1)).map(|_| rng.random()).collect())
+            .collect();
+        let p: Vec<&[f32]> = p.iter().map(Vec::as_slice).collect();
+        let mut want = vec![0.0; rows * d];
+        weighted_values(KernelPath::Avx512Vnni, &p, converted, bs, &mut want);
+        let mut got = vec![f32::NAN; rows * d];
+        in_place(&p, &mut got);
+        assert_eq!(got, want, "d {d} bs {bs} rows {rows}");
+    }
 }
 
 /// A bf16 of either sign over many binades, subnormals and zeros included, so that the
@@ -399,31 +430,17 @@ fn bf16_values_read_in_place_sum_as_converted_ones_do() {
             .collect();
         let tiles: Vec<&[half::bf16]> = tiles.iter().map(Vec::as_slice).collect();
         let converted: Vec<&[f32]> = converted.iter().map(Vec::as_slice).collect();
-        for rows in 1..=MAX_SCORE_ROWS {
-            let p: Vec<Vec<f32>> = (0..rows)
-                .map(|r| {
-                    (0..(blocks * bs - 5 * r).max(1))
-                        .map(|_| rng.random())
-                        .collect()
-                })
-                .collect();
-            let p: Vec<&[f32]> = p.iter().map(Vec::as_slice).collect();
-            let mut want = vec![0.0; rows * d];
-            weighted_values(KernelPath::Avx512Vnni, &p, &converted, bs, &mut want);
-            let mut got = vec![f32::NAN; rows * d];
-            bf16_cache::weighted_values(&p, &tiles, bs, &mut got);
-            assert_eq!(got, want, "d {d} bs {bs} rows {rows}");
-        }
+        in_place_values_match_converted(&mut rng, &converted, bs, |p, out| {
+            bf16_cache::weighted_values(p, &tiles, bs, out);
+        });
     }
 }
 
-/// Whether this CPU runs the int8 cache kernels; prints why a test is skipped when not.
 fn int8_kernels_run() -> bool {
-    let run = int8_cache::in_place(KernelPath::detected(), 64);
-    if !run {
-        eprintln!("skipped: this CPU cannot run the AVX-512 VNNI attention kernels");
-    }
-    run
+    cache_kernels_run(
+        int8_cache::in_place(KernelPath::detected(), 64),
+        "AVX-512 VNNI",
+    )
 }
 
 #[test]
@@ -503,20 +520,8 @@ fn int8_values_read_in_place_sum_as_converted_ones_do() {
             })
             .collect();
         let converted: Vec<&[f32]> = converted.iter().map(Vec::as_slice).collect();
-        for rows in 1..=MAX_SCORE_ROWS {
-            let p: Vec<Vec<f32>> = (0..rows)
-                .map(|r| {
-                    (0..(blocks * bs - 5 * r).max(1))
-                        .map(|_| rng.random())
-                        .collect()
-                })
-                .collect();
-            let p: Vec<&[f32]> = p.iter().map(Vec::as_slice).collect();
-            let mut want = vec![0.0; rows * d];
-            weighted_values(KernelPath::Avx512Vnni, &p, &converted, bs, &mut want);
-            let mut got = vec![f32::NAN; rows * d];
-            int8_cache::weighted_values(&p, &tiles, bs, &mut got);
-            assert_eq!(got, want, "d {d} bs {bs} rows {rows}");
-        }
+        in_place_values_match_converted(&mut rng, &converted, bs, |p, out| {
+            int8_cache::weighted_values(p, &tiles, bs, out);
+        });
     }
 }
