@@ -174,19 +174,15 @@ fn attend_tile(
     let path = kernels::KernelPath::selected();
     // 16-bit and 8-bit caches are read where they lie when the CPU has the kernels for
     // them; otherwise every cache type is converted to f32 tiles first.
-    let in_place = match pool.dtype {
-        KvCacheDtype::Bf16 => kernels::bf16_cache::in_place(path, d),
-        KvCacheDtype::Int8 => kernels::int8_cache::in_place(path, d),
-        KvCacheDtype::F32 | KvCacheDtype::F16 => false,
-    };
+    let read = CacheRead::of(pool.dtype, path, d);
     let scores = &mut scratch.scores;
     // Every score a row's softmax reads is written below first, so the buffer only grows
     // (clearing it cost a 48 KiB fill per item of a 512-token chunk, ~4 % of the step).
     if scores.len() < rows.len() * stride {
         scores.resize(rows.len() * stride, 0.0);
     }
-    let key_tiles = match pool.dtype {
-        KvCacheDtype::Bf16 if in_place => {
+    let key_tiles = match read {
+        CacheRead::Bf16 => {
             let q16 = &mut scratch.query16;
             q16.clear();
             q16.extend(
@@ -197,12 +193,12 @@ fn attend_tile(
             let tiles = kc.bf16_tiles(&key_offsets, d * bs).expect("a bf16 cache");
             Keys::Bf16(rows16, tiles)
         }
-        KvCacheDtype::Int8 if in_place => {
+        CacheRead::Int8 => {
             scratch.query8.quantize(&rows);
             let tiles = kc.int8_tiles(&key_offsets, d * bs).expect("an int8 cache");
             Keys::Int8(&scratch.query8, tiles)
         }
-        _ => Keys::F32(kc.tiles(&key_offsets, d * bs, &mut scratch.keys)),
+        CacheRead::Converted => Keys::F32(kc.tiles(&key_offsets, d * bs, &mut scratch.keys)),
     };
     for bi in 0..blocks.len() {
         for r0 in (0..rows.len()).step_by(ROWS) {
@@ -232,15 +228,15 @@ fn attend_tile(
     for r in 0..rows.len() {
         softmax_in_place(path, &mut scores[r * stride..r * stride + valid(r)]);
     }
-    let value_tiles = match pool.dtype {
-        KvCacheDtype::Bf16 if in_place => {
+    let value_tiles = match read {
+        CacheRead::Bf16 => {
             Values::Bf16(vc.bf16_tiles(&value_offsets, bs * d).expect("a bf16 cache"))
         }
-        KvCacheDtype::Int8 if in_place => Values::Int8(
+        CacheRead::Int8 => Values::Int8(
             vc.int8_tiles(&value_offsets, bs * d)
                 .expect("an int8 cache"),
         ),
-        _ => Values::F32(vc.tiles(&value_offsets, bs * d, &mut scratch.values)),
+        CacheRead::Converted => Values::F32(vc.tiles(&value_offsets, bs * d, &mut scratch.values)),
     };
     let mut out = vec![0.0f32; rows.len() * d];
     for (i, out) in out.chunks_mut(ROWS * d).enumerate() {
@@ -254,6 +250,25 @@ fn attend_tile(
         }
     }
     out
+}
+
+/// How an item reads the cache: in place with the bf16 or int8 kernels where the CPU has
+/// them for the cache's type, else converted to f32 tiles.
+#[derive(Clone, Copy)]
+enum CacheRead {
+    Converted,
+    Bf16,
+    Int8,
+}
+
+impl CacheRead {
+    fn of(dtype: KvCacheDtype, path: kernels::KernelPath, head_dim: usize) -> Self {
+        match dtype {
+            KvCacheDtype::Bf16 if kernels::bf16_cache::in_place(path, head_dim) => Self::Bf16,
+            KvCacheDtype::Int8 if kernels::int8_cache::in_place(path, head_dim) => Self::Int8,
+            _ => Self::Converted,
+        }
+    }
 }
 
 /// One item's key tiles: f32 (converted when the cache is not), a bf16 cache's paired tiles
