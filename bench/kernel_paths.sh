@@ -29,13 +29,7 @@ SPID=
 . "$(dirname "$0")/lib.sh"
 trap stop_server EXIT
 
-{
-  echo "date: $(date -u)"
-  echo "git: $(git rev-parse HEAD)"
-  lscpu | grep 'Model name'
-  echo "cores: $(nproc)"
-  echo "flags: $(grep -o -w 'avx2\|avx_vnni\|avx512f\|avx512_vnni\|avx512_bf16\|amx_int8\|amx_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ')"
-} | tee "$OUT/machine.txt"
+describe_machine | tee "$OUT/machine.txt"
 
 for p in $PATHS; do
   wait_quiet "step $p"

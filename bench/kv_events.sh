@@ -25,12 +25,7 @@ stop_all() {
   stop_server
 }
 trap stop_all EXIT
-{
-  echo "date: $(date -u)"
-  echo "git: $(git rev-parse HEAD)"
-  lscpu | grep 'Model name'
-  echo "cores: $(nproc)"
-} | tee "$OUT/machine.txt"
+describe_machine | tee "$OUT/machine.txt"
 
 EVENTS='{"enable_kv_cache_events": true, "endpoint": "tcp://*:5561", "replay_endpoint": "tcp://*:5562"}'
 STREAMS=(--synthetic prompt=70,output=64 --num-requests 32 --max-concurrency 16)

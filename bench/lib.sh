@@ -41,3 +41,13 @@ start_bg() {
 stop_server() {
   if [ -n "${SPID:-}" ]; then kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true; SPID=; fi
 }
+
+# The machine, the commit and the time a run starts on, with the instruction sets the kernels
+# choose from, for the summary in BENCHMARKS.md. Usage: describe_machine >"$OUT/machine.txt"
+describe_machine() {
+  echo "date: $(date -u)"
+  echo "git: $(git rev-parse HEAD)"
+  lscpu | grep 'Model name'
+  echo "cores: $(nproc)"
+  echo "flags: $(grep -o -w 'avx2\|avx_vnni\|avx512f\|avx512_vnni\|avx512_bf16\|amx_int8\|amx_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+}

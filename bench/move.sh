@@ -19,26 +19,19 @@ DTYPES=${DTYPES:-f32 int8}
 OUT=${1:-/tmp/move-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
 PIDS=()
+SPID=
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 stop_all() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; PIDS=(); }
 trap stop_all EXIT
-{
-  echo "date: $(date -u)"
-  echo "git: $(git rev-parse HEAD)"
-  lscpu | grep 'Model name'
-  echo "cores: $(nproc)"
-} | tee "$OUT/machine.txt"
+describe_machine | tee "$OUT/machine.txt"
 
 for dtype in $DTYPES; do
   for port in 8401 8402; do
-    BRISK_THREADS=1 "$BRISK" serve --model "$MODEL" --port $port --kv-cache-dtype "$dtype" \
-      --max-model-len 8192 --kv-cache-tokens 16384 >>"$OUT/server-$dtype-$port.log" 2>&1 &
-    PIDS+=($!)
-  done
-  for port in 8401 8402; do
-    for _ in $(seq 1 120); do
-      [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health")" = 200 ] && break
-      sleep 0.5
-    done
+    start_bg "$port" "$OUT/server-$dtype-$port.log" env BRISK_THREADS=1 "$BRISK" serve \
+      --model "$MODEL" --port $port --kv-cache-dtype "$dtype" --max-model-len 8192 \
+      --kv-cache-tokens 16384
+    PIDS+=("$SPID")
   done
   for context in $CONTEXTS; do
     python3 - "$context" "$dtype" <<'PY' | tee -a "$OUT/summary.txt"
