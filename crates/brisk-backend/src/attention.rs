@@ -173,8 +173,8 @@ fn attend_tile(
         .collect();
     let path = kernels::KernelPath::selected();
     // 16-bit and 8-bit caches are read where they lie when the CPU has the kernels for
-    // them; otherwise every cache type is converted to f32 tiles first.
-    let read = CacheRead::of(pool.dtype, path, d);
+    // them (the pool laid their keys out for it); otherwise converted to f32 tiles first.
+    let read = CacheRead::of(pool);
     let scores = &mut scratch.scores;
     // Every score a row's softmax reads is written below first, so the buffer only grows
     // (clearing it cost a 48 KiB fill per item of a 512-token chunk, ~4 % of the step).
@@ -262,10 +262,10 @@ enum CacheRead {
 }
 
 impl CacheRead {
-    fn of(dtype: KvCacheDtype, path: kernels::KernelPath, head_dim: usize) -> Self {
-        match dtype {
-            KvCacheDtype::Bf16 if kernels::bf16_cache::in_place(path, head_dim) => Self::Bf16,
-            KvCacheDtype::Int8 if kernels::int8_cache::in_place(path, head_dim) => Self::Int8,
+    fn of(pool: &CpuKvPool) -> Self {
+        match pool.dtype {
+            KvCacheDtype::Bf16 if pool.reads_in_place() => Self::Bf16,
+            KvCacheDtype::Int8 if pool.reads_in_place() => Self::Int8,
             _ => Self::Converted,
         }
     }

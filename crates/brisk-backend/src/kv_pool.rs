@@ -1,9 +1,9 @@
 //! The paged KV pool in host memory.
 //!
 //! Layout per layer and block, per K/V head: keys transposed, `[head_dim][slot]`, so that
-//! attention scores eight keys with one vector per dimension (bf16 keys in dimension pairs,
-//! `[head_dim / 2][slot][2]`, and int8 keys in fours, `[head_dim / 4][slot][4]`: the operands
-//! `vdpbf16ps` and `vpdpbusd` take); values `[slot][head_dim]`, so
+//! attention scores eight keys with one vector per dimension (where the CPU reads bf16 or int8
+//! caches in place, their keys are in dimension pairs, `[head_dim / 2][slot][2]`, or fours,
+//! `[head_dim / 4][slot][4]`: the operands `vdpbf16ps` and `vpdpbusd` take); values `[slot][head_dim]`, so
 //! that the weighted sum adds whole value rows. A (block, head) tile is contiguous in both. The pool knows nothing of
 //! sequences; the engine's block manager decides which blocks a sequence owns and passes its
 //! block table with every step (vLLM's PagedAttention).
@@ -121,6 +121,18 @@ pub(crate) struct Int8Tile<'a> {
     pub(crate) scales: &'a [f32],
 }
 
+/// How a buffer lays out each (block, head) tile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TileLayout {
+    /// Values, `[slot][dim]`.
+    Values,
+    /// Keys transposed, `[dim][slot]`: what the f32 kernels read (caches converted first).
+    Keys,
+    /// Keys as the in-place kernels read them: bf16 in pairs of dimensions
+    /// ([`bf16_pair_index`]), int8 in fours ([`int8_quad_index`]).
+    KeysForKernels,
+}
+
 /// 8-bit storage: quants in the pool's layout, and one scale per cached vector. A
 /// (block, head) tile holds `block_size` vectors of `head_dim` values, in either layout, so
 /// vector `slot` of the tile starting at element `o` has scale `o / head_dim + slot`.
@@ -129,9 +141,7 @@ pub(crate) struct Int8Buffer {
     scales: Vec<f32>,
     head_dim: usize,
     block_size: usize,
-    /// Keys are stored in fours (`[dim / 4][slot][4]`, [`int8_quad_index`]), values not
-    /// (`[slot][dim]`).
-    keys: bool,
+    layout: TileLayout,
 }
 
 impl Int8Buffer {
@@ -153,19 +163,19 @@ fn alloc<T: Clone>(len: usize, zero: T) -> Result<Vec<T>, BackendError> {
 }
 
 impl KvBuffer {
-    /// A zeroed buffer of `len` values: keys (`transposed`) or values of a pool with
-    /// `head_dim`-long vectors in blocks of `block_size`.
+    /// A zeroed buffer of `len` values laid out as `layout`, of a pool with `head_dim`-long
+    /// vectors in blocks of `block_size`.
     fn zeros(
         dtype: KvCacheDtype,
         len: usize,
         head_dim: usize,
         block_size: usize,
-        transposed: bool,
+        layout: TileLayout,
     ) -> Result<Self, BackendError> {
         Ok(match dtype {
             KvCacheDtype::F32 => Self::F32(alloc(len, 0.0)?),
             KvCacheDtype::F16 => Self::F16(alloc(len, f16::ZERO)?),
-            KvCacheDtype::Bf16 if transposed => {
+            KvCacheDtype::Bf16 if layout == TileLayout::KeysForKernels => {
                 Self::Bf16Pairs(alloc(len, bf16::ZERO)?, block_size)
             }
             KvCacheDtype::Bf16 => Self::Bf16(alloc(len, bf16::ZERO)?),
@@ -174,7 +184,7 @@ impl KvBuffer {
                 scales: alloc(len / head_dim, 0.0)?,
                 head_dim,
                 block_size,
-                keys: transposed,
+                layout,
             }),
         })
     }
@@ -196,9 +206,12 @@ impl KvBuffer {
             Self::Bf16Pairs(v, bs) => src.iter().enumerate().for_each(|(d, &x)| {
                 v[tile + bf16_pair_index(*bs, slot, d)] = bf16::from_f32(x);
             }),
-            Self::Int8(b) => b.store(tile / b.head_dim + slot, src, |d| {
-                tile + int8_quad_index(block_size, slot, d)
-            }),
+            Self::Int8(b) if b.layout == TileLayout::KeysForKernels => {
+                b.store(tile / b.head_dim + slot, src, |d| {
+                    tile + int8_quad_index(block_size, slot, d)
+                });
+            }
+            Self::Int8(b) => b.store(tile / b.head_dim + slot, src, at),
         }
     }
 
@@ -232,21 +245,44 @@ impl KvBuffer {
                 Self::F16(v) => v[o..o + len].convert_to_f32_slice(dst),
                 Self::Bf16(v) => v[o..o + len].convert_to_f32_slice(dst),
                 Self::Bf16Pairs(v, bs) => {
-                    // Back to `[dim][slot]`.
+                    // Back to `[dim][slot]`: each row of pairs fills two dimension rows.
                     let bs = *bs;
-                    for (i, y) in dst.iter_mut().enumerate() {
-                        *y = v[o + bf16_pair_index(bs, i % bs, i / bs)].to_f32();
+                    for (pairs, rows) in v[o..o + len]
+                        .chunks_exact(2 * bs)
+                        .zip(dst.chunks_exact_mut(2 * bs))
+                    {
+                        let (even, odd) = rows.split_at_mut(bs);
+                        for ((e, od), pair) in even.iter_mut().zip(odd).zip(pairs.chunks_exact(2)) {
+                            *e = pair[0].to_f32();
+                            *od = pair[1].to_f32();
+                        }
                     }
                 }
                 Self::Int8(b) => {
                     let scales = &b.scales[o / b.head_dim..][..len / b.head_dim];
                     let q = &b.q[o..o + len];
-                    if b.keys {
-                        // Back to `[dim][slot]`.
+                    if b.layout == TileLayout::Keys {
+                        // `[dim][slot]`: each row of the tile is one dimension of every slot.
+                        for (dst, q) in dst
+                            .chunks_exact_mut(b.block_size)
+                            .zip(q.chunks_exact(b.block_size))
+                        {
+                            for ((y, &q), &s) in dst.iter_mut().zip(q).zip(scales) {
+                                *y = f32::from(q) * s;
+                            }
+                        }
+                    } else if b.layout == TileLayout::KeysForKernels {
+                        // Back to `[dim][slot]`: each row of fours fills four dimension rows.
                         let bs = b.block_size;
-                        for (i, y) in dst.iter_mut().enumerate() {
-                            let slot = i % bs;
-                            *y = f32::from(q[int8_quad_index(bs, slot, i / bs)]) * scales[slot];
+                        for (fours, rows) in
+                            q.chunks_exact(4 * bs).zip(dst.chunks_exact_mut(4 * bs))
+                        {
+                            for (slot, (four, &s)) in fours.chunks_exact(4).zip(scales).enumerate()
+                            {
+                                for (k, &x) in four.iter().enumerate() {
+                                    rows[k * bs + slot] = f32::from(x) * s;
+                                }
+                            }
                         }
                     } else {
                         for ((dst, q), &s) in dst
@@ -378,6 +414,8 @@ pub struct CpuKvPool {
     pub(crate) num_kv_heads: usize,
     pub(crate) head_dim: usize,
     pub(crate) dtype: KvCacheDtype,
+    /// Keys laid out for the in-place kernels (see [`Self::reads_in_place`]).
+    in_place: bool,
     /// Per layer: (keys, values).
     pub(crate) layers: Vec<(KvBuffer, KvBuffer)>,
 }
@@ -413,11 +451,23 @@ impl CpuKvPool {
             .checked_mul(block_size)
             .and_then(|n| n.checked_mul(num_kv_heads * head_dim))
             .ok_or_else(|| BackendError::KvAllocation("pool size overflows".into()))?;
+        // Keys are laid out for whoever reads them: the in-place kernels where this CPU has
+        // them for the cache's type, else the f32 kernels after conversion.
+        let in_place = crate::kernels::reads_cache_in_place(
+            dtype,
+            crate::kernels::KernelPath::selected(),
+            head_dim,
+        );
+        let key_layout = if in_place {
+            TileLayout::KeysForKernels
+        } else {
+            TileLayout::Keys
+        };
         let layers = (0..num_layers)
             .map(|_| {
                 Ok((
-                    KvBuffer::zeros(dtype, per_layer, head_dim, block_size, true)?,
-                    KvBuffer::zeros(dtype, per_layer, head_dim, block_size, false)?,
+                    KvBuffer::zeros(dtype, per_layer, head_dim, block_size, key_layout)?,
+                    KvBuffer::zeros(dtype, per_layer, head_dim, block_size, TileLayout::Values)?,
                 ))
             })
             .collect::<Result<_, BackendError>>()?;
@@ -427,8 +477,15 @@ impl CpuKvPool {
             num_kv_heads,
             head_dim,
             dtype,
+            in_place,
             layers,
         })
+    }
+
+    /// Whether attention reads this pool in place (its keys are laid out for the bf16 or
+    /// int8 kernels) rather than converting each block to f32.
+    pub(crate) fn reads_in_place(&self) -> bool {
+        self.in_place
     }
 
     /// Tokens per block.
@@ -556,6 +613,11 @@ impl CpuKvPool {
     fn header(&self, blocks: usize) -> Vec<u8> {
         let mut h = b"BKV1".to_vec();
         h.extend(self.dtype.name().as_bytes());
+        // Pools of one type lay their keys out for the kernels that read them, which
+        // differ between CPUs: another layout is another pool.
+        if self.in_place {
+            h.extend(b" for in-place kernels");
+        }
         h.push(0);
         for n in [
             self.layers.len(),

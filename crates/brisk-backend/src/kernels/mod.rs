@@ -666,6 +666,20 @@ fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     }
 }
 
+/// Whether attention reads a cache of `dtype` in place on `path` (bf16 or int8 dot products)
+/// rather than converting it to f32: the pool lays its keys out accordingly.
+pub(crate) fn reads_cache_in_place(
+    dtype: crate::KvCacheDtype,
+    path: KernelPath,
+    head_dim: usize,
+) -> bool {
+    match dtype {
+        crate::KvCacheDtype::Bf16 => bf16_cache::in_place(path, head_dim),
+        crate::KvCacheDtype::Int8 => int8_cache::in_place(path, head_dim),
+        crate::KvCacheDtype::F32 | crate::KvCacheDtype::F16 => false,
+    }
+}
+
 /// The output matrix `[tokens, rows]`, shared by the threads that each write their own band of
 /// rows (columns of this row-major matrix, so the bands are not contiguous slices).
 pub(crate) struct OutRows<'a> {
