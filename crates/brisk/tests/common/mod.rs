@@ -53,13 +53,17 @@ pub fn start_model(
     std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines() {
             let Ok(line) = line else { break };
+            // Logged before the address is announced, so a test that reads the log once
+            // the server is up sees the line that said so.
+            {
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
             if let Some(rest) = line.split(marker).nth(1) {
                 let addr = rest.split_whitespace().next().unwrap_or_default();
                 let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
             }
-            let mut log = log.lock().unwrap();
-            log.push_str(&line);
-            log.push('\n');
         }
     });
     let addr = rx
