@@ -1,0 +1,475 @@
+//! [`RouterCore`]: membership, cached-block indexes, load and the choice of a replica.
+
+use std::collections::{BTreeMap, HashMap};
+
+use brisk_scheduler::LatencyModel;
+use brisk_types::TokenId;
+
+use crate::health::{Breaker, BreakerConfig};
+use crate::index::{BlockIndex, IndexEvent};
+
+/// What the router needs to know about a replica (from what it advertises).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReplicaSpec {
+    /// Tokens per KV block.
+    pub block_size: usize,
+    /// The salt of its block hashes (the model's content hash): replicas of one model agree.
+    pub hash_salt: u64,
+    /// KV blocks in its pool (caps what the router believes it caches).
+    pub kv_blocks: usize,
+    /// Most prompt tokens it computes in one step.
+    pub chunk_tokens: usize,
+    /// Its step-latency model.
+    pub latency: LatencyModel,
+    /// Whether it publishes KV events (otherwise its index is the router's own guess).
+    pub publishes_events: bool,
+}
+
+/// A prompt as the router sees it.
+#[derive(Clone, Copy, Debug)]
+pub enum Prompt<'a> {
+    /// Token ids (after the chat template): matched exactly against the replicas' blocks.
+    Tokens(&'a [TokenId]),
+    /// Text the router could not tokenize: matched against its own routing history by
+    /// fixed-size byte blocks, with token counts estimated.
+    Text(&'a str),
+}
+
+/// One routing question.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteRequest<'a> {
+    /// The prompt.
+    pub prompt: Prompt<'a>,
+    /// Its time-to-first-token objective, seconds.
+    pub ttft_slo: Option<f64>,
+    /// Refuse it when no replica is predicted to meet `ttft_slo` (otherwise it goes to the
+    /// fastest anyway).
+    pub reject_unattainable: bool,
+    /// Replicas not to use (they already failed this request).
+    pub exclude: &'a [String],
+}
+
+/// Names a routed request until it finishes.
+pub type RequestKey = u64;
+
+/// Where a request goes, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Choice {
+    /// The replica.
+    pub replica: String,
+    /// Pass to [`RouterCore::first_token`] and [`RouterCore::finished`].
+    pub key: RequestKey,
+    /// Prompt tokens (estimated for text).
+    pub prompt_tokens: usize,
+    /// Of which the replica is believed to hold.
+    pub cached_tokens: usize,
+    /// Predicted time to first token there, seconds.
+    pub predicted_ttft: f64,
+}
+
+/// Why no replica was chosen.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Refusal {
+    /// None is known, or all are excluded or have an open circuit.
+    NoReplica,
+    /// The request asked for rejection and the fastest replica would miss its TTFT.
+    Unattainable {
+        /// The best prediction, seconds.
+        best_ttft: f64,
+        /// The objective, seconds.
+        slo: f64,
+    },
+}
+
+/// Settings of the router core.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouterConfig {
+    /// How long a speculative entry lives on a replica that publishes events, seconds.
+    pub speculative_ttl: f64,
+    /// How long a routing-history entry lives on a replica that publishes none, seconds.
+    pub approximate_ttl: f64,
+    /// Bytes per block when matching text prompts.
+    pub text_block_bytes: usize,
+    /// Bytes per token when estimating a text prompt's length.
+    pub text_bytes_per_token: usize,
+    /// Requests a replica may have beyond the least loaded one's (or twice its count, if
+    /// more) before it stops getting new ones: the guard against one shared prefix sending
+    /// everything to one replica.
+    pub hot_spot_slack: usize,
+    /// The per-replica circuit breaker.
+    pub breaker: BreakerConfig,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            speculative_ttl: 10.0,
+            approximate_ttl: 300.0,
+            text_block_bytes: 64,
+            text_bytes_per_token: 4,
+            hot_spot_slack: 4,
+            breaker: BreakerConfig::default(),
+        }
+    }
+}
+
+/// A replica's load and state, for metrics and tests.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReplicaLoad {
+    /// Requests routed there and not finished.
+    pub outstanding: usize,
+    /// Of which still before their first token.
+    pub prefilling: usize,
+    /// Predicted seconds of prompt work queued there.
+    pub queued_prefill_s: f64,
+    /// Blocks believed cached (confirmed and speculative).
+    pub index_entries: usize,
+    /// Of which confirmed by events.
+    pub confirmed_entries: usize,
+    /// Whether its circuit is closed at the time asked.
+    pub available: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Outstanding {
+    prefill_s: f64,
+    context: usize,
+    prefilled: bool,
+}
+
+#[derive(Debug)]
+struct Replica {
+    spec: ReplicaSpec,
+    index: BlockIndex,
+    breaker: Breaker,
+    outstanding: HashMap<RequestKey, Outstanding>,
+    queued_prefill_s: f64,
+    decoding: usize,
+    decode_context: usize,
+}
+
+impl Replica {
+    fn new(spec: ReplicaSpec) -> Self {
+        Self {
+            spec,
+            index: BlockIndex::default(),
+            breaker: Breaker::default(),
+            outstanding: HashMap::new(),
+            queued_prefill_s: 0.0,
+            decoding: 0,
+            decode_context: 0,
+        }
+    }
+
+    /// The prompt's block hashes in this replica's terms, and tokens per block.
+    fn prompt_blocks(&self, prompt: Prompt<'_>, cfg: &RouterConfig) -> (Vec<u64>, usize) {
+        match prompt {
+            Prompt::Tokens(tokens) => (
+                brisk_kv::hash::hash_blocks(tokens, self.spec.block_size, self.spec.hash_salt)
+                    .into_iter()
+                    .map(|h| h.0)
+                    .collect(),
+                self.spec.block_size,
+            ),
+            Prompt::Text(text) => (
+                text_hashes(text, cfg.text_block_bytes),
+                (cfg.text_block_bytes / cfg.text_bytes_per_token).max(1),
+            ),
+        }
+    }
+
+    /// Predicted seconds to compute `tokens` prompt tokens from position `cached`, beside
+    /// the decodes running now.
+    fn prefill_s(&self, cached: usize, tokens: usize) -> f64 {
+        self.spec.latency.prefill_time(
+            cached,
+            tokens,
+            self.spec.chunk_tokens,
+            self.decoding,
+            self.decode_context,
+        )
+    }
+
+    fn load(&self, now: f64) -> ReplicaLoad {
+        ReplicaLoad {
+            outstanding: self.outstanding.len(),
+            prefilling: self.outstanding.len() - self.decoding,
+            queued_prefill_s: self.queued_prefill_s,
+            index_entries: self.index.len(),
+            confirmed_entries: self.index.confirmed(),
+            available: self.breaker.is_closed(now),
+        }
+    }
+}
+
+/// Chained hashes of `text` in blocks of `block_bytes` (whole blocks only), in a space of
+/// their own (they never name token blocks).
+fn text_hashes(text: &str, block_bytes: usize) -> Vec<u64> {
+    const TEXT_SPACE: u64 = 0x7465_7874_2d62_6c6b; // "text-blk"
+    let mut parent = TEXT_SPACE;
+    text.as_bytes()
+        .chunks_exact(block_bytes.max(1))
+        .map(|chunk| {
+            let mut h = parent ^ 0xcbf2_9ce4_8422_2325;
+            for b in chunk {
+                h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+            }
+            parent = h;
+            h
+        })
+        .collect()
+}
+
+/// One replica's answer to a routing question.
+struct Candidate<'a> {
+    id: &'a str,
+    outstanding: usize,
+    ttft: f64,
+    prompt_tokens: usize,
+    cached_tokens: usize,
+}
+
+/// The router's state (see the crate docs).
+#[derive(Debug)]
+pub struct RouterCore {
+    cfg: RouterConfig,
+    replicas: BTreeMap<String, Replica>,
+    /// Which replica each routed request went to.
+    routed: HashMap<RequestKey, String>,
+    next_key: RequestKey,
+}
+
+impl RouterCore {
+    /// An empty router.
+    pub fn new(cfg: RouterConfig) -> Self {
+        Self {
+            cfg,
+            replicas: BTreeMap::new(),
+            routed: HashMap::new(),
+            next_key: 1,
+        }
+    }
+
+    /// Adds a replica or updates what it advertises. A change of block size or hash salt
+    /// empties its index (its hashes name other things now).
+    pub fn upsert(&mut self, id: &str, spec: ReplicaSpec) {
+        match self.replicas.get_mut(id) {
+            Some(r) => {
+                if (r.spec.block_size, r.spec.hash_salt) != (spec.block_size, spec.hash_salt) {
+                    r.index.clear();
+                }
+                r.spec = spec;
+            }
+            None => {
+                self.replicas.insert(id.to_owned(), Replica::new(spec));
+            }
+        }
+    }
+
+    /// Removes a replica; returns the requests that were outstanding there.
+    pub fn remove(&mut self, id: &str) -> Vec<RequestKey> {
+        let Some(replica) = self.replicas.remove(id) else {
+            return Vec::new();
+        };
+        let keys: Vec<RequestKey> = replica.outstanding.into_keys().collect();
+        for key in &keys {
+            self.routed.remove(key);
+        }
+        keys
+    }
+
+    /// The replicas known, by id.
+    pub fn replica_ids(&self) -> impl Iterator<Item = &str> {
+        self.replicas.keys().map(String::as_str)
+    }
+
+    /// Whether `id` is known.
+    pub fn contains(&self, id: &str) -> bool {
+        self.replicas.contains_key(id)
+    }
+
+    /// Applies a replica's KV events to its index.
+    pub fn apply_events(&mut self, id: &str, events: &[IndexEvent]) {
+        if let Some(r) = self.replicas.get_mut(id) {
+            for event in events {
+                r.index.apply(event);
+            }
+        }
+    }
+
+    /// A replica's events were lost (a gap its replay could not fill, or it restarted):
+    /// its index is dropped and rebuilt from later events.
+    pub fn events_lost(&mut self, id: &str) {
+        if let Some(r) = self.replicas.get_mut(id) {
+            r.index.clear();
+        }
+    }
+
+    /// Chooses a replica for `req` at `now` and records the request there.
+    pub fn route(&mut self, req: &RouteRequest<'_>, now: f64) -> Result<Choice, Refusal> {
+        let best = self.best_candidate(req, now).ok_or(Refusal::NoReplica)?;
+        if let (Some(slo), true) = (req.ttft_slo, req.reject_unattainable) {
+            if best.ttft > slo {
+                return Err(Refusal::Unattainable {
+                    best_ttft: best.ttft,
+                    slo,
+                });
+            }
+        }
+        let (id, prompt_tokens, cached_tokens, ttft) = (
+            best.id.to_owned(),
+            best.prompt_tokens,
+            best.cached_tokens,
+            best.ttft,
+        );
+        let key = self.next_key;
+        self.next_key += 1;
+        let cfg = &self.cfg;
+        let replica = self.replicas.get_mut(&id).expect("the candidate exists");
+        let (hashes, _) = replica.prompt_blocks(req.prompt, cfg);
+        let ttl = match (req.prompt, replica.spec.publishes_events) {
+            (Prompt::Tokens(_), true) => cfg.speculative_ttl,
+            _ => cfg.approximate_ttl,
+        };
+        replica
+            .index
+            .speculate(&hashes, now, ttl, replica.spec.kv_blocks);
+        replica.index.expire(now);
+        let prefill_s = replica.prefill_s(cached_tokens, prompt_tokens - cached_tokens);
+        replica.queued_prefill_s += prefill_s;
+        replica.outstanding.insert(
+            key,
+            Outstanding {
+                prefill_s,
+                context: prompt_tokens,
+                prefilled: false,
+            },
+        );
+        self.routed.insert(key, id.clone());
+        Ok(Choice {
+            replica: id,
+            key,
+            prompt_tokens,
+            cached_tokens,
+            predicted_ttft: ttft,
+        })
+    }
+
+    /// The eligible replica with the lowest predicted TTFT, past the hot-spot guard.
+    fn best_candidate(&self, req: &RouteRequest<'_>, now: f64) -> Option<Candidate<'_>> {
+        let eligible: Vec<(&String, &Replica)> = self
+            .replicas
+            .iter()
+            .filter(|(id, r)| r.breaker.is_closed(now) && !req.exclude.contains(id))
+            .collect();
+        let least = eligible.iter().map(|(_, r)| r.outstanding.len()).min()?;
+        let ceiling = least + self.cfg.hot_spot_slack.max(least);
+        eligible
+            .into_iter()
+            .filter(|(_, r)| r.outstanding.len() <= ceiling)
+            .map(|(id, r)| self.candidate(id, r, req.prompt, now))
+            .min_by(|a, b| {
+                a.ttft
+                    .total_cmp(&b.ttft)
+                    .then(a.outstanding.cmp(&b.outstanding))
+                    .then(a.id.cmp(b.id))
+            })
+    }
+
+    fn candidate<'a>(
+        &self,
+        id: &'a str,
+        r: &Replica,
+        prompt: Prompt<'_>,
+        now: f64,
+    ) -> Candidate<'a> {
+        let (hashes, tokens_per_block) = r.prompt_blocks(prompt, &self.cfg);
+        let prompt_tokens = match prompt {
+            Prompt::Tokens(t) => t.len(),
+            Prompt::Text(s) => s.len().div_ceil(self.cfg.text_bytes_per_token).max(1),
+        };
+        // A replica always computes the last prompt token (it needs its logits).
+        let cached_tokens =
+            (r.index.matched(&hashes, now) * tokens_per_block).min(prompt_tokens.saturating_sub(1));
+        let own = r.prefill_s(cached_tokens, prompt_tokens - cached_tokens);
+        Candidate {
+            id,
+            outstanding: r.outstanding.len(),
+            ttft: r.queued_prefill_s + own,
+            prompt_tokens,
+            cached_tokens,
+        }
+    }
+
+    /// The request's first token arrived: its prompt work leaves the queue, its decode joins
+    /// the replica's running set.
+    pub fn first_token(&mut self, key: RequestKey) {
+        let Some(replica) = self
+            .routed
+            .get(&key)
+            .and_then(|id| self.replicas.get_mut(id))
+        else {
+            return;
+        };
+        if let Some(o) = replica.outstanding.get_mut(&key) {
+            if !o.prefilled {
+                o.prefilled = true;
+                replica.queued_prefill_s = (replica.queued_prefill_s - o.prefill_s).max(0.0);
+                replica.decoding += 1;
+                replica.decode_context += o.context;
+            }
+        }
+    }
+
+    /// The request ended: `ok` is whether the replica served it (a failure counts against
+    /// the replica's circuit breaker).
+    pub fn finished(&mut self, key: RequestKey, ok: bool, now: f64) {
+        let Some(id) = self.routed.remove(&key) else {
+            return;
+        };
+        let Some(replica) = self.replicas.get_mut(&id) else {
+            return;
+        };
+        if let Some(o) = replica.outstanding.remove(&key) {
+            if o.prefilled {
+                replica.decoding -= 1;
+                replica.decode_context -= o.context;
+            } else {
+                replica.queued_prefill_s = (replica.queued_prefill_s - o.prefill_s).max(0.0);
+            }
+        }
+        if replica.outstanding.is_empty() {
+            // Clears rounding left by the running sum.
+            replica.queued_prefill_s = 0.0;
+        }
+        if ok {
+            replica.breaker.success();
+        } else {
+            replica.breaker.failure(now, &self.cfg.breaker);
+        }
+    }
+
+    /// A failure seen outside a routed request (a health check); returns whether it opened
+    /// the circuit.
+    pub fn failure(&mut self, id: &str, now: f64) -> bool {
+        let cfg = self.cfg.breaker;
+        self.replicas
+            .get_mut(id)
+            .is_some_and(|r| r.breaker.failure(now, &cfg))
+    }
+
+    /// A success seen outside a routed request (a health check after an open circuit).
+    pub fn success(&mut self, id: &str) {
+        if let Some(r) = self.replicas.get_mut(id) {
+            r.breaker.success();
+        }
+    }
+
+    /// A replica's load and state at `now`.
+    pub fn load(&self, id: &str, now: f64) -> Option<ReplicaLoad> {
+        self.replicas.get(id).map(|r| r.load(now))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,244 @@
+use brisk_scheduler::{LatencyCoefficients, LatencyModel};
+use proptest::prelude::*;
+
+use super::*;
+
+/// 1 ms per step plus 1 ms per prompt token: easy to reason about.
+fn spec(publishes_events: bool) -> ReplicaSpec {
+    ReplicaSpec {
+        block_size: 4,
+        hash_salt: 9,
+        kv_blocks: 1000,
+        chunk_tokens: 512,
+        latency: LatencyModel::from_coefficients(LatencyCoefficients {
+            base_s: 0.001,
+            per_prefill_token_s: 0.001,
+            ..LatencyCoefficients::default()
+        }),
+        publishes_events,
+    }
+}
+
+fn router(n: usize) -> RouterCore {
+    let mut r = RouterCore::new(RouterConfig::default());
+    for i in 0..n {
+        r.upsert(&format!("r{i}"), spec(true));
+    }
+    r
+}
+
+fn ask(tokens: &[TokenId]) -> RouteRequest<'_> {
+    RouteRequest {
+        prompt: Prompt::Tokens(tokens),
+        ttft_slo: None,
+        reject_unattainable: false,
+        exclude: &[],
+    }
+}
+
+fn hashes(tokens: &[TokenId]) -> Vec<u64> {
+    brisk_kv::hash::hash_blocks(tokens, 4, 9)
+        .into_iter()
+        .map(|h| h.0)
+        .collect()
+}
+
+#[test]
+fn a_request_goes_where_its_prefix_is_cached() {
+    let mut r = router(3);
+    let prompt: Vec<TokenId> = (0..40).collect();
+    r.apply_events("r2", &[IndexEvent::Stored(hashes(&prompt[..32]))]);
+    let c = r.route(&ask(&prompt), 0.0).unwrap();
+    assert_eq!((c.replica.as_str(), c.cached_tokens), ("r2", 32));
+    assert!((c.predicted_ttft - 0.009).abs() < 1e-9, "{c:?}");
+    // All cached: the last token is still computed.
+    let c = r.route(&ask(&prompt[..32]), 0.0).unwrap();
+    assert_eq!((c.replica.as_str(), c.cached_tokens), ("r2", 31));
+}
+
+#[test]
+fn a_burst_sharing_a_prefix_follows_the_first_until_the_hot_spot_guard() {
+    let mut r = router(2);
+    let prompt: Vec<TokenId> = (0..400).collect();
+    let first = r.route(&ask(&prompt), 0.0).unwrap();
+    assert_eq!(first.cached_tokens, 0);
+    // Its prompt is computed: the burst finds the (speculative, unconfirmed) blocks there.
+    r.first_token(first.key);
+    let mut counts = HashMap::new();
+    for i in 0..8 {
+        let mut p = prompt.clone();
+        p.push(1000 + i);
+        let c = r.route(&ask(&p), 0.1).unwrap();
+        *counts.entry(c.replica).or_insert(0) += 1;
+    }
+    // The first four follow its blocks; from then on the guard keeps the hot replica at
+    // most `hot_spot_slack` (4) requests ahead of the other.
+    let other = if first.replica == "r0" { "r1" } else { "r0" };
+    assert_eq!(counts[&first.replica], 6, "{counts:?}");
+    assert_eq!(counts[other], 2, "{counts:?}");
+}
+
+#[test]
+fn without_shared_prefixes_queued_prompt_work_spreads_requests() {
+    let mut r = router(3);
+    let mut seen = Vec::new();
+    for i in 0..6 {
+        let p: Vec<TokenId> = (0..100).map(|t| t + i * 1000).collect();
+        seen.push(r.route(&ask(&p), 0.0).unwrap().replica);
+    }
+    assert_eq!(seen, ["r0", "r1", "r2", "r0", "r1", "r2"]);
+    assert!((r.load("r0", 0.0).unwrap().queued_prefill_s - 0.202).abs() < 1e-9);
+}
+
+#[test]
+fn first_token_and_finish_return_the_replica_to_idle() {
+    let mut r = router(1);
+    let p: Vec<TokenId> = (0..100).collect();
+    let a = r.route(&ask(&p), 0.0).unwrap();
+    let b = r.route(&ask(&p[..50]), 0.0).unwrap();
+    r.first_token(a.key);
+    let load = r.load("r0", 0.0).unwrap();
+    assert_eq!((load.outstanding, load.prefilling), (2, 1));
+    r.finished(a.key, true, 1.0);
+    r.finished(b.key, true, 1.0);
+    r.finished(b.key, true, 1.0);
+    let load = r.load("r0", 1.0).unwrap();
+    assert_eq!((load.outstanding, load.queued_prefill_s), (0, 0.0));
+}
+
+#[test]
+fn unattainable_requests_are_refused_only_when_they_ask() {
+    let mut r = router(1);
+    let p: Vec<TokenId> = (0..100).collect();
+    let strict = RouteRequest {
+        ttft_slo: Some(0.05),
+        reject_unattainable: true,
+        ..ask(&p)
+    };
+    assert!(matches!(
+        r.route(&strict, 0.0),
+        Err(Refusal::Unattainable { slo, .. }) if slo == 0.05
+    ));
+    let lenient = RouteRequest {
+        reject_unattainable: false,
+        ..strict
+    };
+    assert!(r.route(&lenient, 0.0).is_ok());
+}
+
+#[test]
+fn failing_replicas_and_excluded_ones_get_nothing() {
+    let mut r = router(2);
+    let p: Vec<TokenId> = (0..10).collect();
+    for _ in 0..3 {
+        let c = r.route(&ask(&p), 0.0).unwrap();
+        assert_eq!(c.replica, "r0");
+        r.finished(c.key, false, 0.0);
+    }
+    assert_eq!(r.route(&ask(&p), 0.5).unwrap().replica, "r1");
+    let exclude = ["r1".to_owned()];
+    let req = RouteRequest {
+        exclude: &exclude,
+        ..ask(&p)
+    };
+    assert_eq!(r.route(&req, 0.5), Err(Refusal::NoReplica));
+    // Half-open after the backoff.
+    assert_eq!(r.route(&req, 1.0).unwrap().replica, "r0");
+    assert!(!r.load("r0", 0.5).unwrap().available);
+}
+
+#[test]
+fn removing_a_replica_hands_back_its_requests_and_a_new_salt_empties_its_index() {
+    let mut r = router(2);
+    let p: Vec<TokenId> = (0..40).collect();
+    r.apply_events("r1", &[IndexEvent::Stored(hashes(&p))]);
+    let c = r.route(&ask(&p), 0.0).unwrap();
+    assert_eq!(c.replica, "r1");
+    r.upsert(
+        "r1",
+        ReplicaSpec {
+            hash_salt: 10,
+            ..spec(true)
+        },
+    );
+    assert_eq!(r.load("r1", 0.0).unwrap().index_entries, 0);
+    assert_eq!(r.remove("r1"), vec![c.key]);
+    r.finished(c.key, true, 0.0);
+    assert_eq!(r.route(&ask(&p), 0.0).unwrap().replica, "r0");
+    assert_eq!(r.replica_ids().collect::<Vec<_>>(), ["r0"]);
+}
+
+#[test]
+fn text_prompts_follow_the_routing_history() {
+    let mut r = router(2);
+    let system = "You are a helpful assistant. ".repeat(20);
+    let text = |q: &str| format!("{system}{q}");
+    let (a, b) = (text("What is 2+2?"), text("Name a colour."));
+    fn req(s: &str) -> RouteRequest<'_> {
+        RouteRequest {
+            prompt: Prompt::Text(s),
+            ..ask(&[])
+        }
+    }
+    let first = r.route(&req(&a), 0.0).unwrap();
+    r.first_token(first.key);
+    let second = r.route(&req(&b), 0.0).unwrap();
+    assert_eq!(second.replica, first.replica);
+    assert_eq!(second.cached_tokens, system.len() / 64 * 16);
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Route(u8, u8),
+    First(u8),
+    Finish(u8, bool),
+    Remove(u8),
+    Add(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0u8..4, 1u8..60).prop_map(|(p, n)| Op::Route(p, n)),
+        (0u8..32).prop_map(Op::First),
+        (0u8..32, any::<bool>()).prop_map(|(k, ok)| Op::Finish(k, ok)),
+        (0u8..3).prop_map(Op::Remove),
+        (0u8..3).prop_map(Op::Add),
+    ]
+}
+
+proptest! {
+    /// Whatever happens, each replica's counts agree with the requests routed to it and
+    /// never go negative; an idle replica has no queued work.
+    #[test]
+    fn load_accounting_stays_consistent(ops in proptest::collection::vec(op(), 1..80)) {
+        let mut r = router(3);
+        let mut keys = Vec::new();
+        for (step, op) in ops.into_iter().enumerate() {
+            let now = step as f64 * 0.1;
+            match op {
+                Op::Route(p, n) => {
+                    let prompt: Vec<TokenId> = (0..u32::from(n)).map(|t| t + u32::from(p) * 100).collect();
+                    if let Ok(c) = r.route(&ask(&prompt), now) {
+                        keys.push(c.key);
+                    }
+                }
+                Op::First(k) => if let Some(k) = keys.get(usize::from(k)) { r.first_token(*k) },
+                Op::Finish(k, ok) => if let Some(k) = keys.get(usize::from(k)) { r.finished(*k, ok, now) },
+                Op::Remove(i) => { r.remove(&format!("r{i}")); }
+                Op::Add(i) => r.upsert(&format!("r{i}"), spec(true)),
+            }
+            let mut total = 0;
+            for (id, replica) in &r.replicas {
+                total += replica.outstanding.len();
+                let decoding = replica.outstanding.values().filter(|o| o.prefilled).count();
+                prop_assert_eq!(decoding, replica.decoding, "{}", id);
+                prop_assert!(replica.queued_prefill_s >= 0.0);
+                if replica.outstanding.is_empty() {
+                    prop_assert_eq!(replica.queued_prefill_s, 0.0);
+                    prop_assert_eq!(replica.decode_context, 0);
+                }
+            }
+            prop_assert_eq!(total, r.routed.len());
+        }
+    }
+}
