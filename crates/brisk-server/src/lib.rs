@@ -14,6 +14,7 @@
 
 mod auth;
 mod error;
+mod fleet;
 mod generation;
 mod loading;
 mod metrics;
@@ -39,8 +40,9 @@ use brisk_tokenizer::{ChatMessage, Tokenizer};
 use brisk_types::TokenId;
 use tower_http::catch_panic::CatchPanicLayer;
 
-pub use auth::{constant_time_eq, AuthSettings};
+pub use auth::{constant_time_eq, require_api_key, AuthSettings};
 pub use error::ApiError;
+pub use fleet::{KvEventsEndpoints, ReplicaInfo};
 pub use loading::Readiness;
 pub use metrics::{count_panics, Metrics};
 pub use queue::{WaitingQueue, WaitingTicket};
@@ -86,6 +88,8 @@ pub struct ServerState {
     pub clamp_max_tokens: bool,
     /// The KV cache's shape, published as `vllm:cache_config_info`.
     pub cache_config: CacheConfig,
+    /// What the replica tells routers about itself (`GET /internal/v1/replica`).
+    pub replica_info: Option<ReplicaInfo>,
     next_id: AtomicU64,
 }
 
@@ -125,6 +129,7 @@ impl ServerState {
             request_timeout: None,
             clamp_max_tokens: false,
             cache_config: CacheConfig::default(),
+            replica_info: None,
             next_id: AtomicU64::new(1),
         }
     }
@@ -193,6 +198,7 @@ pub fn router(state: Arc<ServerState>, max_request_bytes: usize) -> Router {
         .route("/metrics", get(routes::misc::metrics))
         .route("/tokenize", post(routes::tokenize::tokenize))
         .route("/detokenize", post(routes::tokenize::detokenize))
+        .route("/internal/v1/replica", get(fleet::info))
         .route("/internal/v1/requests", get(routes::handover::list))
         .route(
             "/internal/v1/requests/import",

@@ -9,10 +9,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use brisk_backend::KvCacheDtype;
 use brisk_engine::EngineConfig;
-use brisk_scheduler::{LatencyModel, PolicyChoice, SchedulerConfig};
+use brisk_scheduler::{LatencyCoefficients, LatencyModel, PolicyChoice, SchedulerConfig};
 use brisk_server::{
-    router, serve, AuthSettings, Drain, Readiness, ServerState, SloSettings, WaitingQueue,
-    DEFAULT_MAX_REQUEST_BYTES,
+    router, serve, AuthSettings, Drain, KvEventsEndpoints, Readiness, ReplicaInfo, ServerState,
+    SloSettings, WaitingQueue, DEFAULT_MAX_REQUEST_BYTES,
 };
 use brisk_sim::PolicyName;
 use brisk_types::Backend;
@@ -115,6 +115,10 @@ pub struct ServeArgs {
     /// With --api-key: require the key on /health, /ready and /metrics too.
     #[arg(long, env = "BRISK_AUTH_HEALTH_AND_METRICS", requires = "api_key")]
     auth_health_and_metrics: bool,
+    /// The URL routers and other replicas use to reach this one (default: `http://` and the
+    /// address it listens on).
+    #[arg(long, env = "BRISK_ADVERTISE_URL")]
+    advertise_url: Option<String>,
     /// On SIGTERM or SIGINT, seconds to let requests in flight finish before aborting them.
     #[arg(long, env = "BRISK_SHUTDOWN_TIMEOUT", default_value_t = 30.0, value_parser = parse_seconds)]
     shutdown_timeout: f64,
@@ -149,7 +153,13 @@ fn parse_ms(text: &str) -> Result<f64, String> {
 }
 
 /// The scheduling policy the flags ask for, loading or measuring its latency model.
-fn policy<B: Backend>(args: &ServeArgs, backend: &B, model_path: &Path) -> Result<PolicyChoice> {
+/// Also returns the latency model's coefficients when there is one (they go into the
+/// replica's self-description, for routers).
+fn policy<B: Backend>(
+    args: &ServeArgs,
+    backend: &B,
+    model_path: &Path,
+) -> Result<(PolicyChoice, Option<LatencyCoefficients>)> {
     let latency = match &args.latency_model {
         Some(p) => Some(LatencyModel::load(p)?),
         None if args.scheduling_policy == PolicyName::Slo => {
@@ -163,7 +173,8 @@ fn policy<B: Backend>(args: &ServeArgs, backend: &B, model_path: &Path) -> Resul
         }
         None => None,
     };
-    Ok(match (args.scheduling_policy, latency) {
+    let coefficients = latency.as_ref().map(|m| m.coefficients);
+    let choice = match (args.scheduling_policy, latency) {
         (PolicyName::Slo, Some(model)) => {
             if args.ttft_slo.is_none() && args.tpot_slo.is_none() {
                 eprintln!(
@@ -176,7 +187,8 @@ fn policy<B: Backend>(args: &ServeArgs, backend: &B, model_path: &Path) -> Resul
             }
         }
         _ => PolicyChoice::Fcfs,
-    })
+    };
+    Ok((choice, coefficients))
 }
 
 /// Parses a byte count with an optional unit.
@@ -222,6 +234,11 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     }
     if args.reject_unattainable && args.scheduling_policy != PolicyName::Slo {
         bail!("--reject-unattainable needs --scheduling-policy slo");
+    }
+    if let Some(url) = &args.advertise_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
+            bail!("--advertise-url must be an http:// or https:// URL, got {url:?}");
+        }
     }
     if args.api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
         bail!("--api-key (or BRISK_API_KEY) is empty; give a key or leave it out");
@@ -342,21 +359,21 @@ fn server_state(
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
     let vocab_size = geometry.vocab_size;
-    let policy = policy(args, &model.backend, path)?;
+    let (policy, latency) = policy(args, &model.backend, path)?;
     let policy_name = policy.name();
     let step_records = match &args.record_steps {
         Some(p) => Some(crate::step_log::start_writer(p)?),
         None => None,
     };
-    let (kv_events, kv_publisher) = match args.kv_events_config.as_ref().and_then(|c| c.0.as_ref())
-    {
-        Some(settings) => {
-            let settings = settings.clone().on_host(&args.host);
-            let (tx, publisher) = brisk_kv_events::start(&settings, args.block_size)?;
-            (Some(tx), Some(publisher))
-        }
-        None => (None, None),
-    };
+    let (kv_events, kv_publisher, kv_topic) =
+        match args.kv_events_config.as_ref().and_then(|c| c.0.as_ref()) {
+            Some(settings) => {
+                let settings = settings.clone().on_host(&args.host);
+                let (tx, publisher) = brisk_kv_events::start(&settings, args.block_size)?;
+                (Some(tx), Some(publisher), settings.topic)
+            }
+            None => (None, None, String::new()),
+        };
     let engine = brisk_engine::spawn(
         model.backend,
         EngineConfig {
@@ -398,6 +415,24 @@ fn server_state(
         dtype: args.kv_cache_dtype.name().to_string(),
         prefix_caching: !args.no_prefix_caching,
     };
+    state.replica_info = Some(ReplicaInfo {
+        url: advertised_url(args, addr),
+        model: name.clone(),
+        role: "both".into(),
+        block_size: args.block_size,
+        hash_salt: model.content_salt,
+        kv_blocks: num_blocks,
+        max_batched_tokens: max_num_batched_tokens,
+        kv_events: kv_publisher.as_ref().map(|p| KvEventsEndpoints {
+            endpoint: connectable(&p.endpoint, &advertised_url(args, addr)),
+            replay_endpoint: p
+                .replay_endpoint
+                .as_deref()
+                .map(|r| connectable(r, &advertised_url(args, addr))),
+            topic: kv_topic.clone(),
+        }),
+        latency,
+    });
     state.drain = drain;
     let kernels = match brisk_backend::KernelChoice::from_env() {
         Ok(brisk_backend::KernelChoice::Candle) => "candle".to_string(),
@@ -417,6 +452,31 @@ fn server_state(
         if args.api_key.is_some() { ", API key required" } else { "" }
     );
     Ok((state, summary))
+}
+
+/// `--advertise-url`, or the address the server listens on.
+fn advertised_url(args: &ServeArgs, addr: std::net::SocketAddr) -> String {
+    args.advertise_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"))
+}
+
+/// A bound ZMQ endpoint as others can connect to it: a wildcard host (`0.0.0.0`, `[::]`)
+/// becomes the host of the advertised URL.
+fn connectable(endpoint: &str, url: &str) -> String {
+    let host = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split(['/', '?'])
+        .next()
+        .unwrap_or_default();
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    for wildcard in ["tcp://0.0.0.0:", "tcp://[::]:"] {
+        if let Some(port) = endpoint.strip_prefix(wildcard) {
+            return format!("tcp://{host}:{port}");
+        }
+    }
+    endpoint.to_owned()
 }
 
 /// Parses `--request-timeout`: a positive number of seconds, at most a million.
@@ -440,7 +500,21 @@ fn default_name(path: &Path) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_bytes;
+    use super::{connectable, parse_bytes};
+
+    #[test]
+    fn wildcard_endpoints_take_the_advertised_host() {
+        let url = "http://10.1.2.3:8000";
+        assert_eq!(
+            connectable("tcp://0.0.0.0:5557", url),
+            "tcp://10.1.2.3:5557"
+        );
+        assert_eq!(connectable("tcp://[::]:5557", url), "tcp://10.1.2.3:5557");
+        assert_eq!(
+            connectable("tcp://127.0.0.1:5557", url),
+            "tcp://127.0.0.1:5557"
+        );
+    }
 
     #[test]
     fn byte_sizes_parse_with_units() {
