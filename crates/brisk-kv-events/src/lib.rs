@@ -27,7 +27,11 @@
 )]
 mod config;
 pub mod publisher;
+pub mod subscriber;
 pub mod wire;
 
 pub use config::{ConfigError, KvEventsConfig, PublisherSettings};
 pub use publisher::{start, PublishError, Publisher};
+pub use subscriber::{
+    subscribe, subscribe_with, SubscriberConfig, SubscriberEvent, SubscriberHandle,
+};

@@ -14,6 +14,14 @@
 //! as opaque names and match requests on `token_ids`. `medium` is `"GPU"`: vLLM's name for
 //! the cache that attention reads directly (its `"CPU"` means copies offloaded off the
 //! device, to be loaded back first), which brisk's pool is.
+//!
+//! [`decode`] is the other direction, for brisk's router: it reads brisk's batches and the
+//! shapes vLLM's releases have sent (see its module for what it accepts).
+
+mod decode;
+mod msgpack;
+
+pub use decode::{decode, DecodeError, DecodedBatch, WireEvent};
 
 use brisk_kv::{KvEvent, KvEventBatch};
 use serde::ser::{SerializeMap, SerializeTuple};

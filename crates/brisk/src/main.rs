@@ -7,6 +7,7 @@ mod generate;
 mod loaded_model;
 mod model_fetch;
 mod profile;
+mod route;
 mod serve;
 mod step_log;
 
@@ -46,6 +47,9 @@ enum Command {
     /// Simulate the scheduler on a virtual clock with a latency model: `brisk bench`'s
     /// workloads and report, in seconds instead of hours.
     Sim(Box<brisk_sim::SimArgs>),
+    /// Route the OpenAI API over brisk replicas (listed, or found in etcd) by predicted time
+    /// to first token over their cached prefixes and queues.
+    Route(Box<route::RouteArgs>),
 }
 
 /// `--model` shared by the subcommands that load a model.
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => brisk_bench::run(&args).map_err(Into::into),
         Command::Profile(args) => profile::run(&args),
         Command::Sim(args) => brisk_sim::run(&args).map_err(Into::into),
+        Command::Route(args) => route::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -119,6 +119,16 @@ pub struct ServeArgs {
     /// address it listens on).
     #[arg(long, env = "BRISK_ADVERTISE_URL")]
     advertise_url: Option<String>,
+    /// Register in etcd (comma-separated endpoints, e.g. `http://127.0.0.1:2379`) under a
+    /// lease, so `brisk route --etcd` finds this replica, and forgets it when it dies.
+    #[arg(long, env = "BRISK_ETCD", value_name = "ENDPOINTS", value_parser = parse_etcd)]
+    etcd: Option<EtcdEndpoints>,
+    /// The key prefix to register under.
+    #[arg(long, env = "BRISK_ETCD_PREFIX", default_value = brisk_gateway::DEFAULT_ETCD_PREFIX)]
+    etcd_prefix: String,
+    /// Seconds the etcd lease outlives this process if it dies without leaving.
+    #[arg(long, env = "BRISK_ETCD_TTL", default_value_t = 10.0, value_parser = parse_seconds)]
+    etcd_ttl: f64,
     /// On SIGTERM or SIGINT, seconds to let requests in flight finish before aborting them.
     #[arg(long, env = "BRISK_SHUTDOWN_TIMEOUT", default_value_t = 30.0, value_parser = parse_seconds)]
     shutdown_timeout: f64,
@@ -131,6 +141,16 @@ struct KvEventsChoice(Option<brisk_kv_events::PublisherSettings>);
 fn parse_kv_events(json: &str) -> Result<KvEventsChoice, String> {
     brisk_kv_events::KvEventsConfig::parse(json)
         .map(KvEventsChoice)
+        .map_err(|e| e.to_string())
+}
+
+/// `--etcd`, checked.
+#[derive(Clone, Debug)]
+struct EtcdEndpoints(Vec<String>);
+
+fn parse_etcd(text: &str) -> Result<EtcdEndpoints, String> {
+    brisk_discovery::parse_endpoints(text)
+        .map(EtcdEndpoints)
         .map_err(|e| e.to_string())
 }
 
@@ -289,18 +309,64 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 return Err(e);
             }
         };
+        let info = state.replica_info.clone();
         readiness.ready(router(std::sync::Arc::new(state), args.max_request_bytes));
         eprintln!("brisk: serving {summary}");
-        server
-            .await
-            .context("server task failed")?
-            .context("server failed")
+        let leave = match (&args.etcd, info) {
+            (Some(endpoints), Some(info)) => match register(args, &endpoints.0, &info).await {
+                Ok(registration) => Some(leave_on_drain(registration, drain.clone())),
+                Err(e) => {
+                    drain.start();
+                    let _ = server.await;
+                    return Err(e);
+                }
+            },
+            _ => None,
+        };
+        let served = server.await;
+        if let Some(leave) = leave {
+            drain.start();
+            let _ = tokio::time::timeout(Duration::from_secs(5), leave).await;
+        }
+        served.context("server task failed")?.context("server failed")
     })?;
     // Requests still running after the timeout end here: their tasks are dropped, which
     // aborts them in the engine. Blocking tokenizer tasks get a moment to finish.
     runtime.shutdown_timeout(Duration::from_secs(1));
     eprintln!("brisk: shut down");
     Ok(())
+}
+
+/// Registers the replica's description in etcd under `--etcd-prefix` and its address.
+async fn register(
+    args: &ServeArgs,
+    endpoints: &[String],
+    info: &ReplicaInfo,
+) -> Result<brisk_discovery::Registration> {
+    let name = info
+        .url
+        .split_once("://")
+        .map_or(info.url.as_str(), |(_, rest)| rest);
+    let key = format!("{}{}", args.etcd_prefix, name.trim_end_matches('/'));
+    let value = serde_json::to_string(info)?;
+    let ttl = Duration::from_secs_f64(args.etcd_ttl.max(1.0));
+    let registration = brisk_discovery::Registration::start(endpoints, key.clone(), value, ttl)
+        .await
+        .context("cannot register in etcd (--etcd)")?;
+    eprintln!("brisk: registered in etcd as {key}");
+    Ok(registration)
+}
+
+/// Leaves etcd as soon as shutdown starts, so routers stop sending requests while the ones
+/// in flight finish.
+fn leave_on_drain(
+    registration: brisk_discovery::Registration,
+    drain: Drain,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        drain.started().await;
+        registration.stop().await;
+    })
 }
 
 /// Loads the model, starts the engine and builds the API's state; also returns the line that

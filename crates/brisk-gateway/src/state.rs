@@ -1,0 +1,151 @@
+//! The gateway's shared state: the router core behind a lock, the replicas' addresses, the
+//! HTTP client and the metrics.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use brisk_router::{ReplicaSpec, RouterConfig, RouterCore};
+use brisk_scheduler::LatencyModel;
+use brisk_server::{AuthSettings, ReplicaInfo};
+
+use crate::metrics::GatewayMetrics;
+
+/// Settings of `brisk route`.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// The router core's settings.
+    pub router: RouterConfig,
+    /// The latency model of replicas that advertise none.
+    pub default_latency: LatencyModel,
+    /// Default TTFT objective, seconds (requests may bring their own `slo.ttft_ms`).
+    pub ttft_slo: Option<f64>,
+    /// Answer 429 at once when no replica is predicted to meet a request's TTFT.
+    pub reject_unattainable: bool,
+    /// Replicas tried for one request before giving up.
+    pub max_attempts: usize,
+    /// First wait between attempts (doubling).
+    pub retry_backoff: Duration,
+    /// Longest wait for a connection to a replica.
+    pub connect_timeout: Duration,
+    /// How often replicas are checked.
+    pub health_interval: Duration,
+    /// Who may call the API.
+    pub auth: AuthSettings,
+    /// Largest request body accepted, bytes.
+    pub max_request_bytes: usize,
+}
+
+/// A replica as the gateway reaches it.
+#[derive(Clone, Debug)]
+pub struct ReplicaEntry {
+    /// What it advertised.
+    pub info: ReplicaInfo,
+}
+
+/// Everything the handlers and background tasks share.
+pub struct Gateway {
+    pub(crate) cfg: GatewayConfig,
+    core: Mutex<RouterCore>,
+    replicas: Mutex<HashMap<String, ReplicaEntry>>,
+    pub(crate) client: reqwest::Client,
+    pub(crate) metrics: GatewayMetrics,
+    pub(crate) events: crate::events::Subscriptions,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("cfg", &self.cfg).finish()
+    }
+}
+
+impl Gateway {
+    /// A gateway with no replica yet.
+    pub fn new(cfg: GatewayConfig) -> anyhow::Result<Arc<Self>> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            .build()?;
+        Ok(Arc::new(Self {
+            core: Mutex::new(RouterCore::new(cfg.router.clone())),
+            cfg,
+            replicas: Mutex::new(HashMap::new()),
+            client,
+            metrics: GatewayMetrics::new(),
+            events: crate::events::Subscriptions::default(),
+            started: Instant::now(),
+        }))
+    }
+
+    /// Seconds since the gateway started: the router core's clock.
+    pub(crate) fn now(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// The router core (held only for a routing decision or an update, never across I/O).
+    pub(crate) fn core(&self) -> MutexGuard<'_, RouterCore> {
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The replica's address, if it is still a member.
+    pub(crate) fn url(&self, id: &str) -> Option<String> {
+        self.lock_replicas().get(id).map(|e| e.info.url.clone())
+    }
+
+    /// Members, by id.
+    pub(crate) fn members(&self) -> Vec<(String, ReplicaEntry)> {
+        let mut v: Vec<_> = self
+            .lock_replicas()
+            .iter()
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    fn lock_replicas(&self) -> MutexGuard<'_, HashMap<String, ReplicaEntry>> {
+        self.replicas.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a replica or takes in what it now advertises (and follows its KV events).
+    pub(crate) fn upsert(self: &Arc<Self>, id: &str, info: ReplicaInfo) {
+        let spec = ReplicaSpec {
+            block_size: info.block_size,
+            hash_salt: info.hash_salt,
+            kv_blocks: info.kv_blocks,
+            chunk_tokens: info.max_batched_tokens.max(1),
+            latency: info.latency.map_or_else(
+                || self.cfg.default_latency.clone(),
+                LatencyModel::from_coefficients,
+            ),
+            publishes_events: info.kv_events.is_some(),
+        };
+        let changed = self
+            .lock_replicas()
+            .insert(id.to_owned(), ReplicaEntry { info: info.clone() })
+            .is_none_or(|old| old.info != info);
+        if changed {
+            tracing::info!(replica = id, url = info.url, "replica joined or changed");
+            self.core().upsert(id, spec);
+            self.events.follow(self, id, info.kv_events.as_ref());
+        }
+    }
+
+    /// Removes a replica (its requests in flight finish or fail over on their own).
+    pub(crate) fn remove(&self, id: &str) {
+        if self.lock_replicas().remove(id).is_some() {
+            tracing::info!(replica = id, "replica left");
+            self.core().remove(id);
+            self.events.stop(id);
+        }
+    }
+
+    /// Whether at least one member's circuit is closed.
+    pub(crate) fn any_available(&self) -> bool {
+        let now = self.now();
+        let core = self.core();
+        let ids: Vec<String> = core.replica_ids().map(str::to_owned).collect();
+        ids.iter()
+            .any(|id| core.load(id, now).is_some_and(|l| l.available))
+    }
+}

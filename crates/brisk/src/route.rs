@@ -1,0 +1,182 @@
+//! `brisk route`: the OpenAI API in front of brisk replicas (see `brisk_gateway`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use brisk_gateway::{Discovery, Gateway, GatewayConfig, Membership};
+use brisk_router::RouterConfig;
+use brisk_scheduler::{LatencyCoefficients, LatencyModel};
+use brisk_server::{AuthSettings, Drain, DEFAULT_MAX_REQUEST_BYTES};
+
+/// Arguments of `brisk route`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RouteArgs {
+    /// Address to listen on.
+    #[arg(long, env = "BRISK_HOST", default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "BRISK_ROUTE_PORT", default_value_t = 8080)]
+    port: u16,
+    /// A replica's URL (repeat for each), e.g. `http://127.0.0.1:8001`.
+    #[arg(long = "replica", value_name = "URL", conflicts_with = "etcd")]
+    replicas: Vec<String>,
+    /// Find replicas in etcd (comma-separated endpoints, e.g. `http://127.0.0.1:2379`):
+    /// those started with `brisk serve --etcd`.
+    #[arg(long, env = "BRISK_ETCD", value_name = "ENDPOINTS")]
+    etcd: Option<String>,
+    /// The key prefix replicas register under.
+    #[arg(long, env = "BRISK_ETCD_PREFIX", default_value = brisk_gateway::DEFAULT_ETCD_PREFIX)]
+    etcd_prefix: String,
+    /// Latency model JSON (`brisk profile`) for replicas that advertise none. Without it a
+    /// nominal model ranks replicas by queued and uncached prompt tokens.
+    #[arg(long, env = "BRISK_LATENCY_MODEL")]
+    latency_model: Option<PathBuf>,
+    /// Default time-to-first-token objective, milliseconds (requests may bring
+    /// `"slo": {"ttft_ms": …}`).
+    #[arg(long, env = "BRISK_TTFT_SLO", value_parser = parse_positive)]
+    ttft_slo: Option<f64>,
+    /// Answer 429 at once when no replica is predicted to meet a request's TTFT.
+    #[arg(long, env = "BRISK_REJECT_UNATTAINABLE", requires = "ttft_slo")]
+    reject_unattainable: bool,
+    /// Replicas tried for one request before its error is returned.
+    #[arg(long, env = "BRISK_MAX_ATTEMPTS", default_value_t = 3)]
+    max_attempts: usize,
+    /// First wait between attempts, milliseconds (doubling).
+    #[arg(long, env = "BRISK_RETRY_BACKOFF", default_value_t = 50.0, value_parser = parse_positive)]
+    retry_backoff_ms: f64,
+    /// Seconds between health checks of each replica.
+    #[arg(long, env = "BRISK_HEALTH_INTERVAL", default_value_t = 1.0, value_parser = parse_positive)]
+    health_interval: f64,
+    /// Requests a replica may have beyond the least loaded one's before it gets no more
+    /// (guards against one shared prefix sending everything to one replica).
+    #[arg(long, env = "BRISK_HOT_SPOT_SLACK", default_value_t = 4)]
+    hot_spot_slack: usize,
+    /// Require `Authorization: Bearer KEY` (passed on to the replicas).
+    #[arg(long, env = "BRISK_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "BRISK_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
+    max_request_bytes: usize,
+    /// On SIGTERM or SIGINT, seconds to let requests in flight finish.
+    #[arg(long, env = "BRISK_SHUTDOWN_TIMEOUT", default_value_t = 30.0, value_parser = parse_positive)]
+    shutdown_timeout: f64,
+}
+
+fn parse_positive(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{text:?} is not a positive number")),
+    }
+}
+
+/// A nominal step-latency model for replicas that advertise none: SmolLM2-135M's order of
+/// magnitude on one core. It ranks replicas by queued and uncached prompt work; absolute
+/// predictions (and so SLO refusals) need the replicas' own models.
+fn nominal_latency() -> LatencyModel {
+    let mut m = LatencyModel::from_coefficients(LatencyCoefficients {
+        base_s: 0.005,
+        per_prefill_token_s: 0.0005,
+        per_decode_seq_s: 0.001,
+        per_decode_context_token_s: 1e-6,
+        per_prefill_attention_pair_s: 1e-8,
+    });
+    m.source = "nominal (brisk route without --latency-model)".into();
+    m
+}
+
+fn discovery(args: &RouteArgs) -> Result<Discovery> {
+    if let Some(etcd) = &args.etcd {
+        let endpoints = brisk_discovery::parse_endpoints(etcd)?;
+        return Ok(Discovery::Etcd {
+            endpoints,
+            prefix: args.etcd_prefix.clone(),
+        });
+    }
+    if args.replicas.is_empty() {
+        bail!("brisk route needs replicas: --replica URL (repeat it) or --etcd ENDPOINTS");
+    }
+    let mut urls = Vec::new();
+    for url in &args.replicas {
+        let url = url.trim().trim_end_matches('/');
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
+            bail!("--replica must be an http:// or https:// URL, got {url:?}");
+        }
+        if !urls.iter().any(|u| u == url) {
+            urls.push(url.to_owned());
+        }
+    }
+    Ok(Discovery::Static(urls))
+}
+
+fn config(args: &RouteArgs) -> Result<GatewayConfig> {
+    if args.max_attempts == 0 {
+        bail!("--max-attempts must be at least 1");
+    }
+    if args.api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+        bail!("--api-key (or BRISK_API_KEY) is empty; give a key or leave it out");
+    }
+    let default_latency = match &args.latency_model {
+        Some(p) => LatencyModel::load(p)?,
+        None => nominal_latency(),
+    };
+    Ok(GatewayConfig {
+        router: RouterConfig {
+            hot_spot_slack: args.hot_spot_slack,
+            ..RouterConfig::default()
+        },
+        default_latency,
+        ttft_slo: args.ttft_slo.map(|ms| ms / 1000.0),
+        reject_unattainable: args.reject_unattainable,
+        max_attempts: args.max_attempts,
+        retry_backoff: Duration::from_secs_f64(args.retry_backoff_ms / 1000.0),
+        connect_timeout: Duration::from_secs(2),
+        health_interval: Duration::from_secs_f64(args.health_interval),
+        auth: AuthSettings {
+            api_key: args.api_key.clone(),
+            protect_health_and_metrics: false,
+        },
+        max_request_bytes: args.max_request_bytes,
+    })
+}
+
+/// Runs `brisk route`.
+pub fn run(args: &RouteArgs) -> Result<()> {
+    let discovery = discovery(args)?;
+    let cfg = config(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+        let addr = listener.local_addr()?;
+        let gateway = Gateway::new(cfg)?;
+        let _membership = Membership::start(&gateway, discovery.clone());
+        let app = brisk_gateway::app(Arc::clone(&gateway));
+        let serving = brisk_server::serve(
+            listener,
+            app,
+            Drain::default(),
+            Duration::from_secs_f64(args.shutdown_timeout),
+        );
+        let source = match &discovery {
+            Discovery::Static(urls) => format!("replicas {}", urls.join(", ")),
+            Discovery::Etcd { endpoints, prefix } => {
+                format!(
+                    "replicas registered in etcd {} under {prefix}",
+                    endpoints.join(",")
+                )
+            }
+        };
+        eprintln!("brisk: routing on http://{addr} ({source})");
+        serving.await.context("router failed")
+    })?;
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    eprintln!("brisk: router shut down");
+    Ok(())
+}
