@@ -4,112 +4,20 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use brisk_discovery::{parse_endpoints, watch, DiscoveryError, MembershipEvent, Registration};
+use brisk_testkit::etcd::Etcd;
 use tokio::sync::mpsc::Receiver;
 
 const PREFIX: &str = "/brisk/replicas/";
 
-/// A real etcd on two free loopback ports, stopped (killed and reaped) on drop.
-struct Etcd {
-    child: Option<Child>,
-    client_port: u16,
-    peer_port: u16,
-    dir: tempfile::TempDir,
-    data_dir: PathBuf,
-    generation: u32,
+/// A real etcd (brisk-testkit's) with a direct read that bypasses the crate under test.
+trait DirectRead {
+    async fn get(&self, key: &str) -> Result<Option<String>, String>;
 }
 
-impl Etcd {
-    async fn start() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data_dir = dir.path().join("data-0");
-        let mut etcd = Self {
-            child: None,
-            client_port: free_port(),
-            peer_port: free_port(),
-            dir,
-            data_dir,
-            generation: 0,
-        };
-        etcd.spawn().await;
-        etcd
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Kills etcd and starts it again on the same ports with an empty data dir: every lease
-    /// and key is lost, and revisions start over.
-    async fn restart_with_fresh_data(&mut self) {
-        self.kill();
-        self.generation += 1;
-        self.data_dir = self.dir.path().join(format!("data-{}", self.generation));
-        self.spawn().await;
-    }
-
-    /// Kills etcd and starts it again on the same ports with the same data.
-    async fn restart_with_same_data(&mut self) {
-        self.kill();
-        self.generation += 1;
-        self.spawn().await;
-    }
-
-    async fn spawn(&mut self) {
-        let log_path = self
-            .dir
-            .path()
-            .join(format!("etcd-{}.log", self.generation));
-        let log = std::fs::File::create(&log_path).expect("etcd log file");
-        let client = self.endpoint();
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new(etcd_binary())
-            .args(["--name", "default", "--data-dir"])
-            .arg(&self.data_dir)
-            .args(["--listen-client-urls", &client])
-            .args(["--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer])
-            .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("default={peer}")])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start etcd");
-        self.child = Some(child);
-        self.wait_until_ready(&log_path).await;
-    }
-
-    /// Polls etcd with a Get until it answers; panics with its log if it does not in 15 s.
-    async fn wait_until_ready(&mut self, log_path: &Path) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!("etcd exited with {status}:\n{}", read_log(log_path));
-            }
-            if self.get("health-probe").await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("etcd did not answer within 15 s:\n{}", read_log(log_path));
-    }
-
-    /// Reads a key directly, bypassing the crate under test.
+impl DirectRead for Etcd {
     async fn get(&self, key: &str) -> Result<Option<String>, String> {
         let read = async {
             let mut client = etcd_client::Client::connect([self.endpoint()], None).await?;
@@ -127,27 +35,9 @@ impl Etcd {
     }
 }
 
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn etcd_binary() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("etcd"))
-        .find(|candidate| candidate.is_file())
-        .expect("`etcd` is not on PATH: install it with `apt-get install etcd-server`")
-}
-
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local addr").port()
-}
-
-fn read_log(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| format!("(no log: {e})"))
 }
 
 fn init_logs() {
@@ -204,7 +94,7 @@ fn put(name: &str, value: &str) -> MembershipEvent {
 async fn watcher_sees_snapshot_then_put_and_stop_deletes_at_once() {
     init_logs();
     within(Duration::from_secs(30), async {
-        let etcd = Etcd::start().await;
+        let etcd = Etcd::start();
         let endpoints = vec![etcd.endpoint()];
         // A long TTL: a Delete within a second can only come from the revoke in `stop`.
         let ttl = Duration::from_secs(10);
@@ -252,7 +142,7 @@ async fn watcher_sees_snapshot_then_put_and_stop_deletes_at_once() {
 async fn dropped_registration_disappears_when_its_lease_expires() {
     init_logs();
     within(Duration::from_secs(30), async {
-        let etcd = Etcd::start().await;
+        let etcd = Etcd::start();
         let endpoints = vec![etcd.endpoint()];
         let ttl = Duration::from_secs(2);
         let replica = Registration::start(&endpoints, key("killed"), "v".into(), ttl)
@@ -286,7 +176,7 @@ async fn dropped_registration_disappears_when_its_lease_expires() {
 async fn registration_and_watch_survive_etcd_restarts_with_and_without_data() {
     init_logs();
     within(Duration::from_secs(60), async {
-        let mut etcd = Etcd::start().await;
+        let mut etcd = Etcd::start();
         let endpoints = vec![etcd.endpoint()];
         let ttl = Duration::from_secs(2);
         let replica = Registration::start(&endpoints, key("r"), "v".into(), ttl)
@@ -301,7 +191,7 @@ async fn registration_and_watch_survive_etcd_restarts_with_and_without_data() {
         etcd.kill();
         tokio::time::sleep(ttl + Duration::from_secs(1)).await;
         let restarted = Instant::now();
-        etcd.restart_with_fresh_data().await;
+        etcd.restart_with_fresh_data();
         let limit = Duration::from_secs(15);
         wait_for_snapshot_with(&mut events, &mut members, &key("r"), "v", limit).await;
         eprintln!(
@@ -314,7 +204,7 @@ async fn registration_and_watch_survive_etcd_restarts_with_and_without_data() {
         etcd.kill();
         tokio::time::sleep(Duration::from_millis(500)).await;
         let restarted = Instant::now();
-        etcd.restart_with_same_data().await;
+        etcd.restart_with_same_data();
         wait_for_snapshot_with(&mut events, &mut members, &key("r"), "v", limit).await;
         eprintln!(
             "same data: seen again {:?} after restart",

@@ -86,7 +86,8 @@ async fn read_events(gateway: Weak<Gateway>, id: String, endpoints: KvEventsEndp
         };
         match event {
             SubscriberEvent::Batch { batch, .. } => {
-                let changes: Vec<IndexEvent> = batch.events.into_iter().map(index_event).collect();
+                let changes: Vec<IndexEvent> =
+                    batch.events.into_iter().filter_map(index_event).collect();
                 gateway.core().apply_events(&id, &changes);
             }
             SubscriberEvent::Lost { from, to } => {
@@ -109,10 +110,22 @@ async fn read_events(gateway: Weak<Gateway>, id: String, endpoints: KvEventsEndp
     }
 }
 
-fn index_event(event: WireEvent) -> IndexEvent {
+/// The change to the index, for events about the tier attention reads (vLLM's `"GPU"`;
+/// events without a medium come from publishers that have one tier). Blocks offloaded to
+/// another tier (vLLM's `"CPU"`) are not counted as cached.
+fn index_event(event: WireEvent) -> Option<IndexEvent> {
+    let attention_tier = |medium: &Option<String>| {
+        medium
+            .as_deref()
+            .is_none_or(|m| m == brisk_kv_events::wire::MEDIUM)
+    };
     match event {
-        WireEvent::Stored { hashes, .. } => IndexEvent::Stored(hashes),
-        WireEvent::Removed { hashes, .. } => IndexEvent::Removed(hashes),
-        WireEvent::AllCleared => IndexEvent::Cleared,
+        WireEvent::Stored { hashes, medium, .. } => {
+            attention_tier(&medium).then_some(IndexEvent::Stored(hashes))
+        }
+        WireEvent::Removed { hashes, medium } => {
+            attention_tier(&medium).then_some(IndexEvent::Removed(hashes))
+        }
+        WireEvent::AllCleared => Some(IndexEvent::Cleared),
     }
 }

@@ -8,8 +8,9 @@
 //! - On the first message (sequence `s`), if a replay endpoint is given, the subscriber asks
 //!   it for everything from 0 and delivers `0..s` before `s`. A publisher's stream starts
 //!   with the cache empty (brisk records `AllBlocksCleared` first), so batches from 0 rebuild
-//!   the whole cache. What the replay no longer holds (its buffer moved on) or when there is
-//!   no replay endpoint, is reported as [`SubscriberEvent::Lost`].
+//!   the whole cache (vLLM's starts empty too). What the replay no longer holds (its buffer
+//!   moved on), or all of `0..s` when there is no replay endpoint, is reported as
+//!   [`SubscriberEvent::Lost`].
 //! - Whenever a sequence number jumps past the last one plus one, it asks for the gap the
 //!   same way; whatever the replay cannot supply is [`SubscriberEvent::Lost`].
 //! - A sequence number at or below the last one is a new publisher (vLLM's protocol has no

@@ -252,9 +252,12 @@ async fn garbage_is_skipped_and_reported_and_the_valid_batch_delivered() {
     assert_eq!(events[5], delivered(bad + 1, bad + 1));
 }
 
+/// The batches a raw replay socket holds: `(seq, payload)`.
+type Held = Arc<Mutex<Vec<(u64, Vec<u8>)>>>;
+
 /// A raw ROUTER answering replays as vLLM does (`[seq, payload]` after the delimiter) from
 /// `held`, or never when `answer` is false.
-async fn raw_replay(held: Arc<Mutex<Vec<(u64, Vec<u8>)>>>, answer: bool) -> String {
+async fn raw_replay(held: Held, answer: bool) -> String {
     let mut router = RouterSocket::new();
     let endpoint = router.bind("tcp://127.0.0.1:0").await.unwrap().to_string();
     tokio::spawn(async move {

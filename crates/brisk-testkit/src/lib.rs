@@ -9,6 +9,7 @@
 //! - [`CountingBackend`]: a model-free backend for scheduler, engine and profiler tests.
 #![deny(missing_docs)]
 
+pub mod etcd;
 mod mock;
 mod tiny;
 

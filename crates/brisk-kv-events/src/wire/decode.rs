@@ -271,7 +271,7 @@ fn event_from_array(r: &mut Reader<'_>, n: usize) -> Result<Option<WireEvent>, D
             }
             let hashes = hashes(r)?;
             let medium = if n > 1 { text(r, "medium")? } else { None };
-            skip_n(r, n - n.min(2))?;
+            skip_n(r, n.saturating_sub(2))?;
             WireEvent::Removed { hashes, medium }
         }
         Head::Str(b"AllBlocksCleared") => {
