@@ -183,7 +183,7 @@ async fn relay_whole(response: reqwest::Response, replica: &str) -> Response {
 }
 
 /// The answer's headers the client sees: its type, `Retry-After`, and which replica served.
-fn relayed_headers(from: &reqwest::header::HeaderMap, replica: &str) -> HeaderMap {
+fn relayed_headers(from: &HeaderMap, replica: &str) -> HeaderMap {
     let mut out = HeaderMap::new();
     for name in [
         header::CONTENT_TYPE,
@@ -492,11 +492,36 @@ async fn attempt_on(
         return Attempt::Answer(relay_whole(response, &replica).await);
     }
     if stream {
-        count("ok");
-        return Attempt::Answer(relay_stream(guard, response, arrival));
+        return match open_stream(response).await {
+            Ok((first, rest, headers)) => {
+                count("ok");
+                guard.first_token();
+                gateway
+                    .metrics
+                    .ttft
+                    .observe(arrival.elapsed().as_secs_f64());
+                Attempt::Answer(relay_stream(guard, status, headers, first, rest, arrival))
+            }
+            Err(e) => {
+                count("error");
+                guard.failed = true;
+                tracing::warn!(replica, "stream refused: {e}");
+                Attempt::Retry {
+                    last: bad_gateway("the replica's stream was not valid"),
+                }
+            }
+        };
     }
     let headers = relayed_headers(response.headers(), &replica);
     match response.bytes().await {
+        Ok(bytes) if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() => {
+            count("error");
+            guard.failed = true;
+            tracing::warn!(replica, "answer is not JSON");
+            Attempt::Retry {
+                last: bad_gateway("the replica's answer was not valid JSON"),
+            }
+        }
         Ok(bytes) => {
             count("ok");
             guard.first_token();
@@ -511,41 +536,59 @@ async fn attempt_on(
             guard.failed = true;
             tracing::warn!(replica, "answer broke off: {e}");
             Attempt::Retry {
-                last: ApiError {
-                    status: StatusCode::BAD_GATEWAY,
-                    message: "the replica's answer broke off".into(),
-                    param: None,
-                    code: Some("replica_failed"),
-                }
-                .into_response(),
+                last: bad_gateway("the replica's answer broke off"),
             }
         }
     }
 }
 
-/// Relays a server-sent event stream chunk by chunk. If the replica's stream breaks off, the
-/// client gets an OpenAI error event and the end of the stream.
-fn relay_stream(guard: Routed, response: reqwest::Response, arrival: Instant) -> Response {
-    let status = response.status();
-    let headers = relayed_headers(response.headers(), &guard.replica);
-    let upstream = response.bytes_stream();
-    let state = (upstream, Some(guard), false);
-    let body = futures_util::stream::unfold(
-        state,
-        move |(mut upstream, mut guard, mut seen)| async move {
+fn bad_gateway(message: &str) -> Response {
+    ApiError {
+        status: StatusCode::BAD_GATEWAY,
+        message: message.into(),
+        param: None,
+        code: Some("replica_failed"),
+    }
+    .into_response()
+}
+
+type Upstream = futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>;
+
+/// Reads a stream's first chunk, which must be a server-sent event: a replica that answers
+/// garbage is retried elsewhere before the client has seen anything.
+async fn open_stream(response: reqwest::Response) -> Result<(Bytes, Upstream, HeaderMap), String> {
+    let headers = response.headers().clone();
+    let mut upstream: Upstream = response.bytes_stream().boxed();
+    let first = match upstream.next().await {
+        Some(Ok(chunk)) => chunk,
+        Some(Err(e)) => return Err(e.to_string()),
+        None => return Err("the stream ended before any event".into()),
+    };
+    if !(first.starts_with(b"data:") || first.starts_with(b":") || first.starts_with(b"event:")) {
+        return Err("the stream does not start with a server-sent event".into());
+    }
+    Ok((first, upstream, headers))
+}
+
+/// Relays a server-sent event stream chunk by chunk, its first chunk already read. If the
+/// replica's stream breaks off, the client gets an OpenAI error event and the end of the
+/// stream.
+fn relay_stream(
+    guard: Routed,
+    status: StatusCode,
+    upstream_headers: HeaderMap,
+    first: Bytes,
+    rest: Upstream,
+    arrival: Instant,
+) -> Response {
+    let headers = relayed_headers(&upstream_headers, &guard.replica);
+    let head = futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(first) });
+    let tail = futures_util::stream::unfold(
+        (rest, Some(guard)),
+        move |(mut rest, mut guard)| async move {
             let g = guard.as_mut()?;
-            match upstream.next().await {
-                Some(Ok(chunk)) => {
-                    if !seen {
-                        seen = true;
-                        g.first_token();
-                        g.gateway
-                            .metrics
-                            .ttft
-                            .observe(arrival.elapsed().as_secs_f64());
-                    }
-                    Some((Ok::<Bytes, std::io::Error>(chunk), (upstream, guard, seen)))
-                }
+            match rest.next().await {
+                Some(Ok(chunk)) => Some((Ok(chunk), (rest, guard))),
                 Some(Err(e)) => {
                     g.failed = true;
                     g.gateway
@@ -558,7 +601,7 @@ fn relay_stream(guard: Routed, response: reqwest::Response, arrival: Instant) ->
                     "message": "the replica serving this request failed mid-stream",
                     "type": "server_error", "param": null, "code": "replica_failed"}});
                     let chunk = Bytes::from(format!("data: {event}\n\ndata: [DONE]\n\n"));
-                    Some((Ok(chunk), (upstream, None, seen)))
+                    Some((Ok(chunk), (rest, None)))
                 }
                 None => {
                     let m = &g.gateway.metrics;
@@ -569,5 +612,5 @@ fn relay_stream(guard: Routed, response: reqwest::Response, arrival: Instant) ->
             }
         },
     );
-    (status, headers, Body::from_stream(body)).into_response()
+    (status, headers, Body::from_stream(head.chain(tail))).into_response()
 }

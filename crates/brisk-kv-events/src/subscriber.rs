@@ -5,8 +5,12 @@
 //! brisk's router keeps, per replica, an index of the blocks that replica has cached; it
 //! needs the whole current state, not just what happens after it connects. So:
 //!
-//! - On the first message (sequence `s`), if a replay endpoint is given, the subscriber asks
-//!   it for everything from 0 and delivers `0..s` before `s`. A publisher's stream starts
+//! - As soon as it has subscribed, if a replay endpoint is given, the subscriber asks it for
+//!   everything it holds from 0 and delivers it (an idle publisher sends nothing live, and
+//!   the consumer should not have to wait for a change to learn the cache); live batches
+//!   the replay already covered are skipped.
+//! - On the first live message (sequence `s`) not covered that way, it asks the replay
+//!   socket for `0..s` and delivers it before `s`. A publisher's stream starts
 //!   with the cache empty (brisk records `AllBlocksCleared` first), so batches from 0 rebuild
 //!   the whole cache (vLLM's starts empty too). What the replay no longer holds (its buffer
 //!   moved on), or all of `0..s` when there is no replay endpoint, is reported as
@@ -197,6 +201,7 @@ impl Subscriber {
         mut socket: SubSocket,
         mut monitor: futures_channel::mpsc::Receiver<SocketEvent>,
     ) -> Result<(), Closed> {
+        self.catch_up().await?;
         loop {
             let message = match socket.recv().await {
                 Ok(message) => message,
@@ -222,9 +227,48 @@ impl Subscriber {
         }
     }
 
+    /// Right after subscribing, fetches the whole history the replay socket holds, so that
+    /// the consumer knows the publisher's cache without waiting for it to change (an idle
+    /// replica publishes nothing). What the replay no longer holds from 0 is reported lost.
+    async fn catch_up(&mut self) -> Result<(), Closed> {
+        let Some(endpoint) = &self.config.replay else {
+            return Ok(());
+        };
+        let replayed = replay::request(
+            endpoint,
+            self.config.topic.as_bytes(),
+            0..u64::MAX,
+            self.config.replay_timeout,
+        )
+        .await;
+        for reason in replayed.malformed {
+            self.send(SubscriberEvent::Malformed { reason }).await?;
+        }
+        let mut last = None;
+        for (seq, payload) in replayed.batches {
+            if last.is_some_and(|l| seq <= l) {
+                continue;
+            }
+            let from = last.map_or(0, |l| l + 1);
+            if seq > from {
+                self.send(SubscriberEvent::Lost { from, to: seq - 1 })
+                    .await?;
+            }
+            self.deliver(seq, &payload).await?;
+            last = Some(seq);
+        }
+        if let Some(last) = last {
+            self.sequencer.caught_up(last);
+        }
+        Ok(())
+    }
+
     /// A live batch: first whatever came before it, then the batch.
     async fn on_batch(&mut self, seq: u64, payload: Bytes) -> Result<(), Closed> {
         let plan = self.sequencer.next(seq);
+        if plan.duplicate {
+            return Ok(());
+        }
         if plan.restarted {
             self.send(SubscriberEvent::Restarted).await?;
         }

@@ -12,11 +12,16 @@ pub(crate) struct Sequencer {
     last: Option<u64>,
     /// The connection dropped since the last message: the publisher may have restarted.
     reconnected: bool,
+    /// Caught up by replay to this sequence: live batches up to it (sent while the replay
+    /// ran) are duplicates, until the first newer one.
+    replayed_to: Option<u64>,
 }
 
 /// What must happen before a live batch is delivered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Plan {
+    /// Already delivered by the catch-up replay: skip it.
+    pub(crate) duplicate: bool,
     /// The sequence went back: a new publisher, whose batches start a new stream.
     pub(crate) restarted: bool,
     /// Batches of this stream published before this one that this subscriber has not seen.
@@ -35,6 +40,16 @@ impl Sequencer {
     /// went back, or any jump right after a reconnection: a restarted publisher may already
     /// be past the old sequence, and a gap in an old one is as well served from 0.
     pub(crate) fn next(&mut self, seq: u64) -> Plan {
+        if let Some(replayed_to) = self.replayed_to {
+            if seq <= replayed_to && !self.reconnected {
+                return Plan {
+                    duplicate: true,
+                    restarted: false,
+                    missing: None,
+                };
+            }
+            self.replayed_to = None;
+        }
         let (restarted, from) = match self.last {
             None => (false, 0),
             Some(last) if seq <= last => (true, 0),
@@ -44,9 +59,16 @@ impl Sequencer {
         self.last = Some(seq);
         self.reconnected = false;
         Plan {
+            duplicate: false,
             restarted,
             missing: (from < seq).then_some(from..seq),
         }
+    }
+
+    /// Notes that a replay on connecting delivered the stream up to `last`.
+    pub(crate) fn caught_up(&mut self, last: u64) {
+        self.last = Some(last);
+        self.replayed_to = Some(last);
     }
 }
 
@@ -97,7 +119,22 @@ mod tests {
     }
 
     fn plan(restarted: bool, missing: Option<Range<u64>>) -> Plan {
-        Plan { restarted, missing }
+        Plan {
+            duplicate: false,
+            restarted,
+            missing,
+        }
+    }
+
+    #[test]
+    fn after_catching_up_live_duplicates_are_skipped_until_a_newer_batch() {
+        let mut s = Sequencer::default();
+        s.caught_up(4);
+        assert!(s.next(3).duplicate);
+        assert!(s.next(4).duplicate);
+        assert_eq!(s.next(5), plan(false, None));
+        // Past the catch-up, going back is a restart again.
+        assert_eq!(s.next(2), plan(true, Some(0..2)));
     }
 
     #[test]

@@ -33,13 +33,24 @@ pub fn start_model(
     envs: &[(&str, &str)],
     marker: &'static str,
 ) -> Server {
+    let mut command = vec!["serve", "--port", "0", "--model", model.to_str().unwrap()];
+    if !args.contains(&"--kv-cache-tokens") {
+        command.extend(["--kv-cache-tokens", "8192"]);
+    }
+    command.extend(args);
+    start_brisk(&command, envs, marker)
+}
+
+/// `brisk route` over `args`, returned once it routes.
+pub fn start_router(args: &[&str]) -> Server {
+    let mut command = vec!["route", "--port", "0"];
+    command.extend(args);
+    start_brisk(&command, &[], "routing on http://")
+}
+
+/// Runs `brisk` with `args` and returns once it prints `marker` followed by its address.
+pub fn start_brisk(args: &[&str], envs: &[(&str, &str)], marker: &'static str) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_brisk"))
-        .args(["serve", "--port", "0", "--model", model.to_str().unwrap()])
-        .args(if args.contains(&"--kv-cache-tokens") {
-            &[][..]
-        } else {
-            &["--kv-cache-tokens", "8192"][..]
-        })
         .args(args)
         .envs(envs.iter().copied())
         .env_remove("BRISK_LOG")
@@ -70,7 +81,11 @@ pub fn start_model(
         .recv_timeout(Duration::from_secs(180))
         .unwrap_or_else(|_| {
             let _ = child.kill();
-            panic!("brisk serve did not start:\n{}", stderr.lock().unwrap())
+            panic!(
+                "brisk {} did not start:\n{}",
+                args[0],
+                stderr.lock().unwrap()
+            )
         });
     Server {
         child,

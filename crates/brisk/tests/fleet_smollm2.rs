@@ -1,0 +1,302 @@
+//! `brisk route` in front of real `brisk serve` replicas with the real SmolLM2 model, found
+//! through a real etcd or listed: membership follows leases (a killed replica leaves within
+//! its lease, a new one joins, an etcd restart loses nothing for long), requests follow the
+//! blocks the replicas report in their KV events, and replicas that fail or answer garbage
+//! are retried around and isolated.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use brisk_testkit::etcd::Etcd;
+use common::{call, start, start_router, Server};
+
+const ONE_THREAD: &[(&str, &str)] = &[("BRISK_THREADS", "1")];
+const EVENTS: &str =
+    r#"{"enable_kv_cache_events": true, "endpoint": "tcp://*:0", "replay_endpoint": "tcp://*:0"}"#;
+
+fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn metrics(router: &Server) -> String {
+    call(router.addr, "GET", "/metrics", None, "").1
+}
+
+/// A per-replica gauge of the router, if the replica is a member.
+fn gauge(metrics: &str, name: &str, replica: &str) -> Option<f64> {
+    let prefix = format!("{name}{{replica=\"{replica}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+fn is_available(router: &Server, replica: &str) -> bool {
+    gauge(&metrics(router), "brisk_router_replica_available", replica) == Some(1.0)
+}
+
+fn is_member(router: &Server, replica: &str) -> bool {
+    gauge(&metrics(router), "brisk_router_replica_available", replica).is_some()
+}
+
+/// A chat request through `addr`: its status and the replica that served it.
+fn chat(addr: SocketAddr, system: &str, question: &str) -> (u16, String) {
+    let body = serde_json::json!({
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}],
+        "max_tokens": 4, "temperature": 0,
+    });
+    let (status, text) = call(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        None,
+        &body.to_string(),
+    );
+    let served_by = text
+        .lines()
+        .find_map(|l| l.strip_prefix("x-brisk-replica: "))
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    (status, served_by)
+}
+
+fn etcd_key(replica: &Server) -> String {
+    format!("brisk/replicas/{}", replica.addr)
+}
+
+fn url(replica: &Server) -> String {
+    format!("http://{}", replica.addr)
+}
+
+fn prefix_hits(replica: &Server) -> f64 {
+    let (_, text) = call(replica.addr, "GET", "/metrics", None, "");
+    text.lines()
+        .find_map(|l| l.strip_prefix("brisk_prefix_cache_hits_total "))
+        .expect("the counter")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn smollm2_replicas_join_and_leave_through_etcd_and_the_router_outlives_etcd_restarts() {
+    let mut etcd = Etcd::start();
+    let endpoint = etcd.endpoint();
+    let replica = || start(&["--etcd", &endpoint, "--etcd-ttl", "2"], ONE_THREAD);
+    let a = replica();
+    let router = start_router(&["--etcd", &endpoint, "--health-interval", "0.2"]);
+    wait_until(Duration::from_secs(10), "a joins", || {
+        is_available(&router, &etcd_key(&a))
+    });
+    assert_eq!(chat(router.addr, "Be brief.", "Hi"), (200, etcd_key(&a)));
+
+    let b = replica();
+    wait_until(Duration::from_secs(10), "b joins", || {
+        is_available(&router, &etcd_key(&b))
+    });
+
+    // SIGKILL: no goodbye; the lease (2 s) runs out.
+    let a_key = etcd_key(&a);
+    let killed = Instant::now();
+    drop(a);
+    wait_until(Duration::from_secs(6), "a leaves", || {
+        !is_member(&router, &a_key)
+    });
+    eprintln!("a left the rotation {:?} after SIGKILL", killed.elapsed());
+    for q in ["One", "Two", "Three"] {
+        assert_eq!(chat(router.addr, "Be brief.", q), (200, etcd_key(&b)));
+    }
+
+    // etcd loses everything: b registers again, the router's watch resumes, and a replica
+    // registering in the new etcd joins.
+    etcd.restart_with_fresh_data();
+    let c = replica();
+    wait_until(Duration::from_secs(15), "b and c are members", || {
+        is_available(&router, &etcd_key(&b)) && is_available(&router, &etcd_key(&c))
+    });
+    assert_eq!(chat(router.addr, "Be brief.", "Four").0, 200);
+
+    // A replica shutting down leaves at once (it revokes its lease), before it exits.
+    let c_key = etcd_key(&c);
+    c.signal("TERM");
+    wait_until(Duration::from_secs(3), "c leaves on SIGTERM", || {
+        !is_member(&router, &c_key)
+    });
+}
+
+#[test]
+fn smollm2_requests_follow_the_blocks_replicas_report() {
+    let a = start(&["--kv-events-config", EVENTS], ONE_THREAD);
+    let b = start(&["--kv-events-config", EVENTS], ONE_THREAD);
+    // Idle replicas tie and the router then picks the first by name: cache the prompt on
+    // the other one, before the router exists, so only its KV events (replayed from the
+    // start when the router subscribes) can send requests there.
+    let (first, holder) = if url(&a) < url(&b) { (a, b) } else { (b, a) };
+    let system = "You are a careful assistant for a hardware shop. ".repeat(12);
+    assert_eq!(chat(holder.addr, &system, "Hello").0, 200);
+    let hits_before = prefix_hits(&holder);
+
+    let router = start_router(&["--replica", &url(&first), "--replica", &url(&holder)]);
+    wait_until(
+        Duration::from_secs(10),
+        "the router learns the cached blocks",
+        || {
+            gauge(
+                &metrics(&router),
+                "brisk_router_indexed_blocks",
+                &url(&holder),
+            )
+            .is_some_and(|n| n >= 6.0)
+                && is_available(&router, &url(&first))
+        },
+    );
+    for q in [
+        "Do you sell drills?",
+        "Where is the shop?",
+        "Are you open today?",
+    ] {
+        assert_eq!(chat(router.addr, &system, q), (200, url(&holder)), "{q}");
+    }
+    assert!(prefix_hits(&holder) >= hits_before + 3.0);
+    assert_eq!(prefix_hits(&first), 0.0);
+    let m = metrics(&router);
+    let counter = |name: &str| -> f64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let hit_rate =
+        counter("brisk_router_cached_tokens_total") / counter("brisk_router_prompt_tokens_total");
+    assert!(hit_rate > 0.8, "predicted hit rate {hit_rate}\n{m}");
+}
+
+/// A replica that describes itself like `model` (but faster) and answers generation
+/// requests badly.
+struct FakeReplica {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl FakeReplica {
+    fn start(model: &Server, answer: &'static str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_, text) = call(model.addr, "GET", "/internal/v1/replica", None, "");
+        let body = text.split("\r\n\r\n").nth(1).unwrap().to_owned();
+        let mut info: serde_json::Value = serde_json::from_str(&body).unwrap();
+        info["url"] = format!("http://{addr}").into();
+        info["kv_events"] = serde_json::Value::Null;
+        // It claims to be very fast, so the router prefers it while it is not isolated.
+        info["latency"] = serde_json::json!({
+            "base_s": 1e-6, "per_prefill_token_s": 1e-9, "per_decode_seq_s": 0.0,
+            "per_decode_context_token_s": 0.0, "per_prefill_attention_pair_s": 0.0,
+        });
+        let info = info.to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        listener.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            while !stopping.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => answer_one(conn, &info, answer),
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Self { addr, stop }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for FakeReplica {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn answer_one(conn: TcpStream, info: &str, answer: &str) {
+    conn.set_nonblocking(false).unwrap();
+    let mut reader = BufReader::new(conn);
+    let mut request_line = String::new();
+    let _ = reader.read_line(&mut request_line);
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    let _ = reader.read_exact(&mut body);
+    let (status, body) = if request_line.starts_with("GET /internal/v1/replica") {
+        ("200 OK", info)
+    } else if request_line.contains("/render") {
+        ("500 Internal Server Error", "{}")
+    } else {
+        answer.split_once('|').unwrap()
+    };
+    let mut conn = reader.into_inner();
+    let _ = write!(
+        conn,
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+#[test]
+fn smollm2_failing_and_garbage_replicas_are_retried_around_and_isolated() {
+    let good = start(&[], ONE_THREAD);
+    let failing = FakeReplica::start(&good, "500 Internal Server Error|{\"error\": {}}");
+    let garbage = FakeReplica::start(&good, "200 OK|<html>not an answer</html>");
+    let router = start_router(&[
+        "--replica",
+        &failing.url(),
+        "--replica",
+        &garbage.url(),
+        "--replica",
+        &url(&good),
+        "--health-interval",
+        "0.2",
+    ]);
+    wait_until(Duration::from_secs(10), "all three join", || {
+        let m = metrics(&router);
+        [failing.url(), garbage.url(), url(&good)]
+            .iter()
+            .all(|r| gauge(&m, "brisk_router_replica_available", r) == Some(1.0))
+    });
+    for i in 0..8 {
+        let (status, by) = chat(router.addr, "Be brief.", &format!("Question {i}"));
+        assert_eq!(
+            (status, by.as_str()),
+            (200, url(&good).as_str()),
+            "request {i}"
+        );
+    }
+    let m = metrics(&router);
+    for bad in [failing.url(), garbage.url()] {
+        assert_eq!(
+            gauge(&m, "brisk_router_replica_available", &bad),
+            Some(0.0),
+            "{bad} is isolated:\n{m}"
+        );
+    }
+}
