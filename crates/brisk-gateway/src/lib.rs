@@ -18,9 +18,11 @@
 //! per-replica block index exact. Health checks feed each replica's circuit breaker.
 
 mod events;
+mod failover;
 mod membership;
 mod metrics;
 mod proxy;
+mod relay;
 pub use proxy::app;
 mod state;
 

@@ -25,6 +25,8 @@ pub struct GatewayMetrics {
     pub cached_tokens: IntCounter,
     /// Prompts routed by their text (no replica could render them).
     pub text_routed: IntCounter,
+    /// Streams whose replica failed mid-stream: `continued` elsewhere or `failed`.
+    pub failovers: IntCounterVec,
     /// The predicted TTFT of each decision.
     pub predicted_ttft: Histogram,
     /// Per replica, filled at scrape time: requests outstanding.
@@ -93,6 +95,11 @@ impl GatewayMetrics {
             text_routed: counter(
                 "brisk_router_text_routed_total",
                 "Prompts routed by their text because no replica could render them",
+            ),
+            failovers: counter_vec(
+                "brisk_router_failovers_total",
+                "Streams whose replica failed mid-stream, by whether another continued them",
+                &["result"],
             ),
             predicted_ttft: histogram(
                 "brisk_router_predicted_ttft_seconds",

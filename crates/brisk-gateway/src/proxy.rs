@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -18,7 +18,26 @@ use brisk_types::TokenId;
 use futures_util::StreamExt;
 use serde_json::Value;
 
+use crate::relay::Relay;
 use crate::state::Gateway;
+
+/// What a generation request's answer needs beyond its first attempt: its kind, its body
+/// and rendered prompt (to continue it elsewhere), the caller's headers and arrival.
+#[derive(Debug)]
+pub(crate) struct StreamContext {
+    /// A chat completion (else a completion).
+    pub(crate) chat: bool,
+    /// Answered as server-sent events.
+    pub(crate) stream: bool,
+    /// The request body.
+    pub(crate) request: Value,
+    /// Its rendered prompt, when a replica rendered it.
+    pub(crate) prompt: Option<Vec<TokenId>>,
+    /// The caller's headers.
+    pub(crate) headers: HeaderMap,
+    /// When it arrived.
+    pub(crate) arrival: Instant,
+}
 
 /// The gateway's routes.
 pub fn app(gateway: Arc<Gateway>) -> Router {
@@ -102,7 +121,7 @@ fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
 }
 
 /// The replicas to try for a request that any of them can answer, best first.
-fn available_replicas(gateway: &Gateway) -> Vec<String> {
+pub(crate) fn available_replicas(gateway: &Gateway) -> Vec<String> {
     let now = gateway.now();
     let core = gateway.core();
     let mut ids: Vec<(usize, String)> = core
@@ -153,7 +172,7 @@ async fn forward_any(
 
 /// The headers passed on to a replica: the body's type, the caller's credentials and
 /// request id.
-fn forwarded_headers(headers: &HeaderMap) -> HeaderMap {
+pub(crate) fn forwarded_headers(headers: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::new();
     for name in [header::CONTENT_TYPE, header::AUTHORIZATION] {
         if let Some(v) = headers.get(&name) {
@@ -183,7 +202,7 @@ async fn relay_whole(response: reqwest::Response, replica: &str) -> Response {
 }
 
 /// The answer's headers the client sees: its type, `Retry-After`, and which replica served.
-fn relayed_headers(from: &HeaderMap, replica: &str) -> HeaderMap {
+pub(crate) fn relayed_headers(from: &HeaderMap, replica: &str) -> HeaderMap {
     let mut out = HeaderMap::new();
     for name in [
         header::CONTENT_TYPE,
@@ -246,7 +265,7 @@ async fn render(gateway: &Gateway, path: &str, headers: &HeaderMap, body: &Bytes
 }
 
 /// Token ids from a render answer: a list, or the first of a list of lists.
-fn token_ids(value: &Value) -> Option<Vec<TokenId>> {
+pub(crate) fn token_ids(value: &Value) -> Option<Vec<TokenId>> {
     let list = value.as_array()?;
     let list = match list.first() {
         Some(Value::Array(first)) => first,
@@ -286,15 +305,15 @@ fn ttft_slo(gateway: &Gateway, body: &Value) -> Option<f64> {
 
 /// Keeps the router core's account of a routed request: finished when dropped (a client
 /// that went away is not the replica's fault), failed when told.
-struct Routed {
-    gateway: Arc<Gateway>,
-    key: RequestKey,
-    replica: String,
-    failed: bool,
+pub(crate) struct Routed {
+    pub(crate) gateway: Arc<Gateway>,
+    pub(crate) key: RequestKey,
+    pub(crate) replica: String,
+    pub(crate) failed: bool,
 }
 
 impl Routed {
-    fn first_token(&self) {
+    pub(crate) fn first_token(&self) {
         self.gateway.core().first_token(self.key);
     }
 }
@@ -347,12 +366,19 @@ async fn generate(
             (None, prompt_text(&json))
         }
     };
-    let prompt = match &tokens {
+    let slo = ttft_slo(&gateway, &json);
+    let ctx = Arc::new(StreamContext {
+        chat: path == "/v1/chat/completions",
+        stream: json["stream"].as_bool().unwrap_or(false),
+        request: json,
+        prompt: tokens,
+        headers,
+        arrival,
+    });
+    let prompt = match &ctx.prompt {
         Some(t) => Prompt::Tokens(t),
         None => Prompt::Text(&text),
     };
-    let stream = json["stream"].as_bool().unwrap_or(false);
-    let slo = ttft_slo(&gateway, &json);
     let mut exclude: Vec<String> = Vec::new();
     let mut last: Option<Response> = None;
     for attempt in 0..gateway.cfg.max_attempts.max(1) {
@@ -384,7 +410,7 @@ async fn generate(
             replica: choice.replica,
             failed: false,
         };
-        match attempt_on(guard, path, &headers, &body, stream, arrival).await {
+        match attempt_on(guard, &ctx, &exclude, path, &body).await {
             Attempt::Answer(response) => return response,
             Attempt::Retry { last: response } => last = Some(response),
         }
@@ -397,7 +423,7 @@ async fn generate(
     last.unwrap_or_else(|| ApiError::unavailable("no replica is available").into_response())
 }
 
-fn record_choice(gateway: &Gateway, choice: &Choice) {
+pub(crate) fn record_choice(gateway: &Gateway, choice: &Choice) {
     let m = &gateway.metrics;
     m.prompt_tokens.inc_by(choice.prompt_tokens as u64);
     m.cached_tokens.inc_by(choice.cached_tokens as u64);
@@ -424,12 +450,12 @@ fn refused(gateway: &Gateway, refusal: &Refusal) -> ApiError {
 /// a retry.
 async fn attempt_on(
     mut guard: Routed,
+    ctx: &Arc<StreamContext>,
+    tried: &[String],
     path: &str,
-    headers: &HeaderMap,
     body: &Bytes,
-    stream: bool,
-    arrival: Instant,
 ) -> Attempt {
+    let (headers, arrival) = (&ctx.headers, ctx.arrival);
     let gateway = Arc::clone(&guard.gateway);
     let replica = guard.replica.clone();
     let count = |result: &str| {
@@ -491,7 +517,7 @@ async fn attempt_on(
             .inc();
         return Attempt::Answer(relay_whole(response, &replica).await);
     }
-    if stream {
+    if ctx.stream {
         return match open_stream(response).await {
             Ok((first, rest, headers)) => {
                 count("ok");
@@ -500,7 +526,9 @@ async fn attempt_on(
                     .metrics
                     .ttft
                     .observe(arrival.elapsed().as_secs_f64());
-                Attempt::Answer(relay_stream(guard, status, headers, first, rest, arrival))
+                let headers = relayed_headers(&headers, &replica);
+                let relay = Relay::new(Arc::clone(ctx), tried.to_vec(), guard, first, rest);
+                Attempt::Answer((status, headers, relay.into_body()).into_response())
             }
             Err(e) => {
                 count("error");
@@ -552,11 +580,13 @@ fn bad_gateway(message: &str) -> Response {
     .into_response()
 }
 
-type Upstream = futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>;
+pub(crate) type Upstream = futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>;
 
 /// Reads a stream's first chunk, which must be a server-sent event: a replica that answers
 /// garbage is retried elsewhere before the client has seen anything.
-async fn open_stream(response: reqwest::Response) -> Result<(Bytes, Upstream, HeaderMap), String> {
+pub(crate) async fn open_stream(
+    response: reqwest::Response,
+) -> Result<(Bytes, Upstream, HeaderMap), String> {
     let headers = response.headers().clone();
     let mut upstream: Upstream = response.bytes_stream().boxed();
     let first = match upstream.next().await {
@@ -568,49 +598,4 @@ async fn open_stream(response: reqwest::Response) -> Result<(Bytes, Upstream, He
         return Err("the stream does not start with a server-sent event".into());
     }
     Ok((first, upstream, headers))
-}
-
-/// Relays a server-sent event stream chunk by chunk, its first chunk already read. If the
-/// replica's stream breaks off, the client gets an OpenAI error event and the end of the
-/// stream.
-fn relay_stream(
-    guard: Routed,
-    status: StatusCode,
-    upstream_headers: HeaderMap,
-    first: Bytes,
-    rest: Upstream,
-    arrival: Instant,
-) -> Response {
-    let headers = relayed_headers(&upstream_headers, &guard.replica);
-    let head = futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(first) });
-    let tail = futures_util::stream::unfold(
-        (rest, Some(guard)),
-        move |(mut rest, mut guard)| async move {
-            let g = guard.as_mut()?;
-            match rest.next().await {
-                Some(Ok(chunk)) => Some((Ok(chunk), (rest, guard))),
-                Some(Err(e)) => {
-                    g.failed = true;
-                    g.gateway
-                        .metrics
-                        .requests
-                        .with_label_values(&["failed"])
-                        .inc();
-                    tracing::warn!(replica = g.replica, "stream broke off: {e}");
-                    let event = serde_json::json!({"error": {
-                    "message": "the replica serving this request failed mid-stream",
-                    "type": "server_error", "param": null, "code": "replica_failed"}});
-                    let chunk = Bytes::from(format!("data: {event}\n\ndata: [DONE]\n\n"));
-                    Some((Ok(chunk), (rest, None)))
-                }
-                None => {
-                    let m = &g.gateway.metrics;
-                    m.e2e.observe(arrival.elapsed().as_secs_f64());
-                    m.requests.with_label_values(&["ok"]).inc();
-                    None
-                }
-            }
-        },
-    );
-    (status, headers, Body::from_stream(head.chain(tail))).into_response()
 }

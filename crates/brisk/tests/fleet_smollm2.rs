@@ -300,3 +300,126 @@ fn smollm2_failing_and_garbage_replicas_are_retried_around_and_isolated() {
         );
     }
 }
+
+/// The `data:` payloads of a stream read to its end over HTTP/1.0 (no chunked encoding),
+/// calling `after_first` once three events have arrived; also returns the response head.
+fn stream_events(
+    addr: SocketAddr,
+    path: &str,
+    body: &str,
+    mut after_first: impl FnMut(&str),
+) -> (String, Vec<String>) {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    write!(
+        conn,
+        "POST {path} HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reader = BufReader::new(conn);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let mut events = Vec::new();
+    let mut called = false;
+    for line in reader.lines() {
+        let Ok(line) = line else { break };
+        if let Some(data) = line.strip_prefix("data: ") {
+            events.push(data.to_owned());
+            if events.len() == 3 && !called {
+                called = true;
+                after_first(&head);
+            }
+        }
+    }
+    (head, events)
+}
+
+#[test]
+fn smollm2_a_replica_killed_mid_stream_leaves_the_clients_stream_whole() {
+    let mut a = start(&[], ONE_THREAD);
+    let mut b = start(&[], ONE_THREAD);
+    let router = start_router(&[
+        "--replica",
+        &url(&a),
+        "--replica",
+        &url(&b),
+        "--health-interval",
+        "0.2",
+    ]);
+    wait_until(Duration::from_secs(10), "both join", || {
+        is_available(&router, &url(&a)) && is_available(&router, &url(&b))
+    });
+    let mut request = serde_json::json!({
+        "messages": [{"role": "user", "content": "Tell me a long story about a dragon and a knight."}],
+        "max_tokens": 64, "temperature": 0, "ignore_eos": true,
+    });
+    // The undisturbed answer.
+    let (status, text) = call(
+        a.addr,
+        "POST",
+        "/v1/chat/completions",
+        None,
+        &request.to_string(),
+    );
+    assert_eq!(status, 200);
+    let whole: serde_json::Value =
+        serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let expected = whole["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    request["stream"] = true.into();
+    request["stream_options"] = serde_json::json!({"include_usage": true});
+    let (a_url, b_url) = (url(&a), url(&b));
+    let mut victim = String::new();
+    let (_, events) = stream_events(
+        router.addr,
+        "/v1/chat/completions",
+        &request.to_string(),
+        |head| {
+            victim = head
+                .lines()
+                .find_map(|l| l.strip_prefix("x-brisk-replica: "))
+                .unwrap()
+                .trim()
+                .to_owned();
+            let server = if victim == a_url { &mut a } else { &mut b };
+            assert!(victim == a_url || victim == b_url);
+            server.child.kill().unwrap();
+        },
+    );
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let mut text = String::new();
+    let mut usage = serde_json::Value::Null;
+    for e in &events[..events.len() - 1] {
+        let v: serde_json::Value = serde_json::from_str(e).unwrap();
+        assert!(v.get("error").is_none(), "error event: {e}");
+        assert_eq!(v["object"], "chat.completion.chunk", "{e}");
+        if let Some(t) = v["choices"][0]["delta"]["content"].as_str() {
+            text.push_str(t);
+        }
+        if !v["usage"].is_null() {
+            usage = v["usage"].clone();
+        }
+    }
+    assert_eq!(
+        text, expected,
+        "greedy output identical to an undisturbed run"
+    );
+    assert_eq!(usage["completion_tokens"], 64, "{usage}");
+    let m = metrics(&router);
+    assert!(
+        m.contains("brisk_router_failovers_total{result=\"continued\"} 1"),
+        "{m}"
+    );
+}
