@@ -81,9 +81,22 @@ pub enum Refusal {
     },
 }
 
+/// How a replica is chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Policy {
+    /// The lowest predicted time to first token (cached prefix, queue, latency model),
+    /// past the hot-spot guard: brisk's policy.
+    #[default]
+    PredictedTtft,
+    /// Each available replica in turn, blind to caches and load: the baseline.
+    RoundRobin,
+}
+
 /// Settings of the router core.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RouterConfig {
+    /// How a replica is chosen.
+    pub policy: Policy,
     /// How long a speculative entry lives on a replica that publishes events, seconds.
     pub speculative_ttl: f64,
     /// How long a routing-history entry lives on a replica that publishes none, seconds.
@@ -103,6 +116,7 @@ pub struct RouterConfig {
 impl Default for RouterConfig {
     fn default() -> Self {
         Self {
+            policy: Policy::PredictedTtft,
             speculative_ttl: 10.0,
             approximate_ttl: 300.0,
             text_block_bytes: 64,
@@ -237,6 +251,8 @@ pub struct RouterCore {
     /// Which replica each routed request went to.
     routed: HashMap<RequestKey, String>,
     next_key: RequestKey,
+    /// Round robin's turn.
+    turn: usize,
 }
 
 impl RouterCore {
@@ -247,6 +263,7 @@ impl RouterCore {
             replicas: BTreeMap::new(),
             routed: HashMap::new(),
             next_key: 1,
+            turn: 0,
         }
     }
 
@@ -307,7 +324,11 @@ impl RouterCore {
 
     /// Chooses a replica for `req` at `now` and records the request there.
     pub fn route(&mut self, req: &RouteRequest<'_>, now: f64) -> Result<Choice, Refusal> {
-        let best = self.best_candidate(req, now).ok_or(Refusal::NoReplica)?;
+        let best = match self.cfg.policy {
+            Policy::PredictedTtft => self.best_candidate(req, now),
+            Policy::RoundRobin => self.next_in_turn(req, now),
+        }
+        .ok_or(Refusal::NoReplica)?;
         if let (Some(slo), true) = (req.ttft_slo, req.reject_unattainable) {
             if best.ttft > slo {
                 return Err(Refusal::Unattainable {
@@ -353,6 +374,23 @@ impl RouterCore {
             cached_tokens,
             predicted_ttft: ttft,
         })
+    }
+
+    /// The next eligible replica in turn (its prediction still computed, for the record).
+    fn next_in_turn(&mut self, req: &RouteRequest<'_>, now: f64) -> Option<Candidate<'_>> {
+        let eligible: Vec<&String> = self
+            .replicas
+            .iter()
+            .filter(|(id, r)| r.breaker.is_closed(now) && !req.exclude.contains(id))
+            .map(|(id, _)| id)
+            .collect();
+        if eligible.is_empty() {
+            return None;
+        }
+        let id = eligible[self.turn % eligible.len()];
+        self.turn = self.turn.wrapping_add(1);
+        let replica = &self.replicas[id];
+        Some(self.candidate(id, replica, req.prompt, now))
     }
 
     /// The eligible replica with the lowest predicted TTFT, past the hot-spot guard.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use brisk_gateway::{Discovery, Gateway, GatewayConfig, Membership};
-use brisk_router::RouterConfig;
+use brisk_router::{Policy, RouterConfig};
 use brisk_scheduler::{LatencyCoefficients, LatencyModel};
 use brisk_server::{AuthSettings, Drain, DEFAULT_MAX_REQUEST_BYTES};
 
@@ -29,6 +29,10 @@ pub struct RouteArgs {
     /// The key prefix replicas register under.
     #[arg(long, env = "BRISK_ETCD_PREFIX", default_value = brisk_gateway::DEFAULT_ETCD_PREFIX)]
     etcd_prefix: String,
+    /// `ttft`: the replica with the lowest predicted time to first token (its cached prefix,
+    /// queue and latency model); `round-robin`: each in turn (a baseline).
+    #[arg(long, env = "BRISK_ROUTER_POLICY", value_enum, default_value_t = RoutePolicy::Ttft)]
+    policy: RoutePolicy,
     /// Latency model JSON (`brisk profile`) for replicas that advertise none. Without it a
     /// nominal model ranks replicas by queued and uncached prompt tokens.
     #[arg(long, env = "BRISK_LATENCY_MODEL")]
@@ -62,6 +66,15 @@ pub struct RouteArgs {
     /// On SIGTERM or SIGINT, seconds to let requests in flight finish.
     #[arg(long, env = "BRISK_SHUTDOWN_TIMEOUT", default_value_t = 30.0, value_parser = parse_positive)]
     shutdown_timeout: f64,
+}
+
+/// `--policy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RoutePolicy {
+    /// Lowest predicted time to first token.
+    Ttft,
+    /// Each replica in turn.
+    RoundRobin,
 }
 
 fn parse_positive(text: &str) -> Result<f64, String> {
@@ -123,6 +136,10 @@ fn config(args: &RouteArgs) -> Result<GatewayConfig> {
     };
     Ok(GatewayConfig {
         router: RouterConfig {
+            policy: match args.policy {
+                RoutePolicy::Ttft => Policy::PredictedTtft,
+                RoutePolicy::RoundRobin => Policy::RoundRobin,
+            },
             hot_spot_slack: args.hot_spot_slack,
             ..RouterConfig::default()
         },

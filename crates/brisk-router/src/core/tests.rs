@@ -187,6 +187,21 @@ fn text_prompts_follow_the_routing_history() {
     assert_eq!(second.cached_tokens, system.len() / 64 * 16);
 }
 
+#[test]
+fn round_robin_takes_each_available_replica_in_turn_whatever_it_caches() {
+    let mut r = RouterCore::new(RouterConfig {
+        policy: Policy::RoundRobin,
+        ..RouterConfig::default()
+    });
+    for i in 0..3 {
+        r.upsert(&format!("r{i}"), spec(true));
+    }
+    let p: Vec<TokenId> = (0..40).collect();
+    r.apply_events("r2", &[IndexEvent::Stored(hashes(&p))]);
+    let seen: Vec<String> = (0..4).map(|_| r.route(&ask(&p), 0.0).unwrap().replica).collect();
+    assert_eq!(seen, ["r0", "r1", "r2", "r0"]);
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Route(u8, u8),
