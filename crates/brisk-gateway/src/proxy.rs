@@ -159,7 +159,7 @@ async fn forward_any(
         let request = gateway
             .client
             .request(method.clone(), format!("{url}{path}"))
-            .headers(forwarded_headers(&headers))
+            .headers(forwarded_headers(&gateway, &headers))
             .body(body.clone());
         match request.send().await {
             Ok(r) if !r.status().is_server_error() => return relay_whole(r, &id).await,
@@ -170,9 +170,9 @@ async fn forward_any(
     ApiError::unavailable("no replica is available").into_response()
 }
 
-/// The headers passed on to a replica: the body's type, the caller's credentials and
-/// request id.
-pub(crate) fn forwarded_headers(headers: &HeaderMap) -> HeaderMap {
+/// The headers passed on to a replica: the body's type, the request id, and credentials —
+/// the gateway's own for replicas (`--replica-api-key`) when it has one, else the caller's.
+pub(crate) fn forwarded_headers(gateway: &Gateway, headers: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::new();
     for name in [header::CONTENT_TYPE, header::AUTHORIZATION] {
         if let Some(v) = headers.get(&name) {
@@ -181,6 +181,9 @@ pub(crate) fn forwarded_headers(headers: &HeaderMap) -> HeaderMap {
     }
     if let Some(v) = headers.get("x-request-id") {
         out.insert("x-request-id", v.clone());
+    }
+    if let Some(auth) = gateway.replica_authorization() {
+        out.insert(header::AUTHORIZATION, auth);
     }
     out
 }
@@ -239,7 +242,7 @@ async fn render(gateway: &Gateway, path: &str, headers: &HeaderMap, body: &Bytes
         let sent = gateway
             .client
             .post(format!("{url}{path}/render"))
-            .headers(forwarded_headers(headers))
+            .headers(forwarded_headers(gateway, headers))
             .body(body.clone())
             .send()
             .await;
@@ -473,7 +476,7 @@ async fn attempt_on(
     let sent = gateway
         .client
         .post(format!("{url}{path}"))
-        .headers(forwarded_headers(headers))
+        .headers(forwarded_headers(&gateway, headers))
         .body(body.clone())
         .send()
         .await;

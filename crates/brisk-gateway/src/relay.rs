@@ -166,7 +166,7 @@ impl Relay {
             let sent = gateway
                 .client
                 .post(format!("{url}/v1/completions"))
-                .headers(forwarded_headers(&self.ctx.headers))
+                .headers(forwarded_headers(&gateway, &self.ctx.headers))
                 .header("content-type", "application/json")
                 .body(body.clone())
                 .send()
@@ -241,7 +241,7 @@ async fn tokenize(
         let answer = gateway
             .client
             .post(format!("{url}/tokenize"))
-            .headers(forwarded_headers(headers))
+            .headers(forwarded_headers(gateway, headers))
             .header("content-type", "application/json")
             .body(body.clone())
             .send()

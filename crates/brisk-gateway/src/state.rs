@@ -32,6 +32,8 @@ pub struct GatewayConfig {
     pub health_interval: Duration,
     /// Who may call the API.
     pub auth: AuthSettings,
+    /// The key the gateway presents to replicas (its probes, and in place of the caller's).
+    pub replica_api_key: Option<String>,
     /// Largest request body accepted, bytes.
     pub max_request_bytes: usize,
 }
@@ -75,6 +77,14 @@ impl Gateway {
             events: crate::events::Subscriptions::default(),
             started: Instant::now(),
         }))
+    }
+
+    /// `Authorization` for requests to replicas, when the gateway has a key for them.
+    pub(crate) fn replica_authorization(&self) -> Option<axum::http::HeaderValue> {
+        let key = self.cfg.replica_api_key.as_deref()?;
+        let mut value = axum::http::HeaderValue::from_str(&format!("Bearer {key}")).ok()?;
+        value.set_sensitive(true);
+        Some(value)
     }
 
     /// Seconds since the gateway started: the router core's clock.

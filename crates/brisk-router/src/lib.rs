@@ -29,7 +29,7 @@ pub mod health;
 pub mod index;
 
 pub use crate::core::{
-    Choice, Policy, Prompt, Refusal, ReplicaLoad, ReplicaSpec, RequestKey, RouteRequest, RouterConfig,
-    RouterCore,
+    Choice, Policy, Prompt, Refusal, ReplicaLoad, ReplicaSpec, RequestKey, RouteRequest,
+    RouterConfig, RouterCore,
 };
 pub use crate::index::IndexEvent;

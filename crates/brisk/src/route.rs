@@ -60,6 +60,10 @@ pub struct RouteArgs {
     /// Require `Authorization: Bearer KEY` (passed on to the replicas).
     #[arg(long, env = "BRISK_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// The key to present to replicas started with `--api-key` (health checks, and in place
+    /// of the caller's on forwarded requests). Default: the router's own `--api-key`.
+    #[arg(long, env = "BRISK_REPLICA_API_KEY", hide_env_values = true)]
+    replica_api_key: Option<String>,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "BRISK_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
     max_request_bytes: usize,
@@ -154,6 +158,10 @@ fn config(args: &RouteArgs) -> Result<GatewayConfig> {
             api_key: args.api_key.clone(),
             protect_health_and_metrics: false,
         },
+        replica_api_key: args
+            .replica_api_key
+            .clone()
+            .or_else(|| args.api_key.clone()),
         max_request_bytes: args.max_request_bytes,
     })
 }

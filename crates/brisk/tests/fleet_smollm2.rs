@@ -423,3 +423,56 @@ fn smollm2_a_replica_killed_mid_stream_leaves_the_clients_stream_whole() {
         "{m}"
     );
 }
+
+#[test]
+fn smollm2_the_router_answers_like_a_replica_errors_and_keys_included() {
+    let replica = start(&["--api-key", "sesame"], ONE_THREAD);
+    let router = start_router(&[
+        "--replica",
+        &url(&replica),
+        "--api-key",
+        "sesame",
+        "--health-interval",
+        "0.2",
+    ]);
+    wait_until(Duration::from_secs(10), "the replica joins", || {
+        is_available(&router, &url(&replica))
+    });
+    let body = r#"{"prompt": "Hello", "max_tokens": 3, "temperature": 0}"#;
+    let (status, text) = call(router.addr, "POST", "/v1/completions", None, body);
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("invalid_api_key"), "{text}");
+    let key = Some("sesame");
+    let (status, via_router) = call(router.addr, "POST", "/v1/completions", key, body);
+    assert_eq!(status, 200, "{via_router}");
+    let (_, direct) = call(replica.addr, "POST", "/v1/completions", key, body);
+    let text_of = |answer: &str| -> serde_json::Value {
+        let v: serde_json::Value =
+            serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        v["choices"][0]["text"].clone()
+    };
+    assert_eq!(text_of(&via_router), text_of(&direct));
+
+    // The replica's own validation, through the router.
+    let (status, text) = call(
+        router.addr,
+        "POST",
+        "/v1/completions",
+        key,
+        r#"{"prompt": "Hello", "temperature": "hot"}"#,
+    );
+    assert_eq!(status, 400, "{text}");
+    let (status, text) = call(router.addr, "POST", "/v1/completions", key, "{not json");
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("invalid_request_body"), "{text}");
+    let (status, text) = call(router.addr, "GET", "/v1/models", key, "");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("SmolLM2"), "{text}");
+    assert_eq!(call(router.addr, "GET", "/nowhere", key, "").0, 404);
+
+    // Without a replica that answers: 503, and not ready.
+    let lonely = start_router(&["--replica", "http://127.0.0.1:9"]);
+    let (status, text) = call(lonely.addr, "POST", "/v1/completions", None, body);
+    assert_eq!(status, 503, "{text}");
+    assert_eq!(call(lonely.addr, "GET", "/ready", None, "").0, 503);
+}

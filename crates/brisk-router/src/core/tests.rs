@@ -198,7 +198,9 @@ fn round_robin_takes_each_available_replica_in_turn_whatever_it_caches() {
     }
     let p: Vec<TokenId> = (0..40).collect();
     r.apply_events("r2", &[IndexEvent::Stored(hashes(&p))]);
-    let seen: Vec<String> = (0..4).map(|_| r.route(&ask(&p), 0.0).unwrap().replica).collect();
+    let seen: Vec<String> = (0..4)
+        .map(|_| r.route(&ask(&p), 0.0).unwrap().replica)
+        .collect();
     assert_eq!(seen, ["r0", "r1", "r2", "r0"]);
 }
 
