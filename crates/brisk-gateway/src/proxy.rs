@@ -478,8 +478,14 @@ async fn attempt_on(
         .post(format!("{url}{path}"))
         .headers(forwarded_headers(&gateway, headers))
         .body(body.clone())
-        .send()
-        .await;
+        .send();
+    let sent = match tokio::time::timeout(gateway.cfg.answer_timeout, sent).await {
+        Ok(sent) => sent.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "no answer within {:?} (--replica-timeout)",
+            gateway.cfg.answer_timeout
+        )),
+    };
     let response = match sent {
         Ok(r) => r,
         Err(e) => {
@@ -521,7 +527,10 @@ async fn attempt_on(
         return Attempt::Answer(relay_whole(response, &replica).await);
     }
     if ctx.stream {
-        return match open_stream(response).await {
+        let opened = tokio::time::timeout(gateway.cfg.answer_timeout, open_stream(response))
+            .await
+            .unwrap_or_else(|_| Err("no first event in time (--replica-timeout)".into()));
+        return match opened {
             Ok((first, rest, headers)) => {
                 count("ok");
                 guard.first_token();

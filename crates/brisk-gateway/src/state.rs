@@ -28,6 +28,9 @@ pub struct GatewayConfig {
     pub retry_backoff: Duration,
     /// Longest wait for a connection to a replica.
     pub connect_timeout: Duration,
+    /// Longest wait for a replica to start answering a generation request (a stream's first
+    /// event; a whole answer otherwise) before it counts as failed and another is tried.
+    pub answer_timeout: Duration,
     /// How often replicas are checked.
     pub health_interval: Duration,
     /// Who may call the API.

@@ -50,6 +50,11 @@ pub struct RouteArgs {
     /// First wait between attempts, milliseconds (doubling).
     #[arg(long, env = "BRISK_RETRY_BACKOFF", default_value_t = 50.0, value_parser = parse_positive)]
     retry_backoff_ms: f64,
+    /// Seconds a replica may take to start answering (a stream's first event, a whole
+    /// answer otherwise) before the request is retried elsewhere and the replica counted as
+    /// failing.
+    #[arg(long, env = "BRISK_REPLICA_TIMEOUT", default_value_t = 300.0, value_parser = parse_positive)]
+    replica_timeout: f64,
     /// Seconds between health checks of each replica.
     #[arg(long, env = "BRISK_HEALTH_INTERVAL", default_value_t = 1.0, value_parser = parse_positive)]
     health_interval: f64,
@@ -153,6 +158,7 @@ fn config(args: &RouteArgs) -> Result<GatewayConfig> {
         max_attempts: args.max_attempts,
         retry_backoff: Duration::from_secs_f64(args.retry_backoff_ms / 1000.0),
         connect_timeout: Duration::from_secs(2),
+        answer_timeout: Duration::from_secs_f64(args.replica_timeout),
         health_interval: Duration::from_secs_f64(args.health_interval),
         auth: AuthSettings {
             api_key: args.api_key.clone(),

@@ -252,7 +252,13 @@ fn answer_one(conn: TcpStream, info: &str, answer: &str) {
     } else if request_line.contains("/render") {
         ("500 Internal Server Error", "{}")
     } else {
-        answer.split_once('|').unwrap()
+        let (status, body) = answer.split_once('|').unwrap();
+        if let Some(body) = body.strip_prefix("sleep:") {
+            std::thread::sleep(Duration::from_secs(3));
+            (status, body)
+        } else {
+            (status, body)
+        }
     };
     let mut conn = reader.into_inner();
     let _ = write!(
@@ -263,23 +269,30 @@ fn answer_one(conn: TcpStream, info: &str, answer: &str) {
 }
 
 #[test]
-fn smollm2_failing_and_garbage_replicas_are_retried_around_and_isolated() {
+fn smollm2_failing_slow_and_garbage_replicas_are_retried_around_and_isolated() {
     let good = start(&[], ONE_THREAD);
     let failing = FakeReplica::start(&good, "500 Internal Server Error|{\"error\": {}}");
     let garbage = FakeReplica::start(&good, "200 OK|<html>not an answer</html>");
+    let slow = FakeReplica::start(&good, "500 Internal Server Error|sleep:{}");
     let router = start_router(&[
         "--replica",
         &failing.url(),
         "--replica",
         &garbage.url(),
         "--replica",
+        &slow.url(),
+        "--replica",
         &url(&good),
         "--health-interval",
         "0.2",
+        "--replica-timeout",
+        "0.5",
+        "--max-attempts",
+        "4",
     ]);
-    wait_until(Duration::from_secs(10), "all three join", || {
+    wait_until(Duration::from_secs(10), "all four join", || {
         let m = metrics(&router);
-        [failing.url(), garbage.url(), url(&good)]
+        [failing.url(), garbage.url(), slow.url(), url(&good)]
             .iter()
             .all(|r| gauge(&m, "brisk_router_replica_available", r) == Some(1.0))
     });
@@ -292,7 +305,7 @@ fn smollm2_failing_and_garbage_replicas_are_retried_around_and_isolated() {
         );
     }
     let m = metrics(&router);
-    for bad in [failing.url(), garbage.url()] {
+    for bad in [failing.url(), garbage.url(), slow.url()] {
         assert_eq!(
             gauge(&m, "brisk_router_replica_available", &bad),
             Some(0.0),
