@@ -113,11 +113,59 @@ pub struct Report {
     /// from the tokens sent: a BOS the server added, a chat template's tokens, or text
     /// prompts measured with another tokenizer.
     pub prompt_len_mismatch_requests: usize,
+    /// The replicas and router behind the latencies, when a run had several (`brisk sim
+    /// --replicas N`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetReport>,
     /// `{mean,median,std,p90,p99}_{ttft,tpot,itl,e2el}_ms`.
     #[serde(flatten)]
     pub latency: BTreeMap<String, f64>,
     /// Every request.
     pub requests: Vec<RequestRecord>,
+}
+
+/// How a fleet of replicas behind a router shared a run.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct FleetReport {
+    /// Replicas.
+    pub replicas: usize,
+    /// The router's policy (`ttft`, `round-robin`).
+    pub router: String,
+    /// Requests the router refused (429, counted in `failed`).
+    pub refused: usize,
+    /// Prompt tokens of completed requests.
+    pub prompt_tokens: u64,
+    /// Of those, the tokens the replicas' prefix caches held.
+    pub cached_prompt_tokens: u64,
+    /// `cached_prompt_tokens / prompt_tokens` (0 without prompt tokens).
+    pub prefix_cache_hit_rate: f64,
+    /// Requests routed to a replica: the fewest, the mean and the most.
+    pub requests_per_replica: Spread,
+    /// Requests routed to each replica, in replica order (fleets of 64 or fewer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_by_replica: Option<Vec<usize>>,
+}
+
+/// Smallest, mean and largest of a set of counts.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Spread {
+    /// Smallest.
+    pub min: usize,
+    /// Mean.
+    pub mean: f64,
+    /// Largest.
+    pub max: usize,
+}
+
+impl Spread {
+    /// The spread of `counts` (all zero when empty).
+    pub fn of(counts: &[usize]) -> Self {
+        Self {
+            min: counts.iter().copied().min().unwrap_or(0),
+            mean: counts.iter().sum::<usize>() as f64 / counts.len().max(1) as f64,
+            max: counts.iter().copied().max().unwrap_or(0),
+        }
+    }
 }
 
 /// One SLO class's share of the run.
@@ -328,6 +376,7 @@ pub fn build(meta: &RunMeta, mut records: Vec<RequestRecord>, duration_s: f64) -
             .iter()
             .filter(|r| r.prompt_len_reported.is_some_and(|n| n != r.prompt_len))
             .count(),
+        fleet: None,
         latency,
         requests: records,
     }

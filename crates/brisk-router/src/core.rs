@@ -160,6 +160,9 @@ struct Replica {
     queued_prefill_s: f64,
     decoding: usize,
     decode_context: usize,
+    /// The key of the last request routed here (0: none): among equal predictions the
+    /// least recently chosen replica wins, so idle replicas share new prefixes.
+    last_chosen: RequestKey,
 }
 
 impl Replica {
@@ -172,6 +175,7 @@ impl Replica {
             queued_prefill_s: 0.0,
             decoding: 0,
             decode_context: 0,
+            last_chosen: 0,
         }
     }
 
@@ -234,10 +238,18 @@ fn text_hashes(text: &str, block_bytes: usize) -> Vec<u64> {
         .collect()
 }
 
+/// A prompt's block hashes under one hashing scheme (block size, salt).
+struct PromptBlocks {
+    scheme: (usize, u64),
+    hashes: Vec<u64>,
+    per_block: usize,
+}
+
 /// One replica's answer to a routing question.
 struct Candidate<'a> {
     id: &'a str,
     outstanding: usize,
+    last_chosen: RequestKey,
     ttft: f64,
     prompt_tokens: usize,
     cached_tokens: usize,
@@ -347,6 +359,7 @@ impl RouterCore {
         self.next_key += 1;
         let cfg = &self.cfg;
         let replica = self.replicas.get_mut(&id).expect("the candidate exists");
+        replica.last_chosen = key;
         let (hashes, _) = replica.prompt_blocks(req.prompt, cfg);
         let ttl = match (req.prompt, replica.spec.publishes_events) {
             (Prompt::Tokens(_), true) => cfg.speculative_ttl,
@@ -402,14 +415,34 @@ impl RouterCore {
             .collect();
         let least = eligible.iter().map(|(_, r)| r.outstanding.len()).min()?;
         let ceiling = least + self.cfg.hot_spot_slack.max(least);
+        // The prompt is hashed once per hashing scheme, not once per replica: replicas of one
+        // model share one, so a fleet of any size hashes each prompt once.
+        let mut hashed: Vec<PromptBlocks> = Vec::new();
         eligible
             .into_iter()
             .filter(|(_, r)| r.outstanding.len() <= ceiling)
-            .map(|(id, r)| self.candidate(id, r, req.prompt, now))
+            .map(|(id, r)| {
+                let scheme = (r.spec.block_size, r.spec.hash_salt);
+                let at = match hashed.iter().position(|h| h.scheme == scheme) {
+                    Some(at) => at,
+                    None => {
+                        let (hashes, per_block) = r.prompt_blocks(req.prompt, &self.cfg);
+                        hashed.push(PromptBlocks {
+                            scheme,
+                            hashes,
+                            per_block,
+                        });
+                        hashed.len() - 1
+                    }
+                };
+                let h = &hashed[at];
+                self.candidate_of(id, r, req.prompt, &h.hashes, h.per_block, now)
+            })
             .min_by(|a, b| {
                 a.ttft
                     .total_cmp(&b.ttft)
                     .then(a.outstanding.cmp(&b.outstanding))
+                    .then(a.last_chosen.cmp(&b.last_chosen))
                     .then(a.id.cmp(b.id))
             })
     }
@@ -422,17 +455,31 @@ impl RouterCore {
         now: f64,
     ) -> Candidate<'a> {
         let (hashes, tokens_per_block) = r.prompt_blocks(prompt, &self.cfg);
+        self.candidate_of(id, r, prompt, &hashes, tokens_per_block, now)
+    }
+
+    /// A replica's answer, given the prompt's block hashes in its terms.
+    fn candidate_of<'a>(
+        &self,
+        id: &'a str,
+        r: &Replica,
+        prompt: Prompt<'_>,
+        hashes: &[u64],
+        tokens_per_block: usize,
+        now: f64,
+    ) -> Candidate<'a> {
         let prompt_tokens = match prompt {
             Prompt::Tokens(t) => t.len(),
             Prompt::Text(s) => s.len().div_ceil(self.cfg.text_bytes_per_token).max(1),
         };
         // A replica always computes the last prompt token (it needs its logits).
         let cached_tokens =
-            (r.index.matched(&hashes, now) * tokens_per_block).min(prompt_tokens.saturating_sub(1));
+            (r.index.matched(hashes, now) * tokens_per_block).min(prompt_tokens.saturating_sub(1));
         let own = r.prefill_s(cached_tokens, prompt_tokens - cached_tokens);
         Candidate {
             id,
             outstanding: r.outstanding.len(),
+            last_chosen: r.last_chosen,
             ttft: r.queued_prefill_s + own,
             prompt_tokens,
             cached_tokens,

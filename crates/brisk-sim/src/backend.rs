@@ -22,8 +22,9 @@ pub const SAMPLED: TokenId = 1000;
 /// Columns of a simulated logit row.
 const VOCAB: usize = SAMPLED as usize + 1;
 
-/// The simulation's clock: seconds since the start, moved only by simulated steps (and by
-/// the loop when it jumps to the next arrival). Shared by the backend and the loop.
+/// A replica's clock in the simulation: seconds since the start, set by the event loop to
+/// the shared time when a step starts and moved by the backend through the step. Shared by
+/// the backend and the loop.
 #[derive(Clone, Debug, Default)]
 pub struct VirtualClock(Arc<AtomicU64>);
 

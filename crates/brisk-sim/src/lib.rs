@@ -8,11 +8,24 @@
 //! synthetic lengths, traces, length samples, arrivals, SLO classes) and writes the same report
 //! JSON, so simulated and measured runs compare key by key. A one-hour trace takes seconds.
 //!
+//! With `--replicas N` (N > 1) it simulates a fleet: N identical replicas, each its own
+//! engine core, behind the router core that `brisk route` runs ([`fleet`]), all on one
+//! virtual clock. Requests are routed on arrival (`--router ttft` by predicted time to first
+//! token over each replica's cached prefix and queue, or `round-robin`), the replicas' KV
+//! events feed the router's index as the gateway's subscriptions do, and the report adds a
+//! `fleet` section: the prefix-cache hit rate over the fleet and how requests spread. So
+//! routing policies can be compared at sizes no test bench reaches. The cost grows with the
+//! steps run and, with `ttft`, with replicas × prompt tokens: the router core prices every
+//! replica for every request.
+//!
 //! [`profile`] measures the latency model on a real backend (`brisk profile`).
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod fleet;
+mod front;
 pub mod profile;
+mod replica;
 pub mod sim;
 
 use std::path::PathBuf;
@@ -27,6 +40,8 @@ use brisk_scheduler::{
     LatencyError, LatencyModel, PolicyChoice, Priority, RequestSlo, SchedulerConfig,
 };
 
+pub use fleet::{fleet_report, FleetArgs, FleetSettings, RouterName};
+pub use replica::ReplicaOutcome;
 pub use sim::{simulate, SimError, SimOutcome, SimRequest, SimSettings};
 
 /// Which scheduling policy to run.
@@ -72,6 +87,9 @@ pub struct SimArgs {
     /// Disable automatic prefix caching.
     #[arg(long, env = "BRISK_SIM_NO_PREFIX_CACHING")]
     pub no_prefix_caching: bool,
+    /// How many replicas, and the router in front of them.
+    #[command(flatten)]
+    pub fleet: FleetArgs,
 }
 
 /// Why `brisk sim` failed.
@@ -100,6 +118,7 @@ impl SimArgs {
     /// The simulated server's settings.
     pub fn settings(&self, model: LatencyModel) -> Result<SimSettings, SimRunError> {
         let bad = |flag, message: String| SimRunError::Config { flag, message };
+        let fleet = self.fleet.settings()?;
         if self.block_size == 0 {
             return Err(bad("block-size", "must be at least 1".into()));
         }
@@ -128,6 +147,7 @@ impl SimArgs {
             scheduler,
             policy,
             model,
+            fleet,
         })
     }
 }
@@ -209,7 +229,10 @@ pub fn run_once(
         prompt_lengths_exact: true,
         seed: bench.seed,
     };
-    Ok(report::build(&meta, outcome.records, outcome.duration_s))
+    let fleet = fleet_report(&settings.fleet, &outcome);
+    let mut report = report::build(&meta, outcome.records, outcome.duration_s);
+    report.fleet = fleet;
+    Ok(report)
 }
 
 /// Runs `brisk sim`: one report, or a sweep summary with per-rate reports beside it.
@@ -243,6 +266,9 @@ pub fn run(args: &SimArgs) -> Result<(), SimRunError> {
             let r = run_once(&args, &cfg, &settings, &base, args.bench.rate)?;
             brisk_bench::write_json(&cfg.output, &r)?;
             print!("{}", report::summary(&r));
+            if let Some(f) = &r.fleet {
+                println!("{}", fleet::fleet_line(f));
+            }
             return Ok(());
         }
     };
@@ -266,6 +292,9 @@ pub fn run(args: &SimArgs) -> Result<(), SimRunError> {
             r.latency.get("median_ttft_ms").copied().unwrap_or(0.0),
             r.latency.get("median_tpot_ms").copied().unwrap_or(0.0),
         );
+        if let Some(f) = &r.fleet {
+            println!("  {}", fleet::fleet_line(f));
+        }
         slo = r.slo.clone();
         points.push(sweep::point(rate, &r, path));
     }

@@ -1,26 +1,37 @@
-//! The discrete-event loop: the engine core on a virtual clock.
+//! The discrete-event loop: the engine core on a virtual clock, one replica or many.
 //!
-//! The same [`EngineCore`] as the server's engine thread — scheduler, block manager,
-//! sampling, aborts — over a backend that is the latency model (Vidur; Dynamo's mocker):
-//! each step lasts what the model predicts for its shape, the clock jumps to the end of the
-//! step, and the sampled token is a fixed id (requests ask for exact lengths with
-//! `ignore_eos`, as `brisk bench` does, so token values never decide anything; see
-//! [`crate::backend`]). Requests join at the first step boundary at or after their
-//! arrival, as they do in the engine, which drains its queue between steps (their deadlines
-//! still count from the arrival, as the server's do); when nothing is
-//! running the clock jumps to the next arrival. Nothing reads a wall clock or draws a random
-//! number, so the same input gives the same output bit for bit.
+//! The same [`EngineCore`](brisk_engine::EngineCore) as the server's engine thread —
+//! scheduler, block manager, sampling, aborts — over a backend that is the latency model
+//! (Vidur; Dynamo's mocker): each step lasts what the model predicts for its shape and the
+//! sampled token is a fixed id (requests ask for exact lengths with `ignore_eos`, as `brisk
+//! bench` does, so token values never decide anything; see [`crate::backend`]).
+//!
+//! Every replica of the fleet (an engine core that is busy until its step ends) lives on one
+//! shared clock that jumps from event to event: the next arrival, the earliest end of a
+//! running step (a heap keyed by end time, ties broken by replica index), or the router's
+//! next delivery of KV events. At each event time, in this order: the steps ending now hand
+//! out their tokens and finishes, the KV events due reach the router, the arrivals due are
+//! routed ([`crate::fleet`]; with one replica they go straight to it), and each idle replica
+//! with work takes its queued requests and starts its next step. So requests join at the
+//! first step boundary at or after their arrival, as they do in the engine, which drains its
+//! queue between steps (their deadlines still count from the arrival, as the server's do),
+//! and a replica with nothing to do waits for the next request sent to it. Nothing reads a
+//! wall clock or draws a random number, so the same input gives the same output bit for bit.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 use brisk_bench::client::RequestRecord;
-use brisk_engine::{AddError, Clock, EngineCore, EngineRequest, Output};
+use brisk_engine::{EngineRequest, Output};
 use brisk_sampling::SamplingParams;
 use brisk_scheduler::{
-    LatencyModel, PolicyChoice, Priority, RequestSlo, SchedulerConfig, SchedulerCore,
-    SchedulerError,
+    LatencyModel, PolicyChoice, Priority, RequestSlo, SchedulerConfig, SchedulerError,
 };
 use brisk_types::TokenId;
 
-use crate::backend::{LatencyBackend, VirtualClock};
+use crate::fleet::FleetSettings;
+use crate::front::Front;
+use crate::replica::{Replica, ReplicaOutcome};
 
 /// One request to replay.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,6 +57,8 @@ pub struct SimSettings {
     pub policy: PolicyChoice,
     /// Step times.
     pub model: LatencyModel,
+    /// How many replicas run these settings, and the router in front of them.
+    pub fleet: FleetSettings,
 }
 
 /// What a simulation produced.
@@ -55,10 +68,14 @@ pub struct SimOutcome {
     pub records: Vec<RequestRecord>,
     /// Virtual seconds from the start to the last completion.
     pub duration_s: f64,
-    /// Steps run.
+    /// Steps run (all replicas).
     pub steps: u64,
-    /// Preemptions.
+    /// Preemptions (all replicas).
     pub preemptions: u64,
+    /// Requests the router refused.
+    pub refused: usize,
+    /// Each replica's share.
+    pub replicas: Vec<ReplicaOutcome>,
 }
 
 /// Why a simulation could not run.
@@ -86,88 +103,220 @@ struct Timing {
     done: bool,
 }
 
-/// Replays `requests` (sorted by arrival) through the engine core.
+/// What the clients saw, request by request.
+struct Log {
+    timing: Vec<Timing>,
+    errors: Vec<Option<String>>,
+    /// The last completion.
+    end: f64,
+}
+
+impl Log {
+    fn new(n: usize) -> Self {
+        Self {
+            timing: (0..n).map(|_| Timing::default()).collect(),
+            errors: vec![None; n],
+            end: 0.0,
+        }
+    }
+
+    /// Request `i` got a token at `now`; returns whether it was its first.
+    fn token(&mut self, i: usize, now: f64) -> bool {
+        let t = &mut self.timing[i];
+        if let Some(last) = t.last {
+            t.itls.push((now - last) * 1e3);
+        }
+        let first = t.first.is_none();
+        t.first.get_or_insert(now);
+        t.last = Some(now);
+        t.tokens += 1;
+        first
+    }
+
+    fn finished(&mut self, i: usize, now: f64) {
+        self.timing[i].done = true;
+        self.end = self.end.max(now);
+    }
+}
+
+/// A step in flight: when it ends and on which replica. Ordered by end, then replica, so
+/// that replicas ending together are handled in a fixed order.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct StepEnd {
+    at: f64,
+    replica: usize,
+}
+
+impl Eq for StepEnd {}
+
+impl Ord for StepEnd {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.at
+            .total_cmp(&other.at)
+            .then(self.replica.cmp(&other.replica))
+    }
+}
+
+impl PartialOrd for StepEnd {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Replays `requests` (sorted by arrival) through the engine core of each replica of
+/// `settings.fleet`, behind the router when there are several (see the module docs).
 pub fn simulate(settings: &SimSettings, requests: &[SimRequest]) -> Result<SimOutcome, SimError> {
-    let cfg = &settings.scheduler;
-    let scheduler = SchedulerCore::with_policy(cfg.clone(), settings.policy.build(cfg))
-        .map_err(SimError::Config)?;
-    let clock = VirtualClock::default();
-    let backend = LatencyBackend::new(settings.model.clone(), clock.clone());
-    let mut core = EngineCore::new(backend, (), scheduler, 0);
-    let mut timing: Vec<Timing> = requests.iter().map(|_| Timing::default()).collect();
-    let mut errors: Vec<Option<String>> = vec![None; requests.len()];
-    let mut now = 0.0f64;
-    let mut next = 0;
-    let mut end = 0.0f64;
-    loop {
-        while next < requests.len() && requests[next].arrival <= now {
-            let r = &requests[next];
-            if let Err(e) = core.add(next as u64, engine_request(r), r.arrival, now) {
-                let status = if matches!(e, AddError::Rejected(_)) {
-                    429
-                } else {
-                    400
-                };
-                errors[next] = Some(format!("HTTP {status}: {e}"));
+    let mut run = Run::new(settings, requests)?;
+    while let Some(now) = run.next_event() {
+        run.end_steps(now);
+        run.front.deliver(now);
+        run.route_arrivals(now);
+        run.start_steps(now)?;
+    }
+    Ok(run.outcome())
+}
+
+/// The state of one simulation.
+struct Run<'a> {
+    requests: &'a [SimRequest],
+    /// The next request to arrive.
+    next: usize,
+    front: Front,
+    replicas: Vec<Replica>,
+    /// Steps in flight, earliest end first.
+    running: BinaryHeap<Reverse<StepEnd>>,
+    /// Idle replicas that may have work, to start at this event time.
+    ready: Vec<usize>,
+    log: Log,
+}
+
+impl<'a> Run<'a> {
+    fn new(settings: &SimSettings, requests: &'a [SimRequest]) -> Result<Self, SimError> {
+        let front = Front::new(
+            &settings.fleet,
+            &settings.scheduler,
+            &settings.model,
+            requests.len(),
+        );
+        let replicas = (0..settings.fleet.replicas.max(1))
+            .map(|_| Replica::new(settings, front.reads_events()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            requests,
+            next: 0,
+            front,
+            replicas,
+            running: BinaryHeap::new(),
+            ready: Vec::new(),
+            log: Log::new(requests.len()),
+        })
+    }
+
+    /// The time of the next arrival, step end or delivery of KV events; `None` when done.
+    fn next_event(&self) -> Option<f64> {
+        [
+            self.requests.get(self.next).map(|r| r.arrival),
+            self.running.peek().map(|Reverse(s)| s.at),
+            self.front.next_delivery(),
+        ]
+        .into_iter()
+        .flatten()
+        .min_by(f64::total_cmp)
+    }
+
+    /// The steps ending by `now` hand out what they did.
+    fn end_steps(&mut self, now: f64) {
+        while let Some(&Reverse(step)) = self.running.peek().filter(|Reverse(s)| s.at <= now) {
+            self.running.pop();
+            let ended = self.replicas[step.replica].end_step();
+            for output in ended.outputs {
+                self.output(step.replica, output, now);
             }
-            next += 1;
+            self.front.events(step.replica, ended.events, now);
+            self.ready.push(step.replica);
         }
-        if !core.has_unfinished() {
-            match requests.get(next) {
-                Some(r) => {
-                    now = now.max(r.arrival);
-                    continue;
+    }
+
+    /// A client hears `output` from `replica` at `now`, and the router with it.
+    fn output(&mut self, replica: usize, output: Output, now: f64) {
+        match output {
+            Output::Token { id, .. } => {
+                if self.log.token(id as usize, now) {
+                    self.front.first_token(id as usize);
                 }
-                None => break,
             }
-        }
-        clock.set(now);
-        let Some(report) = core.step(now, &clock) else {
-            let stats = core.stats();
-            return Err(SimError::Stalled {
-                now,
-                unfinished: stats.num_running + stats.num_waiting,
-            });
-        };
-        now = clock.now();
-        for output in report.outputs {
-            match output {
-                Output::Token { id, .. } => {
-                    let t = &mut timing[id as usize];
-                    if let Some(last) = t.last {
-                        t.itls.push((now - last) * 1e3);
-                    }
-                    t.first.get_or_insert(now);
-                    t.last = Some(now);
-                    t.tokens += 1;
-                }
-                Output::Finished { id, .. } => {
-                    timing[id as usize].done = true;
-                    end = end.max(now);
-                }
-                Output::Failed { id, message } => {
-                    errors[id as usize] = Some(format!("HTTP 500: {message}"));
-                }
+            Output::Finished {
+                id,
+                prompt_tokens,
+                cached_tokens,
+                ..
+            } => {
+                self.log.finished(id as usize, now);
+                self.replicas[replica].served(prompt_tokens, cached_tokens);
+                self.front.finished(id as usize, true, now);
+            }
+            Output::Failed { id, message } => {
+                self.log.errors[id as usize] = Some(format!("HTTP 500: {message}"));
+                self.front.finished(id as usize, false, now);
             }
         }
     }
-    let records = requests
-        .iter()
-        .zip(timing)
-        .zip(errors)
-        .map(|((r, t), error)| record(r, t, error))
-        .collect();
-    Ok(SimOutcome {
-        records,
-        duration_s: end,
-        steps: core.steps(),
-        preemptions: core.stats().num_preemptions,
-    })
+
+    /// The requests arrived by `now` go to their replicas (or are refused).
+    fn route_arrivals(&mut self, now: f64) {
+        while let Some(r) = self.requests.get(self.next).filter(|r| r.arrival <= now) {
+            match self.front.route(self.next, r, now) {
+                Ok(i) => {
+                    self.replicas[i].send(self.next);
+                    if !self.replicas[i].is_busy() {
+                        self.ready.push(i);
+                    }
+                }
+                Err(error) => self.log.errors[self.next] = Some(error),
+            }
+            self.next += 1;
+        }
+    }
+
+    /// Each idle replica with work takes its queued requests and starts a step at `now`.
+    fn start_steps(&mut self, now: f64) -> Result<(), SimError> {
+        self.ready.sort_unstable();
+        self.ready.dedup();
+        for i in std::mem::take(&mut self.ready) {
+            for (request, error) in self.replicas[i].admit(self.requests, now) {
+                self.log.errors[request] = Some(error);
+                self.front.finished(request, true, now);
+            }
+            if let Some(at) = self.replicas[i].start_step(now)? {
+                self.running.push(Reverse(StepEnd { at, replica: i }));
+            }
+        }
+        Ok(())
+    }
+
+    fn outcome(self) -> SimOutcome {
+        let replicas: Vec<ReplicaOutcome> = self.replicas.iter().map(Replica::finish).collect();
+        let records = self
+            .requests
+            .iter()
+            .zip(self.log.timing)
+            .zip(self.log.errors)
+            .map(|((r, t), error)| record(r, t, error))
+            .collect();
+        SimOutcome {
+            records,
+            duration_s: self.log.end,
+            steps: replicas.iter().map(|r| r.steps).sum(),
+            preemptions: replicas.iter().map(|r| r.preemptions).sum(),
+            refused: self.front.refused(),
+            replicas,
+        }
+    }
 }
 
 /// A replayed request as the server would hand it to the engine: greedy, exactly
 /// `output_len` tokens.
-fn engine_request(r: &SimRequest) -> EngineRequest {
+pub(crate) fn engine_request(r: &SimRequest) -> EngineRequest {
     EngineRequest {
         prompt: r.prompt.clone(),
         sampling: SamplingParams::greedy(),

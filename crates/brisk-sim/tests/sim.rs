@@ -1,54 +1,10 @@
 //! `brisk sim` end to end on a hand-written latency model: flags parsed as the binary parses
 //! them, the report built by `brisk bench`'s code, and runs that repeat bit for bit.
 
-use brisk_scheduler::{LatencyCoefficients, LatencyModel};
-use brisk_sim::{run_once, SimArgs};
-use clap::Parser;
+mod common;
 
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    sim: SimArgs,
-}
-
-/// Roughly SmolLM2 on this machine: 8 ms a step, 0.5 ms per prompt token, 1 ms per decode.
-fn model_file(dir: &std::path::Path) -> std::path::PathBuf {
-    let m = LatencyModel::from_coefficients(LatencyCoefficients {
-        base_s: 0.008,
-        per_prefill_token_s: 0.0005,
-        per_decode_seq_s: 0.001,
-        per_decode_context_token_s: 1e-7,
-        per_prefill_attention_pair_s: 1e-9,
-    });
-    let path = dir.join("latency.json");
-    m.save(&path).unwrap();
-    path
-}
-
-fn args(dir: &std::path::Path, extra: &[&str]) -> SimArgs {
-    let model = model_file(dir);
-    let out = dir.join("report.json");
-    let mut argv = vec![
-        "sim",
-        "--url",
-        "sim://",
-        "--latency-model",
-        model.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ];
-    argv.extend_from_slice(extra);
-    Cli::try_parse_from(argv).unwrap().sim
-}
-
-fn report(a: &SimArgs) -> brisk_bench::Report {
-    let (cfg, _) = a.bench.validate().unwrap();
-    let settings = a
-        .settings(LatencyModel::load(&a.latency_model).unwrap())
-        .unwrap();
-    let base = brisk_bench::load_workload(&a.bench).unwrap();
-    run_once(a, &cfg, &settings, &base, a.bench.rate).unwrap()
-}
+use brisk_scheduler::LatencyModel;
+use common::{args, report};
 
 const WORKLOAD: &[&str] = &[
     "--synthetic",

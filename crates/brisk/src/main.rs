@@ -44,8 +44,9 @@ enum Command {
     Bench(Box<brisk_bench::BenchArgs>),
     /// Measure this machine's step latency with the model and save the fitted latency model.
     Profile(profile::ProfileArgs),
-    /// Simulate the scheduler on a virtual clock with a latency model: `brisk bench`'s
-    /// workloads and report, in seconds instead of hours.
+    /// Simulate the scheduler on a virtual clock with a latency model, on one replica or on a
+    /// fleet behind the router (`--replicas`): `brisk bench`'s workloads and report, in seconds
+    /// instead of hours.
     Sim(Box<brisk_sim::SimArgs>),
     /// Route the OpenAI API over brisk replicas (listed, or found in etcd) by predicted time
     /// to first token over their cached prefixes and queues.

@@ -151,6 +151,55 @@ fn sim_writes_the_bench_report_from_a_latency_model() {
 }
 
 #[test]
+fn sim_fleets_need_a_replica_and_report_their_router() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("latency.json");
+    std::fs::write(
+        &model,
+        r#"{"source": "test", "coefficients": {"base_s": 0.008, "per_prefill_token_s": 0.0005,
+            "per_decode_seq_s": 0.001, "per_decode_context_token_s": 0.0,
+            "per_prefill_attention_pair_s": 0.0}, "fit": null}"#,
+    )
+    .unwrap();
+    let out = dir.path().join("report.json");
+    let sim = |replicas: &str| {
+        brisk(&[
+            "sim",
+            "--latency-model",
+            model.to_str().unwrap(),
+            "--synthetic",
+            "prompt=100,output=20",
+            "--num-requests",
+            "20",
+            "--rate",
+            "5",
+            "--replicas",
+            replicas,
+            "--router",
+            "round-robin",
+            "--output",
+            out.to_str().unwrap(),
+        ])
+    };
+    let (ok, _, err) = sim("0");
+    assert!(!ok);
+    assert!(err.contains("--replicas: must be at least 1"), "{err}");
+    let (ok, stdout, err) = sim("4");
+    assert!(ok, "{err}");
+    assert!(
+        stdout.contains("fleet: 4 replicas, router round-robin"),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(report["completed"], 20);
+    assert_eq!(
+        report["fleet"]["requests_by_replica"],
+        serde_json::json!([5, 5, 5, 5])
+    );
+}
+
+#[test]
 fn profile_fits_a_latency_model_on_recorded_steps() {
     // Steps as `brisk serve --record-steps` writes them, timed by a known model: decodes of
     // 1–16 sequences and prompt chunks of 16–256 tokens at various positions.

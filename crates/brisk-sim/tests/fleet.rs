@@ -1,0 +1,178 @@
+//! `brisk sim --replicas N`: a fleet behind the router core, on a workload of requests that
+//! share a few long prefixes (a Mooncake-format trace written here).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use brisk_scheduler::LatencyModel;
+use common::{args, report};
+
+/// Prefixes the workload's requests share.
+const PREFIXES: u64 = 12;
+/// Mooncake blocks (512 tokens) per shared prefix; each request adds one block of its own.
+const PREFIX_BLOCKS: u64 = 3;
+const REQUESTS: u64 = 240;
+
+/// A Mooncake JSONL trace: a request every 0.4 s, each a random one of the shared prefixes
+/// followed by a block of its own.
+fn shared_prefix_trace(dir: &Path) -> PathBuf {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut lines = String::new();
+    for i in 0..REQUESTS {
+        // xorshift: a fixed, spread-out choice of prefix.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let prefix = state % PREFIXES;
+        let mut ids: Vec<u64> = (0..PREFIX_BLOCKS).map(|b| prefix * 100 + b).collect();
+        ids.push(1_000_000 + i);
+        lines += &format!(
+            "{{\"timestamp\": {}, \"input_length\": {}, \"output_length\": 16, \"hash_ids\": {ids:?}}}\n",
+            i * 400,
+            ids.len() * 512
+        );
+    }
+    let path = dir.join("shared.jsonl");
+    std::fs::write(&path, lines).unwrap();
+    path
+}
+
+/// The fleet flags over the shared-prefix workload, with 8,192 tokens of KV cache per
+/// replica: room for about four prefixes, so a replica that sees all twelve keeps evicting.
+fn fleet_args(dir: &Path, extra: &[&str]) -> brisk_sim::SimArgs {
+    let trace = shared_prefix_trace(dir);
+    let mut flags = vec![
+        "--trace",
+        trace.to_str().unwrap(),
+        "--kv-cache-tokens",
+        "8192",
+    ];
+    if !extra.contains(&"--slo") {
+        flags.extend(["--slo", "ttft=2000,tpot=100"]);
+    }
+    flags.extend_from_slice(extra);
+    args(dir, &flags)
+}
+
+#[test]
+fn ttft_routing_keeps_shared_prefixes_cached_where_round_robin_scatters_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |router: &str| {
+        report(&fleet_args(
+            dir.path(),
+            &["--replicas", "4", "--router", router],
+        ))
+    };
+    let (ttft, rr) = (run("ttft"), run("round-robin"));
+    for r in [&ttft, &rr] {
+        assert_eq!(r.completed, REQUESTS as usize, "every request finishes");
+    }
+    let (f, g) = (ttft.fleet.as_ref().unwrap(), rr.fleet.as_ref().unwrap());
+    assert_eq!((f.replicas, f.router.as_str()), (4, "ttft"));
+    assert_eq!(g.router, "round-robin");
+    assert_eq!(
+        g.requests_by_replica,
+        Some(vec![60; 4]),
+        "round robin takes turns"
+    );
+    assert_eq!(
+        f.requests_by_replica
+            .as_ref()
+            .unwrap()
+            .iter()
+            .sum::<usize>(),
+        240
+    );
+    assert!(
+        f.prefix_cache_hit_rate > g.prefix_cache_hit_rate + 0.2,
+        "ttft {:.3} vs round robin {:.3}",
+        f.prefix_cache_hit_rate,
+        g.prefix_cache_hit_rate
+    );
+    assert!(ttft.latency["mean_ttft_ms"] < rr.latency["mean_ttft_ms"]);
+}
+
+#[test]
+fn one_replica_is_the_single_server_run_with_no_fleet_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = report(&fleet_args(dir.path(), &[]));
+    let one = report(&fleet_args(
+        dir.path(),
+        &["--replicas", "1", "--router", "round-robin"],
+    ));
+    assert!(plain.fleet.is_none() && one.fleet.is_none());
+    let json = |r: &brisk_bench::Report| {
+        let mut v = serde_json::to_value(r).unwrap();
+        v.as_object_mut().unwrap().remove("date");
+        v
+    };
+    assert_eq!(json(&plain), json(&one));
+    assert!(json(&plain).get("fleet").is_none());
+    let two = report(&fleet_args(dir.path(), &["--replicas", "2"]));
+    assert!(json(&two).get("fleet").is_some());
+}
+
+#[test]
+fn requests_the_router_refuses_are_429_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    // Twice the pace on two replicas, with an objective a cold prompt alone nearly misses.
+    let a = fleet_args(
+        dir.path(),
+        &[
+            "--replicas",
+            "2",
+            "--rate",
+            "5",
+            "--slo",
+            "ttft=1200,tpot=100",
+            "--router-reject-unattainable",
+        ],
+    );
+    let r = report(&a);
+    let refused = r.fleet.as_ref().unwrap().refused;
+    assert!(refused > 0, "an overload is refused at the router");
+    let at_router = r
+        .requests
+        .iter()
+        .filter_map(|q| q.error.as_deref())
+        .filter(|e| e.starts_with("HTTP 429: no replica can meet"))
+        .count();
+    assert_eq!(at_router, refused);
+    assert!(r.failed >= refused);
+    assert_eq!(r.completed + r.failed, REQUESTS as usize);
+}
+
+#[test]
+fn a_fleet_run_repeats_exactly_with_late_kv_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = fleet_args(
+        dir.path(),
+        &["--replicas", "3", "--router-event-delay", "0.5"],
+    );
+    let (r1, r2) = (report(&a), report(&a));
+    assert_eq!(r1.requests, r2.requests);
+    assert_eq!(r1.fleet, r2.fleet);
+    assert_eq!(r1.completed, REQUESTS as usize);
+}
+
+#[test]
+fn fleet_flags_that_cannot_apply_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = |extra: &[&str]| {
+        let a = args(dir.path(), extra);
+        let model = LatencyModel::load(&a.latency_model).unwrap();
+        a.settings(model).unwrap_err().to_string()
+    };
+    assert_eq!(
+        error(&["--replicas", "0"]),
+        "--replicas: must be at least 1"
+    );
+    let e = error(&["--router-reject-unattainable"]);
+    assert!(
+        e.starts_with("--router-reject-unattainable: there is no router"),
+        "{e}"
+    );
+    let e = error(&["--replicas", "2", "--router-event-delay=-1"]);
+    assert!(e.starts_with("--router-event-delay:"), "{e}");
+}
