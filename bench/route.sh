@@ -16,10 +16,10 @@ cd "$(dirname "$0")/.."
 MODEL=${MODEL:-$HOME/.cache/brisk/models/SmolLM2-135M-Instruct.Q4_1.gguf}
 BRISK=${BRISK:-target/release/brisk}
 TRACE=${TRACE:-../shared/workloads/traces/mooncake_fast25_conversation_trace.jsonl}
-RATES=${RATES:-1.5}
-NUM=${NUM:-120}
-SCALE=${SCALE:-0.0625}
-POOL=${POOL:-8192}
+RATES=${RATES:-3}
+NUM=${NUM:-600}
+SCALE=${SCALE:-0.02}
+POOL=${POOL:-65536}
 POLICIES=${POLICIES:-single brisk-ttft brisk-round-robin vllm-cache_aware vllm-kv_aware}
 OUT=${1:-/tmp/route-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"

@@ -109,6 +109,14 @@ pub struct RouterConfig {
     /// more) before it stops getting new ones: the guard against one shared prefix sending
     /// everything to one replica.
     pub hot_spot_slack: usize,
+    /// Predicted TTFT a request may give up, seconds, to go where more of its prompt is
+    /// cached (requests without a TTFT objective): keeping a conversation's turns on the
+    /// replica that holds its history pays on every later turn, which the greedy choice of
+    /// the fastest replica would forget.
+    pub affinity_slack: f64,
+    /// Share of a request's TTFT objective it may spend to go where more of its prompt is
+    /// cached (requests with one; never less than the fastest prediction).
+    pub slo_headroom: f64,
     /// The per-replica circuit breaker.
     pub breaker: BreakerConfig,
 }
@@ -122,6 +130,8 @@ impl Default for RouterConfig {
             text_block_bytes: 64,
             text_bytes_per_token: 4,
             hot_spot_slack: 4,
+            affinity_slack: 0.25,
+            slo_headroom: 0.5,
             breaker: BreakerConfig::default(),
         }
     }
@@ -406,14 +416,40 @@ impl RouterCore {
         Some(self.candidate(id, replica, req.prompt, now))
     }
 
-    /// The eligible replica with the lowest predicted TTFT, past the hot-spot guard.
+    /// The choice among eligible replicas past the hot-spot guard: of those predicted to
+    /// serve the first token within the request's allowance (its TTFT objective's headroom,
+    /// or `affinity_slack` beyond the fastest), the one holding most of its prompt; ties to
+    /// the lowest prediction.
     fn best_candidate(&self, req: &RouteRequest<'_>, now: f64) -> Option<Candidate<'_>> {
+        let candidates = self.candidates(req, now);
+        let fastest = candidates.iter().map(|c| c.ttft).min_by(f64::total_cmp)?;
+        let allowance = match req.ttft_slo {
+            Some(slo) => fastest.max(slo * self.cfg.slo_headroom),
+            None => fastest + self.cfg.affinity_slack,
+        };
+        candidates
+            .into_iter()
+            .filter(|c| c.ttft <= allowance)
+            .min_by(|a, b| {
+                b.cached_tokens
+                    .cmp(&a.cached_tokens)
+                    .then(a.ttft.total_cmp(&b.ttft))
+                    .then(a.outstanding.cmp(&b.outstanding))
+                    .then(a.last_chosen.cmp(&b.last_chosen))
+                    .then(a.id.cmp(b.id))
+            })
+    }
+
+    /// Every eligible replica's answer, past the hot-spot guard.
+    fn candidates(&self, req: &RouteRequest<'_>, now: f64) -> Vec<Candidate<'_>> {
         let eligible: Vec<(&String, &Replica)> = self
             .replicas
             .iter()
             .filter(|(id, r)| r.breaker.is_closed(now) && !req.exclude.contains(id))
             .collect();
-        let least = eligible.iter().map(|(_, r)| r.outstanding.len()).min()?;
+        let Some(least) = eligible.iter().map(|(_, r)| r.outstanding.len()).min() else {
+            return Vec::new();
+        };
         let ceiling = least + self.cfg.hot_spot_slack.max(least);
         // The prompt is hashed once per hashing scheme, not once per replica: replicas of one
         // model share one, so a fleet of any size hashes each prompt once.
@@ -438,13 +474,7 @@ impl RouterCore {
                 let h = &hashed[at];
                 self.candidate_of(id, r, req.prompt, &h.hashes, h.per_block, now)
             })
-            .min_by(|a, b| {
-                a.ttft
-                    .total_cmp(&b.ttft)
-                    .then(a.outstanding.cmp(&b.outstanding))
-                    .then(a.last_chosen.cmp(&b.last_chosen))
-                    .then(a.id.cmp(b.id))
-            })
+            .collect()
     }
 
     fn candidate<'a>(

@@ -58,6 +58,10 @@ pub struct RouteArgs {
     /// Seconds between health checks of each replica.
     #[arg(long, env = "BRISK_HEALTH_INTERVAL", default_value_t = 1.0, value_parser = parse_positive)]
     health_interval: f64,
+    /// Milliseconds of predicted time to first token a request without an objective may
+    /// give up to go where more of its prompt is cached (with an objective: half of it).
+    #[arg(long, env = "BRISK_AFFINITY_SLACK", default_value_t = 250.0, value_parser = parse_non_negative)]
+    affinity_slack: f64,
     /// Requests a replica may have beyond the least loaded one's before it gets no more
     /// (guards against one shared prefix sending everything to one replica).
     #[arg(long, env = "BRISK_HOT_SPOT_SLACK", default_value_t = 4)]
@@ -84,6 +88,13 @@ pub enum RoutePolicy {
     Ttft,
     /// Each replica in turn.
     RoundRobin,
+}
+
+fn parse_non_negative(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{text:?} is not a non-negative number")),
+    }
 }
 
 fn parse_positive(text: &str) -> Result<f64, String> {
@@ -150,6 +161,7 @@ fn config(args: &RouteArgs) -> Result<GatewayConfig> {
                 RoutePolicy::RoundRobin => Policy::RoundRobin,
             },
             hot_spot_slack: args.hot_spot_slack,
+            affinity_slack: args.affinity_slack / 1000.0,
             ..RouterConfig::default()
         },
         default_latency,

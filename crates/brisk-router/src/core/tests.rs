@@ -188,6 +188,47 @@ fn text_prompts_follow_the_routing_history() {
 }
 
 #[test]
+fn a_request_stays_with_its_cached_prefix_within_its_allowance() {
+    let prompt: Vec<TokenId> = (0..400).collect();
+    // r1 holds the prefix but has 0.5 s of prompt work queued: 0.505 s there against
+    // 0.401 s for the whole prompt on idle r0.
+    let setup = |cfg: RouterConfig| {
+        let mut r = RouterCore::new(cfg);
+        r.upsert("r0", spec(true));
+        r.upsert("r1", spec(true));
+        r.apply_events("r1", &[IndexEvent::Stored(hashes(&prompt[..396]))]);
+        let work: Vec<TokenId> = (5000..5499).collect();
+        let exclude = ["r0".to_owned()];
+        let queued = RouteRequest {
+            exclude: &exclude,
+            ..ask(&work)
+        };
+        assert_eq!(r.route(&queued, 0.0).unwrap().replica, "r1");
+        r
+    };
+    // Within the default slack (0.25 s) it stays with its blocks.
+    let c = setup(RouterConfig::default()).route(&ask(&prompt), 0.0).unwrap();
+    assert_eq!((c.replica.as_str(), c.cached_tokens), ("r1", 396));
+    assert!((c.predicted_ttft - 0.505).abs() < 1e-9, "{c:?}");
+    // Without slack, or with an objective whose headroom does not cover it, the fastest.
+    let greedy = RouterConfig {
+        affinity_slack: 0.0,
+        ..RouterConfig::default()
+    };
+    assert_eq!(setup(greedy).route(&ask(&prompt), 0.0).unwrap().replica, "r0");
+    let tight = RouteRequest {
+        ttft_slo: Some(0.6),
+        ..ask(&prompt)
+    };
+    assert_eq!(setup(RouterConfig::default()).route(&tight, 0.0).unwrap().replica, "r0");
+    let roomy = RouteRequest {
+        ttft_slo: Some(2.0),
+        ..ask(&prompt)
+    };
+    assert_eq!(setup(RouterConfig::default()).route(&roomy, 0.0).unwrap().replica, "r1");
+}
+
+#[test]
 fn round_robin_takes_each_available_replica_in_turn_whatever_it_caches() {
     let mut r = RouterCore::new(RouterConfig {
         policy: Policy::RoundRobin,
