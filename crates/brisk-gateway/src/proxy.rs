@@ -260,7 +260,9 @@ async fn render(gateway: &Gateway, path: &str, headers: &HeaderMap, body: &Bytes
         let Ok(json) = response.json::<Value>().await else {
             continue;
         };
-        if let Some(tokens) = token_ids(&json["token_ids"]) {
+        // Chat renders to an object, completions to a list of them (one per prompt).
+        let rendered = json.as_array().and_then(|l| l.first()).unwrap_or(&json);
+        if let Some(tokens) = token_ids(&rendered["token_ids"]) {
             return Rendered::Tokens(tokens);
         }
     }

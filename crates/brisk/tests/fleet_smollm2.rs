@@ -458,6 +458,9 @@ fn smollm2_the_router_answers_like_a_replica_errors_and_keys_included() {
     let key = Some("sesame");
     let (status, via_router) = call(router.addr, "POST", "/v1/completions", key, body);
     assert_eq!(status, 200, "{via_router}");
+    // Routed by the tokens the replica rendered (completions render to a list), not by text.
+    let m = metrics(&router);
+    assert!(m.contains("brisk_router_text_routed_total 0"), "{m}");
     let (_, direct) = call(replica.addr, "POST", "/v1/completions", key, body);
     let text_of = |answer: &str| -> serde_json::Value {
         let v: serde_json::Value =
