@@ -207,7 +207,9 @@ fn a_request_stays_with_its_cached_prefix_within_its_allowance() {
         r
     };
     // Within the default slack (0.25 s) it stays with its blocks.
-    let c = setup(RouterConfig::default()).route(&ask(&prompt), 0.0).unwrap();
+    let c = setup(RouterConfig::default())
+        .route(&ask(&prompt), 0.0)
+        .unwrap();
     assert_eq!((c.replica.as_str(), c.cached_tokens), ("r1", 396));
     assert!((c.predicted_ttft - 0.505).abs() < 1e-9, "{c:?}");
     // Without slack, or with an objective whose headroom does not cover it, the fastest.
@@ -215,17 +217,32 @@ fn a_request_stays_with_its_cached_prefix_within_its_allowance() {
         affinity_slack: 0.0,
         ..RouterConfig::default()
     };
-    assert_eq!(setup(greedy).route(&ask(&prompt), 0.0).unwrap().replica, "r0");
+    assert_eq!(
+        setup(greedy).route(&ask(&prompt), 0.0).unwrap().replica,
+        "r0"
+    );
     let tight = RouteRequest {
         ttft_slo: Some(0.6),
         ..ask(&prompt)
     };
-    assert_eq!(setup(RouterConfig::default()).route(&tight, 0.0).unwrap().replica, "r0");
+    assert_eq!(
+        setup(RouterConfig::default())
+            .route(&tight, 0.0)
+            .unwrap()
+            .replica,
+        "r0"
+    );
     let roomy = RouteRequest {
         ttft_slo: Some(2.0),
         ..ask(&prompt)
     };
-    assert_eq!(setup(RouterConfig::default()).route(&roomy, 0.0).unwrap().replica, "r1");
+    assert_eq!(
+        setup(RouterConfig::default())
+            .route(&roomy, 0.0)
+            .unwrap()
+            .replica,
+        "r1"
+    );
 }
 
 #[test]
