@@ -486,6 +486,37 @@ fn smollm2_the_router_answers_like_a_replica_errors_and_keys_included() {
     assert!(text.contains("SmolLM2"), "{text}");
     assert_eq!(call(router.addr, "GET", "/nowhere", key, "").0, 404);
 
+    // A router that predicts no replica can make a request's TTFT refuses it at once when
+    // asked to (here its latency model says a prompt token takes a second).
+    let dir = tempfile::tempdir().unwrap();
+    let slow_model = dir.path().join("slow.json");
+    std::fs::write(
+        &slow_model,
+        r#"{"source": "test", "coefficients": {"base_s": 0.01, "per_prefill_token_s": 1.0,
+            "per_decode_seq_s": 0.0, "per_decode_context_token_s": 0.0,
+            "per_prefill_attention_pair_s": 0.0}, "fit": null, "samples": []}"#,
+    )
+    .unwrap();
+    let strict = start_router(&[
+        "--replica",
+        &url(&replica),
+        "--replica-api-key",
+        "sesame",
+        "--latency-model",
+        slow_model.to_str().unwrap(),
+        "--ttft-slo",
+        "500",
+        "--reject-unattainable",
+        "--health-interval",
+        "0.2",
+    ]);
+    wait_until(Duration::from_secs(10), "the replica joins the strict router", || {
+        is_available(&strict, &url(&replica))
+    });
+    let (status, text) = call(strict.addr, "POST", "/v1/completions", None, body);
+    assert_eq!(status, 429, "{text}");
+    assert!(text.contains("slo_unattainable"), "{text}");
+
     // Without a replica that answers: 503, and not ready.
     let lonely = start_router(&["--replica", "http://127.0.0.1:9"]);
     let (status, text) = call(lonely.addr, "POST", "/v1/completions", None, body);
