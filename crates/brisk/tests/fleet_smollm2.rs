@@ -510,9 +510,11 @@ fn smollm2_the_router_answers_like_a_replica_errors_and_keys_included() {
         "--health-interval",
         "0.2",
     ]);
-    wait_until(Duration::from_secs(10), "the replica joins the strict router", || {
-        is_available(&strict, &url(&replica))
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the replica joins the strict router",
+        || is_available(&strict, &url(&replica)),
+    );
     let (status, text) = call(strict.addr, "POST", "/v1/completions", None, body);
     assert_eq!(status, 429, "{text}");
     assert!(text.contains("slo_unattainable"), "{text}");
