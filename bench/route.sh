@@ -9,7 +9,8 @@
 #   bench/route.sh [OUTDIR]          # default /tmp/route-<utc timestamp>
 #
 # Knobs (env): RATES, NUM (requests), SCALE (--scale-lengths), POOL (KV tokens per
-# replica), POLICIES. Raw outputs stay out of git; the summary goes into BENCHMARKS.md by
+# replica), POLICIES, ROUTE_ARGS (extra flags for `brisk route`, e.g. `--latency-model
+# FILE`). Raw outputs stay out of git; the summary goes into BENCHMARKS.md by
 # hand. Run after `cargo build --release -p brisk`.
 set -u
 cd "$(dirname "$0")/.."
@@ -55,7 +56,7 @@ counter() {
 start_router() {
   local policy=$1
   case $policy in
-    brisk-ttft) start_bg 8500 "$OUT/router.log" "$BRISK" route --port 8500 \
+    brisk-ttft) start_bg 8500 "$OUT/router.log" "$BRISK" route --port 8500 ${ROUTE_ARGS:-} \
         --replica http://127.0.0.1:8501 --replica http://127.0.0.1:8502 ;;
     brisk-round-robin) start_bg 8500 "$OUT/router.log" "$BRISK" route --port 8500 --policy round-robin \
         --replica http://127.0.0.1:8501 --replica http://127.0.0.1:8502 ;;
