@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 /// What the client has been sent so far.
 #[derive(Debug, Default)]
 pub struct StreamLog {
-    pending: Vec<u8>,
+    events: DataLines,
     /// Text generated so far.
     pub text: String,
     /// The response's `id`, `created` and `model`.
@@ -31,14 +31,8 @@ pub struct StreamLog {
 impl StreamLog {
     /// Reads the events in `chunk` (which may split events anywhere).
     pub fn observe(&mut self, chunk: &[u8]) {
-        self.pending.extend_from_slice(chunk);
-        while let Some(end) = find(&self.pending, b"\n\n") {
-            let event: Vec<u8> = self.pending.drain(..end + 2).collect();
-            for line in event.split(|b| *b == b'\n') {
-                if let Some(data) = line.strip_prefix(b"data: ") {
-                    self.observe_data(data);
-                }
-            }
+        for data in self.events.push(chunk) {
+            self.observe_data(&data);
         }
     }
 
@@ -68,8 +62,28 @@ impl StreamLog {
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+/// Splits a server-sent event stream, arriving in chunks cut anywhere, into the payloads of
+/// its `data:` lines.
+#[derive(Debug, Default)]
+struct DataLines {
+    pending: Vec<u8>,
+}
+
+impl DataLines {
+    /// The payloads of the events `chunk` completes.
+    fn push(&mut self, chunk: &[u8]) -> Vec<Vec<u8>> {
+        self.pending.extend_from_slice(chunk);
+        let mut out = Vec::new();
+        while let Some(end) = self.pending.windows(2).position(|w| w == b"\n\n") {
+            let event: Vec<u8> = self.pending.drain(..end + 2).collect();
+            for line in event.split(|b| *b == b'\n') {
+                if let Some(data) = line.strip_prefix(b"data: ") {
+                    out.push(data.to_vec());
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Fields of the original request that a continuation keeps (sampling and objectives).
@@ -139,7 +153,7 @@ pub struct Rewriter {
     model: Value,
     prompt_tokens: usize,
     generated_before: usize,
-    pending: Vec<u8>,
+    events: DataLines,
 }
 
 impl Rewriter {
@@ -152,21 +166,15 @@ impl Rewriter {
             model: log.model.clone(),
             prompt_tokens,
             generated_before,
-            pending: Vec::new(),
+            events: DataLines::default(),
         }
     }
 
     /// The client's bytes for a chunk of the continuation's stream.
     pub fn rewrite(&mut self, chunk: &[u8]) -> Bytes {
-        self.pending.extend_from_slice(chunk);
         let mut out = String::new();
-        while let Some(end) = find(&self.pending, b"\n\n") {
-            let event: Vec<u8> = self.pending.drain(..end + 2).collect();
-            for line in event.split(|b| *b == b'\n') {
-                if let Some(data) = line.strip_prefix(b"data: ") {
-                    out.push_str(&self.rewrite_data(data));
-                }
-            }
+        for data in self.events.push(chunk) {
+            out.push_str(&self.rewrite_data(&data));
         }
         Bytes::from(out)
     }

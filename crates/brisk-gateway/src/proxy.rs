@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use brisk_router::{Choice, Prompt, Refusal, RequestKey, RouteRequest};
-use brisk_server::ApiError;
+use brisk_server::{read_body, ApiError};
 use brisk_types::TokenId;
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -101,23 +101,6 @@ async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
         gateway.metrics.render(&gateway),
     )
         .into_response()
-}
-
-/// The request body, or the error a replica would answer for it.
-fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|rejection| {
-        let status = rejection.into_response().status();
-        ApiError {
-            status,
-            message: if status == StatusCode::PAYLOAD_TOO_LARGE {
-                "the request body is larger than this router accepts (--max-request-bytes)".into()
-            } else {
-                "the request body could not be read".into()
-            },
-            param: None,
-            code: Some("invalid_request_body"),
-        }
-    })
 }
 
 /// The replicas to try for a request that any of them can answer, best first.

@@ -46,6 +46,7 @@ pub use fleet::{KvEventsEndpoints, ReplicaInfo};
 pub use loading::Readiness;
 pub use metrics::{count_panics, Metrics};
 pub use queue::{WaitingQueue, WaitingTicket};
+pub use routes::read_body;
 pub use shutdown::{serve, serve_until_drained, Drain};
 pub use stop::StopMatcher;
 pub use vllm_metrics::CacheConfig;
