@@ -9,6 +9,7 @@ mod model_fetch;
 mod profile;
 mod route;
 mod serve;
+mod startup;
 mod step_log;
 
 use std::path::PathBuf;

@@ -133,9 +133,7 @@ fn discovery(args: &RouteArgs) -> Result<Discovery> {
     let mut urls = Vec::new();
     for url in &args.replicas {
         let url = url.trim().trim_end_matches('/');
-        if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
-            bail!("--replica must be an http:// or https:// URL, got {url:?}");
-        }
+        crate::startup::check_http_url("--replica", url)?;
         if !urls.iter().any(|u| u == url) {
             urls.push(url.to_owned());
         }
@@ -147,9 +145,7 @@ fn config(args: &RouteArgs) -> Result<GatewayConfig> {
     if args.max_attempts == 0 {
         bail!("--max-attempts must be at least 1");
     }
-    if args.api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
-        bail!("--api-key (or BRISK_API_KEY) is empty; give a key or leave it out");
-    }
+    crate::startup::check_api_key(args.api_key.as_deref())?;
     let default_latency = match &args.latency_model {
         Some(p) => LatencyModel::load(p)?,
         None => nominal_latency(),
@@ -188,16 +184,9 @@ fn config(args: &RouteArgs) -> Result<GatewayConfig> {
 pub fn run(args: &RouteArgs) -> Result<()> {
     let discovery = discovery(args)?;
     let cfg = config(args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = crate::startup::runtime()?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
-            .await
-            .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
-        let addr = listener.local_addr()?;
+        let (listener, addr) = crate::startup::bind(&args.host, args.port).await?;
         let gateway = Gateway::new(cfg)?;
         let _membership = Membership::start(&gateway, discovery.clone());
         let app = brisk_gateway::app(Arc::clone(&gateway));

@@ -256,27 +256,16 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         bail!("--reject-unattainable needs --scheduling-policy slo");
     }
     if let Some(url) = &args.advertise_url {
-        if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
-            bail!("--advertise-url must be an http:// or https:// URL, got {url:?}");
-        }
+        crate::startup::check_http_url("--advertise-url", url)?;
     }
-    if args.api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
-        bail!("--api-key (or BRISK_API_KEY) is empty; give a key or leave it out");
-    }
+    crate::startup::check_api_key(args.api_key.as_deref())?;
     let path = loaded_model::resolve_path(args.model.model.as_deref())?;
     brisk_server::count_panics();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = crate::startup::runtime()?;
     runtime.block_on(async {
         // The port is bound before the model loads, so clients connecting meanwhile get 503
         // `loading` (with Retry-After) rather than a refused connection.
-        let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
-            .await
-            .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
-        let addr = listener.local_addr()?;
+        let (listener, addr) = crate::startup::bind(&args.host, args.port).await?;
         let drain = Drain::default();
         let readiness = Readiness::default();
         // `serve` installs the SIGINT/SIGTERM handlers when called: before the port is
