@@ -23,6 +23,18 @@ pub(crate) fn parse_seq(frame: &[u8]) -> Result<Seq, String> {
     }
 }
 
+/// Whether a message's topic frame is exactly `want`.
+pub(crate) fn check_topic(found: &[u8], want: &[u8]) -> Result<(), String> {
+    if found == want {
+        return Ok(());
+    }
+    Err(format!(
+        "topic {:?} is not {:?}",
+        String::from_utf8_lossy(found),
+        String::from_utf8_lossy(want)
+    ))
+}
+
 /// The sequence number and payload of a live message on `topic`.
 pub(crate) fn parse_live(message: &ZmqMessage, topic: &[u8]) -> Result<(u64, Bytes), String> {
     let frames: Vec<&Bytes> = message.iter().collect();
@@ -30,27 +42,23 @@ pub(crate) fn parse_live(message: &ZmqMessage, topic: &[u8]) -> Result<(u64, Byt
         return Err(format!("{} frames, not 3", frames.len()));
     };
     // SUB filters by prefix: "kv" lets "kv-other" through.
-    if message_topic.as_ref() != topic {
-        return Err(format!(
-            "topic {:?} is not {:?}",
-            String::from_utf8_lossy(message_topic),
-            String::from_utf8_lossy(topic)
-        ));
-    }
+    check_topic(message_topic, topic)?;
     match parse_seq(seq)? {
         Seq::Batch(seq) => Ok((seq, payload.clone())),
         Seq::End => Err("sequence number −1 on the live socket".into()),
     }
 }
 
+/// A message of these frames (tests).
+#[cfg(test)]
+pub(crate) fn message(frames: &[&[u8]]) -> ZmqMessage {
+    let frames: Vec<Bytes> = frames.iter().map(|f| Bytes::copy_from_slice(f)).collect();
+    ZmqMessage::try_from(frames).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn message(frames: &[&[u8]]) -> ZmqMessage {
-        let frames: Vec<Bytes> = frames.iter().map(|f| Bytes::copy_from_slice(f)).collect();
-        ZmqMessage::try_from(frames).unwrap()
-    }
 
     #[test]
     fn a_published_message_gives_its_sequence_and_payload() {

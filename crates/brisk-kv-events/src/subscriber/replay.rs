@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use zeromq::{DealerSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
 
-use super::frames::{parse_seq, Seq};
+use super::frames::{check_topic, parse_seq, Seq};
 
 /// Malformed replies after which a replay is abandoned (its peer is not a publisher).
 const MAX_MALFORMED: usize = 16;
@@ -108,25 +108,19 @@ fn parse_reply(reply: &ZmqMessage, topic: &[u8]) -> Result<Reply, String> {
     };
     match parse_seq(seq)? {
         Seq::End => Ok(Reply::End),
-        Seq::Batch(seq) => match reply_topic {
-            Some(t) if t.as_ref() != topic => Err(format!(
-                "topic {:?} is not {:?}",
-                String::from_utf8_lossy(t),
-                String::from_utf8_lossy(topic)
-            )),
-            _ => Ok(Reply::Batch(seq, (*payload).clone())),
-        },
+        Seq::Batch(seq) => {
+            if let Some(t) = reply_topic {
+                check_topic(t, topic)?;
+            }
+            Ok(Reply::Batch(seq, (*payload).clone()))
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::frames::message;
     use super::*;
-
-    fn message(frames: &[&[u8]]) -> ZmqMessage {
-        let frames: Vec<Bytes> = frames.iter().map(|f| Bytes::copy_from_slice(f)).collect();
-        ZmqMessage::try_from(frames).unwrap()
-    }
 
     #[test]
     fn vllm_and_brisk_reply_framings_both_read() {
