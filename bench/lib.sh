@@ -37,6 +37,11 @@ start_bg() {
   wait_health "$port" "$log"
 }
 
+# Servers a script keeps running together (it appends $SPID after each start_bg), and
+# stop_pids stops them all (SIGTERM, then waits). Usage: trap stop_pids EXIT
+PIDS=()
+stop_pids() { local p; for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; PIDS=(); }
+
 # Stops the server started last (SIGTERM, then waits for it).
 stop_server() {
   if [ -n "${SPID:-}" ]; then kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true; SPID=; fi

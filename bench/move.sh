@@ -18,12 +18,10 @@ CONTEXTS=${CONTEXTS:-1024 4096}
 DTYPES=${DTYPES:-f32 int8}
 OUT=${1:-/tmp/move-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
-PIDS=()
 SPID=
 # shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"
-stop_all() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; PIDS=(); }
-trap stop_all EXIT
+trap stop_pids EXIT
 describe_machine | tee "$OUT/machine.txt"
 
 for dtype in $DTYPES; do
@@ -64,5 +62,5 @@ print(f"context {context:5d} {dtype:4s} kv {moved.get('kv_bytes', 0)/1e6:7.1f} M
       f"same text {text == want}")
 PY
   done
-  stop_all
+  stop_pids
 done

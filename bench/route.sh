@@ -24,12 +24,10 @@ POOL=${POOL:-65536}
 POLICIES=${POLICIES:-single brisk-ttft brisk-round-robin vllm-cache_aware vllm-kv_aware}
 OUT=${1:-/tmp/route-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
-PIDS=()
 SPID=
 # shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"
-stop_all() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; PIDS=(); }
-trap stop_all EXIT
+trap stop_pids EXIT
 describe_machine | tee "$OUT/machine.txt"
 VLLM_ROUTER=(python3 -c 'import sys; from vllm_router.launch_router import main; sys.exit(main())')
 
@@ -42,12 +40,13 @@ start_replica() {
   PIDS+=("$SPID")
 }
 
-# Sums a counter over the replicas on the given ports.
+# Sums a counter (all its label sets) over the replicas on the given ports.
 counter() {
   local name=$1 total=0 v port
   shift
   for port in "$@"; do
-    v=$(curl -s "http://127.0.0.1:$port/metrics" | awk -v n="$name" '$1==n {print $2}')
+    v=$(curl -s "http://127.0.0.1:$port/metrics" |
+      awk -v n="$name" '$1==n || index($1, n "{")==1 {s+=$2} END {print s+0}')
     total=$(awk -v a="$total" -v b="${v:-0}" 'BEGIN{print a+b}')
   done
   echo "$total"
@@ -83,7 +82,7 @@ for rate in $RATES; do
       start_replica 1 $((2 * POOL)); ports=(8501); url=http://127.0.0.1:8501
     else
       start_replica 1 "$POOL"; start_replica 2 "$POOL"; ports=(8501 8502)
-      start_router "$policy" || { stop_all; continue; }
+      start_router "$policy" || { stop_pids; continue; }
       url=http://127.0.0.1:8500
     fi
     "$BRISK" bench --url "$url" --trace "$TRACE" --scale-lengths "$SCALE" --rate "$rate" \
@@ -104,6 +103,6 @@ print(json.dumps({"policy": policy, "rate": float(rate),
     "ttft_p50_ms": round(r["median_ttft_ms"]), "ttft_p99_ms": round(r["p99_ttft_ms"]),
     "tpot_p50_ms": round(r["median_tpot_ms"]), "slo_attainment": r["slo_attainment"]}))
 PY
-    stop_all
+    stop_pids
   done
 done
