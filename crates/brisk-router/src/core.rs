@@ -1,6 +1,7 @@
 //! [`RouterCore`]: membership, cached-block indexes, load and the choice of a replica.
 
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 
 use brisk_scheduler::LatencyModel;
 use brisk_types::TokenId;
@@ -251,13 +252,16 @@ fn text_hashes(text: &str, block_bytes: usize) -> Vec<u64> {
 /// A prompt's block hashes under one hashing scheme (block size, salt).
 struct PromptBlocks {
     scheme: (usize, u64),
-    hashes: Vec<u64>,
+    hashes: Rc<[u64]>,
     per_block: usize,
 }
 
 /// One replica's answer to a routing question.
 struct Candidate<'a> {
     id: &'a str,
+    /// The prompt's block hashes in this replica's terms (shared by replicas of one scheme;
+    /// the chosen one's become its speculative entries).
+    hashes: Rc<[u64]>,
     outstanding: usize,
     last_chosen: RequestKey,
     ttft: f64,
@@ -365,12 +369,12 @@ impl RouterCore {
             best.cached_tokens,
             best.ttft,
         );
+        let hashes = best.hashes;
         let key = self.next_key;
         self.next_key += 1;
         let cfg = &self.cfg;
         let replica = self.replicas.get_mut(&id).expect("the candidate exists");
         replica.last_chosen = key;
-        let (hashes, _) = replica.prompt_blocks(req.prompt, cfg);
         let ttl = match (req.prompt, replica.spec.publishes_events) {
             (Prompt::Tokens(_), true) => cfg.speculative_ttl,
             _ => cfg.approximate_ttl,
@@ -465,14 +469,14 @@ impl RouterCore {
                         let (hashes, per_block) = r.prompt_blocks(req.prompt, &self.cfg);
                         hashed.push(PromptBlocks {
                             scheme,
-                            hashes,
+                            hashes: hashes.into(),
                             per_block,
                         });
                         hashed.len() - 1
                     }
                 };
                 let h = &hashed[at];
-                self.candidate_of(id, r, req.prompt, &h.hashes, h.per_block, now)
+                self.candidate_of(id, r, req.prompt, Rc::clone(&h.hashes), h.per_block, now)
             })
             .collect()
     }
@@ -485,7 +489,7 @@ impl RouterCore {
         now: f64,
     ) -> Candidate<'a> {
         let (hashes, tokens_per_block) = r.prompt_blocks(prompt, &self.cfg);
-        self.candidate_of(id, r, prompt, &hashes, tokens_per_block, now)
+        self.candidate_of(id, r, prompt, hashes.into(), tokens_per_block, now)
     }
 
     /// A replica's answer, given the prompt's block hashes in its terms.
@@ -494,7 +498,7 @@ impl RouterCore {
         id: &'a str,
         r: &Replica,
         prompt: Prompt<'_>,
-        hashes: &[u64],
+        hashes: Rc<[u64]>,
         tokens_per_block: usize,
         now: f64,
     ) -> Candidate<'a> {
@@ -504,10 +508,11 @@ impl RouterCore {
         };
         // A replica always computes the last prompt token (it needs its logits).
         let cached_tokens =
-            (r.index.matched(hashes, now) * tokens_per_block).min(prompt_tokens.saturating_sub(1));
+            (r.index.matched(&hashes, now) * tokens_per_block).min(prompt_tokens.saturating_sub(1));
         let own = r.prefill_s(cached_tokens, prompt_tokens - cached_tokens);
         Candidate {
             id,
+            hashes,
             outstanding: r.outstanding.len(),
             last_chosen: r.last_chosen,
             ttft: r.queued_prefill_s + own,
