@@ -89,7 +89,7 @@ async fn health_loop(gateway: Arc<Gateway>, statics: Vec<String>) {
         let members = gateway.members();
         let mut targets: Vec<(String, String, bool)> = members
             .iter()
-            .map(|(id, e)| (id.clone(), e.info.url.clone(), true))
+            .map(|(id, info)| (id.clone(), info.url.clone(), true))
             .collect();
         for url in &statics {
             if !members.iter().any(|(id, _)| id == url) {

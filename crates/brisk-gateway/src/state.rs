@@ -41,18 +41,12 @@ pub struct GatewayConfig {
     pub max_request_bytes: usize,
 }
 
-/// A replica as the gateway reaches it.
-#[derive(Clone, Debug)]
-pub struct ReplicaEntry {
-    /// What it advertised.
-    pub info: ReplicaInfo,
-}
-
 /// Everything the handlers and background tasks share.
 pub struct Gateway {
     pub(crate) cfg: GatewayConfig,
     core: Mutex<RouterCore>,
-    replicas: Mutex<HashMap<String, ReplicaEntry>>,
+    /// What each member advertised (its URL included), by id.
+    replicas: Mutex<HashMap<String, ReplicaInfo>>,
     pub(crate) client: reqwest::Client,
     pub(crate) metrics: GatewayMetrics,
     pub(crate) events: crate::events::Subscriptions,
@@ -102,21 +96,21 @@ impl Gateway {
 
     /// The replica's address, if it is still a member.
     pub(crate) fn url(&self, id: &str) -> Option<String> {
-        self.lock_replicas().get(id).map(|e| e.info.url.clone())
+        self.lock_replicas().get(id).map(|info| info.url.clone())
     }
 
     /// Members, by id.
-    pub(crate) fn members(&self) -> Vec<(String, ReplicaEntry)> {
+    pub(crate) fn members(&self) -> Vec<(String, ReplicaInfo)> {
         let mut v: Vec<_> = self
             .lock_replicas()
             .iter()
-            .map(|(k, e)| (k.clone(), e.clone()))
+            .map(|(id, info)| (id.clone(), info.clone()))
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
 
-    fn lock_replicas(&self) -> MutexGuard<'_, HashMap<String, ReplicaEntry>> {
+    fn lock_replicas(&self) -> MutexGuard<'_, HashMap<String, ReplicaInfo>> {
         self.replicas.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -135,8 +129,8 @@ impl Gateway {
         };
         let changed = self
             .lock_replicas()
-            .insert(id.to_owned(), ReplicaEntry { info: info.clone() })
-            .is_none_or(|old| old.info != info);
+            .insert(id.to_owned(), info.clone())
+            .is_none_or(|old| old != info);
         if changed {
             tracing::info!(replica = id, url = info.url, "replica joined or changed");
             self.core().upsert(id, spec);
