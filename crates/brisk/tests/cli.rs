@@ -93,10 +93,9 @@ fn slo_flags_are_validated() {
     assert!(err.contains("milliseconds"), "{err}");
 }
 
-#[test]
-fn sim_writes_the_bench_report_from_a_latency_model() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("latency.json");
+/// A hand-written latency model for `brisk sim`, written into `dir`.
+fn latency_model(dir: &std::path::Path) -> std::path::PathBuf {
+    let model = dir.join("latency.json");
     std::fs::write(
         &model,
         r#"{"source": "test", "coefficients": {"base_s": 0.008, "per_prefill_token_s": 0.0005,
@@ -104,6 +103,13 @@ fn sim_writes_the_bench_report_from_a_latency_model() {
             "per_prefill_attention_pair_s": 0.0}, "fit": null}"#,
     )
     .unwrap();
+    model
+}
+
+#[test]
+fn sim_writes_the_bench_report_from_a_latency_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = latency_model(dir.path());
     let out = dir.path().join("report.json");
     let (ok, stdout, err) = brisk(&[
         "sim",
@@ -153,14 +159,7 @@ fn sim_writes_the_bench_report_from_a_latency_model() {
 #[test]
 fn sim_fleets_need_a_replica_and_report_their_router() {
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("latency.json");
-    std::fs::write(
-        &model,
-        r#"{"source": "test", "coefficients": {"base_s": 0.008, "per_prefill_token_s": 0.0005,
-            "per_decode_seq_s": 0.001, "per_decode_context_token_s": 0.0,
-            "per_prefill_attention_pair_s": 0.0}, "fit": null}"#,
-    )
-    .unwrap();
+    let model = latency_model(dir.path());
     let out = dir.path().join("report.json");
     let sim = |replicas: &str| {
         brisk(&[
