@@ -225,21 +225,26 @@ async fn registration_and_watch_survive_etcd_restarts_with_and_without_data() {
     .await;
 }
 
+/// Registers a key at `endpoint` alone; also returns how long the attempt took.
+async fn register_at(endpoint: &str) -> (Result<Registration, DiscoveryError>, Duration) {
+    let started = Instant::now();
+    let result = Registration::start(
+        &[endpoint.to_owned()],
+        key("x"),
+        "v".into(),
+        Duration::from_secs(2),
+    )
+    .await;
+    (result, started.elapsed())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_etcd_fails_registration_fast_and_names_the_endpoint() {
     init_logs();
     within(Duration::from_secs(20), async {
         // Nothing listens there once the probe socket is closed.
         let endpoint = format!("127.0.0.1:{}", free_port());
-        let started = Instant::now();
-        let result = Registration::start(
-            std::slice::from_ref(&endpoint),
-            key("x"),
-            "v".into(),
-            Duration::from_secs(2),
-        )
-        .await;
-        let took = started.elapsed();
+        let (result, took) = register_at(&endpoint).await;
         let err = result.expect_err("registration with no etcd must fail");
         eprintln!("failed after {took:?}: {err}");
         assert!(took < Duration::from_secs(5), "took {took:?}");
@@ -255,15 +260,7 @@ async fn etcd_that_never_answers_fails_registration_within_seconds() {
         // The kernel completes the TCP handshake into the backlog; nothing ever answers.
         let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
         let endpoint = format!("http://{}", silent.local_addr().expect("addr"));
-        let started = Instant::now();
-        let result = Registration::start(
-            std::slice::from_ref(&endpoint),
-            key("x"),
-            "v".into(),
-            Duration::from_secs(2),
-        )
-        .await;
-        let took = started.elapsed();
+        let (result, took) = register_at(&endpoint).await;
         let err = result.expect_err("registration with a silent etcd must fail");
         eprintln!("failed after {took:?}: {err}");
         assert!(matches!(err, DiscoveryError::Timeout { .. }), "{err:?}");
