@@ -12,7 +12,8 @@ use std::time::Duration;
 use brisk_kv::{BlockHash, KvEvent, KvEventBatch};
 use brisk_kv_events::wire::{self, DecodedBatch, WireEvent};
 use brisk_kv_events::{
-    start, subscribe, subscribe_with, PublisherSettings, SubscriberConfig, SubscriberEvent,
+    start, subscribe, subscribe_with, Publisher, PublisherSettings, SubscriberConfig,
+    SubscriberEvent, SubscriberHandle,
 };
 use bytes::Bytes;
 use tokio::sync::mpsc::{Receiver, Sender};
@@ -60,6 +61,15 @@ fn settings(replay: bool, buffer_steps: usize) -> PublisherSettings {
     }
 }
 
+/// A subscriber to `publisher`'s sockets, topic `kv`.
+fn follow(publisher: &Publisher) -> (Receiver<SubscriberEvent>, SubscriberHandle) {
+    subscribe(
+        publisher.endpoint.clone(),
+        publisher.replay_endpoint.clone(),
+        "kv".into(),
+    )
+}
+
 async fn next(rx: &mut Receiver<SubscriberEvent>) -> SubscriberEvent {
     tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
@@ -86,7 +96,7 @@ async fn publish_until_heard(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_publishers_batches_arrive_decoded_and_in_order() {
     let (tx, publisher) = start(&settings(false, 0), BLOCK_SIZE).unwrap();
-    let (mut rx, _handle) = subscribe(publisher.endpoint.clone(), None, "kv".into());
+    let (mut rx, _handle) = follow(&publisher);
     let (first, mut i) = publish_until_heard(&tx, &mut rx, 0).await;
     // Joined late and no replay: what came before is reported lost, then the batch.
     let mut seq = match first {
@@ -113,11 +123,7 @@ async fn a_late_subscriber_gets_the_earlier_batches_by_replay() {
     for i in 0..5 {
         tx.send(batch(i)).await.unwrap();
     }
-    let (mut rx, _handle) = subscribe(
-        publisher.endpoint.clone(),
-        publisher.replay_endpoint.clone(),
-        "kv".into(),
-    );
+    let (mut rx, _handle) = follow(&publisher);
     let (first, sent) = publish_until_heard(&tx, &mut rx, 5).await;
     assert_eq!(first, delivered(0, 0), "history from the first batch");
     for seq in 1..sent {
@@ -131,11 +137,7 @@ async fn history_the_replay_buffer_no_longer_holds_is_lost() {
     for i in 0..10 {
         tx.send(batch(i)).await.unwrap();
     }
-    let (mut rx, _handle) = subscribe(
-        publisher.endpoint.clone(),
-        publisher.replay_endpoint.clone(),
-        "kv".into(),
-    );
+    let (mut rx, _handle) = follow(&publisher);
     let (first, sent) = publish_until_heard(&tx, &mut rx, 10).await;
     let SubscriberEvent::Lost { from: 0, to } = first else {
         panic!("{first:?}");
