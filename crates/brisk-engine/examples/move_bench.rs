@@ -54,6 +54,7 @@ fn request(context: usize) -> EngineRequest {
         slo: None,
         priority: Priority::Interactive,
         received: None,
+        constraint: None,
     }
 }
 

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 
 use brisk_kv::KvEvent;
-use brisk_sampling::{log_softmax_at, top_logprobs, Sampler};
+use brisk_sampling::{log_softmax_at, top_logprobs, Sampler, TokenConstraint};
 use brisk_scheduler::{
     SchedRequest, SchedulerCore, SchedulerError, SchedulerStats, SeqEvent, SeqExport, StepPlan,
 };
@@ -188,6 +188,10 @@ pub enum MoveError {
     /// Bytes that are not a request export.
     #[error("request export: {0}")]
     Wire(String),
+    /// The request's output is constrained (a JSON schema, a grammar): its grammar state
+    /// does not travel yet.
+    #[error("cannot move: requests with structured output stay where they started")]
+    Constrained,
 }
 
 /// What one step did, for the caller's records.
@@ -212,6 +216,10 @@ struct RequestState {
     banned_early: Vec<TokenId>,
     /// The token sampled in the current step, waiting for the scheduler's verdict.
     pending: Option<GeneratedToken>,
+    /// What the output must match, if anything.
+    constraint: Option<Box<dyn TokenConstraint>>,
+    /// Why the constraint could not say what may come next (the request then fails).
+    constraint_error: Option<String>,
 }
 
 impl RequestState {
@@ -219,7 +227,12 @@ impl RequestState {
     /// until `min_tokens`; log-probabilities (a pass over the vocabulary) only if asked for.
     fn sample(&mut self, raw: &[f32]) -> GeneratedToken {
         let banned;
-        let row = if self.output.len() < self.min_tokens && !self.banned_early.is_empty() {
+        let row = if let Some(constraint) = &self.constraint {
+            let mut logits = raw.to_vec();
+            constraint.mask(&mut logits);
+            banned = logits;
+            &banned[..]
+        } else if self.output.len() < self.min_tokens && !self.banned_early.is_empty() {
             let mut logits = raw.to_vec();
             for &t in &self.banned_early {
                 if let Some(l) = logits.get_mut(t as usize) {
@@ -247,6 +260,27 @@ impl RequestState {
             token,
             logprob,
             top_logprobs,
+        }
+    }
+
+    /// Works out what the constraint allows next (on the helper thread of a step).
+    fn prepare_constraint(&mut self) {
+        if let Some(constraint) = &mut self.constraint {
+            if let Err(e) = constraint.prepare() {
+                self.constraint_error = Some(e);
+            }
+        }
+    }
+
+    /// Advances the constraint past a kept token: `Ok(true)` when the grammar is complete.
+    /// End-of-sequence tokens end the request anyway and are not the grammar's to judge.
+    fn commit(&mut self, token: TokenId, eos: &[TokenId]) -> Result<bool, String> {
+        match &mut self.constraint {
+            Some(c) if !eos.contains(&token) => {
+                c.commit(token)?;
+                Ok(c.is_finished())
+            }
+            _ => Ok(false),
         }
     }
 }
@@ -318,6 +352,8 @@ impl<B: Backend> EngineCore<B> {
                 min_tokens: request.min_tokens,
                 banned_early,
                 pending: None,
+                constraint: request.constraint.as_ref().map(|c| c.start()),
+                constraint_error: None,
             },
         );
         Ok(())
@@ -354,6 +390,9 @@ impl<B: Backend> EngineCore<B> {
             }
             .into());
         };
+        if state.constraint.is_some() {
+            return Err(MoveError::Constrained);
+        }
         let (sampler, logprobs) = (state.sampler.clone(), state.logprobs);
         let seq = self.scheduler.export(id, now)?;
         let kv = match self.backend.export_blocks(&self.kv, &seq.blocks) {
@@ -410,6 +449,8 @@ impl<B: Backend> EngineCore<B> {
                 min_tokens: request.min_tokens,
                 banned_early,
                 pending: None,
+                constraint: None,
+                constraint_error: None,
             },
         );
         Ok(())
@@ -438,7 +479,7 @@ impl<B: Backend> EngineCore<B> {
         }
         self.steps += 1;
         let executing = clock.now();
-        let result = self.backend.execute(&plan.as_batch(), &mut self.kv);
+        let result = self.execute_preparing_masks(&plan);
         let execute_s = clock.now() - executing;
         let output = match result {
             Ok(output) => output,
@@ -468,10 +509,13 @@ impl<B: Backend> EngineCore<B> {
         // The tokens exist from the end of the step (first-token times feed TPOT deadlines).
         let done = clock.now();
         let outputs = match self.scheduler.update(&plan, &sampled, done) {
-            Ok(events) => events
-                .into_iter()
-                .filter_map(|e| self.outputs_of(e))
-                .collect(),
+            Ok(events) => {
+                let outputs = events
+                    .into_iter()
+                    .filter_map(|e| self.outputs_of(e))
+                    .collect();
+                self.advance_constraints(outputs)
+            }
             Err(e) => {
                 tracing::error!("scheduler rejected step {}: {e}", plan.step);
                 self.fail_plan(&plan, &e.to_string())
@@ -481,6 +525,87 @@ impl<B: Backend> EngineCore<B> {
             plan,
             execute_s,
             outputs,
+        })
+    }
+
+    /// Runs the plan's forward pass; meanwhile, on a second thread, the constrained
+    /// sequences that will sample work out what their grammars allow.
+    fn execute_preparing_masks(
+        &mut self,
+        plan: &StepPlan,
+    ) -> Result<brisk_types::StepOutput, BackendError> {
+        let sampling: Vec<RequestId> = plan
+            .seqs
+            .iter()
+            .filter(|seq| !matches!(seq.logits, LogitsWanted::None))
+            .map(|seq| seq.id)
+            .collect();
+        let constrained: Vec<&mut RequestState> = self
+            .requests
+            .iter_mut()
+            .filter(|(id, state)| state.constraint.is_some() && sampling.contains(id))
+            .map(|(_, state)| state)
+            .collect();
+        let batch = plan.as_batch();
+        if constrained.is_empty() {
+            return self.backend.execute(&batch, &mut self.kv);
+        }
+        let (backend, kv) = (&mut self.backend, &mut self.kv);
+        std::thread::scope(|scope| {
+            let preparing = scope.spawn(move || {
+                for state in constrained {
+                    state.prepare_constraint();
+                }
+            });
+            let result = backend.execute(&batch, kv);
+            if let Err(panic) = preparing.join() {
+                std::panic::resume_unwind(panic);
+            }
+            result
+        })
+    }
+
+    /// Advances each constrained request past the token it kept: a request whose grammar
+    /// is complete ends as a stop; one whose constraint failed ends as failed (the token
+    /// it drew unconstrained is not sent).
+    fn advance_constraints(&mut self, outputs: Vec<Output>) -> Vec<Output> {
+        let mut kept = Vec::with_capacity(outputs.len());
+        let mut ended = Vec::new();
+        for output in outputs {
+            let Output::Token { id, token } = &output else {
+                kept.push(output);
+                continue;
+            };
+            let Some(state) = self.requests.get_mut(id) else {
+                kept.push(output);
+                continue;
+            };
+            if let Some(message) = state.constraint_error.take() {
+                ended.push((*id, Err(message)));
+                continue;
+            }
+            match state.commit(token.token, &self.eos) {
+                Ok(false) => {}
+                Ok(true) => ended.push((*id, Ok(()))),
+                Err(message) => ended.push((*id, Err(message))),
+            }
+            kept.push(output);
+        }
+        for (id, verdict) in ended {
+            match verdict {
+                Ok(()) => kept.extend(self.end(id, FinishReason::Stop)),
+                Err(message) => kept.extend(self.fail_constrained(id, &message)),
+            }
+        }
+        kept
+    }
+
+    /// Ends request `id` as failed, freeing its blocks.
+    fn fail_constrained(&mut self, id: RequestId, message: &str) -> Option<Output> {
+        self.scheduler.abort(id);
+        self.requests.remove(&id).map(|_| Output::Failed {
+            id,
+            message: format!("structured output: {message}"),
         })
     }
 
@@ -599,6 +724,7 @@ mod tests {
             slo: None,
             priority: Priority::Interactive,
             received: None,
+            constraint: None,
         }
     }
 
@@ -640,5 +766,131 @@ mod tests {
         );
         assert!(!core.has_unfinished());
         assert!(core.step(0.0, &Frozen).is_none());
+    }
+
+    /// A constraint that allows exactly one sequence of tokens (or fails to prepare).
+    #[derive(Debug)]
+    struct Exactly {
+        tokens: Vec<TokenId>,
+        next: usize,
+        broken: bool,
+    }
+
+    impl TokenConstraint for Exactly {
+        fn prepare(&mut self) -> Result<(), String> {
+            if self.broken {
+                Err("the grammar broke".into())
+            } else {
+                Ok(())
+            }
+        }
+        fn mask(&self, logits: &mut [f32]) {
+            for (t, l) in logits.iter_mut().enumerate() {
+                if self.tokens.get(self.next) != Some(&(t as TokenId)) {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+        }
+        fn commit(&mut self, token: TokenId) -> Result<(), String> {
+            if self.tokens.get(self.next) != Some(&token) {
+                return Err(format!("token {token} is not allowed"));
+            }
+            self.next += 1;
+            Ok(())
+        }
+        fn is_finished(&self) -> bool {
+            self.next == self.tokens.len()
+        }
+    }
+
+    #[derive(Debug)]
+    struct ExactlySource(Vec<TokenId>, bool);
+
+    impl brisk_sampling::ConstraintSource for ExactlySource {
+        fn start(&self) -> Box<dyn TokenConstraint> {
+            Box::new(Exactly {
+                tokens: self.0.clone(),
+                next: 0,
+                broken: self.1,
+            })
+        }
+    }
+
+    fn constrained(tokens: Vec<TokenId>, broken: bool) -> EngineRequest {
+        EngineRequest {
+            constraint: Some(std::sync::Arc::new(ExactlySource(tokens, broken))),
+            ..request(vec![5, 6, 7], 100)
+        }
+    }
+
+    /// Runs the core until nothing is left, collecting request 1's outputs.
+    fn run_to_end(core: &mut EngineCore<CountingBackend>) -> Vec<Output> {
+        let mut outputs = Vec::new();
+        while let Some(report) = core.step(0.0, &Frozen) {
+            outputs.extend(report.outputs);
+        }
+        outputs
+    }
+
+    #[test]
+    fn a_constrained_request_samples_what_its_grammar_allows_and_stops_when_complete() {
+        let mut core = core();
+        core.add(1, constrained(vec![30, 2, 41], false), 0.0, 0.0)
+            .unwrap();
+        core.add(2, request(vec![9], 3), 0.0, 0.0).unwrap();
+        let outputs = run_to_end(&mut core);
+        let tokens = |want: RequestId| -> Vec<TokenId> {
+            outputs
+                .iter()
+                .filter_map(|o| match o {
+                    Output::Token { id, token } if *id == want => Some(token.token),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(tokens(1), [30, 2, 41], "the model alone would say 8, 9, 10");
+        assert_eq!(tokens(2), [10, 11, 12], "its neighbour is unconstrained");
+        assert!(outputs.iter().any(|o| matches!(
+            o,
+            Output::Finished {
+                id: 1,
+                reason: FinishReason::Stop,
+                output_tokens: 3,
+                ..
+            }
+        )));
+        assert_eq!(core.stats().kv_usage_ratio, 0.0, "every block is free");
+    }
+
+    #[test]
+    fn a_constraint_that_fails_fails_its_request_alone_and_frees_its_blocks() {
+        let mut core = core();
+        core.add(1, constrained(vec![30], true), 0.0, 0.0).unwrap();
+        core.add(2, request(vec![9], 2), 0.0, 0.0).unwrap();
+        let outputs = run_to_end(&mut core);
+        assert!(
+            !outputs
+                .iter()
+                .any(|o| matches!(o, Output::Token { id: 1, .. })),
+            "no unconstrained token escapes: {outputs:?}"
+        );
+        assert!(outputs
+            .iter()
+            .any(|o| matches!(o, Output::Failed { id: 1, message } if message.contains("broke"))));
+        assert!(outputs.iter().any(|o| matches!(
+            o,
+            Output::Finished {
+                id: 2,
+                output_tokens: 2,
+                ..
+            }
+        )));
+        assert!(!core.has_unfinished());
+        assert_eq!(core.stats().kv_usage_ratio, 0.0, "every block is free");
+        let mut core = self::core();
+        core.add(1, constrained(vec![30, 31], false), 0.0, 0.0)
+            .unwrap();
+        core.step(0.0, &Frozen);
+        assert!(matches!(core.export(1, 0.0), Err(MoveError::Constrained)));
     }
 }

@@ -1,6 +1,8 @@
 //! What the engine receives and what it streams back.
 
-use brisk_sampling::SamplingParams;
+use std::sync::Arc;
+
+use brisk_sampling::{ConstraintSource, SamplingParams};
 use brisk_types::TokenId;
 
 /// Engine-wide request id.
@@ -31,6 +33,9 @@ pub struct EngineRequest {
     /// When the request reached the server; its TTFT deadline counts from here (`None`: from
     /// when the engine takes it, which can be a whole step later).
     pub received: Option<std::time::Instant>,
+    /// What the output must match (a JSON schema, a regex, a grammar), compiled; each
+    /// sequence starts its own copy. `None`: unconstrained.
+    pub constraint: Option<Arc<dyn ConstraintSource>>,
 }
 
 pub use brisk_scheduler::{Priority, RequestSlo};

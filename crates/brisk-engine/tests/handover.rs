@@ -69,6 +69,7 @@ fn request(sampling: SamplingParams) -> EngineRequest {
         }),
         priority: Priority::Interactive,
         received: None,
+        constraint: None,
     }
 }
 

@@ -74,6 +74,7 @@ fn request(prompt: Vec<TokenId>, max_tokens: usize) -> EngineRequest {
         slo: None,
         priority: Priority::Interactive,
         received: None,
+        constraint: None,
     }
 }
 

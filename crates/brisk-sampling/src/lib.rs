@@ -8,12 +8,16 @@
 //! whatever else shares its batch.
 #![deny(missing_docs)]
 
+mod constraint;
+
 use std::collections::HashMap;
 
 use brisk_types::TokenId;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 use serde::{Deserialize, Serialize};
+
+pub use constraint::{ConstraintSource, TokenConstraint};
 
 /// Why sampling parameters were refused.
 #[derive(Debug, thiserror::Error, PartialEq)]

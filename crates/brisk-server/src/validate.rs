@@ -324,6 +324,7 @@ pub fn build_spec(
             slo,
             priority,
             received: None,
+            constraint: None,
         },
         n,
         stop,

@@ -328,6 +328,7 @@ pub(crate) fn engine_request(r: &SimRequest) -> EngineRequest {
         slo: r.slo,
         priority: r.priority,
         received: None,
+        constraint: None,
     }
 }
 
