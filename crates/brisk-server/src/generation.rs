@@ -12,6 +12,7 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::queue::WaitingTicket;
 use crate::stop::StopMatcher;
+use crate::tool_calls::{ToolCall, ToolCallParser};
 
 /// The log-probability of one generated token and its alternatives.
 #[derive(Clone, Debug)]
@@ -44,6 +45,8 @@ pub struct Delta {
     pub text: String,
     /// Logprobs of the tokens consumed by this delta, if requested.
     pub logprobs: Vec<TokenLogprob>,
+    /// Tool calls completed by this delta.
+    pub tool_calls: Vec<ToolCall>,
     /// Set on the last delta.
     pub finish: Option<Finish>,
 }
@@ -66,6 +69,8 @@ pub struct ChoiceRun {
     ticket: Option<WaitingTicket>,
     /// When the request must be done by (`--request-timeout`).
     deadline: Option<Instant>,
+    /// Reads tool calls out of the text, when the request offered tools.
+    tool_calls: Option<ToolCallParser>,
 }
 
 impl ChoiceRun {
@@ -93,7 +98,28 @@ impl ChoiceRun {
             stash: None,
             ticket: None,
             deadline: None,
+            tool_calls: None,
         }
+    }
+
+    /// Reads calls of the functions `names` out of the text (call ids `id_prefix-N`).
+    pub fn with_tool_calls(mut self, names: Option<Vec<String>>, id_prefix: String) -> Self {
+        self.tool_calls = names.map(|names| ToolCallParser::new(names, id_prefix));
+        self
+    }
+
+    /// Text released by the stop matcher, split into content and tool calls.
+    fn parse_calls(&mut self, text: String, last: bool) -> (String, Vec<ToolCall>) {
+        let Some(parser) = self.tool_calls.as_mut() else {
+            return (text, Vec::new());
+        };
+        let mut parsed = parser.push(&text);
+        if last {
+            let rest = parser.finish();
+            parsed.text.push_str(&rest.text);
+            parsed.calls.extend(rest.calls);
+        }
+        (parsed.text, parsed.calls)
     }
 
     /// Ends the request with a 504 if it is not done by `deadline`.
@@ -202,9 +228,11 @@ impl ChoiceRun {
                         // carries the usage.
                         self.stream.stop();
                     }
+                    let (text, tool_calls) = self.parse_calls(released.text, false);
                     return Some(Ok(Delta {
-                        text: released.text,
+                        text,
                         logprobs,
+                        tool_calls,
                         finish: None,
                     }));
                 }
@@ -228,6 +256,14 @@ impl ChoiceRun {
                     } else {
                         reason.as_str()
                     };
+                    let (text, tool_calls) = self.parse_calls(text, true);
+                    let made_calls = self.tool_calls.as_ref().is_some_and(|p| p.made_calls());
+                    // OpenAI's reason for an answer that ends in calls.
+                    let reason = if made_calls && reason == "stop" {
+                        "tool_calls"
+                    } else {
+                        reason
+                    };
                     let finish = Finish {
                         reason,
                         prompt_tokens,
@@ -238,6 +274,7 @@ impl ChoiceRun {
                     return Some(Ok(Delta {
                         text,
                         logprobs: Vec::new(),
+                        tool_calls,
                         finish: Some(finish),
                     }));
                 }

@@ -14,6 +14,7 @@
 
 mod auth;
 mod error;
+mod fields;
 mod fleet;
 mod generation;
 mod loading;
@@ -25,6 +26,9 @@ mod respond;
 mod routes;
 mod shutdown;
 mod stop;
+mod structured;
+mod tool_calls;
+mod tools;
 mod validate;
 mod vllm_metrics;
 
@@ -91,6 +95,9 @@ pub struct ServerState {
     pub cache_config: CacheConfig,
     /// What the replica tells routers about itself (`GET /internal/v1/replica`).
     pub replica_info: Option<ReplicaInfo>,
+    /// Compiles and caches the grammars of structured outputs (`None`: the vocabulary could
+    /// not be read for them, and such requests are refused).
+    pub grammars: Option<Arc<brisk_structured::Grammars>>,
     next_id: AtomicU64,
 }
 
@@ -115,6 +122,13 @@ impl ServerState {
         max_context: usize,
         vocab_size: usize,
     ) -> Self {
+        let grammars = match brisk_structured::Grammars::new(&tokenizer) {
+            Ok(g) => Some(Arc::new(g)),
+            Err(e) => {
+                tracing::warn!("structured outputs are off: {e}");
+                None
+            }
+        };
         Self {
             engine,
             tokenizer: Arc::new(tokenizer),
@@ -131,6 +145,7 @@ impl ServerState {
             clamp_max_tokens: false,
             cache_config: CacheConfig::default(),
             replica_info: None,
+            grammars,
             next_id: AtomicU64::new(1),
         }
     }
@@ -159,6 +174,7 @@ impl ServerState {
     async fn render_and_tokenize(
         &self,
         messages: Vec<ChatMessage>,
+        tools: Option<tools::Tools>,
         add_generation_prompt: bool,
     ) -> Result<Vec<TokenId>, ApiError> {
         let tok = Arc::clone(&self.tokenizer);
@@ -169,9 +185,15 @@ impl ServerState {
                     "this model has no chat template; use /v1/completions",
                 )
             })?;
-            let text = template
-                .render(&messages, add_generation_prompt)
-                .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+            // Templates that describe tools get them; others get them as text.
+            let rendered = if template.knows_tools() {
+                let declared = tools.as_ref().map(|t| &t.declared);
+                template.render_with_tools(&messages, declared, add_generation_prompt)
+            } else {
+                let messages = tools::without_tool_support(messages, tools.as_ref());
+                template.render(&messages, add_generation_prompt)
+            };
+            let text = rendered.map_err(|e| ApiError::invalid("messages", e.to_string()))?;
             // Templates usually write BOS themselves; never add a second one.
             let bos_text = tok.bos_id().and_then(|id| tok.token_str(id));
             let add_bos =
@@ -191,6 +213,7 @@ pub fn router(state: Arc<ServerState>, max_request_bytes: usize) -> Router {
     Router::new()
         .route("/v1/completions", post(routes::completions::completions))
         .route("/v1/chat/completions", post(routes::chat::chat_completions))
+        .route("/v1/responses", post(routes::responses::responses))
         .route("/v1/completions/render", post(routes::completions::render))
         .route("/v1/chat/completions/render", post(routes::chat::render))
         .route("/v1/models", get(routes::misc::models))

@@ -1,7 +1,8 @@
 //! The OpenAI wire format: request bodies (with vLLM's benchmarking extensions) and responses.
 //!
-//! Unknown fields are accepted and ignored, as OpenAI's and vLLM's servers do, so that any
-//! client library works; fields of the wrong type are a 400 naming the field.
+//! Fields of the wrong type are a 400 naming the field. Fields brisk does not know are
+//! collected (`unknown`) and refused by name, except the few ignored on purpose
+//! (`fields.rs`).
 
 use brisk_tokenizer::ChatMessage;
 use serde::{Deserialize, Serialize};
@@ -99,6 +100,19 @@ pub struct SamplingFields {
     /// `"interactive"` (default) or `"batch"` (brisk extension). Kept as raw JSON so a wrong
     /// type gets the same clear message as a wrong value.
     pub priority: Option<serde_json::Value>,
+    /// OpenAI's structured outputs: `{"type": "text" | "json_object" | "json_schema", ..}`.
+    /// Raw JSON, checked in `structured.rs` like the other ways of constraining the output.
+    pub response_format: Option<serde_json::Value>,
+    /// vLLM's structured outputs: `{"json" | "regex" | "choice" | "grammar" | "json_object": ..}`.
+    pub structured_outputs: Option<serde_json::Value>,
+    /// vLLM's older spelling: a JSON schema.
+    pub guided_json: Option<serde_json::Value>,
+    /// vLLM's older spelling: a regular expression.
+    pub guided_regex: Option<serde_json::Value>,
+    /// vLLM's older spelling: one of these strings.
+    pub guided_choice: Option<serde_json::Value>,
+    /// vLLM's older spelling: a grammar (Lark, or GBNF when it uses `::=`).
+    pub guided_grammar: Option<serde_json::Value>,
 }
 
 /// `POST /v1/completions`.
@@ -114,6 +128,9 @@ pub struct CompletionRequest {
     /// Shared sampling fields.
     #[serde(flatten)]
     pub sampling: SamplingFields,
+    /// Every other field, refused unless ignored on purpose.
+    #[serde(flatten)]
+    pub unknown: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Message content: text, or a list of parts of which the text ones are used.
@@ -143,11 +160,30 @@ pub struct RequestMessage {
     pub role: String,
     /// Its content (may be null for assistant tool calls).
     pub content: Option<Content>,
+    /// An assistant turn's calls: `[{"id", "type": "function", "function": {"name", "arguments"}}]`.
+    pub tool_calls: Option<serde_json::Value>,
+    /// A tool turn: the call it answers.
+    pub tool_call_id: Option<String>,
+    /// A tool turn: the function that answered (other roles: refused, templates ignore it).
+    pub name: Option<String>,
+    /// Every other field, refused unless ignored on purpose.
+    #[serde(flatten)]
+    pub unknown: serde_json::Map<String, serde_json::Value>,
 }
 
 impl RequestMessage {
-    /// The message for the template, or an error naming what is unsupported.
+    /// The message for the template, or an error naming what is unsupported. OpenAI's
+    /// `developer` role is its newer name for `system`, and reaches templates as such.
     pub fn to_chat_message(&self) -> Result<ChatMessage, String> {
+        let role = match self.role.as_str() {
+            "developer" => "system",
+            "system" | "user" | "assistant" | "tool" => self.role.as_str(),
+            other => {
+                return Err(format!(
+                    "unknown role {other:?}; expected system, developer, user, assistant or tool"
+                ))
+            }
+        };
         let content = match &self.content {
             // OpenAI's rule: only an assistant turn (one that made tool calls) may leave its
             // content out; a user or system turn without it is a client bug, not an empty turn.
@@ -169,11 +205,54 @@ impl RequestMessage {
                 text
             }
         };
+        if self.name.is_some() && role != "tool" {
+            return Err("`name` is supported on tool messages only".into());
+        }
+        if self.tool_call_id.is_some() && role != "tool" {
+            return Err("`tool_call_id` belongs on tool messages only".into());
+        }
+        let tool_calls = match &self.tool_calls {
+            None | Some(serde_json::Value::Null) => None,
+            Some(calls) if role == "assistant" => Some(template_tool_calls(calls)?),
+            Some(_) => return Err("only assistant messages carry `tool_calls`".into()),
+        };
+        if let Some(field) = self.unknown.keys().find(|k| !self.unknown[*k].is_null()) {
+            return Err(format!("unsupported message field `{field}`"));
+        }
         Ok(ChatMessage {
-            role: self.role.clone(),
+            role: role.to_owned(),
             content,
+            tool_calls,
+            tool_call_id: self.tool_call_id.clone(),
         })
     }
+}
+
+/// An assistant turn's calls as templates read them: OpenAI sends each call's arguments as
+/// a JSON text; templates (Qwen2.5's) write them with `tojson`, so they get the object.
+fn template_tool_calls(calls: &serde_json::Value) -> Result<serde_json::Value, String> {
+    let list = calls
+        .as_array()
+        .ok_or("`tool_calls` must be a list of calls")?;
+    let mut out = Vec::with_capacity(list.len());
+    for (i, call) in list.iter().enumerate() {
+        let function = call
+            .get("function")
+            .filter(|f| f.get("name").is_some_and(|n| n.is_string()))
+            .ok_or_else(|| format!("tool_calls[{i}] needs a `function` with a `name`"))?;
+        let arguments = match function.get("arguments") {
+            None | Some(serde_json::Value::Null) => serde_json::json!({}),
+            Some(serde_json::Value::String(text)) => serde_json::from_str(text).map_err(|e| {
+                format!("tool_calls[{i}].function.arguments is not valid JSON: {e}")
+            })?,
+            Some(other) => other.clone(),
+        };
+        let mut call = call.clone();
+        call["type"] = serde_json::json!("function");
+        call["function"]["arguments"] = arguments;
+        out.push(call);
+    }
+    Ok(serde_json::Value::Array(out))
 }
 
 /// `POST /v1/chat/completions`.
@@ -188,9 +267,18 @@ pub struct ChatCompletionRequest {
     pub top_logprobs: Option<i64>,
     /// Whether to append the assistant turn opener (default true).
     pub add_generation_prompt: Option<bool>,
+    /// Functions the model may call. Raw JSON, checked in `tools.rs`.
+    pub tools: Option<serde_json::Value>,
+    /// `"none"`, `"auto"`, `"required"` or a named function.
+    pub tool_choice: Option<serde_json::Value>,
+    /// Whether several calls may come back in one answer (default true).
+    pub parallel_tool_calls: Option<serde_json::Value>,
     /// Shared sampling fields.
     #[serde(flatten)]
     pub sampling: SamplingFields,
+    /// Every other field, refused unless ignored on purpose.
+    #[serde(flatten)]
+    pub unknown: serde_json::Map<String, serde_json::Value>,
 }
 
 /// `usage`.
@@ -224,6 +312,19 @@ mod tests {
     }
 
     #[test]
+    fn fields_brisk_does_not_know_are_collected_and_known_ones_are_not() {
+        let req: ChatCompletionRequest = serde_json::from_str(
+            r#"{"messages": [], "temperature": 0.5, "logprobs": true, "best_of": 2, "user": "u"}"#,
+        )
+        .unwrap();
+        let mut unknown: Vec<&String> = req.unknown.keys().collect();
+        unknown.sort();
+        assert_eq!(unknown, ["best_of", "user"]);
+        assert_eq!(req.sampling.temperature, Some(0.5));
+        assert!(req.logprobs);
+    }
+
+    #[test]
     fn only_assistant_turns_may_leave_content_out() {
         assert_eq!(message(r#"{"role": "assistant"}"#).unwrap().content, "");
         assert!(message(r#"{"role": "user"}"#)
@@ -234,5 +335,14 @@ mod tests {
         assert_eq!(message(parts).unwrap().content, "ab");
         assert!(message(r#"{"role": "user", "content": [{"type": "text"}]}"#).is_err());
         assert!(message(r#"{"role": "user", "content": [{"type": "image_url"}]}"#).is_err());
+        assert_eq!(
+            message(r#"{"role": "developer", "content": "be brief"}"#)
+                .unwrap()
+                .role,
+            "system"
+        );
+        assert!(message(r#"{"role": "function", "content": "x"}"#)
+            .unwrap_err()
+            .contains("unknown role"));
     }
 }

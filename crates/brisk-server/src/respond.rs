@@ -17,6 +17,7 @@ use crate::error::ApiError;
 use crate::generation::{ChoiceRun, Delta, Finish, TokenLogprob};
 use crate::protocol::{PromptTokensDetails, Usage};
 use crate::request_id::in_current_span;
+use crate::tool_calls::ToolCall;
 use crate::validate::GenerationSpec;
 use crate::ServerState;
 
@@ -29,15 +30,20 @@ pub trait Format: Send + Sync + 'static {
     /// Prefix of response ids.
     fn id_prefix(&self) -> &'static str;
     /// A full response's choice.
-    fn choice(
-        &self,
-        index: usize,
-        text: String,
-        logprobs: &[TokenLogprob],
-        finish: &Finish,
-    ) -> Value;
+    fn choice(&self, index: usize, answer: Answer, finish: &Finish) -> Value;
     /// A streamed choice delta; `first` is the choice's first chunk.
     fn delta(&self, index: usize, delta: &Delta, first: bool) -> Value;
+}
+
+/// One choice's whole answer.
+#[derive(Debug, Default)]
+pub struct Answer {
+    /// Its text (content, without tool calls).
+    pub text: String,
+    /// Its tokens' logprobs, if asked for.
+    pub logprobs: Vec<TokenLogprob>,
+    /// The calls it made.
+    pub tool_calls: Vec<ToolCall>,
 }
 
 fn usage(finishes: &[Finish]) -> Usage {
@@ -62,6 +68,7 @@ fn submit_one(
     let mut request = spec.request_for_choice(i);
     // Deadlines count from when the request reached the server, not the engine.
     request.received = Some(arrival);
+    let call_ids = format!("call_{}_{i}", state.next_response_id());
     let ticket = state.waiting.enter()?;
     let stream = state
         .engine
@@ -76,7 +83,8 @@ fn submit_one(
         arrival,
     )
     .with_ticket(ticket)
-    .with_deadline(state.request_timeout.map(|t| arrival + t)))
+    .with_deadline(state.request_timeout.map(|t| arrival + t))
+    .with_tool_calls(spec.tool_names.clone(), call_ids))
 }
 
 /// Submits every choice. With `n > 1`, the copies are submitted once the first choice's
@@ -84,7 +92,7 @@ fn submit_one(
 /// instead of computing the prompt `n` times. When admission control may reject requests
 /// (`--reject-unattainable`), a stream also waits for its first event, so that a refusal is
 /// answered as a 429 before the 200 of an event stream is sent.
-async fn submit_all(
+pub(crate) async fn submit_all(
     state: &ServerState,
     spec: &GenerationSpec,
     arrival: Instant,
@@ -119,19 +127,14 @@ pub async fn respond<F: Format>(
         let mut choices = Vec::new();
         let mut finishes = Vec::new();
         for (index, mut run) in runs.into_iter().enumerate() {
-            let mut text = String::new();
-            let mut logprobs = Vec::new();
+            let mut answer = Answer::default();
             while let Some(delta) = run.next().await {
                 let delta = delta?;
-                text.push_str(&delta.text);
-                logprobs.extend(delta.logprobs);
+                answer.text.push_str(&delta.text);
+                answer.logprobs.extend(delta.logprobs);
+                answer.tool_calls.extend(delta.tool_calls);
                 if let Some(finish) = delta.finish {
-                    choices.push(format.choice(
-                        index,
-                        std::mem::take(&mut text),
-                        &logprobs,
-                        &finish,
-                    ));
+                    choices.push(format.choice(index, std::mem::take(&mut answer), &finish));
                     finishes.push(finish);
                 }
             }
@@ -190,6 +193,7 @@ fn stream<F: Format>(
                 };
                 if delta.text.is_empty()
                     && delta.logprobs.is_empty()
+                    && delta.tool_calls.is_empty()
                     && delta.finish.is_none()
                     && !first
                 {

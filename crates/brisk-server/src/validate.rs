@@ -30,6 +30,8 @@ pub struct GenerationSpec {
     pub stream: bool,
     /// Send usage in the final streamed chunk.
     pub include_usage: bool,
+    /// The functions whose calls are read out of the answer (`None`: no tools offered).
+    pub tool_names: Option<Vec<String>>,
 }
 
 impl GenerationSpec {
@@ -333,5 +335,6 @@ pub fn build_spec(
             .stream_options
             .as_ref()
             .is_some_and(|o| o.include_usage),
+        tool_names: None,
     })
 }

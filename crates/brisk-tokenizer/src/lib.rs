@@ -15,14 +15,17 @@ mod error;
 mod gguf;
 mod hf;
 pub mod testing;
+mod token_bytes;
 mod vocab;
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
 pub use chat::{ChatMessage, ChatTemplate};
 pub use detok::IncrementalDecoder;
 pub use error::TokenizerError;
+pub use token_bytes::SPECIAL_TOKEN_MARKER;
 
 /// Tokens that end generation by their text alone, as llama.cpp's `special_eog_ids`
 /// does for files whose metadata names only one of them.
@@ -55,6 +58,8 @@ pub struct Tokenizer {
     bos_id: Option<u32>,
     add_bos: bool,
     eos_ids: Vec<u32>,
+    /// Added tokens marked special, and the unknown token.
+    special_ids: Arc<HashSet<u32>>,
     chat_template: Option<ChatTemplate>,
 }
 
@@ -99,12 +104,14 @@ impl Tokenizer {
                 )
             })
             .transpose()?;
+        let special_ids = Arc::new(token_bytes::special_ids(&inner));
         Ok(Self {
             inner: Arc::new(inner),
             vocab_size: parts.vocab_size,
             bos_id: parts.bos_id,
             add_bos: parts.add_bos,
             eos_ids,
+            special_ids,
             chat_template,
         })
     }
@@ -158,6 +165,21 @@ impl Tokenizer {
     /// `▁the` for SentencePiece), not its decoded text.
     pub fn token_str(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
+    }
+
+    /// The bytes each token id adds to the output, indexed by id, [`Self::vocab_size`]
+    /// entries: GPT-2 byte-level pieces mapped back through the byte-to-unicode table,
+    /// SentencePiece `<0xNN>` pieces as that byte and `▁` as a space, special tokens as
+    /// their text after [`SPECIAL_TOKEN_MARKER`], ids without a piece empty.
+    /// This is the vocabulary a byte-level grammar engine (llguidance) needs.
+    pub fn token_bytes(&self) -> Vec<Vec<u8>> {
+        token_bytes::token_bytes(&self.inner, &self.special_ids, self.vocab_size)
+    }
+
+    /// Whether `id` is a special token (a control token such as `<|im_end|>`, or the
+    /// unknown token): one that stands for no text of the output.
+    pub fn is_special(&self, id: u32) -> bool {
+        self.special_ids.contains(&id)
     }
 
     /// The model's chat template, if it ships one.

@@ -19,6 +19,7 @@ use std::path::Path;
 use brisk_gguf::MetaValue;
 use serde_json::{json, Map, Value};
 
+pub use crate::token_bytes::byte_to_char;
 use crate::TokenizerError;
 
 /// The merges, in priority order; each merged token gets the next id after 255.
@@ -35,18 +36,6 @@ pub const TINY_VOCAB_SIZE: usize = TINY_EOS_ID as usize + 1;
 
 /// The ChatML template of SmolLM2 (with its default system message).
 pub const TINY_CHAT_TEMPLATE: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
-
-/// GPT-2's reversible byte-to-character map: printable bytes stand for themselves,
-/// the others are shifted to U+0100 and up so that no token contains whitespace.
-pub fn byte_to_char(byte: u8) -> char {
-    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
-    if printable(byte) {
-        char::from(byte)
-    } else {
-        let rank = (0..byte).filter(|&b| !printable(b)).count() as u32;
-        char::from_u32(256 + rank).unwrap_or('?')
-    }
-}
 
 /// The tiny vocabulary: `(tokens, merges)`, tokens indexed by id, merges as `"a b"`.
 pub fn tiny_byte_level_vocab() -> (Vec<String>, Vec<String>) {

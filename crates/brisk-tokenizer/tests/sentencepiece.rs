@@ -119,3 +119,24 @@ fn streaming_decode_keeps_spaces_between_words() {
     streamed.push_str(&decoder.finish().unwrap());
     assert_eq!(streamed, text);
 }
+
+#[test]
+fn token_bytes_turn_byte_pieces_into_bytes_and_markers_into_spaces() {
+    let (tok, vocab) = tokenizer();
+    let bytes = tok.token_bytes();
+    assert_eq!(bytes.len(), vocab.len());
+    let id = |piece: &str| vocab.iter().position(|p| p == piece).unwrap();
+    assert_eq!(bytes[id("<0xC3>")], [0xC3]);
+    assert_eq!(bytes[id("▁hello")], b" hello");
+    assert_eq!(bytes[id("</s>")], b"\xFF</s>");
+    assert_eq!(bytes[id("<unk>")], b"\xFF<unk>");
+    assert!(tok.is_special(0) && tok.is_special(2) && !tok.is_special(3));
+    // The pipeline puts a space in front of the text; the decoder strips it again.
+    let text = "hello world café";
+    let ids = tok.encode(text, false).unwrap();
+    let joined: Vec<u8> = ids
+        .iter()
+        .flat_map(|&id| bytes[id as usize].clone())
+        .collect();
+    assert_eq!(joined, format!(" {text}").as_bytes());
+}

@@ -144,3 +144,25 @@ fn chat_template_inserts_the_default_system_message() {
          <|im_start|>user\nWhat is the capital of France?<|im_end|>\n"
     );
 }
+
+#[test]
+fn token_bytes_concatenate_to_the_encoded_text() {
+    let tok = smollm2();
+    let bytes = tok.token_bytes();
+    assert_eq!(bytes.len(), tok.vocab_size());
+    assert_eq!(bytes[2], b"\xFF<|im_end|>");
+    for text in [MULTILINGUAL, "{\"a\": [1, 2.5e-3, null]}\n\t  x"] {
+        let ids = tok.encode(text, false).unwrap();
+        let joined: Vec<u8> = ids
+            .iter()
+            .flat_map(|&id| bytes[id as usize].clone())
+            .collect();
+        assert_eq!(joined, text.as_bytes(), "{text:?}");
+    }
+    for id in (0..tok.vocab_size() as u32).filter(|&id| !tok.is_special(id)) {
+        let text = tok.decode(&[id], false).unwrap();
+        if !text.contains('\u{FFFD}') {
+            assert_eq!(bytes[id as usize], text.as_bytes(), "id {id}");
+        }
+    }
+}

@@ -65,15 +65,9 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         };
         let mut messages = Vec::new();
         if let Some(system) = &args.system {
-            messages.push(ChatMessage {
-                role: "system".into(),
-                content: system.clone(),
-            });
+            messages.push(ChatMessage::new("system", system.clone()));
         }
-        messages.push(ChatMessage {
-            role: "user".into(),
-            content: args.prompt.clone(),
-        });
+        messages.push(ChatMessage::new("user", args.prompt.clone()));
         template.render(&messages, true)?
     } else {
         args.prompt.clone()

@@ -12,7 +12,9 @@ use serde_json::{json, Value};
 use crate::error::ApiError;
 use crate::generation::{Delta, Finish, TokenLogprob};
 use crate::protocol::ChatCompletionRequest;
-use crate::respond::{respond, Format};
+use crate::respond::{respond, Answer, Format};
+use crate::tool_calls::ToolCall;
+use crate::tools::Tools;
 use crate::validate::{build_spec, check_model, GenerationSpec};
 use crate::ServerState;
 
@@ -30,6 +32,23 @@ fn chat_logprobs(entries: &[TokenLogprob]) -> Value {
     })
 }
 
+/// Calls as OpenAI writes them; a stream's deltas carry each call's index too.
+fn tool_calls_json(calls: &[ToolCall], streamed: bool) -> Value {
+    Value::Array(
+        calls
+            .iter()
+            .map(|c| {
+                let mut v = json!({"id": c.id, "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments}});
+                if streamed {
+                    v["index"] = json!(c.index);
+                }
+                v
+            })
+            .collect(),
+    )
+}
+
 impl Format for ChatFormat {
     fn object(&self) -> &'static str {
         "chat.completion"
@@ -40,17 +59,18 @@ impl Format for ChatFormat {
     fn id_prefix(&self) -> &'static str {
         "chatcmpl"
     }
-    fn choice(
-        &self,
-        index: usize,
-        text: String,
-        logprobs: &[TokenLogprob],
-        finish: &Finish,
-    ) -> Value {
+    fn choice(&self, index: usize, answer: Answer, finish: &Finish) -> Value {
+        let mut message = json!({"role": "assistant", "content": answer.text});
+        if !answer.tool_calls.is_empty() {
+            if answer.text.is_empty() {
+                message["content"] = Value::Null;
+            }
+            message["tool_calls"] = tool_calls_json(&answer.tool_calls, false);
+        }
         json!({
             "index": index,
-            "message": {"role": "assistant", "content": text},
-            "logprobs": if logprobs.is_empty() { Value::Null } else { chat_logprobs(logprobs) },
+            "message": message,
+            "logprobs": if answer.logprobs.is_empty() { Value::Null } else { chat_logprobs(&answer.logprobs) },
             "finish_reason": finish.reason,
         })
     }
@@ -61,6 +81,9 @@ impl Format for ChatFormat {
         }
         if !delta.text.is_empty() || (first && delta.finish.is_none()) {
             d["content"] = json!(delta.text);
+        }
+        if !delta.tool_calls.is_empty() {
+            d["tool_calls"] = tool_calls_json(&delta.tool_calls, true);
         }
         json!({
             "index": index,
@@ -100,6 +123,7 @@ async fn prepare(
     let body = super::read_body(body)?;
     let req: ChatCompletionRequest = super::parse_body(&body)?;
     check_model(state, req.sampling.model.as_deref())?;
+    crate::fields::refuse_unknown(&req.unknown)?;
     if req.messages.is_empty() {
         return Err(ApiError::invalid(
             "messages",
@@ -112,14 +136,19 @@ async fn prepare(
         .enumerate()
         .map(|(i, m)| {
             m.to_chat_message().map_err(|e| ApiError {
-                param: Some(format!("messages[{i}].content")),
+                param: Some(format!("messages[{i}]")),
                 ..ApiError::invalid("messages", e)
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let tools = Tools::from_request(
+        req.tools.as_ref(),
+        req.tool_choice.as_ref(),
+        req.parallel_tool_calls.as_ref(),
+    )?;
     let add_generation_prompt = req.add_generation_prompt.unwrap_or(true);
     let tokens = state
-        .render_and_tokenize(messages, add_generation_prompt)
+        .render_and_tokenize(messages, tools.clone(), add_generation_prompt)
         .await?;
     let logprobs = if req.logprobs {
         Some(
@@ -140,5 +169,8 @@ async fn prepare(
     } else {
         None
     };
-    build_spec(state, &req.sampling, tokens, logprobs)
+    let mut spec = build_spec(state, &req.sampling, tokens, logprobs)?;
+    crate::structured::constrain(state, &req.sampling, tools.as_ref(), &mut spec).await?;
+    spec.tool_names = tools.map(|t| t.names());
+    Ok(spec)
 }

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::error::ApiError;
 use crate::generation::{Delta, Finish, TokenLogprob};
 use crate::protocol::{CompletionRequest, Prompt};
-use crate::respond::{respond, Format};
+use crate::respond::{respond, Answer, Format};
 use crate::validate::{build_spec, check_model, GenerationSpec};
 use crate::ServerState;
 
@@ -46,16 +46,11 @@ impl Format for CompletionFormat {
     fn id_prefix(&self) -> &'static str {
         "cmpl"
     }
-    fn choice(
-        &self,
-        index: usize,
-        text: String,
-        logprobs: &[TokenLogprob],
-        finish: &Finish,
-    ) -> Value {
+    fn choice(&self, index: usize, answer: Answer, finish: &Finish) -> Value {
+        let logprobs = &answer.logprobs;
         json!({
             "index": index,
-            "text": text,
+            "text": answer.text,
             "logprobs": if logprobs.is_empty() { Value::Null } else { legacy_logprobs(logprobs, 0) },
             "finish_reason": finish.reason,
         })
@@ -99,6 +94,7 @@ async fn prepare(
     let body = super::read_body(body)?;
     let req: CompletionRequest = super::parse_body(&body)?;
     check_model(state, req.sampling.model.as_deref())?;
+    crate::fields::refuse_unknown(&req.unknown)?;
     if req.echo {
         return Err(ApiError::invalid("echo", "`echo` is not supported"));
     }
@@ -135,7 +131,9 @@ async fn prepare(
             usize::try_from(v).map_err(|_| ApiError::invalid("logprobs", "`logprobs` must be >= 0"))
         })
         .transpose()?;
-    build_spec(state, &req.sampling, tokens, logprobs)
+    let mut spec = build_spec(state, &req.sampling, tokens, logprobs)?;
+    crate::structured::constrain(state, &req.sampling, None, &mut spec).await?;
+    Ok(spec)
 }
 
 enum PromptInput {

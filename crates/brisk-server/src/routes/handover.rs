@@ -115,7 +115,9 @@ fn refused(e: MoveError) -> ApiError {
     let (status, code) = match e {
         MoveError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "engine_stopped"),
         MoveError::Wire(_) => (StatusCode::BAD_REQUEST, "invalid_request_export"),
-        MoveError::Scheduler(_) | MoveError::Backend(_) => (StatusCode::CONFLICT, "move_refused"),
+        MoveError::Scheduler(_) | MoveError::Backend(_) | MoveError::Constrained => {
+            (StatusCode::CONFLICT, "move_refused")
+        }
     };
     ApiError {
         status,

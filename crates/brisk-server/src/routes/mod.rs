@@ -4,6 +4,7 @@ pub mod chat;
 pub mod completions;
 pub mod handover;
 pub mod misc;
+pub mod responses;
 pub mod tokenize;
 
 use axum::body::Bytes;

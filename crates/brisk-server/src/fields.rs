@@ -1,0 +1,79 @@
+//! Request fields brisk does not honour.
+//!
+//! A field accepted and ignored is worse than a refusal: the caller believes it got what it
+//! asked for. So a field brisk does not know is refused with a 400 that names it, except
+//! the few in [`IGNORED_FIELDS`], accepted and ignored on purpose because they change
+//! nothing a client could observe in the answer. The README lists the same fields.
+
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+
+/// Fields accepted and ignored on purpose, with why.
+pub const IGNORED_FIELDS: &[(&str, &str)] = &[
+    ("user", "an end-user id for the caller's own records"),
+    ("metadata", "tags for the caller's own records"),
+    ("service_tier", "brisk serves every request in its one tier"),
+    ("store", "brisk stores no conversation; `true` is refused"),
+];
+
+/// Refuses the first field (by name) of `unknown` that is neither honoured nor ignored on
+/// purpose; `store` is ignored only when it asks for nothing to be stored.
+pub fn refuse_unknown(unknown: &Map<String, Value>) -> Result<(), ApiError> {
+    let mut names: Vec<&String> = unknown.keys().collect();
+    names.sort();
+    for name in names {
+        let value = &unknown[name];
+        if name == "store" && matches!(value, Value::Bool(true)) {
+            return Err(ApiError::invalid(
+                "store",
+                "brisk stores no conversations or completions: `store` must be false",
+            ));
+        }
+        if value.is_null() || IGNORED_FIELDS.iter().any(|(known, _)| known == name) {
+            continue;
+        }
+        return Err(ApiError::invalid(
+            name.clone(),
+            format!(
+                "unsupported field `{name}`: brisk does not honour it, so it refuses it rather than \
+                 ignore it (fields accepted and ignored on purpose: {})",
+                ignored_list()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn ignored_list() -> String {
+    IGNORED_FIELDS
+        .iter()
+        .map(|(name, _)| format!("`{name}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn check(v: Value) -> Result<(), ApiError> {
+        refuse_unknown(v.as_object().unwrap())
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_by_name_and_the_ignored_ones_pass() {
+        assert!(check(json!({"user": "u-1", "metadata": {"a": "b"}, "store": false})).is_ok());
+        assert!(
+            check(json!({"best_of": null})).is_ok(),
+            "null asks for nothing"
+        );
+        let e = check(json!({"user": "u", "suffix": "x", "best_of": 2})).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("best_of"));
+        assert!(e.message.contains("`best_of`") && e.message.contains("`user`"));
+        let e = check(json!({"store": true})).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("store"));
+    }
+}
