@@ -105,11 +105,24 @@ const KEPT_FIELDS: &[&str] = &[
     "priority",
 ];
 
+/// Fields whose state a continuation could not carry: a grammar part-way through its
+/// output (structured outputs, forced tool calls) would start over on the other replica.
+const GRAMMAR_FIELDS: &[&str] = &[
+    "response_format",
+    "structured_outputs",
+    "guided_json",
+    "guided_regex",
+    "guided_choice",
+    "guided_grammar",
+    "tools",
+];
+
 /// Whether a stream for `request` could be continued elsewhere.
 pub fn continuable(request: &Value) -> bool {
     request["n"].as_i64().unwrap_or(1) == 1
         && request["logprobs"].is_null()
         && request["echo"].as_bool() != Some(true)
+        && GRAMMAR_FIELDS.iter().all(|f| request[*f].is_null())
 }
 
 /// The body of the continuation: a streamed completion of `prompt` (the rendered prompt
@@ -257,6 +270,11 @@ mod tests {
         assert!(body.get("messages").is_none());
         assert!(continuation_body(&request, &[1], 10).is_none());
         assert!(!continuable(&json!({"n": 2})));
+        assert!(
+            !continuable(&json!({"response_format": {"type": "json_object"}})),
+            "a grammar part-way through cannot start over elsewhere"
+        );
+        assert!(!continuable(&json!({"tools": []})));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use brisk_types::TokenId;
 use futures_util::StreamExt;
 use serde_json::Value;
 
+use crate::failover::continuable;
 use crate::relay::Relay;
 use crate::state::Gateway;
 
@@ -29,6 +30,9 @@ pub(crate) struct StreamContext {
     pub(crate) chat: bool,
     /// Answered as server-sent events.
     pub(crate) stream: bool,
+    /// Whether another replica could continue its stream (see [`continuable`]; never for
+    /// the Responses API, whose events the continuation does not rewrite).
+    pub(crate) continuable: bool,
     /// The request body.
     pub(crate) request: Value,
     /// Its rendered prompt, when a replica rendered it.
@@ -46,6 +50,8 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/responses", post(responses))
+        .route("/v1/responses/render", post(forward_any))
         .route("/v1/completions/render", post(forward_any))
         .route("/v1/chat/completions/render", post(forward_any))
         .route("/tokenize", post(forward_any))
@@ -83,6 +89,15 @@ async fn chat_completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     generate(gateway, "/v1/chat/completions", headers, body).await
+}
+
+/// `POST /v1/responses`.
+async fn responses(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    generate(gateway, "/v1/responses", headers, body).await
 }
 
 /// `GET /health` and `/ready`: 200 while some replica takes requests.
@@ -279,6 +294,9 @@ fn prompt_text(body: &Value) -> String {
         }
         _ => {}
     }
+    if let Value::String(input) = &body["input"] {
+        text.push_str(input); // the Responses API's
+    }
     text
 }
 
@@ -358,6 +376,7 @@ async fn generate(
     let ctx = Arc::new(StreamContext {
         chat: path == "/v1/chat/completions",
         stream: json["stream"].as_bool().unwrap_or(false),
+        continuable: path != "/v1/responses" && continuable(&json),
         request: json,
         prompt: tokens,
         headers,

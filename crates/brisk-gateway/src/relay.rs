@@ -9,7 +9,7 @@ use brisk_types::TokenId;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use crate::failover::{continuable, continuation_body, Rewriter, StreamLog};
+use crate::failover::{continuation_body, Rewriter, StreamLog};
 use crate::proxy::{
     available_replicas, forwarded_headers, open_stream, record_choice, token_ids, Routed,
     StreamContext, Upstream,
@@ -123,7 +123,7 @@ impl Relay {
     /// Opens the continuation on another replica, or says how the client's stream ends.
     async fn continue_elsewhere(&mut self) -> Result<(), Bytes> {
         let gateway = Arc::clone(&self.gateway);
-        let prompt = match (&self.ctx.prompt, continuable(&self.ctx.request)) {
+        let prompt = match (&self.ctx.prompt, self.ctx.continuable) {
             (Some(p), true) => p.clone(),
             _ => {
                 return Err(error_event(

@@ -214,6 +214,7 @@ pub fn router(state: Arc<ServerState>, max_request_bytes: usize) -> Router {
         .route("/v1/completions", post(routes::completions::completions))
         .route("/v1/chat/completions", post(routes::chat::chat_completions))
         .route("/v1/responses", post(routes::responses::responses))
+        .route("/v1/responses/render", post(routes::responses::render))
         .route("/v1/completions/render", post(routes::completions::render))
         .route("/v1/chat/completions/render", post(routes::chat::render))
         .route("/v1/models", get(routes::misc::models))

@@ -171,25 +171,83 @@ pub struct RequestMessage {
     pub unknown: serde_json::Map<String, serde_json::Value>,
 }
 
+/// What is wrong with a message: the field at fault (`content`, `role`, …) and why.
+#[derive(Debug, PartialEq)]
+pub struct MessageError {
+    /// The message's field at fault.
+    pub field: String,
+    /// Why.
+    pub message: String,
+}
+
+fn message_error(field: &str, message: impl Into<String>) -> MessageError {
+    MessageError {
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
 impl RequestMessage {
     /// The message for the template, or an error naming what is unsupported. OpenAI's
     /// `developer` role is its newer name for `system`, and reaches templates as such.
-    pub fn to_chat_message(&self) -> Result<ChatMessage, String> {
+    pub fn to_chat_message(&self) -> Result<ChatMessage, MessageError> {
         let role = match self.role.as_str() {
             "developer" => "system",
             "system" | "user" | "assistant" | "tool" => self.role.as_str(),
-            other => {
-                return Err(format!(
+            other => return Err(message_error(
+                "role",
+                format!(
                     "unknown role {other:?}; expected system, developer, user, assistant or tool"
+                ),
+            )),
+        };
+        let content = self.text().map_err(|e| message_error("content", e))?;
+        if self.name.is_some() && role != "tool" {
+            return Err(message_error(
+                "name",
+                "`name` is supported on tool messages only",
+            ));
+        }
+        if self.tool_call_id.is_some() && role != "tool" {
+            return Err(message_error(
+                "tool_call_id",
+                "`tool_call_id` belongs on tool messages only",
+            ));
+        }
+        let tool_calls = match &self.tool_calls {
+            None | Some(serde_json::Value::Null) => None,
+            Some(calls) if role == "assistant" => {
+                Some(template_tool_calls(calls).map_err(|e| message_error("tool_calls", e))?)
+            }
+            Some(_) => {
+                return Err(message_error(
+                    "tool_calls",
+                    "only assistant messages carry `tool_calls`",
                 ))
             }
         };
-        let content = match &self.content {
+        if let Some(field) = self.unknown.keys().find(|k| !self.unknown[*k].is_null()) {
+            return Err(message_error(
+                field,
+                format!("unsupported message field `{field}`"),
+            ));
+        }
+        Ok(ChatMessage {
+            role: role.to_owned(),
+            content,
+            tool_calls,
+            tool_call_id: self.tool_call_id.clone(),
+        })
+    }
+
+    /// The content as one text.
+    fn text(&self) -> Result<String, String> {
+        match &self.content {
             // OpenAI's rule: only an assistant turn (one that made tool calls) may leave its
             // content out; a user or system turn without it is a client bug, not an empty turn.
-            None if self.role == "assistant" => String::new(),
-            None => return Err(format!("a {:?} message needs a `content`", self.role)),
-            Some(Content::Text(t)) => t.clone(),
+            None if self.role == "assistant" => Ok(String::new()),
+            None => Err(format!("a {:?} message needs a `content`", self.role)),
+            Some(Content::Text(t)) => Ok(t.clone()),
             Some(Content::Parts(parts)) => {
                 let mut text = String::new();
                 for p in parts {
@@ -202,29 +260,9 @@ impl RequestMessage {
                     let part = p.text.as_deref().ok_or("a text part needs its `text`")?;
                     text.push_str(part);
                 }
-                text
+                Ok(text)
             }
-        };
-        if self.name.is_some() && role != "tool" {
-            return Err("`name` is supported on tool messages only".into());
         }
-        if self.tool_call_id.is_some() && role != "tool" {
-            return Err("`tool_call_id` belongs on tool messages only".into());
-        }
-        let tool_calls = match &self.tool_calls {
-            None | Some(serde_json::Value::Null) => None,
-            Some(calls) if role == "assistant" => Some(template_tool_calls(calls)?),
-            Some(_) => return Err("only assistant messages carry `tool_calls`".into()),
-        };
-        if let Some(field) = self.unknown.keys().find(|k| !self.unknown[*k].is_null()) {
-            return Err(format!("unsupported message field `{field}`"));
-        }
-        Ok(ChatMessage {
-            role: role.to_owned(),
-            content,
-            tool_calls,
-            tool_call_id: self.tool_call_id.clone(),
-        })
     }
 }
 
@@ -309,6 +347,7 @@ mod tests {
         serde_json::from_str::<RequestMessage>(json)
             .unwrap()
             .to_chat_message()
+            .map_err(|e| format!("{}: {}", e.field, e.message))
     }
 
     #[test]

@@ -133,18 +133,25 @@ impl ToolCallParser {
         out
     }
 
-    /// Passes `text` on as content, keeping whitespace back until something follows it.
+    /// Passes `text` on as content, keeping trailing whitespace back until more content
+    /// follows it (whitespace before a call, or at the very end, is dropped; leading
+    /// whitespace too).
     fn say(&mut self, out: &mut Parsed, text: &str) {
-        if text.trim().is_empty() {
-            self.pending_space.push_str(text);
-            return;
+        let body = text.trim_end();
+        if !body.is_empty() {
+            if self.said_anything {
+                out.text.push_str(&self.pending_space);
+            }
+            let body = if self.said_anything {
+                body
+            } else {
+                body.trim_start()
+            };
+            out.text.push_str(body);
+            self.pending_space.clear();
+            self.said_anything = true;
         }
-        if self.said_anything || self.calls > 0 {
-            out.text.push_str(&self.pending_space);
-        }
-        self.pending_space.clear();
-        out.text.push_str(text);
-        self.said_anything = true;
+        self.pending_space.push_str(&text[body.len()..]);
     }
 
     /// A call of a declared tool, if `body` is one.
@@ -208,7 +215,7 @@ mod tests {
         let text = "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"add\", \"arguments\": {\"a\": 1}}\n</tool_call>";
         for n in [1, 2, 3, 7, 1000] {
             let (content, calls) = run(text, n);
-            assert_eq!(content, "Let me check.\n", "pieces of {n}");
+            assert_eq!(content, "Let me check.", "pieces of {n}");
             assert_eq!(calls.len(), 2);
             assert_eq!(calls[0].name, "get_weather");
             assert_eq!(calls[0].arguments, r#"{"city":"Paris"}"#);

@@ -136,8 +136,8 @@ async fn prepare(
         .enumerate()
         .map(|(i, m)| {
             m.to_chat_message().map_err(|e| ApiError {
-                param: Some(format!("messages[{i}]")),
-                ..ApiError::invalid("messages", e)
+                param: Some(format!("messages[{i}].{}", e.field)),
+                ..ApiError::invalid("messages", e.message)
             })
         })
         .collect::<Result<Vec<_>, _>>()?;

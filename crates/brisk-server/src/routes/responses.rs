@@ -106,6 +106,19 @@ pub async fn responses(
     }
 }
 
+/// `POST /v1/responses/render`: the prompt's token ids, as the chat endpoint's render route
+/// answers (routers call it to route by tokens); nothing generated.
+pub async fn render(
+    State(state): State<Arc<ServerState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = super::read_body(body)?;
+    let req: ResponsesRequest = super::parse_body(&body)?;
+    check_model(&state, req.model.as_deref())?;
+    let spec = prepare(&state, req).await?;
+    Ok(axum::Json(super::rendered(&state, &spec)).into_response())
+}
+
 /// Checks the request and turns it into a generation, as the chat endpoint would.
 async fn prepare(state: &ServerState, req: ResponsesRequest) -> Result<GenerationSpec, ApiError> {
     for (field, why) in REFUSED {
