@@ -194,12 +194,14 @@ impl RequestMessage {
         let role = match self.role.as_str() {
             "developer" => "system",
             "system" | "user" | "assistant" | "tool" => self.role.as_str(),
-            other => return Err(message_error(
-                "role",
-                format!(
+            other => {
+                return Err(message_error(
+                    "role",
+                    format!(
                     "unknown role {other:?}; expected system, developer, user, assistant or tool"
                 ),
-            )),
+                ))
+            }
         };
         let content = self.text().map_err(|e| message_error("content", e))?;
         if self.name.is_some() && role != "tool" {

@@ -315,9 +315,11 @@ impl Meta {
         let (status, incomplete, output, usage) = match finish {
             None => ("in_progress", Value::Null, json!([]), Value::Null),
             Some(f) => {
-                let incomplete = (f.reason == "length")
-                    .then(|| json!({"reason": "max_output_tokens"}))
-                    .unwrap_or(Value::Null);
+                let incomplete = if f.reason == "length" {
+                    json!({"reason": "max_output_tokens"})
+                } else {
+                    Value::Null
+                };
                 let status = if incomplete.is_null() {
                     "completed"
                 } else {
