@@ -57,7 +57,7 @@ pub use crate::latency::{
     FitQuality, LatencyCoefficients, LatencyError, LatencyModel, StepRecord, StepSample, StepShape,
 };
 pub use crate::plan::{PlannedSeq, StepPlan};
-pub use crate::policy::{Admission, Fcfs, SchedulingPolicy};
+pub use crate::policy::{Admission, Fcfs, PromptWork, SchedulingPolicy};
 pub use crate::request::{FinishReason, Priority, RequestId, RequestSlo, SchedRequest, SeqEvent};
 pub use crate::sequence::SeqView;
 pub use crate::slo::{PolicyChoice, SloPolicy, SloPolicyConfig};

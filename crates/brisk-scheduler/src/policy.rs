@@ -5,7 +5,9 @@
 //! - may this new request be queued at all ([`SchedulingPolicy::on_arrival`]; FCFS: yes);
 //! - how many tokens may the next step carry ([`SchedulingPolicy::step_token_budget`];
 //!   FCFS: `max_num_batched_tokens`);
-//! - in which order are prompts admitted and continued ([`SchedulingPolicy::admission_order`]);
+//! - in which order are prompts admitted and continued ([`SchedulingPolicy::admission_order`],
+//!   and [`SchedulingPolicy::prompt_order`] for part-way and waiting prompts together; FCFS:
+//!   every part-way prompt before any waiting one);
 //! - who yields blocks when a running sequence needs one ([`SchedulingPolicy::preemption_victim`]);
 //! - who yields its seat and blocks to a waiting request that does not fit
 //!   ([`SchedulingPolicy::admission_victim`]; FCFS: nobody, admission never preempts).
@@ -27,6 +29,15 @@ pub enum Admission {
     Reject(String),
 }
 
+/// One piece of prompt work competing for a step's token budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PromptWork {
+    /// The running sequence at this index of `partway`: its prompt is part-way computed.
+    Partway(usize),
+    /// The waiting request at this index of `waiting`: to be admitted.
+    Waiting(usize),
+}
+
 /// Decides who is admitted first and who yields memory.
 ///
 /// **Progress contract**: victims must be chosen by an order that is stable across steps
@@ -41,6 +52,22 @@ pub trait SchedulingPolicy: Send {
     /// order to try admitting them. Admission stops at the first that does not fit, so a
     /// large request is not starved by smaller ones behind it.
     fn admission_order(&self, waiting: &[SeqView], now: f64) -> Vec<usize>;
+
+    /// The order in which part-way prompts (running, not yet at their first token) and
+    /// waiting requests take this step's prompt budget. A part-way prompt left out of a step
+    /// keeps its computed blocks and continues at a later one. The default serves every
+    /// part-way prompt first, each list in [`Self::admission_order`], as FCFS does.
+    fn prompt_order(&self, partway: &[SeqView], waiting: &[SeqView], now: f64) -> Vec<PromptWork> {
+        let partway = self
+            .admission_order(partway, now)
+            .into_iter()
+            .map(PromptWork::Partway);
+        let waiting = self
+            .admission_order(waiting, now)
+            .into_iter()
+            .map(PromptWork::Waiting);
+        partway.chain(waiting).collect()
+    }
 
     /// Index into `running` (non-empty, in admission order) of the sequence to preempt
     /// when one of them needs a block and none is free. It may be the one asking.

@@ -5,6 +5,7 @@ use brisk_types::LogitsWanted;
 
 use crate::core::SchedulerCore;
 use crate::plan::{PlannedSeq, StepPlan};
+use crate::policy::PromptWork;
 use crate::request::RequestId;
 use crate::sequence::SeqView;
 
@@ -32,38 +33,20 @@ impl SchedulerCore {
             scheduled: Vec::new(),
             preempted: Vec::new(),
         };
-        // 1. Every decode gets its token; 2. part-way prompts continue, in policy order.
-        let (decodes, prefills): (Vec<_>, Vec<_>) = self
+        // 1. Every decode gets its token.
+        let (decodes, partway): (Vec<_>, Vec<_>) = self
             .running
             .iter()
             .filter(|id| !self.seqs[*id].paused)
             .partition(|id| self.seqs[*id].remaining() == 1);
-        let prefill_views: Vec<SeqView> = prefills.iter().map(|id| self.seqs[id].view()).collect();
-        let prefills: Vec<RequestId> = self
-            .policy
-            .admission_order(&prefill_views, now)
-            .into_iter()
-            .map(|i| prefills[i])
-            .collect();
-        for id in decodes.into_iter().chain(prefills) {
+        for id in decodes {
             if d.budget == 0 {
                 break;
             }
-            if !self.running.contains(&id) {
-                continue; // preempted earlier in this step
-            }
-            let s = &self.seqs[&id];
-            let chunk = s.remaining().min(d.budget);
-            let target = s.num_computed + chunk;
-            if self.reserve(id, target, now, &mut d) {
-                d.budget -= chunk;
-                d.scheduled.push((id, chunk));
-            }
+            self.continue_prompt(id, now, &mut d);
         }
-        // 3. Admit waiting requests; not in a step that had to preempt.
-        if d.preempted.is_empty() {
-            self.admit(now, &mut d);
-        }
+        // 2. Prompt work, part-way and waiting together, in the policy's order.
+        self.schedule_prompts(partway, now, &mut d);
         let plan = self.build_plan(d);
         debug_assert!(plan.num_tokens <= self.cfg.max_num_batched_tokens);
         self.debug_check();
@@ -104,46 +87,86 @@ impl SchedulerCore {
         self.num_preemptions += 1;
     }
 
-    /// Admits waiting requests in policy order while seats, budget and blocks last. When the
-    /// next one does not fit, the policy may name a running sequence to preempt in its favour
-    /// (FCFS never does: admission stops there).
-    fn admit(&mut self, now: f64, d: &mut Draft) {
-        if self.waiting.is_empty() || d.budget == 0 {
-            return;
+    /// Gives running sequence `id` its next chunk (its decode token, or as much of its prompt
+    /// as the budget allows), if it is still running and blocks can be found.
+    fn continue_prompt(&mut self, id: RequestId, now: f64, d: &mut Draft) {
+        if !self.running.contains(&id) {
+            return; // preempted earlier in this step
         }
+        let s = &self.seqs[&id];
+        let chunk = s.remaining().min(d.budget);
+        let target = s.num_computed + chunk;
+        if self.reserve(id, target, now, d) {
+            d.budget -= chunk;
+            d.scheduled.push((id, chunk));
+        }
+    }
+
+    /// Serves prompt work in the policy's order ([`SchedulingPolicy::prompt_order`]):
+    /// part-way prompts continue, waiting requests are admitted while seats, budget and
+    /// blocks last. Admission stops at the first request that does not fit (so a large one
+    /// is not starved by smaller ones behind it) unless the policy names a running sequence
+    /// to preempt in its favour (FCFS never does), and happens not at all in a step that had
+    /// to preempt for blocks.
+    ///
+    /// [`SchedulingPolicy::prompt_order`]: crate::SchedulingPolicy::prompt_order
+    fn schedule_prompts(&mut self, partway: Vec<RequestId>, now: f64, d: &mut Draft) {
         let queue: Vec<RequestId> = self
             .waiting
             .iter()
             .copied()
             .filter(|id| !self.seqs[id].paused)
             .collect();
-        let views: Vec<SeqView> = queue.iter().map(|id| self.seqs[id].view()).collect();
+        let partway_views: Vec<SeqView> = partway.iter().map(|id| self.seqs[id].view()).collect();
+        let waiting_views: Vec<SeqView> = queue.iter().map(|id| self.seqs[id].view()).collect();
+        let order = self
+            .policy
+            .prompt_order(&partway_views, &waiting_views, now);
         let mut admitted = Vec::new();
-        'candidates: for i in self.policy.admission_order(&views, now) {
+        let mut admitting = true;
+        for work in order {
             if d.budget == 0 {
                 break;
             }
-            let id = queue[i];
-            loop {
-                match self.try_admit(id, d) {
-                    Ok(true) => {
-                        admitted.push(id);
-                        continue 'candidates;
+            match work {
+                PromptWork::Partway(i) => self.continue_prompt(partway[i], now, d),
+                PromptWork::Waiting(i) if admitting && d.preempted.is_empty() => {
+                    match self.admit_one(queue[i], &waiting_views[i], now, d) {
+                        Some(victims) => {
+                            admitted.retain(|a| !victims.contains(a));
+                            admitted.push(queue[i]);
+                        }
+                        None => admitting = false,
                     }
-                    Ok(false) => break 'candidates, // needs a whole prompt in one step
-                    Err(()) => {}
                 }
-                let running: Vec<SeqView> =
-                    self.running.iter().map(|r| self.seqs[r].view()).collect();
-                let Some(v) = self.policy.admission_victim(&views[i], &running, now) else {
-                    break 'candidates;
-                };
-                let victim = self.running[v];
-                self.preempt(victim, d);
-                admitted.retain(|&a| a != victim);
+                PromptWork::Waiting(_) => {}
             }
         }
         self.waiting.retain(|w| !admitted.contains(w));
+    }
+
+    /// Admits waiting request `id` (whose view is `view`), preempting the victims the policy
+    /// names while it does not fit: the victims, or `None` when it cannot be admitted.
+    fn admit_one(
+        &mut self,
+        id: RequestId,
+        view: &SeqView,
+        now: f64,
+        d: &mut Draft,
+    ) -> Option<Vec<RequestId>> {
+        let mut victims = Vec::new();
+        loop {
+            match self.try_admit(id, d) {
+                Ok(true) => return Some(victims),
+                Ok(false) => return None, // needs a whole prompt in one step
+                Err(()) => {}
+            }
+            let running: Vec<SeqView> = self.running.iter().map(|r| self.seqs[r].view()).collect();
+            let v = self.policy.admission_victim(view, &running, now)?;
+            let victim = self.running[v];
+            self.preempt(victim, d);
+            victims.push(victim);
+        }
     }
 
     /// Admits `id` with its first chunk if a seat and blocks are free: `Ok(true)` when

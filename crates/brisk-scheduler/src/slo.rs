@@ -6,8 +6,11 @@
 //! - **Deadlines** (Etalon's deadline view): a request's first token is due at
 //!   `arrival + ttft`, and its k-th token at `first_token + (k − 1) · tpot`, so a decode that
 //!   ran ahead of schedule has slack to absorb a longer step, and one behind has none.
-//! - **Admission and prompt-chunk order by slack** (least laxity first; DistServe schedules
-//!   for goodput, not arrival order): slack = TTFT deadline − now − the predicted time of the
+//! - **One queue of prompt work ordered by slack** (least laxity first; DistServe schedules
+//!   for goodput, not arrival order): prompts part-way through their prefill and waiting
+//!   requests compete together, so an interactive arrival takes the next step's prompt
+//!   budget from a best-effort prompt mid-prefill (which keeps its computed blocks and
+//!   continues when there is room). Slack = TTFT deadline − now − the predicted time of the
 //!   request's remaining prompt. Interactive sequences preempted mid-output come before
 //!   them, by their next token's deadline. Requests whose slack is negative cannot meet
 //!   their TTFT even if started now; they, batch-class requests and requests without an
@@ -36,7 +39,7 @@
 //! only best-effort sequences, and only for a request that is not best effort.
 
 use crate::latency::{LatencyModel, StepShape};
-use crate::policy::{Admission, SchedulingPolicy};
+use crate::policy::{Admission, PromptWork, SchedulingPolicy};
 use crate::request::Priority;
 use crate::sequence::SeqView;
 
@@ -108,6 +111,21 @@ impl SloPolicy {
         (slack >= 0.0).then_some(slack)
     }
 
+    /// Where `v` stands in the prompt queue, lower first: (0, next token's deadline) for an
+    /// interactive sequence that already streams, (1, slack) for one that can still meet
+    /// its TTFT, (2, 0) for best effort.
+    fn rank(&self, v: &SeqView, now: f64) -> (u8, f64) {
+        if let (false, Some(first), Some(slo)) =
+            (Self::best_effort(v, now), v.first_token_at, v.slo)
+        {
+            (0, first + v.num_output_tokens as f64 * slo.tpot)
+        } else if let Some(slack) = self.slack(v, now) {
+            (1, slack)
+        } else {
+            (2, 0.0)
+        }
+    }
+
     /// Predicted time to compute `prompts` (token counts) together, in full steps beside
     /// `decodes` running decodes over `context` positions.
     fn queue_time(&self, prompts: &[usize], decodes: usize, context: usize) -> f64 {
@@ -141,6 +159,11 @@ impl SloPolicy {
     }
 }
 
+/// Lower ranks go first: by group, then by key (a stable sort keeps queue order on ties).
+fn by_rank(a: (u8, f64), b: (u8, f64)) -> std::cmp::Ordering {
+    a.0.cmp(&b.0).then(a.1.total_cmp(&b.1))
+}
+
 /// Running decodes: how many, and the positions they attend over.
 fn decode_load(running: &[SeqView]) -> (usize, usize) {
     running
@@ -161,29 +184,31 @@ impl SchedulingPolicy for SloPolicy {
     /// their TTFT, least slack first; then best effort in queue order (preempted sequences
     /// first, then arrivals).
     fn admission_order(&self, waiting: &[SeqView], now: f64) -> Vec<usize> {
-        // (group, key): lower sorts first; the sort is stable, so ties keep queue order.
-        let rank: Vec<(u8, f64)> = waiting
-            .iter()
-            .map(|v| {
-                if let (false, Some(first), Some(slo)) =
-                    (Self::best_effort(v, now), v.first_token_at, v.slo)
-                {
-                    (0, first + v.num_output_tokens as f64 * slo.tpot)
-                } else if let Some(slack) = self.slack(v, now) {
-                    (1, slack)
-                } else {
-                    (2, 0.0)
-                }
-            })
-            .collect();
+        let rank: Vec<(u8, f64)> = waiting.iter().map(|v| self.rank(v, now)).collect();
         let mut order: Vec<usize> = (0..waiting.len()).collect();
-        order.sort_by(|&a, &b| {
-            rank[a]
-                .0
-                .cmp(&rank[b].0)
-                .then(rank[a].1.total_cmp(&rank[b].1))
-        });
+        order.sort_by(|&a, &b| by_rank(rank[a], rank[b]));
         order
+    }
+
+    /// One queue of prompt work: part-way prompts and waiting requests ranked together as
+    /// [`Self::admission_order`] ranks them, so an interactive arrival with little slack
+    /// takes the budget from a best-effort prompt part-way through its prefill (which keeps
+    /// its blocks and continues when there is room). Ties go to part-way prompts, which
+    /// already hold blocks.
+    fn prompt_order(&self, partway: &[SeqView], waiting: &[SeqView], now: f64) -> Vec<PromptWork> {
+        let mut work: Vec<(PromptWork, (u8, f64))> = partway
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (PromptWork::Partway(i), self.rank(v, now)))
+            .chain(
+                waiting
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (PromptWork::Waiting(i), self.rank(v, now))),
+            )
+            .collect();
+        work.sort_by(|a, b| by_rank(a.1, b.1));
+        work.into_iter().map(|(w, _)| w).collect()
     }
 
     /// Best effort first, then the most recently admitted.

@@ -271,3 +271,67 @@ fn invalid_objectives_are_refused() {
     let e = s.add_request(req(1, 8, 4, 1.0, f64::NAN)).unwrap_err();
     assert!(matches!(e, SchedulerError::InvalidRequest { .. }));
 }
+
+/// Issue 17's mixed traffic in miniature: a best-effort prompt part-way through its prefill
+/// gives the next step's budget to an interactive arrival (and keeps its blocks); FCFS lets
+/// the part-way prompt finish first.
+#[test]
+fn an_interactive_arrival_overtakes_a_best_effort_prompt_mid_prefill() {
+    for slo in [true, false] {
+        let mut s = if slo {
+            slo_core(config(), false)
+        } else {
+            SchedulerCore::new(config()).unwrap()
+        };
+        let mut clock = Clock::default();
+        let long = SchedRequest {
+            priority: Priority::Batch,
+            ..req(1, 200, 4, 60.0, 1.0)
+        };
+        s.add_request_at(long, clock.now).unwrap();
+        let chunks = |plan: &StepPlan| -> Vec<(RequestId, usize)> {
+            plan.seqs.iter().map(|p| (p.id, p.tokens.len())).collect()
+        };
+        assert_eq!(chunks(&clock.step(&mut s).0), [(1, 64)]);
+        s.add_request_at(req(2, 40, 4, 0.2, 1.0), clock.now)
+            .unwrap();
+        let arrived = clock.now;
+        let (plan, events) = clock.step(&mut s);
+        if slo {
+            assert_eq!(chunks(&plan), [(2, 40), (1, 24)], "the arrival goes first");
+            assert_eq!(
+                plan.seqs[1].start_pos, 64,
+                "the long prompt resumes where it was"
+            );
+        } else {
+            assert_eq!(
+                chunks(&plan),
+                [(1, 64)],
+                "FCFS: the part-way prompt goes on"
+            );
+        }
+        let mut first_tokens = Vec::new();
+        let mut events = events;
+        loop {
+            for e in events {
+                if let SeqEvent::Token {
+                    id, first: true, ..
+                } = e
+                {
+                    first_tokens.push((id, clock.now));
+                }
+            }
+            if !s.has_unfinished() {
+                break;
+            }
+            events = clock.step(&mut s).1;
+        }
+        let ttft_2 = first_tokens.iter().find(|(id, _)| *id == 2).unwrap().1 - arrived;
+        assert_eq!(
+            ttft_2 <= 0.2,
+            slo,
+            "slo: request 2 makes its 200 ms TTFT; FCFS: it does not ({ttft_2:.3} s)"
+        );
+        assert_eq!(s.stats().kv_usage_ratio, 0.0);
+    }
+}
