@@ -155,6 +155,16 @@ pub struct BenchArgs {
         env = "BRISK_BENCH_SOAK_WARMUP"
     )]
     pub soak_warmup: f64,
+    /// A field added to every request body, `KEY=JSON` (repeatable), e.g.
+    /// `--request-field 'priority="batch"'` or
+    /// `--request-field 'slo={"ttft_ms": 1000, "tpot_ms": 150}'`: two runs side by side
+    /// then play two classes of traffic against one server.
+    #[arg(
+        long = "request-field",
+        env = "BRISK_BENCH_REQUEST_FIELDS",
+        value_delimiter = ';'
+    )]
+    pub request_fields: Vec<String>,
     /// Hide the progress bar.
     #[arg(long, env = "BRISK_BENCH_NO_PROGRESS")]
     pub no_progress: bool,
@@ -231,6 +241,8 @@ pub struct BenchConfig {
     pub request_timeout_s: f64,
     /// The latency objectives (one unbounded class when none is given).
     pub slo: SloPolicy,
+    /// Fields added to every request body (`--request-field`).
+    pub request_fields: serde_json::Map<String, serde_json::Value>,
     /// Whether to draw a progress bar.
     pub progress: bool,
     /// The report file.
@@ -323,10 +335,41 @@ impl BenchArgs {
             max_concurrency: self.max_concurrency,
             request_timeout_s: self.request_timeout,
             slo,
+            request_fields: request_fields(&self.request_fields)?,
             progress: !self.no_progress,
         };
         Ok((config, synthetic))
     }
+}
+
+/// `KEY=JSON` pairs as a JSON object; the fields the benchmark itself sets are refused.
+fn request_fields(
+    pairs: &[String],
+) -> Result<serde_json::Map<String, serde_json::Value>, BenchError> {
+    const OWN: &[&str] = &[
+        "model",
+        "prompt",
+        "messages",
+        "max_tokens",
+        "min_tokens",
+        "ignore_eos",
+        "stream",
+        "stream_options",
+    ];
+    let mut fields = serde_json::Map::new();
+    for pair in pairs {
+        let bad = |why: String| BenchError::config("request-field", why);
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| bad(format!("`{pair}` is not KEY=JSON")))?;
+        if OWN.contains(&key) {
+            return Err(bad(format!("`{key}` is set by the benchmark itself")));
+        }
+        let value = serde_json::from_str(value)
+            .map_err(|e| bad(format!("`{key}`: the value is not JSON ({e})")))?;
+        fields.insert(key.to_owned(), value);
+    }
+    Ok(fields)
 }
 
 impl SyntheticSpec {

@@ -61,6 +61,8 @@ pub struct RequestBody<'a> {
     pub prompt: &'a Prompt,
     /// Output tokens to force.
     pub output_len: usize,
+    /// Further fields (`--request-field`).
+    pub extra: &'a serde_json::Map<String, Value>,
 }
 
 impl RequestBody<'_> {
@@ -81,6 +83,9 @@ impl RequestBody<'_> {
         match self.endpoint {
             Endpoint::Completions => body["prompt"] = prompt,
             Endpoint::Chat => body["messages"] = json!([{"role": "user", "content": prompt}]),
+        }
+        for (key, value) in self.extra {
+            body[key] = value.clone();
         }
         body
     }

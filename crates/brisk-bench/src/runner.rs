@@ -63,6 +63,7 @@ pub async fn execute(
     let model: Arc<str> = Arc::from(model);
     let base: Arc<str> = Arc::from(cfg.url.as_str());
     let endpoint = cfg.endpoint;
+    let extra = Arc::new(cfg.request_fields.clone());
     let timeout = Duration::from_secs_f64(cfg.request_timeout_s);
     let slots = cfg.max_concurrency.map(|c| Arc::new(Semaphore::new(c)));
     let start = Instant::now();
@@ -86,12 +87,13 @@ pub async fn execute(
             scheduled_s: spec.arrival_s,
             ..RequestRecord::default()
         };
-        let (client, prompts, model, base, bar) = (
+        let (client, prompts, model, base, bar, extra) = (
             client.clone(),
             prompts.clone(),
             model.clone(),
             base.clone(),
             bar.clone(),
+            extra.clone(),
         );
         let output_len = spec.output_len;
         handles.push(tokio::spawn(async move {
@@ -105,6 +107,7 @@ pub async fn execute(
                 endpoint,
                 prompt: &prompts[i],
                 output_len,
+                extra: &extra,
             };
             let record = client::send(&client, &base, &body, timeout, record).await;
             drop(permit);

@@ -275,6 +275,7 @@ pub async fn run(
                 endpoint,
                 prompt: &prompts[i],
                 output_len,
+                extra: &serde_json::Map::new(),
             };
             let send = client::send(&client, &url, &body, timeout, RequestRecord::default());
             match kind {
