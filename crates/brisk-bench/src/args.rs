@@ -155,6 +155,11 @@ pub struct BenchArgs {
         env = "BRISK_BENCH_SOAK_WARMUP"
     )]
     pub soak_warmup: f64,
+    /// Send each request's objective with it, as the simulator plays it: `slo` from its
+    /// SLO class (`--slo`/`--slo-class`), and `priority: "batch"` for a class named `batch`.
+    /// Without it the server's defaults (`--ttft-slo`/`--tpot-slo`) apply.
+    #[arg(long, env = "BRISK_BENCH_SEND_SLO")]
+    pub send_slo: bool,
     /// A field added to every request body, `KEY=JSON` (repeatable), e.g.
     /// `--request-field 'priority="batch"'` or
     /// `--request-field 'slo={"ttft_ms": 1000, "tpot_ms": 150}'`: two runs side by side
@@ -243,6 +248,10 @@ pub struct BenchConfig {
     pub slo: SloPolicy,
     /// Fields added to every request body (`--request-field`).
     pub request_fields: serde_json::Map<String, serde_json::Value>,
+    /// Send each request's class objective and priority (`--send-slo`).
+    pub send_slo: bool,
+    /// The run's seed (classes are drawn from it).
+    pub seed: u64,
     /// Whether to draw a progress bar.
     pub progress: bool,
     /// The report file.
@@ -336,6 +345,8 @@ impl BenchArgs {
             request_timeout_s: self.request_timeout,
             slo,
             request_fields: request_fields(&self.request_fields)?,
+            send_slo: self.send_slo,
+            seed: self.seed,
             progress: !self.no_progress,
         };
         Ok((config, synthetic))
@@ -373,7 +384,8 @@ fn request_fields(
 }
 
 impl SyntheticSpec {
-    /// Parses `prompt=70,output=64` or `prompt=uniform:50:100,output=64`.
+    /// Parses `prompt=70,output=64`, `prompt=uniform:50:100,output=64` or
+    /// `prompt=mix:1600:50:0.2,output=64` (1,600 tokens for a fifth of the requests, else 50).
     pub fn parse(s: &str) -> Result<Self, BenchError> {
         let (mut prompt, mut output) = (None, None);
         for part in s.split(',') {
@@ -410,6 +422,18 @@ impl LengthDist {
             let (a, b) = rest.split_once(':')?;
             let (lo, hi) = (a.parse().ok()?, b.parse().ok()?);
             (lo <= hi).then_some(LengthDist::Uniform(lo, hi))
+        } else if let Some(rest) = s.strip_prefix("mix:") {
+            let mut parts = rest.split(':');
+            let first = parts.next()?.parse().ok()?;
+            let second = parts.next()?.parse().ok()?;
+            let first_share: f64 = parts.next()?.parse().ok()?;
+            (parts.next().is_none() && (0.0..=1.0).contains(&first_share)).then_some(
+                LengthDist::Mix {
+                    first,
+                    second,
+                    first_share,
+                },
+            )
         } else {
             s.parse().ok().map(LengthDist::Fixed)
         }
@@ -427,6 +451,17 @@ mod tests {
         assert_eq!(s.output, LengthDist::Fixed(64));
         assert!(SyntheticSpec::parse("prompt=70").is_err());
         assert!(SyntheticSpec::parse("prompt=uniform:9:1,output=1").is_err());
+        let mix = SyntheticSpec::parse("prompt=mix:1600:50:0.2,output=64").unwrap();
+        assert_eq!(
+            mix.prompt,
+            LengthDist::Mix {
+                first: 1600,
+                second: 50,
+                first_share: 0.2
+            }
+        );
+        assert!(SyntheticSpec::parse("prompt=mix:1600:50:1.5,output=64").is_err());
+        assert!(SyntheticSpec::parse("prompt=mix:1600:50,output=64").is_err());
     }
 
     #[test]

@@ -37,6 +37,49 @@ pub fn http_client() -> Result<reqwest::Client, BenchError> {
         .map_err(|e| BenchError::Setup(e.to_string()))
 }
 
+/// The fields each request carries beyond the benchmark's own: `--request-field`s, and
+/// with `--send-slo` its class's objective and priority (a class named `batch` is batch
+/// work), as `brisk sim` plays them.
+fn request_fields(
+    cfg: &BenchConfig,
+    workload: &Workload,
+) -> Vec<Arc<serde_json::Map<String, serde_json::Value>>> {
+    let shared = Arc::new(cfg.request_fields.clone());
+    if !cfg.send_slo {
+        return vec![shared; workload.requests.len()];
+    }
+    let lens: Vec<usize> = workload.requests.iter().map(|r| r.prompt_len).collect();
+    let per_class: Vec<Arc<serde_json::Map<String, serde_json::Value>>> = cfg
+        .slo
+        .classes
+        .iter()
+        .map(|class| {
+            let mut fields = cfg.request_fields.clone();
+            let mut slo = serde_json::Map::new();
+            for (key, ms) in [
+                ("ttft_ms", class.slo.ttft_ms),
+                ("tpot_ms", class.slo.tpot_ms),
+            ] {
+                if ms.is_finite() {
+                    slo.insert(key.into(), serde_json::json!(ms));
+                }
+            }
+            if !slo.is_empty() {
+                fields.insert("slo".into(), serde_json::Value::Object(slo));
+            }
+            if class.name == "batch" {
+                fields.insert("priority".into(), serde_json::json!("batch"));
+            }
+            Arc::new(fields)
+        })
+        .collect();
+    cfg.slo
+        .assign(&lens, cfg.seed)
+        .into_iter()
+        .map(|c| Arc::clone(&per_class[c]))
+        .collect()
+}
+
 /// Runs the workload against the server and collects one record per request.
 pub async fn execute(
     cfg: &BenchConfig,
@@ -63,7 +106,7 @@ pub async fn execute(
     let model: Arc<str> = Arc::from(model);
     let base: Arc<str> = Arc::from(cfg.url.as_str());
     let endpoint = cfg.endpoint;
-    let extra = Arc::new(cfg.request_fields.clone());
+    let fields = request_fields(cfg, workload);
     let timeout = Duration::from_secs_f64(cfg.request_timeout_s);
     let slots = cfg.max_concurrency.map(|c| Arc::new(Semaphore::new(c)));
     let start = Instant::now();
@@ -93,7 +136,7 @@ pub async fn execute(
             model.clone(),
             base.clone(),
             bar.clone(),
-            extra.clone(),
+            fields[i].clone(),
         );
         let output_len = spec.output_len;
         handles.push(tokio::spawn(async move {

@@ -16,6 +16,17 @@ pub enum LengthDist {
     Fixed(usize),
     /// Uniform over `lo..=hi`.
     Uniform(usize, usize),
+    /// `first` tokens with probability `first_share`, else `second`: two kinds of traffic in
+    /// one run (long best-effort prompts among short interactive ones), told apart by
+    /// `--slo-class` rules on prompt length.
+    Mix {
+        /// The first length.
+        first: usize,
+        /// The second length.
+        second: usize,
+        /// The probability of the first.
+        first_share: f64,
+    },
 }
 
 impl LengthDist {
@@ -23,6 +34,17 @@ impl LengthDist {
         match *self {
             LengthDist::Fixed(n) => n,
             LengthDist::Uniform(lo, hi) => rng.random_range(lo..=hi),
+            LengthDist::Mix {
+                first,
+                second,
+                first_share,
+            } => {
+                if rng.random::<f64>() < first_share {
+                    first
+                } else {
+                    second
+                }
+            }
         }
     }
 }

@@ -251,6 +251,13 @@ pub fn run(args: &SimArgs) -> Result<(), SimRunError> {
             "closed-loop runs are not simulated; give --rate instead",
         ));
     }
+    if !args.bench.request_fields.is_empty() {
+        return Err(bad(
+            "request-field",
+            "request fields are not simulated; each request already carries its SLO class's \
+             objective, and batch priority for a class named `batch` (what --send-slo sends)",
+        ));
+    }
     args.bench.url.get_or_insert_with(|| "sim://".into());
     let (cfg, _) = args.bench.validate()?;
     let model = LatencyModel::load(&args.latency_model)?;
