@@ -122,50 +122,49 @@ impl SchedulerCore {
         let order = self
             .policy
             .prompt_order(&partway_views, &waiting_views, now);
-        let mut admitted = Vec::new();
+        // A step that had to preempt for blocks admits nobody.
+        let mut short_of_blocks = !d.preempted.is_empty();
         let mut admitting = true;
         for work in order {
             if d.budget == 0 {
                 break;
             }
             match work {
-                PromptWork::Partway(i) => self.continue_prompt(partway[i], now, d),
-                PromptWork::Waiting(i) if admitting && d.preempted.is_empty() => {
-                    match self.admit_one(queue[i], &waiting_views[i], now, d) {
-                        Some(victims) => {
-                            admitted.retain(|a| !victims.contains(a));
-                            admitted.push(queue[i]);
-                        }
-                        None => admitting = false,
+                PromptWork::Partway(i) => {
+                    let preempted = d.preempted.len();
+                    self.continue_prompt(partway[i], now, d);
+                    short_of_blocks |= d.preempted.len() > preempted;
+                }
+                PromptWork::Waiting(i) if admitting && !short_of_blocks => {
+                    let id = queue[i];
+                    if self.admit_one(id, &waiting_views[i], now, d) {
+                        // Out of the queue now: if it is preempted later in this step, it
+                        // goes back to the front like any running sequence.
+                        self.waiting.retain(|&w| w != id);
+                    } else {
+                        admitting = false;
                     }
                 }
                 PromptWork::Waiting(_) => {}
             }
         }
-        self.waiting.retain(|w| !admitted.contains(w));
     }
 
     /// Admits waiting request `id` (whose view is `view`), preempting the victims the policy
-    /// names while it does not fit: the victims, or `None` when it cannot be admitted.
-    fn admit_one(
-        &mut self,
-        id: RequestId,
-        view: &SeqView,
-        now: f64,
-        d: &mut Draft,
-    ) -> Option<Vec<RequestId>> {
-        let mut victims = Vec::new();
+    /// names while it does not fit; whether it was admitted.
+    fn admit_one(&mut self, id: RequestId, view: &SeqView, now: f64, d: &mut Draft) -> bool {
         loop {
             match self.try_admit(id, d) {
-                Ok(true) => return Some(victims),
-                Ok(false) => return None, // needs a whole prompt in one step
+                Ok(true) => return true,
+                Ok(false) => return false, // needs a whole prompt in one step
                 Err(()) => {}
             }
             let running: Vec<SeqView> = self.running.iter().map(|r| self.seqs[r].view()).collect();
-            let v = self.policy.admission_victim(view, &running, now)?;
+            let Some(v) = self.policy.admission_victim(view, &running, now) else {
+                return false;
+            };
             let victim = self.running[v];
             self.preempt(victim, d);
-            victims.push(victim);
         }
     }
 

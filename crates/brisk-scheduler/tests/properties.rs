@@ -294,7 +294,7 @@ fn check_outcomes(reqs: &[SchedRequest], events: &[SeqEvent]) -> Result<(), Test
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(150))]
+    #![proptest_config(ProptestConfig::with_cases(1000))]
 
     #[test]
     fn random_workloads_keep_invariants_and_finish(
