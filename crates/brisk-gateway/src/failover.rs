@@ -24,7 +24,8 @@ pub struct StreamLog {
     pub id: Value,
     created: Value,
     model: Value,
-    /// A choice finished (`finish_reason` set) or `[DONE]` came.
+    /// A choice finished (`finish_reason` set), `[DONE]` came, or a Responses stream's
+    /// final event.
     pub finished: bool,
 }
 
@@ -44,6 +45,20 @@ impl StreamLog {
         let Ok(event) = serde_json::from_slice::<Value>(data) else {
             return;
         };
+        // The Responses API's typed events: no `[DONE]`, a final event instead.
+        match event["type"].as_str() {
+            Some("response.output_text.delta") => {
+                self.text
+                    .push_str(event["delta"].as_str().unwrap_or_default());
+                return;
+            }
+            Some("response.completed" | "response.incomplete" | "response.failed" | "error") => {
+                self.finished = true;
+                return;
+            }
+            Some(_) => return,
+            None => {}
+        }
         if self.id.is_null() {
             self.id = event["id"].clone();
             self.created = event["created"].clone();
@@ -255,6 +270,11 @@ mod tests {
         assert_eq!(log.id, json!("chatcmpl-7"));
         log.observe(b"data: [DONE]\n\n");
         assert!(log.finished);
+        let mut log = StreamLog::default();
+        log.observe(b"event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Hi\"}\n\n");
+        assert_eq!((log.text.as_str(), log.finished), ("Hi", false));
+        log.observe(b"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{}}\n\n");
+        assert!(log.finished, "a Responses stream ends with its final event");
     }
 
     #[test]

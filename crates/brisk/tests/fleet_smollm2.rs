@@ -486,6 +486,21 @@ fn smollm2_the_router_answers_like_a_replica_errors_and_keys_included() {
     assert!(text.contains("SmolLM2"), "{text}");
     assert_eq!(call(router.addr, "GET", "/nowhere", key, "").0, 404);
 
+    // The Responses API, whole and streamed: its stream ends with its own final event (no
+    // `[DONE]`), which the router must not take for a replica dying mid-stream.
+    let whole = r#"{"input": "Hello", "max_output_tokens": 3, "temperature": 0}"#;
+    let (status, text) = call(router.addr, "POST", "/v1/responses", key, whole);
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains(r#""object":"response""#), "{text}");
+    let streamed = r#"{"input": "Hello", "max_output_tokens": 3, "stream": true}"#;
+    let (status, text) = call(router.addr, "POST", "/v1/responses", key, streamed);
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.contains("response.incomplete") || text.contains("response.completed"),
+        "{text}"
+    );
+    assert!(!text.contains("failed mid-stream"), "{text}");
+
     // A router that predicts no replica can make a request's TTFT refuses it at once when
     // asked to (here its latency model says a prompt token takes a second).
     let dir = tempfile::tempdir().unwrap();
