@@ -160,6 +160,11 @@ pub struct BenchArgs {
     /// Without it the server's defaults (`--ttft-slo`/`--tpot-slo`) apply.
     #[arg(long, env = "BRISK_BENCH_SEND_SLO")]
     pub send_slo: bool,
+    /// Send each request's client as OpenAI's `user` (the server shares itself fairly between
+    /// users), as the simulator plays it: `client-N` for ServeGen's client N, else the name
+    /// of the request's SLO class, so that two classes are two clients.
+    #[arg(long, env = "BRISK_BENCH_SEND_USER")]
+    pub send_user: bool,
     /// A field added to every request body, `KEY=JSON` (repeatable), e.g.
     /// `--request-field 'priority="batch"'` or
     /// `--request-field 'slo={"ttft_ms": 1000, "tpot_ms": 150}'`: two runs side by side
@@ -250,6 +255,8 @@ pub struct BenchConfig {
     pub request_fields: serde_json::Map<String, serde_json::Value>,
     /// Send each request's class objective and priority (`--send-slo`).
     pub send_slo: bool,
+    /// Send each request's client as `user` (`--send-user`).
+    pub send_user: bool,
     /// The run's seed (classes are drawn from it).
     pub seed: u64,
     /// Whether to draw a progress bar.
@@ -328,6 +335,13 @@ impl BenchArgs {
             .map(SyntheticSpec::parse)
             .transpose()?;
         let slo = SloPolicy::from_flags(self.slo.as_deref(), &self.slo_class)?;
+        let request_fields = request_fields(&self.request_fields)?;
+        if self.send_user && request_fields.contains_key("user") {
+            return Err(BenchError::config(
+                "request-field",
+                "`user` is set by --send-user; give one or the other",
+            ));
+        }
         let url = self
             .url
             .as_deref()
@@ -344,8 +358,9 @@ impl BenchArgs {
             max_concurrency: self.max_concurrency,
             request_timeout_s: self.request_timeout,
             slo,
-            request_fields: request_fields(&self.request_fields)?,
+            request_fields,
             send_slo: self.send_slo,
+            send_user: self.send_user,
             seed: self.seed,
             progress: !self.no_progress,
         };

@@ -246,6 +246,7 @@ mod tests {
             prompt_len,
             output_len: 1,
             block_hashes,
+            client: None,
         }
     }
 

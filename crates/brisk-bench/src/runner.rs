@@ -17,6 +17,7 @@ use crate::args::BenchConfig;
 use crate::client::{self, RequestBody, RequestRecord};
 use crate::error::BenchError;
 use crate::prompts::Prompt;
+use crate::slo::SloClass;
 use crate::workload::Workload;
 
 /// Records of every request (in workload order) and the run's duration in seconds
@@ -37,47 +38,64 @@ pub fn http_client() -> Result<reqwest::Client, BenchError> {
         .map_err(|e| BenchError::Setup(e.to_string()))
 }
 
-/// The fields each request carries beyond the benchmark's own: `--request-field`s, and
-/// with `--send-slo` its class's objective and priority (a class named `batch` is batch
-/// work), as `brisk sim` plays them.
+/// The fields each request carries beyond the benchmark's own: `--request-field`s, with
+/// `--send-slo` its class's objective and priority (a class named `batch` is batch work), and
+/// with `--send-user` its client as `user`, as `brisk sim` plays them.
 fn request_fields(
     cfg: &BenchConfig,
     workload: &Workload,
 ) -> Vec<Arc<serde_json::Map<String, serde_json::Value>>> {
     let shared = Arc::new(cfg.request_fields.clone());
-    if !cfg.send_slo {
+    if !cfg.send_slo && !cfg.send_user {
         return vec![shared; workload.requests.len()];
     }
-    let lens: Vec<usize> = workload.requests.iter().map(|r| r.prompt_len).collect();
     let per_class: Vec<Arc<serde_json::Map<String, serde_json::Value>>> = cfg
         .slo
         .classes
         .iter()
         .map(|class| {
             let mut fields = cfg.request_fields.clone();
-            let mut slo = serde_json::Map::new();
-            for (key, ms) in [
-                ("ttft_ms", class.slo.ttft_ms),
-                ("tpot_ms", class.slo.tpot_ms),
-            ] {
-                if ms.is_finite() {
-                    slo.insert(key.into(), serde_json::json!(ms));
-                }
-            }
-            if !slo.is_empty() {
-                fields.insert("slo".into(), serde_json::Value::Object(slo));
-            }
-            if class.name == "batch" {
-                fields.insert("priority".into(), serde_json::json!("batch"));
+            if cfg.send_slo {
+                class_fields(class, &mut fields);
             }
             Arc::new(fields)
         })
         .collect();
-    cfg.slo
-        .assign(&lens, cfg.seed)
-        .into_iter()
-        .map(|c| Arc::clone(&per_class[c]))
+    let lens: Vec<usize> = workload.requests.iter().map(|r| r.prompt_len).collect();
+    let classes = cfg.slo.assign(&lens, cfg.seed);
+    workload
+        .requests
+        .iter()
+        .zip(classes)
+        .map(|(r, c)| {
+            if !cfg.send_user {
+                return Arc::clone(&per_class[c]);
+            }
+            let mut fields = (*per_class[c]).clone();
+            let user = r.user(&cfg.slo.classes[c].name);
+            fields.insert("user".into(), serde_json::json!(user));
+            Arc::new(fields)
+        })
         .collect()
+}
+
+/// Adds `class`'s objective (`slo`) and, for a class named `batch`, batch priority.
+fn class_fields(class: &SloClass, fields: &mut serde_json::Map<String, serde_json::Value>) {
+    let mut slo = serde_json::Map::new();
+    for (key, ms) in [
+        ("ttft_ms", class.slo.ttft_ms),
+        ("tpot_ms", class.slo.tpot_ms),
+    ] {
+        if ms.is_finite() {
+            slo.insert(key.into(), serde_json::json!(ms));
+        }
+    }
+    if !slo.is_empty() {
+        fields.insert("slo".into(), serde_json::Value::Object(slo));
+    }
+    if class.name == "batch" {
+        fields.insert("priority".into(), serde_json::json!("batch"));
+    }
 }
 
 /// Runs the workload against the server and collects one record per request.

@@ -410,6 +410,7 @@ impl ServeGen {
                         prompt_len: len.input.sample(&mut rng).max(1),
                         output_len: len.output.sample(&mut rng).max(1),
                         block_hashes: Vec::new(),
+                        client: Some(c.id),
                     });
                 }
             }

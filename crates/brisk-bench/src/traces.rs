@@ -100,6 +100,7 @@ pub fn azure(path: &Path) -> Result<Workload, BenchError> {
             prompt_len: row.1,
             output_len: row.2,
             block_hashes: Vec::new(),
+            client: None,
         });
     }
     requests.sort_by(|a, b| a.arrival_s.total_cmp(&b.arrival_s));
@@ -138,6 +139,7 @@ pub fn mooncake(path: &Path, seed: u64) -> Result<Workload, BenchError> {
             prompt_len: row.input_length,
             output_len: row.output_length,
             block_hashes: row.hash_ids,
+            client: None,
         });
     }
     requests.sort_by(|a, b| a.arrival_s.total_cmp(&b.arrival_s));
@@ -187,6 +189,7 @@ pub fn lengths_workload(rows: &[(usize, usize)], n: usize, seed: u64, source: St
                 prompt_len: p.max(1),
                 output_len: o.max(1),
                 block_hashes: Vec::new(),
+                client: None,
             }
         })
         .collect();

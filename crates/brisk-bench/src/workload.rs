@@ -69,6 +69,8 @@ pub struct RequestSpec {
     pub output_len: usize,
     /// Mooncake prefix-block hash ids: equal ids mean equal prompt blocks.
     pub block_hashes: Vec<u64>,
+    /// The client that sent it, where the workload knows (ServeGen's client number).
+    pub client: Option<u32>,
 }
 
 /// The requests of a run plus what the prompt builder must know about them.
@@ -84,6 +86,17 @@ pub struct Workload {
     pub source: String,
 }
 
+impl RequestSpec {
+    /// The `user` that `--send-user` sends (and `brisk sim` plays) for this request of SLO
+    /// class `class`: its ServeGen client, else its class.
+    pub fn user(&self, class: &str) -> String {
+        match self.client {
+            Some(n) => format!("client-{n}"),
+            None => class.to_owned(),
+        }
+    }
+}
+
 /// Draws `n` synthetic requests.
 pub fn synthetic(spec: &SyntheticSpec, n: usize, seed: u64) -> Workload {
     let mut rng = StdRng::seed_from_u64(seed);
@@ -93,6 +106,7 @@ pub fn synthetic(spec: &SyntheticSpec, n: usize, seed: u64) -> Workload {
             prompt_len: spec.prompt.sample(&mut rng),
             output_len: spec.output.sample(&mut rng),
             block_hashes: Vec::new(),
+            client: None,
         })
         .collect();
     Workload {

@@ -55,6 +55,7 @@ fn request(context: usize) -> EngineRequest {
         priority: Priority::Interactive,
         received: None,
         constraint: None,
+        client: None,
     }
 }
 

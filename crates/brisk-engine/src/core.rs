@@ -330,6 +330,7 @@ impl<B: Backend> EngineCore<B> {
             arrival,
             slo: request.slo,
             priority: request.priority,
+            client: request.client.clone(),
         };
         self.scheduler
             .add_request_at(sched, now)
@@ -725,6 +726,7 @@ mod tests {
             priority: Priority::Interactive,
             received: None,
             constraint: None,
+            client: None,
         }
     }
 

@@ -30,6 +30,8 @@ pub struct EngineRequest {
     pub slo: Option<RequestSlo>,
     /// Priority class; `Batch` work yields to interactive work under the `slo` policy.
     pub priority: Priority,
+    /// Who sent it, for fair share between clients (the API's `user`); `None`: anonymous.
+    pub client: Option<String>,
     /// When the request reached the server; its TTFT deadline counts from here (`None`: from
     /// when the engine takes it, which can be a whole step later).
     pub received: Option<std::time::Instant>,

@@ -70,6 +70,7 @@ fn request(sampling: SamplingParams) -> EngineRequest {
         priority: Priority::Interactive,
         received: None,
         constraint: None,
+        client: None,
     }
 }
 

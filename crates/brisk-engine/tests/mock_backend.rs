@@ -52,6 +52,7 @@ fn engine_publishing(
                 chunked_prefill: true,
                 eos_token_ids: Vec::new(),
                 cache_salt: 0,
+                fair_share: None,
             },
             seed: 0,
             policy,
@@ -75,6 +76,7 @@ fn request(prompt: Vec<TokenId>, max_tokens: usize) -> EngineRequest {
         priority: Priority::Interactive,
         received: None,
         constraint: None,
+        client: None,
     }
 }
 

@@ -28,6 +28,9 @@ pub struct SchedulerConfig {
     pub eos_token_ids: Vec<TokenId>,
     /// Salt of the prefix-cache hashes (distinct per model).
     pub cache_salt: u64,
+    /// Fair share between clients (`SchedRequest::client`) layered over the policy;
+    /// `None`: off, prompt work in the policy's order whoever sent it.
+    pub fair_share: Option<crate::FairShareConfig>,
 }
 
 impl Default for SchedulerConfig {
@@ -44,6 +47,7 @@ impl Default for SchedulerConfig {
             chunked_prefill: true,
             eos_token_ids: Vec::new(),
             cache_salt: 0,
+            fair_share: None,
         }
     }
 }
@@ -68,6 +72,14 @@ impl SchedulerConfig {
                  max_model_len ({})",
                 self.max_num_batched_tokens, self.max_model_len
             ));
+        }
+        if let Some(fair) = &self.fair_share {
+            let weights = [fair.quantum, fair.prompt_weight, fair.output_weight];
+            if weights.iter().any(|w| !w.is_finite() || *w < 0.0) || fair.quantum <= 0.0 {
+                return bad(format!(
+                    "fair share needs a positive quantum and non-negative weights: {fair:?}"
+                ));
+            }
         }
         self.kv_config().validate()?;
         Ok(())

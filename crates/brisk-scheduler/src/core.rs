@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use brisk_kv::BlockManager;
 
 use crate::config::{SchedulerConfig, SchedulerError};
+use crate::fair::{FairShare, Ledger};
 use crate::policy::{Admission, Fcfs, SchedulingPolicy};
 use crate::request::{FinishReason, RequestId, SchedRequest, SeqEvent};
 use crate::sequence::{SeqView, Sequence};
@@ -27,6 +28,8 @@ pub struct SchedulerStats {
     pub num_preemptions: u64,
     /// Blocks in the prefix cache, held or free (what KV events describe).
     pub cached_blocks: usize,
+    /// Clients with requests queued or running (fair share's accounts).
+    pub num_clients: usize,
 }
 
 /// The scheduler state machine; see the crate docs.
@@ -44,6 +47,8 @@ pub struct SchedulerCore {
     pub(crate) step: u64,
     pub(crate) pending: bool,
     pub(crate) num_preemptions: u64,
+    /// Fair share's counters, per client with requests here.
+    pub(crate) ledger: Ledger,
 }
 
 impl std::fmt::Debug for SchedulerCore {
@@ -67,6 +72,10 @@ impl SchedulerCore {
         policy: Box<dyn SchedulingPolicy>,
     ) -> Result<Self, SchedulerError> {
         cfg.validate()?;
+        let policy = match &cfg.fair_share {
+            Some(fair) => Box::new(FairShare::new(policy, fair.quantum)),
+            None => policy,
+        };
         Ok(Self {
             kv: BlockManager::new(cfg.kv_config())?,
             cfg,
@@ -78,6 +87,7 @@ impl SchedulerCore {
             step: 0,
             pending: false,
             num_preemptions: 0,
+            ledger: Ledger::default(),
         })
     }
 
@@ -158,12 +168,18 @@ impl SchedulerCore {
             });
         }
         let mut seq = Sequence::new(req);
-        let waiting: Vec<SeqView> = self.waiting.iter().map(|w| self.seqs[w].view()).collect();
-        let running: Vec<SeqView> = self.running.iter().map(|r| self.seqs[r].view()).collect();
-        match self.policy.on_arrival(&seq.view(), &waiting, &running, now) {
+        self.ledger.arrive(seq.req.client.as_deref());
+        let waiting = self.views(self.waiting.iter());
+        let running = self.views(&self.running);
+        let mut view = seq.view();
+        view.share_lead = self.ledger.lead(seq.req.client.as_deref());
+        match self.policy.on_arrival(&view, &waiting, &running, now) {
             Admission::Accept => {}
             Admission::Demote => seq.demoted = true,
-            Admission::Reject(message) => return Err(SchedulerError::Rejected { id, message }),
+            Admission::Reject(message) => {
+                self.ledger.leave(seq.req.client.as_deref());
+                return Err(SchedulerError::Rejected { id, message });
+            }
         }
         self.seqs.insert(id, seq);
         self.waiting.push_back(id);
@@ -188,6 +204,7 @@ impl SchedulerCore {
         self.running.retain(|&r| r != id);
         self.kv.free(id);
         let seq = self.seqs.remove(&id).expect("finish of a known sequence");
+        self.ledger.leave(seq.req.client.as_deref());
         SeqEvent::Finished {
             id,
             reason,
@@ -199,7 +216,20 @@ impl SchedulerCore {
 
     /// What the scheduler knows about a request.
     pub fn seq_view(&self, id: RequestId) -> Option<SeqView> {
-        self.seqs.get(&id).map(Sequence::view)
+        self.seqs.contains_key(&id).then(|| self.view(id))
+    }
+
+    /// The view of known request `id`, with its client's fair-share lead.
+    pub(crate) fn view(&self, id: RequestId) -> SeqView {
+        let s = &self.seqs[&id];
+        let mut view = s.view();
+        view.share_lead = self.ledger.lead(s.req.client.as_deref());
+        view
+    }
+
+    /// The views of known requests `ids`, in order.
+    pub(crate) fn views<'a>(&self, ids: impl IntoIterator<Item = &'a RequestId>) -> Vec<SeqView> {
+        ids.into_iter().map(|&id| self.view(id)).collect()
     }
 
     /// Whether any request is waiting or running.
@@ -218,6 +248,7 @@ impl SchedulerCore {
             prefix_cache_hits: pc.hits,
             num_preemptions: self.num_preemptions,
             cached_blocks: self.kv.num_cached_blocks(),
+            num_clients: self.ledger.num_clients(),
         }
     }
 
@@ -236,6 +267,13 @@ impl SchedulerCore {
         }
         if seen.len() != self.seqs.len() {
             return Err("a request is in no queue".into());
+        }
+        if self.ledger.num_requests() != self.seqs.len() {
+            return Err(format!(
+                "fair share counts {} requests, the scheduler holds {}",
+                self.ledger.num_requests(),
+                self.seqs.len()
+            ));
         }
         if self.running.len() > self.cfg.max_num_seqs {
             return Err(format!("{} running > max_num_seqs", self.running.len()));

@@ -136,6 +136,7 @@ impl SchedulerCore {
         seq.num_preemptions = export.num_preemptions;
         seq.demoted = export.demoted;
         seq.first_token_at = Some(now - export.since_first_token_s);
+        self.ledger.arrive(seq.req.client.as_deref());
         self.seqs.insert(id, seq);
         self.running.push(id);
         Ok(self.kv.block_table(id).to_vec())

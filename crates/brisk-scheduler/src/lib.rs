@@ -35,11 +35,14 @@
 //! own TTFT/TPOT objective ([`RequestSlo`]) with a profiled [`LatencyModel`]: admission and
 //! prompt chunks by deadline slack, a step budget that keeps decodes within TPOT, admission
 //! control, and priority preemption (see `slo.rs`). Both run through the [`SchedulingPolicy`]
-//! seam, so the engine and `brisk sim` use the same core with either.
+//! seam, so the engine and `brisk sim` use the same core with either. Either can run under
+//! [`FairShare`] (`SchedulerConfig::fair_share`): prompt work goes first to the clients that
+//! have received the least service (virtual token counters, see `fair.rs`).
 #![deny(missing_docs)]
 
 mod config;
 mod core;
+mod fair;
 mod handover;
 mod latency;
 mod plan;
@@ -52,6 +55,7 @@ mod update;
 
 pub use crate::config::{SchedulerConfig, SchedulerError};
 pub use crate::core::{SchedulerCore, SchedulerStats};
+pub use crate::fair::{FairShare, FairShareConfig};
 pub use crate::handover::SeqExport;
 pub use crate::latency::{
     FitQuality, LatencyCoefficients, LatencyError, LatencyModel, StepRecord, StepSample, StepShape,

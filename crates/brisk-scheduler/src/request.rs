@@ -27,6 +27,10 @@ pub struct SchedRequest {
     pub slo: Option<RequestSlo>,
     /// Its priority class.
     pub priority: Priority,
+    /// Who sent it, for fair share between clients (the OpenAI `user` field); `None`: the
+    /// anonymous client, one account for every request that names none.
+    #[serde(default)]
+    pub client: Option<String>,
 }
 
 /// A request's latency objective, in seconds (infinite: unbounded).
@@ -80,6 +84,7 @@ impl SchedRequest {
             arrival: 0.0,
             slo: None,
             priority: Priority::Interactive,
+            client: None,
         }
     }
 }

@@ -24,7 +24,7 @@ impl SchedulerCore {
         self.step += 1;
         self.pending = true;
         let max = self.cfg.max_num_batched_tokens;
-        let running: Vec<SeqView> = self.running.iter().map(|r| self.seqs[r].view()).collect();
+        let running = self.views(&self.running);
         let mut d = Draft {
             budget: self
                 .policy
@@ -62,7 +62,7 @@ impl SchedulerCore {
                 Err(KvError::OutOfBlocks { .. }) => {}
                 Err(e) => panic!("allocating for running request {id}: {e}"),
             }
-            let views: Vec<SeqView> = self.running.iter().map(|r| self.seqs[r].view()).collect();
+            let views = self.views(&self.running);
             let victim = self.running[self.policy.preemption_victim(&views, now)];
             self.preempt(victim, d);
             if victim == id {
@@ -117,8 +117,8 @@ impl SchedulerCore {
             .copied()
             .filter(|id| !self.seqs[id].paused)
             .collect();
-        let partway_views: Vec<SeqView> = partway.iter().map(|id| self.seqs[id].view()).collect();
-        let waiting_views: Vec<SeqView> = queue.iter().map(|id| self.seqs[id].view()).collect();
+        let partway_views = self.views(&partway);
+        let waiting_views = self.views(&queue);
         let order = self
             .policy
             .prompt_order(&partway_views, &waiting_views, now);
@@ -159,7 +159,7 @@ impl SchedulerCore {
                 Ok(false) => return false, // needs a whole prompt in one step
                 Err(()) => {}
             }
-            let running: Vec<SeqView> = self.running.iter().map(|r| self.seqs[r].view()).collect();
+            let running = self.views(&self.running);
             let Some(v) = self.policy.admission_victim(view, &running, now) else {
                 return false;
             };

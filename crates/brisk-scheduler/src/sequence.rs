@@ -34,6 +34,10 @@ pub struct SeqView {
     pub demoted: bool,
     /// When its first token was sampled (the caller's clock).
     pub first_token_at: Option<f64>,
+    /// How far its client leads the least-served client, in weighted tokens of service
+    /// (fair share, see `fair.rs`; 0 for the least served and when only one client is
+    /// present).
+    pub share_lead: f64,
 }
 
 impl SeqView {
@@ -86,6 +90,7 @@ impl Sequence {
         self.tokens.len() - self.num_computed
     }
 
+    /// Its view, without fair share's lead (the core fills it in: `SchedulerCore::view`).
     pub(crate) fn view(&self) -> SeqView {
         SeqView {
             id: self.req.id,
@@ -101,6 +106,7 @@ impl Sequence {
             priority: self.req.priority,
             demoted: self.demoted,
             first_token_at: self.first_token_at,
+            share_lead: 0.0,
         }
     }
 }

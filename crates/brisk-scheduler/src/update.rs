@@ -51,9 +51,16 @@ impl SchedulerCore {
             if !self.kv.contains(p.id) || s.num_computed != p.start_pos {
                 continue;
             }
+            let decode = p.tokens.len() == 1 && s.num_output() > 0;
             s.num_computed = p.start_pos + p.tokens.len();
             self.kv
                 .commit_full_blocks(p.id, &s.tokens[..s.num_computed])?;
+            if let Some(fair) = &self.cfg.fair_share {
+                let prompt = if decode { 0.0 } else { p.tokens.len() as f64 };
+                let output = if t.is_some() { 1.0 } else { 0.0 };
+                let service = prompt * fair.prompt_weight + output * fair.output_weight;
+                self.ledger.charge(s.req.client.as_deref(), service);
+            }
             let Some(token) = t else { continue };
             let first = s.num_output() == 0;
             if first {

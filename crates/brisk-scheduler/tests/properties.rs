@@ -2,15 +2,16 @@
 //! stop tokens, random aborts and tight pools that force preemptions. After every step the
 //! invariants hold; every request finishes within a step bound; at the end the pool is free.
 //! Both policies: FCFS, and the SLO policy with random objectives and priority classes (time
-//! is the step index, and the latency model's costs are in the same unit).
+//! is the step index, and the latency model's costs are in the same unit), each with or
+//! without fair share between random clients.
 
 mod common;
 
 use std::collections::HashMap;
 
 use brisk_scheduler::{
-    FinishReason, LatencyCoefficients, LatencyModel, PolicyChoice, Priority, RequestId, RequestSlo,
-    SchedRequest, SchedulerConfig, SchedulerCore, SeqEvent,
+    FairShareConfig, FinishReason, LatencyCoefficients, LatencyModel, PolicyChoice, Priority,
+    RequestId, RequestSlo, SchedRequest, SchedulerConfig, SchedulerCore, SeqEvent,
 };
 use brisk_types::{LogitsWanted, TokenId};
 use common::EOS;
@@ -30,6 +31,7 @@ struct Arrival {
     abort_at: Option<usize>,
     slo: RequestSlo,
     batch: bool,
+    client: Option<u8>,
 }
 
 fn arrival() -> impl Strategy<Value = Arrival> {
@@ -41,7 +43,12 @@ fn arrival() -> impl Strategy<Value = Arrival> {
         0..3usize,
         any::<bool>(),
         prop::option::weighted(0.2, 0..80usize),
-        (0.5..60.0f64, 0.2..4.0f64, prop::bool::weighted(0.3)),
+        (
+            0.5..60.0f64,
+            0.2..4.0f64,
+            prop::bool::weighted(0.3),
+            prop::option::of(0..3u8),
+        ),
     )
         .prop_map(
             |(
@@ -52,7 +59,7 @@ fn arrival() -> impl Strategy<Value = Arrival> {
                 min,
                 ignore_eos,
                 abort_at,
-                (ttft, tpot, batch),
+                (ttft, tpot, batch, client),
             )| {
                 Arrival {
                     at_step,
@@ -64,6 +71,7 @@ fn arrival() -> impl Strategy<Value = Arrival> {
                     abort_at,
                     slo: RequestSlo { ttft, tpot },
                     batch,
+                    client,
                 }
             },
         )
@@ -79,6 +87,7 @@ struct Setup {
     caching: bool,
     seed: u64,
     slo_policy: bool,
+    fair_quantum: Option<usize>,
 }
 
 fn setup() -> impl Strategy<Value = Setup> {
@@ -91,6 +100,7 @@ fn setup() -> impl Strategy<Value = Setup> {
         any::<bool>(),
         any::<u64>(),
         any::<bool>(),
+        prop::option::of(1..40usize),
     )
         .prop_map(
             |(
@@ -102,6 +112,7 @@ fn setup() -> impl Strategy<Value = Setup> {
                 caching,
                 seed,
                 slo,
+                fair_quantum,
             )| {
                 Setup {
                     block_size,
@@ -112,6 +123,7 @@ fn setup() -> impl Strategy<Value = Setup> {
                     caching,
                     seed,
                     slo_policy: slo,
+                    fair_quantum,
                 }
             },
         )
@@ -147,6 +159,7 @@ fn simulate(setup: &Setup, arrivals: &[Arrival]) -> Result<(Vec<SeqEvent>, u64),
             } else {
                 Priority::Interactive
             },
+            client: a.client.map(|c| format!("client-{c}")),
         })
         .collect();
     // The tightest pool every request still fits alone, plus a few blocks.
@@ -168,6 +181,7 @@ fn simulate(setup: &Setup, arrivals: &[Arrival]) -> Result<(Vec<SeqEvent>, u64),
         chunked_prefill: setup.chunked,
         eos_token_ids: vec![EOS],
         cache_salt: 3,
+        fair_share: setup.fair_quantum.map(FairShareConfig::with_quantum),
     };
     // In step units: a step costs 0.3 plus 0.05 per prompt token and 0.1 per decode.
     let policy = if setup.slo_policy {
@@ -327,6 +341,7 @@ fn tight_pools_do_preempt() {
         caching: true,
         seed: 1,
         slo_policy: false,
+        fair_quantum: None,
     };
     let arrivals: Vec<Arrival> = (0..5)
         .map(|i| Arrival {
@@ -342,6 +357,7 @@ fn tight_pools_do_preempt() {
                 tpot: 1.0,
             },
             batch: false,
+            client: None,
         })
         .collect();
     let (events, preemptions) = simulate(&setup, &arrivals).unwrap();

@@ -13,7 +13,6 @@ use crate::error::ApiError;
 
 /// Fields accepted and ignored on purpose, with why.
 pub const IGNORED_FIELDS: &[(&str, &str)] = &[
-    ("user", "an end-user id for the caller's own records"),
     ("metadata", "tags for the caller's own records"),
     ("service_tier", "brisk serves every request in its one tier"),
     ("store", "brisk stores no conversation; `true` is refused"),
@@ -120,14 +119,16 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_refused_by_name_and_the_ignored_ones_pass() {
-        assert!(check(json!({"user": "u-1", "metadata": {"a": "b"}, "store": false})).is_ok());
+        assert!(
+            check(json!({"service_tier": "auto", "metadata": {"a": "b"}, "store": false})).is_ok()
+        );
         assert!(
             check(json!({"best_of": null})).is_ok(),
             "null asks for nothing"
         );
-        let e = check(json!({"user": "u", "suffix": "x", "best_of": 2})).unwrap_err();
+        let e = check(json!({"metadata": {}, "suffix": "x", "best_of": 2})).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("best_of"));
-        assert!(e.message.contains("`best_of`") && e.message.contains("`user`"));
+        assert!(e.message.contains("`best_of`") && e.message.contains("`metadata`"));
         let e = check(json!({"store": true})).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("store"));
         let routers = json!({"no_stop_trim": false, "skip_special_tokens": true,

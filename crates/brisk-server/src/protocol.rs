@@ -100,6 +100,9 @@ pub struct SamplingFields {
     /// `"interactive"` (default) or `"batch"` (brisk extension). Kept as raw JSON so a wrong
     /// type gets the same clear message as a wrong value.
     pub priority: Option<serde_json::Value>,
+    /// OpenAI's `user`: who the end user is. brisk shares the server fairly between users
+    /// (the scheduler's fair share); raw JSON, checked in `validate.rs`.
+    pub user: Option<serde_json::Value>,
     /// OpenAI's structured outputs: `{"type": "text" | "json_object" | "json_schema", ..}`.
     /// Raw JSON, checked in `structured.rs` like the other ways of constraining the output.
     pub response_format: Option<serde_json::Value>,
@@ -355,12 +358,12 @@ mod tests {
     #[test]
     fn fields_brisk_does_not_know_are_collected_and_known_ones_are_not() {
         let req: ChatCompletionRequest = serde_json::from_str(
-            r#"{"messages": [], "temperature": 0.5, "logprobs": true, "best_of": 2, "user": "u"}"#,
+            r#"{"messages": [], "temperature": 0.5, "logprobs": true, "best_of": 2, "suffix": "u"}"#,
         )
         .unwrap();
         let mut unknown: Vec<&String> = req.unknown.keys().collect();
         unknown.sort();
-        assert_eq!(unknown, ["best_of", "user"]);
+        assert_eq!(unknown, ["best_of", "suffix"]);
         assert_eq!(req.sampling.temperature, Some(0.5));
         assert!(req.logprobs);
     }

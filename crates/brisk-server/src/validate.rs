@@ -157,6 +157,29 @@ fn request_slo(
     }))
 }
 
+/// Longest `user` accepted, in bytes: it names a fair-share account while the user has
+/// requests in the server.
+pub const MAX_USER_BYTES: usize = 256;
+
+/// The client for fair share: OpenAI's `user`, a string of at most [`MAX_USER_BYTES`].
+fn client(fields: &SamplingFields) -> Result<Option<String>, ApiError> {
+    match fields.user.as_ref() {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) if s.len() <= MAX_USER_BYTES => Ok(Some(s.clone())),
+        Some(serde_json::Value::String(s)) => Err(ApiError::invalid(
+            "user",
+            format!(
+                "`user` is {} bytes long; at most {MAX_USER_BYTES} are accepted",
+                s.len()
+            ),
+        )),
+        Some(other) => Err(ApiError::invalid(
+            "user",
+            format!("`user` must be a string, got {other}"),
+        )),
+    }
+}
+
 fn priority(fields: &SamplingFields) -> Result<Priority, ApiError> {
     match fields.priority.as_ref() {
         None | Some(serde_json::Value::Null) => Ok(Priority::Interactive),
@@ -314,6 +337,7 @@ pub fn build_spec(
         .map_err(|e| ApiError::invalid(e.param, e.to_string()))?;
     let slo = request_slo(state, fields)?;
     let priority = priority(fields)?;
+    let client = client(fields)?;
     Ok(GenerationSpec {
         request: EngineRequest {
             prompt,
@@ -325,6 +349,7 @@ pub fn build_spec(
             logprobs,
             slo,
             priority,
+            client,
             received: None,
             constraint: None,
         },

@@ -71,6 +71,7 @@ async fn smollm2_unattainable_requests_get_429_and_attainable_ones_are_served() 
         json!({"prompt": COUNTING, "max_tokens": 4, "temperature": 0,
                "slo": {"ttft_ms": 20}, "priority": "batch"}),
         json!({"prompt": COUNTING, "max_tokens": 4, "temperature": 0, "priority": "interactive"}),
+        json!({"prompt": COUNTING, "max_tokens": 4, "temperature": 0, "user": "alice"}),
     ] {
         let (status, out) = s.post("/v1/completions", &body).await;
         assert_eq!(status, 200, "{body} -> {out}");
@@ -87,7 +88,7 @@ async fn smollm2_unattainable_requests_get_429_and_attainable_ones_are_served() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn smollm2_bad_slo_and_priority_fields_are_400s_naming_the_field() {
+async fn smollm2_bad_slo_priority_and_user_fields_are_400s_naming_the_field() {
     let s = slo_server().await;
     for (extra, param) in [
         (json!({"slo": {"ttft_ms": -5}}), "slo.ttft_ms"),
@@ -97,6 +98,8 @@ async fn smollm2_bad_slo_and_priority_fields_are_400s_naming_the_field() {
         (json!({"slo": 800}), "slo"),
         (json!({"priority": "urgent"}), "priority"),
         (json!({"priority": 1}), "priority"),
+        (json!({"user": 5}), "user"),
+        (json!({"user": "u".repeat(257)}), "user"),
     ] {
         for path in ["/v1/completions", "/v1/chat/completions"] {
             let mut body = if path == "/v1/completions" {

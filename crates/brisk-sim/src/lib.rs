@@ -37,7 +37,8 @@ use brisk_bench::sweep::{self, RateSearch, SweepSummary};
 use brisk_bench::workload::Workload;
 use brisk_bench::{BenchArgs, BenchConfig, BenchError, PromptFormat, Slo};
 use brisk_scheduler::{
-    LatencyError, LatencyModel, PolicyChoice, Priority, RequestSlo, SchedulerConfig,
+    FairShareConfig, LatencyError, LatencyModel, PolicyChoice, Priority, RequestSlo,
+    SchedulerConfig,
 };
 
 pub use fleet::{fleet_report, FleetArgs, FleetSettings, RouterName};
@@ -87,6 +88,14 @@ pub struct SimArgs {
     /// Disable automatic prefix caching.
     #[arg(long, env = "BRISK_SIM_NO_PREFIX_CACHING")]
     pub no_prefix_caching: bool,
+    /// Serve prompt work in the policy's order whoever sent it (as `brisk serve
+    /// --no-fair-share`).
+    #[arg(long, env = "BRISK_SIM_NO_FAIR_SHARE")]
+    pub no_fair_share: bool,
+    /// How far ahead of the least-served client a client may run, in weighted tokens
+    /// (default: the step budget; as `brisk serve`).
+    #[arg(long, env = "BRISK_SIM_FAIR_SHARE_QUANTUM")]
+    pub fair_share_quantum: Option<usize>,
     /// How many replicas, and the router in front of them.
     #[command(flatten)]
     pub fleet: FleetArgs,
@@ -132,6 +141,12 @@ impl SimArgs {
             chunked_prefill: true,
             eos_token_ids: Vec::new(),
             cache_salt: 0,
+            fair_share: (!self.no_fair_share).then(|| {
+                FairShareConfig::with_quantum(
+                    self.fair_share_quantum
+                        .unwrap_or(self.max_num_batched_tokens),
+                )
+            }),
         };
         scheduler
             .validate()
@@ -161,13 +176,15 @@ pub fn request_slo(slo: &Slo) -> Option<RequestSlo> {
 }
 
 /// The requests of a shaped workload, with the objective of each one's SLO class. Requests of
-/// a class named `batch` run with batch priority. `salt` varies prompt contents as `brisk
-/// bench` does per rate, so a simulated and a measured run see the same prompts.
+/// a class named `batch` run with batch priority; with `send_user` each names its client as
+/// `brisk bench --send-user` does. `salt` varies prompt contents as `brisk bench` does per
+/// rate, so a simulated and a measured run see the same prompts.
 pub fn sim_requests(
     workload: &Workload,
     slo: &BenchSlo,
     seed: u64,
     salt: u64,
+    send_user: bool,
 ) -> Result<Vec<SimRequest>, SimRunError> {
     let builder = PromptBuilder::new(PromptFormat::Ids, seed, None, Vec::new())?;
     // The builder is async for remote tokenizers; id prompts never wait on anything.
@@ -197,6 +214,7 @@ pub fn sim_requests(
                 } else {
                     Priority::Interactive
                 },
+                client: send_user.then(|| r.user(&class.name)),
             }
         })
         .collect())
@@ -214,7 +232,7 @@ pub fn run_once(
     let workload = base.clone().shape(&brisk_bench::shaping(bench, rate));
     // `brisk bench`'s salt rule, so that both see the same prompts at each rate.
     let salt = rate.map_or(0, f64::to_bits);
-    let requests = sim_requests(&workload, &cfg.slo, bench.seed, salt)?;
+    let requests = sim_requests(&workload, &cfg.slo, bench.seed, salt, bench.send_user)?;
     let outcome = simulate(settings, &requests)?;
     let meta = RunMeta {
         command_line: std::env::args().collect::<Vec<_>>().join(" "),
@@ -255,7 +273,8 @@ pub fn run(args: &SimArgs) -> Result<(), SimRunError> {
         return Err(bad(
             "request-field",
             "request fields are not simulated; each request already carries its SLO class's \
-             objective, and batch priority for a class named `batch` (what --send-slo sends)",
+             objective, and batch priority for a class named `batch` (what --send-slo sends), \
+             and with --send-user its client",
         ));
     }
     args.bench.url.get_or_insert_with(|| "sim://".into());

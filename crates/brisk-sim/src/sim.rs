@@ -46,6 +46,8 @@ pub struct SimRequest {
     pub slo: Option<RequestSlo>,
     /// Its priority class.
     pub priority: Priority,
+    /// Who sent it (fair share's client; `None`: anonymous).
+    pub client: Option<String>,
 }
 
 /// What the simulated server runs.
@@ -327,6 +329,7 @@ pub(crate) fn engine_request(r: &SimRequest) -> EngineRequest {
         logprobs: None,
         slo: r.slo,
         priority: r.priority,
+        client: r.client.clone(),
         received: None,
         constraint: None,
     }

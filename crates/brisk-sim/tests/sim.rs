@@ -90,3 +90,36 @@ fn bad_flags_are_named() {
     let missing = LatencyModel::load(&dir.path().join("none.json")).unwrap_err();
     assert!(missing.to_string().contains("none.json"), "{missing}");
 }
+
+/// A client flooding the server with long prompts beside a light client with short ones, each
+/// class its own client (`--send-user`): fair share keeps the light client within its
+/// objective, and FCFS alone queues it behind the flood.
+#[test]
+fn fair_share_holds_a_flooding_client_to_its_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let light = |extra: &[&str]| {
+        let mut flags = vec![
+            "--synthetic",
+            "prompt=mix:1500:40:0.8,output=16",
+            "--num-requests",
+            "200",
+            "--rate",
+            "4",
+            "--slo-class",
+            "flood:ttft=60000,tpot=1000,min-prompt=1000",
+            "--slo-class",
+            "light:ttft=1000,tpot=1000",
+            "--send-user",
+            "--scheduling-policy",
+            "fcfs",
+        ];
+        flags.extend_from_slice(extra);
+        let r = report(&args(dir.path(), &flags));
+        let class = r.slo_classes.iter().find(|c| c.name == "light").unwrap();
+        assert!(class.num_requests > 20);
+        class.slo_attainment
+    };
+    let (fair, unfair) = (light(&[]), light(&["--no-fair-share"]));
+    assert!(fair >= 0.9, "fair share: light attainment {fair:.3}");
+    assert!(unfair < 0.5, "without it: light attainment {unfair:.3}");
+}

@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use brisk_backend::KvCacheDtype;
 use brisk_engine::EngineConfig;
-use brisk_scheduler::{LatencyCoefficients, LatencyModel, PolicyChoice, SchedulerConfig};
+use brisk_scheduler::{
+    FairShareConfig, LatencyCoefficients, LatencyModel, PolicyChoice, SchedulerConfig,
+};
 use brisk_server::{
     router, serve, AuthSettings, Drain, KvEventsEndpoints, Readiness, ReplicaInfo, ServerState,
     SloSettings, WaitingQueue, DEFAULT_MAX_REQUEST_BYTES,
@@ -63,6 +65,17 @@ pub struct ServeArgs {
     /// Disable automatic prefix caching.
     #[arg(long, env = "BRISK_NO_PREFIX_CACHING")]
     no_prefix_caching: bool,
+    /// Serve prompt work in the policy's order whoever sent it. By default the server is
+    /// shared fairly between clients (OpenAI's `user` field; requests without one are one
+    /// client): the least-served client's prompts go first.
+    #[arg(long, env = "BRISK_NO_FAIR_SHARE")]
+    no_fair_share: bool,
+    /// How far ahead of the least-served client a client may run before yielding, in
+    /// weighted tokens (prompt tokens 1, output tokens 2); larger keeps a client's
+    /// same-prefix requests together, smaller switches clients sooner. Default: the step
+    /// budget (--max-num-batched-tokens).
+    #[arg(long, env = "BRISK_FAIR_SHARE_QUANTUM")]
+    fair_share_quantum: Option<usize>,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "BRISK_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
     max_request_bytes: usize,
@@ -409,6 +422,9 @@ fn server_state(
         chunked_prefill: true,
         eos_token_ids: model.backend.stop_tokens().to_vec(),
         cache_salt: model.content_salt,
+        fair_share: (!args.no_fair_share).then(|| {
+            FairShareConfig::with_quantum(args.fair_share_quantum.unwrap_or(max_num_batched_tokens))
+        }),
     };
     scheduler
         .validate()

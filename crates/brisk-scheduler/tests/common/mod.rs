@@ -22,6 +22,7 @@ pub fn config() -> SchedulerConfig {
         chunked_prefill: true,
         eos_token_ids: vec![EOS],
         cache_salt: 0,
+        fair_share: None,
     }
 }
 

@@ -52,6 +52,8 @@ struct ResponsesRequest {
     seed: Option<i64>,
     slo: Option<Value>,
     priority: Option<Value>,
+    /// The end user, for fair share between clients.
+    user: Option<Value>,
     #[serde(flatten)]
     unknown: Map<String, Value>,
 }
@@ -171,6 +173,7 @@ async fn prepare(state: &ServerState, req: ResponsesRequest) -> Result<Generatio
         stream: req.stream,
         slo: req.slo.clone(),
         priority: req.priority.clone(),
+        user: req.user.clone(),
         response_format: text_format(req.text.as_ref())?,
         ..SamplingFields::default()
     };

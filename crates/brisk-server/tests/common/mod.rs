@@ -35,6 +35,7 @@ pub fn default_scheduler() -> SchedulerConfig {
         chunked_prefill: true,
         eos_token_ids: Vec::new(),
         cache_salt: 7,
+        fair_share: None,
     }
 }
 
