@@ -511,6 +511,7 @@ impl<B: Backend> EngineCore<B> {
         let done = clock.now();
         let outputs = match self.scheduler.update(&plan, &sampled, done) {
             Ok(events) => {
+                self.scheduler.observe_step(&plan, done - now);
                 let outputs = events
                     .into_iter()
                     .filter_map(|e| self.outputs_of(e))

@@ -214,6 +214,13 @@ impl SchedulerCore {
         }
     }
 
+    /// Tells the policy that `plan` (the last one scheduled) took `seconds` from planning to
+    /// its sampled tokens, so that a policy predicting step times can learn from it.
+    pub fn observe_step(&mut self, plan: &crate::StepPlan, seconds: f64) {
+        let shape = crate::StepShape::of_plan(plan);
+        self.policy.observe_step(&shape, seconds);
+    }
+
     /// What the scheduler knows about a request.
     pub fn seq_view(&self, id: RequestId) -> Option<SeqView> {
         self.seqs.contains_key(&id).then(|| self.view(id))

@@ -202,6 +202,10 @@ impl SchedulingPolicy for FairShare {
         self.inner.step_token_budget(running, max, now)
     }
 
+    fn observe_step(&mut self, shape: &crate::StepShape, seconds: f64) {
+        self.inner.observe_step(shape, seconds);
+    }
+
     fn admission_victim(
         &self,
         candidate: &SeqView,

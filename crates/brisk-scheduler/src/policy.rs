@@ -90,6 +90,10 @@ pub trait SchedulingPolicy: Send {
         max
     }
 
+    /// A step of `shape` took `seconds` (planning, execution and sampling). Policies that
+    /// predict step times learn from it; the default ignores it.
+    fn observe_step(&mut self, _shape: &crate::StepShape, _seconds: f64) {}
+
     /// Index into `running` of a sequence to preempt so that `candidate` (waiting, first in
     /// admission order among those left) can be admitted, or `None` to stop admitting. The
     /// victim must rank strictly below the candidate in an order stable across steps, or two

@@ -65,12 +65,40 @@ pub struct SloPolicyConfig {
 pub struct SloPolicy {
     model: LatencyModel,
     cfg: SloPolicyConfig,
+    /// Measured over predicted step time, a moving average (see [`Self::observe_step`]).
+    correction: f64,
 }
+
+/// Weight of the newest step in the correction's moving average: about the last 50 steps
+/// count, so a change of load or of the machine shows within a few seconds.
+const CORRECTION_WEIGHT: f64 = 0.02;
+
+/// Bounds of the correction: a model off by more than this is the wrong model, and one
+/// outlier step (a page fault, a preempted VM) must not swing the plan.
+const CORRECTION_RANGE: (f64, f64) = (0.5, 2.0);
+
+/// Steps predicted shorter than this are too noisy to learn from.
+const MIN_OBSERVED_STEP_S: f64 = 0.002;
 
 impl SloPolicy {
     /// A policy predicting step times with `model`.
     pub fn new(model: LatencyModel, cfg: SloPolicyConfig) -> Self {
-        Self { model, cfg }
+        Self {
+            model,
+            cfg,
+            correction: 1.0,
+        }
+    }
+
+    /// Predicted duration of a step of this shape on this machine now: the latency model
+    /// scaled by the measured correction.
+    fn predict(&self, shape: &StepShape) -> f64 {
+        self.correction * self.model.predict(shape)
+    }
+
+    /// The current correction (measured over predicted step time).
+    pub fn correction(&self) -> f64 {
+        self.correction
     }
 
     /// Whether a sequence is best effort for preemption purposes. Only ever turns on.
@@ -92,13 +120,14 @@ impl SloPolicy {
         if v.is_decoding() {
             return 0.0;
         }
-        self.model.prefill_time(
-            v.num_computed_tokens,
-            v.num_pending_tokens,
-            self.cfg.max_num_batched_tokens,
-            0,
-            0,
-        )
+        self.correction
+            * self.model.prefill_time(
+                v.num_computed_tokens,
+                v.num_pending_tokens,
+                self.cfg.max_num_batched_tokens,
+                0,
+                0,
+            )
     }
 
     /// TTFT slack: deadline − now − predicted remaining prompt time; `None` for best effort.
@@ -152,7 +181,7 @@ impl SloPolicy {
                 decode_context: context,
                 prefill_attention: pairs,
             };
-            time += self.model.predict(&shape);
+            time += self.predict(&shape);
             left -= len;
         }
         time
@@ -209,6 +238,21 @@ impl SchedulingPolicy for SloPolicy {
             .collect();
         work.sort_by(|a, b| by_rank(a.1, b.1));
         work.into_iter().map(|(w, _)| w).collect()
+    }
+
+    /// Learns how far real steps run from the model's prediction: a moving average of
+    /// measured over predicted time, which scales every later prediction. The profile is
+    /// made on an idle machine with the backend alone; serving adds sampling, the server's
+    /// threads and other tenants, so real steps run some percent over it, and a budget
+    /// planned to the prediction lets TPOTs creep past their objective (BENCHMARKS.md, issue
+    /// 17). On the simulator's clock steps last exactly the prediction, so it stays 1.
+    fn observe_step(&mut self, shape: &StepShape, seconds: f64) {
+        let predicted = self.model.predict(shape);
+        if predicted < MIN_OBSERVED_STEP_S || !seconds.is_finite() || seconds <= 0.0 {
+            return;
+        }
+        let ratio = (seconds / predicted).clamp(CORRECTION_RANGE.0, CORRECTION_RANGE.1);
+        self.correction += CORRECTION_WEIGHT * (ratio - self.correction);
     }
 
     /// Best effort first, then the most recently admitted.
@@ -319,7 +363,7 @@ impl SchedulingPolicy for SloPolicy {
             if left > 0 {
                 shape.add_prefill(0, left);
             }
-            self.model.predict(&shape)
+            self.predict(&shape)
         };
         let room = max.saturating_sub(decodes);
         if step(room) <= allowance {

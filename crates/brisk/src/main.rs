@@ -4,6 +4,7 @@
 //! variable) and hands validated settings to the library crates.
 
 mod generate;
+mod latency_cache;
 mod loaded_model;
 mod model_fetch;
 mod profile;

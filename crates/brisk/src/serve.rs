@@ -38,9 +38,12 @@ pub struct ServeArgs {
     /// Most sequences computed in one step.
     #[arg(long, env = "BRISK_MAX_NUM_SEQS", default_value_t = 64)]
     max_num_seqs: usize,
-    /// Token budget of one step (decodes first, then prompt chunks).
-    #[arg(long, env = "BRISK_MAX_NUM_BATCHED_TOKENS", default_value_t = 512)]
-    max_num_batched_tokens: usize,
+    /// Token budget of one step (decodes first, then prompt chunks). Default: 2048 with
+    /// `--scheduling-policy slo`, which cuts each step that carries decodes down to what
+    /// keeps them within their TPOT (so a fast machine prefills in large chunks and a slow
+    /// one in small ones); 512 with `fcfs`, which takes the whole budget every step.
+    #[arg(long, env = "BRISK_MAX_NUM_BATCHED_TOKENS")]
+    max_num_batched_tokens: Option<usize>,
     /// Longest sequence (prompt + output); default and maximum: the model's context.
     #[arg(long, env = "BRISK_MAX_MODEL_LEN")]
     max_model_len: Option<usize>,
@@ -82,11 +85,13 @@ pub struct ServeArgs {
     /// Seed for requests that bring none.
     #[arg(long, env = "BRISK_SEED", default_value_t = 0)]
     seed: u64,
-    /// `fcfs`, or `slo`: schedule every request against its TTFT/TPOT objective.
-    #[arg(long, value_enum, env = "BRISK_SCHEDULING_POLICY", default_value_t = PolicyName::Fcfs)]
+    /// `slo` (default): schedule every request against its TTFT/TPOT objective with the
+    /// machine's latency model; or `fcfs`: first come, first served with a fixed step budget.
+    #[arg(long, value_enum, env = "BRISK_SCHEDULING_POLICY", default_value_t = PolicyName::Slo)]
     scheduling_policy: PolicyName,
-    /// Latency model JSON from `brisk profile`; without it `--scheduling-policy slo`
-    /// profiles quickly at start-up.
+    /// Latency model JSON from `brisk profile`. Without it `--scheduling-policy slo` uses the
+    /// one it profiled on an earlier start with the same model, threads and settings (kept
+    /// under ~/.cache/brisk/latency), or profiles quickly at start-up and keeps the result.
     #[arg(long, env = "BRISK_LATENCY_MODEL")]
     latency_model: Option<PathBuf>,
     /// Write every engine step's shape and wall time to this file (JSON lines), to fit a
@@ -104,6 +109,8 @@ pub struct ServeArgs {
     #[arg(long, env = "BRISK_TTFT_SLO", value_parser = parse_ms)]
     ttft_slo: Option<f64>,
     /// Default time-per-output-token objective, milliseconds (`"slo": {"tpot_ms": …}`).
+    /// Default with `--scheduling-policy slo`: 150 (no step carrying a stream's decode is
+    /// planned past it); `none` for no default objective.
     #[arg(long, env = "BRISK_TPOT_SLO", value_parser = parse_ms)]
     tpot_slo: Option<f64>,
     /// With `--scheduling-policy slo`: answer 429 at once to requests that cannot meet their
@@ -179,9 +186,32 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
 
 /// Parses a positive number of milliseconds.
 fn parse_ms(text: &str) -> Result<f64, String> {
+    if text.trim() == "none" {
+        return Ok(f64::INFINITY);
+    }
     match text.trim().parse::<f64>() {
         Ok(ms) if ms.is_finite() && ms > 0.0 => Ok(ms),
         _ => Err(format!("{text:?} is not a positive number of milliseconds")),
+    }
+}
+
+/// Step budget by default under `slo` (vLLM's default): the policy cuts it to the decodes'
+/// TPOT allowance whenever a step carries decodes, so it only bounds prompt-only steps.
+const DEFAULT_SLO_BATCHED_TOKENS: usize = 2048;
+
+/// Step budget by default under `fcfs`, which spends all of it every step it can.
+const DEFAULT_FCFS_BATCHED_TOKENS: usize = 512;
+
+/// The TPOT objective of requests that bring none under `slo` by default, milliseconds:
+/// faster than people read, and room on a one-thread CPU for prompt chunks beside the decodes.
+const DEFAULT_TPOT_MS: f64 = 150.0;
+
+/// The server's default TPOT objective: `--tpot-slo`, `none` for none, else
+/// [`DEFAULT_TPOT_MS`] under `slo`.
+fn default_tpot_ms(args: &ServeArgs) -> Option<f64> {
+    match args.tpot_slo {
+        Some(ms) => ms.is_finite().then_some(ms),
+        None => (args.scheduling_policy == PolicyName::Slo).then_some(DEFAULT_TPOT_MS),
     }
 }
 
@@ -192,24 +222,28 @@ fn policy<B: Backend>(
     args: &ServeArgs,
     backend: &B,
     model_path: &Path,
+    content_salt: u64,
 ) -> Result<(PolicyChoice, Option<LatencyCoefficients>)> {
     let latency = match &args.latency_model {
         Some(p) => Some(LatencyModel::load(p)?),
         None if args.scheduling_policy == PolicyName::Slo => {
-            eprintln!(
-                "brisk: no --latency-model given: profiling this machine quickly (run `brisk profile` once and pass --latency-model to skip this)"
-            );
-            let grid = brisk_sim::profile::ProfileGrid::quick();
-            let m = crate::profile::measure(backend, model_path, &grid, args.block_size)?;
-            eprint!("brisk: {}", crate::profile::describe(&m));
-            Some(m)
+            Some(crate::latency_cache::load_or_profile(
+                backend,
+                model_path,
+                &crate::latency_cache::key(
+                    content_salt,
+                    args.kv_cache_dtype.name(),
+                    args.block_size,
+                ),
+                args.block_size,
+            )?)
         }
         None => None,
     };
     let coefficients = latency.as_ref().map(|m| m.coefficients);
     let choice = match (args.scheduling_policy, latency) {
         (PolicyName::Slo, Some(model)) => {
-            if args.ttft_slo.is_none() && args.tpot_slo.is_none() {
+            if args.ttft_slo.is_none() && default_tpot_ms(args).is_none() {
                 eprintln!(
                     "brisk: --scheduling-policy slo without --ttft-slo/--tpot-slo: only requests that bring an \"slo\" are scheduled against one; the rest are best effort"
                 );
@@ -403,8 +437,14 @@ fn server_state(
             geometry.kv_bytes_per_token
         );
     }
-    let max_num_batched_tokens = args.max_num_batched_tokens.max(args.max_num_seqs);
-    if args.max_num_batched_tokens < args.max_num_seqs {
+    let asked_budget = args
+        .max_num_batched_tokens
+        .unwrap_or(match args.scheduling_policy {
+            PolicyName::Slo => DEFAULT_SLO_BATCHED_TOKENS,
+            PolicyName::Fcfs => DEFAULT_FCFS_BATCHED_TOKENS,
+        });
+    let max_num_batched_tokens = asked_budget.max(args.max_num_seqs);
+    if asked_budget < args.max_num_seqs {
         eprintln!(
             "brisk: --max-num-batched-tokens raised to {max_num_batched_tokens} so every running sequence can decode in a step"
         );
@@ -430,7 +470,7 @@ fn server_state(
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
     let vocab_size = geometry.vocab_size;
-    let (policy, latency) = policy(args, &model.backend, path)?;
+    let (policy, latency) = policy(args, &model.backend, path, model.content_salt)?;
     let policy_name = policy.name();
     let step_records = match &args.record_steps {
         Some(p) => Some(crate::step_log::start_writer(p)?),
@@ -469,8 +509,8 @@ fn server_state(
         vocab_size,
     );
     state.slo = SloSettings {
-        ttft_ms: args.ttft_slo,
-        tpot_ms: args.tpot_slo,
+        ttft_ms: args.ttft_slo.filter(|ms| ms.is_finite()),
+        tpot_ms: default_tpot_ms(args),
         may_reject: args.reject_unattainable,
     };
     state.auth = AuthSettings {
