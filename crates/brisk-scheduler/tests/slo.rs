@@ -356,7 +356,7 @@ fn a_machine_slower_than_its_profile_is_learned_from_measured_steps() {
     for observe in [false, true] {
         let mut s = slo_core(cfg.clone(), false);
         let mut now = 0.0;
-        let mut step = |s: &mut SchedulerCore, now: &mut f64| {
+        let step = |s: &mut SchedulerCore, now: &mut f64| {
             let plan = s.schedule(*now);
             let seconds = slow * model().predict(&StepShape::of_plan(&plan));
             *now += seconds;
