@@ -83,6 +83,8 @@ fn slo_flags_are_validated() {
     let (ok, _, err) = brisk(&[
         "serve",
         "--reject-unattainable",
+        "--scheduling-policy",
+        "fcfs",
         "--model",
         "/nonexistent.gguf",
     ]);

@@ -270,7 +270,9 @@ fn answer_one(conn: TcpStream, info: &str, answer: &str) {
 
 #[test]
 fn smollm2_failing_slow_and_garbage_replicas_are_retried_around_and_isolated() {
-    let good = start(&[], ONE_THREAD);
+    // FCFS: no latency model advertised, so the router's nominal one ranks the four replicas
+    // (which copy the good one's description) alike and every one of them gets tried.
+    let good = start(&["--scheduling-policy", "fcfs"], ONE_THREAD);
     let failing = FakeReplica::start(&good, "500 Internal Server Error|{\"error\": {}}");
     let garbage = FakeReplica::start(&good, "200 OK|<html>not an answer</html>");
     let slow = FakeReplica::start(&good, "500 Internal Server Error|sleep:{}");
@@ -296,8 +298,11 @@ fn smollm2_failing_slow_and_garbage_replicas_are_retried_around_and_isolated() {
             .iter()
             .all(|r| gauge(&m, "brisk_router_replica_available", r) == Some(1.0))
     });
-    for i in 0..8 {
-        let (status, by) = chat(router.addr, "Be brief.", &format!("Question {i}"));
+    // Prompts that share no block, so no replica holds a cached prefix the router would
+    // prefer: ties go to the replica chosen least recently, and every bad one is tried.
+    for i in 0..12 {
+        let system = format!("{i}: be brief.");
+        let (status, by) = chat(router.addr, &system, &format!("Question {i}"));
         assert_eq!(
             (status, by.as_str()),
             (200, url(&good).as_str()),
@@ -439,7 +444,12 @@ fn smollm2_a_replica_killed_mid_stream_leaves_the_clients_stream_whole() {
 
 #[test]
 fn smollm2_the_router_answers_like_a_replica_errors_and_keys_included() {
-    let replica = start(&["--api-key", "sesame"], ONE_THREAD);
+    // FCFS: the replica advertises no latency model, so the router's `--latency-model`
+    // below is the one that judges it.
+    let replica = start(
+        &["--api-key", "sesame", "--scheduling-policy", "fcfs"],
+        ONE_THREAD,
+    );
     let router = start_router(&[
         "--replica",
         &url(&replica),
