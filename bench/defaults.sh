@@ -9,7 +9,8 @@
 #
 #   bench/defaults.sh [OUTDIR]                # default /tmp/defaults-<utc timestamp>
 #
-# Knobs: RATES (comma list, req/s), BURST_RATES, NUM_REQUESTS (per rate), SCALE
+# Knobs: WORKLOADS (default "azure burst"; the simulator always plays both), RATES (comma
+# list, req/s), BURST_RATES, NUM_REQUESTS (per rate), SCALE
 # (--scale-lengths), SLO, LATENCY (the latency model for the simulator; default: the one the
 # new default server kept). Raw outputs stay out of git; the summary goes into BENCHMARKS.md by
 # hand. Run after `cargo build --release -p brisk`.
@@ -32,11 +33,23 @@ trap stop_server EXIT
 describe_machine >"$OUT/machine.txt"
 PORT=8474
 declare -A FLAGS=([before]="--scheduling-policy fcfs --max-num-batched-tokens 512" [default]="")
-for workload in azure burst; do
-  if [ "$workload" = azure ]; then rates=$RATES burst=1; else rates=$BURST_RATES burst=0.25; fi
-  ARGS=(--trace "$TRACE" --scale-lengths "$SCALE" --burstiness "$burst" --num-requests "$NUM_REQUESTS"
-    --sweep-rates "$rates" --slo "$SLO" --seed 0 --no-progress)
+# The gamma burst: the trace's lengths (as a length-sample CSV made from it, under $OUT) with
+# gamma arrivals of shape 0.25 (--burstiness); the trace itself replays its own arrivals.
+LENGTHS="$OUT/azure-lengths.csv"
+{ echo "num_prefill_tokens,num_decode_tokens"; tail -n +2 "$TRACE" | cut -d, -f2,3; } >"$LENGTHS"
+workload_args() {
+  if [ "$1" = azure ]; then
+    ARGS=(--trace "$TRACE" --sweep-rates "$RATES")
+  else
+    ARGS=(--lengths "$LENGTHS" --burstiness 0.25 --sweep-rates "$BURST_RATES")
+  fi
+  ARGS+=(--scale-lengths "$SCALE" --num-requests "$NUM_REQUESTS" --slo "$SLO" --seed 0 --no-progress)
+}
+WORKLOADS=${WORKLOADS:-azure burst}
+for workload in $WORKLOADS; do
+  workload_args "$workload"
   for variant in before default; do
+    [ "${REAL:-1}" = 0 ] && continue
     wait_quiet "$workload-$variant"
     # shellcheck disable=SC2086
     start_bg "$PORT" "$OUT/$workload-$variant-server.log" "$BRISK" serve --model "$MODEL" \
@@ -49,9 +62,7 @@ done
 # The simulator, with the latency model the default server kept (or LATENCY).
 LATENCY=${LATENCY:-$(grep -o '/[^ ]*latency/[^ ]*\.json' "$OUT/azure-default-server.log" | head -1)}
 for workload in azure burst; do
-  if [ "$workload" = azure ]; then rates=$RATES burst=1; else rates=$BURST_RATES burst=0.25; fi
-  ARGS=(--trace "$TRACE" --scale-lengths "$SCALE" --burstiness "$burst" --num-requests "$NUM_REQUESTS"
-    --sweep-rates "$rates" --slo "$SLO" --seed 0 --no-progress)
+  workload_args "$workload"
   "$BRISK" sim --latency-model "$LATENCY" "${ARGS[@]}" --scheduling-policy fcfs \
     --max-num-batched-tokens 512 -o "$OUT/$workload-before-sim.json" >"$OUT/$workload-before-sim.log" 2>&1
   "$BRISK" sim --latency-model "$LATENCY" "${ARGS[@]}" --scheduling-policy slo \
@@ -64,7 +75,7 @@ for path in sorted(glob.glob(os.path.join(out, "*-*-*.rate-*.json"))):
     name = os.path.basename(path)
     workload, variant, side = name.split(".")[0].split("-")
     r = json.load(open(path))
-    lat = r["latency"]
+    lat = r
     print(json.dumps({"workload": workload, "variant": variant, "side": side, "rate": r["rate"],
         "attainment": round(r["slo_attainment"], 3), "completed": r["completed"],
         "ttft_p50_ms": round(lat["median_ttft_ms"], 1), "ttft_p99_ms": round(lat["p99_ttft_ms"], 1),

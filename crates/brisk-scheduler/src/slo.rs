@@ -75,7 +75,7 @@ const CORRECTION_WEIGHT: f64 = 0.02;
 
 /// Bounds of the correction: a model off by more than this is the wrong model, and one
 /// outlier step (a page fault, a preempted VM) must not swing the plan.
-const CORRECTION_RANGE: (f64, f64) = (0.5, 2.0);
+const CORRECTION_RANGE: (f64, f64) = (0.25, 4.0);
 
 /// Steps predicted shorter than this are too noisy to learn from.
 const MIN_OBSERVED_STEP_S: f64 = 0.002;

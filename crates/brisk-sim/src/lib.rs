@@ -64,7 +64,10 @@ pub struct SimArgs {
     /// Latency model JSON written by `brisk profile`.
     #[arg(long, env = "BRISK_SIM_LATENCY_MODEL")]
     pub latency_model: PathBuf,
-    /// Scheduling policy of the simulated server.
+    /// Scheduling policy of the simulated server. The default stays `fcfs` (`brisk serve`'s
+    /// is `slo`): each simulated request carries only its SLO class's objective, not a
+    /// server's default TPOT, so pass `--scheduling-policy slo --max-num-batched-tokens 2048`
+    /// with `--slo` to play `brisk serve` without flags.
     #[arg(long, value_enum, default_value_t = PolicyName::Fcfs, env = "BRISK_SIM_SCHEDULING_POLICY")]
     pub scheduling_policy: PolicyName,
     /// With `slo`: reject (429) requests that cannot meet their TTFT instead of demoting them.
@@ -73,7 +76,7 @@ pub struct SimArgs {
     /// Most sequences computed in one step (as `brisk serve`).
     #[arg(long, default_value_t = 64, env = "BRISK_SIM_MAX_NUM_SEQS")]
     pub max_num_seqs: usize,
-    /// Token budget of one step (as `brisk serve`).
+    /// Token budget of one step (`brisk serve`'s default under `fcfs`; 2048 under `slo`).
     #[arg(long, default_value_t = 512, env = "BRISK_SIM_MAX_NUM_BATCHED_TOKENS")]
     pub max_num_batched_tokens: usize,
     /// Longest sequence (prompt + output).

@@ -6,6 +6,10 @@ use std::process::Command;
 fn brisk(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_brisk"))
         .args(args)
+        .env(
+            "BRISK_LATENCY_DIR",
+            std::env::temp_dir().join("brisk-test-latency"),
+        )
         .output()
         .expect("brisk runs");
     (

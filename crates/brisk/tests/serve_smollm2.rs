@@ -235,3 +235,38 @@ fn smollm2_serve_survives_a_short_soak_of_cancelled_and_malformed_requests() {
         }
     }
 }
+
+/// Without flags `brisk serve` runs the `slo` policy on a latency model it profiles at its
+/// first start and keeps (here in a directory of the test's own); the next start with the same
+/// model and threads loads it instead of profiling again, and a third with other threads
+/// profiles its own.
+#[test]
+fn smollm2_serve_keeps_its_quick_latency_profile_for_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let latency_dir = dir.path().to_str().unwrap();
+    let run = |threads: &str| {
+        let mut server = start(
+            &[],
+            &[
+                ("BRISK_LATENCY_DIR", latency_dir),
+                ("BRISK_THREADS", threads),
+            ],
+        );
+        let (status, out) = call(server.addr, "POST", "/v1/completions", None, COMPLETION);
+        assert_eq!(status, 200, "{out}");
+        server.signal("TERM");
+        server.wait_exit(Duration::from_secs(20));
+        server.stderr()
+    };
+    let first = run("1");
+    assert!(first.contains("profiling this machine quickly"), "{first}");
+    assert!(first.contains("scheduling slo"), "{first}");
+    let kept: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(kept.len(), 1, "one model kept: {kept:?}");
+    let second = run("1");
+    assert!(second.contains("latency model from"), "{second}");
+    assert!(!second.contains("profiling"), "{second}");
+    let third = run("2");
+    assert!(third.contains("profiling this machine quickly"), "{third}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+}

@@ -48,10 +48,17 @@ pub fn start_router(args: &[&str]) -> Server {
     start_brisk(&command, &[], "routing on http://")
 }
 
+/// Where the tests' servers keep the latency models they profile: not the user's cache,
+/// which must not keep a profile made while the test suite loads the machine.
+pub fn test_latency_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join("brisk-test-latency")
+}
+
 /// Runs `brisk` with `args` and returns once it prints `marker` followed by its address.
 pub fn start_brisk(args: &[&str], envs: &[(&str, &str)], marker: &'static str) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_brisk"))
         .args(args)
+        .env("BRISK_LATENCY_DIR", test_latency_dir())
         .envs(envs.iter().copied())
         .env_remove("BRISK_LOG")
         .stderr(Stdio::piped())
