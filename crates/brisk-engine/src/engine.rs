@@ -266,6 +266,8 @@ impl<B: Backend> Engine<B> {
             prefix_cache_hits: s.prefix_cache_hits,
             preemptions: s.num_preemptions,
             cached_blocks: s.cached_blocks,
+            fair_share_clients: s.num_clients,
+            step_time_correction: s.step_time_correction,
             steps: self.core.steps(),
             alive: true,
         };

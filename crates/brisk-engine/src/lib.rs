@@ -78,6 +78,7 @@ pub fn spawn<B: Backend + 'static>(
     let (tx, rx) = mpsc::channel();
     let stats = Arc::new(Mutex::new(EngineStats {
         alive: true,
+        step_time_correction: 1.0,
         ..EngineStats::default()
     }));
     let mut core = EngineCore::new(backend, kv, scheduler, config.seed);

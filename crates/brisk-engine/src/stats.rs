@@ -17,6 +17,10 @@ pub struct EngineStats {
     pub preemptions: u64,
     /// Blocks in the prefix cache, held or free.
     pub cached_blocks: usize,
+    /// Clients with requests in the engine (fair share's accounts).
+    pub fair_share_clients: usize,
+    /// The scheduling policy's measured over predicted step time (1 under FCFS).
+    pub step_time_correction: f64,
     /// Steps executed.
     pub steps: u64,
     /// Whether the engine thread is alive.

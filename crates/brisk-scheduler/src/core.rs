@@ -30,6 +30,8 @@ pub struct SchedulerStats {
     pub cached_blocks: usize,
     /// Clients with requests queued or running (fair share's accounts).
     pub num_clients: usize,
+    /// The policy's measured over predicted step time (1 when it predicts none).
+    pub step_time_correction: f64,
 }
 
 /// The scheduler state machine; see the crate docs.
@@ -256,6 +258,7 @@ impl SchedulerCore {
             num_preemptions: self.num_preemptions,
             cached_blocks: self.kv.num_cached_blocks(),
             num_clients: self.ledger.num_clients(),
+            step_time_correction: self.policy.step_time_correction(),
         }
     }
 

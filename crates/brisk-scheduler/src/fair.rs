@@ -206,6 +206,10 @@ impl SchedulingPolicy for FairShare {
         self.inner.observe_step(shape, seconds);
     }
 
+    fn step_time_correction(&self) -> f64 {
+        self.inner.step_time_correction()
+    }
+
     fn admission_victim(
         &self,
         candidate: &SeqView,

@@ -94,6 +94,12 @@ pub trait SchedulingPolicy: Send {
     /// predict step times learn from it; the default ignores it.
     fn observe_step(&mut self, _shape: &crate::StepShape, _seconds: f64) {}
 
+    /// How far measured steps run from the policy's predictions (measured over predicted;
+    /// 1 for a policy that predicts nothing), for the metrics.
+    fn step_time_correction(&self) -> f64 {
+        1.0
+    }
+
     /// Index into `running` of a sequence to preempt so that `candidate` (waiting, first in
     /// admission order among those left) can be admitted, or `None` to stop admitting. The
     /// victim must rank strictly below the candidate in an order stable across steps, or two

@@ -96,11 +96,6 @@ impl SloPolicy {
         self.correction * self.model.predict(shape)
     }
 
-    /// The current correction (measured over predicted step time).
-    pub fn correction(&self) -> f64 {
-        self.correction
-    }
-
     /// Whether a sequence is best effort for preemption purposes. Only ever turns on.
     fn best_effort(v: &SeqView, now: f64) -> bool {
         let Some(slo) = v.slo else { return true };
@@ -253,6 +248,10 @@ impl SchedulingPolicy for SloPolicy {
         }
         let ratio = (seconds / predicted).clamp(CORRECTION_RANGE.0, CORRECTION_RANGE.1);
         self.correction += CORRECTION_WEIGHT * (ratio - self.correction);
+    }
+
+    fn step_time_correction(&self) -> f64 {
+        self.correction
     }
 
     /// Best effort first, then the most recently admitted.

@@ -30,6 +30,8 @@ pub struct Metrics {
     waiting: IntGauge,
     kv_usage: Gauge,
     cached_blocks: IntGauge,
+    fair_share_clients: IntGauge,
+    step_time_correction: Gauge,
     prefix_queries: IntCounter,
     prefix_hits: IntCounter,
     preemptions: IntCounter,
@@ -75,6 +77,14 @@ impl Metrics {
         registry
             .register(Box::new(kv_usage.clone()))
             .expect("unique name");
+        let step_time_correction = Gauge::new(
+            "brisk_step_time_correction_ratio",
+            "Measured over predicted step time, as the slo policy corrects its latency model (1 under fcfs)",
+        )
+        .expect("valid gauge");
+        registry
+            .register(Box::new(step_time_correction.clone()))
+            .expect("unique name");
         let request_success = IntCounterVec::new(
             Opts::new("brisk_request_success_total", "Finished requests"),
             &["finished_reason"],
@@ -106,6 +116,11 @@ impl Metrics {
                 "brisk_kv_cached_blocks",
                 "KV blocks in the prefix cache, held or free (what KV events describe)",
             ),
+            fair_share_clients: gauge(
+                "brisk_fair_share_clients",
+                "Clients (OpenAI `user`) with requests queued or running",
+            ),
+            step_time_correction,
             prefix_queries: counter(
                 "brisk_prefix_cache_queries_total",
                 "Prompt tokens looked up in the prefix cache",
@@ -139,6 +154,9 @@ impl Metrics {
         self.kv_usage.set(stats.kv_cache_usage);
         self.cached_blocks
             .set(i64::try_from(stats.cached_blocks).unwrap_or(i64::MAX));
+        self.fair_share_clients
+            .set(i64::try_from(stats.fair_share_clients).unwrap_or(i64::MAX));
+        self.step_time_correction.set(stats.step_time_correction);
         self.panics.inc_by(
             PANICS
                 .load(Ordering::Relaxed)

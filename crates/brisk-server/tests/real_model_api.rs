@@ -617,6 +617,8 @@ async fn models_health_and_metrics_answer() {
         "brisk_prefix_cache_queries_total",
         "brisk_prefix_cache_hits_total",
         "brisk_num_preemptions_total",
+        "brisk_fair_share_clients",
+        "brisk_step_time_correction_ratio",
     ] {
         metric(&m, name);
     }
