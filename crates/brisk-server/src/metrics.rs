@@ -69,22 +69,19 @@ impl Metrics {
             registry.register(Box::new(g.clone())).expect("unique name");
             g
         };
-        let kv_usage = Gauge::new(
+        let ratio = |name: &str, help: &str| {
+            let g = Gauge::new(name, help).expect("valid gauge");
+            registry.register(Box::new(g.clone())).expect("unique name");
+            g
+        };
+        let kv_usage = ratio(
             "brisk_kv_cache_usage_ratio",
             "Share of KV cache blocks in use",
-        )
-        .expect("valid gauge");
-        registry
-            .register(Box::new(kv_usage.clone()))
-            .expect("unique name");
-        let step_time_correction = Gauge::new(
+        );
+        let step_time_correction = ratio(
             "brisk_step_time_correction_ratio",
             "Measured over predicted step time, as the slo policy corrects its latency model (1 under fcfs)",
-        )
-        .expect("valid gauge");
-        registry
-            .register(Box::new(step_time_correction.clone()))
-            .expect("unique name");
+        );
         let request_success = IntCounterVec::new(
             Opts::new("brisk_request_success_total", "Finished requests"),
             &["finished_reason"],
