@@ -37,7 +37,7 @@ pub mod internals {
 pub use error::ModelError;
 pub use kernels::{KernelChoice, KernelPath};
 pub use kv_pool::{CpuKvPool, KvCacheDtype};
-pub use model::CpuBackend;
+pub use model::{compute_threads, CpuBackend};
 
 use brisk_gguf::GgufFile;
 use brisk_types::TokenId;

@@ -218,13 +218,19 @@ fn kv_bytes_per_token(c: &ModelConfig, dtype: KvCacheDtype) -> usize {
     2 * c.num_layers * c.num_kv_heads * dtype.vector_bytes(c.head_dim)
 }
 
-/// The compute threads: `BRISK_THREADS` if set, else one per available core.
-fn compute_pool() -> rayon::ThreadPool {
-    let threads = std::env::var("BRISK_THREADS")
+/// How many compute threads a backend runs: `BRISK_THREADS` if set, else one per available
+/// core.
+pub fn compute_threads() -> usize {
+    std::env::var("BRISK_THREADS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// The compute threads' pool ([`compute_threads`] of them).
+fn compute_pool() -> rayon::ThreadPool {
+    let threads = compute_threads();
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("brisk-compute-{i}"))

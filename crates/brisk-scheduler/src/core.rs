@@ -230,15 +230,23 @@ impl SchedulerCore {
 
     /// The view of known request `id`, with its client's fair-share lead.
     pub(crate) fn view(&self, id: RequestId) -> SeqView {
-        let s = &self.seqs[&id];
-        let mut view = s.view();
-        view.share_lead = self.ledger.lead(s.req.client.as_deref());
-        view
+        self.view_over(id, self.ledger.floor())
     }
 
-    /// The views of known requests `ids`, in order.
+    /// The views of known requests `ids`, in order (the least counter found once).
     pub(crate) fn views<'a>(&self, ids: impl IntoIterator<Item = &'a RequestId>) -> Vec<SeqView> {
-        ids.into_iter().map(|&id| self.view(id)).collect()
+        let floor = self.ledger.floor();
+        ids.into_iter()
+            .map(|&id| self.view_over(id, floor))
+            .collect()
+    }
+
+    /// [`Self::view`] given the ledger's least counter.
+    fn view_over(&self, id: RequestId, floor: f64) -> SeqView {
+        let s = &self.seqs[&id];
+        let mut view = s.view();
+        view.share_lead = self.ledger.lead_over(s.req.client.as_deref(), floor);
+        view
     }
 
     /// Whether any request is waiting or running.

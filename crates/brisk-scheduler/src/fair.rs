@@ -42,6 +42,13 @@ pub struct FairShareConfig {
 }
 
 impl FairShareConfig {
+    /// What `--no-fair-share` and `--fair-share-quantum` ask for (`brisk serve` and `brisk
+    /// sim`): `None` when off, else VTC's weights and the quantum, by default the step
+    /// budget.
+    pub fn from_flags(off: bool, quantum: Option<usize>, step_budget: usize) -> Option<Self> {
+        (!off).then(|| Self::with_quantum(quantum.unwrap_or(step_budget)))
+    }
+
     /// VTC's weights (prompt 1, output 2) and a quantum of `quantum` tokens.
     pub fn with_quantum(quantum: usize) -> Self {
         Self {
@@ -107,13 +114,19 @@ impl Ledger {
 
     /// How far `client` leads the least-served client (0 for the least served).
     pub(crate) fn lead(&self, client: Option<&str>) -> f64 {
+        self.lead_over(client, self.floor())
+    }
+
+    /// How far `client` leads `floor`, the least counter ([`Self::floor`], computed once
+    /// for many clients).
+    pub(crate) fn lead_over(&self, client: Option<&str>, floor: f64) -> f64 {
         self.accounts
             .get(key(client))
-            .map_or(0.0, |a| a.served - self.floor())
+            .map_or(0.0, |a| a.served - floor)
     }
 
     /// The least counter among the clients present (0 when none is).
-    fn floor(&self) -> f64 {
+    pub(crate) fn floor(&self) -> f64 {
         self.accounts
             .values()
             .map(|a| a.served)

@@ -4,22 +4,30 @@ mod common;
 
 use serde_json::Value;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_openai_python_client_streams_a_chat_completion() {
-    let s = common::start().await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/openai_stream.py");
+/// Runs `tests/python/SCRIPT BASE_URL MODEL ARGS…` against the server and returns the JSON
+/// report it prints; fails the test with its stderr (and what it needs, `needs`) otherwise.
+async fn run_script(s: &common::TestServer, script: &str, args: &[&str], needs: &str) -> Value {
+    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
     let base = s.url("/v1");
     let output = tokio::process::Command::new("python3")
-        .args([script, base.as_str(), common::MODEL])
+        .arg(&path)
+        .args([base.as_str(), common::MODEL])
+        .args(args)
         .output()
         .await
         .expect("python3 runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "the openai client failed (is it installed? `pip install openai`):\n{stderr}"
+        "{script} failed (needs {needs}):\n{stderr}"
     );
-    let report: Value = serde_json::from_slice(&output.stdout).expect("the script prints JSON");
+    serde_json::from_slice(&output.stdout).expect("the script prints JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_python_client_streams_a_chat_completion() {
+    let s = common::start().await;
+    let report = run_script(&s, "openai_stream.py", &[], "`pip install openai`").await;
     assert!(report["chunks"].as_u64().unwrap() >= 2, "{report}");
     assert!(!report["chat"].as_str().unwrap().is_empty(), "{report}");
     assert_eq!(report["finish"], "length", "{report}");
@@ -34,22 +42,13 @@ async fn the_openai_python_client_streams_a_chat_completion() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_python_client_gets_structured_outputs_tool_calls_and_responses() {
     let s = common::start().await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/openai_structured.py"
-    );
-    let base = s.url("/v1");
-    let output = tokio::process::Command::new("python3")
-        .args([script, base.as_str(), common::MODEL, "40"])
-        .output()
-        .await
-        .expect("python3 runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "the session failed (needs `pip install openai jsonschema`):\n{stderr}"
-    );
-    let report: Value = serde_json::from_slice(&output.stdout).expect("the script prints JSON");
+    let report = run_script(
+        &s,
+        "openai_structured.py",
+        &["40"],
+        "`pip install openai jsonschema`",
+    )
+    .await;
     assert_eq!(report["schemas_validated"], 40, "{report}");
     assert!(
         report["responses_events"].as_u64().unwrap() >= 8,

@@ -144,12 +144,11 @@ impl SimArgs {
             chunked_prefill: true,
             eos_token_ids: Vec::new(),
             cache_salt: 0,
-            fair_share: (!self.no_fair_share).then(|| {
-                FairShareConfig::with_quantum(
-                    self.fair_share_quantum
-                        .unwrap_or(self.max_num_batched_tokens),
-                )
-            }),
+            fair_share: FairShareConfig::from_flags(
+                self.no_fair_share,
+                self.fair_share_quantum,
+                self.max_num_batched_tokens,
+            ),
         };
         scheduler
             .validate()

@@ -25,11 +25,7 @@ fn dir() -> PathBuf {
 /// The file name for a model (by content salt) under these settings and this process's
 /// `BRISK_THREADS` and `BRISK_KERNELS`.
 pub fn key(content_salt: u64, kv_dtype: &str, block_size: usize) -> String {
-    let threads = std::env::var("BRISK_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = brisk_backend::compute_threads();
     let kernels = std::env::var("BRISK_KERNELS").unwrap_or_else(|_| "auto".into());
     let kernels: String = kernels
         .chars()

@@ -462,9 +462,11 @@ fn server_state(
         chunked_prefill: true,
         eos_token_ids: model.backend.stop_tokens().to_vec(),
         cache_salt: model.content_salt,
-        fair_share: (!args.no_fair_share).then(|| {
-            FairShareConfig::with_quantum(args.fair_share_quantum.unwrap_or(max_num_batched_tokens))
-        }),
+        fair_share: FairShareConfig::from_flags(
+            args.no_fair_share,
+            args.fair_share_quantum,
+            max_num_batched_tokens,
+        ),
     };
     scheduler
         .validate()
