@@ -11,9 +11,8 @@
 use std::time::Instant;
 
 use brisk_backend::{CpuBackend, KvCacheDtype};
-use brisk_engine::{Clock, EngineCore, EngineRequest, Output};
-use brisk_sampling::SamplingParams;
-use brisk_scheduler::{Priority, SchedulerConfig, SchedulerCore};
+use brisk_engine::{Clock, EngineCore, EngineRequest, Output, RequestSpec};
+use brisk_scheduler::{SchedulerConfig, SchedulerCore};
 use brisk_types::{Backend, TokenId};
 
 struct Wall(Instant);
@@ -41,22 +40,12 @@ fn core(path: &str, dtype: KvCacheDtype, context: usize) -> EngineCore<CpuBacken
 }
 
 fn request(context: usize) -> EngineRequest {
-    EngineRequest {
-        prompt: (0..context as u32)
-            .map(|i| 100 + (i * 37) % 20_000)
-            .collect(),
-        sampling: SamplingParams::greedy(),
-        max_tokens: 16,
-        min_tokens: 0,
-        ignore_eos: true,
-        stop_token_ids: Vec::new(),
-        logprobs: None,
-        slo: None,
-        priority: Priority::Interactive,
-        received: None,
-        constraint: None,
-        client: None,
-    }
+    let prompt = (0..context as u32)
+        .map(|i| 100 + (i * 37) % 20_000)
+        .collect();
+    let mut spec = RequestSpec::new(prompt, 16);
+    spec.ignore_eos = true;
+    EngineRequest::greedy(spec)
 }
 
 /// Steps until request `id` has `n` more tokens.

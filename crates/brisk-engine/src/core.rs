@@ -15,7 +15,8 @@ use std::collections::HashMap;
 use brisk_kv::KvEvent;
 use brisk_sampling::{log_softmax_at, top_logprobs, Sampler, TokenConstraint};
 use brisk_scheduler::{
-    SchedRequest, SchedulerCore, SchedulerError, SchedulerStats, SeqEvent, SeqExport, StepPlan,
+    RequestSpec, SchedRequest, SchedulerCore, SchedulerError, SchedulerStats, SeqEvent, SeqExport,
+    StepPlan,
 };
 use brisk_types::{Backend, BackendError, LogitsWanted, TokenId};
 
@@ -90,7 +91,7 @@ impl RequestExport {
         self.kv.len()
     }
 
-    /// The export as bytes for another process: `BRQ1`, the length of a msgpack header
+    /// The export as bytes for another process: `BRQ2`, the length of a msgpack header
     /// (8 bytes, little-endian), the header — scheduler state, sampler state, logprobs — and
     /// the K/V bytes as the backend exported them.
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -149,7 +150,7 @@ impl RequestExport {
         let bad = |why: &str| MoveError::Wire(why.to_string());
         let rest = bytes
             .strip_prefix(WIRE_MAGIC)
-            .ok_or_else(|| bad("not a brisk request export (no BRQ1 magic)"))?;
+            .ok_or_else(|| bad("not a brisk request export (no BRQ2 magic)"))?;
         let (len, rest) = rest
             .split_first_chunk::<8>()
             .ok_or_else(|| bad("cut short before the header length"))?;
@@ -163,7 +164,7 @@ impl RequestExport {
     }
 }
 
-const WIRE_MAGIC: &[u8; 4] = b"BRQ1";
+const WIRE_MAGIC: &[u8; 4] = b"BRQ2";
 
 /// The part of a [`RequestExport`] that is not K/V, as it crosses between processes.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -223,6 +224,25 @@ struct RequestState {
 }
 
 impl RequestState {
+    /// The state of a request that has generated nothing yet and has no constraint.
+    fn new(spec: &RequestSpec, sampler: Sampler, logprobs: Option<usize>, eos: &[TokenId]) -> Self {
+        let mut banned_early = spec.stop_token_ids.clone();
+        if !spec.ignore_eos {
+            banned_early.extend(eos);
+        }
+        Self {
+            sampler,
+            prompt: spec.prompt.clone(),
+            output: Vec::new(),
+            logprobs,
+            min_tokens: spec.min_tokens,
+            banned_early,
+            pending: None,
+            constraint: None,
+            constraint_error: None,
+        }
+    }
+
     /// Samples this request's next token from its logit row, keeping EOS and stop ids away
     /// until `min_tokens`; log-probabilities (a pass over the vocabulary) only if asked for.
     fn sample(&mut self, raw: &[f32]) -> GeneratedToken {
@@ -320,43 +340,25 @@ impl<B: Backend> EngineCore<B> {
         arrival: f64,
         now: f64,
     ) -> Result<(), AddError> {
-        let sched = SchedRequest {
-            id,
-            prompt: request.prompt.clone(),
-            max_tokens: request.max_tokens,
-            min_tokens: request.min_tokens,
-            stop_token_ids: request.stop_token_ids.clone(),
-            ignore_eos: request.ignore_eos,
-            arrival,
-            slo: request.slo,
-            priority: request.priority,
-            client: request.client.clone(),
-        };
+        let EngineRequest {
+            spec,
+            sampling,
+            logprobs,
+            constraint,
+            received: _,
+        } = request;
+        let fallback_seed = self.seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let sampler = Sampler::new(sampling, fallback_seed);
+        let mut state = RequestState::new(&spec, sampler, logprobs, &self.eos);
+        let sched = SchedRequest { id, arrival, spec };
         self.scheduler
             .add_request_at(sched, now)
             .map_err(|e| match e {
                 SchedulerError::Rejected { message, .. } => AddError::Rejected(message),
                 e => AddError::Invalid(e.to_string()),
             })?;
-        let mut banned_early = request.stop_token_ids.clone();
-        if !request.ignore_eos {
-            banned_early.extend(&self.eos);
-        }
-        let fallback_seed = self.seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        self.requests.insert(
-            id,
-            RequestState {
-                sampler: Sampler::new(request.sampling, fallback_seed),
-                prompt: request.prompt,
-                output: Vec::new(),
-                logprobs: request.logprobs,
-                min_tokens: request.min_tokens,
-                banned_early,
-                pending: None,
-                constraint: request.constraint.as_ref().map(|c| c.start()),
-                constraint_error: None,
-            },
-        );
+        state.constraint = constraint.as_ref().map(|c| c.start());
+        self.requests.insert(id, state);
         Ok(())
     }
 
@@ -436,24 +438,8 @@ impl<B: Backend> EngineCore<B> {
             return Err(e.into());
         }
         self.scheduler.commit_imported(id)?;
-        let mut banned_early = request.stop_token_ids.clone();
-        if !request.ignore_eos {
-            banned_early.extend(&self.eos);
-        }
-        self.requests.insert(
-            id,
-            RequestState {
-                sampler: export.sampler,
-                prompt: request.prompt,
-                output,
-                logprobs: export.logprobs,
-                min_tokens: request.min_tokens,
-                banned_early,
-                pending: None,
-                constraint: None,
-                constraint_error: None,
-            },
-        );
+        let state = RequestState::new(&request.spec, export.sampler, export.logprobs, &self.eos);
+        self.requests.insert(id, RequestState { output, ..state });
         Ok(())
     }
 
@@ -685,8 +671,8 @@ impl<B: Backend> EngineCore<B> {
 
 #[cfg(test)]
 mod tests {
-    use brisk_sampling::SamplingParams;
-    use brisk_scheduler::{Priority, SchedulerConfig};
+
+    use brisk_scheduler::SchedulerConfig;
     use brisk_testkit::CountingBackend;
 
     use super::*;
@@ -715,20 +701,9 @@ mod tests {
     }
 
     fn request(prompt: Vec<TokenId>, max_tokens: usize) -> EngineRequest {
-        EngineRequest {
-            prompt,
-            sampling: SamplingParams::greedy(),
-            max_tokens,
-            min_tokens: 0,
-            ignore_eos: true,
-            stop_token_ids: Vec::new(),
-            logprobs: None,
-            slo: None,
-            priority: Priority::Interactive,
-            received: None,
-            constraint: None,
-            client: None,
-        }
+        let mut spec = RequestSpec::new(prompt, max_tokens);
+        spec.ignore_eos = true;
+        EngineRequest::greedy(spec)
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub use crate::core::{AddError, Clock, EngineCore, MoveError, Output, RequestExp
 pub use handle::{EngineHandle, EngineStopped, RequestStream};
 pub use request::{
     EngineEvent, EngineFailure, EngineRequest, FinishReason, GeneratedToken, Priority, RequestId,
-    RequestSlo,
+    RequestSlo, RequestSpec,
 };
 pub use stats::EngineStats;
 

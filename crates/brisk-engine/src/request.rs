@@ -8,30 +8,17 @@ use brisk_types::TokenId;
 /// Engine-wide request id.
 pub type RequestId = u64;
 
-/// A tokenized, validated request, ready to schedule.
+/// A tokenized, validated request, ready to schedule: its spec (what the scheduler reads and a
+/// move carries) and how its tokens are drawn. It reads as its spec (`request.prompt`).
 #[derive(Clone, Debug)]
 pub struct EngineRequest {
-    /// Prompt token ids.
-    pub prompt: Vec<TokenId>,
+    /// Prompt, limits, stop tokens, objective, priority, client.
+    pub spec: RequestSpec,
     /// Sampling parameters (validated).
     pub sampling: SamplingParams,
-    /// Upper bound on generated tokens.
-    pub max_tokens: usize,
-    /// Generate at least this many tokens before honouring stop tokens.
-    pub min_tokens: usize,
-    /// Keep generating past EOS (benchmarks ask for exact lengths this way).
-    pub ignore_eos: bool,
-    /// Extra token ids that end generation (besides the model's EOS ids).
-    pub stop_token_ids: Vec<TokenId>,
     /// Number of most likely alternatives to report per token (0 = only the chosen token's
     /// logprob, `None` = no logprobs).
     pub logprobs: Option<usize>,
-    /// Latency objective (`None`: best effort); used by the `slo` scheduling policy.
-    pub slo: Option<RequestSlo>,
-    /// Priority class; `Batch` work yields to interactive work under the `slo` policy.
-    pub priority: Priority,
-    /// Who sent it, for fair share between clients (the API's `user`); `None`: anonymous.
-    pub client: Option<String>,
     /// When the request reached the server; its TTFT deadline counts from here (`None`: from
     /// when the engine takes it, which can be a whole step later).
     pub received: Option<std::time::Instant>,
@@ -40,7 +27,35 @@ pub struct EngineRequest {
     pub constraint: Option<Arc<dyn ConstraintSource>>,
 }
 
-pub use brisk_scheduler::{Priority, RequestSlo};
+impl EngineRequest {
+    /// `spec` sampled greedily, without logprobs or constraint, timed from when the engine
+    /// takes it.
+    pub fn greedy(spec: RequestSpec) -> Self {
+        Self {
+            spec,
+            sampling: SamplingParams::greedy(),
+            logprobs: None,
+            received: None,
+            constraint: None,
+        }
+    }
+}
+
+impl std::ops::Deref for EngineRequest {
+    type Target = RequestSpec;
+
+    fn deref(&self) -> &RequestSpec {
+        &self.spec
+    }
+}
+
+impl std::ops::DerefMut for EngineRequest {
+    fn deref_mut(&mut self) -> &mut RequestSpec {
+        &mut self.spec
+    }
+}
+
+pub use brisk_scheduler::{Priority, RequestSlo, RequestSpec};
 
 /// Why the engine did not serve a request to its end, in the terms an API maps to status
 /// codes: the request's fault (400) or the engine's (500). Refusals by admission control

@@ -4,10 +4,12 @@
 //! refused and the request, paused meanwhile, runs on where it was once resumed.
 
 use brisk_backend::{CpuBackend, KvCacheDtype};
-use brisk_engine::{Clock, EngineCore, EngineRequest, MoveError, Output, RequestExport};
+use brisk_engine::{
+    Clock, EngineCore, EngineRequest, MoveError, Output, RequestExport, RequestSpec,
+};
 use brisk_gguf::GgmlDType;
 use brisk_sampling::SamplingParams;
-use brisk_scheduler::{Priority, SchedulerConfig, SchedulerCore};
+use brisk_scheduler::{SchedulerConfig, SchedulerCore};
 use brisk_testkit::{Arch, TinyModel};
 use brisk_types::{Backend, TokenId};
 
@@ -54,23 +56,16 @@ fn core(dir: &std::path::Path, num_blocks: usize, dtype: KvCacheDtype) -> Engine
 }
 
 fn request(sampling: SamplingParams) -> EngineRequest {
+    let mut spec = RequestSpec::new((1..23).collect(), 24);
+    spec.ignore_eos = true;
+    // An unbounded TPOT: infinity crosses the wire too.
+    spec.slo = Some(brisk_scheduler::RequestSlo {
+        ttft: 30.0,
+        tpot: f64::INFINITY,
+    });
     EngineRequest {
-        prompt: (1..23).collect(),
         sampling,
-        max_tokens: 24,
-        min_tokens: 0,
-        ignore_eos: true,
-        stop_token_ids: Vec::new(),
-        logprobs: None,
-        // An unbounded TPOT: infinity crosses the wire too.
-        slo: Some(brisk_scheduler::RequestSlo {
-            ttft: 30.0,
-            tpot: f64::INFINITY,
-        }),
-        priority: Priority::Interactive,
-        received: None,
-        constraint: None,
-        client: None,
+        ..EngineRequest::greedy(spec)
     }
 }
 
@@ -176,7 +171,7 @@ fn a_move_without_room_is_refused_and_the_request_runs_on() {
     assert!(matches!(e, MoveError::Backend(_)), "{e}");
     assert!(!bf16.has_unfinished() && bf16.stats().kv_usage_ratio == 0.0);
     // Bytes that are not an export are refused with a reason.
-    for garbage in [&b"BRQ1"[..], b"hello", &[0u8; 64]] {
+    for garbage in [&b"BRQ2"[..], b"hello", &[0u8; 64]] {
         assert!(matches!(
             RequestExport::from_bytes(garbage),
             Err(MoveError::Wire(_))

@@ -4,11 +4,10 @@
 use std::time::Duration;
 
 use brisk_engine::{
-    EngineConfig, EngineEvent, EngineFailure, EngineHandle, EngineRequest, FinishReason, Priority,
-    RequestSlo,
+    EngineConfig, EngineEvent, EngineFailure, EngineHandle, EngineRequest, FinishReason,
+    RequestSlo, RequestSpec,
 };
 use brisk_kv::{KvEvent, KvEventBatch};
-use brisk_sampling::SamplingParams;
 use brisk_scheduler::{
     LatencyCoefficients, LatencyModel, PolicyChoice, SchedulerConfig, StepRecord,
 };
@@ -64,20 +63,7 @@ fn engine_publishing(
 }
 
 fn request(prompt: Vec<TokenId>, max_tokens: usize) -> EngineRequest {
-    EngineRequest {
-        prompt,
-        sampling: SamplingParams::greedy(),
-        max_tokens,
-        min_tokens: 0,
-        ignore_eos: false,
-        stop_token_ids: Vec::new(),
-        logprobs: None,
-        slo: None,
-        priority: Priority::Interactive,
-        received: None,
-        constraint: None,
-        client: None,
-    }
+    EngineRequest::greedy(RequestSpec::new(prompt, max_tokens))
 }
 
 async fn collect(mut stream: brisk_engine::RequestStream) -> (Vec<TokenId>, EngineEvent) {
@@ -251,9 +237,10 @@ async fn a_request_that_cannot_meet_its_ttft_is_rejected_before_any_step() {
         tpot: 1.0,
     });
     let stream = handle
-        .submit(EngineRequest {
-            slo,
-            ..request((1..51).collect(), 4)
+        .submit({
+            let mut r = request((1..51).collect(), 4);
+            r.slo = slo;
+            r
         })
         .unwrap();
     let (tokens, last) = collect(stream).await;
@@ -265,9 +252,10 @@ async fn a_request_that_cannot_meet_its_ttft_is_rejected_before_any_step() {
     assert_eq!(handle.stats().steps, 0, "no work was spent on it");
     // A short prompt under the same objective is served.
     let stream = handle
-        .submit(EngineRequest {
-            slo,
-            ..request(vec![1, 2], 3)
+        .submit({
+            let mut r = request(vec![1, 2], 3);
+            r.slo = slo;
+            r
         })
         .unwrap();
     let (tokens, last) = collect(stream).await;

@@ -62,6 +62,8 @@ pub use crate::latency::{
 };
 pub use crate::plan::{PlannedSeq, StepPlan};
 pub use crate::policy::{Admission, Fcfs, PromptWork, SchedulingPolicy};
-pub use crate::request::{FinishReason, Priority, RequestId, RequestSlo, SchedRequest, SeqEvent};
+pub use crate::request::{
+    FinishReason, Priority, RequestId, RequestSlo, RequestSpec, SchedRequest, SeqEvent,
+};
 pub use crate::sequence::SeqView;
 pub use crate::slo::{PolicyChoice, SloPolicy, SloPolicyConfig};

@@ -1,15 +1,17 @@
-//! What enters the scheduler ([`SchedRequest`]) and what comes out ([`SeqEvent`]).
+//! What enters the scheduler ([`RequestSpec`] in a [`SchedRequest`]) and what comes out
+//! ([`SeqEvent`]).
 
 use brisk_types::TokenId;
 
 /// Identifies a request (one sequence) across the engine.
 pub type RequestId = u64;
 
-/// An immutable request spec, as the scheduler needs it (sampling lives in the engine).
+/// What a request asks for, as far as scheduling goes — the one spec of a request, validated
+/// once by the API and then carried unchanged: the engine's request holds it beside its
+/// sampling settings, the scheduler's request beside its id and arrival, a moved request's
+/// export carries it to the next replica.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct SchedRequest {
-    /// Unique among unfinished requests.
-    pub id: RequestId,
+pub struct RequestSpec {
     /// The prompt's token ids.
     pub prompt: Vec<TokenId>,
     /// Most tokens to generate (at least 1).
@@ -21,8 +23,6 @@ pub struct SchedRequest {
     pub stop_token_ids: Vec<TokenId>,
     /// Keep going past the model's EOS tokens (benchmarks).
     pub ignore_eos: bool,
-    /// When the request arrived, in the caller's clock (seconds).
-    pub arrival: f64,
     /// Its latency objective; `None` means best effort (no deadline).
     pub slo: Option<RequestSlo>,
     /// Its priority class.
@@ -31,6 +31,49 @@ pub struct SchedRequest {
     /// anonymous client, one account for every request that names none.
     #[serde(default)]
     pub client: Option<String>,
+}
+
+impl RequestSpec {
+    /// A prompt and a token limit: no stop tokens, no minimum, no objective, interactive,
+    /// anonymous.
+    pub fn new(prompt: Vec<TokenId>, max_tokens: usize) -> Self {
+        Self {
+            prompt,
+            max_tokens,
+            min_tokens: 0,
+            stop_token_ids: Vec::new(),
+            ignore_eos: false,
+            slo: None,
+            priority: Priority::Interactive,
+            client: None,
+        }
+    }
+}
+
+/// A request as the scheduler holds it: its spec, under an id, from an arrival time. It reads
+/// as its spec (`request.prompt`), which it owns.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SchedRequest {
+    /// Unique among unfinished requests.
+    pub id: RequestId,
+    /// When the request arrived, in the caller's clock (seconds).
+    pub arrival: f64,
+    /// What it asks for.
+    pub spec: RequestSpec,
+}
+
+impl std::ops::Deref for SchedRequest {
+    type Target = RequestSpec;
+
+    fn deref(&self) -> &RequestSpec {
+        &self.spec
+    }
+}
+
+impl std::ops::DerefMut for SchedRequest {
+    fn deref_mut(&mut self) -> &mut RequestSpec {
+        &mut self.spec
+    }
 }
 
 /// A request's latency objective, in seconds (infinite: unbounded).
@@ -76,15 +119,8 @@ impl SchedRequest {
     pub fn new(id: RequestId, prompt: Vec<TokenId>, max_tokens: usize) -> Self {
         Self {
             id,
-            prompt,
-            max_tokens,
-            min_tokens: 0,
-            stop_token_ids: Vec::new(),
-            ignore_eos: false,
             arrival: 0.0,
-            slo: None,
-            priority: Priority::Interactive,
-            client: None,
+            spec: RequestSpec::new(prompt, max_tokens),
         }
     }
 }

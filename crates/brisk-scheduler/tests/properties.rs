@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use brisk_scheduler::{
     FairShareConfig, FinishReason, LatencyCoefficients, LatencyModel, PolicyChoice, Priority,
-    RequestId, RequestSlo, SchedRequest, SchedulerConfig, SchedulerCore, SeqEvent,
+    RequestId, RequestSlo, RequestSpec, SchedRequest, SchedulerConfig, SchedulerCore, SeqEvent,
 };
 use brisk_types::{LogitsWanted, TokenId};
 use common::EOS;
@@ -147,19 +147,21 @@ fn simulate(setup: &Setup, arrivals: &[Arrival]) -> Result<(Vec<SeqEvent>, u64),
         .enumerate()
         .map(|(i, a)| SchedRequest {
             id: i as RequestId,
-            prompt: [prefixes[a.prefix].clone(), a.suffix.clone()].concat(),
-            max_tokens: a.max_tokens,
-            min_tokens: a.min_tokens,
-            stop_token_ids: if i % 3 == 0 { vec![STOP] } else { vec![] },
-            ignore_eos: a.ignore_eos,
             arrival: a.at_step as f64,
-            slo: Some(a.slo),
-            priority: if a.batch {
-                Priority::Batch
-            } else {
-                Priority::Interactive
+            spec: RequestSpec {
+                prompt: [prefixes[a.prefix].clone(), a.suffix.clone()].concat(),
+                max_tokens: a.max_tokens,
+                min_tokens: a.min_tokens,
+                stop_token_ids: if i % 3 == 0 { vec![STOP] } else { vec![] },
+                ignore_eos: a.ignore_eos,
+                slo: Some(a.slo),
+                priority: if a.batch {
+                    Priority::Batch
+                } else {
+                    Priority::Interactive
+                },
+                client: a.client.map(|c| format!("client-{c}")),
             },
-            client: a.client.map(|c| format!("client-{c}")),
         })
         .collect();
     // The tightest pool every request still fits alone, plus a few blocks.

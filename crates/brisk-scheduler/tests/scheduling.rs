@@ -193,21 +193,14 @@ fn abort_frees_blocks_at_once() {
 fn ignore_eos_and_min_tokens_decide_when_eos_stops() {
     let mut s = SchedulerCore::new(config()).unwrap();
     s.add_request(request(1, toks(3, 1), 5)).unwrap();
-    s.add_request(brisk_scheduler::SchedRequest {
-        ignore_eos: true,
-        ..request(2, toks(3, 1), 5)
-    })
-    .unwrap();
-    s.add_request(brisk_scheduler::SchedRequest {
-        min_tokens: 3,
-        ..request(3, toks(3, 1), 5)
-    })
-    .unwrap();
-    s.add_request(brisk_scheduler::SchedRequest {
-        ignore_eos: true,
-        stop_token_ids: vec![EOS],
-        ..request(4, toks(3, 1), 5)
-    })
+    s.add_request(edited(request(2, toks(3, 1), 5), |r| r.ignore_eos = true))
+        .unwrap();
+    s.add_request(edited(request(3, toks(3, 1), 5), |r| r.min_tokens = 3))
+        .unwrap();
+    s.add_request(edited(request(4, toks(3, 1), 5), |r| {
+        r.ignore_eos = true;
+        r.stop_token_ids = vec![EOS];
+    }))
     .unwrap();
     let ev = run_to_end(&mut s, 20, |_| EOS);
     let out = |id| match finished(&ev, id) {
@@ -272,10 +265,7 @@ fn requests_are_validated_when_added() {
         s.add_request(request(1, vec![1], 0)),
         Err(SchedulerError::InvalidRequest { .. })
     ));
-    let r = brisk_scheduler::SchedRequest {
-        min_tokens: 5,
-        ..request(1, vec![1], 4)
-    };
+    let r = edited(request(1, vec![1], 4), |r| r.min_tokens = 5);
     assert!(matches!(
         s.add_request(r),
         Err(SchedulerError::InvalidRequest { .. })

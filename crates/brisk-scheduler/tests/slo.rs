@@ -7,7 +7,7 @@ use brisk_scheduler::{
     SchedulerConfig, SchedulerCore, SchedulerError, SeqEvent, StepPlan, StepShape,
 };
 use brisk_types::LogitsWanted;
-use common::config;
+use common::{config, edited};
 
 /// 10 ms a step, 1 ms per prompt token, 1 ms per decode.
 fn model() -> LatencyModel {
@@ -39,15 +39,11 @@ fn slo_core_with(cfg: SchedulerConfig, reject: bool, model: LatencyModel) -> Sch
 }
 
 fn req(id: RequestId, prompt: usize, max_tokens: usize, ttft: f64, tpot: f64) -> SchedRequest {
-    SchedRequest {
-        slo: Some(RequestSlo { ttft, tpot }),
-        ignore_eos: true,
-        ..SchedRequest::new(
-            id,
-            (1..=prompt as u32).map(|t| t + 100 * id as u32).collect(),
-            max_tokens,
-        )
-    }
+    let prompt = (1..=prompt as u32).map(|t| t + 100 * id as u32).collect();
+    edited(SchedRequest::new(id, prompt, max_tokens), |r| {
+        r.slo = Some(RequestSlo { ttft, tpot });
+        r.ignore_eos = true;
+    })
 }
 
 /// A virtual clock: each step advances it by the model's prediction for the plan.
@@ -196,10 +192,9 @@ fn best_effort_is_preempted_for_interactive_work_and_resumes_from_its_cached_pre
     };
     let mut s = slo_core(cfg, false);
     let mut clock = Clock::default();
-    s.add_request(SchedRequest {
-        priority: Priority::Batch,
-        ..req(1, 32, 20, 10.0, 1.0)
-    })
+    s.add_request(edited(req(1, 32, 20, 10.0, 1.0), |r| {
+        r.priority = Priority::Batch
+    }))
     .unwrap();
     for _ in 0..3 {
         clock.step(&mut s);
@@ -245,15 +240,11 @@ fn rejected_requests_are_refused_before_any_work_is_spent() {
     assert!(s.schedule(0.0).is_empty());
     // Without an objective, or as batch work, the same request is accepted.
     s = slo_core(config(), true);
-    s.add_request(SchedRequest {
-        slo: None,
-        ..req(2, 200, 4, 0.1, 1.0)
-    })
-    .unwrap();
-    s.add_request(SchedRequest {
-        priority: Priority::Batch,
-        ..req(3, 200, 4, 0.1, 1.0)
-    })
+    s.add_request(edited(req(2, 200, 4, 0.1, 1.0), |r| r.slo = None))
+        .unwrap();
+    s.add_request(edited(req(3, 200, 4, 0.1, 1.0), |r| {
+        r.priority = Priority::Batch
+    }))
     .unwrap();
     // Work due earlier counts against a new request: 200 tokens of it plus its own 200 take
     // 470 ms, past its 400 ms; work due later does not count.
@@ -284,10 +275,7 @@ fn an_interactive_arrival_overtakes_a_best_effort_prompt_mid_prefill() {
             SchedulerCore::new(config()).unwrap()
         };
         let mut clock = Clock::default();
-        let long = SchedRequest {
-            priority: Priority::Batch,
-            ..req(1, 200, 4, 60.0, 1.0)
-        };
+        let long = edited(req(1, 200, 4, 60.0, 1.0), |r| r.priority = Priority::Batch);
         s.add_request_at(long, clock.now).unwrap();
         let chunks = |plan: &StepPlan| -> Vec<(RequestId, usize)> {
             plan.seqs.iter().map(|p| (p.id, p.tokens.len())).collect()

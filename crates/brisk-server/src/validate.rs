@@ -1,6 +1,6 @@
 //! Turning a parsed request into engine requests, refusing what cannot be served.
 
-use brisk_engine::{EngineRequest, Priority, RequestSlo};
+use brisk_engine::{EngineRequest, Priority, RequestSlo, RequestSpec};
 use brisk_sampling::SamplingParams;
 use brisk_types::TokenId;
 
@@ -340,16 +340,18 @@ pub fn build_spec(
     let client = client(fields)?;
     Ok(GenerationSpec {
         request: EngineRequest {
-            prompt,
+            spec: RequestSpec {
+                prompt,
+                max_tokens,
+                min_tokens,
+                ignore_eos: fields.ignore_eos,
+                stop_token_ids,
+                slo,
+                priority,
+                client,
+            },
             sampling,
-            max_tokens,
-            min_tokens,
-            ignore_eos: fields.ignore_eos,
-            stop_token_ids,
             logprobs,
-            slo,
-            priority,
-            client,
             received: None,
             constraint: None,
         },

@@ -22,8 +22,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use brisk_bench::client::RequestRecord;
-use brisk_engine::{EngineRequest, Output};
-use brisk_sampling::SamplingParams;
+use brisk_engine::{EngineRequest, Output, RequestSpec};
 use brisk_scheduler::{
     LatencyModel, PolicyChoice, Priority, RequestSlo, SchedulerConfig, SchedulerError,
 };
@@ -319,20 +318,16 @@ impl<'a> Run<'a> {
 /// A replayed request as the server would hand it to the engine: greedy, exactly
 /// `output_len` tokens.
 pub(crate) fn engine_request(r: &SimRequest) -> EngineRequest {
-    EngineRequest {
+    EngineRequest::greedy(RequestSpec {
         prompt: r.prompt.clone(),
-        sampling: SamplingParams::greedy(),
         max_tokens: r.output_len,
         min_tokens: r.output_len,
         ignore_eos: true,
         stop_token_ids: Vec::new(),
-        logprobs: None,
         slo: r.slo,
         priority: r.priority,
         client: r.client.clone(),
-        received: None,
-        constraint: None,
-    }
+    })
 }
 
 /// What `brisk bench`'s client would have recorded.

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use brisk_scheduler::{
-    RequestId, SchedRequest, SchedulerConfig, SchedulerCore, SeqEvent, StepPlan,
+    RequestId, RequestSpec, SchedRequest, SchedulerConfig, SchedulerCore, SeqEvent, StepPlan,
 };
 use brisk_types::{LogitsWanted, TokenId};
 
@@ -28,6 +28,13 @@ pub fn config() -> SchedulerConfig {
 
 pub fn request(id: RequestId, prompt: Vec<TokenId>, max_tokens: usize) -> SchedRequest {
     SchedRequest::new(id, prompt, max_tokens)
+}
+
+/// `request` with its spec edited.
+#[allow(dead_code)] // not every test file edits specs
+pub fn edited(mut request: SchedRequest, edit: impl FnOnce(&mut RequestSpec)) -> SchedRequest {
+    edit(&mut request.spec);
+    request
 }
 
 /// Runs one step; `next` plays the model and sampler for each sequence that wants a token.
