@@ -7,8 +7,6 @@
 //! The drain is a [`Drain`] shared by the signal task, the accept loop (axum's
 //! `with_graceful_shutdown`, which also closes idle keep-alive connections) and a middleware.
 
-use std::future::IntoFuture;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +16,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tokio::sync::watch;
+use tower::ServiceExt;
 
 use crate::error::ApiError;
 
@@ -110,13 +109,7 @@ pub async fn serve_until_drained(
     drain: Drain,
     timeout: Duration,
 ) -> std::io::Result<()> {
-    let stop_accepting = drain.clone();
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { stop_accepting.started().await })
-    .into_future();
+    let server = accept_until_drained(listener, router, drain.clone());
     let deadline = async {
         drain.started().await;
         tokio::time::sleep(timeout).await;
@@ -128,6 +121,64 @@ pub async fn serve_until_drained(
             Ok(())
         }
     }
+}
+
+/// HTTP/2 flow-control window per stream and per connection, in bytes: a request moved
+/// between replicas uploads tens of megabytes of K/V in one body, and with HTTP/2's default
+/// windows the sender stalls for a window update every 64 KiB.
+const HTTP2_WINDOW: u32 = 8 << 20;
+
+/// Accepts connections — HTTP/1.1 and HTTP/2 (cleartext, prior knowledge) on the one port —
+/// until `drain` starts, then waits for the open ones to finish their requests. What
+/// `axum::serve` does, plus HTTP/2 windows sized for K/V transfers (it has no setting).
+async fn accept_until_drained(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    drain: Drain,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http2()
+        .initial_stream_window_size(HTTP2_WINDOW)
+        .initial_connection_window_size(HTTP2_WINDOW);
+    let connections = hyper_util::server::graceful::GracefulShutdown::new();
+    let stop = drain.started();
+    tokio::pin!(stop);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait for some to close.
+                    tracing::warn!("accepting a connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // HTTP/2's small control frames (window updates, settings acknowledgements) must not
+        // wait out Nagle's algorithm against the peer's delayed acknowledgements (40 ms).
+        let _ = stream.set_nodelay(true);
+        let service = router.clone().map_request(
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                req.map(axum::body::Body::new)
+            },
+        );
+        let service = hyper_util::service::TowerToHyperService::new(service);
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        tokio::spawn(connections.watch(connection));
+    }
+    drop(listener);
+    connections.shutdown().await;
+    Ok(())
 }
 
 /// Resolves on SIGINT (ctrl-c) or SIGTERM, naming it.

@@ -11,6 +11,11 @@
 //!
 //! The destination answers an import with the request's continuation as JSON lines, one per
 //! engine event (`{"event": "token", …}`, then `{"event": "finished", …}`).
+//!
+//! Between replicas this runs over HTTP/2 (cleartext, prior knowledge: every `brisk serve`
+//! speaks both HTTP/1.1 and HTTP/2 on its one port): the export streams up as the body of one
+//! HTTP/2 stream — header, then the K/V as the backend exported them, never copied into one
+//! buffer — and the continuation streams back on the same stream.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -169,7 +174,7 @@ pub async fn move_request(
     // The header, then the K/V as exported: no copy of the blocks on the way out.
     let (prefix, kv) = export.into_wire_parts();
     let parts = futures_util::stream::iter([prefix, kv].map(Ok::<_, Infallible>));
-    let mut request = reqwest::Client::new()
+    let mut request = transfer_client()
         .post(format!("{to}/internal/v1/requests/import"))
         .header(header::CONTENT_TYPE.as_str(), "application/octet-stream")
         .body(reqwest::Body::wrap_stream(parts));
@@ -216,6 +221,24 @@ pub async fn move_request(
     }))
     .into_response())
 }
+
+/// The client every move uses: HTTP/2 without negotiation (the replicas speak it in the
+/// clear), with flow-control windows sized for tens of megabytes of K/V rather than
+/// HTTP/2's 64 KiB default, so the sender is not throttled waiting for window updates.
+fn transfer_client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .http2_initial_stream_window_size(TRANSFER_WINDOW)
+            .http2_initial_connection_window_size(TRANSFER_WINDOW)
+            .build()
+            .expect("an HTTP/2 client needs no system configuration")
+    })
+}
+
+/// HTTP/2 flow-control window of a transfer, in bytes.
+const TRANSFER_WINDOW: u32 = 8 << 20;
 
 /// Feeds the destination's stream into the request's channel here, ending it with an error
 /// if the destination stops before the request finished.
