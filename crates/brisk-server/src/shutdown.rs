@@ -267,6 +267,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn one_port_serves_http1_and_http2_and_a_large_http2_upload_arrives_whole() {
+        let drain = Drain::default();
+        let (listener, url) = bind().await;
+        let app = slow_router(&drain, Duration::ZERO).route(
+            "/upload",
+            axum::routing::post(|body: axum::body::Bytes| async move { body.len().to_string() }),
+        );
+        let app = app.layer(axum::extract::DefaultBodyLimit::disable());
+        tokio::spawn(serve_until_drained(
+            listener,
+            app,
+            drain.clone(),
+            Duration::from_secs(5),
+        ));
+        let h1 = reqwest::get(format!("{url}/slow")).await.unwrap();
+        assert_eq!(h1.version(), reqwest::Version::HTTP_11);
+        let h2 = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .build()
+            .unwrap();
+        let response = h2.get(format!("{url}/slow")).send().await.unwrap();
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        assert_eq!(response.text().await.unwrap(), "done");
+        // Past any flow-control window: the upload must not stall.
+        let body = vec![7u8; 20 << 20];
+        let response = h2
+            .post(format!("{url}/upload"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.text().await.unwrap(), (20 << 20).to_string());
+        drain.start();
+    }
+
+    #[tokio::test]
     async fn requests_past_the_timeout_are_left_behind() {
         let drain = Drain::default();
         let (listener, url) = bind().await;
