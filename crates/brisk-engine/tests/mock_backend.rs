@@ -52,6 +52,7 @@ fn engine_publishing(
                 eos_token_ids: Vec::new(),
                 cache_salt: 0,
                 fair_share: None,
+                length_prediction: None,
             },
             seed: 0,
             policy,

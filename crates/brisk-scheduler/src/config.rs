@@ -31,6 +31,11 @@ pub struct SchedulerConfig {
     /// Fair share between clients (`SchedRequest::client`) layered over the policy;
     /// `None`: off, prompt work in the policy's order whoever sent it.
     pub fair_share: Option<crate::FairShareConfig>,
+    /// When set: predict each request's output length from those finished before it (`length.rs`)
+    /// and let the policy use it (shortest predicted job first among best-effort work,
+    /// longest predicted first to yield under memory pressure, decodes' expected end in
+    /// admission forecasts).
+    pub length_prediction: Option<crate::LengthPrediction>,
 }
 
 impl Default for SchedulerConfig {
@@ -48,6 +53,7 @@ impl Default for SchedulerConfig {
             eos_token_ids: Vec::new(),
             cache_salt: 0,
             fair_share: None,
+            length_prediction: None,
         }
     }
 }

@@ -7,6 +7,7 @@ use brisk_kv::BlockManager;
 
 use crate::config::{SchedulerConfig, SchedulerError};
 use crate::fair::{FairShare, Ledger};
+use crate::length::{LengthFeatures, LengthPredictor};
 use crate::policy::{Admission, Fcfs, SchedulingPolicy};
 use crate::request::{FinishReason, RequestId, SchedRequest, SeqEvent};
 use crate::sequence::{SeqView, Sequence};
@@ -51,6 +52,8 @@ pub struct SchedulerCore {
     pub(crate) num_preemptions: u64,
     /// Fair share's counters, per client with requests here.
     pub(crate) ledger: Ledger,
+    /// Output lengths learned from finished requests (used when the config asks).
+    pub(crate) lengths: LengthPredictor,
 }
 
 impl std::fmt::Debug for SchedulerCore {
@@ -78,6 +81,7 @@ impl SchedulerCore {
             Some(fair) => Box::new(FairShare::new(policy, fair.quantum)),
             None => policy,
         };
+        let lengths = LengthPredictor::new(cfg.length_prediction.unwrap_or_default());
         Ok(Self {
             kv: BlockManager::new(cfg.kv_config())?,
             cfg,
@@ -90,6 +94,7 @@ impl SchedulerCore {
             pending: false,
             num_preemptions: 0,
             ledger: Ledger::default(),
+            lengths,
         })
     }
 
@@ -169,7 +174,7 @@ impl SchedulerCore {
                 num_blocks: self.cfg.num_blocks,
             });
         }
-        let mut seq = Sequence::new(req);
+        let mut seq = self.new_sequence(req);
         self.ledger.arrive(seq.req.client.as_deref());
         let waiting = self.views(self.waiting.iter());
         let running = self.views(&self.running);
@@ -186,6 +191,22 @@ impl SchedulerCore {
         self.seqs.insert(id, seq);
         self.waiting.push_back(id);
         Ok(())
+    }
+
+    /// A sequence for `req`, with its predicted output length when prediction is on.
+    pub(crate) fn new_sequence(&self, req: SchedRequest) -> Sequence {
+        let features = self
+            .cfg
+            .length_prediction
+            .is_some()
+            .then(|| LengthFeatures::of(&req.prompt, req.max_tokens, req.client.as_deref()));
+        let predicted = features
+            .as_ref()
+            .and_then(|f| self.lengths.predict(f, req.max_tokens));
+        let mut seq = Sequence::new(req);
+        seq.length_features = features;
+        seq.predicted_output = predicted;
+        seq
     }
 
     /// Ends a request now, freeing its blocks; `None` if it is unknown or already finished.
@@ -207,6 +228,12 @@ impl SchedulerCore {
         self.kv.free(id);
         let seq = self.seqs.remove(&id).expect("finish of a known sequence");
         self.ledger.leave(seq.req.client.as_deref());
+        // An output that ended by itself (or at its limit) is an example; an abort says
+        // nothing about how long it would have run.
+        if let (Some(features), false) = (&seq.length_features, reason == FinishReason::Abort) {
+            let capped = seq.num_output() >= seq.req.max_tokens;
+            self.lengths.learn(features, seq.num_output(), capped);
+        }
         SeqEvent::Finished {
             id,
             reason,

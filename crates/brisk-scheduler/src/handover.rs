@@ -13,7 +13,6 @@ use brisk_types::{BlockId, TokenId};
 use crate::config::SchedulerError;
 use crate::core::SchedulerCore;
 use crate::request::{RequestId, SchedRequest};
-use crate::sequence::Sequence;
 
 /// A decoding request as it leaves a scheduler.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -127,7 +126,7 @@ impl SchedulerCore {
         let mut request = export.request;
         request.id = id;
         request.arrival = now - export.age_s;
-        let mut seq = Sequence::new(request);
+        let mut seq = self.new_sequence(request);
         seq.tokens.extend(&export.output);
         seq.num_computed = export.num_computed;
         seq.cached_tokens = Some(export.cached_tokens);

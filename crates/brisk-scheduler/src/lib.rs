@@ -45,6 +45,7 @@ mod core;
 mod fair;
 mod handover;
 mod latency;
+mod length;
 mod plan;
 mod policy;
 mod request;
@@ -60,6 +61,7 @@ pub use crate::handover::SeqExport;
 pub use crate::latency::{
     FitQuality, LatencyCoefficients, LatencyError, LatencyModel, StepRecord, StepSample, StepShape,
 };
+pub use crate::length::{LengthFeatures, LengthPrediction, LengthPredictor};
 pub use crate::plan::{PlannedSeq, StepPlan};
 pub use crate::policy::{Admission, Fcfs, PromptWork, SchedulingPolicy};
 pub use crate::request::{

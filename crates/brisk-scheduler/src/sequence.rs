@@ -2,6 +2,7 @@
 
 use brisk_types::TokenId;
 
+use crate::length::LengthFeatures;
 use crate::request::{Priority, RequestId, RequestSlo, SchedRequest};
 
 /// What a [`crate::SchedulingPolicy`] (or the engine) may know about a sequence.
@@ -38,9 +39,18 @@ pub struct SeqView {
     /// (fair share, see `fair.rs`; 0 for the least served and when only one client is
     /// present).
     pub share_lead: f64,
+    /// Its predicted output length in tokens, made once at arrival (so orders built on it
+    /// are stable); `None` when prediction is off or has not learned enough yet.
+    pub predicted_output_tokens: Option<f64>,
 }
 
 impl SeqView {
+    /// Predicted output tokens still to come (at least 1), if predicted.
+    pub fn predicted_remaining(&self) -> Option<f64> {
+        self.predicted_output_tokens
+            .map(|p| (p - self.num_output_tokens as f64).max(1.0))
+    }
+
     /// Whether it is decoding (its next step runs one token).
     pub fn is_decoding(&self) -> bool {
         self.num_pending_tokens == 1 && self.num_output_tokens > 0
@@ -62,6 +72,10 @@ pub(crate) struct Sequence {
     pub(crate) first_token_at: Option<f64>,
     /// Held back from every step while it is being moved elsewhere (it keeps its blocks).
     pub(crate) paused: bool,
+    /// What the length predictor reads, kept to learn from when it ends (`None`: off).
+    pub(crate) length_features: Option<LengthFeatures>,
+    /// Its predicted output length, made at arrival.
+    pub(crate) predicted_output: Option<f64>,
 }
 
 impl Sequence {
@@ -78,6 +92,8 @@ impl Sequence {
             demoted: false,
             first_token_at: None,
             paused: false,
+            length_features: None,
+            predicted_output: None,
         }
     }
 
@@ -107,6 +123,7 @@ impl Sequence {
             demoted: self.demoted,
             first_token_at: self.first_token_at,
             share_lead: 0.0,
+            predicted_output_tokens: self.predicted_output,
         }
     }
 }

@@ -58,6 +58,11 @@ pub struct SloPolicyConfig {
     /// The step token budget's ceiling (`max_num_batched_tokens`), used to predict how many
     /// steps a prompt takes.
     pub max_num_batched_tokens: usize,
+    /// Use predicted output lengths (`SeqView::predicted_output_tokens`, else `max_tokens`):
+    /// shortest job first, aged, within equal slack; longest predicted first to yield;
+    /// decodes' predicted ends in admission forecasts. Off: queue order, latest admitted
+    /// yields, decodes run on through every forecast.
+    pub length_aware: bool,
 }
 
 /// The SLO-aware policy (see the module docs).
@@ -137,9 +142,10 @@ impl SloPolicy {
 
     /// Where `v` stands in the prompt queue, lower first: (0, next token's deadline) for an
     /// interactive sequence that already streams, (1, slack) for one that can still meet
-    /// its TTFT, (2, 0) for best effort.
-    fn rank(&self, v: &SeqView, now: f64) -> (u8, f64) {
-        if let (false, Some(first), Some(slo)) =
+    /// its TTFT, (2, 0) for best effort; equal keys (no TTFT objective: infinite slack; best
+    /// effort) by [`Self::job_key`].
+    fn rank(&self, v: &SeqView, now: f64) -> Rank {
+        let (group, key) = if let (false, Some(first), Some(slo)) =
             (Self::best_effort(v, now), v.first_token_at, v.slo)
         {
             (0, first + v.num_output_tokens as f64 * slo.tpot)
@@ -147,12 +153,66 @@ impl SloPolicy {
             (1, slack)
         } else {
             (2, 0.0)
-        }
+        };
+        (group, key, self.job_key(v, now))
     }
 
-    /// Predicted time to compute `prompts` (token counts) together, in full steps beside
-    /// `decodes` running decodes over `context` positions.
-    fn queue_time(&self, prompts: &[usize], decodes: usize, context: usize) -> f64 {
+    /// Shortest predicted job first, aged so that none starves: highest response ratio
+    /// next, (waiting + service) / service, negated so lower goes first. Service is the
+    /// request's remaining prompt plus its predicted remaining output (its `max_tokens` when
+    /// not predicted) at one decode's step time. 0 for every request when length-blind, so
+    /// queue order stands.
+    fn job_key(&self, v: &SeqView, now: f64) -> f64 {
+        if !self.cfg.length_aware {
+            return 0.0;
+        }
+        let output = v
+            .predicted_remaining()
+            .unwrap_or_else(|| v.max_tokens.saturating_sub(v.num_output_tokens).max(1) as f64);
+        let decode = self.predict(&StepShape {
+            decode_seqs: 1,
+            decode_context: v.num_prompt_tokens + v.num_output_tokens,
+            ..StepShape::default()
+        });
+        let service = (self.own_prefill(v) + output * decode).max(1e-6);
+        let waited = (now - v.arrival).max(0.0);
+        -(waited + service) / service
+    }
+
+    /// Order of victims, the largest yields first: best effort before interactive, then
+    /// (length-aware) the longest predicted output — fixed at arrival, so the order is
+    /// stable — then the latest admitted.
+    fn victim_key(&self, v: &SeqView, now: f64) -> (bool, u64, Option<u64>) {
+        let length = if self.cfg.length_aware {
+            v.predicted_output_tokens.unwrap_or(v.max_tokens as f64) as u64
+        } else {
+            0
+        };
+        (Self::best_effort(v, now), length, v.admitted_rank)
+    }
+
+    /// Predicted time to compute `prompts` (token counts) together, in full steps beside the
+    /// `running` decodes — each for as many steps as it is predicted to have tokens left
+    /// when length-aware, else for all of them.
+    fn queue_time(&self, prompts: &[usize], running: &[SeqView]) -> f64 {
+        let decodes: Vec<(f64, usize)> = running
+            .iter()
+            .filter(|v| v.is_decoding())
+            .map(|v| {
+                let left = match (self.cfg.length_aware, v.predicted_remaining()) {
+                    (true, Some(left)) => left,
+                    _ => f64::INFINITY,
+                };
+                (left, v.num_computed_tokens + 1)
+            })
+            .collect();
+        let load_at = |step: usize| {
+            decodes
+                .iter()
+                .filter(|(left, _)| *left > step as f64)
+                .fold((0, 0), |(n, ctx), (_, c)| (n + 1, ctx + c))
+        };
+        let (decodes, _) = load_at(0);
         let chunk = self
             .cfg
             .max_num_batched_tokens
@@ -168,8 +228,10 @@ impl SloPolicy {
             / steps as f64;
         let mut left = total;
         let mut time = 0.0;
+        let mut step = 0;
         while left > 0 {
             let len = chunk.min(left);
+            let (decodes, context) = load_at(step);
             let shape = StepShape {
                 prefill_tokens: len,
                 decode_seqs: decodes,
@@ -178,14 +240,21 @@ impl SloPolicy {
             };
             time += self.predict(&shape);
             left -= len;
+            step += 1;
         }
         time
     }
 }
 
-/// Lower ranks go first: by group, then by key (a stable sort keeps queue order on ties).
-fn by_rank(a: (u8, f64), b: (u8, f64)) -> std::cmp::Ordering {
-    a.0.cmp(&b.0).then(a.1.total_cmp(&b.1))
+/// A place in the prompt queue: group, key within the group, job key on ties.
+type Rank = (u8, f64, f64);
+
+/// Lower ranks go first: by group, then by key, then by job key (a stable sort keeps queue
+/// order on ties).
+fn by_rank(a: Rank, b: Rank) -> std::cmp::Ordering {
+    a.0.cmp(&b.0)
+        .then(a.1.total_cmp(&b.1))
+        .then(a.2.total_cmp(&b.2))
 }
 
 /// Running decodes: how many, and the positions they attend over.
@@ -208,7 +277,7 @@ impl SchedulingPolicy for SloPolicy {
     /// their TTFT, least slack first; then best effort in queue order (preempted sequences
     /// first, then arrivals).
     fn admission_order(&self, waiting: &[SeqView], now: f64) -> Vec<usize> {
-        let rank: Vec<(u8, f64)> = waiting.iter().map(|v| self.rank(v, now)).collect();
+        let rank: Vec<Rank> = waiting.iter().map(|v| self.rank(v, now)).collect();
         let mut order: Vec<usize> = (0..waiting.len()).collect();
         order.sort_by(|&a, &b| by_rank(rank[a], rank[b]));
         order
@@ -220,7 +289,7 @@ impl SchedulingPolicy for SloPolicy {
     /// its blocks and continues when there is room). Ties go to part-way prompts, which
     /// already hold blocks.
     fn prompt_order(&self, partway: &[SeqView], waiting: &[SeqView], now: f64) -> Vec<PromptWork> {
-        let mut work: Vec<(PromptWork, (u8, f64))> = partway
+        let mut work: Vec<(PromptWork, Rank)> = partway
             .iter()
             .enumerate()
             .map(|(i, v)| (PromptWork::Partway(i), self.rank(v, now)))
@@ -254,15 +323,11 @@ impl SchedulingPolicy for SloPolicy {
         self.correction
     }
 
-    /// Best effort first, then the most recently admitted.
+    /// Best effort first, then (length-aware) the longest predicted, then the most recently
+    /// admitted ([`Self::victim_key`]).
     fn preemption_victim(&self, running: &[SeqView], now: f64) -> usize {
         (0..running.len())
-            .max_by_key(|&i| {
-                (
-                    Self::best_effort(&running[i], now),
-                    running[i].admitted_rank,
-                )
-            })
+            .max_by_key(|&i| self.victim_key(&running[i], now))
             .expect("running is not empty")
     }
 
@@ -292,8 +357,7 @@ impl SchedulingPolicy for SloPolicy {
             .map(|v| v.num_pending_tokens)
             .collect();
         prompts.push(new.num_pending_tokens);
-        let (decodes, context) = decode_load(running);
-        let predicted = now - new.arrival + self.queue_time(&prompts, decodes, context);
+        let predicted = now - new.arrival + self.queue_time(&prompts, running);
         if predicted <= slo.ttft {
             return Admission::Accept;
         }
@@ -381,8 +445,9 @@ impl SchedulingPolicy for SloPolicy {
         (decodes + lo).max(1)
     }
 
-    /// The most recently admitted best-effort sequence, for a request that can still make its
-    /// TTFT or an interactive sequence preempted mid-output.
+    /// A best-effort sequence ([`Self::victim_key`]: length-aware, the longest predicted;
+    /// else the most recently admitted), for a request that can still make its TTFT or an
+    /// interactive sequence preempted mid-output.
     fn admission_victim(
         &self,
         candidate: &SeqView,
@@ -395,7 +460,7 @@ impl SchedulingPolicy for SloPolicy {
         }
         (0..running.len())
             .filter(|&i| Self::best_effort(&running[i], now))
-            .max_by_key(|&i| running[i].admitted_rank)
+            .max_by_key(|&i| self.victim_key(&running[i], now))
     }
 }
 
@@ -427,6 +492,7 @@ impl PolicyChoice {
                 SloPolicyConfig {
                     reject_unattainable: *reject_unattainable,
                     max_num_batched_tokens: cfg.max_num_batched_tokens,
+                    length_aware: cfg.length_prediction.is_some(),
                 },
             )),
         }

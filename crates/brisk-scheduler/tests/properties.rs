@@ -10,8 +10,9 @@ mod common;
 use std::collections::HashMap;
 
 use brisk_scheduler::{
-    FairShareConfig, FinishReason, LatencyCoefficients, LatencyModel, PolicyChoice, Priority,
-    RequestId, RequestSlo, RequestSpec, SchedRequest, SchedulerConfig, SchedulerCore, SeqEvent,
+    FairShareConfig, FinishReason, LatencyCoefficients, LatencyModel, LengthPrediction,
+    PolicyChoice, Priority, RequestId, RequestSlo, RequestSpec, SchedRequest, SchedulerConfig,
+    SchedulerCore, SeqEvent,
 };
 use brisk_types::{LogitsWanted, TokenId};
 use common::EOS;
@@ -88,6 +89,7 @@ struct Setup {
     seed: u64,
     slo_policy: bool,
     fair_quantum: Option<usize>,
+    predict_lengths: bool,
 }
 
 fn setup() -> impl Strategy<Value = Setup> {
@@ -101,6 +103,7 @@ fn setup() -> impl Strategy<Value = Setup> {
         any::<u64>(),
         any::<bool>(),
         prop::option::of(1..40usize),
+        any::<bool>(),
     )
         .prop_map(
             |(
@@ -113,6 +116,7 @@ fn setup() -> impl Strategy<Value = Setup> {
                 seed,
                 slo,
                 fair_quantum,
+                predict_lengths,
             )| {
                 Setup {
                     block_size,
@@ -124,6 +128,7 @@ fn setup() -> impl Strategy<Value = Setup> {
                     seed,
                     slo_policy: slo,
                     fair_quantum,
+                    predict_lengths,
                 }
             },
         )
@@ -184,6 +189,10 @@ fn simulate(setup: &Setup, arrivals: &[Arrival]) -> Result<(Vec<SeqEvent>, u64),
         eos_token_ids: vec![EOS],
         cache_salt: 3,
         fair_share: setup.fair_quantum.map(FairShareConfig::with_quantum),
+        // From the first finished request on, so that short runs exercise predictions.
+        length_prediction: setup
+            .predict_lengths
+            .then_some(LengthPrediction { min_examples: 1 }),
     };
     // In step units: a step costs 0.3 plus 0.05 per prompt token and 0.1 per decode.
     let policy = if setup.slo_policy {
@@ -344,6 +353,7 @@ fn tight_pools_do_preempt() {
         seed: 1,
         slo_policy: false,
         fair_quantum: None,
+        predict_lengths: false,
     };
     let arrivals: Vec<Arrival> = (0..5)
         .map(|i| Arrival {

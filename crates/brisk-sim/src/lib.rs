@@ -37,8 +37,8 @@ use brisk_bench::sweep::{self, RateSearch, SweepSummary};
 use brisk_bench::workload::Workload;
 use brisk_bench::{BenchArgs, BenchConfig, BenchError, PromptFormat, Slo};
 use brisk_scheduler::{
-    FairShareConfig, LatencyError, LatencyModel, PolicyChoice, Priority, RequestSlo,
-    SchedulerConfig,
+    FairShareConfig, LatencyError, LatencyModel, LengthPrediction, PolicyChoice, Priority,
+    RequestSlo, SchedulerConfig,
 };
 
 pub use fleet::{fleet_report, FleetArgs, FleetSettings, RouterName};
@@ -99,6 +99,9 @@ pub struct SimArgs {
     /// (default: the step budget; as `brisk serve`).
     #[arg(long, env = "BRISK_SIM_FAIR_SHARE_QUANTUM")]
     pub fair_share_quantum: Option<usize>,
+    /// Do not predict output lengths (as `brisk serve --no-output-length-prediction`).
+    #[arg(long, env = "BRISK_SIM_NO_OUTPUT_LENGTH_PREDICTION")]
+    pub no_output_length_prediction: bool,
     /// How many replicas, and the router in front of them.
     #[command(flatten)]
     pub fleet: FleetArgs,
@@ -149,6 +152,7 @@ impl SimArgs {
                 self.fair_share_quantum,
                 self.max_num_batched_tokens,
             ),
+            length_prediction: (!self.no_output_length_prediction).then(LengthPrediction::default),
         };
         scheduler
             .validate()

@@ -10,7 +10,8 @@ use anyhow::{bail, Context, Result};
 use brisk_backend::KvCacheDtype;
 use brisk_engine::EngineConfig;
 use brisk_scheduler::{
-    FairShareConfig, LatencyCoefficients, LatencyModel, PolicyChoice, SchedulerConfig,
+    FairShareConfig, LatencyCoefficients, LatencyModel, LengthPrediction, PolicyChoice,
+    SchedulerConfig,
 };
 use brisk_server::{
     router, serve, AuthSettings, Drain, KvEventsEndpoints, Readiness, ReplicaInfo, ServerState,
@@ -79,6 +80,13 @@ pub struct ServeArgs {
     /// budget (--max-num-batched-tokens).
     #[arg(long, env = "BRISK_FAIR_SHARE_QUANTUM")]
     fair_share_quantum: Option<usize>,
+    /// Do not predict output lengths. By default the server learns each request's likely
+    /// output length from the requests it has finished (prompt tokens, length, max_tokens,
+    /// client) and, under the slo policy, serves shorter predicted jobs first among requests
+    /// of equal slack, preempts the longest predicted first and counts decodes' predicted
+    /// ends in its admission forecasts.
+    #[arg(long, env = "BRISK_NO_OUTPUT_LENGTH_PREDICTION")]
+    no_output_length_prediction: bool,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "BRISK_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
     max_request_bytes: usize,
@@ -467,6 +475,7 @@ fn server_state(
             args.fair_share_quantum,
             max_num_batched_tokens,
         ),
+        length_prediction: (!args.no_output_length_prediction).then(LengthPrediction::default),
     };
     scheduler
         .validate()

@@ -23,6 +23,7 @@ pub fn config() -> SchedulerConfig {
         eos_token_ids: vec![EOS],
         cache_salt: 0,
         fair_share: None,
+        length_prediction: None,
     }
 }
 

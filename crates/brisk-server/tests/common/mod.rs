@@ -36,6 +36,7 @@ pub fn default_scheduler() -> SchedulerConfig {
         eos_token_ids: Vec::new(),
         cache_salt: 7,
         fair_share: None,
+        length_prediction: None,
     }
 }
 
