@@ -165,6 +165,12 @@ pub struct BenchArgs {
     /// of the request's SLO class, so that two classes are two clients.
     #[arg(long, env = "BRISK_BENCH_SEND_USER")]
     pub send_user: bool,
+    /// Let outputs end where the model ends them (EOS or a stop token): a request's output
+    /// length becomes its `max_tokens` cap, without `min_tokens` or `ignore_eos`. For
+    /// scheduling that depends on output lengths; the default forces exact lengths, as
+    /// vLLM's benchmark does with `--ignore-eos`.
+    #[arg(long, env = "BRISK_BENCH_NATURAL_OUTPUT")]
+    pub natural_output: bool,
     /// A field added to every request body, `KEY=JSON` (repeatable), e.g.
     /// `--request-field 'priority="batch"'` or
     /// `--request-field 'slo={"ttft_ms": 1000, "tpot_ms": 150}'`: two runs side by side
@@ -257,6 +263,8 @@ pub struct BenchConfig {
     pub send_slo: bool,
     /// Send each request's client as `user` (`--send-user`).
     pub send_user: bool,
+    /// Outputs end at EOS, capped by their length (`--natural-output`).
+    pub natural_output: bool,
     /// The run's seed (classes are drawn from it).
     pub seed: u64,
     /// Whether to draw a progress bar.
@@ -361,6 +369,7 @@ impl BenchArgs {
             request_fields,
             send_slo: self.send_slo,
             send_user: self.send_user,
+            natural_output: self.natural_output,
             seed: self.seed,
             progress: !self.no_progress,
         };

@@ -59,8 +59,10 @@ pub struct RequestBody<'a> {
     pub endpoint: Endpoint,
     /// Prompt.
     pub prompt: &'a Prompt,
-    /// Output tokens to force.
+    /// Output tokens to force (the cap, with `natural`).
     pub output_len: usize,
+    /// Let the output end at EOS: `output_len` only caps it.
+    pub natural: bool,
     /// Further fields (`--request-field`).
     pub extra: &'a serde_json::Map<String, Value>,
 }
@@ -70,12 +72,14 @@ impl RequestBody<'_> {
         let mut body = json!({
             "model": self.model,
             "max_tokens": self.output_len,
-            "min_tokens": self.output_len,
-            "ignore_eos": true,
             "temperature": 0.0,
             "stream": true,
             "stream_options": {"include_usage": true},
         });
+        if !self.natural {
+            body["min_tokens"] = json!(self.output_len);
+            body["ignore_eos"] = json!(true);
+        }
         let prompt = match self.prompt {
             Prompt::Ids(ids) => json!(ids),
             Prompt::Text(t) => json!(t),
@@ -226,6 +230,31 @@ async fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn natural_outputs_are_only_capped_and_forced_ones_are_exact() {
+        let prompt = Prompt::Ids(vec![1, 2, 3]);
+        let extra = serde_json::Map::new();
+        let body = |natural| {
+            RequestBody {
+                model: "m",
+                endpoint: Endpoint::Completions,
+                prompt: &prompt,
+                output_len: 64,
+                natural,
+                extra: &extra,
+            }
+            .json()
+        };
+        let forced = body(false);
+        assert_eq!(
+            (&forced["min_tokens"], &forced["ignore_eos"]),
+            (&json!(64), &json!(true))
+        );
+        let natural = body(true);
+        assert_eq!(natural["max_tokens"], json!(64));
+        assert!(natural.get("min_tokens").is_none() && natural.get("ignore_eos").is_none());
+    }
 
     #[test]
     fn usage_chunks_count_tokens_and_empty_text_does_not() {

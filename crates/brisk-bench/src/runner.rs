@@ -156,7 +156,7 @@ pub async fn execute(
             bar.clone(),
             fields[i].clone(),
         );
-        let output_len = spec.output_len;
+        let (output_len, natural) = (spec.output_len, cfg.natural_output);
         handles.push(tokio::spawn(async move {
             let mut record = record;
             record.lag_ms = Instant::now()
@@ -168,6 +168,7 @@ pub async fn execute(
                 endpoint,
                 prompt: &prompts[i],
                 output_len,
+                natural,
                 extra: &extra,
             };
             let record = client::send(&client, &base, &body, timeout, record).await;

@@ -268,13 +268,14 @@ pub async fn run(
             prompts.clone(),
             bad.clone(),
         );
-        let (endpoint, output_len) = (cfg.endpoint, spec.output_len);
+        let (endpoint, output_len, natural) = (cfg.endpoint, spec.output_len, cfg.natural_output);
         tasks.push(tokio::spawn(async move {
             let body = RequestBody {
                 model: &model,
                 endpoint,
                 prompt: &prompts[i],
                 output_len,
+                natural,
                 extra: &serde_json::Map::new(),
             };
             let send = client::send(&client, &url, &body, timeout, RequestRecord::default());

@@ -268,6 +268,9 @@ impl<B: Backend> Engine<B> {
             cached_blocks: s.cached_blocks,
             fair_share_clients: s.num_clients,
             step_time_correction: s.step_time_correction,
+            length_examples: s.length_examples,
+            length_pairs_concordant: s.length_ranking.concordant,
+            length_pairs_discordant: s.length_ranking.discordant,
             steps: self.core.steps(),
             alive: true,
         };

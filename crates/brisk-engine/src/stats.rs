@@ -21,6 +21,12 @@ pub struct EngineStats {
     pub fair_share_clients: usize,
     /// The scheduling policy's measured over predicted step time (1 under FCFS).
     pub step_time_correction: f64,
+    /// Finished requests the output-length predictor learned from.
+    pub length_examples: u64,
+    /// Consecutive finished requests whose predicted lengths ranked them as they came out.
+    pub length_pairs_concordant: u64,
+    /// … and those ranked the other way.
+    pub length_pairs_discordant: u64,
     /// Steps executed.
     pub steps: u64,
     /// Whether the engine thread is alive.

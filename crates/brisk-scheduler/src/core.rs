@@ -7,7 +7,7 @@ use brisk_kv::BlockManager;
 
 use crate::config::{SchedulerConfig, SchedulerError};
 use crate::fair::{FairShare, Ledger};
-use crate::length::{LengthFeatures, LengthPredictor};
+use crate::length::{LengthFeatures, LengthPredictor, RankAgreement};
 use crate::policy::{Admission, Fcfs, SchedulingPolicy};
 use crate::request::{FinishReason, RequestId, SchedRequest, SeqEvent};
 use crate::sequence::{SeqView, Sequence};
@@ -33,6 +33,10 @@ pub struct SchedulerStats {
     pub num_clients: usize,
     /// The policy's measured over predicted step time (1 when it predicts none).
     pub step_time_correction: f64,
+    /// Finished requests the output-length predictor learned from.
+    pub length_examples: u64,
+    /// How its predictions ranked the outputs that followed (consecutive pairs).
+    pub length_ranking: RankAgreement,
 }
 
 /// The scheduler state machine; see the crate docs.
@@ -54,6 +58,8 @@ pub struct SchedulerCore {
     pub(crate) ledger: Ledger,
     /// Output lengths learned from finished requests (used when the config asks).
     pub(crate) lengths: LengthPredictor,
+    /// How well the predictions ranked the outputs that followed them.
+    pub(crate) length_ranking: RankAgreement,
 }
 
 impl std::fmt::Debug for SchedulerCore {
@@ -95,6 +101,7 @@ impl SchedulerCore {
             num_preemptions: 0,
             ledger: Ledger::default(),
             lengths,
+            length_ranking: RankAgreement::default(),
         })
     }
 
@@ -233,6 +240,9 @@ impl SchedulerCore {
         if let (Some(features), false) = (&seq.length_features, reason == FinishReason::Abort) {
             let capped = seq.num_output() >= seq.req.max_tokens;
             self.lengths.learn(features, seq.num_output(), capped);
+            if let Some(predicted) = seq.predicted_output {
+                self.length_ranking.observe(predicted, seq.num_output());
+            }
         }
         SeqEvent::Finished {
             id,
@@ -294,6 +304,8 @@ impl SchedulerCore {
             cached_blocks: self.kv.num_cached_blocks(),
             num_clients: self.ledger.num_clients(),
             step_time_correction: self.policy.step_time_correction(),
+            length_examples: self.lengths.examples(),
+            length_ranking: self.length_ranking,
         }
     }
 

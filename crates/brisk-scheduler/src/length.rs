@@ -151,6 +151,35 @@ impl LengthPredictor {
     }
 }
 
+/// How well predictions rank outputs, measured as the server runs: each finished request
+/// with a prediction is paired with the one before it, and the pair is concordant when the
+/// predictions order the two outputs as they came out (Kendall's tau over such pairs is
+/// (concordant − discordant) / (concordant + discordant); 0 is a random ranker).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RankAgreement {
+    last: Option<(f64, usize)>,
+    /// Pairs ordered as the outputs came out.
+    pub concordant: u64,
+    /// Pairs ordered the other way.
+    pub discordant: u64,
+}
+
+impl RankAgreement {
+    /// A request predicted to produce `predicted` tokens produced `actual`.
+    pub fn observe(&mut self, predicted: f64, actual: usize) {
+        if let Some((p, a)) = self.last {
+            if p != predicted && a != actual {
+                if (p < predicted) == (a < actual) {
+                    self.concordant += 1;
+                } else {
+                    self.discordant += 1;
+                }
+            }
+        }
+        self.last = Some((predicted, actual));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +192,16 @@ mod tests {
             .chain([kind])
             .collect();
         (prompt, 10 * kind as usize)
+    }
+
+    #[test]
+    fn rank_agreement_counts_pairs_in_and_out_of_order_and_skips_ties() {
+        let mut r = RankAgreement::default();
+        for (p, a) in [(10.0, 5), (20.0, 9), (30.0, 2), (30.0, 7), (5.0, 7)] {
+            r.observe(p, a);
+        }
+        // (10,5)→(20,9) agree; (20,9)→(30,2) disagree; (30,2)→(30,7) tie; (30,7)→(5,7) tie.
+        assert_eq!((r.concordant, r.discordant), (1, 1));
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub use crate::handover::SeqExport;
 pub use crate::latency::{
     FitQuality, LatencyCoefficients, LatencyError, LatencyModel, StepRecord, StepSample, StepShape,
 };
-pub use crate::length::{LengthFeatures, LengthPrediction, LengthPredictor};
+pub use crate::length::{LengthFeatures, LengthPrediction, LengthPredictor, RankAgreement};
 pub use crate::plan::{PlannedSeq, StepPlan};
 pub use crate::policy::{Admission, Fcfs, PromptWork, SchedulingPolicy};
 pub use crate::request::{

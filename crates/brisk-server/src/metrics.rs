@@ -35,6 +35,8 @@ pub struct Metrics {
     prefix_queries: IntCounter,
     prefix_hits: IntCounter,
     preemptions: IntCounter,
+    length_examples: IntCounter,
+    length_pairs: IntCounterVec,
     panics: IntCounter,
     resident_memory: IntGauge,
     vllm: crate::vllm_metrics::VllmMetrics,
@@ -90,6 +92,17 @@ impl Metrics {
         registry
             .register(Box::new(request_success.clone()))
             .expect("unique name");
+        let length_pairs = IntCounterVec::new(
+            Opts::new(
+                "brisk_output_length_rank_pairs_total",
+                "Consecutive finished requests whose predicted output lengths ordered them as they came out (concordant) or not (Kendall's tau = (c - d) / (c + d))",
+            ),
+            &["agreement"],
+        )
+        .expect("valid counter");
+        registry
+            .register(Box::new(length_pairs.clone()))
+            .expect("unique name");
         Self {
             ttft: histogram("brisk_time_to_first_token_seconds", "Time to first token"),
             tpot: histogram(
@@ -127,6 +140,11 @@ impl Metrics {
                 "Prompt tokens found in the prefix cache",
             ),
             preemptions: counter("brisk_num_preemptions_total", "Sequences preempted"),
+            length_examples: counter(
+                "brisk_output_length_examples_total",
+                "Finished requests the output-length predictor learned from",
+            ),
+            length_pairs,
             panics: counter(
                 "brisk_panics_total",
                 "Panics caught anywhere in the process (see count_panics)",
@@ -180,6 +198,24 @@ impl Metrics {
             );
             self.preemptions
                 .inc_by(stats.preemptions.saturating_sub(seen.preemptions));
+            self.length_examples
+                .inc_by(stats.length_examples.saturating_sub(seen.length_examples));
+            for (label, now, before) in [
+                (
+                    "concordant",
+                    stats.length_pairs_concordant,
+                    seen.length_pairs_concordant,
+                ),
+                (
+                    "discordant",
+                    stats.length_pairs_discordant,
+                    seen.length_pairs_discordant,
+                ),
+            ] {
+                self.length_pairs
+                    .with_label_values(&[label])
+                    .inc_by(now.saturating_sub(before));
+            }
             self.vllm.update(model, cache, stats, &seen);
             *seen = stats.clone();
         }

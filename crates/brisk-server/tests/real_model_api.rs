@@ -619,6 +619,7 @@ async fn models_health_and_metrics_answer() {
         "brisk_num_preemptions_total",
         "brisk_fair_share_clients",
         "brisk_step_time_correction_ratio",
+        "brisk_output_length_examples_total",
     ] {
         metric(&m, name);
     }

@@ -567,8 +567,13 @@ fn server_state(
             .map_or_else(String::new, |r| format!(", replay {r}"));
         format!(", KV events on {}{replay}", p.endpoint)
     });
+    let lengths = if args.no_output_length_prediction || policy_name != "slo" {
+        ""
+    } else {
+        " with output-length prediction"
+    };
     let summary = format!(
-        "{name} on http://{addr} ({num_blocks} KV blocks of {} tokens in {}, context {usable_context}, scheduling {policy_name}, kernels {kernels}{events}{})",
+        "{name} on http://{addr} ({num_blocks} KV blocks of {} tokens in {}, context {usable_context}, scheduling {policy_name}{lengths}, kernels {kernels}{events}{})",
         args.block_size,
         args.kv_cache_dtype.name(),
         if args.api_key.is_some() { ", API key required" } else { "" }

@@ -254,13 +254,22 @@ fn smollm2_serve_keeps_its_quick_latency_profile_for_the_next_start() {
         );
         let (status, out) = call(server.addr, "POST", "/v1/completions", None, COMPLETION);
         assert_eq!(status, 200, "{out}");
+        // Output lengths are learned by default: the finished request is one example.
+        let (_, metrics) = call(server.addr, "GET", "/metrics", None, "");
+        assert!(
+            metrics.contains("brisk_output_length_examples_total 1"),
+            "{metrics}"
+        );
         server.signal("TERM");
         server.wait_exit(Duration::from_secs(20));
         server.stderr()
     };
     let first = run("1");
     assert!(first.contains("profiling this machine quickly"), "{first}");
-    assert!(first.contains("scheduling slo"), "{first}");
+    assert!(
+        first.contains("scheduling slo with output-length prediction"),
+        "{first}"
+    );
     let kept: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(kept.len(), 1, "one model kept: {kept:?}");
     let second = run("1");
