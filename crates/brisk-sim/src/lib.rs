@@ -283,6 +283,12 @@ pub fn run(args: &SimArgs) -> Result<(), SimRunError> {
              and with --send-user its client",
         ));
     }
+    if args.bench.natural_output {
+        return Err(bad(
+            "natural-output",
+            "the simulator has no model to end outputs; each request runs to its length",
+        ));
+    }
     args.bench.url.get_or_insert_with(|| "sim://".into());
     let (cfg, _) = args.bench.validate()?;
     let model = LatencyModel::load(&args.latency_model)?;

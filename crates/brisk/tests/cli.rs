@@ -160,6 +160,17 @@ fn sim_writes_the_bench_report_from_a_latency_model() {
     ]);
     assert!(!ok);
     assert!(err.contains("/nonexistent.json"), "{err}");
+    // What the simulator cannot play is refused, not ignored.
+    let (ok, _, err) = brisk(&[
+        "sim",
+        "--latency-model",
+        model.to_str().unwrap(),
+        "--synthetic",
+        "prompt=1,output=1",
+        "--natural-output",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("--natural-output"), "{err}");
 }
 
 #[test]
