@@ -6,6 +6,11 @@
 //! [`AuthSettings::protect_health_and_metrics`] is set (load balancers and Prometheus usually
 //! scrape without credentials). The key is compared in time that does not depend on where the
 //! presented token first differs from it, nor on the key's length, and is never logged.
+//!
+//! Several keys may be configured (one per tenant): any of them opens the API, every key is
+//! compared whichever matches, and a request is then attributed to its key's client
+//! ([`KeyClient`], `key-1`, `key-2`, … in the order the keys were given) for fair share,
+//! unless it names its own `user`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -20,8 +25,9 @@ use crate::error::ApiError;
 /// Who may call the API.
 #[derive(Clone, Default)]
 pub struct AuthSettings {
-    /// The bearer token clients must present (`None`: the API is open).
-    pub api_key: Option<String>,
+    /// The bearer tokens clients may present (none: the API is open). The first is also the
+    /// one this server presents to other replicas.
+    pub api_keys: Vec<String>,
     /// Whether `/health` and `/metrics` need the key too.
     pub protect_health_and_metrics: bool,
 }
@@ -30,7 +36,7 @@ pub struct AuthSettings {
 impl fmt::Debug for AuthSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthSettings")
-            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("api_keys", &format!("<{} redacted>", self.api_keys.len()))
             .field(
                 "protect_health_and_metrics",
                 &self.protect_health_and_metrics,
@@ -40,9 +46,26 @@ impl fmt::Debug for AuthSettings {
 }
 
 impl AuthSettings {
+    /// The key this server presents to other replicas (the first configured).
+    pub fn primary_key(&self) -> Option<&str> {
+        self.api_keys.first().map(String::as_str)
+    }
+
+    /// Which configured key `presented` is (its index), comparing it with every key in
+    /// constant time whichever matches.
+    fn key_index(&self, presented: &[u8]) -> Option<usize> {
+        self.api_keys
+            .iter()
+            .enumerate()
+            .fold(None, |found, (i, key)| {
+                let matches = constant_time_eq(presented, key.as_bytes());
+                found.or(matches.then_some(i))
+            })
+    }
+
     /// Whether a request for `path` must bring the key.
     fn guards(&self, path: &str) -> bool {
-        self.api_key.is_some()
+        !self.api_keys.is_empty()
             && (self.protect_health_and_metrics
                 || !matches!(path, "/health" | "/ready" | "/metrics"))
     }
@@ -88,27 +111,45 @@ fn unauthorized(message: &str, challenge: &'static str) -> Response {
     response
 }
 
-/// The middleware: lets the request through, or answers 401.
+/// The client a request belongs to by the API key it presented, when several keys are
+/// configured (`key-1` for the first): fair share's account for requests without `user`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyClient(pub String);
+
+impl KeyClient {
+    /// The client of a generation: its own `user` if it named one, else its key's.
+    pub fn apply(key: Option<axum::Extension<KeyClient>>, client: &mut Option<String>) {
+        if let (None, Some(axum::Extension(KeyClient(name)))) = (client.as_ref(), key) {
+            *client = Some(name);
+        }
+    }
+}
+
+/// The middleware: lets the request through (with its [`KeyClient`] when several keys are
+/// configured), or answers 401.
 pub async fn require_api_key(
     State(auth): State<Arc<AuthSettings>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    let Some(key) = auth
-        .api_key
-        .as_deref()
-        .filter(|_| auth.guards(request.uri().path()))
-    else {
+    if !auth.guards(request.uri().path()) {
         return next.run(request).await;
-    };
+    }
     match request.headers().get(header::AUTHORIZATION) {
         None => unauthorized(
             "missing API key: send it as `Authorization: Bearer KEY` (the server's --api-key)",
             "Bearer",
         ),
-        Some(value) => match bearer_token(value) {
-            Some(token) if constant_time_eq(token, key.as_bytes()) => next.run(request).await,
-            Some(_) => unauthorized("invalid API key", "Bearer error=\"invalid_token\""),
+        Some(value) => match bearer_token(value).map(|t| auth.key_index(t)) {
+            Some(Some(i)) => {
+                if auth.api_keys.len() > 1 {
+                    request
+                        .extensions_mut()
+                        .insert(KeyClient(format!("key-{}", i + 1)));
+                }
+                next.run(request).await
+            }
+            Some(None) => unauthorized("invalid API key", "Bearer error=\"invalid_token\""),
             None => unauthorized(
                 "the Authorization header must be `Bearer KEY`",
                 "Bearer error=\"invalid_request\"",
@@ -128,7 +169,7 @@ mod tests {
     #[tokio::test]
     async fn the_middleware_answers_401_with_openai_json_and_a_challenge() {
         let auth = Arc::new(AuthSettings {
-            api_key: Some("sk-test".into()),
+            api_keys: vec!["sk-test".into()],
             protect_health_and_metrics: false,
         });
         let app = Router::new()
@@ -189,10 +230,48 @@ mod tests {
         assert_eq!(token("Bearer"), None);
     }
 
+    #[tokio::test]
+    async fn with_several_keys_each_opens_the_api_and_names_its_client() {
+        let auth = Arc::new(AuthSettings {
+            api_keys: vec!["sk-one".into(), "sk-two".into()],
+            protect_health_and_metrics: false,
+        });
+        let app = Router::new()
+            .route(
+                "/v1/who",
+                get(|key: Option<axum::Extension<KeyClient>>| async move {
+                    let mut client = None;
+                    KeyClient::apply(key, &mut client);
+                    client.unwrap_or_default()
+                }),
+            )
+            .layer(from_fn_with_state(auth, require_api_key));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1/who", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = reqwest::Client::new();
+        for (key, want) in [("sk-one", "key-1"), ("sk-two", "key-2")] {
+            let r = client.get(&url).bearer_auth(key).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.text().await.unwrap(), want);
+        }
+        let r = client
+            .get(&url)
+            .bearer_auth("sk-three")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        // A request's own `user` stays its client.
+        let mut named = Some("alice".to_string());
+        KeyClient::apply(Some(axum::Extension(KeyClient("key-2".into()))), &mut named);
+        assert_eq!(named.as_deref(), Some("alice"));
+    }
+
     #[test]
     fn health_and_metrics_stay_open_unless_asked() {
         let mut auth = AuthSettings {
-            api_key: Some("k".into()),
+            api_keys: vec!["k".into()],
             protect_health_and_metrics: false,
         };
         assert!(auth.guards("/v1/completions"));
@@ -204,5 +283,6 @@ mod tests {
         assert!(auth.guards("/health") && auth.guards("/metrics"));
         assert!(!AuthSettings::default().guards("/v1/completions"));
         assert!(!format!("{auth:?}").contains("\"k\""));
+        assert_eq!(auth.primary_key(), Some("k"));
     }
 }

@@ -44,7 +44,7 @@ use brisk_tokenizer::{ChatMessage, Tokenizer};
 use brisk_types::TokenId;
 use tower_http::catch_panic::CatchPanicLayer;
 
-pub use auth::{constant_time_eq, require_api_key, AuthSettings};
+pub use auth::{constant_time_eq, require_api_key, AuthSettings, KeyClient};
 pub use error::ApiError;
 pub use fleet::{KvEventsEndpoints, ReplicaInfo};
 pub use loading::Readiness;

@@ -169,7 +169,7 @@ fn config(args: &RouteArgs) -> Result<GatewayConfig> {
         answer_timeout: Duration::from_secs_f64(args.replica_timeout),
         health_interval: Duration::from_secs_f64(args.health_interval),
         auth: AuthSettings {
-            api_key: args.api_key.clone(),
+            api_keys: args.api_key.clone().into_iter().collect(),
             protect_health_and_metrics: false,
         },
         replica_api_key: args

@@ -138,8 +138,16 @@ pub struct ServeArgs {
     #[arg(long, env = "BRISK_CLAMP_MAX_TOKENS")]
     clamp_max_tokens: bool,
     /// Require `Authorization: Bearer KEY` on the API (every route but /health and /metrics).
-    #[arg(long, env = "BRISK_API_KEY", hide_env_values = true)]
-    api_key: Option<String>,
+    /// Repeatable (or comma-separated in BRISK_API_KEY): any key opens the API, and with
+    /// several each key is a client for fair share (`key-1`, `key-2`, … in this order) for
+    /// requests that name no `user`. The first is the one presented to other replicas.
+    #[arg(
+        long,
+        env = "BRISK_API_KEY",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    api_key: Vec<String>,
     /// With --api-key: require the key on /health, /ready and /metrics too.
     #[arg(long, env = "BRISK_AUTH_HEALTH_AND_METRICS", requires = "api_key")]
     auth_health_and_metrics: bool,
@@ -313,7 +321,9 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     if let Some(url) = &args.advertise_url {
         crate::startup::check_http_url("--advertise-url", url)?;
     }
-    crate::startup::check_api_key(args.api_key.as_deref())?;
+    for key in &args.api_key {
+        crate::startup::check_api_key(Some(key))?;
+    }
     let path = loaded_model::resolve_path(args.model.model.as_deref())?;
     brisk_server::count_panics();
     let runtime = crate::startup::runtime()?;
@@ -525,7 +535,7 @@ fn server_state(
         may_reject: args.reject_unattainable,
     };
     state.auth = AuthSettings {
-        api_key: args.api_key.clone(),
+        api_keys: args.api_key.clone(),
         protect_health_and_metrics: args.auth_health_and_metrics,
     };
     state.waiting = std::sync::Arc::new(WaitingQueue::new(args.max_waiting));
@@ -576,7 +586,11 @@ fn server_state(
         "{name} on http://{addr} ({num_blocks} KV blocks of {} tokens in {}, context {usable_context}, scheduling {policy_name}{lengths}, kernels {kernels}{events}{})",
         args.block_size,
         args.kv_cache_dtype.name(),
-        if args.api_key.is_some() { ", API key required" } else { "" }
+        match args.api_key.len() {
+            0 => String::new(),
+            1 => ", API key required".into(),
+            n => format!(", {n} API keys, one client each"),
+        }
     );
     Ok((state, summary))
 }

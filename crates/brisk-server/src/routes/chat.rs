@@ -7,8 +7,10 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use serde_json::{json, Value};
 
+use crate::auth::KeyClient;
 use crate::error::ApiError;
 use crate::generation::{Delta, Finish, TokenLogprob};
 use crate::protocol::ChatCompletionRequest;
@@ -97,10 +99,12 @@ impl Format for ChatFormat {
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(
     State(state): State<Arc<ServerState>>,
+    key: Option<Extension<KeyClient>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let arrival = Instant::now();
-    let spec = prepare(&state, body).await?;
+    let mut spec = prepare(&state, body).await?;
+    KeyClient::apply(key, &mut spec.request.client);
     respond(state, spec, ChatFormat, arrival).await
 }
 

@@ -7,8 +7,10 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use serde_json::{json, Value};
 
+use crate::auth::KeyClient;
 use crate::error::ApiError;
 use crate::generation::{Delta, Finish, TokenLogprob};
 use crate::protocol::{CompletionRequest, Prompt};
@@ -68,10 +70,12 @@ impl Format for CompletionFormat {
 /// `POST /v1/completions`.
 pub async fn completions(
     State(state): State<Arc<ServerState>>,
+    key: Option<Extension<KeyClient>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let arrival = Instant::now();
-    let spec = prepare(&state, body).await?;
+    let mut spec = prepare(&state, body).await?;
+    KeyClient::apply(key, &mut spec.request.client);
     respond(state, spec, CompletionFormat, arrival).await
 }
 

@@ -178,7 +178,7 @@ pub async fn move_request(
         .post(format!("{to}/internal/v1/requests/import"))
         .header(header::CONTENT_TYPE.as_str(), "application/octet-stream")
         .body(reqwest::Body::wrap_stream(parts));
-    if let Some(key) = &state.auth.api_key {
+    if let Some(key) = state.auth.primary_key() {
         request = request.bearer_auth(key);
     }
     let response = request.send().await.map_err(|e| {

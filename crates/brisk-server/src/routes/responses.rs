@@ -17,6 +17,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use brisk_tokenizer::ChatMessage;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -24,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::StreamExt;
 
+use crate::auth::KeyClient;
 use crate::error::ApiError;
 use crate::generation::{ChoiceRun, Finish};
 use crate::protocol::SamplingFields;
@@ -80,6 +82,7 @@ const REFUSED: &[(&str, &str)] = &[
 /// `POST /v1/responses`.
 pub async fn responses(
     State(state): State<Arc<ServerState>>,
+    key: Option<Extension<KeyClient>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let arrival = Instant::now();
@@ -87,7 +90,8 @@ pub async fn responses(
     let req: ResponsesRequest = super::parse_body(&body)?;
     check_model(&state, req.model.as_deref())?;
     let echo = Echo::of(&req);
-    let spec = prepare(&state, req).await?;
+    let mut spec = prepare(&state, req).await?;
+    KeyClient::apply(key, &mut spec.request.client);
     let run = submit_all(&state, &spec, arrival)
         .await?
         .pop()
