@@ -13,14 +13,14 @@
 use std::collections::HashMap;
 
 use brisk_kv::KvEvent;
-use brisk_sampling::{log_softmax_at, top_logprobs, Sampler, TokenConstraint};
+use brisk_sampling::Sampler;
 use brisk_scheduler::{
-    RequestSpec, SchedRequest, SchedulerCore, SchedulerError, SchedulerStats, SeqEvent, SeqExport,
-    StepPlan,
+    SchedRequest, SchedulerCore, SchedulerError, SchedulerStats, SeqEvent, SeqExport, StepPlan,
 };
 use brisk_types::{Backend, BackendError, LogitsWanted, TokenId};
 
 use crate::request::{EngineRequest, FinishReason, GeneratedToken, RequestId};
+use crate::request_state::RequestState;
 
 /// When a step's tokens exist, in the same seconds as the `now` given to the core.
 pub trait Clock {
@@ -204,105 +204,6 @@ pub struct StepReport {
     pub execute_s: f64,
     /// What the clients learn, in order.
     pub outputs: Vec<Output>,
-}
-
-/// A request being served.
-struct RequestState {
-    sampler: Sampler,
-    prompt: Vec<TokenId>,
-    output: Vec<TokenId>,
-    logprobs: Option<usize>,
-    min_tokens: usize,
-    /// Tokens that may not be sampled before `min_tokens` (EOS unless ignored, stop ids).
-    banned_early: Vec<TokenId>,
-    /// The token sampled in the current step, waiting for the scheduler's verdict.
-    pending: Option<GeneratedToken>,
-    /// What the output must match, if anything.
-    constraint: Option<Box<dyn TokenConstraint>>,
-    /// Why the constraint could not say what may come next (the request then fails).
-    constraint_error: Option<String>,
-}
-
-impl RequestState {
-    /// The state of a request that has generated nothing yet and has no constraint.
-    fn new(spec: &RequestSpec, sampler: Sampler, logprobs: Option<usize>, eos: &[TokenId]) -> Self {
-        let mut banned_early = spec.stop_token_ids.clone();
-        if !spec.ignore_eos {
-            banned_early.extend(eos);
-        }
-        Self {
-            sampler,
-            prompt: spec.prompt.clone(),
-            output: Vec::new(),
-            logprobs,
-            min_tokens: spec.min_tokens,
-            banned_early,
-            pending: None,
-            constraint: None,
-            constraint_error: None,
-        }
-    }
-
-    /// Samples this request's next token from its logit row, keeping EOS and stop ids away
-    /// until `min_tokens`; log-probabilities (a pass over the vocabulary) only if asked for.
-    fn sample(&mut self, raw: &[f32]) -> GeneratedToken {
-        let banned;
-        let row = if let Some(constraint) = &self.constraint {
-            let mut logits = raw.to_vec();
-            constraint.mask(&mut logits);
-            banned = logits;
-            &banned[..]
-        } else if self.output.len() < self.min_tokens && !self.banned_early.is_empty() {
-            let mut logits = raw.to_vec();
-            for &t in &self.banned_early {
-                if let Some(l) = logits.get_mut(t as usize) {
-                    *l = f32::NEG_INFINITY;
-                }
-            }
-            banned = logits;
-            &banned[..]
-        } else {
-            raw
-        };
-        let token = self.sampler.sample_token(row, &self.prompt, &self.output);
-        let (logprob, top_logprobs) = match self.logprobs {
-            Some(k) => (
-                log_softmax_at(row, token as usize),
-                if k > 0 {
-                    top_logprobs(raw, k)
-                } else {
-                    Vec::new()
-                },
-            ),
-            None => (f32::NAN, Vec::new()),
-        };
-        GeneratedToken {
-            token,
-            logprob,
-            top_logprobs,
-        }
-    }
-
-    /// Works out what the constraint allows next (on the helper thread of a step).
-    fn prepare_constraint(&mut self) {
-        if let Some(constraint) = &mut self.constraint {
-            if let Err(e) = constraint.prepare() {
-                self.constraint_error = Some(e);
-            }
-        }
-    }
-
-    /// Advances the constraint past a kept token: `Ok(true)` when the grammar is complete.
-    /// End-of-sequence tokens end the request anyway and are not the grammar's to judge.
-    fn commit(&mut self, token: TokenId, eos: &[TokenId]) -> Result<bool, String> {
-        match &mut self.constraint {
-            Some(c) if !eos.contains(&token) => {
-                c.commit(token)?;
-                Ok(c.is_finished())
-            }
-            _ => Ok(false),
-        }
-    }
 }
 
 /// The engine core; see the module docs.
@@ -672,7 +573,8 @@ impl<B: Backend> EngineCore<B> {
 #[cfg(test)]
 mod tests {
 
-    use brisk_scheduler::SchedulerConfig;
+    use brisk_sampling::TokenConstraint;
+    use brisk_scheduler::{RequestSpec, SchedulerConfig};
     use brisk_testkit::CountingBackend;
 
     use super::*;

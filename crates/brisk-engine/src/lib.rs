@@ -9,6 +9,7 @@ mod core;
 mod engine;
 mod handle;
 mod request;
+mod request_state;
 mod stats;
 
 use std::sync::atomic::AtomicU64;
