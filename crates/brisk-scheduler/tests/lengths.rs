@@ -46,7 +46,7 @@ fn core(cfg: SchedulerConfig, predict: bool) -> SchedulerCore {
 /// `max_tokens` 64.
 fn request(id: RequestId, kind: TokenId, now: f64) -> SchedRequest {
     let prompt = (0..6)
-        .map(|k| 20 + ((id as u32 * 5 + k) % 40))
+        .map(|k| 20 + ((id as u32 * 5 + k) % 41))
         .chain([kind]);
     SchedRequest {
         arrival: now,
@@ -55,6 +55,7 @@ fn request(id: RequestId, kind: TokenId, now: f64) -> SchedRequest {
 }
 
 /// Plays the model: each request ends with EOS after its kind's length.
+#[derive(Default)]
 struct Model {
     kinds: HashMap<RequestId, TokenId>,
     produced: HashMap<RequestId, usize>,
@@ -72,30 +73,36 @@ impl Model {
     }
 }
 
-/// Serves `train` alternating short and long requests to the end, then queues a long and
-/// a short one behind a running request and returns the order of their first tokens.
+/// Requests served one after another to the end while the predictor learns.
+const TRAINING: RequestId = 80;
+
+/// Serves requests 1..=TRAINING one at a time to the end, short and long in turn (odd ids
+/// short), and returns the clock after them.
+fn train(s: &mut SchedulerCore, model: &mut Model) -> f64 {
+    let mut now = 0.0;
+    for id in 1..=TRAINING {
+        let kind = if id % 2 == 1 { SHORT } else { LONG };
+        model.kinds.insert(id, kind);
+        s.add_request(request(id, kind, now)).unwrap();
+        while s.has_unfinished() {
+            step(s, now, |i| model.next(i));
+            now += 0.01;
+        }
+    }
+    now
+}
+
+/// After training, queues a long and a short request behind a running one and returns the
+/// order of their first tokens.
 fn order_after_training(predict: bool) -> Vec<RequestId> {
     let cfg = SchedulerConfig {
         max_num_seqs: 1,
         ..config()
     };
     let mut s = core(cfg, predict);
-    let mut model = Model {
-        kinds: HashMap::new(),
-        produced: HashMap::new(),
-    };
-    let mut now = 0.0;
-    let mut id = 0;
-    for round in 0..20 {
-        let kind = if round % 2 == 0 { SHORT } else { LONG };
-        id += 1;
-        model.kinds.insert(id, kind);
-        s.add_request(request(id, kind, now)).unwrap();
-        while s.has_unfinished() {
-            step(&mut s, now, |i| model.next(i));
-            now += 0.01;
-        }
-    }
+    let mut model = Model::default();
+    let mut now = train(&mut s, &mut model);
+    let id = TRAINING;
     // One long request runs; a long one and then a short one wait behind it.
     let mut order = Vec::new();
     for (offset, kind) in [(1, LONG), (2, LONG), (3, SHORT)] {
@@ -136,20 +143,8 @@ fn under_memory_pressure_the_request_predicted_longest_yields() {
         ..config()
     };
     let mut s = core(cfg, true);
-    let mut model = Model {
-        kinds: HashMap::new(),
-        produced: HashMap::new(),
-    };
-    let mut now = 0.0;
-    for id in 1..=20 {
-        let kind = if id % 2 == 0 { SHORT } else { LONG };
-        model.kinds.insert(id, kind);
-        s.add_request(request(id, kind, now)).unwrap();
-        while s.has_unfinished() {
-            step(&mut s, now, |i| model.next(i));
-            now += 0.01;
-        }
-    }
+    let mut model = Model::default();
+    let mut now = train(&mut s, &mut model);
     // The long one is admitted first, the short one last; both are made to run long (the
     // model ignores what was predicted) until the pool runs out.
     s.add_request(request(101, LONG, now)).unwrap();
