@@ -126,7 +126,7 @@ pub async fn serve_until_drained(
 /// HTTP/2 flow-control window per stream and per connection, in bytes: a request moved
 /// between replicas uploads tens of megabytes of K/V in one body, and with HTTP/2's default
 /// windows the sender stalls for a window update every 64 KiB.
-const HTTP2_WINDOW: u32 = 8 << 20;
+pub(crate) const HTTP2_WINDOW: u32 = 8 << 20;
 
 /// Accepts connections — HTTP/1.1 and HTTP/2 (cleartext, prior knowledge) on the one port —
 /// until `drain` starts, then waits for the open ones to finish their requests. What

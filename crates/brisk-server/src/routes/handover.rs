@@ -36,6 +36,7 @@ use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::ApiError;
+use crate::shutdown::HTTP2_WINDOW;
 use crate::ServerState;
 
 /// One engine event on the wire between replicas.
@@ -223,22 +224,19 @@ pub async fn move_request(
 }
 
 /// The client every move uses: HTTP/2 without negotiation (the replicas speak it in the
-/// clear), with flow-control windows sized for tens of megabytes of K/V rather than
-/// HTTP/2's 64 KiB default, so the sender is not throttled waiting for window updates.
+/// clear), with the flow-control windows the server side uses for K/V transfers
+/// ([`crate::shutdown::HTTP2_WINDOW`]).
 fn transfer_client() -> &'static reqwest::Client {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
     CLIENT.get_or_init(|| {
         reqwest::Client::builder()
             .http2_prior_knowledge()
-            .http2_initial_stream_window_size(TRANSFER_WINDOW)
-            .http2_initial_connection_window_size(TRANSFER_WINDOW)
+            .http2_initial_stream_window_size(HTTP2_WINDOW)
+            .http2_initial_connection_window_size(HTTP2_WINDOW)
             .build()
             .expect("an HTTP/2 client needs no system configuration")
     })
 }
-
-/// HTTP/2 flow-control window of a transfer, in bytes.
-const TRANSFER_WINDOW: u32 = 8 << 20;
 
 /// Feeds the destination's stream into the request's channel here, ending it with an error
 /// if the destination stops before the request finished.
