@@ -23,6 +23,12 @@ fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
     h
 }
 
+/// 64-bit FNV-1a of `bytes`: a stable hash for keys that need no better spread (stable across
+/// runs and builds, unlike std's `DefaultHasher`).
+pub fn fnv1a_64(bytes: &[u8]) -> u64 {
+    fnv1a(FNV_OFFSET, bytes)
+}
+
 fn fmix64(mut k: u64) -> u64 {
     k ^= k >> 33;
     k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);

@@ -67,7 +67,7 @@ impl LengthFeatures {
         let weight = 1.0 / (buckets.len().max(1) as f32).sqrt();
         entries.extend(buckets.into_iter().map(|b| (b, weight)));
         let client = client.unwrap_or("");
-        let client_bucket = bucket(fnv(client.as_bytes()) ^ 0x5bd1_e995);
+        let client_bucket = bucket(brisk_kv::hash::fnv1a_64(client.as_bytes()) ^ 0x5bd1_e995);
         entries.push((client_bucket, 1.0));
         Self { entries }
     }
@@ -78,13 +78,6 @@ fn bucket(key: u64) -> u32 {
     // A multiplicative hash spreads consecutive token ids over the buckets.
     let h = key.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     DENSE as u32 + (h >> 40) as u32 % BUCKETS as u32
-}
-
-/// FNV-1a over `bytes`.
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// The online predictor; see the module docs.
