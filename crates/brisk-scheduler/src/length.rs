@@ -27,6 +27,9 @@ const BUCKETS: usize = 4096;
 const DENSE: usize = 3;
 /// Prompt tokens read from the end of the prompt (where the request sits).
 const TAIL_TOKENS: usize = 256;
+/// AdaGrad's base step.
+const STEP: f64 = 0.5;
+
 /// Settings of output-length prediction (`SchedulerConfig::length_prediction`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LengthPrediction {
@@ -40,8 +43,6 @@ impl Default for LengthPrediction {
         Self { min_examples: 32 }
     }
 }
-/// AdaGrad's base step.
-const STEP: f64 = 0.5;
 
 /// A request's features: a few dense values and hashed sparse ones, all weight 1 unless
 /// stated. Computed once at arrival and kept to train on when the request ends.
@@ -113,10 +114,10 @@ impl LengthPredictor {
     /// Learns from a request that ended by itself after `output_tokens`; `capped` when it
     /// ended at its `max_tokens` (its natural length is at least that).
     pub fn learn(&mut self, features: &LengthFeatures, output_tokens: usize, capped: bool) {
+        self.examples += 1;
         let target = ((1 + output_tokens) as f64).ln();
         let predicted = self.score(features);
         if capped && predicted >= target {
-            self.examples += 1;
             return; // a lower bound already met: nothing to correct
         }
         let error = predicted - target;
@@ -126,7 +127,6 @@ impl LengthPredictor {
             self.squares[i] += g * g;
             self.weights[i] -= STEP * g / self.squares[i].sqrt();
         }
-        self.examples += 1;
     }
 
     /// Requests learned from.
