@@ -269,8 +269,7 @@ impl<B: Backend> Engine<B> {
             fair_share_clients: s.num_clients,
             step_time_correction: s.step_time_correction,
             length_examples: s.length_examples,
-            length_pairs_concordant: s.length_ranking.concordant,
-            length_pairs_discordant: s.length_ranking.discordant,
+            length_ranking: s.length_ranking,
             steps: self.core.steps(),
             alive: true,
         };

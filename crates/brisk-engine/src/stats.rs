@@ -23,10 +23,8 @@ pub struct EngineStats {
     pub step_time_correction: f64,
     /// Finished requests the output-length predictor learned from.
     pub length_examples: u64,
-    /// Consecutive finished requests whose predicted lengths ranked them as they came out.
-    pub length_pairs_concordant: u64,
-    /// … and those ranked the other way.
-    pub length_pairs_discordant: u64,
+    /// How its predictions ranked the outputs that followed (consecutive finished requests).
+    pub length_ranking: brisk_scheduler::RankAgreement,
     /// Steps executed.
     pub steps: u64,
     /// Whether the engine thread is alive.

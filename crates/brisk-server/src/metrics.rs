@@ -200,17 +200,10 @@ impl Metrics {
                 .inc_by(stats.preemptions.saturating_sub(seen.preemptions));
             self.length_examples
                 .inc_by(stats.length_examples.saturating_sub(seen.length_examples));
+            let (now, before) = (stats.length_ranking, seen.length_ranking);
             for (label, now, before) in [
-                (
-                    "concordant",
-                    stats.length_pairs_concordant,
-                    seen.length_pairs_concordant,
-                ),
-                (
-                    "discordant",
-                    stats.length_pairs_discordant,
-                    seen.length_pairs_discordant,
-                ),
+                ("concordant", now.concordant, before.concordant),
+                ("discordant", now.discordant, before.discordant),
             ] {
                 self.length_pairs
                     .with_label_values(&[label])
