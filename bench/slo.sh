@@ -57,7 +57,8 @@ burst=(--synthetic "prompt=uniform:32:256,output=uniform:8:64" --burstiness 0.25
        --seed "$SEED" --slo "$SLO")
 azure_rates=$RATES
 burst_rates=$BURST_RATES
-server=(--max-num-seqs "$SEQS" --kv-cache-tokens "$KV_TOKENS")
+# The server's objectives and sizes, given alike to `brisk serve` and `brisk sim`.
+server=(--max-num-seqs "$SEQS" --kv-cache-tokens "$KV_TOKENS" --ttft-slo "$TTFT_MS" --tpot-slo "$TPOT_MS")
 
 for policy in fcfs slo; do
   for w in azure burst; do
@@ -74,7 +75,7 @@ for policy in fcfs slo; do
     "${azure[@]}" --num-requests "$REAL_REQUESTS" --rate "$REAL_RATE" \
     --output "$OUT/sim-real-$policy.json" > "$OUT/sim-real-$policy.txt"
   "$BRISK" serve --model "$MODEL" --port 0 --scheduling-policy "$policy" \
-    --latency-model "$LATENCY" --ttft-slo "$TTFT_MS" --tpot-slo "$TPOT_MS" "${server[@]}" \
+    --latency-model "$LATENCY" "${server[@]}" \
     > "$OUT/serve-$policy.log" 2>&1 &
   pid=$!
   until grep -q "serving" "$OUT/serve-$policy.log"; do sleep 1; done

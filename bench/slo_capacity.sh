@@ -113,8 +113,8 @@ for policy in fcfs slo; do
   for w in $WORKLOADS; do
     declare -n flags=$w
     "$BRISK" sim --latency-model "$LATENCY" --scheduling-policy "$policy" --max-num-seqs "$SEQS" \
-      --kv-cache-tokens "$KV_TOKENS" "${flags[@]}" --slo "$SLO" --seed "$SEED" \
-      --output "$OUT/sim_$policy-$w.json" >"$OUT/sim_$policy-$w.txt"
+      --kv-cache-tokens "$KV_TOKENS" --ttft-slo "$TTFT_MS" --tpot-slo "$TPOT_MS" "${flags[@]}" \
+      --slo "$SLO" --seed "$SEED" --output "$OUT/sim_$policy-$w.json" >"$OUT/sim_$policy-$w.txt"
   done
 done
 

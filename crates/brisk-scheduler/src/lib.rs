@@ -42,6 +42,7 @@
 
 mod config;
 mod core;
+pub mod defaults;
 mod fair;
 mod handover;
 mod latency;
@@ -56,6 +57,7 @@ mod update;
 
 pub use crate::config::{SchedulerConfig, SchedulerError};
 pub use crate::core::{SchedulerCore, SchedulerStats};
+pub use crate::defaults::SloDefaults;
 pub use crate::fair::{FairShare, FairShareConfig};
 pub use crate::handover::SeqExport;
 pub use crate::latency::{

@@ -104,10 +104,8 @@ pub struct ServerState {
 /// The server's latency objectives (`brisk serve --ttft-slo/--tpot-slo`).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct SloSettings {
-    /// Default time to first token, milliseconds (`None`: unbounded).
-    pub ttft_ms: Option<f64>,
-    /// Default time per output token, milliseconds (`None`: unbounded).
-    pub tpot_ms: Option<f64>,
+    /// Objectives of requests that bring none (or part of one).
+    pub defaults: brisk_scheduler::SloDefaults,
     /// Admission control may refuse requests (429), so streams wait for the verdict.
     pub may_reject: bool,
 }

@@ -108,7 +108,7 @@ fn request_slo(
     state: &ServerState,
     fields: &SamplingFields,
 ) -> Result<Option<RequestSlo>, ApiError> {
-    let (mut ttft, mut tpot) = (state.slo.ttft_ms, state.slo.tpot_ms);
+    let (mut ttft, mut tpot) = (None, None);
     match &fields.slo {
         None | Some(serde_json::Value::Null) => {}
         Some(serde_json::Value::Object(map)) => {
@@ -147,14 +147,7 @@ fn request_slo(
             ))
         }
     }
-    if ttft.is_none() && tpot.is_none() {
-        return Ok(None);
-    }
-    let secs = |ms: Option<f64>| ms.map_or(f64::INFINITY, |ms| ms / 1e3);
-    Ok(Some(RequestSlo {
-        ttft: secs(ttft),
-        tpot: secs(tpot),
-    }))
+    Ok(state.slo.defaults.objective(ttft, tpot))
 }
 
 /// Longest `user` accepted, in bytes: it names a fair-share account while the user has

@@ -3,6 +3,7 @@
 
 mod common;
 
+use brisk_scheduler::SloDefaults;
 use brisk_scheduler::{LatencyCoefficients, LatencyModel, PolicyChoice};
 use brisk_server::SloSettings;
 use common::{default_scheduler, start_full, TestServer};
@@ -25,8 +26,10 @@ async fn slo_server() -> TestServer {
             reject_unattainable: true,
         },
         SloSettings {
-            ttft_ms: None,
-            tpot_ms: Some(1000.0),
+            defaults: SloDefaults {
+                ttft_ms: None,
+                tpot_ms: Some(1000.0),
+            },
             may_reject: true,
         },
     )

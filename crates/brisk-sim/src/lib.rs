@@ -37,8 +37,8 @@ use brisk_bench::sweep::{self, RateSearch, SweepSummary};
 use brisk_bench::workload::Workload;
 use brisk_bench::{BenchArgs, BenchConfig, BenchError, PromptFormat, Slo};
 use brisk_scheduler::{
-    FairShareConfig, LatencyError, LatencyModel, LengthPrediction, PolicyChoice, Priority,
-    RequestSlo, SchedulerConfig,
+    defaults, FairShareConfig, LatencyError, LatencyModel, LengthPrediction, PolicyChoice,
+    Priority, RequestSlo, SchedulerConfig, SloDefaults,
 };
 
 pub use fleet::{fleet_report, FleetArgs, FleetSettings, RouterName};
@@ -64,21 +64,26 @@ pub struct SimArgs {
     /// Latency model JSON written by `brisk profile`.
     #[arg(long, env = "BRISK_SIM_LATENCY_MODEL")]
     pub latency_model: PathBuf,
-    /// Scheduling policy of the simulated server. The default stays `fcfs` (`brisk serve`'s
-    /// is `slo`): each simulated request carries only its SLO class's objective, not a
-    /// server's default TPOT, so pass `--scheduling-policy slo --max-num-batched-tokens 2048`
-    /// with `--slo` to play `brisk serve` without flags.
-    #[arg(long, value_enum, default_value_t = PolicyName::Fcfs, env = "BRISK_SIM_SCHEDULING_POLICY")]
+    /// Scheduling policy of the simulated server (as `brisk serve`'s, whose default it shares).
+    #[arg(long, value_enum, default_value_t = PolicyName::Slo, env = "BRISK_SIM_SCHEDULING_POLICY")]
     pub scheduling_policy: PolicyName,
+    /// The simulated server's default time-to-first-token objective, milliseconds (as
+    /// `brisk serve --ttft-slo`): requests get it unless `--send-slo` sends their class's.
+    #[arg(long, env = "BRISK_SIM_TTFT_SLO", value_parser = defaults::parse_ms)]
+    pub ttft_slo: Option<f64>,
+    /// The simulated server's default time-per-output-token objective, milliseconds (as
+    /// `brisk serve --tpot-slo`; 150 under `slo`, `none` for none).
+    #[arg(long, env = "BRISK_SIM_TPOT_SLO", value_parser = defaults::parse_ms)]
+    pub tpot_slo: Option<f64>,
     /// With `slo`: reject (429) requests that cannot meet their TTFT instead of demoting them.
     #[arg(long, env = "BRISK_SIM_REJECT_UNATTAINABLE")]
     pub reject_unattainable: bool,
     /// Most sequences computed in one step (as `brisk serve`).
     #[arg(long, default_value_t = 64, env = "BRISK_SIM_MAX_NUM_SEQS")]
     pub max_num_seqs: usize,
-    /// Token budget of one step (`brisk serve`'s default under `fcfs`; 2048 under `slo`).
-    #[arg(long, default_value_t = 512, env = "BRISK_SIM_MAX_NUM_BATCHED_TOKENS")]
-    pub max_num_batched_tokens: usize,
+    /// Token budget of one step (as `brisk serve`: 2048 under `slo`, 512 under `fcfs`).
+    #[arg(long, env = "BRISK_SIM_MAX_NUM_BATCHED_TOKENS")]
+    pub max_num_batched_tokens: Option<usize>,
     /// Longest sequence (prompt + output).
     #[arg(long, default_value_t = 8192, env = "BRISK_SIM_MAX_MODEL_LEN")]
     pub max_model_len: usize,
@@ -137,9 +142,12 @@ impl SimArgs {
         if self.block_size == 0 {
             return Err(bad("block-size", "must be at least 1".into()));
         }
+        let budget = self
+            .max_num_batched_tokens
+            .unwrap_or(defaults::batched_tokens(self.slo_policy()));
         let scheduler = SchedulerConfig {
             max_num_seqs: self.max_num_seqs,
-            max_num_batched_tokens: self.max_num_batched_tokens,
+            max_num_batched_tokens: budget,
             max_model_len: self.max_model_len,
             block_size: self.block_size,
             num_blocks: self.kv_cache_tokens / self.block_size,
@@ -150,7 +158,7 @@ impl SimArgs {
             fair_share: FairShareConfig::from_flags(
                 self.no_fair_share,
                 self.fair_share_quantum,
-                self.max_num_batched_tokens,
+                budget,
             ),
             length_prediction: (!self.no_output_length_prediction).then(LengthPrediction::default),
         };
@@ -171,26 +179,47 @@ impl SimArgs {
             fleet,
         })
     }
+
+    fn slo_policy(&self) -> bool {
+        self.scheduling_policy == PolicyName::Slo
+    }
+
+    /// The simulated server's default objectives (as `brisk serve`'s from the same flags).
+    pub fn slo_defaults(&self) -> SloDefaults {
+        SloDefaults::from_flags(self.ttft_slo, self.tpot_slo, self.slo_policy())
+    }
 }
 
-/// The scheduler's view of a benchmark objective (`None` when unbounded).
-pub fn request_slo(slo: &Slo) -> Option<RequestSlo> {
-    (slo.ttft_ms.is_finite() || slo.tpot_ms.is_finite()).then(|| RequestSlo {
-        ttft: slo.ttft_ms / 1e3,
-        tpot: slo.tpot_ms / 1e3,
-    })
+/// What the simulated requests tell the server beyond their prompts, as `brisk bench` sends
+/// it: with `send_slo` each its SLO class's objective (over the server's defaults, field by
+/// field) and batch priority for a class named `batch`; with `send_user` its client.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SentFields {
+    /// `brisk bench --send-slo`.
+    pub send_slo: bool,
+    /// `brisk bench --send-user`.
+    pub send_user: bool,
+    /// The server's objectives for requests that bring none (`--ttft-slo`/`--tpot-slo`).
+    pub server_slo: SloDefaults,
 }
 
-/// The requests of a shaped workload, with the objective of each one's SLO class. Requests of
-/// a class named `batch` run with batch priority; with `send_user` each names its client as
-/// `brisk bench --send-user` does. `salt` varies prompt contents as `brisk bench` does per
-/// rate, so a simulated and a measured run see the same prompts.
+impl SentFields {
+    fn objective(&self, class: &Slo) -> Option<RequestSlo> {
+        let sent = |ms: f64| (self.send_slo && ms.is_finite()).then_some(ms);
+        self.server_slo
+            .objective(sent(class.ttft_ms), sent(class.tpot_ms))
+    }
+}
+
+/// The requests of a shaped workload with what `sent` says each tells the server. `salt`
+/// varies prompt contents as `brisk bench` does per rate, so a simulated and a measured run
+/// see the same prompts.
 pub fn sim_requests(
     workload: &Workload,
     slo: &BenchSlo,
     seed: u64,
     salt: u64,
-    send_user: bool,
+    sent: SentFields,
 ) -> Result<Vec<SimRequest>, SimRunError> {
     let builder = PromptBuilder::new(PromptFormat::Ids, seed, None, Vec::new())?;
     // The builder is async for remote tokenizers; id prompts never wait on anything.
@@ -214,13 +243,13 @@ pub fn sim_requests(
                     Prompt::Text(_) => unreachable!("id prompts were asked for"),
                 },
                 output_len: r.output_len.max(1),
-                slo: request_slo(&class.slo),
-                priority: if class.name == "batch" {
+                slo: sent.objective(&class.slo),
+                priority: if sent.send_slo && class.name == "batch" {
                     Priority::Batch
                 } else {
                     Priority::Interactive
                 },
-                client: send_user.then(|| r.user(&class.name)),
+                client: sent.send_user.then(|| r.user(&class.name)),
             }
         })
         .collect())
@@ -238,7 +267,12 @@ pub fn run_once(
     let workload = base.clone().shape(&brisk_bench::shaping(bench, rate));
     // `brisk bench`'s salt rule, so that both see the same prompts at each rate.
     let salt = rate.map_or(0, f64::to_bits);
-    let requests = sim_requests(&workload, &cfg.slo, bench.seed, salt, bench.send_user)?;
+    let sent = SentFields {
+        send_slo: bench.send_slo,
+        send_user: bench.send_user,
+        server_slo: args.slo_defaults(),
+    };
+    let requests = sim_requests(&workload, &cfg.slo, bench.seed, salt, sent)?;
     let outcome = simulate(settings, &requests)?;
     let meta = RunMeta {
         command_line: std::env::args().collect::<Vec<_>>().join(" "),
@@ -278,9 +312,8 @@ pub fn run(args: &SimArgs) -> Result<(), SimRunError> {
     if !args.bench.request_fields.is_empty() {
         return Err(bad(
             "request-field",
-            "request fields are not simulated; each request already carries its SLO class's \
-             objective, and batch priority for a class named `batch` (what --send-slo sends), \
-             and with --send-user its client",
+            "request fields are not simulated; --send-slo sends each request's SLO class's \
+             objective (and batch priority for a class named `batch`), --send-user its client",
         ));
     }
     if args.bench.natural_output {

@@ -126,6 +126,7 @@ fn requests_the_router_refuses_are_429_failures() {
             "5",
             "--slo",
             "ttft=1200,tpot=100",
+            "--send-slo",
             "--router-reject-unattainable",
         ],
     );

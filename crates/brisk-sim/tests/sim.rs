@@ -15,6 +15,7 @@ const WORKLOAD: &[&str] = &[
     "0.25",
     "--slo",
     "ttft=1000,tpot=60",
+    "--send-slo",
 ];
 
 #[test]
@@ -81,7 +82,14 @@ fn rejected_requests_are_failures_in_the_report() {
 fn bad_flags_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let mut flags = WORKLOAD.to_vec();
-    flags.extend(["--max-num-seqs", "600", "--rate", "6"]);
+    flags.extend([
+        "--max-num-seqs",
+        "600",
+        "--max-num-batched-tokens",
+        "512",
+        "--rate",
+        "6",
+    ]);
     let a = args(dir.path(), &flags);
     let e = a
         .settings(LatencyModel::load(&a.latency_model).unwrap())
@@ -110,6 +118,7 @@ fn fair_share_holds_a_flooding_client_to_its_share() {
             "--slo-class",
             "light:ttft=1000,tpot=1000",
             "--send-user",
+            "--send-slo",
             "--scheduling-policy",
             "fcfs",
         ];
@@ -122,4 +131,39 @@ fn fair_share_holds_a_flooding_client_to_its_share() {
     let (fair, unfair) = (light(&[]), light(&["--no-fair-share"]));
     assert!(fair >= 0.9, "fair share: light attainment {fair:.3}");
     assert!(unfair < 0.5, "without it: light attainment {unfair:.3}");
+}
+
+/// The simulated server knows a request's objective only as `brisk bench` would tell the real
+/// one: with `--send-slo` its class's (over the server's defaults), else the server's defaults,
+/// which are `brisk serve`'s (150 ms TPOT under `slo`, none under `fcfs`).
+#[test]
+fn objectives_reach_the_simulated_server_as_brisk_bench_sends_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let objectives = |extra: &[&str]| {
+        let mut flags = vec![
+            "--synthetic",
+            "prompt=20,output=4",
+            "--num-requests",
+            "3",
+            "--slo",
+            "ttft=1000,tpot=60",
+        ];
+        flags.extend_from_slice(extra);
+        let a = args(dir.path(), &flags);
+        let (cfg, _) = a.bench.validate().unwrap();
+        let workload = brisk_bench::load_workload(&a.bench).unwrap();
+        let sent = brisk_sim::SentFields {
+            send_slo: a.bench.send_slo,
+            send_user: a.bench.send_user,
+            server_slo: a.slo_defaults(),
+        };
+        let requests = brisk_sim::sim_requests(&workload, &cfg.slo, 0, 0, sent).unwrap();
+        assert_eq!(requests.len(), 3);
+        requests[0].slo.map(|s| (s.ttft, s.tpot))
+    };
+    assert_eq!(objectives(&[]), Some((f64::INFINITY, 0.15)));
+    assert_eq!(objectives(&["--send-slo"]), Some((1.0, 0.06)));
+    assert_eq!(objectives(&["--ttft-slo", "3000"]), Some((3.0, 0.15)));
+    assert_eq!(objectives(&["--scheduling-policy", "fcfs"]), None);
+    assert_eq!(objectives(&["--tpot-slo", "none"]), None);
 }

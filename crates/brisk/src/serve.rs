@@ -10,8 +10,8 @@ use anyhow::{bail, Context, Result};
 use brisk_backend::KvCacheDtype;
 use brisk_engine::EngineConfig;
 use brisk_scheduler::{
-    FairShareConfig, LatencyCoefficients, LatencyModel, LengthPrediction, PolicyChoice,
-    SchedulerConfig,
+    defaults, FairShareConfig, LatencyCoefficients, LatencyModel, LengthPrediction, PolicyChoice,
+    SchedulerConfig, SloDefaults,
 };
 use brisk_server::{
     router, serve, AuthSettings, Drain, KvEventsEndpoints, Readiness, ReplicaInfo, ServerState,
@@ -114,12 +114,12 @@ pub struct ServeArgs {
     kv_events_config: Option<KvEventsChoice>,
     /// Default time-to-first-token objective, milliseconds (requests may override it with
     /// `"slo": {"ttft_ms": …}`).
-    #[arg(long, env = "BRISK_TTFT_SLO", value_parser = parse_ms)]
+    #[arg(long, env = "BRISK_TTFT_SLO", value_parser = defaults::parse_ms)]
     ttft_slo: Option<f64>,
     /// Default time-per-output-token objective, milliseconds (`"slo": {"tpot_ms": …}`).
     /// Default with `--scheduling-policy slo`: 150 (no step carrying a stream's decode is
     /// planned past it); `none` for no default objective.
-    #[arg(long, env = "BRISK_TPOT_SLO", value_parser = parse_ms)]
+    #[arg(long, env = "BRISK_TPOT_SLO", value_parser = defaults::parse_ms)]
     tpot_slo: Option<f64>,
     /// With `--scheduling-policy slo`: answer 429 at once to requests that cannot meet their
     /// TTFT, instead of serving them as best effort.
@@ -200,35 +200,13 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
     }
 }
 
-/// Parses a positive number of milliseconds.
-fn parse_ms(text: &str) -> Result<f64, String> {
-    if text.trim() == "none" {
-        return Ok(f64::INFINITY);
-    }
-    match text.trim().parse::<f64>() {
-        Ok(ms) if ms.is_finite() && ms > 0.0 => Ok(ms),
-        _ => Err(format!("{text:?} is not a positive number of milliseconds")),
-    }
-}
-
-/// Step budget by default under `slo` (vLLM's default): the policy cuts it to the decodes'
-/// TPOT allowance whenever a step carries decodes, so it only bounds prompt-only steps.
-const DEFAULT_SLO_BATCHED_TOKENS: usize = 2048;
-
-/// Step budget by default under `fcfs`, which spends all of it every step it can.
-const DEFAULT_FCFS_BATCHED_TOKENS: usize = 512;
-
-/// The TPOT objective of requests that bring none under `slo` by default, milliseconds:
-/// faster than people read, and room on a one-thread CPU for prompt chunks beside the decodes.
-const DEFAULT_TPOT_MS: f64 = 150.0;
-
-/// The server's default TPOT objective: `--tpot-slo`, `none` for none, else
-/// [`DEFAULT_TPOT_MS`] under `slo`.
-fn default_tpot_ms(args: &ServeArgs) -> Option<f64> {
-    match args.tpot_slo {
-        Some(ms) => ms.is_finite().then_some(ms),
-        None => (args.scheduling_policy == PolicyName::Slo).then_some(DEFAULT_TPOT_MS),
-    }
+/// The server's default objectives from `--ttft-slo`/`--tpot-slo` and the policy.
+fn slo_defaults(args: &ServeArgs) -> SloDefaults {
+    SloDefaults::from_flags(
+        args.ttft_slo,
+        args.tpot_slo,
+        args.scheduling_policy == PolicyName::Slo,
+    )
 }
 
 /// The scheduling policy the flags ask for, loading or measuring its latency model.
@@ -259,7 +237,7 @@ fn policy<B: Backend>(
     let coefficients = latency.as_ref().map(|m| m.coefficients);
     let choice = match (args.scheduling_policy, latency) {
         (PolicyName::Slo, Some(model)) => {
-            if args.ttft_slo.is_none() && default_tpot_ms(args).is_none() {
+            if !slo_defaults(args).is_bounded() {
                 eprintln!(
                     "brisk: --scheduling-policy slo without --ttft-slo/--tpot-slo: only requests that bring an \"slo\" are scheduled against one; the rest are best effort"
                 );
@@ -457,10 +435,9 @@ fn server_state(
     }
     let asked_budget = args
         .max_num_batched_tokens
-        .unwrap_or(match args.scheduling_policy {
-            PolicyName::Slo => DEFAULT_SLO_BATCHED_TOKENS,
-            PolicyName::Fcfs => DEFAULT_FCFS_BATCHED_TOKENS,
-        });
+        .unwrap_or(defaults::batched_tokens(
+            args.scheduling_policy == PolicyName::Slo,
+        ));
     let max_num_batched_tokens = asked_budget.max(args.max_num_seqs);
     if asked_budget < args.max_num_seqs {
         eprintln!(
@@ -530,8 +507,7 @@ fn server_state(
         vocab_size,
     );
     state.slo = SloSettings {
-        ttft_ms: args.ttft_slo.filter(|ms| ms.is_finite()),
-        tpot_ms: default_tpot_ms(args),
+        defaults: slo_defaults(args),
         may_reject: args.reject_unattainable,
     };
     state.auth = AuthSettings {
