@@ -2,17 +2,22 @@
 # Issue 17 (c), real: capacity on ServeGen's multi-client workload (DeepSeek-R1 client
 # statistics, each client sent as `user`) and on a gamma burst of the Azure trace's lengths,
 # for the old default (`fcfs`, 512-token budget, no fair share), `slo` without fair share,
-# and today's default (`slo` with fair share), one sweep of fixed rates per variant; the
-# simulated counterpart is in BENCHMARKS.md ("Capacity on ServeGen's multi-client workload
-# and a gamma burst"). Capacity is the highest rate of the sweep keeping ≥ 90 % of requests
+# today's default (`slo` with fair share), and the slo policy as it was before issue 17
+# (`slo-before`: `--scheduling-policy slo` of the binary BRISK_BEFORE, built from 25fa3d9),
+# one sweep of fixed rates per variant, then `brisk sim` on the same arguments and flags
+# (not for slo-before). Capacity is the highest rate of the sweep keeping ≥ 90 % of requests
 # within SLO.
 #
 #   bench/capacity_mix.sh [OUTDIR]            # default /tmp/capacity-mix-<utc timestamp>
 #
 # Knobs: WORKLOADS (default "servegen burst"), RATES (comma list, req/s), NUM_REQUESTS (per
-# rate), SCALE (--scale-lengths), SLO, VARIANTS (fcfs, slo, default, and slo-blind /
-# default-blind: the same without output-length prediction). Raw outputs stay out of git; the summary goes
-# into BENCHMARKS.md by hand. Run after `cargo build --release -p brisk`.
+# rate), SCALE (--scale-lengths), SLO, SEND_SLO (1, default: each request carries the SLO as
+# `slo`, so every server knows the objective it is judged by; 0: the servers' defaults),
+# VARIANTS (fcfs, slo, default, slo-before, and slo-blind / default-blind: the same without
+# output-length prediction), BRISK_BEFORE, LATENCY (the latency model of slo-before and the
+# simulator; default: the one today's server keeps for this model and thread count). Raw
+# outputs stay out of git; the summary goes into BENCHMARKS.md by hand. Run after
+# `cargo build --release -p brisk`.
 set -u
 cd "$(dirname "$0")/.."
 MODEL=${MODEL:-$HOME/.cache/brisk/models/SmolLM2-135M-Instruct.Q4_1.gguf}
@@ -23,7 +28,10 @@ RATES=${RATES:-5,6.5,8}
 NUM_REQUESTS=${NUM_REQUESTS:-300}
 SCALE=${SCALE:-0.1}
 SLO=${SLO:-ttft=2000,tpot=150}
-VARIANTS=${VARIANTS:-fcfs slo default}
+VARIANTS=${VARIANTS:-fcfs slo-before default}
+SEND_SLO=${SEND_SLO:-1}
+BRISK_BEFORE=${BRISK_BEFORE:-../old-target/release/brisk}
+LATENCY=${LATENCY:-$(ls "$HOME"/.cache/brisk/latency/*-"${BRISK_THREADS:-$(nproc)}"t-auto-f32-bs16.json | head -1)}
 OUT=${1:-/tmp/capacity-mix-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
 SPID=
@@ -38,6 +46,7 @@ declare -A FLAGS=(
   [default]=""
   [slo-blind]="--no-fair-share --no-output-length-prediction"
   [default-blind]="--no-output-length-prediction"
+  [slo-before]="--scheduling-policy slo --latency-model $LATENCY"
 )
 LENGTHS="$OUT/azure-lengths.csv"
 { echo "num_prefill_tokens,num_decode_tokens"; tail -n +2 "$TRACE" | cut -d, -f2,3; } >"$LENGTHS"
@@ -49,20 +58,38 @@ for workload in ${WORKLOADS:-servegen burst}; do
   fi
   ARGS+=(--sweep-rates "$RATES" --scale-lengths "$SCALE" --num-requests "$NUM_REQUESTS"
     --slo "$SLO" --seed 0 --no-progress)
+  [ "$SEND_SLO" = 1 ] && ARGS+=(--send-slo)
   for variant in $VARIANTS; do
     wait_quiet "$workload-$variant"
+    server=$BRISK
+    [ "$variant" = slo-before ] && server=$BRISK_BEFORE
     # shellcheck disable=SC2086
-    start_bg "$PORT" "$OUT/$workload-$variant-server.log" "$BRISK" serve --model "$MODEL" \
+    start_bg "$PORT" "$OUT/$workload-$variant-server.log" "$server" serve --model "$MODEL" \
       --port "$PORT" ${FLAGS[$variant]} || exit 1
     "$BRISK" bench --url "http://127.0.0.1:$PORT" "${ARGS[@]}" \
       -o "$OUT/$workload-$variant.json" >"$OUT/$workload-$variant.log" 2>&1
     stop_server
-    python3 - "$OUT/$workload-$variant.json" "$workload" "$variant" <<'PY'
+    sides=(real)
+    if [ "$variant" != slo-before ]; then
+      # shellcheck disable=SC2086
+      "$BRISK" sim --latency-model "$LATENCY" "${ARGS[@]}" ${FLAGS[$variant]} \
+        -o "$OUT/$workload-$variant-sim.json" >"$OUT/$workload-$variant-sim.log" 2>&1
+      sides+=(sim)
+    fi
+    for side in "${sides[@]}"; do
+      file=$OUT/$workload-$variant.json
+      [ "$side" = sim ] && file=$OUT/$workload-$variant-sim.json
+      python3 - "$file" "$workload" "$variant" "$side" <<'PY'
 import json, sys
-s, workload, variant = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3]
-points = {str(p["rate"]): round(p["slo_attainment"], 3) for p in s.get("points", s.get("runs", []))}
-print(json.dumps({"workload": workload, "variant": variant, "capacity": s.get("capacity"),
-                  "attainment_by_rate": points}))
+s, workload, variant, side = json.load(open(sys.argv[1])), *sys.argv[2:]
+points = {}
+for p in s.get("points", []):
+    r = p.get("latency", {})
+    points[str(p["rate"])] = {"attainment": round(p["slo_attainment"], 3),
+        **{k: round(r[k], 1) for k in ("median_ttft_ms", "p99_ttft_ms", "median_tpot_ms", "p99_tpot_ms") if k in r}}
+print(json.dumps({"workload": workload, "variant": variant, "side": side,
+                  "capacity": s.get("capacity"), "by_rate": points}))
 PY
+    done
   done
 done | tee "$OUT/summary.jsonl"

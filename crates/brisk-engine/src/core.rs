@@ -242,7 +242,7 @@ impl<B: Backend> EngineCore<B> {
         now: f64,
     ) -> Result<(), AddError> {
         let EngineRequest {
-            spec,
+            mut spec,
             sampling,
             logprobs,
             constraint,
@@ -250,6 +250,8 @@ impl<B: Backend> EngineCore<B> {
         } = request;
         let fallback_seed = self.seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let sampler = Sampler::new(sampling, fallback_seed);
+        // Constrained output samples one token per step (its grammar moves with each).
+        spec.speculative &= constraint.is_none();
         let mut state = RequestState::new(&spec, sampler, logprobs, &self.eos);
         let sched = SchedRequest { id, arrival, spec };
         self.scheduler
@@ -383,20 +385,30 @@ impl<B: Backend> EngineCore<B> {
         };
         let mut sampled = Vec::with_capacity(plan.seqs.len());
         for (i, seq) in plan.seqs.iter().enumerate() {
-            let state = match seq.logits {
+            let mut state = match seq.logits {
                 LogitsWanted::None => None,
                 _ => self.requests.get_mut(&seq.id),
             };
-            sampled.push(state.map(|state| {
-                let generated = state.sample(output.last_row(i));
-                let token = generated.token;
-                state.pending = Some(generated);
-                token
-            }));
+            // What a skipped step left behind is not this step's.
+            if let Some(state) = state.as_deref_mut() {
+                state.pending.clear();
+            }
+            sampled.push(match state {
+                None => Vec::new(),
+                Some(state) if seq.num_drafts > 0 => {
+                    state.sample_verifying(&output, i, seq.drafts())
+                }
+                Some(state) => {
+                    let generated = state.sample(output.last_row(i));
+                    let token = generated.token;
+                    state.pending.push_back(generated);
+                    vec![token]
+                }
+            });
         }
         // The tokens exist from the end of the step (first-token times feed TPOT deadlines).
         let done = clock.now();
-        let outputs = match self.scheduler.update(&plan, &sampled, done) {
+        let outputs = match self.scheduler.update_verified(&plan, &sampled, done) {
             Ok(events) => {
                 self.scheduler.observe_step(&plan, done - now);
                 let outputs = events
@@ -519,7 +531,7 @@ impl<B: Backend> EngineCore<B> {
             SeqEvent::Token { id, token, .. } => {
                 let state = self.requests.get_mut(&id)?;
                 state.output.push(token);
-                let generated = state.pending.take().unwrap_or(GeneratedToken {
+                let generated = state.pending.pop_front().unwrap_or(GeneratedToken {
                     token,
                     logprob: f32::NAN,
                     top_logprobs: Vec::new(),

@@ -270,6 +270,8 @@ impl<B: Backend> Engine<B> {
             step_time_correction: s.step_time_correction,
             length_examples: s.length_examples,
             length_ranking: s.length_ranking,
+            drafts: s.drafts,
+            acceptance_tenths: s.acceptance_tenths,
             steps: self.core.steps(),
             alive: true,
         };

@@ -1,9 +1,11 @@
 //! The state the engine core keeps for each request it serves: its sampler mid-sequence,
 //! its tokens so far, what it may not end on yet, and its output constraint.
 
+use std::collections::VecDeque;
+
 use brisk_sampling::{log_softmax_at, top_logprobs, Sampler, TokenConstraint};
 use brisk_scheduler::RequestSpec;
-use brisk_types::TokenId;
+use brisk_types::{StepOutput, TokenId};
 
 use crate::request::GeneratedToken;
 
@@ -16,8 +18,8 @@ pub(crate) struct RequestState {
     pub(crate) min_tokens: usize,
     /// Tokens that may not be sampled before `min_tokens` (EOS unless ignored, stop ids).
     pub(crate) banned_early: Vec<TokenId>,
-    /// The token sampled in the current step, waiting for the scheduler's verdict.
-    pub(crate) pending: Option<GeneratedToken>,
+    /// The tokens sampled in the current step, waiting for the scheduler's verdict.
+    pub(crate) pending: VecDeque<GeneratedToken>,
     /// What the output must match, if anything.
     pub(crate) constraint: Option<Box<dyn TokenConstraint>>,
     /// Why the constraint could not say what may come next (the request then fails).
@@ -43,7 +45,7 @@ impl RequestState {
             logprobs,
             min_tokens: spec.min_tokens,
             banned_early,
-            pending: None,
+            pending: VecDeque::new(),
             constraint: None,
             constraint_error: None,
         }
@@ -87,6 +89,37 @@ impl RequestState {
             logprob,
             top_logprobs,
         }
+    }
+
+    /// Samples the rows of a step that verified `drafts` after the decoded token, in order,
+    /// as plain decoding would have sampled them one step at a time: each token is drawn
+    /// with the ones before it in the output (penalties, `min_tokens`), and sampling stops
+    /// at the first token that is not its draft (or after the last row). The tokens are
+    /// left in `pending`; the output itself grows when the scheduler keeps them.
+    pub(crate) fn sample_verifying(
+        &mut self,
+        output: &StepOutput,
+        seq: usize,
+        drafts: &[TokenId],
+    ) -> Vec<TokenId> {
+        debug_assert!(
+            self.constraint.is_none(),
+            "constrained requests do not speculate"
+        );
+        let before = self.output.len();
+        let mut kept = Vec::with_capacity(drafts.len() + 1);
+        for row in 0..=drafts.len() {
+            let generated = self.sample(output.row(seq, row));
+            let token = generated.token;
+            self.pending.push_back(generated);
+            self.output.push(token);
+            kept.push(token);
+            if drafts.get(row) != Some(&token) {
+                break;
+            }
+        }
+        self.output.truncate(before);
+        kept
     }
 
     /// Works out what the constraint allows next (on the helper thread of a step).

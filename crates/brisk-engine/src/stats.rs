@@ -25,6 +25,10 @@ pub struct EngineStats {
     pub length_examples: u64,
     /// How its predictions ranked the outputs that followed (consecutive finished requests).
     pub length_ranking: brisk_scheduler::RankAgreement,
+    /// Speculative decoding: verifications, draft tokens, accepted tokens.
+    pub drafts: brisk_scheduler::DraftCounts,
+    /// Verifications by acceptance rate in tenths (`[10]`: every draft accepted).
+    pub acceptance_tenths: [u64; 11],
     /// Steps executed.
     pub steps: u64,
     /// Whether the engine thread is alive.

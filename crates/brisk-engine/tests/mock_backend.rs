@@ -53,6 +53,7 @@ fn engine_publishing(
                 cache_salt: 0,
                 fair_share: None,
                 length_prediction: None,
+                speculative: None,
             },
             seed: 0,
             policy,

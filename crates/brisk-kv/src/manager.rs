@@ -354,6 +354,29 @@ impl BlockManager {
         Ok(())
     }
 
+    /// Shrinks `seq`'s table to the blocks positions `0..num_tokens` need, freeing the rest:
+    /// the slots of draft tokens a verification step rejected. The freed blocks hold no
+    /// cached content (only blocks full of computed tokens are cached, and the rejected
+    /// positions were never computed). Returns how many blocks were freed.
+    pub fn truncate_slots(&mut self, seq: SeqId, num_tokens: usize) -> Result<usize, KvError> {
+        let keep = self.blocks_for(num_tokens);
+        let table = self.seqs.get_mut(&seq).ok_or(KvError::UnknownSeq(seq))?;
+        if table.hashes.len() > keep {
+            return Err(KvError::InvariantViolated(format!(
+                "sequence {seq}: truncating to {num_tokens} tokens would drop cached blocks"
+            )));
+        }
+        let dropped: Vec<BlockId> = table.blocks.drain(keep.min(table.blocks.len())..).collect();
+        for &b in dropped.iter().rev() {
+            let meta = self.meta_mut(b);
+            meta.ref_count -= 1;
+            if meta.ref_count == 0 {
+                self.free.push_front(b);
+            }
+        }
+        Ok(dropped.len())
+    }
+
     /// Blocks `seq` would need to hold `num_tokens` slots, beyond those it has.
     pub fn blocks_to_grow(&self, seq: SeqId, num_tokens: usize) -> usize {
         self.blocks_for(num_tokens)

@@ -329,3 +329,29 @@ fn events_tell_what_entered_and_left_the_cache() {
     );
     ok(&bm);
 }
+
+#[test]
+fn truncating_gives_back_the_slots_of_rejected_drafts_and_keeps_cached_blocks() {
+    let mut bm = pool(16, 4);
+    let prompt = toks(0..6);
+    admit_and_compute(&mut bm, 1, &prompt);
+    let free = bm.num_free_blocks();
+    // A verification step: the last token and four drafts at positions 6..11.
+    bm.allocate_slots(1, 11).unwrap();
+    ok(&bm);
+    assert_eq!(bm.num_free_blocks(), free - 1);
+    // One draft accepted: 8 positions computed, all in the first two blocks.
+    assert_eq!(bm.truncate_slots(1, 8).unwrap(), 1);
+    ok(&bm);
+    assert_eq!(bm.num_free_blocks(), free);
+    assert_eq!(bm.block_table(1).len(), 2);
+    assert_eq!(
+        bm.truncate_slots(1, 8).unwrap(),
+        0,
+        "nothing more to give back"
+    );
+    // The cached first block stays: truncating past it is refused.
+    assert!(bm.truncate_slots(1, 0).is_err());
+    ok(&bm);
+    assert!(bm.truncate_slots(9, 2).is_err(), "unknown sequence");
+}

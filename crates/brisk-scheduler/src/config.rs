@@ -36,6 +36,9 @@ pub struct SchedulerConfig {
     /// longest predicted first to yield under memory pressure, decodes' expected end in
     /// admission forecasts).
     pub length_prediction: Option<crate::LengthPrediction>,
+    /// When set: decodes verify draft tokens from prompt lookup where the latency model says
+    /// it pays (`speculate.rs`).
+    pub speculative: Option<crate::SpeculativeConfig>,
 }
 
 impl Default for SchedulerConfig {
@@ -54,6 +57,7 @@ impl Default for SchedulerConfig {
             cache_salt: 0,
             fair_share: None,
             length_prediction: None,
+            speculative: None,
         }
     }
 }

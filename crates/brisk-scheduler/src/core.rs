@@ -10,7 +10,7 @@ use crate::fair::{FairShare, Ledger};
 use crate::length::{LengthFeatures, LengthPredictor, RankAgreement};
 use crate::policy::{Admission, Fcfs, SchedulingPolicy};
 use crate::request::{FinishReason, RequestId, SchedRequest, SeqEvent};
-use crate::sequence::{SeqView, Sequence};
+use crate::sequence::{DraftCounts, SeqView, Sequence};
 
 /// Numbers for the metrics endpoint (vLLM's names in DESIGN.md).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -37,6 +37,11 @@ pub struct SchedulerStats {
     pub length_examples: u64,
     /// How its predictions ranked the outputs that followed (consecutive pairs).
     pub length_ranking: RankAgreement,
+    /// Speculative decoding: verifications, draft tokens and accepted ones.
+    pub drafts: DraftCounts,
+    /// Verifications by acceptance rate, in tenths (`[i]`: accepted/drafted in
+    /// `[i/10, (i+1)/10)`, `[10]`: all accepted).
+    pub acceptance_tenths: [u64; 11],
 }
 
 /// The scheduler state machine; see the crate docs.
@@ -60,6 +65,10 @@ pub struct SchedulerCore {
     pub(crate) lengths: LengthPredictor,
     /// How well the predictions ranked the outputs that followed them.
     pub(crate) length_ranking: RankAgreement,
+    /// Draft tokens verified and accepted, over every sequence.
+    pub(crate) draft_totals: DraftCounts,
+    /// See [`SchedulerStats::acceptance_tenths`].
+    pub(crate) acceptance_tenths: [u64; 11],
 }
 
 impl std::fmt::Debug for SchedulerCore {
@@ -102,6 +111,8 @@ impl SchedulerCore {
             ledger: Ledger::default(),
             lengths,
             length_ranking: RankAgreement::default(),
+            draft_totals: DraftCounts::default(),
+            acceptance_tenths: [0; 11],
         })
     }
 
@@ -306,6 +317,8 @@ impl SchedulerCore {
             step_time_correction: self.policy.step_time_correction(),
             length_examples: self.lengths.examples(),
             length_ranking: self.length_ranking,
+            drafts: self.draft_totals,
+            acceptance_tenths: self.acceptance_tenths,
         }
     }
 

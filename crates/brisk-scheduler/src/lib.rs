@@ -53,6 +53,7 @@ mod request;
 mod schedule;
 mod sequence;
 mod slo;
+pub mod speculate;
 mod update;
 
 pub use crate::config::{SchedulerConfig, SchedulerError};
@@ -69,5 +70,6 @@ pub use crate::policy::{Admission, Fcfs, PromptWork, SchedulingPolicy};
 pub use crate::request::{
     FinishReason, Priority, RequestId, RequestSlo, RequestSpec, SchedRequest, SeqEvent,
 };
-pub use crate::sequence::SeqView;
+pub use crate::sequence::{DraftCounts, SeqView};
 pub use crate::slo::{PolicyChoice, SloPolicy, SloPolicyConfig};
+pub use crate::speculate::SpeculativeConfig;

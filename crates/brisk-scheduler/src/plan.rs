@@ -15,8 +15,19 @@ pub struct PlannedSeq {
     pub start_pos: usize,
     /// The sequence's block table, covering `start_pos + tokens.len()` positions.
     pub block_table: Vec<BlockId>,
-    /// `Last` when the chunk ends the known tokens (a token is sampled), else `None`.
+    /// `Last` when the chunk ends the known tokens (a token is sampled), `All` when it
+    /// verifies drafts, else `None`.
     pub logits: LogitsWanted,
+    /// Draft tokens at the end of `tokens` (after the one being decoded) to verify: the
+    /// engine samples every row in order and keeps tokens while they match.
+    pub num_drafts: usize,
+}
+
+impl PlannedSeq {
+    /// The draft tokens it verifies (empty for a plain decode or a prompt chunk).
+    pub fn drafts(&self) -> &[TokenId] {
+        &self.tokens[self.tokens.len() - self.num_drafts..]
+    }
 }
 
 /// The result of [`crate::SchedulerCore::schedule`]: decodes first, then prompt chunks.

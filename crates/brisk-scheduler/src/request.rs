@@ -31,6 +31,14 @@ pub struct RequestSpec {
     /// anonymous client, one account for every request that names none.
     #[serde(default)]
     pub client: Option<String>,
+    /// Whether its decodes may verify draft tokens when the server speculates (a client's
+    /// opt-out; the engine turns it off for constrained output).
+    #[serde(default = "speculate_by_default")]
+    pub speculative: bool,
+}
+
+fn speculate_by_default() -> bool {
+    true
 }
 
 impl RequestSpec {
@@ -46,6 +54,7 @@ impl RequestSpec {
             slo: None,
             priority: Priority::Interactive,
             client: None,
+            speculative: true,
         }
     }
 }

@@ -1,19 +1,28 @@
 //! Planning one step: [`SchedulerCore::schedule`] (Sarathi-Serve's stall-free batching).
 
+use std::collections::HashMap;
+
 use brisk_kv::KvError;
-use brisk_types::LogitsWanted;
+use brisk_types::{LogitsWanted, TokenId};
 
 use crate::core::SchedulerCore;
 use crate::plan::{PlannedSeq, StepPlan};
 use crate::policy::PromptWork;
 use crate::request::RequestId;
 use crate::sequence::SeqView;
+use crate::speculate::{propose_ngram, Candidate, Speculation};
+
+/// Pseudo-drafts of the fleet-wide acceptance rate that a sequence's own estimate starts
+/// from (so one lucky or unlucky verification does not decide the next).
+const ACCEPTANCE_PRIOR_WEIGHT: f64 = 4.0;
 
 /// A plan under construction: who runs how many tokens, and what budget is left.
 struct Draft {
     budget: usize,
     scheduled: Vec<(RequestId, usize)>,
     preempted: Vec<RequestId>,
+    /// Draft tokens the decodes among `scheduled` verify (their chunks count them).
+    drafts: HashMap<RequestId, Vec<TokenId>>,
 }
 
 impl SchedulerCore {
@@ -32,6 +41,7 @@ impl SchedulerCore {
                 .clamp(1, max),
             scheduled: Vec::new(),
             preempted: Vec::new(),
+            drafts: HashMap::new(),
         };
         // 1. Every decode gets its token.
         let (decodes, partway): (Vec<_>, Vec<_>) = self
@@ -44,6 +54,10 @@ impl SchedulerCore {
                 break;
             }
             self.continue_prompt(id, now, &mut d);
+        }
+        // 1b. Decodes verify drafts where that pays.
+        if self.cfg.speculative.is_some() {
+            self.add_drafts(&mut d);
         }
         // 2. Prompt work, part-way and waiting together, in the policy's order.
         self.schedule_prompts(partway, now, &mut d);
@@ -83,6 +97,7 @@ impl SchedulerCore {
         if let Some(i) = d.scheduled.iter().position(|&(r, _)| r == id) {
             d.budget += d.scheduled.remove(i).1;
         }
+        d.drafts.remove(&id);
         d.preempted.push(id);
         self.num_preemptions += 1;
     }
@@ -197,23 +212,97 @@ impl SchedulerCore {
         Ok(true)
     }
 
+    /// Lets decodes already in the draft verify draft tokens from prompt lookup, as many as
+    /// [`Speculation::choose`] finds worth their cost, within the budget and the blocks free
+    /// (drafts never preempt anyone).
+    fn add_drafts(&mut self, d: &mut Draft) {
+        let Some(cfg) = &self.cfg.speculative else {
+            return;
+        };
+        let prior = self.draft_totals.acceptance(0.5, 2.0);
+        let mut contexts = Vec::with_capacity(d.scheduled.len());
+        let mut proposals = Vec::new();
+        let mut candidates = Vec::new();
+        for &(id, _) in &d.scheduled {
+            let s = &self.seqs[&id];
+            let context = s.num_computed + 1;
+            contexts.push(context);
+            if !s.req.speculative || s.num_output() == 0 {
+                continue;
+            }
+            let room = (s.req.max_tokens.saturating_sub(s.num_output() + 1))
+                .min(self.cfg.max_model_len.saturating_sub(s.tokens.len() + 1))
+                .min(cfg.num_speculative_tokens);
+            if room == 0 {
+                continue;
+            }
+            let drafts = propose_ngram(
+                &s.tokens,
+                cfg.prompt_lookup_min,
+                cfg.prompt_lookup_max,
+                room,
+            );
+            if drafts.is_empty() {
+                continue;
+            }
+            candidates.push(Candidate {
+                context,
+                drafts: drafts.len(),
+                acceptance: s.drafts.acceptance(prior, ACCEPTANCE_PRIOR_WEIGHT),
+            });
+            proposals.push((id, drafts));
+        }
+        if proposals.is_empty() {
+            return;
+        }
+        let chosen = Speculation { config: cfg }.choose(&contexts, &candidates, d.budget);
+        for ((id, mut drafts), n) in proposals.into_iter().zip(chosen) {
+            if n == 0 {
+                continue;
+            }
+            let target = self.seqs[&id].num_computed + 1 + n;
+            if self.kv.allocate_slots(id, target).is_err() {
+                continue;
+            }
+            drafts.truncate(n);
+            let entry = d.scheduled.iter_mut().find(|(r, _)| *r == id);
+            entry.expect("a decode of this step").1 += n;
+            d.budget -= n;
+            d.drafts.insert(id, drafts);
+        }
+    }
+
     fn build_plan(&self, d: Draft) -> StepPlan {
         let seqs: Vec<PlannedSeq> = d
             .scheduled
             .iter()
             .map(|&(id, chunk)| {
                 let s = &self.seqs[&id];
+                let block_table = self.kv.block_table(id).to_vec();
+                if let Some(drafts) = d.drafts.get(&id) {
+                    let mut tokens = vec![s.tokens[s.num_computed]];
+                    tokens.extend(drafts);
+                    return PlannedSeq {
+                        id,
+                        tokens,
+                        start_pos: s.num_computed,
+                        block_table,
+                        logits: LogitsWanted::All,
+                        num_drafts: drafts.len(),
+                    };
+                }
                 let end = s.num_computed + chunk;
                 PlannedSeq {
                     id,
                     tokens: s.tokens[s.num_computed..end].to_vec(),
                     start_pos: s.num_computed,
-                    block_table: self.kv.block_table(id).to_vec(),
+                    block_table,
                     logits: if end == s.tokens.len() {
                         LogitsWanted::Last
                     } else {
                         LogitsWanted::None
                     },
+                    num_drafts: 0,
                 }
             })
             .collect();

@@ -76,6 +76,33 @@ pub(crate) struct Sequence {
     pub(crate) length_features: Option<LengthFeatures>,
     /// Its predicted output length, made at arrival.
     pub(crate) predicted_output: Option<f64>,
+    /// Draft tokens it verified, and of those the ones accepted (speculative decoding).
+    pub(crate) drafts: DraftCounts,
+}
+
+/// Draft tokens verified and accepted (per sequence, and in total).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DraftCounts {
+    /// Verification steps.
+    pub verifications: u64,
+    /// Draft tokens verified.
+    pub drafted: u64,
+    /// Of those, accepted.
+    pub accepted: u64,
+}
+
+impl DraftCounts {
+    /// Adds one verification of `drafted` tokens of which `accepted` were kept.
+    pub fn record(&mut self, drafted: usize, accepted: usize) {
+        self.verifications += 1;
+        self.drafted += drafted as u64;
+        self.accepted += accepted as u64;
+    }
+
+    /// The acceptance rate, pulled towards `prior` by `weight` pseudo-drafts.
+    pub fn acceptance(&self, prior: f64, weight: f64) -> f64 {
+        (self.accepted as f64 + prior * weight) / (self.drafted as f64 + weight)
+    }
 }
 
 impl Sequence {
@@ -94,6 +121,7 @@ impl Sequence {
             paused: false,
             length_features: None,
             predicted_output: None,
+            drafts: DraftCounts::default(),
         }
     }
 

@@ -28,6 +28,7 @@ fn output_len(kind: TokenId) -> usize {
 fn core(cfg: SchedulerConfig, predict: bool) -> SchedulerCore {
     let cfg = SchedulerConfig {
         length_prediction: predict.then_some(LengthPrediction { min_examples: 8 }),
+        speculative: None,
         ..cfg
     };
     let choice = PolicyChoice::Slo {

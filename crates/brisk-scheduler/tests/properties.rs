@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use brisk_scheduler::{
     FairShareConfig, FinishReason, LatencyCoefficients, LatencyModel, LengthPrediction,
     PolicyChoice, Priority, RequestId, RequestSlo, RequestSpec, SchedRequest, SchedulerConfig,
-    SchedulerCore, SeqEvent,
+    SchedulerCore, SchedulerStats, SeqEvent, SpeculativeConfig,
 };
 use brisk_types::{LogitsWanted, TokenId};
 use common::EOS;
@@ -90,6 +90,8 @@ struct Setup {
     slo_policy: bool,
     fair_quantum: Option<usize>,
     predict_lengths: bool,
+    /// Decodes verify up to this many prompt-lookup drafts, always (no latency model).
+    speculate: Option<usize>,
 }
 
 fn setup() -> impl Strategy<Value = Setup> {
@@ -104,6 +106,7 @@ fn setup() -> impl Strategy<Value = Setup> {
         any::<bool>(),
         prop::option::of(1..40usize),
         any::<bool>(),
+        prop::option::of(1..5usize),
     )
         .prop_map(
             |(
@@ -117,6 +120,7 @@ fn setup() -> impl Strategy<Value = Setup> {
                 slo,
                 fair_quantum,
                 predict_lengths,
+                speculate,
             )| {
                 Setup {
                     block_size,
@@ -129,6 +133,7 @@ fn setup() -> impl Strategy<Value = Setup> {
                     slo_policy: slo,
                     fair_quantum,
                     predict_lengths,
+                    speculate,
                 }
             },
         )
@@ -144,8 +149,11 @@ fn sample(seed: u64, id: RequestId, n: usize) -> TokenId {
     ((x >> 29) % 8) as TokenId
 }
 
-/// Runs a whole scenario; returns every event in order and the number of preemptions.
-fn simulate(setup: &Setup, arrivals: &[Arrival]) -> Result<(Vec<SeqEvent>, u64), TestCaseError> {
+/// Runs a whole scenario; returns every event in order and the scheduler's final counters.
+fn simulate(
+    setup: &Setup,
+    arrivals: &[Arrival],
+) -> Result<(Vec<SeqEvent>, SchedulerStats), TestCaseError> {
     let prefixes: [Vec<TokenId>; 3] = [vec![], (10..19).collect(), (20..37).collect()];
     let reqs: Vec<SchedRequest> = arrivals
         .iter()
@@ -166,6 +174,7 @@ fn simulate(setup: &Setup, arrivals: &[Arrival]) -> Result<(Vec<SeqEvent>, u64),
                     Priority::Interactive
                 },
                 client: a.client.map(|c| format!("client-{c}")),
+                speculative: i % 4 != 0,
             },
         })
         .collect();
@@ -193,6 +202,12 @@ fn simulate(setup: &Setup, arrivals: &[Arrival]) -> Result<(Vec<SeqEvent>, u64),
         length_prediction: setup
             .predict_lengths
             .then_some(LengthPrediction { min_examples: 1 }),
+        speculative: setup.speculate.map(|k| SpeculativeConfig {
+            num_speculative_tokens: k,
+            prompt_lookup_min: 1,
+            prompt_lookup_max: 2,
+            latency: None,
+        }),
     };
     // In step units: a step costs 0.3 plus 0.05 per prompt token and 0.1 per decode.
     let policy = if setup.slo_policy {
@@ -232,18 +247,34 @@ fn simulate(setup: &Setup, arrivals: &[Arrival]) -> Result<(Vec<SeqEvent>, u64),
             plan.is_empty(),
             !s.has_unfinished() && plan.preempted.is_empty()
         );
-        let sampled: Vec<Option<TokenId>> = plan
+        // As the engine samples: one token, or rows in order while they match the drafts.
+        let kept: Vec<Vec<TokenId>> = plan
             .seqs
             .iter()
             .map(|p| {
-                (p.logits == LogitsWanted::Last).then(|| {
+                let rows = match p.logits {
+                    LogitsWanted::None => 0,
+                    LogitsWanted::Last => 1,
+                    LogitsWanted::All => p.num_drafts + 1,
+                };
+                let mut kept = Vec::new();
+                for row in 0..rows {
                     let n = outputs.entry(p.id).or_default();
                     *n += 1;
-                    sample(setup.seed, p.id, *n)
-                })
+                    let token = sample(setup.seed, p.id, *n);
+                    kept.push(token);
+                    if p.drafts().get(row) != Some(&token) {
+                        break;
+                    }
+                }
+                kept
             })
             .collect();
-        events.extend(s.update(&plan, &sampled, t as f64).unwrap());
+        for p in &plan.seqs {
+            prop_assert!(p.num_drafts == 0 || setup.speculate.is_some());
+            prop_assert!(p.num_drafts <= setup.speculate.unwrap_or(0));
+        }
+        events.extend(s.update_verified(&plan, &kept, t as f64).unwrap());
         s.check_invariants().map_err(TestCaseError::fail)?;
         if added == total && !s.has_unfinished() {
             let kv = s.block_manager();
@@ -252,7 +283,7 @@ fn simulate(setup: &Setup, arrivals: &[Arrival]) -> Result<(Vec<SeqEvent>, u64),
             prop_assert_eq!(kv.num_cached_free_blocks(), kv.num_cached_blocks());
             prop_assert_eq!(kv.num_seqs(), 0);
             check_outcomes(&reqs, &events)?;
-            return Ok((events, s.stats().num_preemptions));
+            return Ok((events, s.stats()));
         }
     }
     Err(TestCaseError::fail(
@@ -338,6 +369,33 @@ proptest! {
         let b = simulate(&setup, &arrivals)?;
         prop_assert_eq!(a, b);
     }
+
+    /// Speculation changes when tokens come, never which: each request's tokens are plain
+    /// decoding's (the fake sampler draws by output position, as a seeded sampler would),
+    /// all of them when nothing aborts it.
+    #[test]
+    fn speculation_keeps_every_request_s_tokens(
+        setup in setup(),
+        arrivals in prop::collection::vec(arrival(), 1..10),
+        k in 1..5usize,
+    ) {
+        let plain = simulate(&Setup { speculate: None, ..setup.clone() }, &arrivals)?.0;
+        let spec = simulate(&Setup { speculate: Some(k), ..setup }, &arrivals)?.0;
+        for (i, a) in arrivals.iter().enumerate() {
+            let tokens = |events: &[SeqEvent]| -> Vec<TokenId> {
+                events.iter().filter_map(|e| match e {
+                    SeqEvent::Token { id, token, .. } if *id == i as RequestId => Some(*token),
+                    _ => None,
+                }).collect()
+            };
+            let (p, s) = (tokens(&plain), tokens(&spec));
+            let common = p.len().min(s.len());
+            prop_assert_eq!(&p[..common], &s[..common]);
+            if a.abort_at.is_none() {
+                prop_assert_eq!(p, s);
+            }
+        }
+    }
 }
 
 #[test]
@@ -354,6 +412,7 @@ fn tight_pools_do_preempt() {
         slo_policy: false,
         fair_quantum: None,
         predict_lengths: false,
+        speculate: None,
     };
     let arrivals: Vec<Arrival> = (0..5)
         .map(|i| Arrival {
@@ -372,10 +431,53 @@ fn tight_pools_do_preempt() {
             client: None,
         })
         .collect();
-    let (events, preemptions) = simulate(&setup, &arrivals).unwrap();
-    assert!(preemptions > 0);
+    let (events, stats) = simulate(&setup, &arrivals).unwrap();
+    assert!(stats.num_preemptions > 0);
     let finished = events
         .iter()
         .filter(|e| matches!(e, SeqEvent::Finished { .. }));
     assert_eq!(finished.count(), 5);
+}
+
+#[test]
+fn repetitive_outputs_verify_drafts_and_give_back_rejected_slots() {
+    // A sanity check that the generator's scenarios exercise verification at all: the fake
+    // sampler's tokens (0..8) repeat, so prompt lookup finds drafts, some right, some wrong.
+    let setup = Setup {
+        block_size: 2,
+        spare_blocks: 2,
+        max_num_seqs: 3,
+        extra_budget: 20,
+        chunked: true,
+        caching: true,
+        seed: 7,
+        slo_policy: false,
+        fair_quantum: None,
+        predict_lengths: false,
+        speculate: Some(3),
+    };
+    let arrivals: Vec<Arrival> = (0..3)
+        .map(|i| Arrival {
+            at_step: i,
+            prefix: 0,
+            suffix: vec![2, 3, 4, 5],
+            max_tokens: 19,
+            min_tokens: 0,
+            ignore_eos: true,
+            abort_at: None,
+            slo: RequestSlo {
+                ttft: 10.0,
+                tpot: 1.0,
+            },
+            batch: false,
+            client: None,
+        })
+        .collect();
+    let (_, stats) = simulate(&setup, &arrivals).unwrap();
+    let d = stats.drafts;
+    assert!(
+        d.verifications > 0 && d.accepted > 0 && d.accepted < d.drafted,
+        "{d:?}"
+    );
+    assert_eq!(stats.acceptance_tenths.iter().sum::<u64>(), d.verifications);
 }

@@ -37,6 +37,10 @@ pub struct Metrics {
     preemptions: IntCounter,
     length_examples: IntCounter,
     length_pairs: IntCounterVec,
+    spec_drafts: IntCounter,
+    spec_draft_tokens: IntCounter,
+    spec_accepted_tokens: IntCounter,
+    spec_acceptance: Histogram,
     panics: IntCounter,
     resident_memory: IntGauge,
     vllm: crate::vllm_metrics::VllmMetrics,
@@ -103,6 +107,17 @@ impl Metrics {
         registry
             .register(Box::new(length_pairs.clone()))
             .expect("unique name");
+        let spec_acceptance = Histogram::with_opts(
+            HistogramOpts::new(
+                "brisk_spec_decode_acceptance_rate",
+                "Share of a verification's draft tokens accepted, rounded down to tenths (speculative decoding)",
+            )
+            .buckets(acceptance_buckets()),
+        )
+        .expect("valid histogram");
+        registry
+            .register(Box::new(spec_acceptance.clone()))
+            .expect("unique name");
         Self {
             ttft: histogram("brisk_time_to_first_token_seconds", "Time to first token"),
             tpot: histogram(
@@ -145,6 +160,19 @@ impl Metrics {
                 "Finished requests the output-length predictor learned from",
             ),
             length_pairs,
+            spec_drafts: counter(
+                "brisk_spec_decode_num_drafts_total",
+                "Verifications of draft tokens (speculative decoding)",
+            ),
+            spec_draft_tokens: counter(
+                "brisk_spec_decode_num_draft_tokens_total",
+                "Draft tokens verified",
+            ),
+            spec_accepted_tokens: counter(
+                "brisk_spec_decode_num_accepted_tokens_total",
+                "Draft tokens accepted",
+            ),
+            spec_acceptance,
             panics: counter(
                 "brisk_panics_total",
                 "Panics caught anywhere in the process (see count_panics)",
@@ -209,6 +237,7 @@ impl Metrics {
                     .with_label_values(&[label])
                     .inc_by(now.saturating_sub(before));
             }
+            self.fold_speculation(stats, &seen);
             self.vllm.update(model, cache, stats, &seen);
             *seen = stats.clone();
         }
@@ -218,6 +247,32 @@ impl Metrics {
             .expect("text encoding cannot fail");
         String::from_utf8(out).expect("the text format is UTF-8")
     }
+}
+
+impl Metrics {
+    /// Adds the speculative-decoding counters' growth since `seen`; each verification since
+    /// is observed at its acceptance rate (in tenths, as the engine counts them).
+    fn fold_speculation(&self, stats: &EngineStats, seen: &EngineStats) {
+        let (now, before) = (stats.drafts, seen.drafts);
+        self.spec_drafts
+            .inc_by(now.verifications.saturating_sub(before.verifications));
+        self.spec_draft_tokens
+            .inc_by(now.drafted.saturating_sub(before.drafted));
+        self.spec_accepted_tokens
+            .inc_by(now.accepted.saturating_sub(before.accepted));
+        let rates = acceptance_buckets();
+        for (i, rate) in rates.iter().enumerate() {
+            let new = stats.acceptance_tenths[i].saturating_sub(seen.acceptance_tenths[i]);
+            for _ in 0..new {
+                self.spec_acceptance.observe(*rate);
+            }
+        }
+    }
+}
+
+/// Tenths from 0 to 1: the engine counts verifications by acceptance rate in tenths.
+fn acceptance_buckets() -> Vec<f64> {
+    (0..=10).map(|i| f64::from(i) / 10.0).collect()
 }
 
 /// Panics seen by the hook [`count_panics`] installs.

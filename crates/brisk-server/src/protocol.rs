@@ -82,6 +82,10 @@ pub struct SamplingFields {
     /// Ignore EOS (vLLM extension for benchmarks).
     #[serde(default)]
     pub ignore_eos: bool,
+    /// `false` opts this request out of speculative decoding when the server speculates
+    /// (brisk extension; default `true`). Kept as raw JSON so a wrong type gets a message
+    /// naming the field.
+    pub speculative: Option<serde_json::Value>,
     /// Minimum tokens before EOS/stop may end generation (vLLM extension).
     pub min_tokens: Option<i64>,
     /// OpenAI frequency penalty.

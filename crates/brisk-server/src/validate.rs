@@ -185,6 +185,18 @@ fn priority(fields: &SamplingFields) -> Result<Priority, ApiError> {
     }
 }
 
+/// `speculative`: whether the request may verify drafts (default `true`).
+fn speculative(fields: &SamplingFields) -> Result<bool, ApiError> {
+    match fields.speculative.as_ref() {
+        None | Some(serde_json::Value::Null) => Ok(true),
+        Some(serde_json::Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(ApiError::invalid(
+            "speculative",
+            format!("`speculative` must be true or false, got {other}"),
+        )),
+    }
+}
+
 /// Checks the model name.
 pub fn check_model(state: &ServerState, model: Option<&str>) -> Result<(), ApiError> {
     match model {
@@ -342,6 +354,7 @@ pub fn build_spec(
                 slo,
                 priority,
                 client,
+                speculative: speculative(fields)?,
             },
             sampling,
             logprobs,

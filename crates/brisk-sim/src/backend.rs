@@ -5,6 +5,11 @@
 //! one token, [`SAMPLED`], is the most likely, so greedy sampling draws it. Requests are
 //! replayed with exact lengths (`ignore_eos`, as `brisk bench` asks), so token values decide
 //! nothing but the prefix cache, which sees the prompts' own ids.
+//!
+//! Speculative decoding has no model to agree or disagree with its drafts, so the backend
+//! plays a measured acceptance rate: in a step that verifies drafts each row's most likely
+//! token is the next draft with that probability (drawn from a generator seeded by the step
+//! and row, so runs repeat), else another token.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -50,6 +55,10 @@ pub struct LatencyBackend {
     model: LatencyModel,
     clock: VirtualClock,
     geometry: ModelGeometry,
+    /// Probability that a verified draft token is accepted.
+    draft_acceptance: f64,
+    /// Steps run, to seed each step's acceptance draws.
+    steps: AtomicU64,
 }
 
 impl LatencyBackend {
@@ -66,7 +75,27 @@ impl LatencyBackend {
                 max_context: usize::MAX,
                 kv_bytes_per_token: 0,
             },
+            draft_acceptance: 0.0,
+            steps: AtomicU64::new(0),
         }
+    }
+
+    /// Accepts verified drafts with probability `p`.
+    pub fn with_draft_acceptance(mut self, p: f64) -> Self {
+        self.draft_acceptance = p;
+        self
+    }
+
+    /// Whether draft `row` of sequence `seq` in step `step` is accepted: a hash of the three
+    /// as a uniform number, against the acceptance rate.
+    fn accepts(&self, step: u64, seq: usize, row: usize) -> bool {
+        let mut x = step.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ (seq as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9)
+            ^ (row as u64).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^= x >> 31;
+        x = x.wrapping_mul(0xD6E8_FEB8_6659_FD93);
+        x ^= x >> 32;
+        ((x >> 11) as f64 / (1u64 << 53) as f64) < self.draft_acceptance
     }
 }
 
@@ -101,9 +130,19 @@ impl Backend for LatencyBackend {
             first_row.push(rows);
             rows += seq.logit_rows();
         }
+        let step = self.steps.fetch_add(1, Ordering::Relaxed);
         let mut logits = vec![0.0f32; rows * VOCAB];
-        for row in logits.chunks_exact_mut(VOCAB) {
-            row[SAMPLED as usize] = 1.0;
+        for (i, seq) in batch.seqs.iter().enumerate() {
+            for row in 0..seq.logit_rows() {
+                let r = first_row[i] + row;
+                // A verification's row predicts the next draft, if accepted.
+                let next = match seq.tokens.get(row + 1) {
+                    Some(&draft) if seq.logit_rows() > 1 && self.accepts(step, i, row) => draft,
+                    Some(&draft) if seq.logit_rows() > 1 && draft == SAMPLED => SAMPLED - 1,
+                    _ => SAMPLED,
+                };
+                logits[r * VOCAB + (next as usize).min(VOCAB - 1)] = 1.0;
+            }
         }
         Ok(StepOutput {
             logits,

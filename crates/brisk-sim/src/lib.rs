@@ -38,7 +38,7 @@ use brisk_bench::workload::Workload;
 use brisk_bench::{BenchArgs, BenchConfig, BenchError, PromptFormat, Slo};
 use brisk_scheduler::{
     defaults, FairShareConfig, LatencyError, LatencyModel, LengthPrediction, PolicyChoice,
-    Priority, RequestSlo, SchedulerConfig, SloDefaults,
+    Priority, RequestSlo, SchedulerConfig, SloDefaults, SpeculativeConfig,
 };
 
 pub use fleet::{fleet_report, FleetArgs, FleetSettings, RouterName};
@@ -107,9 +107,26 @@ pub struct SimArgs {
     /// Do not predict output lengths (as `brisk serve --no-output-length-prediction`).
     #[arg(long, env = "BRISK_SIM_NO_OUTPUT_LENGTH_PREDICTION")]
     pub no_output_length_prediction: bool,
+    /// Speculative decoding, as `brisk serve --speculative-config` (vLLM's JSON); decided
+    /// per step by the latency model as the server decides.
+    #[arg(long, env = "BRISK_SIM_SPECULATIVE_CONFIG", value_parser = SpeculativeConfig::from_vllm_json, requires = "draft_acceptance")]
+    pub speculative_config: Option<SpeculativeConfig>,
+    /// With --speculative-config: the probability that a verified draft token is accepted
+    /// (the simulator has no model to judge drafts; measure it on the real server:
+    /// brisk_spec_decode_num_accepted_tokens_total / brisk_spec_decode_num_draft_tokens_total).
+    #[arg(long, env = "BRISK_SIM_DRAFT_ACCEPTANCE", requires = "speculative_config", value_parser = parse_probability)]
+    pub draft_acceptance: Option<f64>,
     /// How many replicas, and the router in front of them.
     #[command(flatten)]
     pub fleet: FleetArgs,
+}
+
+/// Parses a probability in [0, 1].
+fn parse_probability(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("{text:?} is not a probability between 0 and 1")),
+    }
 }
 
 /// Why `brisk sim` failed.
@@ -161,6 +178,10 @@ impl SimArgs {
                 budget,
             ),
             length_prediction: (!self.no_output_length_prediction).then(LengthPrediction::default),
+            speculative: self.speculative_config.clone().map(|c| SpeculativeConfig {
+                latency: Some(model.clone()),
+                ..c
+            }),
         };
         scheduler
             .validate()
@@ -177,6 +198,7 @@ impl SimArgs {
             policy,
             model,
             fleet,
+            draft_acceptance: self.draft_acceptance.unwrap_or(0.0),
         })
     }
 

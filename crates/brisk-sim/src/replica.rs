@@ -55,7 +55,8 @@ impl Replica {
         let scheduler = SchedulerCore::with_policy(cfg.clone(), settings.policy.build(cfg))
             .map_err(SimError::Config)?;
         let clock = VirtualClock::default();
-        let backend = LatencyBackend::new(settings.model.clone(), clock.clone());
+        let backend = LatencyBackend::new(settings.model.clone(), clock.clone())
+            .with_draft_acceptance(settings.draft_acceptance);
         let mut core = EngineCore::new(backend, (), scheduler, 0);
         core.record_kv_events(record_events);
         Ok(Self {

@@ -60,6 +60,8 @@ pub struct SimSettings {
     pub model: LatencyModel,
     /// How many replicas run these settings, and the router in front of them.
     pub fleet: FleetSettings,
+    /// With speculative decoding: the probability that a draft token is accepted.
+    pub draft_acceptance: f64,
 }
 
 /// What a simulation produced.
@@ -327,6 +329,7 @@ pub(crate) fn engine_request(r: &SimRequest) -> EngineRequest {
         slo: r.slo,
         priority: r.priority,
         client: r.client.clone(),
+        speculative: true,
     })
 }
 

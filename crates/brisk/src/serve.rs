@@ -10,8 +10,8 @@ use anyhow::{bail, Context, Result};
 use brisk_backend::KvCacheDtype;
 use brisk_engine::EngineConfig;
 use brisk_scheduler::{
-    defaults, FairShareConfig, LatencyCoefficients, LatencyModel, LengthPrediction, PolicyChoice,
-    SchedulerConfig, SloDefaults,
+    defaults, FairShareConfig, LatencyModel, LengthPrediction, PolicyChoice, SchedulerConfig,
+    SloDefaults, SpeculativeConfig,
 };
 use brisk_server::{
     router, serve, AuthSettings, Drain, KvEventsEndpoints, Readiness, ReplicaInfo, ServerState,
@@ -87,6 +87,13 @@ pub struct ServeArgs {
     /// ends in its admission forecasts.
     #[arg(long, env = "BRISK_NO_OUTPUT_LENGTH_PREDICTION")]
     no_output_length_prediction: bool,
+    /// Speculative decoding, as vLLM's JSON: `{"method": "ngram", "num_speculative_tokens":
+    /// 4, "prompt_lookup_max": 4, "prompt_lookup_min": 2}` (prompt lookup: drafts copied from
+    /// where the latest n-gram recurs). Each step, decodes verify drafts only where the latency
+    /// model predicts more tokens per second (so it switches itself off on a busy batch);
+    /// outputs are exactly plain decoding's. Requests opt out with `"speculative": false`.
+    #[arg(long, env = "BRISK_SPECULATIVE_CONFIG", value_parser = SpeculativeConfig::from_vllm_json)]
+    speculative_config: Option<SpeculativeConfig>,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "BRISK_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
     max_request_bytes: usize,
@@ -209,18 +216,18 @@ fn slo_defaults(args: &ServeArgs) -> SloDefaults {
     )
 }
 
-/// The scheduling policy the flags ask for, loading or measuring its latency model.
-/// Also returns the latency model's coefficients when there is one (they go into the
-/// replica's self-description, for routers).
+/// The scheduling policy the flags ask for, loading or measuring its latency model (which
+/// speculative decoding needs too). Also returns the latency model when there is one (its
+/// coefficients go into the replica's self-description, for routers).
 fn policy<B: Backend>(
     args: &ServeArgs,
     backend: &B,
     model_path: &Path,
     content_salt: u64,
-) -> Result<(PolicyChoice, Option<LatencyCoefficients>)> {
+) -> Result<(PolicyChoice, Option<LatencyModel>)> {
     let latency = match &args.latency_model {
         Some(p) => Some(LatencyModel::load(p)?),
-        None if args.scheduling_policy == PolicyName::Slo => {
+        None if args.scheduling_policy == PolicyName::Slo || args.speculative_config.is_some() => {
             Some(crate::latency_cache::load_or_profile(
                 backend,
                 model_path,
@@ -234,8 +241,7 @@ fn policy<B: Backend>(
         }
         None => None,
     };
-    let coefficients = latency.as_ref().map(|m| m.coefficients);
-    let choice = match (args.scheduling_policy, latency) {
+    let choice = match (args.scheduling_policy, latency.clone()) {
         (PolicyName::Slo, Some(model)) => {
             if !slo_defaults(args).is_bounded() {
                 eprintln!(
@@ -249,7 +255,7 @@ fn policy<B: Backend>(
         }
         _ => PolicyChoice::Fcfs,
     };
-    Ok((choice, coefficients))
+    Ok((choice, latency))
 }
 
 /// Parses a byte count with an optional unit.
@@ -447,7 +453,7 @@ fn server_state(
     // A request must fit in the pool on its own, so the context a client may use is bounded by
     // the pool as well as by the model.
     let usable_context = max_model_len.min(num_blocks * args.block_size);
-    let scheduler = SchedulerConfig {
+    let mut scheduler = SchedulerConfig {
         max_num_seqs: args.max_num_seqs,
         max_num_batched_tokens,
         max_model_len,
@@ -463,12 +469,18 @@ fn server_state(
             max_num_batched_tokens,
         ),
         length_prediction: (!args.no_output_length_prediction).then(LengthPrediction::default),
+        speculative: None,
     };
     scheduler
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
     let vocab_size = geometry.vocab_size;
-    let (policy, latency) = policy(args, &model.backend, path, model.content_salt)?;
+    let (policy, latency_model) = policy(args, &model.backend, path, model.content_salt)?;
+    scheduler.speculative = args.speculative_config.clone().map(|c| SpeculativeConfig {
+        latency: latency_model.clone(),
+        ..c
+    });
+    let latency = latency_model.map(|m| m.coefficients);
     let policy_name = policy.name();
     let step_records = match &args.record_steps {
         Some(p) => Some(crate::step_log::start_writer(p)?),

@@ -24,6 +24,7 @@ pub fn config() -> SchedulerConfig {
         cache_salt: 0,
         fair_share: None,
         length_prediction: None,
+        speculative: None,
     }
 }
 

@@ -37,6 +37,7 @@ pub fn default_scheduler() -> SchedulerConfig {
         cache_salt: 7,
         fair_share: None,
         length_prediction: None,
+        speculative: None,
     }
 }
 

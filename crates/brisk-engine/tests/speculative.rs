@@ -1,0 +1,234 @@
+//! Speculative decoding through the engine core on a tiny generated model (real CPU backend,
+//! real KV blocks): outputs identical to plain decoding, greedy and seeded; sampled tokens
+//! distributed as plain decoding's (a two-sample chi-square test over disjoint seeds); no
+//! block leaked by rejected drafts; and the latency model switching speculation off for a
+//! compute-bound batch.
+
+use std::collections::HashMap;
+
+use brisk_backend::CpuBackend;
+use brisk_engine::{Clock, EngineCore, EngineRequest, Output, RequestSpec};
+use brisk_gguf::GgmlDType;
+use brisk_sampling::SamplingParams;
+use brisk_scheduler::{
+    LatencyCoefficients, LatencyModel, SchedulerConfig, SchedulerCore, SpeculativeConfig,
+};
+use brisk_testkit::{Arch, TinyModel};
+use brisk_types::{Backend, TokenId};
+
+const VOCAB: usize = 96;
+const NUM_BLOCKS: usize = 256;
+
+/// Time stands still: only the steps matter.
+struct Frozen;
+
+impl Clock for Frozen {
+    fn now(&self) -> f64 {
+        0.0
+    }
+}
+
+fn backend(dir: &std::path::Path) -> CpuBackend {
+    let path = dir.join("tiny.gguf");
+    if !path.exists() {
+        TinyModel::generate(Arch::Llama, VOCAB, 11)
+            .write_gguf(&path, GgmlDType::F32, &[])
+            .unwrap();
+    }
+    CpuBackend::load(&path).unwrap()
+}
+
+fn speculative(latency: Option<LatencyModel>) -> SpeculativeConfig {
+    SpeculativeConfig {
+        num_speculative_tokens: 4,
+        prompt_lookup_min: 1,
+        prompt_lookup_max: 3,
+        latency,
+    }
+}
+
+fn core(dir: &std::path::Path, spec: Option<SpeculativeConfig>) -> EngineCore<CpuBackend> {
+    let backend = backend(dir);
+    let kv = backend.allocate_kv(NUM_BLOCKS, 4).unwrap();
+    let cfg = SchedulerConfig {
+        max_num_seqs: 16,
+        max_num_batched_tokens: 256,
+        max_model_len: 256,
+        block_size: 4,
+        num_blocks: NUM_BLOCKS,
+        eos_token_ids: Vec::new(),
+        speculative: spec,
+        ..SchedulerConfig::default()
+    };
+    EngineCore::new(backend, kv, SchedulerCore::new(cfg).unwrap(), 3)
+}
+
+/// A prompt that repeats itself, so prompt lookup has something to propose.
+fn request(i: u64, sampling: SamplingParams, max_tokens: usize) -> EngineRequest {
+    let base: Vec<TokenId> = (0..6)
+        .map(|t| ((t * 7 + i * 5) % 90 + 1) as TokenId)
+        .collect();
+    let mut spec = RequestSpec::new([base.clone(), base.clone(), base].concat(), max_tokens);
+    spec.ignore_eos = true;
+    EngineRequest {
+        sampling,
+        ..EngineRequest::greedy(spec)
+    }
+}
+
+/// Runs every request to its end; each one's tokens.
+fn run_all(core: &mut EngineCore<CpuBackend>) -> HashMap<u64, Vec<TokenId>> {
+    let mut tokens: HashMap<u64, Vec<TokenId>> = HashMap::new();
+    while core.has_unfinished() {
+        let report = core.step(0.0, &Frozen).expect("work to do");
+        for output in report.outputs {
+            match output {
+                Output::Token { id, token } => tokens.entry(id).or_default().push(token.token),
+                Output::Failed { message, .. } => panic!("{message}"),
+                _ => {}
+            }
+        }
+    }
+    tokens
+}
+
+fn sampled(seed: u64) -> SamplingParams {
+    // The tiny model's logits are far apart: a high temperature makes every draw count.
+    SamplingParams {
+        temperature: 8.0,
+        seed: Some(seed),
+        ..SamplingParams::greedy()
+    }
+}
+
+fn outputs(
+    dir: &std::path::Path,
+    spec: Option<SpeculativeConfig>,
+    requests: &[EngineRequest],
+) -> (HashMap<u64, Vec<TokenId>>, EngineCore<CpuBackend>) {
+    let mut core = core(dir, spec);
+    for (i, r) in requests.iter().enumerate() {
+        core.add(i as u64, r.clone(), 0.0, 0.0).unwrap();
+    }
+    (run_all(&mut core), core)
+}
+
+#[test]
+fn speculative_outputs_are_plain_decoding_s_greedy_and_seeded() {
+    let dir = tempfile::tempdir().unwrap();
+    let requests: Vec<EngineRequest> = (0..6)
+        .map(|i| {
+            let sampling = if i % 2 == 0 {
+                SamplingParams::greedy()
+            } else {
+                sampled(100 + i)
+            };
+            request(i, sampling, 40)
+        })
+        .collect();
+    let (plain, _) = outputs(dir.path(), None, &requests);
+    let (spec, core) = outputs(dir.path(), Some(speculative(None)), &requests);
+    assert_eq!(plain, spec);
+    assert!(plain.values().all(|t| t.len() == 40));
+    let stats = core.stats();
+    let d = stats.drafts;
+    assert!(d.verifications > 0 && d.accepted > 0, "{d:?}");
+    // Every block is free again: rejected drafts' slots were given back.
+    let kv = core.stats();
+    assert_eq!(kv.num_running, 0);
+    assert_eq!(kv.kv_usage_ratio, 0.0);
+}
+
+#[test]
+fn a_request_that_opts_out_never_verifies_drafts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = request(1, SamplingParams::greedy(), 40);
+    r.spec.speculative = false;
+    let (_, core) = outputs(dir.path(), Some(speculative(None)), &[r]);
+    assert_eq!(core.stats().drafts.verifications, 0);
+}
+
+/// Chi-square statistic of two samples over the same categories.
+fn chi_square(a: &HashMap<TokenId, f64>, b: &HashMap<TokenId, f64>) -> (f64, usize) {
+    let (na, nb): (f64, f64) = (a.values().sum(), b.values().sum());
+    let mut keys: Vec<&TokenId> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let mut stat = 0.0;
+    for k in &keys {
+        let (x, y) = (
+            a.get(k).copied().unwrap_or(0.0),
+            b.get(k).copied().unwrap_or(0.0),
+        );
+        let total = x + y;
+        let (ea, eb) = (total * na / (na + nb), total * nb / (na + nb));
+        stat += (x - ea).powi(2) / ea + (y - eb).powi(2) / eb;
+    }
+    (stat, keys.len() - 1)
+}
+
+/// Sampled outputs with speculation follow plain decoding's distribution: the tokens at the
+/// positions where drafts are verified, over disjoint seeds, pass a two-sample chi-square
+/// test (p > 0.001); and at least some of those positions were reached by verified drafts.
+#[test]
+fn sampled_tokens_are_distributed_as_plain_decoding() {
+    let dir = tempfile::tempdir().unwrap();
+    const RUNS: u64 = 240;
+    let histogram = |spec: Option<SpeculativeConfig>, seeds: std::ops::Range<u64>| {
+        let requests: Vec<EngineRequest> = seeds.map(|s| request(0, sampled(s), 6)).collect();
+        let mut counts: Vec<HashMap<TokenId, f64>> = vec![HashMap::new(); 6];
+        let mut verified = 0;
+        for chunk in requests.chunks(16) {
+            let (out, core) = outputs(dir.path(), spec.clone(), chunk);
+            verified += core.stats().drafts.verifications;
+            for tokens in out.values() {
+                for (pos, t) in tokens.iter().enumerate() {
+                    *counts[pos].entry(*t).or_default() += 1.0;
+                }
+            }
+        }
+        (counts, verified)
+    };
+    let (plain, _) = histogram(None, 0..RUNS);
+    let (spec, verified) = histogram(Some(speculative(None)), RUNS..2 * RUNS);
+    assert!(verified > 0);
+    for pos in 1..6 {
+        let (stat, dof) = chi_square(&plain[pos], &spec[pos]);
+        // Chi-square critical value at p = 0.001, Wilson–Hilferty approximation.
+        let k = dof.max(1) as f64;
+        let critical = k * (1.0 - 2.0 / (9.0 * k) + 3.09 * (2.0 / (9.0 * k)).sqrt()).powi(3);
+        assert!(
+            stat < critical,
+            "position {pos}: chi2 {stat:.1} with {dof} dof"
+        );
+    }
+}
+
+/// The latency model decides: with a step that is mostly fixed cost one stream verifies
+/// drafts; when each token costs as much as a decode and sixteen streams share the step,
+/// nothing is verified.
+#[test]
+fn speculation_switches_itself_off_for_a_compute_bound_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = |base_s, per_token_s| {
+        LatencyModel::from_coefficients(LatencyCoefficients {
+            base_s,
+            per_prefill_token_s: per_token_s,
+            per_decode_seq_s: per_token_s,
+            ..LatencyCoefficients::default()
+        })
+    };
+    let memory_bound = speculative(Some(model(0.010, 0.0005)));
+    let (_, core) = outputs(
+        dir.path(),
+        Some(memory_bound),
+        &[request(0, SamplingParams::greedy(), 40)],
+    );
+    assert!(core.stats().drafts.verifications > 0);
+    let compute_bound = speculative(Some(model(0.001, 0.001)));
+    let sixteen: Vec<EngineRequest> = (0..16)
+        .map(|i| request(i, SamplingParams::greedy(), 40))
+        .collect();
+    let (_, core) = outputs(dir.path(), Some(compute_bound), &sixteen);
+    assert_eq!(core.stats().drafts.verifications, 0);
+}
