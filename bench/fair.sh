@@ -8,8 +8,8 @@
 #
 #   bench/fair.sh [OUTDIR]                   # default /tmp/fair-<utc timestamp>
 #
-# Variants (env VARIANTS, `label=policy:fair|nofair` separated by spaces) default to FCFS and
-# SLO, each with and without fair share. Knobs: DURATION (s), RATE (both clients, req/s),
+# Variants (env VARIANTS, `label=policy:fair|nofair[:quantum]` separated by spaces) default
+# to FCFS and SLO, each with and without fair share; a quantum sets --fair-share-quantum. Knobs: DURATION (s), RATE (both clients, req/s),
 # FLOOD_SHARE (the flood's share of requests), PROMPT_FLOOD, PROMPT_LIGHT, OUT (output tokens),
 # LIGHT_TTFT_MS, LIGHT_TPOT_MS, FLOOD_TTFT_MS, FLOOD_TPOT_MS, LATENCY (the model the slo policy
 # and the simulator use), BRISK_THREADS (default 1). Raw outputs stay out of git; the summary
@@ -46,10 +46,10 @@ PORT=8473
 for variant in $VARIANTS; do
   label=${variant%%=*}
   rest=${variant#*=}
-  policy=${rest%%:*}
-  fair=${rest##*:}
+  IFS=: read -r policy fair quantum <<<"$rest"
   flags=(--scheduling-policy "$policy" --latency-model "$LATENCY")
   [ "$fair" = nofair ] && flags+=(--no-fair-share)
+  [ -n "$quantum" ] && flags+=(--fair-share-quantum "$quantum")
   wait_quiet "$label"
   start_bg "$PORT" "$OUT/$label-server.log" "$BRISK" serve --model "$MODEL" --port "$PORT" \
     "${flags[@]}" || exit 1

@@ -49,8 +49,9 @@ for side in plain spec; do
   port=$PLAIN
   [ "$side" = spec ] && port=$SPECP
   wait_quiet "streams-$side"
-  "$BRISK" bench --url "http://127.0.0.1:$port" --prompts "$PROMPTS" --max-concurrency "$STREAMS" \
-    --num-requests "$NUM_REQUESTS" --max-output-tokens 128 --seed 0 --no-progress \
+  "$BRISK" bench --url "http://127.0.0.1:$port" --endpoint chat --prompts "$PROMPTS" \
+    --synthetic "prompt=uniform:32:512,output=128" --max-concurrency "$STREAMS" \
+    --num-requests "$NUM_REQUESTS" --seed 0 --no-progress \
     -o "$OUT/streams-$side.json" >"$OUT/streams-$side.log" 2>&1
   wait_quiet "trace-$side"
   "$BRISK" bench --url "http://127.0.0.1:$port" --trace "$TRACE" --scale-lengths 0.25 \

@@ -6,6 +6,7 @@
 //! "actor, not shared locks"). Tokenization and detokenization happen outside, in the server.
 
 mod core;
+pub mod drafter;
 mod engine;
 mod handle;
 mod request;
@@ -16,6 +17,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{mpsc, Arc, Mutex};
 
 use brisk_kv::KvEventBatch;
+use brisk_scheduler::speculate::Drafter;
 use brisk_scheduler::{PolicyChoice, SchedulerConfig, SchedulerCore, StepRecord};
 use brisk_types::Backend;
 
@@ -65,14 +67,27 @@ pub enum EngineError {
 /// handle is dropped and the remaining requests are done.
 pub fn spawn<B: Backend + 'static>(
     backend: B,
+    config: EngineConfig,
+) -> Result<EngineHandle, EngineError> {
+    spawn_with_drafter(backend, config, None)
+}
+
+/// [`spawn`], with a draft model proposing the drafts of speculative decoding (the
+/// scheduler's settings must ask for one: `speculative.draft_model`).
+pub fn spawn_with_drafter<B: Backend + 'static>(
+    backend: B,
     mut config: EngineConfig,
+    drafter: Option<Box<dyn Drafter>>,
 ) -> Result<EngineHandle, EngineError> {
     if config.scheduler.eos_token_ids.is_empty() {
         config.scheduler.eos_token_ids = backend.stop_tokens().to_vec();
     }
     let policy = config.policy.build(&config.scheduler);
-    let scheduler = SchedulerCore::with_policy(config.scheduler.clone(), policy)
+    let mut scheduler = SchedulerCore::with_policy(config.scheduler.clone(), policy)
         .map_err(|e| EngineError::Config(e.to_string()))?;
+    if let Some(drafter) = drafter {
+        scheduler.set_drafter(drafter);
+    }
     let kv = backend
         .allocate_kv(config.scheduler.num_blocks, config.scheduler.block_size)
         .map_err(|e| EngineError::KvAllocation(e.to_string()))?;

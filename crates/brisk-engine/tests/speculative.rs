@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use brisk_backend::CpuBackend;
+use brisk_engine::drafter::ModelDrafter;
 use brisk_engine::{Clock, EngineCore, EngineRequest, Output, RequestSpec};
 use brisk_gguf::GgmlDType;
 use brisk_sampling::SamplingParams;
@@ -44,10 +45,20 @@ fn speculative(latency: Option<LatencyModel>) -> SpeculativeConfig {
         prompt_lookup_min: 1,
         prompt_lookup_max: 3,
         latency,
+        draft_model: None,
     }
 }
 
 fn core(dir: &std::path::Path, spec: Option<SpeculativeConfig>) -> EngineCore<CpuBackend> {
+    core_drafting(dir, spec, None)
+}
+
+/// A core whose drafts, if `draft` names a tiny model's seed, come from that model.
+fn core_drafting(
+    dir: &std::path::Path,
+    spec: Option<SpeculativeConfig>,
+    draft: Option<u64>,
+) -> EngineCore<CpuBackend> {
     let backend = backend(dir);
     let kv = backend.allocate_kv(NUM_BLOCKS, 4).unwrap();
     let cfg = SchedulerConfig {
@@ -60,7 +71,17 @@ fn core(dir: &std::path::Path, spec: Option<SpeculativeConfig>) -> EngineCore<Cp
         speculative: spec,
         ..SchedulerConfig::default()
     };
-    EngineCore::new(backend, kv, SchedulerCore::new(cfg).unwrap(), 3)
+    let mut scheduler = SchedulerCore::new(cfg).unwrap();
+    if let Some(seed) = draft {
+        let path = dir.join(format!("draft-{seed}.gguf"));
+        TinyModel::generate(Arch::Llama, VOCAB, seed)
+            .write_gguf(&path, GgmlDType::F32, &[])
+            .unwrap();
+        let latency = LatencyModel::from_coefficients(LatencyCoefficients::default());
+        let drafter = ModelDrafter::new(CpuBackend::load(&path).unwrap(), 4096, latency).unwrap();
+        scheduler.set_drafter(Box::new(drafter));
+    }
+    EngineCore::new(backend, kv, scheduler, 3)
 }
 
 /// A prompt that repeats itself, so prompt lookup has something to propose.
@@ -231,4 +252,42 @@ fn speculation_switches_itself_off_for_a_compute_bound_batch() {
         .collect();
     let (_, core) = outputs(dir.path(), Some(compute_bound), &sixteen);
     assert_eq!(core.stats().drafts.verifications, 0);
+}
+
+/// A draft model proposes instead of prompt lookup: the target itself as its own draft model
+/// proposes what the target then samples (greedy: nearly every draft accepted), another tiny
+/// model proposes poorly; either way the outputs are plain decoding's.
+#[test]
+fn a_draft_model_s_drafts_leave_outputs_unchanged_and_a_twin_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let requests: Vec<EngineRequest> = (0..4)
+        .map(|i| {
+            let sampling = if i % 2 == 0 {
+                SamplingParams::greedy()
+            } else {
+                sampled(200 + i)
+            };
+            request(i, sampling, 30)
+        })
+        .collect();
+    let (plain, _) = outputs(dir.path(), None, &requests);
+    let drafting = SpeculativeConfig {
+        draft_model: Some(dir.path().join("draft")),
+        ..speculative(None)
+    };
+    // The served model is generated with seed 11: a draft model of seed 11 is its twin.
+    // Greedy requests accept nearly all of a twin's drafts, sampled ones (temperature 8) few.
+    for (seed, least_acceptance) in [(11, 0.35), (12, 0.0)] {
+        let mut core = core_drafting(dir.path(), Some(drafting.clone()), Some(seed));
+        for (i, r) in requests.iter().enumerate() {
+            core.add(i as u64, r.clone(), 0.0, 0.0).unwrap();
+        }
+        let spec = run_all(&mut core);
+        assert_eq!(plain, spec, "draft model {seed}");
+        let d = core.stats().drafts;
+        assert!(d.verifications > 0, "{d:?}");
+        let rate = d.accepted as f64 / d.drafted as f64;
+        assert!(rate >= least_acceptance, "draft model {seed}: {d:?}");
+        assert_eq!(core.stats().kv_usage_ratio, 0.0);
+    }
 }

@@ -11,6 +11,7 @@ use crate::length::{LengthFeatures, LengthPredictor, RankAgreement};
 use crate::policy::{Admission, Fcfs, SchedulingPolicy};
 use crate::request::{FinishReason, RequestId, SchedRequest, SeqEvent};
 use crate::sequence::{DraftCounts, SeqView, Sequence};
+use crate::speculate::{Drafter, NgramDrafter};
 
 /// Numbers for the metrics endpoint (vLLM's names in DESIGN.md).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -69,6 +70,9 @@ pub struct SchedulerCore {
     pub(crate) draft_totals: DraftCounts,
     /// See [`SchedulerStats::acceptance_tenths`].
     pub(crate) acceptance_tenths: [u64; 11],
+    /// Proposes drafts when speculative decoding is on: prompt lookup, or the draft model
+    /// the engine installs ([`Self::set_drafter`]).
+    pub(crate) drafter: Option<Box<dyn Drafter>>,
 }
 
 impl std::fmt::Debug for SchedulerCore {
@@ -97,6 +101,7 @@ impl SchedulerCore {
             None => policy,
         };
         let lengths = LengthPredictor::new(cfg.length_prediction.unwrap_or_default());
+        let cfg_speculative = cfg.speculative.clone();
         Ok(Self {
             kv: BlockManager::new(cfg.kv_config())?,
             cfg,
@@ -113,7 +118,20 @@ impl SchedulerCore {
             length_ranking: RankAgreement::default(),
             draft_totals: DraftCounts::default(),
             acceptance_tenths: [0; 11],
+            drafter: match &cfg_speculative {
+                Some(s) if s.draft_model.is_none() => Some(Box::new(NgramDrafter {
+                    min: s.prompt_lookup_min,
+                    max: s.prompt_lookup_max,
+                })),
+                _ => None,
+            },
         })
+    }
+
+    /// Installs the draft model that proposes drafts (speculative decoding with
+    /// `draft_model`; prompt lookup needs none).
+    pub fn set_drafter(&mut self, drafter: Box<dyn Drafter>) {
+        self.drafter = Some(drafter);
     }
 
     /// The settings.
@@ -244,6 +262,9 @@ impl SchedulerCore {
         self.waiting.retain(|&w| w != id);
         self.running.retain(|&r| r != id);
         self.kv.free(id);
+        if let Some(drafter) = &mut self.drafter {
+            drafter.forget(id);
+        }
         let seq = self.seqs.remove(&id).expect("finish of a known sequence");
         self.ledger.leave(seq.req.client.as_deref());
         // An output that ended by itself (or at its limit) is an example; an abort says

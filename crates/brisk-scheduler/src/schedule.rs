@@ -10,7 +10,7 @@ use crate::plan::{PlannedSeq, StepPlan};
 use crate::policy::PromptWork;
 use crate::request::RequestId;
 use crate::sequence::SeqView;
-use crate::speculate::{propose_ngram, Candidate, Speculation};
+use crate::speculate::{Candidate, DraftAsk, Speculation};
 
 /// Pseudo-drafts of the fleet-wide acceptance rate that a sequence's own estimate starts
 /// from (so one lucky or unlucky verification does not decide the next).
@@ -212,17 +212,21 @@ impl SchedulerCore {
         Ok(true)
     }
 
-    /// Lets decodes already in the draft verify draft tokens from prompt lookup, as many as
+    /// Lets decodes already in the draft verify draft tokens, as many as
     /// [`Speculation::choose`] finds worth their cost, within the budget and the blocks free
-    /// (drafts never preempt anyone).
+    /// (drafts never preempt anyone). Prompt lookup proposes before the decision (it is
+    /// free, and the decision then knows how many drafts each has); a draft model proposes
+    /// after it, only for the sequences chosen.
     fn add_drafts(&mut self, d: &mut Draft) {
-        let Some(cfg) = &self.cfg.speculative else {
+        let (Some(cfg), Some(drafter)) = (&self.cfg.speculative, self.drafter.as_mut()) else {
             return;
         };
+        let free = drafter.is_free();
         let prior = self.draft_totals.acceptance(0.5, 2.0);
         let mut contexts = Vec::with_capacity(d.scheduled.len());
-        let mut proposals = Vec::new();
+        let mut asks = Vec::new();
         let mut candidates = Vec::new();
+        let mut proposals = Vec::new();
         for &(id, _) in &d.scheduled {
             let s = &self.seqs[&id];
             let context = s.num_computed + 1;
@@ -236,39 +240,78 @@ impl SchedulerCore {
             if room == 0 {
                 continue;
             }
-            let drafts = propose_ngram(
-                &s.tokens,
-                cfg.prompt_lookup_min,
-                cfg.prompt_lookup_max,
-                room,
-            );
-            if drafts.is_empty() {
+            let ask = DraftAsk {
+                id,
+                tokens: &s.tokens,
+                max: room,
+            };
+            let available = if free {
+                let drafts = drafter.propose(&[ask]).pop().unwrap_or_default();
+                let n = drafts.len().min(room);
+                proposals.push(drafts);
+                n
+            } else {
+                room
+            };
+            if available == 0 {
+                if free {
+                    proposals.pop();
+                }
                 continue;
             }
             candidates.push(Candidate {
                 context,
-                drafts: drafts.len(),
+                drafts: available,
                 acceptance: s.drafts.acceptance(prior, ACCEPTANCE_PRIOR_WEIGHT),
             });
-            proposals.push((id, drafts));
+            asks.push(ask);
         }
-        if proposals.is_empty() {
+        if candidates.is_empty() {
             return;
         }
-        let chosen = Speculation { config: cfg }.choose(&contexts, &candidates, d.budget);
-        for ((id, mut drafts), n) in proposals.into_iter().zip(chosen) {
-            if n == 0 {
-                continue;
-            }
+        let step_cost = |seqs: usize| drafter.step_cost(seqs);
+        let chosen =
+            Speculation { config: cfg }.choose(&contexts, &candidates, d.budget, &step_cost);
+        if !free {
+            let wanted: Vec<DraftAsk> = asks
+                .iter()
+                .zip(&chosen)
+                .filter(|(_, &n)| n > 0)
+                .map(|(a, &n)| DraftAsk { max: n, ..*a })
+                .collect();
+            let mut drafted = drafter.propose(&wanted).into_iter();
+            proposals = chosen
+                .iter()
+                .map(|&n| {
+                    if n > 0 {
+                        drafted.next().unwrap_or_default()
+                    } else {
+                        Vec::new()
+                    }
+                })
+                .collect();
+        }
+        let picks: Vec<(RequestId, Vec<TokenId>)> = asks
+            .iter()
+            .zip(proposals)
+            .zip(chosen)
+            .filter(|(_, n)| *n > 0)
+            .map(|((a, mut drafts), n)| {
+                drafts.truncate(n);
+                (a.id, drafts)
+            })
+            .filter(|(_, drafts)| !drafts.is_empty())
+            .collect();
+        for (id, drafts) in picks {
+            let n = drafts.len().min(d.budget);
             let target = self.seqs[&id].num_computed + 1 + n;
-            if self.kv.allocate_slots(id, target).is_err() {
+            if n == 0 || self.kv.allocate_slots(id, target).is_err() {
                 continue;
             }
-            drafts.truncate(n);
             let entry = d.scheduled.iter_mut().find(|(r, _)| *r == id);
             entry.expect("a decode of this step").1 += n;
             d.budget -= n;
-            d.drafts.insert(id, drafts);
+            d.drafts.insert(id, drafts[..n].to_vec());
         }
     }
 

@@ -21,6 +21,7 @@
 use brisk_types::TokenId;
 
 use crate::latency::{LatencyModel, StepShape};
+use crate::request::RequestId;
 
 /// Validated speculative decoding settings (`--speculative-config`).
 #[derive(Clone, Debug, PartialEq)]
@@ -33,6 +34,59 @@ pub struct SpeculativeConfig {
     pub prompt_lookup_max: usize,
     /// Decides per step whether drafts pay; `None`: verify whenever there are drafts.
     pub latency: Option<LatencyModel>,
+    /// A draft model (GGUF file or Hugging Face directory) proposes the drafts instead of
+    /// prompt lookup; the engine loads it and installs it as the scheduler's [`Drafter`].
+    pub draft_model: Option<std::path::PathBuf>,
+}
+
+/// What a [`Drafter`] is asked for one sequence.
+#[derive(Clone, Copy, Debug)]
+pub struct DraftAsk<'a> {
+    /// The request.
+    pub id: RequestId,
+    /// Its tokens so far (prompt and output).
+    pub tokens: &'a [TokenId],
+    /// Most drafts wanted.
+    pub max: usize,
+}
+
+/// Proposes draft tokens for decoding sequences: prompt lookup ([`NgramDrafter`]) or a
+/// draft model (the engine's).
+pub trait Drafter: Send {
+    /// Drafts for each ask (`out[i]` for `asks[i]`; shorter than asked, or empty, when it has
+    /// fewer).
+    fn propose(&mut self, asks: &[DraftAsk<'_>]) -> Vec<Vec<TokenId>>;
+    /// Predicted seconds of one drafting step over `seqs` sequences (0 for lookup). The
+    /// decision adds it per draft token.
+    fn step_cost(&self, seqs: usize) -> f64;
+    /// Whether drafts cost nothing to propose, so they are proposed before the decision
+    /// (and the decision knows how many there are).
+    fn is_free(&self) -> bool {
+        self.step_cost(1) == 0.0
+    }
+    /// Forgets request `id`, which ended or left.
+    fn forget(&mut self, _id: RequestId) {}
+}
+
+/// Prompt lookup as a [`Drafter`].
+#[derive(Clone, Copy, Debug)]
+pub struct NgramDrafter {
+    /// Shortest n-gram matched.
+    pub min: usize,
+    /// Longest n-gram tried first.
+    pub max: usize,
+}
+
+impl Drafter for NgramDrafter {
+    fn propose(&mut self, asks: &[DraftAsk<'_>]) -> Vec<Vec<TokenId>> {
+        asks.iter()
+            .map(|a| propose_ngram(a.tokens, self.min, self.max, a.max))
+            .collect()
+    }
+
+    fn step_cost(&self, _seqs: usize) -> f64 {
+        0.0
+    }
 }
 
 /// `--speculative-config` as vLLM spells it (JSON).
@@ -60,24 +114,35 @@ impl SpeculativeConfig {
                  \"num_speculative_tokens\": 4, \"prompt_lookup_max\": 4}}"
             )
         })?;
-        match (v.method.as_deref(), &v.model) {
-            (Some("ngram"), None) => {}
+        let draft_model = match (v.method.as_deref(), &v.model) {
+            (Some("ngram"), None) => None,
             (Some("ngram"), Some(_)) => {
                 return Err("`model` does not apply to the ngram method".into())
             }
             // vLLM takes a `model` without a method as a draft model.
-            (Some("draft_model"), _) | (None, Some(_)) => {
-                return Err("method \"draft_model\" is not supported by brisk yet; use \
-                            \"ngram\" (prompt lookup, any model)"
-                    .into())
+            (Some("draft_model") | None, Some(model)) => {
+                if v.prompt_lookup_max.is_some() || v.prompt_lookup_min.is_some() {
+                    return Err("`prompt_lookup_*` apply to the ngram method only".into());
+                }
+                Some(std::path::PathBuf::from(model))
             }
-            (None, None) => return Err("`method` is required (\"ngram\")".into()),
+            (Some("draft_model"), None) => {
+                return Err(
+                    "method \"draft_model\" needs `model`: the draft model's GGUF \
+                            file or Hugging Face directory"
+                        .into(),
+                )
+            }
+            (None, None) => {
+                return Err("`method` is required (\"ngram\" or \"draft_model\")".into())
+            }
             (Some(other), _) => {
                 return Err(format!(
-                    "unknown method {other:?}; brisk runs \"ngram\" (prompt lookup)"
+                    "unknown method {other:?}; brisk runs \"ngram\" (prompt lookup) and \
+                     \"draft_model\""
                 ))
             }
-        }
+        };
         let k = v
             .num_speculative_tokens
             .ok_or("`num_speculative_tokens` is required")?;
@@ -102,6 +167,7 @@ impl SpeculativeConfig {
             prompt_lookup_min: min,
             prompt_lookup_max: max,
             latency: None,
+            draft_model,
         })
     }
 }
@@ -156,6 +222,7 @@ impl Speculation<'_> {
         decode_contexts: &[usize],
         candidates: &[Candidate],
         mut budget: usize,
+        draft_step_s: &dyn Fn(usize) -> f64,
     ) -> Vec<usize> {
         let Some(model) = &self.config.latency else {
             return candidates
@@ -173,6 +240,8 @@ impl Speculation<'_> {
         }
         let mut time = model.predict(&shape);
         let mut tokens = decode_contexts.len() as f64;
+        // Drafting: as many steps as the most drafts anyone takes, over those who take any.
+        let (mut drafting, mut longest) = (0usize, 0usize);
         let mut chosen = vec![0; candidates.len()];
         // Best prospects first: the budget goes where acceptance is highest.
         let mut order: Vec<usize> = (0..candidates.len()).collect();
@@ -189,7 +258,9 @@ impl Speculation<'_> {
                 // (as `StepShape` prices a verification).
                 let mut with = shape;
                 with.add_prefill(c.context, n);
-                let t = time + model.predict(&with) - model.predict(&shape);
+                let drafts_s = n.max(longest) as f64 * draft_step_s(drafting + 1)
+                    - longest as f64 * draft_step_s(drafting);
+                let t = time + model.predict(&with) - model.predict(&shape) + drafts_s;
                 let gained = tokens + expected_tokens(c.acceptance, n) - 1.0;
                 if gained / t > best.0 {
                     best = (gained / t, n, t, gained);
@@ -198,6 +269,8 @@ impl Speculation<'_> {
             let (_, n, t, gained) = best;
             if n > 0 {
                 chosen[i] = n;
+                drafting += 1;
+                longest = longest.max(n);
                 budget -= n;
                 time = t;
                 tokens = gained;
@@ -244,6 +317,18 @@ mod tests {
             ),
             (4, 2, 5)
         );
+        assert_eq!(c.draft_model, None);
+        // vLLM's draft model: by method, or by `model` alone.
+        for json in [
+            r#"{"method": "draft_model", "model": "small.gguf", "num_speculative_tokens": 3}"#,
+            r#"{"model": "small.gguf", "num_speculative_tokens": 3}"#,
+        ] {
+            let c = SpeculativeConfig::from_vllm_json(json).unwrap();
+            assert_eq!(
+                c.draft_model.as_deref(),
+                Some(std::path::Path::new("small.gguf"))
+            );
+        }
         for (bad, why) in [
             (r#"{"method": "ngram"}"#, "num_speculative_tokens"),
             (
@@ -251,8 +336,12 @@ mod tests {
                 "unknown method",
             ),
             (
-                r#"{"method": "draft_model", "model": "x", "num_speculative_tokens": 2}"#,
-                "draft_model",
+                r#"{"method": "draft_model", "num_speculative_tokens": 2}"#,
+                "needs `model`",
+            ),
+            (
+                r#"{"model": "x.gguf", "num_speculative_tokens": 2, "prompt_lookup_max": 3}"#,
+                "ngram method only",
             ),
             (
                 r#"{"method": "ngram", "num_speculative_tokens": 0}"#,
@@ -286,6 +375,7 @@ mod tests {
             prompt_lookup_min: 1,
             prompt_lookup_max: 3,
             latency,
+            draft_model: None,
         }
     }
 
@@ -301,6 +391,10 @@ mod tests {
         })
     }
 
+    fn free(_: usize) -> f64 {
+        0.0
+    }
+
     #[test]
     fn one_stream_speculates_and_a_compute_bound_batch_does_not() {
         let cfg = config(Some(cpu()));
@@ -311,19 +405,33 @@ mod tests {
             acceptance,
         };
         // One stream: the step is mostly fixed cost, drafts pay even at 40 % acceptance.
-        assert!(spec.choose(&[200], &[cand(0.4)], 100)[0] > 0);
-        assert_eq!(spec.choose(&[200], &[cand(0.0)], 100), vec![0]);
+        assert!(spec.choose(&[200], &[cand(0.4)], 100, &free)[0] > 0);
+        assert_eq!(spec.choose(&[200], &[cand(0.0)], 100, &free), vec![0]);
         // 32 streams: a draft costs about what a decode yields.
         let contexts = vec![200; 32];
-        assert_eq!(spec.choose(&contexts, &[cand(0.4)], 100), vec![0]);
+        assert_eq!(spec.choose(&contexts, &[cand(0.4)], 100, &free), vec![0]);
         // No budget, no drafts.
-        assert_eq!(spec.choose(&[200], &[cand(0.9)], 0), vec![0]);
+        assert_eq!(spec.choose(&[200], &[cand(0.9)], 0, &free), vec![0]);
         // Without a latency model every draft is verified, within the budget.
         let always = config(None);
         let spec = Speculation { config: &always };
         assert_eq!(
-            spec.choose(&[200, 200], &[cand(0.0), cand(0.0)], 6),
+            spec.choose(&[200, 200], &[cand(0.0), cand(0.0)], 6, &free),
             vec![4, 2]
         );
+    }
+
+    #[test]
+    fn a_draft_model_as_slow_as_the_target_never_pays() {
+        let cfg = config(Some(cpu()));
+        let spec = Speculation { config: &cfg };
+        let cand = Candidate {
+            context: 200,
+            drafts: 4,
+            acceptance: 0.6,
+        };
+        // A draft model a tenth of the target's step pays; one as slow as the target does not.
+        assert!(spec.choose(&[200], std::slice::from_ref(&cand), 100, &|_| 0.0008)[0] > 0);
+        assert_eq!(spec.choose(&[200], &[cand], 100, &|_| 0.0075), vec![0]);
     }
 }

@@ -207,6 +207,7 @@ fn simulate(
             prompt_lookup_min: 1,
             prompt_lookup_max: 2,
             latency: None,
+            draft_model: None,
         }),
     };
     // In step units: a step costs 0.3 plus 0.05 per prompt token and 0.1 per decode.

@@ -17,6 +17,7 @@ async fn speculating() -> TestServer {
         prompt_lookup_min: 1,
         prompt_lookup_max: 3,
         latency: None,
+        draft_model: None,
     });
     start_with(cfg).await
 }

@@ -156,6 +156,16 @@ impl SimArgs {
     pub fn settings(&self, model: LatencyModel) -> Result<SimSettings, SimRunError> {
         let bad = |flag, message: String| SimRunError::Config { flag, message };
         let fleet = self.fleet.settings()?;
+        if self
+            .speculative_config
+            .as_ref()
+            .is_some_and(|s| s.draft_model.is_some())
+        {
+            return Err(bad(
+                "speculative-config",
+                "the simulator plays prompt lookup (\"ngram\") only; a draft model's own steps are not simulated".into(),
+            ));
+        }
         if self.block_size == 0 {
             return Err(bad("block-size", "must be at least 1".into()));
         }

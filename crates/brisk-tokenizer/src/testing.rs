@@ -20,7 +20,7 @@ use brisk_gguf::MetaValue;
 use serde_json::{json, Map, Value};
 
 pub use crate::token_bytes::byte_to_char;
-use crate::TokenizerError;
+use crate::{Tokenizer, TokenizerError};
 
 /// The merges, in priority order; each merged token gets the next id after 255.
 pub const TINY_MERGES: &[&str] = &[
@@ -146,4 +146,14 @@ pub fn write_tiny_tokenizer_json(dir: &Path) -> Result<(), TokenizerError> {
         std::fs::write(&path, text).map_err(|source| TokenizerError::Io { path, source })?;
     }
     Ok(())
+}
+
+/// What a streaming client receives for `ids`: one text chunk per token as the incremental
+/// decoder releases it, then what its `finish` releases (last). Tests compare the chunks'
+/// concatenation with one-shot decoding and look inside chunks for broken characters.
+pub fn stream_chunks(tok: &Tokenizer, ids: &[u32], skip_special: bool) -> Vec<String> {
+    let mut decoder = tok.decoder(skip_special);
+    let mut chunks: Vec<String> = ids.iter().map(|&id| decoder.push(id).unwrap()).collect();
+    chunks.push(decoder.finish().unwrap());
+    chunks
 }

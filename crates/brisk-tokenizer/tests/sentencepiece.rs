@@ -1,6 +1,7 @@
 //! A SentencePiece-style (`llama` model) vocabulary built in the test.
 
 use brisk_gguf::{GgufFile, GgufWriter, MetaValue};
+use brisk_tokenizer::testing::stream_chunks;
 use brisk_tokenizer::Tokenizer;
 
 /// `(piece, score, type)`: 3 = control, 2 = unknown, 6 = byte, 1 = normal.
@@ -109,15 +110,9 @@ fn streaming_decode_keeps_spaces_between_words() {
     let (tok, _) = tokenizer();
     let text = "hello world café hello";
     let ids = tok.encode(text, false).unwrap();
-    let mut decoder = tok.decoder(false);
-    let mut streamed = String::new();
-    for &id in &ids {
-        let chunk = decoder.push(id).unwrap();
-        assert!(!chunk.contains('\u{FFFD}'));
-        streamed.push_str(&chunk);
-    }
-    streamed.push_str(&decoder.finish().unwrap());
-    assert_eq!(streamed, text);
+    let chunks = stream_chunks(&tok, &ids, false);
+    assert!(chunks.iter().all(|c| !c.contains('\u{FFFD}')), "{chunks:?}");
+    assert_eq!(chunks.concat(), text);
 }
 
 #[test]

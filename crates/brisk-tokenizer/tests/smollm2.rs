@@ -2,6 +2,7 @@
 
 use brisk_gguf::GgufFile;
 use brisk_testkit::smollm2_path;
+use brisk_tokenizer::testing::stream_chunks;
 use brisk_tokenizer::{ChatMessage, Tokenizer};
 
 const MULTILINGUAL: &str = "Grüße, 世界! Привет 🌍👩‍👩‍👧 naïve café";
@@ -73,14 +74,11 @@ fn streaming_decode_matches_one_shot_decode_without_broken_chars() {
     let ids = tok.encode(&text, false).unwrap();
     // Multi-byte characters must span several tokens here, or the test proves little.
     assert!(ids.len() > text.chars().count() / 2);
-    let mut decoder = tok.decoder(false);
-    let mut streamed = String::new();
-    for &id in &ids {
-        let chunk = decoder.push(id).unwrap();
+    let chunks = stream_chunks(&tok, &ids, false);
+    for (chunk, id) in chunks.iter().zip(&ids) {
         assert!(!chunk.contains('\u{FFFD}'), "chunk {chunk:?} after id {id}");
-        streamed.push_str(&chunk);
     }
-    streamed.push_str(&decoder.finish().unwrap());
+    let streamed = chunks.concat();
     assert_eq!(streamed, tok.decode(&ids, false).unwrap());
     assert_eq!(streamed, text);
 }
@@ -91,13 +89,10 @@ fn streaming_decode_can_skip_special_tokens() {
     let ids = tok
         .encode("<|im_start|>assistant\nParis.<|im_end|>", false)
         .unwrap();
-    let mut decoder = tok.decoder(true);
-    let mut streamed = String::new();
-    for &id in &ids {
-        streamed.push_str(&decoder.push(id).unwrap());
-    }
-    streamed.push_str(&decoder.finish().unwrap());
-    assert_eq!(streamed, "assistant\nParis.");
+    assert_eq!(
+        stream_chunks(&tok, &ids, true).concat(),
+        "assistant\nParis."
+    );
 }
 
 #[test]

@@ -258,6 +258,43 @@ fn policy<B: Backend>(
     Ok((choice, latency))
 }
 
+/// Most memory the draft model's KV pool takes.
+const DRAFT_POOL_BYTES: u64 = 512 << 20;
+
+/// Loads the draft model of `--speculative-config`'s `model`, checks that it speaks the
+/// target's tokens, and gives it a KV pool (as many tokens as the target's, within
+/// [`DRAFT_POOL_BYTES`]) and a latency model (kept or profiled like the target's).
+fn draft_model(
+    path: &Path,
+    target: &loaded_model::LoadedModel,
+    target_pool_tokens: usize,
+) -> Result<Box<dyn brisk_scheduler::speculate::Drafter>> {
+    let draft = loaded_model::load(path)
+        .map_err(|e| anyhow::anyhow!("--speculative-config model {}: {e}", path.display()))?;
+    let (dv, tv) = (
+        draft.backend.geometry().vocab_size,
+        target.backend.geometry().vocab_size,
+    );
+    if dv != tv || draft.tokenizer.vocab_size() != target.tokenizer.vocab_size() {
+        bail!(
+            "--speculative-config model {}: its vocabulary ({dv} tokens) is not the served model's ({tv}); a draft model must share the served model's tokenizer",
+            path.display()
+        );
+    }
+    let per_token = draft.backend.geometry().kv_bytes_per_token.max(1) as u64;
+    let pool_tokens =
+        target_pool_tokens.min(usize::try_from(DRAFT_POOL_BYTES / per_token).unwrap_or(usize::MAX));
+    let latency = crate::latency_cache::load_or_profile(
+        &draft.backend,
+        path,
+        &crate::latency_cache::key(draft.content_salt, "f32", 16),
+        16,
+    )?;
+    let drafter = brisk_engine::drafter::ModelDrafter::new(draft.backend, pool_tokens, latency)
+        .map_err(|e| anyhow::anyhow!("--speculative-config model {}: {e}", path.display()))?;
+    Ok(Box::new(drafter))
+}
+
 /// Parses a byte count with an optional unit.
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let t = text.trim();
@@ -495,7 +532,15 @@ fn server_state(
             }
             None => (None, None, String::new()),
         };
-    let engine = brisk_engine::spawn(
+    let drafter = match scheduler
+        .speculative
+        .as_ref()
+        .and_then(|s| s.draft_model.as_ref())
+    {
+        Some(draft_path) => Some(draft_model(draft_path, &model, pool_tokens)?),
+        None => None,
+    };
+    let engine = brisk_engine::spawn_with_drafter(
         model.backend,
         EngineConfig {
             scheduler,
@@ -504,6 +549,7 @@ fn server_state(
             step_records,
             kv_events,
         },
+        drafter,
     )?;
     let name = args
         .served_model_name

@@ -300,3 +300,53 @@ fn auth_and_shutdown_flags_are_validated() {
     assert!(help.contains("--api-key"), "{help}");
     assert!(!help.contains("hunter2-secret"), "{help}");
 }
+
+#[test]
+fn smollm2_serve_refuses_speculative_configs_it_cannot_run() {
+    let (ok, _, err) = brisk(&[
+        "serve",
+        "--speculative-config",
+        r#"{"method": "eagle", "num_speculative_tokens": 2}"#,
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("--speculative-config") && err.contains("eagle"),
+        "{err}"
+    );
+    // A draft model that is not there, and one that does not share the served tokenizer:
+    // the server says so and exits instead of serving without it.
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = dir.path().join("tiny.gguf");
+    let vocab = brisk_tokenizer::testing::TINY_VOCAB_SIZE;
+    brisk_testkit::TinyModel::generate(brisk_testkit::Arch::Llama, vocab, 1)
+        .write_gguf(
+            &tiny,
+            brisk_gguf::GgmlDType::F32,
+            &brisk_tokenizer::testing::tiny_gguf_tokenizer_metadata(),
+        )
+        .unwrap();
+    let model = brisk_testkit::smollm2_path();
+    for (draft, why) in [
+        (
+            "/nonexistent-draft.gguf".to_string(),
+            "/nonexistent-draft.gguf",
+        ),
+        (
+            tiny.display().to_string(),
+            "share the served model's tokenizer",
+        ),
+    ] {
+        let config = format!(r#"{{"model": "{draft}", "num_speculative_tokens": 3}}"#);
+        let (ok, _, err) = brisk(&[
+            "serve",
+            "--model",
+            model.to_str().unwrap(),
+            "--port",
+            "0",
+            "--speculative-config",
+            &config,
+        ]);
+        assert!(!ok, "served with {draft}");
+        assert!(err.contains(why), "{err}");
+    }
+}
