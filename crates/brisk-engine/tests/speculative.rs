@@ -63,7 +63,7 @@ fn core_drafting(
     let kv = backend.allocate_kv(NUM_BLOCKS, 4).unwrap();
     let cfg = SchedulerConfig {
         max_num_seqs: 16,
-        max_num_batched_tokens: 256,
+        max_num_batched_tokens: 512,
         max_model_len: 256,
         block_size: 4,
         num_blocks: NUM_BLOCKS,

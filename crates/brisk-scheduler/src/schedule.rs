@@ -5,12 +5,14 @@ use std::collections::HashMap;
 use brisk_kv::KvError;
 use brisk_types::{LogitsWanted, TokenId};
 
+use crate::config::SchedulerConfig;
 use crate::core::SchedulerCore;
+use crate::latency::StepShape;
 use crate::plan::{PlannedSeq, StepPlan};
 use crate::policy::PromptWork;
 use crate::request::RequestId;
-use crate::sequence::SeqView;
-use crate::speculate::{Candidate, DraftAsk, Speculation};
+use crate::sequence::{SeqView, Sequence};
+use crate::speculate::{Candidate, DraftAsk, Drafter, Speculation};
 
 /// Pseudo-drafts of the fleet-wide acceptance rate that a sequence's own estimate starts
 /// from (so one lucky or unlucky verification does not decide the next).
@@ -55,12 +57,12 @@ impl SchedulerCore {
             }
             self.continue_prompt(id, now, &mut d);
         }
-        // 1b. Decodes verify drafts where that pays.
+        // 2. Prompt work, part-way and waiting together, in the policy's order.
+        self.schedule_prompts(partway, now, &mut d);
+        // 3. Decodes verify drafts where that pays, in what budget prompt work left.
         if self.cfg.speculative.is_some() {
             self.add_drafts(&mut d);
         }
-        // 2. Prompt work, part-way and waiting together, in the policy's order.
-        self.schedule_prompts(partway, now, &mut d);
         let plan = self.build_plan(d);
         debug_assert!(plan.num_tokens <= self.cfg.max_num_batched_tokens);
         self.debug_check();
@@ -212,31 +214,43 @@ impl SchedulerCore {
         Ok(true)
     }
 
-    /// Lets decodes already in the draft verify draft tokens, as many as
-    /// [`Speculation::choose`] finds worth their cost, within the budget and the blocks free
-    /// (drafts never preempt anyone). Prompt lookup proposes before the decision (it is
-    /// free, and the decision then knows how many drafts each has); a draft model proposes
-    /// after it, only for the sequences chosen.
+    /// Lets decodes already in the draft verify draft tokens ([`Self::pick_drafts`]),
+    /// within the budget prompt work left and the blocks free: drafts never delay a prompt
+    /// nor preempt anyone.
     fn add_drafts(&mut self, d: &mut Draft) {
+        for (id, mut drafts) in self.pick_drafts(d) {
+            drafts.truncate(d.budget);
+            let target = self.seqs[&id].num_computed + 1 + drafts.len();
+            if drafts.is_empty() || self.kv.allocate_slots(id, target).is_err() {
+                continue;
+            }
+            let entry = d.scheduled.iter_mut().find(|(r, _)| *r == id);
+            entry.expect("a decode of this step").1 += drafts.len();
+            d.budget -= drafts.len();
+            d.drafts.insert(id, drafts);
+        }
+    }
+
+    /// The drafts each decode of the step verifies, as many as [`Speculation::choose`]
+    /// finds worth their cost. Prompt lookup proposes before the decision (it is free, and
+    /// the decision then knows how many drafts each has); a draft model proposes after it,
+    /// only for the sequences chosen.
+    fn pick_drafts(&mut self, d: &Draft) -> Vec<(RequestId, Vec<TokenId>)> {
         let (Some(cfg), Some(drafter)) = (&self.cfg.speculative, self.drafter.as_mut()) else {
-            return;
+            return Vec::new();
         };
         let free = drafter.is_free();
         let prior = self.draft_totals.acceptance(0.5, 2.0);
-        let mut contexts = Vec::with_capacity(d.scheduled.len());
-        let mut asks = Vec::new();
-        let mut candidates = Vec::new();
-        let mut proposals = Vec::new();
-        for &(id, _) in &d.scheduled {
+        let mut step = StepShape::default();
+        let (mut asks, mut candidates, mut proposals) = (Vec::new(), Vec::new(), Vec::new());
+        for &(id, chunk) in &d.scheduled {
             let s = &self.seqs[&id];
-            let context = s.num_computed + 1;
-            contexts.push(context);
-            if !s.req.speculative || s.num_output() == 0 {
+            if chunk != 1 || s.remaining() != 1 || s.num_output() == 0 {
+                step.add_prefill(s.num_computed, chunk);
                 continue;
             }
-            let room = (s.req.max_tokens.saturating_sub(s.num_output() + 1))
-                .min(self.cfg.max_model_len.saturating_sub(s.tokens.len() + 1))
-                .min(cfg.num_speculative_tokens);
+            step.add_decode(s.num_computed + 1);
+            let room = draft_room(&self.cfg, s, cfg.num_speculative_tokens);
             if room == 0 {
                 continue;
             }
@@ -245,74 +259,39 @@ impl SchedulerCore {
                 tokens: &s.tokens,
                 max: room,
             };
-            let available = if free {
-                let drafts = drafter.propose(&[ask]).pop().unwrap_or_default();
-                let n = drafts.len().min(room);
-                proposals.push(drafts);
-                n
+            let drafts = if free {
+                drafter.propose(&[ask]).pop().unwrap_or_default()
             } else {
-                room
+                Vec::new()
             };
+            let available = if free { drafts.len().min(room) } else { room };
             if available == 0 {
-                if free {
-                    proposals.pop();
-                }
                 continue;
             }
             candidates.push(Candidate {
-                context,
+                context: s.num_computed + 1,
                 drafts: available,
                 acceptance: s.drafts.acceptance(prior, ACCEPTANCE_PRIOR_WEIGHT),
             });
             asks.push(ask);
+            proposals.push(drafts);
         }
         if candidates.is_empty() {
-            return;
+            return Vec::new();
         }
         let step_cost = |seqs: usize| drafter.step_cost(seqs);
-        let chosen =
-            Speculation { config: cfg }.choose(&contexts, &candidates, d.budget, &step_cost);
+        let chosen = Speculation { config: cfg }.choose(step, &candidates, d.budget, &step_cost);
         if !free {
-            let wanted: Vec<DraftAsk> = asks
-                .iter()
-                .zip(&chosen)
-                .filter(|(_, &n)| n > 0)
-                .map(|(a, &n)| DraftAsk { max: n, ..*a })
-                .collect();
-            let mut drafted = drafter.propose(&wanted).into_iter();
-            proposals = chosen
-                .iter()
-                .map(|&n| {
-                    if n > 0 {
-                        drafted.next().unwrap_or_default()
-                    } else {
-                        Vec::new()
-                    }
-                })
-                .collect();
+            proposals = propose_chosen(drafter.as_mut(), &asks, &chosen);
         }
-        let picks: Vec<(RequestId, Vec<TokenId>)> = asks
-            .iter()
+        asks.iter()
             .zip(proposals)
             .zip(chosen)
-            .filter(|(_, n)| *n > 0)
-            .map(|((a, mut drafts), n)| {
+            .filter_map(|((a, mut drafts), n)| {
                 drafts.truncate(n);
-                (a.id, drafts)
+                (!drafts.is_empty()).then_some((a.id, drafts))
             })
-            .filter(|(_, drafts)| !drafts.is_empty())
-            .collect();
-        for (id, drafts) in picks {
-            let n = drafts.len().min(d.budget);
-            let target = self.seqs[&id].num_computed + 1 + n;
-            if n == 0 || self.kv.allocate_slots(id, target).is_err() {
-                continue;
-            }
-            let entry = d.scheduled.iter_mut().find(|(r, _)| *r == id);
-            entry.expect("a decode of this step").1 += n;
-            d.budget -= n;
-            d.drafts.insert(id, drafts[..n].to_vec());
-        }
+            .collect()
     }
 
     fn build_plan(&self, d: Draft) -> StepPlan {
@@ -356,4 +335,38 @@ impl SchedulerCore {
             preempted: d.preempted,
         }
     }
+}
+
+/// How many drafts `s` may verify: at most `k`, and no more than its `max_tokens` and the
+/// context leave room for (the accepted drafts and the token after them all count); none
+/// for a request that opted out.
+fn draft_room(cfg: &SchedulerConfig, s: &Sequence, k: usize) -> usize {
+    if !s.req.speculative {
+        return 0;
+    }
+    (s.req.max_tokens.saturating_sub(s.num_output() + 1))
+        .min(cfg.max_model_len.saturating_sub(s.tokens.len() + 1))
+        .min(k)
+}
+
+/// A costly drafter's proposals for the asks `chosen` gave drafts to (empty for the rest).
+fn propose_chosen(
+    drafter: &mut dyn Drafter,
+    asks: &[DraftAsk<'_>],
+    chosen: &[usize],
+) -> Vec<Vec<TokenId>> {
+    let wanted: Vec<DraftAsk> = asks
+        .iter()
+        .zip(chosen)
+        .filter(|(_, &n)| n > 0)
+        .map(|(a, &n)| DraftAsk { max: n, ..*a })
+        .collect();
+    let mut drafted = drafter.propose(&wanted).into_iter();
+    chosen
+        .iter()
+        .map(|&n| match n {
+            0 => Vec::new(),
+            _ => drafted.next().unwrap_or_default(),
+        })
+        .collect()
 }

@@ -214,12 +214,13 @@ pub(crate) struct Speculation<'a> {
 
 impl Speculation<'_> {
     /// How many drafts each candidate verifies this step (0: plain decode), within `budget`
-    /// extra tokens. `decode_contexts` are the contexts of every decode of the step
-    /// (candidates included). Greedy: each candidate takes the draft count that most
-    /// raises the step's expected tokens per second, if any does.
+    /// extra tokens. `step` is the step as planned without drafts (its decodes, candidates
+    /// included, and any prompt chunks, whose time the drafts ride on). Greedy: each
+    /// candidate takes the draft count that most raises the step's expected output tokens
+    /// per second, if any does.
     pub(crate) fn choose(
         &self,
-        decode_contexts: &[usize],
+        step: StepShape,
         candidates: &[Candidate],
         mut budget: usize,
         draft_step_s: &dyn Fn(usize) -> f64,
@@ -234,12 +235,9 @@ impl Speculation<'_> {
                 })
                 .collect();
         };
-        let mut shape = StepShape::default();
-        for &context in decode_contexts {
-            shape.add_decode(context);
-        }
+        let shape = step;
         let mut time = model.predict(&shape);
-        let mut tokens = decode_contexts.len() as f64;
+        let mut tokens = shape.decode_seqs as f64;
         // Drafting: as many steps as the most drafts anyone takes, over those who take any.
         let (mut drafting, mut longest) = (0usize, 0usize);
         let mut chosen = vec![0; candidates.len()];
@@ -395,6 +393,14 @@ mod tests {
         0.0
     }
 
+    fn decodes(contexts: &[usize]) -> StepShape {
+        let mut shape = StepShape::default();
+        for &c in contexts {
+            shape.add_decode(c);
+        }
+        shape
+    }
+
     #[test]
     fn one_stream_speculates_and_a_compute_bound_batch_does_not() {
         let cfg = config(Some(cpu()));
@@ -405,18 +411,32 @@ mod tests {
             acceptance,
         };
         // One stream: the step is mostly fixed cost, drafts pay even at 40 % acceptance.
-        assert!(spec.choose(&[200], &[cand(0.4)], 100, &free)[0] > 0);
-        assert_eq!(spec.choose(&[200], &[cand(0.0)], 100, &free), vec![0]);
+        assert!(spec.choose(decodes(&[200]), &[cand(0.4)], 100, &free)[0] > 0);
+        assert_eq!(
+            spec.choose(decodes(&[200]), &[cand(0.0)], 100, &free),
+            vec![0]
+        );
         // 32 streams: a draft costs about what a decode yields.
         let contexts = vec![200; 32];
-        assert_eq!(spec.choose(&contexts, &[cand(0.4)], 100, &free), vec![0]);
+        assert_eq!(
+            spec.choose(decodes(&contexts), &[cand(0.4)], 100, &free),
+            vec![0]
+        );
+        // Beside a long prompt chunk, whose time the step takes anyway, drafts pay even at
+        // 32 streams.
+        let mut busy = decodes(&contexts);
+        busy.add_prefill(0, 2048);
+        assert!(spec.choose(busy, &[cand(0.4)], 100, &free)[0] > 0);
         // No budget, no drafts.
-        assert_eq!(spec.choose(&[200], &[cand(0.9)], 0, &free), vec![0]);
+        assert_eq!(
+            spec.choose(decodes(&[200]), &[cand(0.9)], 0, &free),
+            vec![0]
+        );
         // Without a latency model every draft is verified, within the budget.
         let always = config(None);
         let spec = Speculation { config: &always };
         assert_eq!(
-            spec.choose(&[200, 200], &[cand(0.0), cand(0.0)], 6, &free),
+            spec.choose(decodes(&[200, 200]), &[cand(0.0), cand(0.0)], 6, &free),
             vec![4, 2]
         );
     }
@@ -431,7 +451,15 @@ mod tests {
             acceptance: 0.6,
         };
         // A draft model a tenth of the target's step pays; one as slow as the target does not.
-        assert!(spec.choose(&[200], std::slice::from_ref(&cand), 100, &|_| 0.0008)[0] > 0);
-        assert_eq!(spec.choose(&[200], &[cand], 100, &|_| 0.0075), vec![0]);
+        assert!(
+            spec.choose(decodes(&[200]), std::slice::from_ref(&cand), 100, &|_| {
+                0.0008
+            })[0]
+                > 0
+        );
+        assert_eq!(
+            spec.choose(decodes(&[200]), &[cand], 100, &|_| 0.0075),
+            vec![0]
+        );
     }
 }
