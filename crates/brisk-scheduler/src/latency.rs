@@ -54,15 +54,17 @@ impl StepShape {
     }
 
     /// From each sequence's (tokens, start position, logits wanted). A chunk wanting every
-    /// row verifies drafts: a decode, and its drafts as prompt tokens after it.
+    /// row verifies drafts: each of its rows costs what a decode costs (its logits are
+    /// computed and sampled, which a prompt token's are not).
     fn of_sequences(seqs: impl Iterator<Item = (usize, usize, LogitsWanted)>) -> Self {
         let mut shape = Self::default();
         for (tokens, start_pos, logits) in seqs {
             if tokens == 1 && logits != LogitsWanted::None {
                 shape.add_decode(start_pos + 1);
             } else if tokens > 1 && logits == LogitsWanted::All {
-                shape.add_decode(start_pos + 1);
-                shape.add_prefill(start_pos + 1, tokens - 1);
+                for row in 1..=tokens {
+                    shape.add_decode(start_pos + row);
+                }
             } else {
                 shape.add_prefill(start_pos, tokens);
             }

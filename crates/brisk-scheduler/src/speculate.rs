@@ -252,10 +252,12 @@ impl Speculation<'_> {
             let c = &candidates[i];
             let mut best = (tokens / time, 0, time, tokens);
             for n in 1..=c.drafts.min(budget) {
-                // The decode stays; its drafts cost what prompt tokens after it cost
-                // (as `StepShape` prices a verification).
+                // Each draft row costs a decode: its logits are computed and sampled (as
+                // `StepShape` prices a verification).
                 let mut with = shape;
-                with.add_prefill(c.context, n);
+                for row in 1..=n {
+                    with.add_decode(c.context + row);
+                }
                 let drafts_s = n.max(longest) as f64 * draft_step_s(drafting + 1)
                     - longest as f64 * draft_step_s(drafting);
                 let t = time + model.predict(&with) - model.predict(&shape) + drafts_s;
