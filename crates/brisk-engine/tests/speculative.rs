@@ -41,11 +41,8 @@ fn backend(dir: &std::path::Path) -> CpuBackend {
 
 fn speculative(latency: Option<LatencyModel>) -> SpeculativeConfig {
     SpeculativeConfig {
-        num_speculative_tokens: 4,
-        prompt_lookup_min: 1,
-        prompt_lookup_max: 3,
         latency,
-        draft_model: None,
+        ..SpeculativeConfig::prompt_lookup(4, 1, 3)
     }
 }
 

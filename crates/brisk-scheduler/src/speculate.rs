@@ -104,6 +104,18 @@ struct VllmSpeculativeConfig {
 pub const MAX_SPECULATIVE_TOKENS: usize = 16;
 
 impl SpeculativeConfig {
+    /// Prompt lookup of `min..=max`-token n-grams, at most `k` drafts per step, verified
+    /// whenever there are drafts (no latency model yet).
+    pub fn prompt_lookup(k: usize, min: usize, max: usize) -> Self {
+        Self {
+            num_speculative_tokens: k,
+            prompt_lookup_min: min,
+            prompt_lookup_max: max,
+            latency: None,
+            draft_model: None,
+        }
+    }
+
     /// Reads vLLM's JSON (`{"method": "ngram", "num_speculative_tokens": 4,
     /// "prompt_lookup_max": 4, "prompt_lookup_min": 2}`); fields brisk does not honour and
     /// methods it does not run are refused with a reason. The latency model is set apart.
@@ -163,11 +175,8 @@ impl SpeculativeConfig {
             ));
         }
         Ok(Self {
-            num_speculative_tokens: k,
-            prompt_lookup_min: min,
-            prompt_lookup_max: max,
-            latency: None,
             draft_model,
+            ..Self::prompt_lookup(k, min, max)
         })
     }
 }
@@ -371,11 +380,8 @@ mod tests {
 
     fn config(latency: Option<LatencyModel>) -> SpeculativeConfig {
         SpeculativeConfig {
-            num_speculative_tokens: 4,
-            prompt_lookup_min: 1,
-            prompt_lookup_max: 3,
             latency,
-            draft_model: None,
+            ..SpeculativeConfig::prompt_lookup(4, 1, 3)
         }
     }
 

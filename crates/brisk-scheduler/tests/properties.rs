@@ -202,13 +202,9 @@ fn simulate(
         length_prediction: setup
             .predict_lengths
             .then_some(LengthPrediction { min_examples: 1 }),
-        speculative: setup.speculate.map(|k| SpeculativeConfig {
-            num_speculative_tokens: k,
-            prompt_lookup_min: 1,
-            prompt_lookup_max: 2,
-            latency: None,
-            draft_model: None,
-        }),
+        speculative: setup
+            .speculate
+            .map(|k| SpeculativeConfig::prompt_lookup(k, 1, 2)),
     };
     // In step units: a step costs 0.3 plus 0.05 per prompt token and 0.1 per decode.
     let policy = if setup.slo_policy {

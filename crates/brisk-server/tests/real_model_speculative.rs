@@ -12,13 +12,7 @@ use serde_json::{json, Value};
 /// A server that verifies every draft it finds (no latency model to say no).
 async fn speculating() -> TestServer {
     let mut cfg = default_scheduler();
-    cfg.speculative = Some(SpeculativeConfig {
-        num_speculative_tokens: 4,
-        prompt_lookup_min: 1,
-        prompt_lookup_max: 3,
-        latency: None,
-        draft_model: None,
-    });
+    cfg.speculative = Some(SpeculativeConfig::prompt_lookup(4, 1, 3));
     start_with(cfg).await
 }
 
