@@ -3,35 +3,17 @@
 //! run, greedy and sampled with or without a seed; a move the destination cannot take is
 //! refused and the request, paused meanwhile, runs on where it was once resumed.
 
+mod common;
+
 use brisk_backend::{CpuBackend, KvCacheDtype};
-use brisk_engine::{
-    Clock, EngineCore, EngineRequest, MoveError, Output, RequestExport, RequestSpec,
-};
-use brisk_gguf::GgmlDType;
+use brisk_engine::{EngineCore, EngineRequest, MoveError, Output, RequestExport, RequestSpec};
 use brisk_sampling::SamplingParams;
 use brisk_scheduler::{SchedulerConfig, SchedulerCore};
-use brisk_testkit::{Arch, TinyModel};
 use brisk_types::{Backend, TokenId};
-
-const VOCAB: usize = 96;
-
-/// Time stands still: only the steps matter.
-struct Frozen;
-
-impl Clock for Frozen {
-    fn now(&self) -> f64 {
-        0.0
-    }
-}
+use common::{tiny_backend, Frozen};
 
 fn backend(dir: &std::path::Path) -> CpuBackend {
-    let path = dir.join("tiny.gguf");
-    if !path.exists() {
-        TinyModel::generate(Arch::Llama, VOCAB, 7)
-            .write_gguf(&path, GgmlDType::F32, &[])
-            .unwrap();
-    }
-    CpuBackend::load(&path).unwrap()
+    tiny_backend(dir, 7)
 }
 
 /// Four seats, 64-token steps, 4-token blocks.

@@ -4,40 +4,24 @@
 //! block leaked by rejected drafts; and the latency model switching speculation off for a
 //! compute-bound batch.
 
+mod common;
+
 use std::collections::HashMap;
 
 use brisk_backend::CpuBackend;
 use brisk_engine::drafter::ModelDrafter;
-use brisk_engine::{Clock, EngineCore, EngineRequest, Output, RequestSpec};
-use brisk_gguf::GgmlDType;
+use brisk_engine::{EngineCore, EngineRequest, Output, RequestSpec};
 use brisk_sampling::SamplingParams;
 use brisk_scheduler::{
     LatencyCoefficients, LatencyModel, SchedulerConfig, SchedulerCore, SpeculativeConfig,
 };
-use brisk_testkit::{Arch, TinyModel};
 use brisk_types::{Backend, TokenId};
+use common::{tiny_backend, Frozen};
 
-const VOCAB: usize = 96;
 const NUM_BLOCKS: usize = 256;
 
-/// Time stands still: only the steps matter.
-struct Frozen;
-
-impl Clock for Frozen {
-    fn now(&self) -> f64 {
-        0.0
-    }
-}
-
-fn backend(dir: &std::path::Path) -> CpuBackend {
-    let path = dir.join("tiny.gguf");
-    if !path.exists() {
-        TinyModel::generate(Arch::Llama, VOCAB, 11)
-            .write_gguf(&path, GgmlDType::F32, &[])
-            .unwrap();
-    }
-    CpuBackend::load(&path).unwrap()
-}
+/// The served model's seed: a draft model of this seed is its twin.
+const SERVED: u64 = 11;
 
 fn speculative(latency: Option<LatencyModel>) -> SpeculativeConfig {
     SpeculativeConfig {
@@ -56,7 +40,7 @@ fn core_drafting(
     spec: Option<SpeculativeConfig>,
     draft: Option<u64>,
 ) -> EngineCore<CpuBackend> {
-    let backend = backend(dir);
+    let backend = tiny_backend(dir, SERVED);
     let kv = backend.allocate_kv(NUM_BLOCKS, 4).unwrap();
     let cfg = SchedulerConfig {
         max_num_seqs: 16,
@@ -70,12 +54,8 @@ fn core_drafting(
     };
     let mut scheduler = SchedulerCore::new(cfg).unwrap();
     if let Some(seed) = draft {
-        let path = dir.join(format!("draft-{seed}.gguf"));
-        TinyModel::generate(Arch::Llama, VOCAB, seed)
-            .write_gguf(&path, GgmlDType::F32, &[])
-            .unwrap();
         let latency = LatencyModel::from_coefficients(LatencyCoefficients::default());
-        let drafter = ModelDrafter::new(CpuBackend::load(&path).unwrap(), 4096, latency).unwrap();
+        let drafter = ModelDrafter::new(tiny_backend(dir, seed), 4096, latency).unwrap();
         scheduler.set_drafter(Box::new(drafter));
     }
     EngineCore::new(backend, kv, scheduler, 3)
@@ -119,6 +99,20 @@ fn sampled(seed: u64) -> SamplingParams {
     }
 }
 
+/// `n` requests of `max_tokens`, even ones greedy, odd ones sampled with seed `seeds + i`.
+fn greedy_and_seeded(n: u64, seeds: u64, max_tokens: usize) -> Vec<EngineRequest> {
+    (0..n)
+        .map(|i| {
+            let sampling = if i % 2 == 0 {
+                SamplingParams::greedy()
+            } else {
+                sampled(seeds + i)
+            };
+            request(i, sampling, max_tokens)
+        })
+        .collect()
+}
+
 fn outputs(
     dir: &std::path::Path,
     spec: Option<SpeculativeConfig>,
@@ -134,16 +128,7 @@ fn outputs(
 #[test]
 fn speculative_outputs_are_plain_decoding_s_greedy_and_seeded() {
     let dir = tempfile::tempdir().unwrap();
-    let requests: Vec<EngineRequest> = (0..6)
-        .map(|i| {
-            let sampling = if i % 2 == 0 {
-                SamplingParams::greedy()
-            } else {
-                sampled(100 + i)
-            };
-            request(i, sampling, 40)
-        })
-        .collect();
+    let requests = greedy_and_seeded(6, 100, 40);
     let (plain, _) = outputs(dir.path(), None, &requests);
     let (spec, core) = outputs(dir.path(), Some(speculative(None)), &requests);
     assert_eq!(plain, spec);
@@ -257,16 +242,7 @@ fn speculation_switches_itself_off_for_a_compute_bound_batch() {
 #[test]
 fn a_draft_model_s_drafts_leave_outputs_unchanged_and_a_twin_is_accepted() {
     let dir = tempfile::tempdir().unwrap();
-    let requests: Vec<EngineRequest> = (0..4)
-        .map(|i| {
-            let sampling = if i % 2 == 0 {
-                SamplingParams::greedy()
-            } else {
-                sampled(200 + i)
-            };
-            request(i, sampling, 30)
-        })
-        .collect();
+    let requests = greedy_and_seeded(4, 200, 30);
     let (plain, _) = outputs(dir.path(), None, &requests);
     let drafting = SpeculativeConfig {
         draft_model: Some(dir.path().join("draft")),
@@ -274,7 +250,7 @@ fn a_draft_model_s_drafts_leave_outputs_unchanged_and_a_twin_is_accepted() {
     };
     // The served model is generated with seed 11: a draft model of seed 11 is its twin.
     // Greedy requests accept nearly all of a twin's drafts, sampled ones (temperature 8) few.
-    for (seed, least_acceptance) in [(11, 0.35), (12, 0.0)] {
+    for (seed, least_acceptance) in [(SERVED, 0.35), (SERVED + 1, 0.0)] {
         let mut core = core_drafting(dir.path(), Some(drafting.clone()), Some(seed));
         for (i, r) in requests.iter().enumerate() {
             core.add(i as u64, r.clone(), 0.0, 0.0).unwrap();
