@@ -395,6 +395,28 @@ proptest! {
     }
 }
 
+/// `n` alike requests arriving one per step: shared prefix `prefix`, then `suffix`, 19 tokens
+/// past EOS, a loose objective.
+fn one_per_step(n: usize, prefix: usize, suffix: &[TokenId]) -> Vec<Arrival> {
+    (0..n)
+        .map(|i| Arrival {
+            at_step: i,
+            prefix,
+            suffix: suffix.to_vec(),
+            max_tokens: 19,
+            min_tokens: 0,
+            ignore_eos: true,
+            abort_at: None,
+            slo: RequestSlo {
+                ttft: 10.0,
+                tpot: 1.0,
+            },
+            batch: false,
+            client: None,
+        })
+        .collect()
+}
+
 #[test]
 fn tight_pools_do_preempt() {
     // A sanity check that the generator's tight pools exercise preemption at all.
@@ -411,23 +433,7 @@ fn tight_pools_do_preempt() {
         predict_lengths: false,
         speculate: None,
     };
-    let arrivals: Vec<Arrival> = (0..5)
-        .map(|i| Arrival {
-            at_step: i,
-            prefix: 1,
-            suffix: vec![2, 3],
-            max_tokens: 19,
-            min_tokens: 0,
-            ignore_eos: true,
-            abort_at: None,
-            slo: RequestSlo {
-                ttft: 10.0,
-                tpot: 1.0,
-            },
-            batch: false,
-            client: None,
-        })
-        .collect();
+    let arrivals = one_per_step(5, 1, &[2, 3]);
     let (events, stats) = simulate(&setup, &arrivals).unwrap();
     assert!(stats.num_preemptions > 0);
     let finished = events
@@ -453,23 +459,7 @@ fn repetitive_outputs_verify_drafts_and_give_back_rejected_slots() {
         predict_lengths: false,
         speculate: Some(3),
     };
-    let arrivals: Vec<Arrival> = (0..3)
-        .map(|i| Arrival {
-            at_step: i,
-            prefix: 0,
-            suffix: vec![2, 3, 4, 5],
-            max_tokens: 19,
-            min_tokens: 0,
-            ignore_eos: true,
-            abort_at: None,
-            slo: RequestSlo {
-                ttft: 10.0,
-                tpot: 1.0,
-            },
-            batch: false,
-            client: None,
-        })
-        .collect();
+    let arrivals = one_per_step(3, 0, &[2, 3, 4, 5]);
     let (_, stats) = simulate(&setup, &arrivals).unwrap();
     let d = stats.drafts;
     assert!(
