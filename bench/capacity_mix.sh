@@ -14,7 +14,8 @@
 # rate), SCALE (--scale-lengths), SLO, SEND_SLO (1, default: each request carries the SLO as
 # `slo`, so every server knows the objective it is judged by; 0: the servers' defaults),
 # VARIANTS (fcfs, slo, default, slo-before, and slo-blind / default-blind: the same without
-# output-length prediction), BRISK_BEFORE, LATENCY (the latency model of slo-before and the
+# output-length prediction; a variant named again is a repeat, its files tagged -r1, -r2, …,
+# and the simulator plays only its first run, being deterministic), BRISK_BEFORE, LATENCY (the latency model of slo-before and the
 # simulator; default: the one today's server keeps for this model and thread count). Raw
 # outputs stay out of git; the summary goes into BENCHMARKS.md by hand. Run after
 # `cargo build --release -p brisk`.
@@ -59,27 +60,32 @@ for workload in ${WORKLOADS:-servegen burst}; do
   ARGS+=(--sweep-rates "$RATES" --scale-lengths "$SCALE" --num-requests "$NUM_REQUESTS"
     --slo "$SLO" --seed 0 --no-progress)
   [ "$SEND_SLO" = 1 ] && ARGS+=(--send-slo)
+  declare -A runs=()
   for variant in $VARIANTS; do
-    wait_quiet "$workload-$variant"
+    repeat=${runs[$variant]:-0}
+    runs[$variant]=$((repeat + 1))
+    tag=$variant
+    [ "$repeat" -gt 0 ] && tag=$variant-r$repeat
+    wait_quiet "$workload-$tag"
     server=$BRISK
     [ "$variant" = slo-before ] && server=$BRISK_BEFORE
     # shellcheck disable=SC2086
-    start_bg "$PORT" "$OUT/$workload-$variant-server.log" "$server" serve --model "$MODEL" \
+    start_bg "$PORT" "$OUT/$workload-$tag-server.log" "$server" serve --model "$MODEL" \
       --port "$PORT" ${FLAGS[$variant]} || exit 1
     "$BRISK" bench --url "http://127.0.0.1:$PORT" "${ARGS[@]}" \
-      -o "$OUT/$workload-$variant.json" >"$OUT/$workload-$variant.log" 2>&1
+      -o "$OUT/$workload-$tag.json" >"$OUT/$workload-$tag.log" 2>&1
     stop_server
     sides=(real)
-    if [ "$variant" != slo-before ]; then
+    if [ "$variant" != slo-before ] && [ "$repeat" = 0 ]; then
       # shellcheck disable=SC2086
       "$BRISK" sim --latency-model "$LATENCY" "${ARGS[@]}" ${FLAGS[$variant]} \
         -o "$OUT/$workload-$variant-sim.json" >"$OUT/$workload-$variant-sim.log" 2>&1
       sides+=(sim)
     fi
     for side in "${sides[@]}"; do
-      file=$OUT/$workload-$variant.json
+      file=$OUT/$workload-$tag.json
       [ "$side" = sim ] && file=$OUT/$workload-$variant-sim.json
-      python3 - "$file" "$workload" "$variant" "$side" <<'PY'
+      python3 - "$file" "$workload" "$tag" "$side" <<'PY'
 import json, sys
 s, workload, variant, side = json.load(open(sys.argv[1])), *sys.argv[2:]
 points = {}
