@@ -144,6 +144,10 @@ pub struct FleetReport {
     /// Requests routed to each replica, in replica order (fleets of 64 or fewer).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requests_by_replica: Option<Vec<usize>>,
+    /// Of the replicas, the prefill replicas (0: colocated serving).
+    pub prefill_replicas: usize,
+    /// Requests handed from a prefill replica to a decode replica.
+    pub handovers: usize,
 }
 
 /// Smallest, mean and largest of a set of counts.

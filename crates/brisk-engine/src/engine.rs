@@ -265,6 +265,7 @@ impl<B: Backend> Engine<B> {
             prefix_cache_queries: s.prefix_cache_queries,
             prefix_cache_hits: s.prefix_cache_hits,
             preemptions: s.num_preemptions,
+            prompt_tokens_computed: s.prompt_tokens_computed,
             cached_blocks: s.cached_blocks,
             fair_share_clients: s.num_clients,
             step_time_correction: s.step_time_correction,

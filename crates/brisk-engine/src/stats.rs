@@ -15,6 +15,8 @@ pub struct EngineStats {
     pub prefix_cache_hits: u64,
     /// Sequences preempted (by recompute) so far.
     pub preemptions: u64,
+    /// Tokens computed outside decoding (prompt chunks, recomputation after preemption).
+    pub prompt_tokens_computed: u64,
     /// Blocks in the prefix cache, held or free.
     pub cached_blocks: usize,
     /// Clients with requests in the engine (fair share's accounts).

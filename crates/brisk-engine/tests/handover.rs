@@ -145,6 +145,8 @@ fn a_move_without_room_is_refused_and_the_request_runs_on() {
         .import(7, source.export(1, 0.0).unwrap(), 0.0)
         .unwrap_err();
     assert!(matches!(e, MoveError::Scheduler(_)), "{e}");
+    // The move failed: the source takes the request back (one export at a time).
+    assert!(source.resume(1));
     // A destination whose pool stores another type: refused before anything is kept.
     let mut bf16 = core(dir.path(), 64, KvCacheDtype::Bf16);
     let e = bf16
@@ -152,6 +154,7 @@ fn a_move_without_room_is_refused_and_the_request_runs_on() {
         .unwrap_err();
     assert!(matches!(e, MoveError::Backend(_)), "{e}");
     assert!(!bf16.has_unfinished() && bf16.stats().kv_usage_ratio == 0.0);
+    assert!(source.resume(1));
     // Bytes that are not an export are refused with a reason.
     for garbage in [&b"BRQ2"[..], b"hello", &[0u8; 64]] {
         assert!(matches!(

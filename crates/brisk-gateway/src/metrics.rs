@@ -25,6 +25,8 @@ pub struct GatewayMetrics {
     pub cached_tokens: IntCounter,
     /// Prompts routed by their text (no replica could render them).
     pub text_routed: IntCounter,
+    /// Requests sent to a prefill replica with a decode replica to hand them to.
+    pub disaggregated: IntCounter,
     /// Streams whose replica failed mid-stream: `continued` elsewhere or `failed`.
     pub failovers: IntCounterVec,
     /// The predicted TTFT of each decision.
@@ -95,6 +97,10 @@ impl GatewayMetrics {
             text_routed: counter(
                 "brisk_router_text_routed_total",
                 "Prompts routed by their text because no replica could render them",
+            ),
+            disaggregated: counter(
+                "brisk_router_disaggregated_total",
+                "Requests sent to a prefill replica with a decode replica to hand them to after their first token",
             ),
             failovers: counter_vec(
                 "brisk_router_failovers_total",

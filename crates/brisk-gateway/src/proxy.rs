@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use brisk_router::{Choice, Prompt, Refusal, RequestKey, RouteRequest};
-use brisk_server::{read_body, ApiError};
+use brisk_server::{read_body, ApiError, DECODE_ON_HEADER};
 use brisk_types::TokenId;
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -315,12 +315,37 @@ pub(crate) struct Routed {
     pub(crate) gateway: Arc<Gateway>,
     pub(crate) key: RequestKey,
     pub(crate) replica: String,
+    /// The replica it is handed to after its first token, when `replica` prefills only.
+    decode_on: Option<String>,
     pub(crate) failed: bool,
 }
 
 impl Routed {
+    /// The account of `choice`, recorded in the metrics.
+    pub(crate) fn new(gateway: &Arc<Gateway>, choice: Choice) -> Self {
+        record_choice(gateway, &choice);
+        Self {
+            gateway: Arc::clone(gateway),
+            key: choice.key,
+            replica: choice.replica,
+            decode_on: choice.decode_on,
+            failed: false,
+        }
+    }
+
     pub(crate) fn first_token(&self) {
         self.gateway.core().first_token(self.key);
+    }
+
+    /// The headers to send the replica: the client's that pass on, and where to hand the
+    /// request over ([`DECODE_ON_HEADER`]) when it was sent to a prefill replica.
+    pub(crate) fn headers(&self, client: &HeaderMap) -> HeaderMap {
+        let mut out = forwarded_headers(&self.gateway, client);
+        let decode_url = self.decode_on.as_deref().and_then(|d| self.gateway.url(d));
+        if let Some(value) = decode_url.and_then(|u| HeaderValue::from_str(&u).ok()) {
+            out.insert(DECODE_ON_HEADER, value);
+        }
+        out
     }
 }
 
@@ -409,14 +434,8 @@ async fn generate(
                 return last.unwrap_or_else(|| refused(&gateway, &refusal).into_response());
             }
         };
-        record_choice(&gateway, &choice);
         exclude.push(choice.replica.clone());
-        let guard = Routed {
-            gateway: Arc::clone(&gateway),
-            key: choice.key,
-            replica: choice.replica,
-            failed: false,
-        };
+        let guard = Routed::new(&gateway, choice);
         match attempt_on(guard, &ctx, &exclude, path, &body).await {
             Attempt::Answer(response) => return response,
             Attempt::Retry { last: response } => last = Some(response),
@@ -430,8 +449,11 @@ async fn generate(
     last.unwrap_or_else(|| ApiError::unavailable("no replica is available").into_response())
 }
 
-pub(crate) fn record_choice(gateway: &Gateway, choice: &Choice) {
+fn record_choice(gateway: &Gateway, choice: &Choice) {
     let m = &gateway.metrics;
+    if choice.decode_on.is_some() {
+        m.disaggregated.inc();
+    }
     m.prompt_tokens.inc_by(choice.prompt_tokens as u64);
     m.cached_tokens.inc_by(choice.cached_tokens as u64);
     m.predicted_ttft.observe(choice.predicted_ttft);
@@ -480,7 +502,7 @@ async fn attempt_on(
     let sent = gateway
         .client
         .post(format!("{url}{path}"))
-        .headers(forwarded_headers(&gateway, headers))
+        .headers(guard.headers(headers))
         .body(body.clone())
         .send();
     let sent = match tokio::time::timeout(gateway.cfg.answer_timeout, sent).await {

@@ -11,8 +11,7 @@ use serde_json::{json, Value};
 
 use crate::failover::{continuation_body, Rewriter, StreamLog};
 use crate::proxy::{
-    available_replicas, forwarded_headers, open_stream, record_choice, token_ids, Routed,
-    StreamContext, Upstream,
+    available_replicas, forwarded_headers, open_stream, token_ids, Routed, StreamContext, Upstream,
 };
 use crate::state::Gateway;
 
@@ -152,21 +151,15 @@ impl Relay {
             let Ok(choice) = choice else {
                 break;
             };
-            record_choice(&gateway, &choice);
             self.tried.push(choice.replica.clone());
-            let mut guard = Routed {
-                gateway: Arc::clone(&gateway),
-                key: choice.key,
-                replica: choice.replica,
-                failed: false,
-            };
+            let mut guard = Routed::new(&gateway, choice);
             let Some(url) = gateway.url(&guard.replica) else {
                 continue;
             };
             let sent = gateway
                 .client
                 .post(format!("{url}/v1/completions"))
-                .headers(forwarded_headers(&gateway, &self.ctx.headers))
+                .headers(guard.headers(&self.ctx.headers))
                 .header("content-type", "application/json")
                 .body(body.clone())
                 .send()

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use brisk_router::{ReplicaSpec, RouterConfig, RouterCore};
 use brisk_scheduler::LatencyModel;
 use brisk_server::{AuthSettings, ReplicaInfo};
+use brisk_types::Role;
 
 use crate::metrics::GatewayMetrics;
 
@@ -126,6 +127,10 @@ impl Gateway {
                 LatencyModel::from_coefficients,
             ),
             publishes_events: info.kv_events.is_some(),
+            role: info.role.parse().unwrap_or_else(|e| {
+                tracing::warn!(replica = id, "{e}: taken as `both`");
+                Role::Both
+            }),
         };
         let changed = self
             .lock_replicas()

@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
-use brisk_scheduler::LatencyModel;
-use brisk_types::TokenId;
+use brisk_scheduler::{LatencyModel, StepShape};
+use brisk_types::{Role, TokenId};
 
 use crate::health::{Breaker, BreakerConfig};
 use crate::index::{BlockIndex, IndexEvent};
@@ -24,6 +24,9 @@ pub struct ReplicaSpec {
     pub latency: LatencyModel,
     /// Whether it publishes KV events (otherwise its index is the router's own guess).
     pub publishes_events: bool,
+    /// Which phases it serves: prompts go to `both` and `prefill` replicas; a request sent to
+    /// a `prefill` replica names a `decode` (or `both`) replica to continue on.
+    pub role: Role,
 }
 
 /// A prompt as the router sees it.
@@ -66,6 +69,10 @@ pub struct Choice {
     pub cached_tokens: usize,
     /// Predicted time to first token there, seconds.
     pub predicted_ttft: f64,
+    /// When `replica` is a prefill replica: the replica the request decodes on after its
+    /// first token (`None`: it decodes where it was prefilled, no decode replica being
+    /// available).
+    pub decode_on: Option<String>,
 }
 
 /// Why no replica was chosen.
@@ -155,11 +162,13 @@ pub struct ReplicaLoad {
     pub available: bool,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Outstanding {
     prefill_s: f64,
     context: usize,
     prefilled: bool,
+    /// The replica it moves to after its first token (disaggregated serving).
+    decode_on: Option<String>,
 }
 
 #[derive(Debug)]
@@ -217,6 +226,12 @@ impl Replica {
             self.decoding,
             self.decode_context,
         )
+    }
+
+    /// Whether a prompt may go here: it prefills, its circuit is closed and the request has
+    /// not failed here.
+    fn eligible(&self, req: &RouteRequest<'_>, id: &String, now: f64) -> bool {
+        self.spec.role.prefills() && self.breaker.is_closed(now) && !req.exclude.contains(id)
     }
 
     fn load(&self, now: f64) -> ReplicaLoad {
@@ -385,12 +400,20 @@ impl RouterCore {
         replica.index.expire(now);
         let prefill_s = replica.prefill_s(cached_tokens, prompt_tokens - cached_tokens);
         replica.queued_prefill_s += prefill_s;
+        let hands_over = replica.spec.role == Role::Prefill;
+        let decode_on = if hands_over {
+            self.decode_target(&id, req.exclude, prompt_tokens, now)
+        } else {
+            None
+        };
+        let replica = self.replicas.get_mut(&id).expect("the candidate exists");
         replica.outstanding.insert(
             key,
             Outstanding {
                 prefill_s,
                 context: prompt_tokens,
                 prefilled: false,
+                decode_on: decode_on.clone(),
             },
         );
         self.routed.insert(key, id.clone());
@@ -400,7 +423,40 @@ impl RouterCore {
             prompt_tokens,
             cached_tokens,
             predicted_ttft: ttft,
+            decode_on,
         })
+    }
+
+    /// The replica a request prefilled on `source` decodes on: of the available replicas
+    /// that decode (but `source` and those excluded), the one whose decode step is
+    /// predicted shortest with the request's `context` added — the decode side's
+    /// counterpart of the choice by predicted TTFT.
+    fn decode_target(
+        &self,
+        source: &str,
+        exclude: &[String],
+        context: usize,
+        now: f64,
+    ) -> Option<String> {
+        self.replicas
+            .iter()
+            .filter(|(id, r)| {
+                r.spec.role.decodes()
+                    && id.as_str() != source
+                    && r.breaker.is_closed(now)
+                    && !exclude.contains(id)
+            })
+            .map(|(id, r)| {
+                let mut shape = StepShape::default();
+                for _ in 0..r.decoding {
+                    shape.add_decode(0);
+                }
+                shape.decode_context = r.decode_context;
+                shape.add_decode(context);
+                (r.spec.latency.predict(&shape), r.decoding, id)
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(b.2)))
+            .map(|(_, _, id)| id.clone())
     }
 
     /// The next eligible replica in turn (its prediction still computed, for the record).
@@ -408,7 +464,7 @@ impl RouterCore {
         let eligible: Vec<&String> = self
             .replicas
             .iter()
-            .filter(|(id, r)| r.breaker.is_closed(now) && !req.exclude.contains(id))
+            .filter(|(id, r)| r.eligible(req, id, now))
             .map(|(id, _)| id)
             .collect();
         if eligible.is_empty() {
@@ -449,7 +505,7 @@ impl RouterCore {
         let eligible: Vec<(&String, &Replica)> = self
             .replicas
             .iter()
-            .filter(|(id, r)| r.breaker.is_closed(now) && !req.exclude.contains(id))
+            .filter(|(id, r)| r.eligible(req, id, now))
             .collect();
         let Some(least) = eligible.iter().map(|(_, r)| r.outstanding.len()).min() else {
             return Vec::new();
@@ -522,23 +578,44 @@ impl RouterCore {
     }
 
     /// The request's first token arrived: its prompt work leaves the queue, its decode joins
-    /// the replica's running set.
+    /// the running set of the replica it decodes on (where it was prefilled, or the decode
+    /// replica it is handed to, which from then on answers for it).
     pub fn first_token(&mut self, key: RequestKey) {
-        let Some(replica) = self
-            .routed
-            .get(&key)
-            .and_then(|id| self.replicas.get_mut(id))
-        else {
+        let Some(source) = self.routed.get(&key).cloned() else {
             return;
         };
-        if let Some(o) = replica.outstanding.get_mut(&key) {
-            if !o.prefilled {
-                o.prefilled = true;
-                replica.queued_prefill_s = (replica.queued_prefill_s - o.prefill_s).max(0.0);
-                replica.decoding += 1;
-                replica.decode_context += o.context;
-            }
+        let target = self
+            .replicas
+            .get(&source)
+            .and_then(|r| r.outstanding.get(&key))
+            .and_then(|o| o.decode_on.clone())
+            .filter(|t| self.replicas.contains_key(t));
+        let Some(replica) = self.replicas.get_mut(&source) else {
+            return;
+        };
+        let Some(o) = replica.outstanding.get_mut(&key) else {
+            return;
+        };
+        if o.prefilled {
+            return;
         }
+        o.prefilled = true;
+        replica.queued_prefill_s = (replica.queued_prefill_s - o.prefill_s).max(0.0);
+        let (id, o) = match target {
+            Some(target) => {
+                let o = replica.outstanding.remove(&key).expect("found above");
+                if replica.outstanding.is_empty() {
+                    replica.queued_prefill_s = 0.0;
+                }
+                self.routed.insert(key, target.clone());
+                (target, o)
+            }
+            None => (source, o.clone()),
+        };
+        let replica = self.replicas.get_mut(&id).expect("checked above");
+        replica.decoding += 1;
+        replica.decode_context += o.context;
+        replica.outstanding.entry(key).or_insert(o);
     }
 
     /// The request ended: `ok` is whether the replica served it (a failure counts against

@@ -28,6 +28,9 @@ pub struct SchedulerStats {
     pub prefix_cache_hits: u64,
     /// Preemptions since start.
     pub num_preemptions: u64,
+    /// Tokens computed outside decoding (prompt chunks, and the recomputation of preempted
+    /// sequences): what a decode replica of a disaggregated fleet should barely do.
+    pub prompt_tokens_computed: u64,
     /// Blocks in the prefix cache, held or free (what KV events describe).
     pub cached_blocks: usize,
     /// Clients with requests queued or running (fair share's accounts).
@@ -60,6 +63,8 @@ pub struct SchedulerCore {
     pub(crate) step: u64,
     pub(crate) pending: bool,
     pub(crate) num_preemptions: u64,
+    /// See [`SchedulerStats::prompt_tokens_computed`].
+    pub(crate) prompt_tokens_computed: u64,
     /// Fair share's counters, per client with requests here.
     pub(crate) ledger: Ledger,
     /// Output lengths learned from finished requests (used when the config asks).
@@ -113,6 +118,7 @@ impl SchedulerCore {
             step: 0,
             pending: false,
             num_preemptions: 0,
+            prompt_tokens_computed: 0,
             ledger: Ledger::default(),
             lengths,
             length_ranking: RankAgreement::default(),
@@ -333,6 +339,7 @@ impl SchedulerCore {
             prefix_cache_queries: pc.queries,
             prefix_cache_hits: pc.hits,
             num_preemptions: self.num_preemptions,
+            prompt_tokens_computed: self.prompt_tokens_computed,
             cached_blocks: self.kv.num_cached_blocks(),
             num_clients: self.ledger.num_clients(),
             step_time_correction: self.policy.step_time_correction(),

@@ -42,7 +42,7 @@ impl SchedulerCore {
     /// paused here — it keeps its blocks but no step runs it — until [`Self::release`] (it
     /// moved) or [`Self::resume`] (the move failed), so no token is produced twice. Refused
     /// for an unknown request, one that is not decoding (waiting, preempted or still in its
-    /// prompt), or while a planned step is pending.
+    /// prompt), one already exported, or while a planned step is pending.
     pub fn export(&mut self, id: RequestId, now: f64) -> Result<SeqExport, SchedulerError> {
         let refuse = |why: &str| {
             Err(SchedulerError::InvalidRequest {
@@ -59,6 +59,9 @@ impl SchedulerCore {
         if !self.running.contains(&id) || !s.view().is_decoding() {
             return refuse("it is not decoding");
         }
+        if s.exported {
+            return refuse("it is already moving");
+        }
         let mut request = s.req.clone();
         request.prompt = s.tokens[..s.num_prompt].to_vec();
         let blocks = self.kv.block_table(id);
@@ -73,7 +76,8 @@ impl SchedulerCore {
             demoted: s.demoted,
             blocks: blocks[..self.kv.blocks_for(s.num_computed)].to_vec(),
         };
-        self.seqs.get_mut(&id).expect("checked above").paused = true;
+        let s = self.seqs.get_mut(&id).expect("checked above");
+        (s.paused, s.exported) = (true, true);
         Ok(export)
     }
 
@@ -81,7 +85,7 @@ impl SchedulerCore {
     pub fn resume(&mut self, id: RequestId) -> bool {
         self.seqs.get_mut(&id).is_some_and(|s| {
             let was = s.paused;
-            s.paused = false;
+            (s.paused, s.exported) = (false, false);
             was
         })
     }

@@ -35,6 +35,11 @@ pub struct RequestSpec {
     /// opt-out; the engine turns it off for constrained output).
     #[serde(default = "speculate_by_default")]
     pub speculative: bool,
+    /// Pause it once its first token is sampled (its prompt's K/V all computed), for the
+    /// server to move it to a decode replica (prefill/decode disaggregation): it stays paused
+    /// until moved ([`crate::SchedulerCore::release`]) or resumed.
+    #[serde(default)]
+    pub park_after_first_token: bool,
 }
 
 fn speculate_by_default() -> bool {
@@ -55,6 +60,7 @@ impl RequestSpec {
             priority: Priority::Interactive,
             client: None,
             speculative: true,
+            park_after_first_token: false,
         }
     }
 }

@@ -64,6 +64,8 @@ impl SchedulerCore {
             self.add_drafts(&mut d);
         }
         let plan = self.build_plan(d);
+        // Nothing to run is nothing in flight: requests may move meanwhile.
+        self.pending = !plan.is_empty();
         debug_assert!(plan.num_tokens <= self.cfg.max_num_batched_tokens);
         self.debug_check();
         plan

@@ -70,8 +70,11 @@ pub(crate) struct Sequence {
     pub(crate) num_preemptions: u32,
     pub(crate) demoted: bool,
     pub(crate) first_token_at: Option<f64>,
-    /// Held back from every step while it is being moved elsewhere (it keeps its blocks).
+    /// Held back from every step (it keeps its blocks): parked after its first token for a
+    /// hand-over, or exported.
     pub(crate) paused: bool,
+    /// Exported and neither released nor resumed yet: one move at a time.
+    pub(crate) exported: bool,
     /// What the length predictor reads, kept to learn from when it ends (`None`: off).
     pub(crate) length_features: Option<LengthFeatures>,
     /// Its predicted output length, made at arrival.
@@ -119,6 +122,7 @@ impl Sequence {
             demoted: false,
             first_token_at: None,
             paused: false,
+            exported: false,
             length_features: None,
             predicted_output: None,
             drafts: DraftCounts::default(),

@@ -43,6 +43,9 @@ impl SchedulerCore {
         kept: &[Vec<TokenId>],
         now: f64,
     ) -> Result<Vec<SeqEvent>, SchedulerError> {
+        if plan.step == self.step && plan.is_empty() && kept.is_empty() {
+            return Ok(Vec::new()); // the last plan ran nothing
+        }
         if !self.pending || plan.step != self.step {
             return Err(SchedulerError::StalePlan { plan: plan.step });
         }
@@ -81,6 +84,8 @@ impl SchedulerCore {
             }
             if first && appended > 0 {
                 s.first_token_at = Some(now);
+                // Held for a move to a decode replica; one that just finished has no decode.
+                s.paused = s.req.park_after_first_token && reason.is_none();
             }
             // Positions whose K/V are now valid: the chunk, less the rejected drafts.
             s.num_computed = if p.num_drafts > 0 {
@@ -90,6 +95,9 @@ impl SchedulerCore {
             };
             self.kv
                 .commit_full_blocks(p.id, &s.tokens[..s.num_computed])?;
+            if !decode {
+                self.prompt_tokens_computed += p.tokens.len() as u64;
+            }
             if p.num_drafts > 0 {
                 let accepted = t.len() - 1;
                 s.drafts.record(p.num_drafts, accepted);

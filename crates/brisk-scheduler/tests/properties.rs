@@ -175,6 +175,7 @@ fn simulate(
                 },
                 client: a.client.map(|c| format!("client-{c}")),
                 speculative: i % 4 != 0,
+                park_after_first_token: false,
             },
         })
         .collect();

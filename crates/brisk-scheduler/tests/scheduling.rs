@@ -397,3 +397,39 @@ fn an_empty_scheduler_plans_nothing() {
     let (plan, ev) = step(&mut s, 0.0, |_| 1);
     assert!(plan.is_empty() && ev.is_empty());
 }
+
+#[test]
+fn a_request_parked_after_its_first_token_waits_for_its_move_and_moves_once() {
+    let mut s = SchedulerCore::new(config()).unwrap();
+    let parked = |r: &mut brisk_scheduler::RequestSpec| r.park_after_first_token = true;
+    s.add_request(edited(request(1, toks(10, 1), 5), parked))
+        .unwrap();
+    // Done at its first token: nothing to park.
+    s.add_request(edited(request(2, toks(6, 50), 1), parked))
+        .unwrap();
+    s.add_request(request(3, toks(6, 80), 5)).unwrap();
+    let (_, events) = step(&mut s, 0.0, |_| 7);
+    assert!(events.contains(&SeqEvent::Token {
+        id: 1,
+        token: 7,
+        first: true
+    }));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, SeqEvent::Finished { id: 2, .. })));
+    // Request 1 makes no token while parked; the others go on.
+    for t in 1..4 {
+        let (plan, _) = step(&mut s, f64::from(t), |_| 7);
+        assert!(plan.seqs.iter().all(|p| p.id != 1), "{plan:?}");
+        assert!(plan.seqs.iter().any(|p| p.id == 3));
+    }
+    let export = s.export(1, 4.0).unwrap();
+    assert_eq!((export.num_computed, export.output), (10, vec![7]));
+    let again = s.export(1, 4.0).unwrap_err().to_string();
+    assert!(again.contains("already moving"), "{again}");
+    // The move failed: it decodes here again.
+    assert!(s.resume(1));
+    let (plan, _) = step(&mut s, 5.0, |_| 7);
+    assert!(plan.seqs.iter().any(|p| p.id == 1 && p.tokens.len() == 1));
+    assert_eq!(s.stats().prompt_tokens_computed, 16 + 6);
+}

@@ -23,7 +23,7 @@ pub struct ReplicaInfo {
     pub url: String,
     /// The model name it serves.
     pub model: String,
-    /// `both` (prefill and decode).
+    /// `both`, `prefill` or `decode` ([`brisk_types::Role`]).
     pub role: String,
     /// Tokens per KV block.
     pub block_size: usize,

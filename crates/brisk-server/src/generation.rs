@@ -51,6 +51,10 @@ pub struct Delta {
     pub finish: Option<Finish>,
 }
 
+/// Runs once, when a choice's first token reaches the client's side (a hand-over to a decode
+/// replica starts there).
+pub type FirstTokenHook = Box<dyn FnOnce() + Send>;
+
 /// Drives one engine request to completion.
 pub struct ChoiceRun {
     stream: RequestStream,
@@ -71,6 +75,8 @@ pub struct ChoiceRun {
     deadline: Option<Instant>,
     /// Reads tool calls out of the text, when the request offered tools.
     tool_calls: Option<ToolCallParser>,
+    /// Runs at the first token, unless that token ends the choice.
+    first_token_hook: Option<FirstTokenHook>,
 }
 
 impl ChoiceRun {
@@ -99,7 +105,14 @@ impl ChoiceRun {
             ticket: None,
             deadline: None,
             tool_calls: None,
+            first_token_hook: None,
         }
+    }
+
+    /// Runs `hook` when the first token arrives (not when it ends the choice).
+    pub fn on_first_token(mut self, hook: Option<FirstTokenHook>) -> Self {
+        self.first_token_hook = hook;
+        self
     }
 
     /// Reads calls of the functions `names` out of the text (call ids `id_prefix-N`).
@@ -227,6 +240,8 @@ impl ChoiceRun {
                         // The engine ends it as a stop and answers with `Finished`, which
                         // carries the usage.
                         self.stream.stop();
+                    } else if let Some(hook) = self.first_token_hook.take() {
+                        hook();
                     }
                     let (text, tool_calls) = self.parse_calls(released.text, false);
                     return Some(Ok(Delta {

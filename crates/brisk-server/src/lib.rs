@@ -13,6 +13,7 @@
 //! [`Readiness`] answers 503 `loading` until the model is ready (`loading.rs`).
 
 mod auth;
+mod drain_migration;
 mod error;
 mod fields;
 mod fleet;
@@ -29,6 +30,7 @@ mod stop;
 mod structured;
 mod tool_calls;
 mod tools;
+mod transfer_metrics;
 mod validate;
 mod vllm_metrics;
 
@@ -45,11 +47,13 @@ use brisk_types::TokenId;
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use auth::{constant_time_eq, require_api_key, AuthSettings, KeyClient};
+pub use drain_migration::migrate_running;
 pub use error::ApiError;
 pub use fleet::{KvEventsEndpoints, ReplicaInfo};
 pub use loading::Readiness;
 pub use metrics::{count_panics, Metrics};
 pub use queue::{WaitingQueue, WaitingTicket};
+pub use routes::handover::DECODE_ON_HEADER;
 pub use routes::read_body;
 pub use shutdown::{serve, serve_until_drained, Drain};
 pub use stop::StopMatcher;

@@ -35,6 +35,9 @@ pub struct Metrics {
     prefix_queries: IntCounter,
     prefix_hits: IntCounter,
     preemptions: IntCounter,
+    prompt_tokens_computed: IntCounter,
+    /// K/V moved between replicas (hand-overs and migrations).
+    pub transfers: crate::transfer_metrics::Transfers,
     length_examples: IntCounter,
     length_pairs: IntCounterVec,
     spec_drafts: IntCounter,
@@ -155,6 +158,11 @@ impl Metrics {
                 "Prompt tokens found in the prefix cache",
             ),
             preemptions: counter("brisk_num_preemptions_total", "Sequences preempted"),
+            prompt_tokens_computed: counter(
+                "brisk_prompt_tokens_computed_total",
+                "Tokens this replica computed outside decoding (prompt chunks not found in its prefix cache nor received from another replica, and recomputation after preemption)",
+            ),
+            transfers: crate::transfer_metrics::Transfers::register(&registry),
             length_examples: counter(
                 "brisk_output_length_examples_total",
                 "Finished requests the output-length predictor learned from",
@@ -226,6 +234,11 @@ impl Metrics {
             );
             self.preemptions
                 .inc_by(stats.preemptions.saturating_sub(seen.preemptions));
+            self.prompt_tokens_computed.inc_by(
+                stats
+                    .prompt_tokens_computed
+                    .saturating_sub(seen.prompt_tokens_computed),
+            );
             self.length_examples
                 .inc_by(stats.length_examples.saturating_sub(seen.length_examples));
             let (now, before) = (stats.length_ranking, seen.length_ranking);

@@ -14,7 +14,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::StreamExt;
 
 use crate::error::ApiError;
-use crate::generation::{ChoiceRun, Delta, Finish, TokenLogprob};
+use crate::generation::{ChoiceRun, Delta, Finish, FirstTokenHook, TokenLogprob};
 use crate::protocol::{PromptTokensDetails, Usage};
 use crate::request_id::in_current_span;
 use crate::tool_calls::ToolCall;
@@ -60,7 +60,7 @@ fn usage(finishes: &[Finish]) -> Usage {
 }
 
 fn submit_one(
-    state: &ServerState,
+    state: &Arc<ServerState>,
     spec: &GenerationSpec,
     i: usize,
     arrival: Instant,
@@ -68,12 +68,23 @@ fn submit_one(
     let mut request = spec.request_for_choice(i);
     // Deadlines count from when the request reached the server, not the engine.
     request.received = Some(arrival);
+    // One choice of unconstrained output moves to its decode replica (a constrained
+    // sampler's state does not travel; copies of `n` share its prompt blocks here).
+    let decode_on = spec
+        .decode_on
+        .clone()
+        .filter(|_| spec.n == 1 && request.constraint.is_none());
+    request.spec.park_after_first_token = decode_on.is_some();
     let call_ids = format!("call_{}_{i}", state.next_response_id());
     let ticket = state.waiting.enter()?;
     let stream = state
         .engine
         .submit(request)
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let hand_over = decode_on.map(|to| {
+        let (state, id) = (Arc::clone(state), stream.id());
+        Box::new(move || crate::routes::handover::hand_over(state, id, to)) as FirstTokenHook
+    });
     Ok(ChoiceRun::new(
         stream,
         Arc::clone(&state.tokenizer),
@@ -84,7 +95,8 @@ fn submit_one(
     )
     .with_ticket(ticket)
     .with_deadline(state.request_timeout.map(|t| arrival + t))
-    .with_tool_calls(spec.tool_names.clone(), call_ids))
+    .with_tool_calls(spec.tool_names.clone(), call_ids)
+    .on_first_token(hand_over))
 }
 
 /// Submits every choice. With `n > 1`, the copies are submitted once the first choice's
@@ -93,7 +105,7 @@ fn submit_one(
 /// (`--reject-unattainable`), a stream also waits for its first event, so that a refusal is
 /// answered as a 429 before the 200 of an event stream is sent.
 pub(crate) async fn submit_all(
-    state: &ServerState,
+    state: &Arc<ServerState>,
     spec: &GenerationSpec,
     arrival: Instant,
 ) -> Result<Vec<ChoiceRun>, ApiError> {

@@ -32,6 +32,9 @@ pub struct GenerationSpec {
     pub include_usage: bool,
     /// The functions whose calls are read out of the answer (`None`: no tools offered).
     pub tool_names: Option<Vec<String>>,
+    /// The decode replica to hand the request over to after its first token (prefill/decode
+    /// disaggregation: the router's `x-brisk-decode-on`), if any.
+    pub decode_on: Option<String>,
 }
 
 impl GenerationSpec {
@@ -355,6 +358,7 @@ pub fn build_spec(
                 priority,
                 client,
                 speculative: speculative(fields)?,
+                park_after_first_token: false,
             },
             sampling,
             logprobs,
@@ -369,5 +373,6 @@ pub fn build_spec(
             .as_ref()
             .is_some_and(|o| o.include_usage),
         tool_names: None,
+        decode_on: None,
     })
 }

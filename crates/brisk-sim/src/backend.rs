@@ -17,7 +17,8 @@ use std::sync::Arc;
 use brisk_engine::Clock;
 use brisk_scheduler::{LatencyModel, StepShape};
 use brisk_types::{
-    Backend, BackendCapabilities, BackendError, ModelGeometry, StepBatch, StepOutput, TokenId,
+    Backend, BackendCapabilities, BackendError, BlockId, ModelGeometry, StepBatch, StepOutput,
+    TokenId,
 };
 
 /// The token every simulated step samples (inside the simulated vocabulary, never a stop
@@ -118,6 +119,15 @@ impl Backend for LatencyBackend {
     }
 
     fn allocate_kv(&self, _: usize, _: usize) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    /// No K/V exist here: a hand-over carries none (its time is the fleet's transfer model).
+    fn export_blocks(&self, _: &(), _: &[BlockId]) -> Result<Vec<u8>, BackendError> {
+        Ok(Vec::new())
+    }
+
+    fn import_blocks(&self, _: &mut (), _: &[BlockId], _: &[u8]) -> Result<(), BackendError> {
         Ok(())
     }
 

@@ -11,6 +11,7 @@
 
 use brisk_bench::report::{FleetReport, Spread};
 use brisk_router::Policy;
+use brisk_types::Role;
 
 use crate::{SimOutcome, SimRunError};
 
@@ -25,6 +26,11 @@ pub struct FleetSettings {
     pub reject_unattainable: bool,
     /// Seconds from the end of a replica's step to the router reading its KV events.
     pub event_delay: f64,
+    /// Of the replicas, how many are prefill replicas (the first ones); the others are then
+    /// decode replicas. 0: every replica is colocated (`both`).
+    pub prefill_replicas: usize,
+    /// How K/V travel from a prefill replica to a decode replica.
+    pub transfer: TransferSettings,
 }
 
 impl Default for FleetSettings {
@@ -35,7 +41,50 @@ impl Default for FleetSettings {
             policy: Policy::PredictedTtft,
             reject_unattainable: false,
             event_delay: 0.0,
+            prefill_replicas: 0,
+            transfer: TransferSettings::default(),
         }
+    }
+}
+
+impl FleetSettings {
+    /// Replica `i`'s role.
+    pub fn role(&self, i: usize) -> Role {
+        match (self.prefill_replicas, i < self.prefill_replicas) {
+            (0, _) => Role::Both,
+            (_, true) => Role::Prefill,
+            (_, false) => Role::Decode,
+        }
+    }
+}
+
+/// The link between replicas: a hand-over of `n` tokens' K/V takes `latency_s + n ×
+/// bytes_per_token / bytes_per_s`, during which the request produces nothing.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TransferSettings {
+    /// Bytes per second.
+    pub bytes_per_s: f64,
+    /// Seconds per hand-over beyond the bytes (connection, export, import).
+    pub latency_s: f64,
+    /// K/V bytes per token of context.
+    pub bytes_per_token: f64,
+}
+
+impl Default for TransferSettings {
+    /// 10 Gbit/s, 1 ms, SmolLM2-135M's f32 K/V (30 layers × 2 × 3 heads × 64 × 4 bytes).
+    fn default() -> Self {
+        Self {
+            bytes_per_s: 10e9 / 8.0,
+            latency_s: 1e-3,
+            bytes_per_token: 46_080.0,
+        }
+    }
+}
+
+impl TransferSettings {
+    /// Seconds to hand over `tokens` tokens' K/V.
+    pub fn seconds(&self, tokens: usize) -> f64 {
+        self.latency_s + tokens as f64 * self.bytes_per_token / self.bytes_per_s
     }
 }
 
@@ -75,6 +124,20 @@ pub struct FleetArgs {
     /// `--replicas` above 1; the router's own speculative entries bridge the gap).
     #[arg(long, default_value_t = 0.0, env = "BRISK_SIM_ROUTER_EVENT_DELAY")]
     pub router_event_delay: f64,
+    /// Prefill/decode disaggregation: this many of the replicas are prefill replicas
+    /// (`brisk serve --role prefill`), the rest decode replicas; each request is prefilled
+    /// on one and handed with its K/V to another after its first token. 0: colocated.
+    #[arg(long, default_value_t = 0, env = "BRISK_SIM_PREFILL_REPLICAS")]
+    pub prefill_replicas: usize,
+    /// Bandwidth between replicas for hand-overs, Gbit/s.
+    #[arg(long, default_value_t = 10.0, env = "BRISK_SIM_KV_TRANSFER_GBIT")]
+    pub kv_transfer_gbit: f64,
+    /// Fixed cost of a hand-over beyond its bytes (connection, export, import), ms.
+    #[arg(long, default_value_t = 1.0, env = "BRISK_SIM_KV_TRANSFER_LATENCY_MS")]
+    pub kv_transfer_latency_ms: f64,
+    /// K/V bytes per token a hand-over carries (default: SmolLM2-135M in f32).
+    #[arg(long, default_value_t = 46_080.0, env = "BRISK_SIM_KV_BYTES_PER_TOKEN")]
+    pub kv_bytes_per_token: f64,
 }
 
 impl FleetArgs {
@@ -101,8 +164,30 @@ impl FleetArgs {
                 "there is no router with one replica; give --replicas 2 or more",
             ));
         }
+        if self.prefill_replicas > 0 && self.prefill_replicas >= self.replicas {
+            return Err(bad(
+                "prefill-replicas",
+                "must leave at least one of --replicas to decode",
+            ));
+        }
+        let positive = |x: f64| x.is_finite() && x > 0.0;
+        if !positive(self.kv_transfer_gbit) {
+            return Err(bad("kv-transfer-gbit", "must be a bandwidth above 0"));
+        }
+        if !(self.kv_transfer_latency_ms.is_finite() && self.kv_transfer_latency_ms >= 0.0) {
+            return Err(bad("kv-transfer-latency-ms", "must be a number of ms ≥ 0"));
+        }
+        if !positive(self.kv_bytes_per_token) {
+            return Err(bad("kv-bytes-per-token", "must be above 0"));
+        }
         Ok(FleetSettings {
             replicas: self.replicas,
+            prefill_replicas: self.prefill_replicas,
+            transfer: TransferSettings {
+                bytes_per_s: self.kv_transfer_gbit * 1e9 / 8.0,
+                latency_s: self.kv_transfer_latency_ms * 1e-3,
+                bytes_per_token: self.kv_bytes_per_token,
+            },
             policy: match self.router {
                 RouterName::Ttft => Policy::PredictedTtft,
                 RouterName::RoundRobin => Policy::RoundRobin,
@@ -136,14 +221,24 @@ pub fn fleet_report(fleet: &FleetSettings, outcome: &SimOutcome) -> Option<Fleet
         },
         requests_per_replica: Spread::of(&counts),
         requests_by_replica: (counts.len() <= LISTED).then_some(counts),
+        prefill_replicas: fleet.prefill_replicas,
+        handovers: outcome.handovers,
     })
 }
 
 /// One line about the fleet, for the terminal.
 pub(crate) fn fleet_line(f: &FleetReport) -> String {
     let s = &f.requests_per_replica;
+    let layout = match f.prefill_replicas {
+        0 => String::new(),
+        p => format!(
+            " ({p} prefill, {} decode; {} hand-overs)",
+            f.replicas - p,
+            f.handovers
+        ),
+    };
     format!(
-        "fleet: {} replicas, router {}, prefix-cache hit rate {:.1}%, requests per replica {}/{:.1}/{} (min/mean/max), {} refused by the router",
+        "fleet: {} replicas{layout}, router {}, prefix-cache hit rate {:.1}%, requests per replica {}/{:.1}/{} (min/mean/max), {} refused by the router",
         f.replicas,
         f.router,
         f.prefix_cache_hit_rate * 100.0,

@@ -38,10 +38,13 @@ impl Front {
         matches!(self, Self::Routed(_))
     }
 
-    /// The replica for request `i`, or the error its client gets.
-    pub(crate) fn route(&mut self, i: usize, r: &SimRequest, now: f64) -> Result<usize, String> {
+    /// Where request `i` goes, or the error its client gets.
+    pub(crate) fn route(&mut self, i: usize, r: &SimRequest, now: f64) -> Result<Route, String> {
         match self {
-            Self::Direct => Ok(0),
+            Self::Direct => Ok(Route {
+                replica: 0,
+                decode_on: None,
+            }),
             Self::Routed(router) => router.route(i, r, now),
         }
     }
@@ -104,6 +107,15 @@ impl Front {
     }
 }
 
+/// Where a request goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Route {
+    /// The replica that computes its prompt.
+    pub(crate) replica: usize,
+    /// The replica it is handed to after its first token (a prefill replica's request).
+    pub(crate) decode_on: Option<usize>,
+}
+
 /// The router core over replicas named by their index.
 pub(crate) struct Router {
     core: RouterCore,
@@ -129,21 +141,22 @@ impl Router {
             policy: fleet.policy,
             ..RouterConfig::default()
         });
-        let spec = ReplicaSpec {
+        let spec = |role| ReplicaSpec {
             block_size: scheduler.block_size,
             hash_salt: scheduler.cache_salt,
             kv_blocks: scheduler.num_blocks,
             chunk_tokens: scheduler.max_num_batched_tokens,
             latency: model.clone(),
             publishes_events: true,
+            role,
         };
         // Zero-padded, so that the router's order (by id) is the replicas' order.
         let width = (fleet.replicas - 1).to_string().len();
         let ids: Vec<String> = (0..fleet.replicas)
             .map(|i| format!("replica-{i:0width$}"))
             .collect();
-        for id in &ids {
-            core.upsert(id, spec.clone());
+        for (i, id) in ids.iter().enumerate() {
+            core.upsert(id, spec(fleet.role(i)));
         }
         let index = ids
             .iter()
@@ -162,7 +175,7 @@ impl Router {
         }
     }
 
-    fn route(&mut self, i: usize, r: &SimRequest, now: f64) -> Result<usize, String> {
+    fn route(&mut self, i: usize, r: &SimRequest, now: f64) -> Result<Route, String> {
         let request = RouteRequest {
             prompt: Prompt::Tokens(&r.prompt),
             ttft_slo: r.slo.map(|s| s.ttft).filter(|t| t.is_finite()),
@@ -172,7 +185,10 @@ impl Router {
         match self.core.route(&request, now) {
             Ok(choice) => {
                 self.keys[i] = Some(choice.key);
-                Ok(self.index[&choice.replica])
+                Ok(Route {
+                    replica: self.index[&choice.replica],
+                    decode_on: choice.decode_on.map(|d| self.index[&d]),
+                })
             }
             Err(refusal) => {
                 self.refused += 1;

@@ -18,6 +18,15 @@
 //! steps run and, with `ttft`, with replicas × prompt tokens: the router core prices every
 //! replica for every request.
 //!
+//! With `--prefill-replicas P` the first P replicas are prefill replicas and the rest decode
+//! replicas (`brisk serve --role`): the router sends prompts to the former, naming a decode
+//! replica for each; a request pauses after its first token, its K/V travel for the time
+//! the transfer model gives (`--kv-transfer-gbit`, `--kv-transfer-latency-ms`,
+//! `--kv-bytes-per-token`), and the decode replica's engine core takes it in as the real
+//! one does ([`brisk_engine::EngineCore::import`]), or it decodes where it was when there
+//! is no room. DistServe's placement question (how many of each for a trace and an SLO) is
+//! then a sweep over P.
+//!
 //! [`profile`] measures the latency model on a real backend (`brisk profile`).
 #![deny(missing_docs)]
 

@@ -7,7 +7,7 @@
 //! Requests routed to a busy replica wait in its inbox and join at its next step boundary,
 //! as they do in the engine, which drains its queue between steps.
 
-use brisk_engine::{AddError, Clock, EngineCore, Output};
+use brisk_engine::{AddError, Clock, EngineCore, MoveError, Output, RequestExport};
 use brisk_kv::KvEvent;
 use brisk_scheduler::SchedulerCore;
 
@@ -42,8 +42,11 @@ pub(crate) struct Replica {
     core: EngineCore<LatencyBackend>,
     /// Measures this replica's steps; set to the shared time before each.
     clock: VirtualClock,
-    /// Requests (indices into the run's requests) that join at the next step boundary.
-    inbox: Vec<usize>,
+    /// Requests (indices into the run's requests) that join at the next step boundary, and
+    /// whether each pauses after its first token for a hand-over.
+    inbox: Vec<(usize, bool)>,
+    /// Requests paused after their first token, waiting for their hand-over.
+    parked: usize,
     in_flight: Option<Step>,
     outcome: ReplicaOutcome,
 }
@@ -63,15 +66,46 @@ impl Replica {
             core,
             clock,
             inbox: Vec::new(),
+            parked: 0,
             in_flight: None,
             outcome: ReplicaOutcome::default(),
         })
     }
 
-    /// Request `i` was sent here.
-    pub(crate) fn send(&mut self, i: usize) {
-        self.inbox.push(i);
+    /// Request `i` was sent here; with `hand_over` it pauses after its first token.
+    pub(crate) fn send(&mut self, i: usize, hand_over: bool) {
+        self.inbox.push((i, hand_over));
         self.outcome.requests += 1;
+    }
+
+    /// Request `i` produced its first token and is paused for its hand-over.
+    pub(crate) fn parked(&mut self) {
+        self.parked += 1;
+    }
+
+    /// Takes paused request `i` out for its hand-over (`None` if it is no longer here).
+    pub(crate) fn export(&mut self, i: usize, now: f64) -> Option<RequestExport> {
+        self.parked -= 1;
+        self.core.export(i as u64, now).ok()
+    }
+
+    /// The hand-over of exported request `i` happened (`moved`), or not: it goes on here.
+    pub(crate) fn handed_over(&mut self, i: usize, moved: bool) {
+        if moved {
+            self.core.release(i as u64);
+        } else {
+            self.core.resume(i as u64);
+        }
+    }
+
+    /// Takes in request `i`, handed over from another replica.
+    pub(crate) fn import(
+        &mut self,
+        i: usize,
+        export: RequestExport,
+        now: f64,
+    ) -> Result<(), MoveError> {
+        self.core.import(i as u64, export, now)
     }
 
     /// Whether a step is running.
@@ -83,9 +117,11 @@ impl Replica {
     /// the error the server would have answered.
     pub(crate) fn admit(&mut self, requests: &[SimRequest], now: f64) -> Vec<(usize, String)> {
         let mut refused = Vec::new();
-        for i in self.inbox.drain(..) {
+        for (i, hand_over) in self.inbox.drain(..) {
             let r = &requests[i];
-            if let Err(e) = self.core.add(i as u64, engine_request(r), r.arrival, now) {
+            let mut request = engine_request(r);
+            request.park_after_first_token = hand_over;
+            if let Err(e) = self.core.add(i as u64, request, r.arrival, now) {
                 let status = if matches!(e, AddError::Rejected(_)) {
                     429
                 } else {
@@ -104,6 +140,9 @@ impl Replica {
         }
         self.clock.set(now);
         let Some(report) = self.core.step(now, &self.clock) else {
+            if self.parked > 0 {
+                return Ok(None); // what is left waits for its hand-over
+            }
             let stats = self.core.stats();
             return Err(SimError::Stalled {
                 now,

@@ -77,6 +77,8 @@ pub struct SimOutcome {
     pub preemptions: u64,
     /// Requests the router refused.
     pub refused: usize,
+    /// Requests handed from a prefill replica to a decode replica.
+    pub handovers: usize,
     /// Each replica's share.
     pub replicas: Vec<ReplicaOutcome>,
 }
@@ -142,25 +144,26 @@ impl Log {
     }
 }
 
-/// A step in flight: when it ends and on which replica. Ordered by end, then replica, so
-/// that replicas ending together are handled in a fixed order.
+/// Something due at `at` about one replica (a step's end) or one request (its hand-over's
+/// arrival): ordered by time, then index, so that events due together are handled in a
+/// fixed order.
 #[derive(Clone, Copy, Debug, PartialEq)]
-struct StepEnd {
+struct Due {
     at: f64,
-    replica: usize,
+    index: usize,
 }
 
-impl Eq for StepEnd {}
+impl Eq for Due {}
 
-impl Ord for StepEnd {
+impl Ord for Due {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.at
             .total_cmp(&other.at)
-            .then(self.replica.cmp(&other.replica))
+            .then(self.index.cmp(&other.index))
     }
 }
 
-impl PartialOrd for StepEnd {
+impl PartialOrd for Due {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
@@ -173,6 +176,7 @@ pub fn simulate(settings: &SimSettings, requests: &[SimRequest]) -> Result<SimOu
     while let Some(now) = run.next_event() {
         run.end_steps(now);
         run.front.deliver(now);
+        run.hand_over(now);
         run.route_arrivals(now);
         run.start_steps(now)?;
     }
@@ -187,9 +191,18 @@ struct Run<'a> {
     front: Front,
     replicas: Vec<Replica>,
     /// Steps in flight, earliest end first.
-    running: BinaryHeap<Reverse<StepEnd>>,
+    running: BinaryHeap<Reverse<Due>>,
     /// Idle replicas that may have work, to start at this event time.
     ready: Vec<usize>,
+    /// Each request's hand-over, if it has one: (prefill replica, decode replica).
+    handover: Vec<Option<(usize, usize)>>,
+    /// Hand-overs under way, earliest arrival first, by request.
+    transfers: BinaryHeap<Reverse<Due>>,
+    /// How long a hand-over takes.
+    transfer: crate::fleet::TransferSettings,
+    /// Tokens per KV block.
+    block_size: usize,
+    handovers: usize,
     log: Log,
 }
 
@@ -211,6 +224,11 @@ impl<'a> Run<'a> {
             replicas,
             running: BinaryHeap::new(),
             ready: Vec::new(),
+            handover: vec![None; requests.len()],
+            transfers: BinaryHeap::new(),
+            transfer: settings.fleet.transfer,
+            block_size: settings.scheduler.block_size,
+            handovers: 0,
             log: Log::new(requests.len()),
         })
     }
@@ -220,6 +238,7 @@ impl<'a> Run<'a> {
         [
             self.requests.get(self.next).map(|r| r.arrival),
             self.running.peek().map(|Reverse(s)| s.at),
+            self.transfers.peek().map(|Reverse(t)| t.at),
             self.front.next_delivery(),
         ]
         .into_iter()
@@ -231,12 +250,12 @@ impl<'a> Run<'a> {
     fn end_steps(&mut self, now: f64) {
         while let Some(&Reverse(step)) = self.running.peek().filter(|Reverse(s)| s.at <= now) {
             self.running.pop();
-            let ended = self.replicas[step.replica].end_step();
+            let ended = self.replicas[step.index].end_step();
             for output in ended.outputs {
-                self.output(step.replica, output, now);
+                self.output(step.index, output, now);
             }
-            self.front.events(step.replica, ended.events, now);
-            self.ready.push(step.replica);
+            self.front.events(step.index, ended.events, now);
+            self.ready.push(step.index);
         }
     }
 
@@ -244,8 +263,10 @@ impl<'a> Run<'a> {
     fn output(&mut self, replica: usize, output: Output, now: f64) {
         match output {
             Output::Token { id, .. } => {
-                if self.log.token(id as usize, now) {
-                    self.front.first_token(id as usize);
+                let i = id as usize;
+                if self.log.token(i, now) {
+                    self.front.first_token(i);
+                    self.start_hand_over(i, now);
                 }
             }
             Output::Finished {
@@ -265,12 +286,52 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Request `i` produced its first token: if it has a decode replica (and more tokens to
+    /// make), it is paused where it is and its K/V set off.
+    fn start_hand_over(&mut self, i: usize, now: f64) {
+        let Some((from, _)) = self.handover[i] else {
+            return;
+        };
+        if self.requests[i].output_len <= 1 {
+            return; // done at its first token: nothing to decode
+        }
+        self.replicas[from].parked();
+        // Whole blocks travel, the last one part-filled.
+        let blocks = self.requests[i].prompt.len().div_ceil(self.block_size);
+        let at = now + self.transfer.seconds(blocks * self.block_size);
+        self.transfers.push(Reverse(Due { at, index: i }));
+    }
+
+    /// The hand-overs arriving by `now` move their requests to the decode replicas (one
+    /// that has no room leaves its request decoding where it was).
+    fn hand_over(&mut self, now: f64) {
+        while let Some(&Reverse(t)) = self.transfers.peek().filter(|Reverse(t)| t.at <= now) {
+            self.transfers.pop();
+            let i = t.index;
+            let (from, to) = self.handover[i].expect("only hand-overs travel");
+            let Some(export) = self.replicas[from].export(i, now) else {
+                continue;
+            };
+            let moved = self.replicas[to].import(i, export, now).is_ok();
+            self.replicas[from].handed_over(i, moved);
+            self.handovers += usize::from(moved);
+            // Both may have work now: the request, or the blocks it gave back.
+            for r in [from, to] {
+                if !self.replicas[r].is_busy() {
+                    self.ready.push(r);
+                }
+            }
+        }
+    }
+
     /// The requests arrived by `now` go to their replicas (or are refused).
     fn route_arrivals(&mut self, now: f64) {
         while let Some(r) = self.requests.get(self.next).filter(|r| r.arrival <= now) {
             match self.front.route(self.next, r, now) {
-                Ok(i) => {
-                    self.replicas[i].send(self.next);
+                Ok(route) => {
+                    let i = route.replica;
+                    self.handover[self.next] = route.decode_on.map(|d| (i, d));
+                    self.replicas[i].send(self.next, route.decode_on.is_some());
                     if !self.replicas[i].is_busy() {
                         self.ready.push(i);
                     }
@@ -291,7 +352,7 @@ impl<'a> Run<'a> {
                 self.front.finished(request, true, now);
             }
             if let Some(at) = self.replicas[i].start_step(now)? {
-                self.running.push(Reverse(StepEnd { at, replica: i }));
+                self.running.push(Reverse(Due { at, index: i }));
             }
         }
         Ok(())
@@ -312,6 +373,7 @@ impl<'a> Run<'a> {
             steps: replicas.iter().map(|r| r.steps).sum(),
             preemptions: replicas.iter().map(|r| r.preemptions).sum(),
             refused: self.front.refused(),
+            handovers: self.handovers,
             replicas,
         }
     }
@@ -330,6 +392,7 @@ pub(crate) fn engine_request(r: &SimRequest) -> EngineRequest {
         priority: r.priority,
         client: r.client.clone(),
         speculative: true,
+        park_after_first_token: false,
     })
 }
 

@@ -158,6 +158,36 @@ fn a_fleet_run_repeats_exactly_with_late_kv_events() {
 }
 
 #[test]
+fn a_disaggregated_fleet_prefills_on_one_side_and_decodes_on_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let mut flags = vec!["--replicas", "3"];
+        flags.extend_from_slice(extra);
+        report(&fleet_args(dir.path(), &flags))
+    };
+    let colocated = run(&[]);
+    let split = run(&["--prefill-replicas", "1"]);
+    let slow_link = run(&["--prefill-replicas", "1", "--kv-transfer-gbit", "0.1"]);
+    for r in [&colocated, &split, &slow_link] {
+        assert_eq!(r.completed, REQUESTS as usize, "every request finishes");
+    }
+    let f = split.fleet.as_ref().unwrap();
+    assert_eq!((f.prefill_replicas, f.handovers), (1, REQUESTS as usize));
+    // Every prompt goes to the prefill replica; the decode replicas get none.
+    assert_eq!(f.requests_by_replica, Some(vec![REQUESTS as usize, 0, 0]));
+    assert_eq!(colocated.fleet.as_ref().unwrap().handovers, 0);
+    // A hand-over delays the second token by its transfer: 2,048 tokens of K/V at
+    // 0.1 Gbit/s take 7.5 s, at 10 Gbit/s 75 ms.
+    let second_token = |r: &brisk_bench::Report| r.latency["p99_itl_ms"];
+    assert!(
+        second_token(&slow_link) > 7000.0,
+        "{}",
+        second_token(&slow_link)
+    );
+    assert!(second_token(&split) < 1000.0, "{}", second_token(&split));
+}
+
+#[test]
 fn fleet_flags_that_cannot_apply_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let error = |extra: &[&str]| {
@@ -176,4 +206,15 @@ fn fleet_flags_that_cannot_apply_are_named() {
     );
     let e = error(&["--replicas", "2", "--router-event-delay=-1"]);
     assert!(e.starts_with("--router-event-delay:"), "{e}");
+    let e = error(&["--replicas", "2", "--prefill-replicas", "2"]);
+    assert!(e.starts_with("--prefill-replicas: must leave"), "{e}");
+    let e = error(&[
+        "--replicas",
+        "2",
+        "--prefill-replicas",
+        "1",
+        "--kv-transfer-gbit",
+        "0",
+    ]);
+    assert!(e.starts_with("--kv-transfer-gbit:"), "{e}");
 }

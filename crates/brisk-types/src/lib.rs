@@ -12,9 +12,11 @@
 
 mod backend;
 mod batch;
+mod role;
 
 pub use backend::{Backend, BackendCapabilities, BackendError, ModelGeometry};
 pub use batch::{LogitsWanted, SeqStep, StepBatch, StepOutput};
+pub use role::Role;
 
 /// A token id in the model's vocabulary.
 pub type TokenId = u32;

@@ -166,6 +166,12 @@ pub struct ServeArgs {
     /// lease, so `brisk route --etcd` finds this replica, and forgets it when it dies.
     #[arg(long, env = "BRISK_ETCD", value_name = "ENDPOINTS", value_parser = parse_etcd)]
     etcd: Option<EtcdEndpoints>,
+    /// The part of serving this replica takes on in a fleet, advertised to routers: `both`
+    /// (colocated), `prefill` (computes prompts and first tokens, then hands each request's
+    /// K/V to a decode replica the router names) or `decode` (routers send it no prompts,
+    /// only requests handed over). Every role still serves whatever reaches it directly.
+    #[arg(long, env = "BRISK_ROLE", default_value = "both")]
+    role: brisk_types::Role,
     /// The key prefix to register under.
     #[arg(long, env = "BRISK_ETCD_PREFIX", default_value = brisk_gateway::DEFAULT_ETCD_PREFIX)]
     etcd_prefix: String,
@@ -385,11 +391,15 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             }
         };
         let info = state.replica_info.clone();
-        readiness.ready(router(std::sync::Arc::new(state), args.max_request_bytes));
+        let state = std::sync::Arc::new(state);
+        readiness.ready(router(std::sync::Arc::clone(&state), args.max_request_bytes));
         eprintln!("brisk: serving {summary}");
         let leave = match (&args.etcd, info) {
             (Some(endpoints), Some(info)) => match register(args, &endpoints.0, &info).await {
-                Ok(registration) => Some(leave_on_drain(registration, drain.clone())),
+                Ok(registration) => {
+                    migrate_on_drain(args, &endpoints.0, &info.url, state, drain.clone());
+                    Some(leave_on_drain(registration, drain.clone()))
+                }
                 Err(e) => {
                     drain.start();
                     let _ = server.await;
@@ -442,6 +452,55 @@ fn leave_on_drain(
         drain.started().await;
         registration.stop().await;
     })
+}
+
+/// Once draining starts, moves the requests running here to the other replicas registered in
+/// etcd that decode (their snapshot at that moment), within the shutdown timeout; what no
+/// peer takes finishes here.
+fn migrate_on_drain(
+    args: &ServeArgs,
+    endpoints: &[String],
+    own_url: &str,
+    state: std::sync::Arc<brisk_server::ServerState>,
+    drain: Drain,
+) {
+    let prefix = args.etcd_prefix.clone();
+    let (endpoints, own_url) = (endpoints.to_vec(), own_url.to_string());
+    let limit = Duration::from_secs_f64(args.shutdown_timeout);
+    tokio::spawn(async move {
+        drain.started().await;
+        let peers = fleet_peers(&endpoints, prefix, &own_url).await;
+        if peers.is_empty() {
+            return;
+        }
+        let moved = brisk_server::migrate_running(state, peers, limit).await;
+        if moved > 0 {
+            eprintln!("brisk: draining moved {moved} running requests to other replicas");
+        }
+    });
+}
+
+/// The base URLs of the replicas registered under `prefix` that decode, but `own_url`
+/// (none if etcd does not answer within 3 s).
+async fn fleet_peers(endpoints: &[String], prefix: String, own_url: &str) -> Vec<String> {
+    let Ok((mut events, _watch)) = brisk_discovery::watch(endpoints, prefix) else {
+        return Vec::new();
+    };
+    let first = tokio::time::timeout(Duration::from_secs(3), events.recv()).await;
+    let Ok(Some(brisk_discovery::MembershipEvent::Snapshot(members))) = first else {
+        return Vec::new();
+    };
+    members
+        .into_iter()
+        .filter_map(|(_, value)| serde_json::from_str::<ReplicaInfo>(&value).ok())
+        .filter(|info| info.url != own_url)
+        .filter(|info| {
+            info.role
+                .parse::<brisk_types::Role>()
+                .is_ok_and(|r| r.decodes())
+        })
+        .map(|info| info.url)
+        .collect()
 }
 
 /// Loads the model, starts the engine and builds the API's state; also returns the line that
@@ -584,7 +643,7 @@ fn server_state(
     state.replica_info = Some(ReplicaInfo {
         url: advertised_url(args, addr),
         model: name.clone(),
-        role: "both".into(),
+        role: args.role.as_str().into(),
         block_size: args.block_size,
         hash_salt: model.content_salt,
         kv_blocks: num_blocks,

@@ -1,7 +1,8 @@
 //! A request moved mid-stream between two `brisk serve` processes (SmolLM2, one compute
 //! thread each, an API key): its client's stream on the source goes on, token for token
 //! what an undisturbed run gives, greedy and seeded; a move to a replica that cannot be
-//! reached is refused and the request finishes where it was.
+//! reached, or that dies mid-copy, is refused and the request finishes where it was; a
+//! replica of an etcd fleet that is told to stop migrates its running request to a peer.
 
 mod common;
 
@@ -20,9 +21,9 @@ fn body(text: &str) -> Value {
     serde_json::from_str(text.split("\r\n\r\n").nth(1).expect("a body")).expect("JSON")
 }
 
-fn completion(seed: Option<u64>, stream: bool) -> String {
+fn completion(seed: Option<u64>, stream: bool, max_tokens: usize) -> String {
     let mut b = json!({"prompt": "Once upon a time, in a small village by the sea,",
-                       "max_tokens": 40, "ignore_eos": true, "stream": stream});
+                       "max_tokens": max_tokens, "ignore_eos": true, "stream": stream});
     match seed {
         Some(seed) => {
             b["temperature"] = json!(0.9);
@@ -80,19 +81,28 @@ fn only_request(server: &Server) -> u64 {
     ids[0].as_u64().unwrap()
 }
 
-/// On `server`: the text of an undisturbed completion (`seed` as in [`completion`]), then
-/// the same completion streamed, read up to its first token: (the undisturbed text, the
-/// stream, the first token's text, the request's engine id).
+/// On `server`: the text of an undisturbed completion of 40 tokens (`seed` as in
+/// [`completion`]), then the same completion streamed, read up to its first token: (the
+/// undisturbed text, the stream, the first token's text, the request's engine id).
 fn undisturbed_then_streaming(
     server: &Server,
     seed: Option<u64>,
+) -> (String, BufReader<std::net::TcpStream>, String, u64) {
+    undisturbed_then_streaming_n(server, seed, 40)
+}
+
+/// [`undisturbed_then_streaming`] with `max_tokens` tokens.
+fn undisturbed_then_streaming_n(
+    server: &Server,
+    seed: Option<u64>,
+    max_tokens: usize,
 ) -> (String, BufReader<std::net::TcpStream>, String, u64) {
     let (status, text) = call(
         server.addr,
         "POST",
         "/v1/completions",
         Some(KEY),
-        &completion(seed, false),
+        &completion(seed, false, max_tokens),
     );
     assert_eq!(status, 200, "{text}");
     let want = body(&text)["choices"][0]["text"]
@@ -104,7 +114,7 @@ fn undisturbed_then_streaming(
         "POST",
         "/v1/completions",
         Some(KEY),
-        &completion(seed, true),
+        &completion(seed, true, max_tokens),
     ));
     let first = first_token(&mut stream);
     (want, stream, first, only_request(server))
@@ -152,4 +162,70 @@ fn smollm2_a_request_moves_between_replicas_and_its_stream_goes_on() {
         "garbage",
     );
     assert_eq!(status, 400);
+}
+
+/// A sample of `server`'s metrics (0 when absent).
+fn metric(server: &Server, sample: &str) -> f64 {
+    let (_, text) = call(server.addr, "GET", "/metrics", Some(KEY), "");
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+#[test]
+fn smollm2_a_destination_that_dies_mid_copy_leaves_the_request_running_at_its_source() {
+    let a = replica();
+    // Takes the connection, reads the start of the export, and drops it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dying = listener.local_addr().unwrap();
+    let reader = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = std::io::Read::read(&mut conn, &mut buf);
+    });
+    let (want, mut stream, mut got, id) = undisturbed_then_streaming(&a, None);
+    let path = format!("/internal/v1/requests/{id}/move");
+    let to = json!({"to": format!("http://{dying}")}).to_string();
+    let (status, text) = call(a.addr, "POST", &path, Some(KEY), &to);
+    assert_eq!(status, 502, "{text}");
+    reader.join().unwrap();
+    got.push_str(&read_stream(&mut stream));
+    assert_eq!(got, want);
+    assert_eq!(
+        metric(&a, "brisk_move_failures_total{kind=\"migration\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn smollm2_a_draining_replica_migrates_its_running_request_and_the_stream_goes_on() {
+    let etcd = brisk_testkit::etcd::Etcd::start();
+    let endpoint = etcd.endpoint();
+    let member = || {
+        start(
+            &[
+                "--api-key",
+                KEY,
+                "--etcd",
+                &endpoint,
+                "--shutdown-timeout",
+                "60",
+            ],
+            &[("BRISK_THREADS", "1")],
+        )
+    };
+    let (mut a, b) = (member(), member());
+    // Long enough to be still decoding when the drain starts.
+    let (want, mut stream, mut got, _) = undisturbed_then_streaming_n(&a, Some(9), 300);
+    a.signal("TERM");
+    got.push_str(&read_stream(&mut stream));
+    assert_eq!(got, want, "the stream goes on token for token");
+    assert_eq!(metric(&b, "brisk_migrations_total{direction=\"in\"}"), 1.0);
+    // Its engine freed at once, the source exits once the relayed stream is done.
+    assert!(a.wait_exit(std::time::Duration::from_secs(30)).success());
+    assert!(
+        a.stderr().contains("draining moved 1 running requests"),
+        "{}",
+        a.stderr()
+    );
 }

@@ -16,6 +16,7 @@ fn spec(publishes_events: bool) -> ReplicaSpec {
             ..LatencyCoefficients::default()
         }),
         publishes_events,
+        role: Role::Both,
     }
 }
 
@@ -262,6 +263,61 @@ fn round_robin_takes_each_available_replica_in_turn_whatever_it_caches() {
     assert_eq!(seen, ["r0", "r1", "r2", "r0"]);
 }
 
+fn with_role(role: Role) -> ReplicaSpec {
+    ReplicaSpec { role, ..spec(true) }
+}
+
+#[test]
+fn a_prefill_replica_takes_the_prompt_and_names_the_least_loaded_decode_replica() {
+    let mut r = RouterCore::new(RouterConfig::default());
+    r.upsert("d0", with_role(Role::Decode));
+    r.upsert("d1", with_role(Role::Decode));
+    r.upsert("p", with_role(Role::Prefill));
+    let prompt: Vec<TokenId> = (0..40).collect();
+    let first = r.route(&ask(&prompt), 0.0).unwrap();
+    assert_eq!(first.replica, "p", "decode replicas get no prompts");
+    assert_eq!(first.decode_on.as_deref(), Some("d0"), "ties go by id");
+    // At its first token the request's account moves to its decode replica.
+    r.first_token(first.key);
+    let load = |r: &RouterCore, id| r.load(id, 0.0).unwrap();
+    assert_eq!(load(&r, "p").outstanding, 0);
+    assert_eq!(load(&r, "p").queued_prefill_s, 0.0);
+    assert_eq!(
+        (load(&r, "d0").outstanding, load(&r, "d0").prefilling),
+        (1, 0)
+    );
+    // The next request decodes on the idle decode replica.
+    let second = r.route(&ask(&prompt), 0.1).unwrap();
+    assert_eq!(second.decode_on.as_deref(), Some("d1"));
+    r.finished(first.key, true, 0.2);
+    assert_eq!(load(&r, "d0").outstanding, 0);
+    // Requests that fail over exclude replicas from decoding too.
+    let c = r
+        .route(
+            &RouteRequest {
+                exclude: &["d0".to_string(), "d1".to_string()],
+                ..ask(&prompt)
+            },
+            0.3,
+        )
+        .unwrap();
+    assert_eq!((c.replica.as_str(), c.decode_on), ("p", None));
+}
+
+#[test]
+fn colocated_replicas_keep_their_requests_and_decode_only_fleets_refuse_prompts() {
+    let mut r = RouterCore::new(RouterConfig::default());
+    r.upsert("b", with_role(Role::Both));
+    r.upsert("d", with_role(Role::Decode));
+    let prompt: Vec<TokenId> = (0..40).collect();
+    let c = r.route(&ask(&prompt), 0.0).unwrap();
+    assert_eq!((c.replica.as_str(), c.decode_on), ("b", None));
+    r.first_token(c.key);
+    assert_eq!(r.load("b", 0.0).unwrap().outstanding, 1);
+    r.remove("b");
+    assert_eq!(r.route(&ask(&prompt), 0.1), Err(Refusal::NoReplica));
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Route(u8, u8),
@@ -285,8 +341,20 @@ proptest! {
     /// Whatever happens, each replica's counts agree with the requests routed to it and
     /// never go negative; an idle replica has no queued work.
     #[test]
-    fn load_accounting_stays_consistent(ops in proptest::collection::vec(op(), 1..80)) {
-        let mut r = router(3);
+    fn load_accounting_stays_consistent(
+        ops in proptest::collection::vec(op(), 1..80),
+        disaggregated in any::<bool>(),
+    ) {
+        // Colocated, or r0 both, r1 prefill, r2 decode.
+        let role = |i: u8| match (disaggregated, i) {
+            (true, 1) => Role::Prefill,
+            (true, 2) => Role::Decode,
+            _ => Role::Both,
+        };
+        let mut r = RouterCore::new(RouterConfig::default());
+        for i in 0..3 {
+            r.upsert(&format!("r{i}"), with_role(role(i)));
+        }
         let mut keys = Vec::new();
         for (step, op) in ops.into_iter().enumerate() {
             let now = step as f64 * 0.1;
@@ -300,7 +368,7 @@ proptest! {
                 Op::First(k) => if let Some(k) = keys.get(usize::from(k)) { r.first_token(*k) },
                 Op::Finish(k, ok) => if let Some(k) = keys.get(usize::from(k)) { r.finished(*k, ok, now) },
                 Op::Remove(i) => { r.remove(&format!("r{i}")); }
-                Op::Add(i) => r.upsert(&format!("r{i}"), spec(true)),
+                Op::Add(i) => r.upsert(&format!("r{i}"), with_role(role(i))),
             }
             let mut total = 0;
             for (id, replica) in &r.replicas {

@@ -100,11 +100,13 @@ impl Format for ChatFormat {
 pub async fn chat_completions(
     State(state): State<Arc<ServerState>>,
     key: Option<Extension<KeyClient>>,
+    decode_on: super::handover::DecodeOn,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let arrival = Instant::now();
     let mut spec = prepare(&state, body).await?;
     KeyClient::apply(key, &mut spec.request.client);
+    spec.decode_on = decode_on.0;
     respond(state, spec, ChatFormat, arrival).await
 }
 

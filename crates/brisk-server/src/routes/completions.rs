@@ -71,11 +71,13 @@ impl Format for CompletionFormat {
 pub async fn completions(
     State(state): State<Arc<ServerState>>,
     key: Option<Extension<KeyClient>>,
+    decode_on: super::handover::DecodeOn,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let arrival = Instant::now();
     let mut spec = prepare(&state, body).await?;
     KeyClient::apply(key, &mut spec.request.client);
+    spec.decode_on = decode_on.0;
     respond(state, spec, CompletionFormat, arrival).await
 }
 

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use brisk_engine::{
@@ -37,6 +37,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::ApiError;
 use crate::shutdown::HTTP2_WINDOW;
+use crate::transfer_metrics::MoveKind;
 use crate::ServerState;
 
 /// One engine event on the wire between replicas.
@@ -164,26 +165,142 @@ pub async fn move_request(
     if !to.starts_with("http://") {
         return Err(ApiError::invalid("to", "expected an http:// base URL"));
     }
+    let moved = move_to(&state, id, &to, MoveKind::Migration).await?;
+    Ok(axum::Json(json!({
+        "moved": id, "to": to, "kv_bytes": moved.kv_bytes, "pause_ms": moved.pause_s * 1e3,
+    }))
+    .into_response())
+}
+
+/// The header a router puts on a request it sends to a prefill replica: the base URL of the
+/// decode replica to hand the request over to after its first token.
+pub const DECODE_ON_HEADER: &str = "x-brisk-decode-on";
+
+/// The request's decode replica ([`DECODE_ON_HEADER`]), if it names one. Like the internal
+/// routes it is honoured only past the API key check.
+pub struct DecodeOn(pub Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for DecodeOn {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, ApiError> {
+        let Some(value) = parts.headers.get(DECODE_ON_HEADER) else {
+            return Ok(Self(None));
+        };
+        let bad = || {
+            ApiError::invalid(
+                DECODE_ON_HEADER,
+                format!("the `{DECODE_ON_HEADER}` header must be an http:// base URL"),
+            )
+        };
+        let url = value.to_str().map_err(|_| bad())?.trim_end_matches('/');
+        if !url.starts_with("http://") || url.len() == "http://".len() {
+            return Err(bad());
+        }
+        Ok(Self(Some(url.to_string())))
+    }
+}
+
+/// Hands request `id`, parked after its first token, to the decode replica at `to`; on
+/// failure it decodes here (the move resumes it).
+pub(crate) fn hand_over(state: Arc<ServerState>, id: u64, to: String) {
+    tokio::spawn(crate::request_id::in_current_span(async move {
+        if let Err(e) = move_to(&state, id, &to, MoveKind::Handover).await {
+            let e = ApiError::from(e);
+            tracing::warn!(
+                "request {id} decodes here: its hand-over to {to} failed: {}",
+                e.message
+            );
+        }
+    }));
+}
+
+/// What a completed move cost.
+pub(crate) struct Moved {
+    /// K/V bytes sent.
+    pub kv_bytes: usize,
+    /// How long the request produced no token here, seconds.
+    pub pause_s: f64,
+}
+
+/// Why a move did not happen.
+pub(crate) enum MoveFailure {
+    /// The engine would not export the request (unknown here, not decoding yet, structured
+    /// output): nothing changed.
+    NotMovable(MoveError),
+    /// The destination refused it or could not be reached: it runs on here.
+    Destination(ApiError),
+    /// It ended here meanwhile (its client left), or the engine stopped.
+    Gone(ApiError),
+}
+
+impl From<MoveFailure> for ApiError {
+    fn from(f: MoveFailure) -> Self {
+        match f {
+            MoveFailure::NotMovable(e) => refused(e),
+            MoveFailure::Destination(e) | MoveFailure::Gone(e) => e,
+        }
+    }
+}
+
+/// Moves request `id` to the replica at `to` (a base URL): exports it (pausing it), posts
+/// the export, and once the destination accepts, relays the destination's stream into the
+/// request's channel here. When the destination fails it, the request runs on here,
+/// resumed (also when it was parked for a hand-over, whose failures all count).
+pub(crate) async fn move_to(
+    state: &Arc<ServerState>,
+    id: u64,
+    to: &str,
+    kind: MoveKind,
+) -> Result<Moved, MoveFailure> {
     let started = Instant::now();
-    let export = state.engine.export(id).await.map_err(refused)?;
+    let export = match state.engine.export(id).await {
+        Ok(export) => export,
+        Err(e) => {
+            if kind == MoveKind::Handover {
+                let _ = state.engine.resume(id);
+                state.metrics.transfers.failed(kind);
+            }
+            return Err(MoveFailure::NotMovable(e));
+        }
+    };
+    let result = send_export(state, id, to, kind, export, started).await;
+    if result.is_err() {
+        let _ = state.engine.resume(id);
+        state.metrics.transfers.failed(kind);
+    }
+    result
+}
+
+/// The rest of [`move_to`], once the request is exported.
+async fn send_export(
+    state: &Arc<ServerState>,
+    id: u64,
+    to: &str,
+    kind: MoveKind,
+    export: RequestExport,
+    started: Instant,
+) -> Result<Moved, MoveFailure> {
     let exported_ms = started.elapsed().as_secs_f64() * 1e3;
     let kv_bytes = export.kv_bytes();
-    let resume = |e: ApiError| {
-        let _ = state.engine.resume(id);
-        e
-    };
     // The header, then the K/V as exported: no copy of the blocks on the way out.
     let (prefix, kv) = export.into_wire_parts();
     let parts = futures_util::stream::iter([prefix, kv].map(Ok::<_, Infallible>));
     let mut request = transfer_client()
-        .post(format!("{to}/internal/v1/requests/import"))
+        .post(format!(
+            "{to}/internal/v1/requests/import?kind={}",
+            kind.as_str()
+        ))
         .header(header::CONTENT_TYPE.as_str(), "application/octet-stream")
         .body(reqwest::Body::wrap_stream(parts));
     if let Some(key) = state.auth.primary_key() {
         request = request.bearer_auth(key);
     }
     let response = request.send().await.map_err(|e| {
-        resume(ApiError {
+        MoveFailure::Destination(ApiError {
             status: StatusCode::BAD_GATEWAY,
             message: format!("cannot reach {to}: {e}"),
             param: Some("to".into()),
@@ -193,34 +310,40 @@ pub async fn move_request(
     if !response.status().is_success() {
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
-        return Err(resume(ApiError {
+        return Err(MoveFailure::Destination(ApiError {
             status: StatusCode::CONFLICT,
             message: format!("{to} refused the request ({status}): {text}"),
             param: Some("to".into()),
             code: Some("move_refused"),
         }));
     }
+    let transfer_s = started.elapsed().as_secs_f64();
     let Some(events) = state
         .engine
         .handoff(id)
         .await
-        .map_err(|_| ApiError::unavailable("the engine has stopped"))?
+        .map_err(|_| MoveFailure::Gone(ApiError::unavailable("the engine has stopped")))?
     else {
         // The request ended here meanwhile (its client left): nothing to relay.
-        return Err(ApiError {
+        return Err(MoveFailure::Gone(ApiError {
             status: StatusCode::GONE,
             message: format!("request {id} ended before the move completed"),
             param: None,
             code: Some("request_gone"),
-        });
+        }));
     };
-    let pause_ms = started.elapsed().as_secs_f64() * 1e3;
-    tracing::info!("moved request {id} to {to}: {kv_bytes} bytes of K/V, exported after {exported_ms:.1} ms, paused {pause_ms:.1} ms");
-    tokio::spawn(relay(response, events, to.clone()));
-    Ok(axum::Json(json!({
-        "moved": id, "to": to, "kv_bytes": kv_bytes, "pause_ms": pause_ms,
-    }))
-    .into_response())
+    let pause_s = started.elapsed().as_secs_f64();
+    let pause_ms = pause_s * 1e3;
+    tracing::info!(
+        "{} of request {id} to {to}: {kv_bytes} bytes of K/V, exported after {exported_ms:.1} ms, paused {pause_ms:.1} ms",
+        kind.as_str()
+    );
+    state
+        .metrics
+        .transfers
+        .sent(kind, kv_bytes, transfer_s, pause_s);
+    tokio::spawn(relay(response, events, to.to_string()));
+    Ok(Moved { kv_bytes, pause_s })
 }
 
 /// The client every move uses: HTTP/2 without negotiation (the replicas speak it in the
@@ -271,20 +394,37 @@ async fn relay(response: reqwest::Response, events: UnboundedSender<EngineEvent>
     let _ = events.send(EngineEvent::Failed(EngineFailure::Internal(message)));
 }
 
-/// `POST /internal/v1/requests/import`: takes in a request another replica exported (body:
+/// The import route's query.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportParams {
+    /// Why the request moves (`handover` or `migration`, the default), for metrics.
+    kind: Option<String>,
+}
+
+/// `POST /internal/v1/requests/import[?kind=handover|migration]`: takes in a request another replica exported (body:
 /// its bytes) and streams its continuation back as JSON lines; 409 when there is no room or
 /// the cache is of another kind, 400 for bytes that are not an export.
 pub async fn import(
     State(state): State<Arc<ServerState>>,
+    params: Result<Query<ImportParams>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
+    let Query(params) = params.map_err(|e| ApiError::invalid("kind", e.body_text()))?;
+    let kind = MoveKind::parse(params.kind.as_deref())
+        .ok_or_else(|| ApiError::invalid("kind", "expected `handover` or `migration`"))?;
     let body = super::read_body(body)?;
     let size = body.len();
     // Unique after collection: the K/V stay in the buffer they arrived in.
     let export = RequestExport::from_vec(Vec::from(body)).map_err(refused)?;
     let decoded_ms = started.elapsed().as_secs_f64() * 1e3;
+    let kv_bytes = export.kv_bytes();
     let stream = state.engine.import(export).await.map_err(refused)?;
+    state
+        .metrics
+        .transfers
+        .received(kind, kv_bytes, started.elapsed().as_secs_f64());
     tracing::info!(
         "imported a request of {size} bytes: decoded in {decoded_ms:.1} ms, imported in {:.1} ms",
         started.elapsed().as_secs_f64() * 1e3

@@ -83,6 +83,7 @@ const REFUSED: &[(&str, &str)] = &[
 pub async fn responses(
     State(state): State<Arc<ServerState>>,
     key: Option<Extension<KeyClient>>,
+    decode_on: super::handover::DecodeOn,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let arrival = Instant::now();
@@ -92,6 +93,7 @@ pub async fn responses(
     let echo = Echo::of(&req);
     let mut spec = prepare(&state, req).await?;
     KeyClient::apply(key, &mut spec.request.client);
+    spec.decode_on = decode_on.0;
     let run = submit_all(&state, &spec, arrival)
         .await?
         .pop()

@@ -150,12 +150,27 @@ pub fn send(
     key: Option<&str>,
     body: &str,
 ) -> TcpStream {
+    send_with(addr, method, path, key, &[], body)
+}
+
+/// [`send`] with more headers.
+pub fn send_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> TcpStream {
     let mut s = TcpStream::connect(addr).expect("connects");
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+    let mut head = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{head}\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
@@ -171,8 +186,20 @@ pub fn call(
     key: Option<&str>,
     body: &str,
 ) -> (u16, String) {
+    call_with(addr, method, path, key, &[], body)
+}
+
+/// [`call`] with more headers.
+pub fn call_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     let mut text = String::new();
-    send(addr, method, path, key, body)
+    send_with(addr, method, path, key, headers, body)
         .read_to_string(&mut text)
         .unwrap();
     let status = text
