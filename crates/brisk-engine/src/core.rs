@@ -113,12 +113,7 @@ impl RequestExport {
             sampler: self.sampler.state(),
             logprobs: self.logprobs,
         };
-        let header = rmp_serde::to_vec_named(&header).expect("encoding into memory");
-        let mut out = Vec::with_capacity(12 + header.len());
-        out.extend(WIRE_MAGIC);
-        out.extend((header.len() as u64).to_le_bytes());
-        out.extend(header);
-        out
+        wire_prefix(WIRE_MAGIC, &header)
     }
 
     /// Reads what [`Self::to_bytes`] wrote, keeping its buffer for the K/V (no copy of
@@ -147,24 +142,92 @@ impl RequestExport {
 
     /// The header and where the K/V start.
     fn read_header(bytes: &[u8]) -> Result<(WireHeader, usize), MoveError> {
-        let bad = |why: &str| MoveError::Wire(why.to_string());
-        let rest = bytes
-            .strip_prefix(WIRE_MAGIC)
-            .ok_or_else(|| bad("not a brisk request export (no BRQ2 magic)"))?;
-        let (len, rest) = rest
-            .split_first_chunk::<8>()
-            .ok_or_else(|| bad("cut short before the header length"))?;
-        let len = usize::try_from(u64::from_le_bytes(*len))
-            .ok()
-            .filter(|&l| l <= rest.len())
-            .ok_or_else(|| bad("the header runs past the end"))?;
-        let header: WireHeader = rmp_serde::from_slice(&rest[..len])
-            .map_err(|e| MoveError::Wire(format!("the header does not decode: {e}")))?;
-        Ok((header, bytes.len() - rest.len() + len))
+        read_wire(WIRE_MAGIC, "request export", bytes)
     }
 }
 
 const WIRE_MAGIC: &[u8; 4] = b"BRQ2";
+
+const BLOCKS_MAGIC: &[u8; 4] = b"BRB1";
+
+/// `magic`, the length of `header` in msgpack (8 bytes, little-endian), the header.
+fn wire_prefix<T: serde::Serialize>(magic: &[u8; 4], header: &T) -> Vec<u8> {
+    let header = rmp_serde::to_vec_named(header).expect("encoding into memory");
+    let mut out = Vec::with_capacity(12 + header.len());
+    out.extend(magic);
+    out.extend((header.len() as u64).to_le_bytes());
+    out.extend(header);
+    out
+}
+
+/// Reads what [`wire_prefix`] wrote: the header and where the payload starts; a clear
+/// error naming `what` for anything else.
+fn read_wire<T: serde::de::DeserializeOwned>(
+    magic: &[u8; 4],
+    what: &str,
+    bytes: &[u8],
+) -> Result<(T, usize), MoveError> {
+    let bad = |why: String| MoveError::Wire(why);
+    let rest = bytes.strip_prefix(magic).ok_or_else(|| {
+        bad(format!(
+            "not a brisk {what} (no {} magic)",
+            String::from_utf8_lossy(magic)
+        ))
+    })?;
+    let (len, rest) = rest
+        .split_first_chunk::<8>()
+        .ok_or_else(|| bad("cut short before the header length".into()))?;
+    let len = usize::try_from(u64::from_le_bytes(*len))
+        .ok()
+        .filter(|&l| l <= rest.len())
+        .ok_or_else(|| bad("the header runs past the end".into()))?;
+    let header: T = rmp_serde::from_slice(&rest[..len])
+        .map_err(|e| bad(format!("the header does not decode: {e}")))?;
+    Ok((header, bytes.len() - rest.len() + len))
+}
+
+/// Full blocks of a running request sent ahead of its move (see
+/// [`EngineCore::export_blocks`]): the tokens they hold, from position 0, and the K/V of the
+/// blocks from `first_block` on (the earlier ones went before).
+#[derive(Clone, Debug)]
+pub struct BlockExport {
+    /// The tokens of every full block up to the last one carried.
+    pub tokens: Vec<TokenId>,
+    /// The first block whose K/V `kv` holds.
+    pub first_block: usize,
+    /// K/V of blocks `first_block..`, as the backend exported them.
+    pub kv: Vec<u8>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BlocksHeader {
+    tokens: Vec<TokenId>,
+    first_block: usize,
+}
+
+impl BlockExport {
+    /// `BRB1`, the header length, the header (tokens, first block), then the K/V — in two
+    /// parts, without copying the K/V.
+    pub fn into_wire_parts(self) -> (Vec<u8>, Vec<u8>) {
+        let header = BlocksHeader {
+            tokens: self.tokens,
+            first_block: self.first_block,
+        };
+        (wire_prefix(BLOCKS_MAGIC, &header), self.kv)
+    }
+
+    /// Reads what [`Self::into_wire_parts`] wrote, keeping its buffer for the K/V.
+    pub fn from_vec(mut bytes: Vec<u8>) -> Result<Self, MoveError> {
+        let (header, offset): (BlocksHeader, usize) =
+            read_wire(BLOCKS_MAGIC, "block export", &bytes)?;
+        bytes.drain(..offset);
+        Ok(Self {
+            tokens: header.tokens,
+            first_block: header.first_block,
+            kv: bytes,
+        })
+    }
+}
 
 /// The part of a [`RequestExport`] that is not K/V, as it crosses between processes.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -289,6 +352,17 @@ impl<B: Backend> EngineCore<B> {
     /// blocks) until [`Self::release`] (moved) or [`Self::resume`] (the move failed).
     /// Refused unless it is decoding.
     pub fn export(&mut self, id: RequestId, now: f64) -> Result<RequestExport, MoveError> {
+        self.export_from(id, now, 0)
+    }
+
+    /// [`Self::export`] without the K/V of the first `first_block` blocks, which were sent
+    /// ahead ([`Self::export_blocks`]).
+    pub fn export_from(
+        &mut self,
+        id: RequestId,
+        now: f64,
+        first_block: usize,
+    ) -> Result<RequestExport, MoveError> {
         let Some(state) = self.requests.get(&id) else {
             return Err(SchedulerError::InvalidRequest {
                 id,
@@ -300,7 +374,7 @@ impl<B: Backend> EngineCore<B> {
             return Err(MoveError::Constrained);
         }
         let (sampler, logprobs) = (state.sampler.clone(), state.logprobs);
-        let seq = self.scheduler.export(id, now)?;
+        let seq = self.scheduler.export_from(id, now, first_block)?;
         let kv = match self.backend.export_blocks(&self.kv, &seq.blocks) {
             Ok(kv) => kv,
             Err(e) => {
@@ -344,6 +418,45 @@ impl<B: Backend> EngineCore<B> {
         let state = RequestState::new(&request.spec, export.sampler, export.logprobs, &self.eos);
         self.requests.insert(id, RequestState { output, ..state });
         Ok(())
+    }
+
+    /// The full blocks of running request `id` from block `first_block` on, to send ahead of
+    /// its move while it keeps running here (Llumnix's pre-copy); `None` when it has no full
+    /// block past `first_block` yet.
+    pub fn export_blocks(
+        &mut self,
+        id: RequestId,
+        first_block: usize,
+    ) -> Result<Option<BlockExport>, MoveError> {
+        let (tokens, blocks) = self.scheduler.full_blocks(id)?;
+        if blocks.len() <= first_block {
+            return Ok(None);
+        }
+        let kv = self
+            .backend
+            .export_blocks(&self.kv, &blocks[first_block..])?;
+        Ok(Some(BlockExport {
+            tokens,
+            first_block,
+            kv,
+        }))
+    }
+
+    /// Takes in blocks sent ahead of a move into the prefix cache; returns how many full
+    /// blocks of `blocks.tokens` this engine now holds there. Refused with nothing kept
+    /// when the blocks sent before are no longer cached, the pool is full or the K/V are of
+    /// another kind.
+    pub fn import_blocks(&mut self, blocks: &BlockExport) -> Result<usize, MoveError> {
+        let held = blocks.tokens.len() / self.scheduler.config().block_size;
+        let fresh = self
+            .scheduler
+            .stage_blocks(&blocks.tokens, blocks.first_block)?;
+        if let Err(e) = self.backend.import_blocks(&mut self.kv, &fresh, &blocks.kv) {
+            self.scheduler.abandon_staged();
+            return Err(e.into());
+        }
+        self.scheduler.commit_staged(&blocks.tokens)?;
+        Ok(held)
     }
 
     /// Forgets request `id`, which now runs elsewhere: its blocks are freed and its client

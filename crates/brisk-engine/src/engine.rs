@@ -127,9 +127,24 @@ impl<B: Backend> Engine<B> {
                     self.dispatch(output);
                 }
             }
-            Command::Export { id, reply } => {
+            Command::Export {
+                id,
+                first_block,
+                reply,
+            } => {
                 let now = self.clock.now();
-                let _ = reply.send(self.core.export(id, now));
+                let _ = reply.send(self.core.export_from(id, now, first_block));
+            }
+            Command::ExportBlocks {
+                id,
+                first_block,
+                reply,
+            } => {
+                let _ = reply.send(self.core.export_blocks(id, first_block));
+            }
+            Command::ImportBlocks { blocks, reply } => {
+                let _ = reply.send(self.core.import_blocks(&blocks));
+                self.publish_kv_events();
             }
             Command::Import {
                 id,

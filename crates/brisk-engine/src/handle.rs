@@ -5,7 +5,7 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use tokio::sync::mpsc as tokio_mpsc;
 
-use crate::core::{MoveError, RequestExport};
+use crate::core::{BlockExport, MoveError, RequestExport};
 use crate::request::{EngineEvent, EngineRequest, RequestId};
 use crate::stats::EngineStats;
 
@@ -22,10 +22,23 @@ pub(crate) enum Command {
     Abort(RequestId),
     /// End a request as a stop (a stop string matched) and free its blocks.
     Stop(RequestId),
-    /// What a request needs to continue in another engine.
+    /// What a request needs to continue in another engine, but its first `first_block`
+    /// blocks (sent ahead).
     Export {
         id: RequestId,
+        first_block: usize,
         reply: tokio::sync::oneshot::Sender<Result<RequestExport, MoveError>>,
+    },
+    /// A running request's full blocks from `first_block` on, sent ahead of its move.
+    ExportBlocks {
+        id: RequestId,
+        first_block: usize,
+        reply: tokio::sync::oneshot::Sender<Result<Option<BlockExport>, MoveError>>,
+    },
+    /// Blocks sent ahead of a move, into the prefix cache.
+    ImportBlocks {
+        blocks: Box<BlockExport>,
+        reply: tokio::sync::oneshot::Sender<Result<usize, MoveError>>,
     },
     /// Take in a request another engine exported; its events go to `events`.
     Import {
@@ -88,9 +101,54 @@ impl EngineHandle {
     /// [`crate::EngineCore::export`]); it is paused here until [`Self::release`] (moved) or
     /// [`Self::resume`] (the move failed).
     pub async fn export(&self, id: RequestId) -> Result<RequestExport, MoveError> {
+        self.export_from(id, 0).await
+    }
+
+    /// [`Self::export`] without the K/V of the first `first_block` blocks, sent ahead
+    /// ([`Self::export_blocks`]).
+    pub async fn export_from(
+        &self,
+        id: RequestId,
+        first_block: usize,
+    ) -> Result<RequestExport, MoveError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.commands
-            .send(Command::Export { id, reply })
+            .send(Command::Export {
+                id,
+                first_block,
+                reply,
+            })
+            .map_err(|_| MoveError::Stopped)?;
+        answer.await.map_err(|_| MoveError::Stopped)?
+    }
+
+    /// Running request `id`'s full blocks from `first_block` on, to send ahead of its move
+    /// while it keeps running (see [`crate::EngineCore::export_blocks`]).
+    pub async fn export_blocks(
+        &self,
+        id: RequestId,
+        first_block: usize,
+    ) -> Result<Option<BlockExport>, MoveError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.commands
+            .send(Command::ExportBlocks {
+                id,
+                first_block,
+                reply,
+            })
+            .map_err(|_| MoveError::Stopped)?;
+        answer.await.map_err(|_| MoveError::Stopped)?
+    }
+
+    /// Takes blocks sent ahead of a move into the prefix cache; returns how many full
+    /// blocks of their tokens are cached here now (see [`crate::EngineCore::import_blocks`]).
+    pub async fn import_blocks(&self, blocks: BlockExport) -> Result<usize, MoveError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.commands
+            .send(Command::ImportBlocks {
+                blocks: Box::new(blocks),
+                reply,
+            })
             .map_err(|_| MoveError::Stopped)?;
         answer.await.map_err(|_| MoveError::Stopped)?
     }

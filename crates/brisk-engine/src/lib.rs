@@ -21,7 +21,9 @@ use brisk_scheduler::speculate::Drafter;
 use brisk_scheduler::{PolicyChoice, SchedulerConfig, SchedulerCore, StepRecord};
 use brisk_types::Backend;
 
-pub use crate::core::{AddError, Clock, EngineCore, MoveError, Output, RequestExport, StepReport};
+pub use crate::core::{
+    AddError, BlockExport, Clock, EngineCore, MoveError, Output, RequestExport, StepReport,
+};
 pub use handle::{EngineHandle, EngineStopped, RequestStream};
 pub use request::{
     EngineEvent, EngineFailure, EngineRequest, FinishReason, GeneratedToken, Priority, RequestId,

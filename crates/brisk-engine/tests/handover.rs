@@ -6,9 +6,11 @@
 mod common;
 
 use brisk_backend::{CpuBackend, KvCacheDtype};
-use brisk_engine::{EngineCore, EngineRequest, MoveError, Output, RequestExport, RequestSpec};
+use brisk_engine::{
+    BlockExport, EngineCore, EngineRequest, MoveError, Output, RequestExport, RequestSpec,
+};
 use brisk_sampling::SamplingParams;
-use brisk_scheduler::{SchedulerConfig, SchedulerCore};
+use brisk_scheduler::{SchedulerConfig, SchedulerCore, SchedulerError};
 use brisk_types::{Backend, TokenId};
 use common::{tiny_backend, Frozen};
 
@@ -119,6 +121,95 @@ fn a_request_moved_mid_decode_continues_exactly() {
             "{outputs:?}"
         );
     }
+}
+
+/// Sends `source`'s request 1 blocks ahead to `dest` (through bytes), from `first_block`;
+/// returns how many blocks `dest` holds now.
+fn send_ahead(
+    source: &mut EngineCore<CpuBackend>,
+    dest: &mut EngineCore<CpuBackend>,
+    first_block: usize,
+) -> usize {
+    let Some(blocks) = source.export_blocks(1, first_block).unwrap() else {
+        return first_block;
+    };
+    let (head, kv) = blocks.into_wire_parts();
+    let blocks = BlockExport::from_vec([head, kv].concat()).unwrap();
+    dest.import_blocks(&blocks).unwrap()
+}
+
+#[test]
+fn a_migration_that_sends_blocks_ahead_continues_exactly_and_carries_only_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, sampling) in samplings().into_iter().take(2) {
+        let mut alone = core(dir.path(), 64, KvCacheDtype::F32);
+        alone.add(1, request(sampling.clone()), 0.0, 0.0).unwrap();
+        let (want, _) = run(&mut alone, 1, usize::MAX);
+
+        let (mut source, mut dest) = (
+            core(dir.path(), 64, KvCacheDtype::F32),
+            core(dir.path(), 64, KvCacheDtype::F32),
+        );
+        source.add(1, request(sampling), 0.0, 0.0).unwrap();
+        // Stage 1 while it decodes, stage 2 a few tokens later, then the final stop.
+        let (mut got, _) = run(&mut source, 1, 3);
+        let held = send_ahead(&mut source, &mut dest, 0);
+        assert_eq!(
+            held,
+            24 / 4,
+            "22 prompt tokens and 2 computed outputs: 6 full blocks"
+        );
+        let (more, _) = run(&mut source, 1, 6);
+        got.extend(more);
+        let held = send_ahead(&mut source, &mut dest, held);
+        assert_eq!(held, 7);
+        let full = source.export(1, 0.0).unwrap().kv_bytes();
+        assert!(source.resume(1));
+        let export = source.export_from(1, 0.0, held).unwrap();
+        let bytes = RequestExport::from_bytes(&export.to_bytes()).unwrap();
+        assert!(
+            bytes.kv_bytes() * 7 < full,
+            "only the last block travels at the stop"
+        );
+        dest.import(7, bytes, 0.0).unwrap();
+        assert!(source.release(1));
+        let (rest, finished) = run(&mut dest, 7, usize::MAX);
+        assert!(finished);
+        got.extend(rest);
+        assert_eq!(got, want, "{name}");
+    }
+}
+
+#[test]
+fn blocks_sent_ahead_and_lost_to_eviction_are_named_and_nothing_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut source, mut dest) = (
+        core(dir.path(), 64, KvCacheDtype::F32),
+        core(dir.path(), 64, KvCacheDtype::F32),
+    );
+    source
+        .add(1, request(SamplingParams::greedy()), 0.0, 0.0)
+        .unwrap();
+    run(&mut source, 1, 3);
+    // The destination never got the first blocks: the continuation from block 2 is refused.
+    let blocks = source.export_blocks(1, 2).unwrap().unwrap();
+    let e = dest.import_blocks(&blocks).unwrap_err();
+    assert!(e.to_string().contains("no longer cached"), "{e}");
+    let e = dest
+        .import(7, source.export_from(1, 0.0, 2).unwrap(), 0.0)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            MoveError::Scheduler(SchedulerError::PrefixLost { needed: 2, held: 0 })
+        ),
+        "{e}"
+    );
+    assert!(!dest.has_unfinished());
+    assert_eq!(dest.stats().kv_usage_ratio, 0.0);
+    // More blocks than it has full ones cannot be skipped.
+    assert!(source.resume(1));
+    assert!(source.export_from(1, 0.0, 7).is_err());
 }
 
 #[test]

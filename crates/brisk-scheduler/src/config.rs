@@ -168,6 +168,15 @@ pub enum SchedulerError {
     /// `update` got sampled tokens that do not match the plan.
     #[error("sampled tokens do not match the plan: {0}")]
     PlanMismatch(String),
+    /// A move's first blocks were to be found in this replica's prefix cache (sent ahead
+    /// while the request kept running) and are no longer all there.
+    #[error("the first {needed} blocks sent ahead are no longer cached here (only {held} are)")]
+    PrefixLost {
+        /// Blocks the move relies on.
+        needed: usize,
+        /// Of which still cached.
+        held: usize,
+    },
     /// The block manager failed.
     #[error(transparent)]
     Kv(#[from] KvError),
@@ -186,6 +195,7 @@ impl SchedulerError {
             Self::Rejected { .. } => "slo_unattainable",
             Self::StalePlan { .. } => "stale_plan",
             Self::PlanMismatch(_) => "plan_mismatch",
+            Self::PrefixLost { .. } => "prefix_lost",
             Self::Kv(_) => "kv_cache",
         }
     }

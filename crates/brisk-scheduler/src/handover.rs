@@ -7,6 +7,12 @@
 //! preemption history — with its times as ages, since two replicas' clocks share no origin.
 //! Its KV blocks travel separately (the backend's `export_blocks`, in the order of
 //! [`SeqExport::blocks`]); the destination gives it fresh blocks and says which.
+//!
+//! A live migration copies most blocks ahead, while the request keeps decoding
+//! ([`SchedulerCore::full_blocks`] at the source, [`SchedulerCore::stage_blocks`] at the
+//! destination, which keeps them in its prefix cache under their content hashes); the final
+//! export then skips the blocks sent ahead ([`SeqExport::first_block`]) and the import finds
+//! them by prefix match — or refuses ([`SchedulerError::PrefixLost`]) if eviction took one.
 
 use brisk_types::{BlockId, TokenId};
 
@@ -33,9 +39,16 @@ pub struct SeqExport {
     pub num_preemptions: u32,
     /// Demoted to best effort by admission control.
     pub demoted: bool,
-    /// The source's blocks holding its K/V, in order (`num_computed` tokens' worth).
+    /// The source's blocks holding its K/V, in order (`num_computed` tokens' worth), from
+    /// block `first_block` on.
     pub blocks: Vec<BlockId>,
+    /// Full blocks not carried: sent ahead, the destination holds them in its prefix cache.
+    #[serde(default)]
+    pub first_block: usize,
 }
+
+/// The id the block manager knows blocks being staged under (never a request's).
+const STAGING: RequestId = RequestId::MAX;
 
 impl SchedulerCore {
     /// What `id` needs to continue elsewhere, as of `now`. From then on the request is
@@ -44,6 +57,17 @@ impl SchedulerCore {
     /// for an unknown request, one that is not decoding (waiting, preempted or still in its
     /// prompt), one already exported, or while a planned step is pending.
     pub fn export(&mut self, id: RequestId, now: f64) -> Result<SeqExport, SchedulerError> {
+        self.export_from(id, now, 0)
+    }
+
+    /// [`Self::export`] without the first `first_block` blocks (sent ahead): refused unless
+    /// they are full blocks of computed tokens.
+    pub fn export_from(
+        &mut self,
+        id: RequestId,
+        now: f64,
+        first_block: usize,
+    ) -> Result<SeqExport, SchedulerError> {
         let refuse = |why: &str| {
             Err(SchedulerError::InvalidRequest {
                 id,
@@ -62,6 +86,9 @@ impl SchedulerCore {
         if s.exported {
             return refuse("it is already moving");
         }
+        if first_block * self.kv.block_size() > s.num_computed {
+            return refuse("it has fewer full blocks than were sent ahead");
+        }
         let mut request = s.req.clone();
         request.prompt = s.tokens[..s.num_prompt].to_vec();
         let blocks = self.kv.block_table(id);
@@ -74,7 +101,8 @@ impl SchedulerCore {
             since_first_token_s: s.first_token_at.map_or(0.0, |t| (now - t).max(0.0)),
             num_preemptions: s.num_preemptions,
             demoted: s.demoted,
-            blocks: blocks[..self.kv.blocks_for(s.num_computed)].to_vec(),
+            blocks: blocks[first_block..self.kv.blocks_for(s.num_computed)].to_vec(),
+            first_block,
         };
         let s = self.seqs.get_mut(&id).expect("checked above");
         (s.paused, s.exported) = (true, true);
@@ -90,10 +118,11 @@ impl SchedulerCore {
         })
     }
 
-    /// Takes in an exported request as `id`, running, with fresh blocks for its computed
-    /// tokens: returns them, in order, for the caller to write its K/V into before the next
-    /// step. Refused, with nothing changed, when `id` is taken, no seat is free, the
-    /// request does not fit this scheduler's limits or the pool has too few free blocks.
+    /// Takes in an exported request as `id`, running: the blocks the export skips from the
+    /// prefix cache, fresh blocks for the rest, which it returns, in order, for the caller
+    /// to write the K/V into before the next step. Refused, with nothing changed, when `id` is taken, no seat is free, the
+    /// request does not fit this scheduler's limits, the pool has too few free blocks or the
+    /// blocks the export skips are no longer cached.
     pub fn import(
         &mut self,
         id: RequestId,
@@ -123,9 +152,25 @@ impl SchedulerCore {
                 max_model_len: self.cfg.max_model_len,
             });
         }
-        let nothing = self.kv.match_prefix(&[]);
+        let bs = self.kv.block_size();
+        let prefix = if export.first_block == 0 {
+            self.kv.match_prefix(&[])
+        } else {
+            // Exactly the skipped blocks (a match leaves the last token uncached).
+            let mut tokens = export.request.prompt.clone();
+            tokens.extend(&export.output);
+            tokens.truncate(export.first_block * bs + 1);
+            self.kv.match_prefix(&tokens)
+        };
+        let held = prefix.blocks().len();
+        if held < export.first_block {
+            return Err(SchedulerError::PrefixLost {
+                needed: export.first_block,
+                held,
+            });
+        }
         self.kv
-            .allocate_new(id, nothing, export.num_computed)
+            .allocate_new(id, prefix, export.num_computed)
             .map_err(SchedulerError::from)?;
         let mut request = export.request;
         request.id = id;
@@ -142,7 +187,80 @@ impl SchedulerCore {
         self.ledger.arrive(seq.req.client.as_deref());
         self.seqs.insert(id, seq);
         self.running.push(id);
-        Ok(self.kv.block_table(id).to_vec())
+        Ok(self.kv.block_table(id)[held..].to_vec())
+    }
+
+    /// The tokens of `id`'s full blocks of computed K/V and those blocks, for sending them
+    /// ahead of a move while it keeps running. Refused for an unknown or waiting request.
+    pub fn full_blocks(
+        &self,
+        id: RequestId,
+    ) -> Result<(Vec<TokenId>, Vec<BlockId>), SchedulerError> {
+        let s = self.seqs.get(&id).filter(|_| self.running.contains(&id));
+        let Some(s) = s else {
+            return Err(SchedulerError::InvalidRequest {
+                id,
+                message: "cannot send blocks ahead: it is not running".into(),
+            });
+        };
+        let full = s.num_computed / self.kv.block_size();
+        let tokens = s.tokens[..full * self.kv.block_size()].to_vec();
+        Ok((tokens, self.kv.block_table(id)[..full].to_vec()))
+    }
+
+    /// Makes room for blocks sent ahead of a move: `tokens` fill whole blocks, the payload
+    /// carries blocks from `first_block` on (the earlier ones were sent before and should
+    /// be cached here). Returns the fresh blocks to write the payload into, in order (a
+    /// payload block whose content is cached already is written again and left out of the
+    /// cache); then [`Self::commit_staged`]
+    /// (or [`Self::abandon_staged`] if writing failed). Refused with [`SchedulerError::PrefixLost`]
+    /// when blocks before `first_block` are no longer cached, or when the pool is full.
+    pub fn stage_blocks(
+        &mut self,
+        tokens: &[TokenId],
+        first_block: usize,
+    ) -> Result<Vec<BlockId>, SchedulerError> {
+        let bs = self.kv.block_size();
+        let refuse = |message: String| {
+            Err(SchedulerError::InvalidRequest {
+                id: STAGING,
+                message,
+            })
+        };
+        if self.pending {
+            return refuse("cannot take blocks in while a step is in flight".into());
+        }
+        if tokens.len() % bs != 0 || tokens.len() / bs <= first_block {
+            return refuse(format!(
+                "{} tokens are not whole blocks of {bs} beyond block {first_block}",
+                tokens.len()
+            ));
+        }
+        // Exactly the blocks sent before (a match leaves the last token uncached).
+        let prefix = self.kv.match_prefix(&tokens[..first_block * bs + 1]);
+        let held = prefix.blocks().len();
+        if held < first_block {
+            return Err(SchedulerError::PrefixLost {
+                needed: first_block,
+                held,
+            });
+        }
+        self.kv.allocate_new(STAGING, prefix, tokens.len())?;
+        Ok(self.kv.block_table(STAGING)[held..].to_vec())
+    }
+
+    /// The staged blocks hold their K/V: into the prefix cache with them (free, so
+    /// evictable like any cached block).
+    pub fn commit_staged(&mut self, tokens: &[TokenId]) -> Result<(), SchedulerError> {
+        let committed = self.kv.commit_full_blocks(STAGING, tokens);
+        self.kv.free(STAGING);
+        committed?;
+        Ok(())
+    }
+
+    /// Writing the staged blocks failed: they go back unused.
+    pub fn abandon_staged(&mut self) {
+        self.kv.free(STAGING);
     }
 
     /// Puts the full blocks of an imported request in the prefix cache, once its K/V are
