@@ -230,7 +230,7 @@ impl SchedulerCore {
         if self.pending {
             return refuse("cannot take blocks in while a step is in flight".into());
         }
-        if tokens.len() % bs != 0 || tokens.len() / bs <= first_block {
+        if !tokens.len().is_multiple_of(bs) || tokens.len() / bs <= first_block {
             return refuse(format!(
                 "{} tokens are not whole blocks of {bs} beyond block {first_block}",
                 tokens.len()
