@@ -235,6 +235,10 @@ pub fn router(state: Arc<ServerState>, max_request_bytes: usize) -> Router {
             "/internal/v1/requests/{id}/move",
             post(routes::handover::move_request),
         )
+        .route(
+            "/internal/v1/blocks",
+            post(routes::handover::import_blocks).layer(DefaultBodyLimit::max(MAX_IMPORT_BYTES)),
+        )
         .fallback(|uri: axum::http::Uri| async move {
             ApiError {
                 status: axum::http::StatusCode::NOT_FOUND,

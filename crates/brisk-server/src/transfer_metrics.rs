@@ -130,6 +130,24 @@ impl Transfers {
             .observe(transfer_s);
     }
 
+    /// Blocks were sent ahead of a migration (the request kept decoding).
+    pub fn sent_ahead(&self, bytes: usize, transfer_s: f64) {
+        self.bytes.with_label_values(&["sent"]).inc_by(bytes as u64);
+        self.seconds
+            .with_label_values(&["sent"])
+            .observe(transfer_s);
+    }
+
+    /// Blocks arrived ahead of a migration.
+    pub fn received_ahead(&self, bytes: usize, transfer_s: f64) {
+        self.bytes
+            .with_label_values(&["received"])
+            .inc_by(bytes as u64);
+        self.seconds
+            .with_label_values(&["received"])
+            .observe(transfer_s);
+    }
+
     /// A move did not happen.
     pub fn failed(&self, kind: MoveKind) {
         self.failed.with_label_values(&[kind.as_str()]).inc();

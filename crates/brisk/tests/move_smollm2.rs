@@ -17,7 +17,7 @@ fn replica() -> Server {
     start(&["--api-key", KEY], &[("BRISK_THREADS", "1")])
 }
 
-fn body(text: &str) -> Value {
+fn body_of(text: &str) -> Value {
     serde_json::from_str(text.split("\r\n\r\n").nth(1).expect("a body")).expect("JSON")
 }
 
@@ -76,7 +76,7 @@ fn first_token(stream: &mut BufReader<std::net::TcpStream>) -> String {
 fn only_request(server: &Server) -> u64 {
     let (status, text) = call(server.addr, "GET", "/internal/v1/requests", Some(KEY), "");
     assert_eq!(status, 200, "{text}");
-    let ids = body(&text)["requests"].as_array().unwrap().clone();
+    let ids = body_of(&text)["requests"].as_array().unwrap().clone();
     assert_eq!(ids.len(), 1, "{ids:?}");
     ids[0].as_u64().unwrap()
 }
@@ -105,7 +105,7 @@ fn undisturbed_then_streaming_n(
         &completion(seed, false, max_tokens),
     );
     assert_eq!(status, 200, "{text}");
-    let want = body(&text)["choices"][0]["text"]
+    let want = body_of(&text)["choices"][0]["text"]
         .as_str()
         .unwrap()
         .to_string();
@@ -131,13 +131,13 @@ fn smollm2_a_request_moves_between_replicas_and_its_stream_goes_on() {
         assert_eq!(call(a.addr, "POST", &path, None, &to).0, 401);
         let (status, text) = call(a.addr, "POST", &path, Some(KEY), &to);
         assert_eq!(status, 200, "{text}");
-        let moved = body(&text);
+        let moved = body_of(&text);
         assert!(moved["kv_bytes"].as_u64().unwrap() > 0, "{moved}");
         got.push_str(&read_stream(&mut stream));
         assert_eq!(got, want, "seed {seed:?}");
         // The source holds nothing more; the destination finished it.
         let (_, text) = call(a.addr, "GET", "/internal/v1/requests", Some(KEY), "");
-        assert_eq!(body(&text)["requests"], json!([]));
+        assert_eq!(body_of(&text)["requests"], json!([]));
     }
 
     // Nowhere to go: refused, and the request finishes where it was.
@@ -228,4 +228,55 @@ fn smollm2_a_draining_replica_migrates_its_running_request_and_the_stream_goes_o
         "{}",
         a.stderr()
     );
+}
+
+#[test]
+fn smollm2_a_migration_sends_full_blocks_ahead_and_stops_only_for_the_rest() {
+    let (a, b) = (replica(), replica());
+    // A 300-token prompt: 18 full blocks to send ahead while it decodes.
+    let prompt: Vec<u32> = (0..300).map(|i| 200 + (i * 37) % 5000).collect();
+    let body = |stream: bool| {
+        json!({"prompt": prompt, "max_tokens": 60, "ignore_eos": true, "temperature": 0,
+               "stream": stream})
+        .to_string()
+    };
+    let (status, text) = call(a.addr, "POST", "/v1/completions", Some(KEY), &body(false));
+    assert_eq!(status, 200, "{text}");
+    let want = body_of(&text)["choices"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut stream = BufReader::new(send(
+        a.addr,
+        "POST",
+        "/v1/completions",
+        Some(KEY),
+        &body(true),
+    ));
+    let mut got = first_token(&mut stream);
+    let id = only_request(&a);
+    let to = json!({"to": format!("http://{}", b.addr)}).to_string();
+    let (status, text) = call(
+        a.addr,
+        "POST",
+        &format!("/internal/v1/requests/{id}/move"),
+        Some(KEY),
+        &to,
+    );
+    assert_eq!(status, 200, "{text}");
+    let moved = body_of(&text);
+    assert!(moved["stages"].as_u64().unwrap() >= 1, "{moved}");
+    let (ahead, at_stop) = (
+        moved["kv_bytes_ahead"].as_u64().unwrap(),
+        moved["kv_bytes"].as_u64().unwrap(),
+    );
+    assert!(at_stop * 4 < ahead, "most blocks travel ahead: {moved}");
+    got.push_str(&read_stream(&mut stream));
+    assert_eq!(got, want);
+    assert_eq!(metric(&b, "brisk_migrations_total{direction=\"in\"}"), 1.0);
+    // Blocks that are not a block export are refused.
+    let (status, _) = call(b.addr, "POST", "/internal/v1/blocks", Some(KEY), "garbage");
+    assert_eq!(status, 400);
+    let (status, _) = call(b.addr, "POST", "/internal/v1/blocks", None, "garbage");
+    assert_eq!(status, 401);
 }

@@ -27,12 +27,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use brisk_engine::{
-    EngineEvent, EngineFailure, FinishReason, GeneratedToken, MoveError, RequestExport,
-    RequestStream,
+    BlockExport, EngineEvent, EngineFailure, FinishReason, GeneratedToken, MoveError,
+    RequestExport, RequestStream,
 };
+use brisk_scheduler::SchedulerError;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::ApiError;
@@ -122,6 +123,9 @@ fn refused(e: MoveError) -> ApiError {
     let (status, code) = match e {
         MoveError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "engine_stopped"),
         MoveError::Wire(_) => (StatusCode::BAD_REQUEST, "invalid_request_export"),
+        MoveError::Scheduler(SchedulerError::PrefixLost { .. }) => {
+            (StatusCode::CONFLICT, "prefix_lost")
+        }
         MoveError::Scheduler(_) | MoveError::Backend(_) | MoveError::Constrained => {
             (StatusCode::CONFLICT, "move_refused")
         }
@@ -151,6 +155,14 @@ pub async fn list(State(state): State<Arc<ServerState>>) -> Result<Response, Api
 struct MoveBody {
     /// The destination replica's base URL (`http://host:port`).
     to: String,
+    /// Send its full blocks ahead while it keeps decoding, and stop it only for the rest
+    /// (default); `false`: stop it and copy everything.
+    #[serde(default = "precopy_by_default")]
+    precopy: bool,
+}
+
+fn precopy_by_default() -> bool {
+    true
 }
 
 /// `POST /internal/v1/requests/{id}/move` with `{"to": URL}`: moves request `id` to the
@@ -165,9 +177,15 @@ pub async fn move_request(
     if !to.starts_with("http://") {
         return Err(ApiError::invalid("to", "expected an http:// base URL"));
     }
-    let moved = move_to(&state, id, &to, MoveKind::Migration).await?;
+    let copy = if body.precopy {
+        Copy::PreCopy
+    } else {
+        Copy::StopAndCopy
+    };
+    let moved = move_to(&state, id, &to, MoveKind::Migration, copy).await?;
     Ok(axum::Json(json!({
         "moved": id, "to": to, "kv_bytes": moved.kv_bytes, "pause_ms": moved.pause_s * 1e3,
+        "stages": moved.stages, "kv_bytes_ahead": moved.kv_bytes_ahead,
     }))
     .into_response())
 }
@@ -208,7 +226,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for DecodeOn {
 /// failure it decodes here (the move resumes it).
 pub(crate) fn hand_over(state: Arc<ServerState>, id: u64, to: String) {
     tokio::spawn(crate::request_id::in_current_span(async move {
-        if let Err(e) = move_to(&state, id, &to, MoveKind::Handover).await {
+        if let Err(e) = move_to(&state, id, &to, MoveKind::Handover, Copy::StopAndCopy).await {
             let e = ApiError::from(e);
             tracing::warn!(
                 "request {id} decodes here: its hand-over to {to} failed: {}",
@@ -220,10 +238,38 @@ pub(crate) fn hand_over(state: Arc<ServerState>, id: u64, to: String) {
 
 /// What a completed move cost.
 pub(crate) struct Moved {
-    /// K/V bytes sent.
+    /// K/V bytes sent while the request was stopped.
     pub kv_bytes: usize,
-    /// How long the request produced no token here, seconds.
+    /// How long the request produced no token, seconds (from its stop to the hand-off).
     pub pause_s: f64,
+    /// Rounds of blocks sent ahead while it kept decoding.
+    pub stages: usize,
+    /// K/V bytes sent ahead.
+    pub kv_bytes_ahead: usize,
+}
+
+/// How a move copies the request's K/V.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Copy {
+    /// Stop the request, copy everything (a hand-over: it has just been computed).
+    StopAndCopy,
+    /// Llumnix's multi-stage pre-copy: send full blocks ahead while it keeps decoding,
+    /// round after round while enough new ones fill, then stop it for the rest.
+    PreCopy,
+}
+
+/// Most rounds of blocks sent ahead.
+const MAX_STAGES: usize = 4;
+/// Fewer new full blocks than this are not worth another round: the stop takes them.
+const MIN_STAGE_BLOCKS: usize = 2;
+
+/// Blocks sent ahead so far.
+#[derive(Default)]
+struct Ahead {
+    /// Full blocks the destination holds.
+    blocks: usize,
+    stages: usize,
+    bytes: usize,
 }
 
 /// Why a move did not happen.
@@ -235,6 +281,13 @@ pub(crate) enum MoveFailure {
     Destination(ApiError),
     /// It ended here meanwhile (its client left), or the engine stopped.
     Gone(ApiError),
+}
+
+impl MoveFailure {
+    /// Whether the destination no longer holds the blocks sent ahead.
+    fn is_prefix_lost(&self) -> bool {
+        matches!(self, Self::Destination(e) if e.message.contains("\"prefix_lost\""))
+    }
 }
 
 impl From<MoveFailure> for ApiError {
@@ -255,24 +308,84 @@ pub(crate) async fn move_to(
     id: u64,
     to: &str,
     kind: MoveKind,
+    copy: Copy,
 ) -> Result<Moved, MoveFailure> {
-    let started = Instant::now();
-    let export = match state.engine.export(id).await {
-        Ok(export) => export,
-        Err(e) => {
-            if kind == MoveKind::Handover {
-                let _ = state.engine.resume(id);
-                state.metrics.transfers.failed(kind);
-            }
-            return Err(MoveFailure::NotMovable(e));
-        }
+    let ahead = match copy {
+        Copy::PreCopy => send_ahead(state, id, to).await,
+        Copy::StopAndCopy => Ahead::default(),
     };
-    let result = send_export(state, id, to, kind, export, started).await;
-    if result.is_err() {
-        let _ = state.engine.resume(id);
-        state.metrics.transfers.failed(kind);
+    let mut first_block = ahead.blocks;
+    loop {
+        let stopped = Instant::now();
+        let export = match state.engine.export_from(id, first_block).await {
+            Ok(export) => export,
+            Err(e) => {
+                if kind == MoveKind::Handover {
+                    let _ = state.engine.resume(id);
+                    state.metrics.transfers.failed(kind);
+                }
+                return Err(MoveFailure::NotMovable(e));
+            }
+        };
+        let result = send_export(state, id, to, kind, export, stopped).await;
+        if let Err(failure) = &result {
+            let _ = state.engine.resume(id);
+            // Blocks sent ahead were evicted there meanwhile: copy everything instead.
+            if first_block > 0 && failure.is_prefix_lost() {
+                first_block = 0;
+                continue;
+            }
+            state.metrics.transfers.failed(kind);
+        }
+        return result.map(|moved| Moved {
+            stages: ahead.stages,
+            kv_bytes_ahead: ahead.bytes,
+            ..moved
+        });
     }
-    result
+}
+
+/// Sends request `id`'s full blocks to `to` in rounds while it keeps decoding here; stops
+/// when a round would carry fewer than [`MIN_STAGE_BLOCKS`] new blocks, after
+/// [`MAX_STAGES`], or at the first failure (the stop then copies what the destination
+/// lacks).
+async fn send_ahead(state: &Arc<ServerState>, id: u64, to: &str) -> Ahead {
+    let block_size = state.cache_config.block_size.max(1);
+    let mut ahead = Ahead::default();
+    while ahead.stages < MAX_STAGES {
+        let Ok(Some(blocks)) = state.engine.export_blocks(id, ahead.blocks).await else {
+            break;
+        };
+        if blocks.tokens.len() / block_size < ahead.blocks + MIN_STAGE_BLOCKS {
+            break;
+        }
+        let bytes = blocks.kv.len();
+        let started = Instant::now();
+        let (head, kv) = blocks.into_wire_parts();
+        let parts = futures_util::stream::iter([head, kv].map(Ok::<_, Infallible>));
+        let mut request = transfer_client()
+            .post(format!("{to}/internal/v1/blocks"))
+            .header(header::CONTENT_TYPE.as_str(), "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(parts));
+        if let Some(key) = state.auth.primary_key() {
+            request = request.bearer_auth(key);
+        }
+        let held = match request.send().await {
+            Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
+            _ => None,
+        };
+        let Some(held) = held.and_then(|v| v["cached_blocks"].as_u64()) else {
+            break;
+        };
+        state
+            .metrics
+            .transfers
+            .sent_ahead(bytes, started.elapsed().as_secs_f64());
+        ahead.blocks = usize::try_from(held).unwrap_or(0);
+        ahead.stages += 1;
+        ahead.bytes += bytes;
+    }
+    ahead
 }
 
 /// The rest of [`move_to`], once the request is exported.
@@ -343,7 +456,12 @@ async fn send_export(
         .transfers
         .sent(kind, kv_bytes, transfer_s, pause_s);
     tokio::spawn(relay(response, events, to.to_string()));
-    Ok(Moved { kv_bytes, pause_s })
+    Ok(Moved {
+        kv_bytes,
+        pause_s,
+        stages: 0,
+        kv_bytes_ahead: 0,
+    })
 }
 
 /// The client every move uses: HTTP/2 without negotiation (the replicas speak it in the
@@ -392,6 +510,27 @@ async fn relay(response: reqwest::Response, events: UnboundedSender<EngineEvent>
     }
     let message = format!("the replica the request moved to ({to}) stopped streaming");
     let _ = events.send(EngineEvent::Failed(EngineFailure::Internal(message)));
+}
+
+/// `POST /internal/v1/blocks`: takes in blocks another replica sends ahead of moving a
+/// request here (body: a block export) into the prefix cache, and answers
+/// `{"cached_blocks": N}`, the full blocks of their tokens held here now; 409 (code
+/// `prefix_lost`) when the blocks sent before are no longer cached, 409 without room, 400
+/// for bytes that are not a block export.
+pub async fn import_blocks(
+    State(state): State<Arc<ServerState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let body = super::read_body(body)?;
+    let blocks = BlockExport::from_vec(Vec::from(body)).map_err(refused)?;
+    let bytes = blocks.kv.len();
+    let held = state.engine.import_blocks(blocks).await.map_err(refused)?;
+    state
+        .metrics
+        .transfers
+        .received_ahead(bytes, started.elapsed().as_secs_f64());
+    Ok(axum::Json(json!({ "cached_blocks": held })).into_response())
 }
 
 /// The import route's query.
