@@ -420,18 +420,22 @@ impl<B: Backend> EngineCore<B> {
         Ok(())
     }
 
-    /// The full blocks of running request `id` from block `first_block` on, to send ahead of
-    /// its move while it keeps running here (Llumnix's pre-copy); `None` when it has no full
-    /// block past `first_block` yet.
+    /// At most `max_blocks` full blocks of running request `id` from block `first_block` on,
+    /// to send ahead of its move while it keeps running here (Llumnix's pre-copy; a bounded
+    /// copy keeps the steps between them short); `None` when it has no full block past
+    /// `first_block` yet.
     pub fn export_blocks(
         &mut self,
         id: RequestId,
         first_block: usize,
+        max_blocks: usize,
     ) -> Result<Option<BlockExport>, MoveError> {
-        let (tokens, blocks) = self.scheduler.full_blocks(id)?;
+        let (mut tokens, mut blocks) = self.scheduler.full_blocks(id)?;
         if blocks.len() <= first_block {
             return Ok(None);
         }
+        blocks.truncate(first_block.saturating_add(max_blocks.max(1)));
+        tokens.truncate(blocks.len() * self.scheduler.config().block_size);
         let kv = self
             .backend
             .export_blocks(&self.kv, &blocks[first_block..])?;

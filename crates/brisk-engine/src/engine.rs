@@ -138,9 +138,10 @@ impl<B: Backend> Engine<B> {
             Command::ExportBlocks {
                 id,
                 first_block,
+                max_blocks,
                 reply,
             } => {
-                let _ = reply.send(self.core.export_blocks(id, first_block));
+                let _ = reply.send(self.core.export_blocks(id, first_block, max_blocks));
             }
             Command::ImportBlocks { blocks, reply } => {
                 let _ = reply.send(self.core.import_blocks(&blocks));

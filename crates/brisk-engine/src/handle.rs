@@ -29,10 +29,12 @@ pub(crate) enum Command {
         first_block: usize,
         reply: tokio::sync::oneshot::Sender<Result<RequestExport, MoveError>>,
     },
-    /// A running request's full blocks from `first_block` on, sent ahead of its move.
+    /// At most `max_blocks` of a running request's full blocks from `first_block` on, sent
+    /// ahead of its move.
     ExportBlocks {
         id: RequestId,
         first_block: usize,
+        max_blocks: usize,
         reply: tokio::sync::oneshot::Sender<Result<Option<BlockExport>, MoveError>>,
     },
     /// Blocks sent ahead of a move, into the prefix cache.
@@ -122,18 +124,21 @@ impl EngineHandle {
         answer.await.map_err(|_| MoveError::Stopped)?
     }
 
-    /// Running request `id`'s full blocks from `first_block` on, to send ahead of its move
-    /// while it keeps running (see [`crate::EngineCore::export_blocks`]).
+    /// At most `max_blocks` of running request `id`'s full blocks from `first_block` on, to
+    /// send ahead of its move while it keeps running (see
+    /// [`crate::EngineCore::export_blocks`]).
     pub async fn export_blocks(
         &self,
         id: RequestId,
         first_block: usize,
+        max_blocks: usize,
     ) -> Result<Option<BlockExport>, MoveError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.commands
             .send(Command::ExportBlocks {
                 id,
                 first_block,
+                max_blocks,
                 reply,
             })
             .map_err(|_| MoveError::Stopped)?;

@@ -130,7 +130,7 @@ fn send_ahead(
     dest: &mut EngineCore<CpuBackend>,
     first_block: usize,
 ) -> usize {
-    let Some(blocks) = source.export_blocks(1, first_block).unwrap() else {
+    let Some(blocks) = source.export_blocks(1, first_block, usize::MAX).unwrap() else {
         return first_block;
     };
     let (head, kv) = blocks.into_wire_parts();
@@ -192,7 +192,7 @@ fn blocks_sent_ahead_and_lost_to_eviction_are_named_and_nothing_is_kept() {
         .unwrap();
     run(&mut source, 1, 3);
     // The destination never got the first blocks: the continuation from block 2 is refused.
-    let blocks = source.export_blocks(1, 2).unwrap().unwrap();
+    let blocks = source.export_blocks(1, 2, usize::MAX).unwrap().unwrap();
     let e = dest.import_blocks(&blocks).unwrap_err();
     assert!(e.to_string().contains("no longer cached"), "{e}");
     let e = dest
