@@ -22,6 +22,7 @@ mod failover;
 mod membership;
 mod metrics;
 mod proxy;
+mod rebalance;
 mod relay;
 pub use proxy::app;
 mod state;

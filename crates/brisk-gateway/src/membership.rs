@@ -51,6 +51,11 @@ impl Membership {
             Discovery::Etcd { .. } => Vec::new(),
         };
         let mut tasks = vec![tokio::spawn(health_loop(Arc::clone(gateway), statics))];
+        if gateway.cfg.router.rebalance_slack.is_some() {
+            tasks.push(tokio::spawn(crate::rebalance::rebalance_loop(Arc::clone(
+                gateway,
+            ))));
+        }
         if let Discovery::Etcd { endpoints, prefix } = discovery {
             tasks.push(tokio::spawn(crate::membership::etcd::follow(
                 Arc::clone(gateway),

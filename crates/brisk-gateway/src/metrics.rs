@@ -27,6 +27,8 @@ pub struct GatewayMetrics {
     pub text_routed: IntCounter,
     /// Requests sent to a prefill replica with a decode replica to hand them to.
     pub disaggregated: IntCounter,
+    /// Running requests migrated for load balance.
+    pub migrations: IntCounter,
     /// Streams whose replica failed mid-stream: `continued` elsewhere or `failed`.
     pub failovers: IntCounterVec,
     /// The predicted TTFT of each decision.
@@ -97,6 +99,10 @@ impl GatewayMetrics {
             text_routed: counter(
                 "brisk_router_text_routed_total",
                 "Prompts routed by their text because no replica could render them",
+            ),
+            migrations: counter(
+                "brisk_router_migrations_total",
+                "Running requests the router had moved from the busiest replica to the idlest",
             ),
             disaggregated: counter(
                 "brisk_router_disaggregated_total",

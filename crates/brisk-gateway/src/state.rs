@@ -34,6 +34,9 @@ pub struct GatewayConfig {
     pub answer_timeout: Duration,
     /// How often replicas are checked.
     pub health_interval: Duration,
+    /// How often the decoding load is checked for a migration (with
+    /// `router.rebalance_slack`).
+    pub rebalance_interval: Duration,
     /// Who may call the API.
     pub auth: AuthSettings,
     /// The key the gateway presents to replicas (its probes, and in place of the caller's).

@@ -125,6 +125,10 @@ pub struct RouterConfig {
     /// Share of a request's TTFT objective it may spend to go where more of its prompt is
     /// cached (requests with one; never less than the fastest prediction).
     pub slo_headroom: f64,
+    /// Live migration for load balance (Llumnix): when the replica decoding the most
+    /// requests decodes more than this many beyond the one decoding the fewest, one of its
+    /// requests moves there. `None`: never.
+    pub rebalance_slack: Option<usize>,
     /// The per-replica circuit breaker.
     pub breaker: BreakerConfig,
 }
@@ -140,6 +144,7 @@ impl Default for RouterConfig {
             hot_spot_slack: 4,
             affinity_slack: 0.25,
             slo_headroom: 0.5,
+            rebalance_slack: None,
             breaker: BreakerConfig::default(),
         }
     }
@@ -660,6 +665,50 @@ impl RouterCore {
         if let Some(r) = self.replicas.get_mut(id) {
             r.breaker.success();
         }
+    }
+
+    /// The migration that would even out decoding load at `now`, if one is due (see
+    /// [`RouterConfig::rebalance_slack`]): from the available replica decoding the most
+    /// requests to the one decoding the fewest, among replicas that decode.
+    pub fn rebalance(&self, now: f64) -> Option<(String, String)> {
+        let slack = self.cfg.rebalance_slack?;
+        let decoders = self
+            .replicas
+            .iter()
+            .filter(|(_, r)| r.spec.role.decodes() && r.breaker.is_closed(now));
+        let busiest = decoders.clone().max_by_key(|(_, r)| r.decoding)?;
+        let idlest = decoders.min_by_key(|(_, r)| r.decoding)?;
+        (busiest.1.decoding > idlest.1.decoding + slack)
+            .then(|| (busiest.0.clone(), idlest.0.clone()))
+    }
+
+    /// A request decoding on `from` moved to `to`: the longest context outstanding there
+    /// goes over in the accounting (the router does not know which request the replica
+    /// chose; the counts stay right).
+    pub fn migrated(&mut self, from: &str, to: &str) {
+        if !self.replicas.contains_key(to) {
+            return;
+        }
+        let Some(source) = self.replicas.get_mut(from) else {
+            return;
+        };
+        let Some(key) = source
+            .outstanding
+            .iter()
+            .filter(|(_, o)| o.prefilled)
+            .max_by_key(|(k, o)| (o.context, **k))
+            .map(|(k, _)| *k)
+        else {
+            return;
+        };
+        let o = source.outstanding.remove(&key).expect("found above");
+        source.decoding -= 1;
+        source.decode_context -= o.context;
+        let dest = self.replicas.get_mut(to).expect("checked above");
+        dest.decoding += 1;
+        dest.decode_context += o.context;
+        dest.outstanding.insert(key, o);
+        self.routed.insert(key, to.to_owned());
     }
 
     /// A replica's load and state at `now`.

@@ -66,6 +66,14 @@ pub struct RouteArgs {
     /// (guards against one shared prefix sending everything to one replica).
     #[arg(long, env = "BRISK_HOT_SPOT_SLACK", default_value_t = 4)]
     hot_spot_slack: usize,
+    /// Live migration for load balance: when the replica decoding the most requests decodes
+    /// more than N beyond the one decoding the fewest, have it move one there (pre-copy; the
+    /// client's stream goes on). Off unless given.
+    #[arg(long, env = "BRISK_REBALANCE_SLACK", value_name = "N")]
+    rebalance_slack: Option<usize>,
+    /// Seconds between two looks at the balance (with --rebalance-slack).
+    #[arg(long, env = "BRISK_REBALANCE_INTERVAL", default_value_t = 0.5, value_parser = parse_positive)]
+    rebalance_interval: f64,
     /// Require `Authorization: Bearer KEY` (passed on to the replicas).
     #[arg(long, env = "BRISK_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -158,6 +166,7 @@ fn config(args: &RouteArgs) -> Result<GatewayConfig> {
             },
             hot_spot_slack: args.hot_spot_slack,
             affinity_slack: args.affinity_slack / 1000.0,
+            rebalance_slack: args.rebalance_slack,
             ..RouterConfig::default()
         },
         default_latency,
@@ -168,6 +177,7 @@ fn config(args: &RouteArgs) -> Result<GatewayConfig> {
         connect_timeout: Duration::from_secs(2),
         answer_timeout: Duration::from_secs_f64(args.replica_timeout),
         health_interval: Duration::from_secs_f64(args.health_interval),
+        rebalance_interval: Duration::from_secs_f64(args.rebalance_interval),
         auth: AuthSettings {
             api_keys: args.api_key.clone().into_iter().collect(),
             protect_health_and_metrics: false,

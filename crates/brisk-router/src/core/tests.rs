@@ -318,6 +318,40 @@ fn colocated_replicas_keep_their_requests_and_decode_only_fleets_refuse_prompts(
     assert_eq!(r.route(&ask(&prompt), 0.1), Err(Refusal::NoReplica));
 }
 
+#[test]
+fn a_replica_decoding_more_than_the_slack_beyond_another_gives_one_up() {
+    let mut r = RouterCore::new(RouterConfig {
+        rebalance_slack: Some(2),
+        hot_spot_slack: 100,
+        ..RouterConfig::default()
+    });
+    r.upsert("a", spec(true));
+    r.upsert("b", spec(true));
+    let prompt: Vec<TokenId> = (0..40).collect();
+    // One shared prefix: everything follows the first request to its replica.
+    let keys: Vec<RequestKey> = (0..4)
+        .map(|_| r.route(&ask(&prompt), 0.0).unwrap())
+        .inspect(|c| assert_eq!(c.replica, "a"))
+        .map(|c| c.key)
+        .collect();
+    keys.iter().for_each(|&k| r.first_token(k));
+    assert_eq!(r.rebalance(0.0), Some(("a".into(), "b".into())));
+    r.migrated("a", "b");
+    assert_eq!(r.load("a", 0.0).unwrap().outstanding, 3);
+    assert_eq!(r.load("b", 0.0).unwrap().outstanding, 1);
+    assert_eq!(r.rebalance(0.0), None, "3 against 1 is within the slack");
+    // Whichever key moved, finishing every request leaves both idle.
+    for k in keys {
+        r.finished(k, true, 0.1);
+    }
+    assert_eq!(r.load("a", 0.0).unwrap().outstanding, 0);
+    assert_eq!(r.load("b", 0.0).unwrap().outstanding, 0);
+    assert_eq!(
+        RouterCore::new(RouterConfig::default()).rebalance(0.0),
+        None
+    );
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Route(u8, u8),
@@ -325,6 +359,7 @@ enum Op {
     Finish(u8, bool),
     Remove(u8),
     Add(u8),
+    Migrate(u8, u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -334,6 +369,7 @@ fn op() -> impl Strategy<Value = Op> {
         (0u8..32, any::<bool>()).prop_map(|(k, ok)| Op::Finish(k, ok)),
         (0u8..3).prop_map(Op::Remove),
         (0u8..3).prop_map(Op::Add),
+        (0u8..3, 0u8..3).prop_map(|(a, b)| Op::Migrate(a, b)),
     ]
 }
 
@@ -369,6 +405,7 @@ proptest! {
                 Op::Finish(k, ok) => if let Some(k) = keys.get(usize::from(k)) { r.finished(*k, ok, now) },
                 Op::Remove(i) => { r.remove(&format!("r{i}")); }
                 Op::Add(i) => r.upsert(&format!("r{i}"), with_role(role(i))),
+                Op::Migrate(a, b) => r.migrated(&format!("r{a}"), &format!("r{b}")),
             }
             let mut total = 0;
             for (id, replica) in &r.replicas {
