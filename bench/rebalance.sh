@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Issue 15: live migration for load balance under a deliberately imbalanced load. Two
-# `brisk serve` replicas (one compute thread each) behind `brisk route --hot-spot-slack 1000`
-# (the guard off), fed requests that all share one 512-token prefix, so the router's cache
-# affinity piles them onto one replica; with and without `--rebalance-slack 2` (the router
+# `brisk serve` replicas (one compute thread each) behind `brisk route --hot-spot-slack 1000
+# --affinity-slack 60000` (the hot-spot guard off, cache affinity over any queue), fed
+# requests that all share one 512-token prefix, so the router piles them onto one replica
+# (the shared-system-prompt failure Dynamo's users report); with and without `--rebalance-slack 2` (the router
 # has the busiest replica migrate a running request, with pre-copy, whenever it decodes more
 # than two beyond the other). Variants are interleaved and repeated (RUNS).
 #
@@ -48,6 +49,7 @@ for run in $RUNS; do
   extra=()
   [ "$run" = on ] && extra=(--rebalance-slack 2)
   start_bg 8810 "$OUT/router-$run-$n.log" "$BRISK" route --port 8810 --hot-spot-slack 1000 \
+    --affinity-slack 60000 \
     --replica http://127.0.0.1:8811 --replica http://127.0.0.1:8812 "${extra[@]}"
   PIDS+=("$SPID")
   "$BRISK" bench --url http://127.0.0.1:8810 --trace "$OUT/shared.jsonl" --num-requests "$NUM" \
