@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use brisk_engine::MoveError;
 
-use crate::routes::handover::{move_to, Copy, MoveFailure};
+use crate::routes::handover::{move_to, CopyMode, MoveFailure};
 use crate::transfer_metrics::MoveKind;
 use crate::ServerState;
 
@@ -45,7 +45,7 @@ pub async fn migrate_running(
             let Some(to) = peers.get(turn % peers.len().max(1)).cloned() else {
                 break;
             };
-            match move_to(&state, id, &to, MoveKind::Migration, Copy::PreCopy).await {
+            match move_to(&state, id, &to, MoveKind::Migration, CopyMode::PreCopy).await {
                 Ok(_) => {
                     moved += 1;
                     turn += 1;

@@ -12,6 +12,13 @@
 //! The destination answers an import with the request's continuation as JSON lines, one per
 //! engine event (`{"event": "token", …}`, then `{"event": "finished", …}`).
 //!
+//! Three things move requests this way: `POST …/{id}/move` (a live migration: by default
+//! the request's full blocks go ahead in rounds while it keeps decoding — `POST
+//! /internal/v1/blocks`, into the destination's prefix cache — and only the rest crosses at
+//! the stop, Llumnix's multi-stage pre-copy), a prefill replica handing a request to its
+//! decode replica after the first token (`x-brisk-decode-on`; stop-and-copy, the K/V having
+//! just been computed), and a draining replica ([`crate::drain_migration`]).
+//!
 //! Between replicas this runs over HTTP/2 (cleartext, prior knowledge: every `brisk serve`
 //! speaks both HTTP/1.1 and HTTP/2 on its one port): the export streams up as the body of one
 //! HTTP/2 stream — header, then the K/V as the backend exported them, never copied into one
@@ -178,9 +185,9 @@ pub async fn move_request(
         return Err(ApiError::invalid("to", "expected an http:// base URL"));
     }
     let copy = if body.precopy {
-        Copy::PreCopy
+        CopyMode::PreCopy
     } else {
-        Copy::StopAndCopy
+        CopyMode::StopAndCopy
     };
     let moved = move_to(&state, id, &to, MoveKind::Migration, copy).await?;
     Ok(axum::Json(json!({
@@ -226,7 +233,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for DecodeOn {
 /// failure it decodes here (the move resumes it).
 pub(crate) fn hand_over(state: Arc<ServerState>, id: u64, to: String) {
     tokio::spawn(crate::request_id::in_current_span(async move {
-        if let Err(e) = move_to(&state, id, &to, MoveKind::Handover, Copy::StopAndCopy).await {
+        if let Err(e) = move_to(&state, id, &to, MoveKind::Handover, CopyMode::StopAndCopy).await {
             let e = ApiError::from(e);
             tracing::warn!(
                 "request {id} decodes here: its hand-over to {to} failed: {}",
@@ -250,7 +257,7 @@ pub(crate) struct Moved {
 
 /// How a move copies the request's K/V.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Copy {
+pub(crate) enum CopyMode {
     /// Stop the request, copy everything (a hand-over: it has just been computed).
     StopAndCopy,
     /// Llumnix's multi-stage pre-copy: send full blocks ahead while it keeps decoding,
@@ -312,11 +319,11 @@ pub(crate) async fn move_to(
     id: u64,
     to: &str,
     kind: MoveKind,
-    copy: Copy,
+    copy: CopyMode,
 ) -> Result<Moved, MoveFailure> {
     let ahead = match copy {
-        Copy::PreCopy => send_ahead(state, id, to).await,
-        Copy::StopAndCopy => Ahead::default(),
+        CopyMode::PreCopy => send_ahead(state, id, to).await,
+        CopyMode::StopAndCopy => Ahead::default(),
     };
     let mut first_block = ahead.blocks;
     loop {
