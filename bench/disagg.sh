@@ -8,6 +8,8 @@
 # are read from the prefill replica's metrics.
 #
 #   bench/disagg.sh [OUTDIR]          # default /tmp/disagg-<utc timestamp>
+#   NETNS=1 bench/disagg.sh [OUTDIR]  # each replica in a network namespace of its own (root),
+#                                     # its link rate-limited to LINK_RATE (tbf) both ways
 #
 # Knobs (env): RATES (space-separated req/s), NUM (requests per run), SCALE
 # (--scale-lengths), SLO, LAYOUTS ("colocated disagg"), WORKLOADS ("poisson burst"). Raw
@@ -24,27 +26,69 @@ SCALE=${SCALE:-0.1}
 SLO=${SLO:-ttft=2000,tpot=150}
 LAYOUTS=${LAYOUTS:-colocated disagg}
 WORKLOADS=${WORKLOADS:-poisson burst}
+NETNS=${NETNS:-0}
+LINK_RATE=${LINK_RATE:-1gbit}
 OUT=${1:-/tmp/disagg-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
 SPID=
 # shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"
-trap stop_pids EXIT
+HOSTS=(127.0.0.1 127.0.0.1)
+NS=("" "")
+# Namespaces brisk-n1 and brisk-n2, each joined to this one by a veth pair (10.77.I.1 here,
+# 10.77.I.2 there) whose two ends are rate-limited; traffic between them is forwarded here.
+netns_down() {
+  local i
+  for i in 1 2; do
+    ip netns del "brisk-n$i" 2>/dev/null || true
+    ip link del "brisk-v$i" 2>/dev/null || true
+  done
+}
+netns_up() {
+  local i
+  netns_down
+  sysctl -qw net.ipv4.ip_forward=1
+  for i in 1 2; do
+    ip netns add "brisk-n$i"
+    ip link add "brisk-v$i" type veth peer name "brisk-w$i"
+    ip link set "brisk-w$i" netns "brisk-n$i"
+    ip addr add "10.77.$i.1/24" dev "brisk-v$i"
+    ip link set "brisk-v$i" up
+    ip netns exec "brisk-n$i" ip addr add "10.77.$i.2/24" dev "brisk-w$i"
+    ip netns exec "brisk-n$i" ip link set "brisk-w$i" up
+    ip netns exec "brisk-n$i" ip link set lo up
+    ip netns exec "brisk-n$i" ip route add default via "10.77.$i.1"
+    tc qdisc add dev "brisk-v$i" root tbf rate "$LINK_RATE" burst 256kb latency 100ms
+    ip netns exec "brisk-n$i" tc qdisc add dev "brisk-w$i" root tbf rate "$LINK_RATE" burst 256kb latency 100ms
+  done
+  HOSTS=(10.77.1.2 10.77.2.2)
+  NS=("ip netns exec brisk-n1" "ip netns exec brisk-n2")
+}
+trap 'stop_pids; [ "$NETNS" = 1 ] && netns_down' EXIT
+[ "$NETNS" = 1 ] && netns_up
 describe_machine | tee "$OUT/machine.txt"
+echo "netns: $NETNS, link rate: $LINK_RATE" | tee -a "$OUT/machine.txt"
 LENGTHS="$OUT/azure-lengths.csv"
 { echo "num_prefill_tokens,num_decode_tokens"; tail -n +2 "$TRACE" | cut -d, -f2,3; } >"$LENGTHS"
 
-# Starts replica I (port 860I) in role ROLE.
+# Starts replica I (port 860I, on HOSTS[I-1], in its namespace with NETNS=1) in role ROLE.
 start_replica() {
-  local i=$1 role=$2
-  start_bg "860$i" "$OUT/replica-$i.log" env BRISK_THREADS=1 "$BRISK" serve --model "$MODEL" \
-    --port "860$i" --role "$role"
-  PIDS+=("$SPID")
+  local i=$1 role=$2 host=${HOSTS[$(($1 - 1))]} n
+  # shellcheck disable=SC2086
+  ${NS[$(($1 - 1))]} env BRISK_THREADS=1 "$BRISK" serve --model "$MODEL" --host "$host" \
+    --port "860$i" --role "$role" >>"$OUT/replica-$i.log" 2>&1 &
+  PIDS+=("$!")
+  for n in $(seq 1 240); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$host:860$i/health")" = 200 ] && return 0
+    sleep 0.5
+  done
+  echo "replica $i not healthy; see $OUT/replica-$i.log" >&2
+  return 1
 }
 
-# The value of one sample of the metrics on PORT (0 when absent).
+# The value of one sample of the metrics of replica I (0 when absent).
 sample() {
-  curl -s "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1==n {v=$2} END {print v+0}'
+  curl -s "http://${HOSTS[$(($1 - 1))]}:860$1/metrics" | awk -v n="$2" '$1==n {v=$2} END {print v+0}'
 }
 
 for workload in $WORKLOADS; do
@@ -60,15 +104,15 @@ for workload in $WORKLOADS; do
         start_replica 1 both; start_replica 2 both
       fi
       start_bg 8600 "$OUT/router.log" "$BRISK" route --port 8600 \
-        --replica http://127.0.0.1:8601 --replica http://127.0.0.1:8602
+        --replica "http://${HOSTS[0]}:8601" --replica "http://${HOSTS[1]}:8602"
       PIDS+=("$SPID")
       run=$workload-$layout-$rate
       "$BRISK" bench --url http://127.0.0.1:8600 "${ARGS[@]}" --rate "$rate" \
         --output "$OUT/$run.json" >"$OUT/$run.txt" 2>&1
-      handovers=$(sample 8601 'brisk_disagg_handovers_total{direction="out"}')
-      bytes=$(sample 8601 'brisk_kv_transfer_bytes_total{direction="sent"}')
-      pause_sum=$(sample 8601 'brisk_migration_pause_seconds_sum{kind="handover"}')
-      computed2=$(sample 8602 brisk_prompt_tokens_computed_total)
+      handovers=$(sample 1 'brisk_disagg_handovers_total{direction="out"}')
+      bytes=$(sample 1 'brisk_kv_transfer_bytes_total{direction="sent"}')
+      pause_sum=$(sample 1 'brisk_migration_pause_seconds_sum{kind="handover"}')
+      computed2=$(sample 2 brisk_prompt_tokens_computed_total)
       python3 - "$OUT/$run.json" "$workload" "$layout" "$rate" "$handovers" "$bytes" \
         "$pause_sum" "$computed2" <<'PY' | tee -a "$OUT/summary.jsonl"
 import json, sys
