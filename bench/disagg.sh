@@ -9,7 +9,9 @@
 #
 #   bench/disagg.sh [OUTDIR]          # default /tmp/disagg-<utc timestamp>
 #   NETNS=1 bench/disagg.sh [OUTDIR]  # each replica in a network namespace of its own (root),
-#                                     # its link rate-limited to LINK_RATE (tbf) both ways
+#                                     # its link rate-limited to LINK_RATE (tbf) both ways;
+#                                     # DELAY=1ms adds a delay with netem instead, where the
+#                                     # kernel has it
 #
 # Knobs (env): RATES (space-separated req/s), NUM (requests per run), SCALE
 # (--scale-lengths), SLO, LAYOUTS ("colocated disagg"), WORKLOADS ("poisson burst"). Raw
@@ -28,6 +30,7 @@ LAYOUTS=${LAYOUTS:-colocated disagg}
 WORKLOADS=${WORKLOADS:-poisson burst}
 NETNS=${NETNS:-0}
 LINK_RATE=${LINK_RATE:-1gbit}
+DELAY=${DELAY:-}  # e.g. 1ms: netem on each link instead of tbf, where the kernel has netem
 OUT=${1:-/tmp/disagg-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
 SPID=
@@ -58,8 +61,13 @@ netns_up() {
     ip netns exec "brisk-n$i" ip link set "brisk-w$i" up
     ip netns exec "brisk-n$i" ip link set lo up
     ip netns exec "brisk-n$i" ip route add default via "10.77.$i.1"
-    tc qdisc add dev "brisk-v$i" root tbf rate "$LINK_RATE" burst 256kb latency 100ms
-    ip netns exec "brisk-n$i" tc qdisc add dev "brisk-w$i" root tbf rate "$LINK_RATE" burst 256kb latency 100ms
+    if [ -n "$DELAY" ]; then
+      tc qdisc add dev "brisk-v$i" root netem delay "$DELAY" rate "$LINK_RATE"
+      ip netns exec "brisk-n$i" tc qdisc add dev "brisk-w$i" root netem delay "$DELAY" rate "$LINK_RATE"
+    else
+      tc qdisc add dev "brisk-v$i" root tbf rate "$LINK_RATE" burst 256kb latency 100ms
+      ip netns exec "brisk-n$i" tc qdisc add dev "brisk-w$i" root tbf rate "$LINK_RATE" burst 256kb latency 100ms
+    fi
   done
   HOSTS=(10.77.1.2 10.77.2.2)
   NS=("ip netns exec brisk-n1" "ip netns exec brisk-n2")
@@ -67,7 +75,7 @@ netns_up() {
 trap 'stop_pids; [ "$NETNS" = 1 ] && netns_down' EXIT
 [ "$NETNS" = 1 ] && netns_up
 describe_machine | tee "$OUT/machine.txt"
-echo "netns: $NETNS, link rate: $LINK_RATE" | tee -a "$OUT/machine.txt"
+echo "netns: $NETNS, link rate: $LINK_RATE, delay: ${DELAY:-none}" | tee -a "$OUT/machine.txt"
 LENGTHS="$OUT/azure-lengths.csv"
 { echo "num_prefill_tokens,num_decode_tokens"; tail -n +2 "$TRACE" | cut -d, -f2,3; } >"$LENGTHS"
 
