@@ -5,7 +5,7 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use tokio::sync::mpsc as tokio_mpsc;
 
-use crate::core::{BlockExport, MoveError, RequestExport};
+use crate::export::{BlockExport, MoveError, RequestExport};
 use crate::request::{EngineEvent, EngineRequest, RequestId};
 use crate::stats::EngineStats;
 

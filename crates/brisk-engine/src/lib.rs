@@ -8,6 +8,7 @@
 mod core;
 pub mod drafter;
 mod engine;
+mod export;
 mod handle;
 mod request;
 mod request_state;
@@ -21,9 +22,8 @@ use brisk_scheduler::speculate::Drafter;
 use brisk_scheduler::{PolicyChoice, SchedulerConfig, SchedulerCore, StepRecord};
 use brisk_types::Backend;
 
-pub use crate::core::{
-    AddError, BlockExport, Clock, EngineCore, MoveError, Output, RequestExport, StepReport,
-};
+pub use crate::core::{AddError, Clock, EngineCore, Output, StepReport};
+pub use export::{BlockExport, MoveError, RequestExport};
 pub use handle::{EngineHandle, EngineStopped, RequestStream};
 pub use request::{
     EngineEvent, EngineFailure, EngineRequest, FinishReason, GeneratedToken, Priority, RequestId,
