@@ -110,10 +110,7 @@ impl Transfers {
     /// A request left for another replica.
     pub fn sent(&self, kind: MoveKind, bytes: usize, transfer_s: f64, pause_s: f64) {
         self.count(kind, "out");
-        self.bytes.with_label_values(&["sent"]).inc_by(bytes as u64);
-        self.seconds
-            .with_label_values(&["sent"])
-            .observe(transfer_s);
+        self.kv_sent(bytes, transfer_s);
         self.pause
             .with_label_values(&[kind.as_str()])
             .observe(pause_s);
@@ -122,29 +119,26 @@ impl Transfers {
     /// A request arrived from another replica.
     pub fn received(&self, kind: MoveKind, bytes: usize, transfer_s: f64) {
         self.count(kind, "in");
-        self.bytes
-            .with_label_values(&["received"])
-            .inc_by(bytes as u64);
-        self.seconds
-            .with_label_values(&["received"])
-            .observe(transfer_s);
+        self.kv_received(bytes, transfer_s);
     }
 
-    /// Blocks were sent ahead of a migration (the request kept decoding).
-    pub fn sent_ahead(&self, bytes: usize, transfer_s: f64) {
-        self.bytes.with_label_values(&["sent"]).inc_by(bytes as u64);
-        self.seconds
-            .with_label_values(&["sent"])
-            .observe(transfer_s);
+    /// K/V bytes went out (a move, or blocks sent ahead of one while the request kept
+    /// decoding).
+    pub fn kv_sent(&self, bytes: usize, transfer_s: f64) {
+        self.transferred("sent", bytes, transfer_s);
     }
 
-    /// Blocks arrived ahead of a migration.
-    pub fn received_ahead(&self, bytes: usize, transfer_s: f64) {
+    /// K/V bytes came in (a move, or blocks sent ahead of one).
+    pub fn kv_received(&self, bytes: usize, transfer_s: f64) {
+        self.transferred("received", bytes, transfer_s);
+    }
+
+    fn transferred(&self, direction: &str, bytes: usize, transfer_s: f64) {
         self.bytes
-            .with_label_values(&["received"])
+            .with_label_values(&[direction])
             .inc_by(bytes as u64);
         self.seconds
-            .with_label_values(&["received"])
+            .with_label_values(&[direction])
             .observe(transfer_s);
     }
 

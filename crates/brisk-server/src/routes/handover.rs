@@ -376,15 +376,11 @@ async fn send_ahead(state: &Arc<ServerState>, id: u64, to: &str) -> Ahead {
         }
         let bytes = blocks.kv.len();
         let started = Instant::now();
-        let (head, kv) = blocks.into_wire_parts();
-        let parts = futures_util::stream::iter([head, kv].map(Ok::<_, Infallible>));
-        let mut request = transfer_client()
-            .post(format!("{to}/internal/v1/blocks"))
-            .header(header::CONTENT_TYPE.as_str(), "application/octet-stream")
-            .body(reqwest::Body::wrap_stream(parts));
-        if let Some(key) = state.auth.primary_key() {
-            request = request.bearer_auth(key);
-        }
+        let request = post_parts(
+            state,
+            &format!("{to}/internal/v1/blocks"),
+            blocks.into_wire_parts(),
+        );
         let held = match request.send().await {
             Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
             _ => None,
@@ -395,7 +391,7 @@ async fn send_ahead(state: &Arc<ServerState>, id: u64, to: &str) -> Ahead {
         state
             .metrics
             .transfers
-            .sent_ahead(bytes, started.elapsed().as_secs_f64());
+            .kv_sent(bytes, started.elapsed().as_secs_f64());
         ahead.blocks = usize::try_from(held).unwrap_or(0);
         ahead.stages += 1;
         ahead.bytes += bytes;
@@ -414,19 +410,8 @@ async fn send_export(
 ) -> Result<Moved, MoveFailure> {
     let exported_ms = started.elapsed().as_secs_f64() * 1e3;
     let kv_bytes = export.kv_bytes();
-    // The header, then the K/V as exported: no copy of the blocks on the way out.
-    let (prefix, kv) = export.into_wire_parts();
-    let parts = futures_util::stream::iter([prefix, kv].map(Ok::<_, Infallible>));
-    let mut request = transfer_client()
-        .post(format!(
-            "{to}/internal/v1/requests/import?kind={}",
-            kind.as_str()
-        ))
-        .header(header::CONTENT_TYPE.as_str(), "application/octet-stream")
-        .body(reqwest::Body::wrap_stream(parts));
-    if let Some(key) = state.auth.primary_key() {
-        request = request.bearer_auth(key);
-    }
+    let url = format!("{to}/internal/v1/requests/import?kind={}", kind.as_str());
+    let request = post_parts(state, &url, export.into_wire_parts());
     let response = request.send().await.map_err(|e| {
         MoveFailure::Destination(ApiError {
             status: StatusCode::BAD_GATEWAY,
@@ -477,6 +462,25 @@ async fn send_export(
         stages: 0,
         kv_bytes_ahead: 0,
     })
+}
+
+/// A POST of an export to another replica over [`transfer_client`], with this replica's key:
+/// its two parts (magic and header, then the K/V) streamed one after the other, so the K/V
+/// are never copied into one buffer on the way out.
+fn post_parts(
+    state: &ServerState,
+    url: &str,
+    (head, kv): (Vec<u8>, Vec<u8>),
+) -> reqwest::RequestBuilder {
+    let parts = futures_util::stream::iter([head, kv].map(Ok::<_, Infallible>));
+    let request = transfer_client()
+        .post(url)
+        .header(header::CONTENT_TYPE.as_str(), "application/octet-stream")
+        .body(reqwest::Body::wrap_stream(parts));
+    match state.auth.primary_key() {
+        Some(key) => request.bearer_auth(key),
+        None => request,
+    }
 }
 
 /// The client every move uses: HTTP/2 without negotiation (the replicas speak it in the
@@ -544,7 +548,7 @@ pub async fn import_blocks(
     state
         .metrics
         .transfers
-        .received_ahead(bytes, started.elapsed().as_secs_f64());
+        .kv_received(bytes, started.elapsed().as_secs_f64());
     Ok(axum::Json(json!({ "cached_blocks": held })).into_response())
 }
 
