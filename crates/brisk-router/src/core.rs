@@ -452,12 +452,11 @@ impl RouterCore {
                     && !exclude.contains(id)
             })
             .map(|(id, r)| {
-                let mut shape = StepShape::default();
-                for _ in 0..r.decoding {
-                    shape.add_decode(0);
-                }
-                shape.decode_context = r.decode_context;
-                shape.add_decode(context);
+                let shape = StepShape {
+                    decode_seqs: r.decoding + 1,
+                    decode_context: r.decode_context + context,
+                    ..StepShape::default()
+                };
                 (r.spec.latency.predict(&shape), r.decoding, id)
             })
             .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(b.2)))
@@ -589,12 +588,6 @@ impl RouterCore {
         let Some(source) = self.routed.get(&key).cloned() else {
             return;
         };
-        let target = self
-            .replicas
-            .get(&source)
-            .and_then(|r| r.outstanding.get(&key))
-            .and_then(|o| o.decode_on.clone())
-            .filter(|t| self.replicas.contains_key(t));
         let Some(replica) = self.replicas.get_mut(&source) else {
             return;
         };
@@ -606,21 +599,11 @@ impl RouterCore {
         }
         o.prefilled = true;
         replica.queued_prefill_s = (replica.queued_prefill_s - o.prefill_s).max(0.0);
-        let (id, o) = match target {
-            Some(target) => {
-                let o = replica.outstanding.remove(&key).expect("found above");
-                if replica.outstanding.is_empty() {
-                    replica.queued_prefill_s = 0.0;
-                }
-                self.routed.insert(key, target.clone());
-                (target, o)
-            }
-            None => (source, o.clone()),
-        };
-        let replica = self.replicas.get_mut(&id).expect("checked above");
         replica.decoding += 1;
         replica.decode_context += o.context;
-        replica.outstanding.entry(key).or_insert(o);
+        if let Some(target) = o.decode_on.clone() {
+            self.move_decode(key, &source, &target);
+        }
     }
 
     /// The request ended: `ok` is whether the replica served it (a failure counts against
@@ -686,24 +669,37 @@ impl RouterCore {
     /// goes over in the accounting (the router does not know which request the replica
     /// chose; the counts stay right).
     pub fn migrated(&mut self, from: &str, to: &str) {
-        if !self.replicas.contains_key(to) {
+        let longest = self.replicas.get(from).and_then(|source| {
+            source
+                .outstanding
+                .iter()
+                .filter(|(_, o)| o.prefilled)
+                .max_by_key(|(k, o)| (o.context, **k))
+                .map(|(k, _)| *k)
+        });
+        if let Some(key) = longest {
+            self.move_decode(key, from, to);
+        }
+    }
+
+    /// Decoding request `key` now runs on `to` instead of `from` (a hand-over or a
+    /// migration); nothing changes if either replica is unknown.
+    fn move_decode(&mut self, key: RequestKey, from: &str, to: &str) {
+        if from == to || !self.replicas.contains_key(to) {
             return;
         }
         let Some(source) = self.replicas.get_mut(from) else {
             return;
         };
-        let Some(key) = source
-            .outstanding
-            .iter()
-            .filter(|(_, o)| o.prefilled)
-            .max_by_key(|(k, o)| (o.context, **k))
-            .map(|(k, _)| *k)
-        else {
+        let Some(o) = source.outstanding.remove(&key) else {
             return;
         };
-        let o = source.outstanding.remove(&key).expect("found above");
         source.decoding -= 1;
         source.decode_context -= o.context;
+        if source.outstanding.is_empty() {
+            // Clears rounding left by the running sum.
+            source.queued_prefill_s = 0.0;
+        }
         let dest = self.replicas.get_mut(to).expect("checked above");
         dest.decoding += 1;
         dest.decode_context += o.context;
