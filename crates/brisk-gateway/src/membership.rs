@@ -69,13 +69,12 @@ impl Membership {
 
 /// Asks a replica to describe itself.
 async fn probe(gateway: &Gateway, url: &str) -> Result<ReplicaInfo, String> {
-    let mut request = gateway
-        .client
-        .get(format!("{url}/internal/v1/replica"))
-        .timeout(gateway.cfg.connect_timeout * 2);
-    if let Some(auth) = gateway.replica_authorization() {
-        request = request.header(axum::http::header::AUTHORIZATION, auth);
-    }
+    let request = gateway.to_replica(
+        gateway
+            .client
+            .get(format!("{url}/internal/v1/replica"))
+            .timeout(gateway.cfg.connect_timeout * 2),
+    );
     let response = request.send().await.map_err(|e| e.to_string())?;
     if !response.status().is_success() {
         return Err(format!("answered {}", response.status()));

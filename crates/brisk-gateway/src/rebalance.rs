@@ -33,18 +33,14 @@ async fn migrate_one(gateway: &Gateway, from: &str, to: &str) -> bool {
     let (Some(from_url), Some(to_url)) = (gateway.url(from), gateway.url(to)) else {
         return false;
     };
-    let auth = gateway.replica_authorization();
-    let with_auth = |request: reqwest::RequestBuilder| match &auth {
-        Some(value) => request.header(reqwest::header::AUTHORIZATION, value.clone()),
-        None => request,
-    };
-    let listed = with_auth(
-        gateway
-            .client
-            .get(format!("{from_url}/internal/v1/requests")),
-    )
-    .send()
-    .await;
+    let listed = gateway
+        .to_replica(
+            gateway
+                .client
+                .get(format!("{from_url}/internal/v1/requests")),
+        )
+        .send()
+        .await;
     let ids: Vec<u64> = match listed {
         Ok(r) if r.status().is_success() => r
             .json::<Value>()
@@ -55,14 +51,12 @@ async fn migrate_one(gateway: &Gateway, from: &str, to: &str) -> bool {
         _ => return false,
     };
     for id in ids.into_iter().rev() {
-        let moved = with_auth(
-            gateway
-                .client
-                .post(format!("{from_url}/internal/v1/requests/{id}/move")),
-        )
-        .json(&json!({ "to": to_url }))
-        .send()
-        .await;
+        let move_url = format!("{from_url}/internal/v1/requests/{id}/move");
+        let moved = gateway
+            .to_replica(gateway.client.post(move_url))
+            .json(&json!({ "to": to_url }))
+            .send()
+            .await;
         match moved {
             Ok(r) if r.status().is_success() => {
                 tracing::info!(

@@ -88,6 +88,15 @@ impl Gateway {
         Some(value)
     }
 
+    /// A request of the gateway's own to a replica (a probe, a migration), with the key it
+    /// presents to replicas.
+    pub(crate) fn to_replica(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self.replica_authorization() {
+            Some(auth) => request.header(reqwest::header::AUTHORIZATION, auth),
+            None => request,
+        }
+    }
+
     /// Seconds since the gateway started: the router core's clock.
     pub(crate) fn now(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
