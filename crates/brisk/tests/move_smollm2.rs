@@ -97,12 +97,20 @@ fn undisturbed_then_streaming_n(
     seed: Option<u64>,
     max_tokens: usize,
 ) -> (String, BufReader<std::net::TcpStream>, String, u64) {
+    undisturbed_then_streaming_of(server, |stream| completion(seed, stream, max_tokens))
+}
+
+/// [`undisturbed_then_streaming`] for the completion `body(stream)` describes.
+fn undisturbed_then_streaming_of(
+    server: &Server,
+    body: impl Fn(bool) -> String,
+) -> (String, BufReader<std::net::TcpStream>, String, u64) {
     let (status, text) = call(
         server.addr,
         "POST",
         "/v1/completions",
         Some(KEY),
-        &completion(seed, false, max_tokens),
+        &body(false),
     );
     assert_eq!(status, 200, "{text}");
     let want = body_of(&text)["choices"][0]["text"]
@@ -114,7 +122,7 @@ fn undisturbed_then_streaming_n(
         "POST",
         "/v1/completions",
         Some(KEY),
-        &completion(seed, true, max_tokens),
+        &body(true),
     ));
     let first = first_token(&mut stream);
     (want, stream, first, only_request(server))
@@ -240,21 +248,7 @@ fn smollm2_a_migration_sends_full_blocks_ahead_and_stops_only_for_the_rest() {
                "stream": stream})
         .to_string()
     };
-    let (status, text) = call(a.addr, "POST", "/v1/completions", Some(KEY), &body(false));
-    assert_eq!(status, 200, "{text}");
-    let want = body_of(&text)["choices"][0]["text"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut stream = BufReader::new(send(
-        a.addr,
-        "POST",
-        "/v1/completions",
-        Some(KEY),
-        &body(true),
-    ));
-    let mut got = first_token(&mut stream);
-    let id = only_request(&a);
+    let (want, mut stream, mut got, id) = undisturbed_then_streaming_of(&a, body);
     let to = json!({"to": format!("http://{}", b.addr)}).to_string();
     let (status, text) = call(
         a.addr,
