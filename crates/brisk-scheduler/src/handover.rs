@@ -14,6 +14,7 @@
 //! export then skips the blocks sent ahead ([`SeqExport::first_block`]) and the import finds
 //! them by prefix match — or refuses ([`SchedulerError::PrefixLost`]) if eviction took one.
 
+use brisk_kv::PrefixMatch;
 use brisk_types::{BlockId, TokenId};
 
 use crate::config::SchedulerError;
@@ -152,23 +153,10 @@ impl SchedulerCore {
                 max_model_len: self.cfg.max_model_len,
             });
         }
-        let bs = self.kv.block_size();
-        let prefix = if export.first_block == 0 {
-            self.kv.match_prefix(&[])
-        } else {
-            // Exactly the skipped blocks (a match leaves the last token uncached).
-            let mut tokens = export.request.prompt.clone();
-            tokens.extend(&export.output);
-            tokens.truncate(export.first_block * bs + 1);
-            self.kv.match_prefix(&tokens)
-        };
+        let mut tokens = export.request.prompt.clone();
+        tokens.extend(&export.output);
+        let prefix = self.blocks_sent_ahead(&tokens, export.first_block)?;
         let held = prefix.blocks().len();
-        if held < export.first_block {
-            return Err(SchedulerError::PrefixLost {
-                needed: export.first_block,
-                held,
-            });
-        }
         self.kv
             .allocate_new(id, prefix, export.num_computed)
             .map_err(SchedulerError::from)?;
@@ -236,8 +224,29 @@ impl SchedulerCore {
                 tokens.len()
             ));
         }
-        // Exactly the blocks sent before (a match leaves the last token uncached).
-        let prefix = self.kv.match_prefix(&tokens[..first_block * bs + 1]);
+        let prefix = self.blocks_sent_ahead(tokens, first_block)?;
+        let held = prefix.blocks().len();
+        self.kv.allocate_new(STAGING, prefix, tokens.len())?;
+        Ok(self.kv.block_table(STAGING)[held..].to_vec())
+    }
+
+    /// The cached blocks holding the first `first_block` blocks of `tokens` (sent ahead of a
+    /// move), exactly those; refused with [`SchedulerError::PrefixLost`] when any is no longer
+    /// cached (or `tokens` do not reach that far).
+    fn blocks_sent_ahead(
+        &self,
+        tokens: &[TokenId],
+        first_block: usize,
+    ) -> Result<PrefixMatch, SchedulerError> {
+        if first_block == 0 {
+            return Ok(self.kv.match_prefix(&[]));
+        }
+        // A match leaves the last token uncached: one token past the blocks.
+        let end = first_block
+            .saturating_mul(self.kv.block_size())
+            .saturating_add(1)
+            .min(tokens.len());
+        let prefix = self.kv.match_prefix(&tokens[..end]);
         let held = prefix.blocks().len();
         if held < first_block {
             return Err(SchedulerError::PrefixLost {
@@ -245,8 +254,7 @@ impl SchedulerCore {
                 held,
             });
         }
-        self.kv.allocate_new(STAGING, prefix, tokens.len())?;
-        Ok(self.kv.block_table(STAGING)[held..].to_vec())
+        Ok(prefix)
     }
 
     /// The staged blocks hold their K/V: into the prefix cache with them (free, so
