@@ -87,7 +87,7 @@ impl SchedulerCore {
         if s.exported {
             return refuse("it is already moving");
         }
-        if first_block * self.kv.block_size() > s.num_computed {
+        if first_block.saturating_mul(self.kv.block_size()) > s.num_computed {
             return refuse("it has fewer full blocks than were sent ahead");
         }
         let mut request = s.req.clone();

@@ -371,7 +371,8 @@ async fn send_ahead(state: &Arc<ServerState>, id: u64, to: &str) -> Ahead {
         let Ok(Some(blocks)) = exported else {
             break;
         };
-        if blocks.tokens.len() / block_size < ahead.blocks + MIN_STAGE_BLOCKS {
+        let full = blocks.tokens.len() / block_size;
+        if full < ahead.blocks + MIN_STAGE_BLOCKS {
             break;
         }
         let bytes = blocks.kv.len();
@@ -385,14 +386,19 @@ async fn send_ahead(state: &Arc<ServerState>, id: u64, to: &str) -> Ahead {
             Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
             _ => None,
         };
-        let Some(held) = held.and_then(|v| v["cached_blocks"].as_u64()) else {
+        // A count past what was sent is not an answer (the stop would skip blocks it lacks).
+        let held = held
+            .and_then(|v| v["cached_blocks"].as_u64())
+            .and_then(|h| usize::try_from(h).ok())
+            .filter(|&h| h <= full);
+        let Some(held) = held else {
             break;
         };
         state
             .metrics
             .transfers
             .kv_sent(bytes, started.elapsed().as_secs_f64());
-        ahead.blocks = usize::try_from(held).unwrap_or(0);
+        ahead.blocks = held;
         ahead.stages += 1;
         ahead.bytes += bytes;
     }
