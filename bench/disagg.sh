@@ -14,7 +14,9 @@
 #                                     # kernel has it
 #
 # Knobs (env): RATES (space-separated req/s), NUM (requests per run), SCALE
-# (--scale-lengths), SLO, LAYOUTS ("colocated disagg"), WORKLOADS ("poisson burst"). Raw
+# (--scale-lengths), SLO, LAYOUTS ("colocated disagg"; "disagg-int8" and "disagg-int4" have
+# the prefill replica send its K/V with --kv-transfer-dtype int8 / int4), WORKLOADS
+# ("poisson burst"). Raw
 # outputs stay out of git; the summary goes into BENCHMARKS.md by hand. Run after
 # `cargo build --release -p brisk`.
 set -u
@@ -79,12 +81,13 @@ echo "netns: $NETNS, link rate: $LINK_RATE, delay: ${DELAY:-none}" | tee -a "$OU
 LENGTHS="$OUT/azure-lengths.csv"
 { echo "num_prefill_tokens,num_decode_tokens"; tail -n +2 "$TRACE" | cut -d, -f2,3; } >"$LENGTHS"
 
-# Starts replica I (port 860I, on HOSTS[I-1], in its namespace with NETNS=1) in role ROLE.
+# Starts replica I (port 860I, on HOSTS[I-1], in its namespace with NETNS=1) in role ROLE,
+# sending K/V as WIRE (default auto).
 start_replica() {
-  local i=$1 role=$2 host=${HOSTS[$(($1 - 1))]} n
+  local i=$1 role=$2 wire=${3:-auto} host=${HOSTS[$(($1 - 1))]} n
   # shellcheck disable=SC2086
   ${NS[$(($1 - 1))]} env BRISK_THREADS=1 "$BRISK" serve --model "$MODEL" --host "$host" \
-    --port "860$i" --role "$role" >>"$OUT/replica-$i.log" 2>&1 &
+    --port "860$i" --role "$role" --kv-transfer-dtype "$wire" >>"$OUT/replica-$i.log" 2>&1 &
   PIDS+=("$!")
   for n in $(seq 1 240); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$host:860$i/health")" = 200 ] && return 0
@@ -106,8 +109,10 @@ for workload in $WORKLOADS; do
   for rate in $RATES; do
     for layout in $LAYOUTS; do
       wait_quiet "$workload-$layout-$rate"
-      if [ "$layout" = disagg ]; then
-        start_replica 1 prefill; start_replica 2 decode
+      if [ "${layout%%-*}" = disagg ]; then
+        wire=auto
+        [ "$layout" != disagg ] && wire=${layout#disagg-}
+        start_replica 1 prefill "$wire"; start_replica 2 decode
       else
         start_replica 1 both; start_replica 2 both
       fi

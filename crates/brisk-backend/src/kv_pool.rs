@@ -545,11 +545,15 @@ impl CpuKvPool {
         Ok(out)
     }
 
-    /// Writes the K/V that [`Self::export_blocks`] produced into `blocks` of this pool
-    /// (one for each exported block, in order). Refused, with nothing written, when the
-    /// data comes from a pool of another geometry or element type, or has the wrong length.
+    /// Writes the K/V that [`Self::export_blocks`] (or, compressed, `export_blocks_as`)
+    /// produced into `blocks` of this pool (one for each exported block, in order). Refused,
+    /// with nothing written, when the data comes from a pool of another geometry or (when
+    /// not compressed) element type, or has the wrong length.
     pub fn import_blocks(&mut self, blocks: &[u32], data: &[u8]) -> Result<(), BackendError> {
         self.check_blocks(blocks)?;
+        if crate::kv_wire::is_compressed(data) {
+            return self.import_compressed(blocks, data);
+        }
         let header = self.header(blocks.len());
         let bad = |why: String| Err(BackendError::InvalidBatch(format!("KV import: {why}")));
         if data.len() < header.len() || data[..header.len()] != header[..] {
@@ -599,7 +603,7 @@ impl CpuKvPool {
         self.num_kv_heads * self.block_size * self.head_dim
     }
 
-    fn check_blocks(&self, blocks: &[u32]) -> Result<(), BackendError> {
+    pub(crate) fn check_blocks(&self, blocks: &[u32]) -> Result<(), BackendError> {
         match blocks.iter().find(|&&b| b as usize >= self.num_blocks) {
             Some(b) => Err(BackendError::InvalidBatch(format!(
                 "block {b} is outside the pool of {} blocks",

@@ -18,6 +18,7 @@ mod config;
 mod error;
 mod kernels;
 mod kv_pool;
+mod kv_wire;
 mod math;
 mod model;
 mod rope;
@@ -37,6 +38,7 @@ pub mod internals {
 pub use error::ModelError;
 pub use kernels::{KernelChoice, KernelPath};
 pub use kv_pool::{CpuKvPool, KvCacheDtype};
+pub use kv_wire::KvTransferDtype;
 pub use model::{compute_threads, CpuBackend};
 
 use brisk_gguf::GgufFile;

@@ -9,6 +9,7 @@ use rayon::prelude::*;
 use crate::attention::{paged_attention, write_kv, TokenPlace};
 use crate::config::ModelConfig;
 use crate::kv_pool::{CpuKvPool, KvCacheDtype};
+use crate::kv_wire::KvTransferDtype;
 use crate::math::silu;
 use crate::rope::Rope;
 use crate::weights::ModelWeights;
@@ -21,6 +22,8 @@ pub struct CpuBackend {
     pool: rayon::ThreadPool,
     config: ModelConfig,
     kv_dtype: KvCacheDtype,
+    /// How [`Backend::export_blocks`] sends K/V to another replica.
+    kv_transfer: KvTransferDtype,
     weights: ModelWeights,
     rope: Rope,
     geometry: ModelGeometry,
@@ -45,6 +48,7 @@ impl CpuBackend {
         Self {
             pool: compute_pool(),
             kv_dtype: KvCacheDtype::default(),
+            kv_transfer: KvTransferDtype::default(),
             config,
             weights,
             rope,
@@ -68,6 +72,12 @@ impl CpuBackend {
     /// The element type of the KV pools this backend allocates.
     pub fn kv_cache_dtype(&self) -> KvCacheDtype {
         self.kv_dtype
+    }
+
+    /// Sends K/V exported from now on as `dtype` (`--kv-transfer-dtype`): the pool's own
+    /// bytes (`Auto`) or quantized for the wire. Imports take either.
+    pub fn set_kv_transfer_dtype(&mut self, dtype: KvTransferDtype) {
+        self.kv_transfer = dtype;
     }
 
     fn validate(&self, batch: &StepBatch<'_>, kv: &CpuKvPool) -> Result<(), BackendError> {
@@ -336,7 +346,7 @@ impl Backend for CpuBackend {
     }
 
     fn export_blocks(&self, kv: &CpuKvPool, blocks: &[u32]) -> Result<Vec<u8>, BackendError> {
-        kv.export_blocks(blocks)
+        kv.export_blocks_as(blocks, self.kv_transfer)
     }
 
     fn import_blocks(

@@ -5,7 +5,7 @@
 
 mod common;
 
-use brisk_backend::{CpuBackend, CpuKvPool, KvCacheDtype};
+use brisk_backend::{CpuBackend, CpuKvPool, KvCacheDtype, KvTransferDtype};
 use brisk_types::{Backend, BackendError, LogitsWanted, SeqStep, StepBatch};
 use common::COUNTING_IDS;
 
@@ -79,5 +79,100 @@ fn blocks_from_another_kind_of_pool_are_refused() {
     assert!(
         backend.export_blocks(&a, &[8]).is_err(),
         "a block past the pool"
+    );
+}
+
+/// Compressed K/V (`--kv-transfer-dtype int8|int4`) go into a pool of any element type and
+/// the next step's prediction stays close to the sender's: same top token, logits within 5 %
+/// of their spread (this random model amplifies any perturbation: int8 and int4 both land at
+/// 1–3 %; the real model's accuracy is measured in BENCHMARKS.md), for a fraction of the
+/// bytes (blocks of 4 tokens make the keys' groups short: real 16-token blocks save more).
+#[test]
+fn compressed_blocks_continue_closely_in_any_kind_of_pool() {
+    let mut backend = common::backend();
+    let prompt = &COUNTING_IDS[..14];
+    let next = COUNTING_IDS[14];
+    let table = [9u32, 3, 12, 5];
+    let mut a = backend.allocate_kv(16, BS).unwrap();
+    step(&backend, &mut a, prompt, 0, &table);
+    let exact = backend.export_blocks(&a, &table).unwrap();
+    let mut reference = backend.allocate_kv(16, BS).unwrap();
+    backend
+        .import_blocks(&mut reference, &table, &exact)
+        .unwrap();
+    let want = step(&backend, &mut reference, &[next], prompt.len(), &table);
+    let spread =
+        want.iter().fold(f32::MIN, |m, &x| m.max(x)) - want.iter().fold(f32::MAX, |m, &x| m.min(x));
+    let lossless = exact.len();
+    for (wire, fraction, tolerance) in [
+        (KvTransferDtype::Int8, 0.55, 0.05),
+        (KvTransferDtype::Int4, 0.35, 0.05),
+    ] {
+        backend.set_kv_transfer_dtype(wire);
+        let data = backend.export_blocks(&a, &table).unwrap();
+        assert!(
+            (data.len() as f64) < fraction * lossless as f64,
+            "{wire:?}: {} bytes against {lossless}",
+            data.len()
+        );
+        backend.set_kv_transfer_dtype(KvTransferDtype::Auto);
+        for pool in [KvCacheDtype::F32, KvCacheDtype::Bf16, KvCacheDtype::Int8] {
+            backend.set_kv_cache_dtype(pool);
+            let mut b = backend.allocate_kv(16, BS).unwrap();
+            backend.import_blocks(&mut b, &[0, 1, 2, 3], &data).unwrap();
+            let got = step(&backend, &mut b, &[next], prompt.len(), &[0, 1, 2, 3]);
+            let gap = got
+                .iter()
+                .zip(&want)
+                .fold(0.0f32, |m, (g, w)| m.max((g - w).abs()));
+            assert!(
+                gap <= tolerance * spread,
+                "{wire:?} into {pool:?}: logits {gap} apart, spread {spread}"
+            );
+            assert_eq!(argmax(&got), argmax(&want), "{wire:?} into {pool:?}");
+            backend.set_kv_cache_dtype(KvCacheDtype::F32);
+        }
+    }
+}
+
+fn argmax(row: &[f32]) -> usize {
+    (0..row.len())
+        .max_by(|&i, &j| row[i].total_cmp(&row[j]))
+        .unwrap()
+}
+
+/// A peer's garbage in the compressed format is refused with nothing written: an unknown
+/// width, another geometry, a cut, a non-finite step.
+#[test]
+fn garbage_compressed_blocks_are_refused() {
+    let mut backend = common::backend();
+    let mut a = backend.allocate_kv(8, BS).unwrap();
+    step(&backend, &mut a, &COUNTING_IDS[..8], 0, &[1, 2]);
+    backend.set_kv_transfer_dtype(KvTransferDtype::Int8);
+    let data = backend.export_blocks(&a, &[1, 2]).unwrap();
+    let refused = |r: Result<(), BackendError>| match r {
+        Err(BackendError::InvalidBatch(m)) => m,
+        other => panic!("{other:?}"),
+    };
+    let mut b = backend.allocate_kv(8, BS).unwrap();
+    let before = backend.export_blocks(&b, &[1, 2]).unwrap();
+    let mut unknown = data.clone();
+    unknown[4..8].copy_from_slice(b"int2");
+    assert!(refused(backend.import_blocks(&mut b, &[1, 2], &unknown)).contains("`int2`"));
+    let mut other_size = backend.allocate_kv(8, 2 * BS).unwrap();
+    assert!(refused(backend.import_blocks(&mut other_size, &[1, 2], &data)).contains("geometry"));
+    refused(backend.import_blocks(&mut b, &[1], &data));
+    assert!(
+        refused(backend.import_blocks(&mut b, &[1, 2], &data[..data.len() - 1])).contains("bytes")
+    );
+    // The last group's step: an f16 NaN.
+    let mut nan = data.clone();
+    let last_group = nan.len() - (4 + backend.config().head_dim);
+    nan[last_group + 2..last_group + 4].copy_from_slice(&0x7e00u16.to_le_bytes());
+    assert!(refused(backend.import_blocks(&mut b, &[1, 2], &nan)).contains("finite"));
+    assert_eq!(
+        backend.export_blocks(&b, &[1, 2]).unwrap(),
+        before,
+        "nothing written"
     );
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use brisk_backend::KvCacheDtype;
+use brisk_backend::{KvCacheDtype, KvTransferDtype};
 use brisk_engine::EngineConfig;
 use brisk_scheduler::{
     defaults, FairShareConfig, LatencyModel, LengthPrediction, PolicyChoice, SchedulerConfig,
@@ -66,6 +66,13 @@ pub struct ServeArgs {
     /// scale per cached vector).
     #[arg(long, env = "BRISK_KV_CACHE_DTYPE", default_value = "auto")]
     kv_cache_dtype: KvCacheDtype,
+    /// How K/V travel when a request moves to another replica (a prefill hand-over, a
+    /// migration): `auto` (the cache's own bytes, lossless), `int8` or `int4` (quantized per
+    /// group of a key channel or a value vector with its own minimum and step: about 3.5×
+    /// or 6× fewer bytes than f32, with the accuracy cost BENCHMARKS.md measures). What this
+    /// replica sends; it takes in any of them.
+    #[arg(long, env = "BRISK_KV_TRANSFER_DTYPE", default_value = "auto")]
+    kv_transfer_dtype: KvTransferDtype,
     /// Disable automatic prefix caching.
     #[arg(long, env = "BRISK_NO_PREFIX_CACHING")]
     no_prefix_caching: bool,
@@ -513,6 +520,7 @@ fn server_state(
 ) -> Result<(ServerState, String)> {
     let mut model = loaded_model::load(path)?;
     model.backend.set_kv_cache_dtype(args.kv_cache_dtype);
+    model.backend.set_kv_transfer_dtype(args.kv_transfer_dtype);
     let geometry = model.backend.geometry().clone();
     let max_model_len = match args.max_model_len {
         None => geometry.max_context,

@@ -3,7 +3,8 @@
 //! prompt to the prefill replica, which hands the request to the decode replica after its
 //! first token. The answers are a colocated replica's, token for token; the decode replica
 //! computes none of their prompts; a hand-over that cannot happen leaves the request
-//! decoding where it was; transfers want the key.
+//! decoding where it was; transfers want the key; a compressed hand-over sends a fraction of
+//! the bytes.
 
 mod common;
 
@@ -199,4 +200,55 @@ fn smollm2_a_hand_over_that_cannot_happen_leaves_the_request_decoding_where_it_w
     );
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("handover"), "{text}");
+}
+
+/// A prefill replica that sends its K/V as int8 (`--kv-transfer-dtype int8`) hands over a
+/// fraction of what its f32 cache holds, and the decode replica (an f32 pool, lossless
+/// itself) continues from them without computing the prompt.
+#[test]
+fn smollm2_a_compressed_hand_over_sends_a_fraction_of_the_cache() {
+    let prefill = start(
+        &[
+            "--api-key",
+            KEY,
+            "--role",
+            "prefill",
+            "--kv-transfer-dtype",
+            "int8",
+        ],
+        ONE_THREAD,
+    );
+    let decode = replica("decode");
+    let decode_computed = metric(&decode, "brisk_prompt_tokens_computed_total");
+    let decode_url = url(&decode);
+    let to = [("x-brisk-decode-on", decode_url.as_str())];
+    // Six prompt tokens and the first output token: one 16-token block moves.
+    let text = text_with(prefill.addr, &to, "The three primary colours are", true);
+    assert!(!text.is_empty());
+    assert_eq!(
+        metric(&prefill, "brisk_disagg_handovers_total{direction=\"out\"}"),
+        1.0
+    );
+    let sent = metric(
+        &prefill,
+        "brisk_kv_transfer_bytes_total{direction=\"sent\"}",
+    );
+    // SmolLM2-135M's f32 K and V of one block: 16 tokens × 30 layers × 3 K/V heads × 64
+    // dimensions × 2 × 4 bytes; int8 with a minimum and a step per group takes 0.29 of it.
+    let lossless = 16.0 * 30.0 * 3.0 * 64.0 * 2.0 * 4.0;
+    assert!(
+        sent > 0.25 * lossless && sent < 0.3 * lossless,
+        "{sent} bytes"
+    );
+    assert_eq!(
+        metric(
+            &decode,
+            "brisk_kv_transfer_bytes_total{direction=\"received\"}"
+        ),
+        sent
+    );
+    assert_eq!(
+        metric(&decode, "brisk_prompt_tokens_computed_total"),
+        decode_computed
+    );
 }
