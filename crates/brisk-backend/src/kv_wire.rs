@@ -52,6 +52,22 @@ impl KvTransferDtype {
         }
     }
 
+    /// Bytes per token a transfer of `layers` layers of `kv_heads` K/V heads of `head_dim`
+    /// dimensions in blocks of `block_size` takes when compressed (whole blocks); `None`
+    /// for lossless transfer, which sends the cache's own bytes.
+    pub fn compressed_bytes_per_token(
+        self,
+        layers: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        block_size: usize,
+    ) -> Option<usize> {
+        let bits = self.bits()?;
+        let tile =
+            head_dim * group_bytes(block_size, bits) + block_size * group_bytes(head_dim, bits);
+        Some((layers * kv_heads * tile).div_ceil(block_size.max(1)))
+    }
+
     fn from_name(name: &str) -> Option<Self> {
         [Self::Int8, Self::Int4]
             .into_iter()
@@ -268,8 +284,9 @@ impl CpuKvPool {
     /// Bytes one block takes compressed to `bits` (every layer's keys and values).
     fn compressed_block_bytes(&self, bits: u32) -> usize {
         let (bs, d) = (self.block_size, self.head_dim);
-        let tile = d * group_bytes(bs, bits) + bs * group_bytes(d, bits);
-        self.layers.len() * self.num_kv_heads * tile
+        self.layers.len()
+            * self.num_kv_heads
+            * (d * group_bytes(bs, bits) + bs * group_bytes(d, bits))
     }
 
     /// `BKQ1`, the transfer type, the geometry and the block count, little-endian.

@@ -146,6 +146,11 @@ pub struct FleetReport {
     pub requests_by_replica: Option<Vec<usize>>,
     /// Of the replicas, the prefill replicas (0: colocated serving).
     pub prefill_replicas: usize,
+    /// Of the replicas, the decode replicas (the rest serve both phases).
+    pub decode_replicas: usize,
+    /// Whether the router priced interference and hand-overs
+    /// (`RouterConfig::price_interference`).
+    pub price_interference: bool,
     /// Requests handed from a prefill replica to a decode replica.
     pub handovers: usize,
 }

@@ -300,13 +300,15 @@ fn prompt_text(body: &Value) -> String {
     text
 }
 
-/// The request's TTFT objective in seconds: its `slo.ttft_ms` or the gateway's default.
-fn ttft_slo(gateway: &Gateway, body: &Value) -> Option<f64> {
-    body.pointer("/slo/ttft_ms")
+/// The request's objective `field` (`ttft_ms`, `tpot_ms`) in seconds: its own or the
+/// gateway's `default`.
+fn slo_s(body: &Value, field: &str, default: Option<f64>) -> Option<f64> {
+    body.get("slo")
+        .and_then(|slo| slo.get(field))
         .and_then(Value::as_f64)
         .filter(|ms| ms.is_finite() && *ms > 0.0)
         .map(|ms| ms / 1000.0)
-        .or(gateway.cfg.ttft_slo)
+        .or(default)
 }
 
 /// Keeps the router core's account of a routed request: finished when dropped (a client
@@ -397,7 +399,8 @@ async fn generate(
             (None, prompt_text(&json))
         }
     };
-    let slo = ttft_slo(&gateway, &json);
+    let slo = slo_s(&json, "ttft_ms", gateway.cfg.ttft_slo);
+    let tpot_slo = slo_s(&json, "tpot_ms", gateway.cfg.tpot_slo);
     let ctx = Arc::new(StreamContext {
         chat: path == "/v1/chat/completions",
         stream: json["stream"].as_bool().unwrap_or(false),
@@ -423,6 +426,7 @@ async fn generate(
             let request = RouteRequest {
                 prompt,
                 ttft_slo: slo,
+                tpot_slo,
                 reject_unattainable: gateway.cfg.reject_unattainable,
                 exclude: &exclude,
             };

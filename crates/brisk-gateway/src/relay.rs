@@ -142,6 +142,7 @@ impl Relay {
                 let request = RouteRequest {
                     prompt: Prompt::Tokens(&full),
                     ttft_slo: None,
+                    tpot_slo: None,
                     reject_unattainable: false,
                     exclude: &self.tried,
                 };

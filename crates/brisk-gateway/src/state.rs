@@ -21,6 +21,8 @@ pub struct GatewayConfig {
     pub default_latency: LatencyModel,
     /// Default TTFT objective, seconds (requests may bring their own `slo.ttft_ms`).
     pub ttft_slo: Option<f64>,
+    /// Default TPOT objective, seconds (requests may bring their own `slo.tpot_ms`).
+    pub tpot_slo: Option<f64>,
     /// Answer 429 at once when no replica is predicted to meet a request's TTFT.
     pub reject_unattainable: bool,
     /// Replicas tried for one request before giving up.
@@ -143,6 +145,7 @@ impl Gateway {
                 tracing::warn!(replica = id, "{e}: taken as `both`");
                 Role::Both
             }),
+            kv_transfer_bytes_per_token: info.kv_transfer_bytes_per_token.unwrap_or(0),
         };
         let changed = self
             .lock_replicas()

@@ -27,6 +27,9 @@ pub struct ReplicaSpec {
     /// Which phases it serves: prompts go to `both` and `prefill` replicas; a request sent to
     /// a `prefill` replica names a `decode` (or `both`) replica to continue on.
     pub role: Role,
+    /// Bytes of K/V per token it sends when it hands a request over (after its
+    /// `--kv-transfer-dtype`); 0 when unknown (hand-overs then priced by latency alone).
+    pub kv_transfer_bytes_per_token: usize,
 }
 
 /// A prompt as the router sees it.
@@ -46,6 +49,9 @@ pub struct RouteRequest<'a> {
     pub prompt: Prompt<'a>,
     /// Its time-to-first-token objective, seconds.
     pub ttft_slo: Option<f64>,
+    /// Its time-per-output-token objective, seconds: taken as that of the decodes its
+    /// prompt would run beside (see [`RouterConfig::price_interference`]).
+    pub tpot_slo: Option<f64>,
     /// Refuse it when no replica is predicted to meet `ttft_slo` (otherwise it goes to the
     /// fastest anyway).
     pub reject_unattainable: bool,
@@ -129,6 +135,17 @@ pub struct RouterConfig {
     /// requests decodes more than this many beyond the one decoding the fewest, one of its
     /// requests moves there. `None`: never.
     pub rebalance_slack: Option<usize>,
+    /// Price what a placement costs others, not only the request's own TTFT (DistServe's
+    /// question, asked per request): a prompt computed on a replica that decodes stalls
+    /// the decodes running there for as long as its chunks take — counted, per decode
+    /// stalled, when the step with its first chunk is predicted past the TPOT objective
+    /// (always, for requests without one); a prompt computed on a prefill replica instead
+    /// delays its own second token by the hand-over (`kv_transfer`). Among the replicas
+    /// within a request's TTFT allowance that hold as much of its prompt, the cheapest
+    /// wins. Off: the lowest predicted TTFT wins (the choice before this existed).
+    pub price_interference: bool,
+    /// What a hand-over's transfer is priced at.
+    pub kv_transfer: TransferCost,
     /// The per-replica circuit breaker.
     pub breaker: BreakerConfig,
 }
@@ -145,8 +162,36 @@ impl Default for RouterConfig {
             affinity_slack: 0.25,
             slo_headroom: 0.5,
             rebalance_slack: None,
+            price_interference: true,
+            kv_transfer: TransferCost::default(),
             breaker: BreakerConfig::default(),
         }
+    }
+}
+
+/// The time a hand-over's K/V take between replicas: `latency_s + bytes / bytes_per_s`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TransferCost {
+    /// Bandwidth between replicas, bytes per second.
+    pub bytes_per_s: f64,
+    /// Fixed cost of a transfer (connection, export, import), seconds.
+    pub latency_s: f64,
+}
+
+impl Default for TransferCost {
+    /// 10 Gbit/s and 1 ms: a data-centre link.
+    fn default() -> Self {
+        Self {
+            bytes_per_s: 10e9 / 8.0,
+            latency_s: 1e-3,
+        }
+    }
+}
+
+impl TransferCost {
+    /// Seconds to move `bytes`.
+    pub fn seconds(&self, bytes: f64) -> f64 {
+        self.latency_s + bytes / self.bytes_per_s.max(f64::MIN_POSITIVE)
     }
 }
 
@@ -233,6 +278,38 @@ impl Replica {
         )
     }
 
+    /// Seconds of stall that computing `tokens` prompt tokens from position `cached` here
+    /// (predicted to take `own`) puts on the decodes running here, summed over them: the
+    /// steps' time beyond what the decodes alone would take, once per decode — or 0 when the
+    /// step with the first chunk stays within the request's TPOT objective (the decodes
+    /// beside it, taken to share it, lose nothing they were promised).
+    fn interference_s(
+        &self,
+        cached: usize,
+        tokens: usize,
+        own: f64,
+        req: &RouteRequest<'_>,
+    ) -> f64 {
+        if self.decoding == 0 || tokens == 0 {
+            return 0.0;
+        }
+        let chunk = self.spec.chunk_tokens.max(1);
+        let decodes = StepShape {
+            decode_seqs: self.decoding,
+            decode_context: self.decode_context,
+            ..StepShape::default()
+        };
+        if let Some(tpot) = req.tpot_slo {
+            let mut first = decodes;
+            first.add_prefill(cached, chunk.min(tokens));
+            if self.spec.latency.predict(&first) <= tpot {
+                return 0.0;
+            }
+        }
+        let alone = tokens.div_ceil(chunk) as f64 * self.spec.latency.predict(&decodes);
+        self.decoding as f64 * (own - alone).max(0.0)
+    }
+
     /// Whether a prompt may go here: it prefills, its circuit is closed and the request has
     /// not failed here.
     fn eligible(&self, req: &RouteRequest<'_>, id: &String, now: f64) -> bool {
@@ -285,6 +362,9 @@ struct Candidate<'a> {
     outstanding: usize,
     last_chosen: RequestKey,
     ttft: f64,
+    /// `ttft` plus what the placement costs beyond it (see
+    /// [`RouterConfig::price_interference`]).
+    cost: f64,
     prompt_tokens: usize,
     cached_tokens: usize,
 }
@@ -477,13 +557,13 @@ impl RouterCore {
         let id = eligible[self.turn % eligible.len()];
         self.turn = self.turn.wrapping_add(1);
         let replica = &self.replicas[id];
-        Some(self.candidate(id, replica, req.prompt, now))
+        Some(self.candidate(id, replica, req, now))
     }
 
     /// The choice among eligible replicas past the hot-spot guard: of those predicted to
     /// serve the first token within the request's allowance (its TTFT objective's headroom,
     /// or `affinity_slack` beyond the fastest), the one holding most of its prompt; ties to
-    /// the lowest prediction.
+    /// the lowest cost (the prediction, priced as `price_interference` says).
     fn best_candidate(&self, req: &RouteRequest<'_>, now: f64) -> Option<Candidate<'_>> {
         let candidates = self.candidates(req, now);
         let fastest = candidates.iter().map(|c| c.ttft).min_by(f64::total_cmp)?;
@@ -497,7 +577,7 @@ impl RouterCore {
             .min_by(|a, b| {
                 b.cached_tokens
                     .cmp(&a.cached_tokens)
-                    .then(a.ttft.total_cmp(&b.ttft))
+                    .then(a.cost.total_cmp(&b.cost))
                     .then(a.outstanding.cmp(&b.outstanding))
                     .then(a.last_chosen.cmp(&b.last_chosen))
                     .then(a.id.cmp(b.id))
@@ -536,7 +616,7 @@ impl RouterCore {
                     }
                 };
                 let h = &hashed[at];
-                self.candidate_of(id, r, req.prompt, Rc::clone(&h.hashes), h.per_block, now)
+                self.candidate_of(id, r, req, Rc::clone(&h.hashes), h.per_block, now)
             })
             .collect()
     }
@@ -545,11 +625,11 @@ impl RouterCore {
         &self,
         id: &'a str,
         r: &Replica,
-        prompt: Prompt<'_>,
+        req: &RouteRequest<'_>,
         now: f64,
     ) -> Candidate<'a> {
-        let (hashes, tokens_per_block) = r.prompt_blocks(prompt, &self.cfg);
-        self.candidate_of(id, r, prompt, hashes.into(), tokens_per_block, now)
+        let (hashes, tokens_per_block) = r.prompt_blocks(req.prompt, &self.cfg);
+        self.candidate_of(id, r, req, hashes.into(), tokens_per_block, now)
     }
 
     /// A replica's answer, given the prompt's block hashes in its terms.
@@ -557,12 +637,12 @@ impl RouterCore {
         &self,
         id: &'a str,
         r: &Replica,
-        prompt: Prompt<'_>,
+        req: &RouteRequest<'_>,
         hashes: Rc<[u64]>,
         tokens_per_block: usize,
         now: f64,
     ) -> Candidate<'a> {
-        let prompt_tokens = match prompt {
+        let prompt_tokens = match req.prompt {
             Prompt::Tokens(t) => t.len(),
             Prompt::Text(s) => s.len().div_ceil(self.cfg.text_bytes_per_token).max(1),
         };
@@ -570,12 +650,22 @@ impl RouterCore {
         let cached_tokens =
             (r.index.matched(&hashes, now) * tokens_per_block).min(prompt_tokens.saturating_sub(1));
         let own = r.prefill_s(cached_tokens, prompt_tokens - cached_tokens);
+        let ttft = r.queued_prefill_s + own;
+        let beyond = match (self.cfg.price_interference, r.spec.role) {
+            (false, _) => 0.0,
+            (true, Role::Prefill) => self
+                .cfg
+                .kv_transfer
+                .seconds(((prompt_tokens + 1) * r.spec.kv_transfer_bytes_per_token) as f64),
+            (true, _) => r.interference_s(cached_tokens, prompt_tokens - cached_tokens, own, req),
+        };
         Candidate {
             id,
             hashes,
             outstanding: r.outstanding.len(),
             last_chosen: r.last_chosen,
-            ttft: r.queued_prefill_s + own,
+            ttft,
+            cost: ttft + beyond,
             prompt_tokens,
             cached_tokens,
         }

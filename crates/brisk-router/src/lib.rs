@@ -30,6 +30,6 @@ pub mod index;
 
 pub use crate::core::{
     Choice, Policy, Prompt, Refusal, ReplicaLoad, ReplicaSpec, RequestKey, RouteRequest,
-    RouterConfig, RouterCore,
+    RouterConfig, RouterCore, TransferCost,
 };
 pub use crate::index::IndexEvent;

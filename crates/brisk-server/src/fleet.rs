@@ -37,6 +37,10 @@ pub struct ReplicaInfo {
     pub kv_events: Option<KvEventsEndpoints>,
     /// Its step-latency model, when it has one (`--latency-model` or `slo` profiling).
     pub latency: Option<LatencyCoefficients>,
+    /// Bytes of K/V per token it sends when a request moves (`--kv-transfer-dtype`);
+    /// absent from replicas that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_transfer_bytes_per_token: Option<usize>,
 }
 
 /// Connectable addresses of a replica's KV event sockets.

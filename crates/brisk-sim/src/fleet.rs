@@ -26,9 +26,13 @@ pub struct FleetSettings {
     pub reject_unattainable: bool,
     /// Seconds from the end of a replica's step to the router reading its KV events.
     pub event_delay: f64,
-    /// Of the replicas, how many are prefill replicas (the first ones); the others are then
-    /// decode replicas. 0: every replica is colocated (`both`).
+    /// Of the replicas, how many are prefill replicas (the first ones).
     pub prefill_replicas: usize,
+    /// How many are decode replicas (the next ones); the rest serve both phases.
+    pub decode_replicas: usize,
+    /// The router prices interference and hand-overs
+    /// ([`brisk_router::RouterConfig::price_interference`]).
+    pub price_interference: bool,
     /// How K/V travel from a prefill replica to a decode replica.
     pub transfer: TransferSettings,
 }
@@ -42,6 +46,8 @@ impl Default for FleetSettings {
             reject_unattainable: false,
             event_delay: 0.0,
             prefill_replicas: 0,
+            decode_replicas: 0,
+            price_interference: true,
             transfer: TransferSettings::default(),
         }
     }
@@ -50,10 +56,12 @@ impl Default for FleetSettings {
 impl FleetSettings {
     /// Replica `i`'s role.
     pub fn role(&self, i: usize) -> Role {
-        match (self.prefill_replicas, i < self.prefill_replicas) {
-            (0, _) => Role::Both,
-            (_, true) => Role::Prefill,
-            (_, false) => Role::Decode,
+        if i < self.prefill_replicas {
+            Role::Prefill
+        } else if i < self.prefill_replicas + self.decode_replicas {
+            Role::Decode
+        } else {
+            Role::Both
         }
     }
 }
@@ -125,10 +133,21 @@ pub struct FleetArgs {
     #[arg(long, default_value_t = 0.0, env = "BRISK_SIM_ROUTER_EVENT_DELAY")]
     pub router_event_delay: f64,
     /// Prefill/decode disaggregation: this many of the replicas are prefill replicas
-    /// (`brisk serve --role prefill`), the rest decode replicas; each request is prefilled
-    /// on one and handed with its K/V to another after its first token. 0: colocated.
+    /// (`brisk serve --role prefill`), the rest decode replicas (or as --decode-replicas
+    /// says); a request prefilled on one is handed with its K/V to another after its first
+    /// token. 0: colocated.
     #[arg(long, default_value_t = 0, env = "BRISK_SIM_PREFILL_REPLICAS")]
     pub prefill_replicas: usize,
+    /// With --prefill-replicas: how many of the others are decode replicas (default: all);
+    /// the rest serve both phases, so the router chooses per request between
+    /// disaggregated and colocated serving.
+    #[arg(long, env = "BRISK_SIM_DECODE_REPLICAS", requires = "prefill_replicas")]
+    pub decode_replicas: Option<usize>,
+    /// The router chooses by predicted TTFT alone, without pricing the stall a prompt puts
+    /// on the decodes beside it or a hand-over's transfer (`brisk route
+    /// --no-interference-pricing`).
+    #[arg(long, env = "BRISK_SIM_NO_INTERFERENCE_PRICING")]
+    pub no_interference_pricing: bool,
     /// Bandwidth between replicas for hand-overs, Gbit/s.
     #[arg(long, default_value_t = 10.0, env = "BRISK_SIM_KV_TRANSFER_GBIT")]
     pub kv_transfer_gbit: f64,
@@ -170,6 +189,15 @@ impl FleetArgs {
                 "must leave at least one of --replicas to decode",
             ));
         }
+        let decode_replicas = self
+            .decode_replicas
+            .unwrap_or(self.replicas - self.prefill_replicas.min(self.replicas));
+        if self.prefill_replicas + decode_replicas > self.replicas {
+            return Err(bad(
+                "decode-replicas",
+                "prefill and decode replicas together exceed --replicas",
+            ));
+        }
         let positive = |x: f64| x.is_finite() && x > 0.0;
         if !positive(self.kv_transfer_gbit) {
             return Err(bad("kv-transfer-gbit", "must be a bandwidth above 0"));
@@ -183,6 +211,12 @@ impl FleetArgs {
         Ok(FleetSettings {
             replicas: self.replicas,
             prefill_replicas: self.prefill_replicas,
+            decode_replicas: if self.prefill_replicas == 0 {
+                0
+            } else {
+                decode_replicas
+            },
+            price_interference: !self.no_interference_pricing,
             transfer: TransferSettings {
                 bytes_per_s: self.kv_transfer_gbit * 1e9 / 8.0,
                 latency_s: self.kv_transfer_latency_ms * 1e-3,
@@ -222,6 +256,8 @@ pub fn fleet_report(fleet: &FleetSettings, outcome: &SimOutcome) -> Option<Fleet
         requests_per_replica: Spread::of(&counts),
         requests_by_replica: (counts.len() <= LISTED).then_some(counts),
         prefill_replicas: fleet.prefill_replicas,
+        decode_replicas: fleet.decode_replicas,
+        price_interference: fleet.price_interference,
         handovers: outcome.handovers,
     })
 }
@@ -232,13 +268,19 @@ pub(crate) fn fleet_line(f: &FleetReport) -> String {
     let layout = match f.prefill_replicas {
         0 => String::new(),
         p => format!(
-            " ({p} prefill, {} decode; {} hand-overs)",
-            f.replicas - p,
+            " ({p} prefill, {} decode, {} both; {} hand-overs)",
+            f.decode_replicas,
+            f.replicas - p - f.decode_replicas,
             f.handovers
         ),
     };
+    let pricing = if f.price_interference {
+        ""
+    } else {
+        " without interference pricing"
+    };
     format!(
-        "fleet: {} replicas{layout}, router {}, prefix-cache hit rate {:.1}%, requests per replica {}/{:.1}/{} (min/mean/max), {} refused by the router",
+        "fleet: {} replicas{layout}, router {}{pricing}, prefix-cache hit rate {:.1}%, requests per replica {}/{:.1}/{} (min/mean/max), {} refused by the router",
         f.replicas,
         f.router,
         f.prefix_cache_hit_rate * 100.0,

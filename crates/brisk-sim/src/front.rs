@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use brisk_kv::KvEvent;
 use brisk_router::{
     IndexEvent, Prompt, Refusal, ReplicaSpec, RequestKey, RouteRequest, RouterConfig, RouterCore,
+    TransferCost,
 };
 use brisk_scheduler::{LatencyModel, SchedulerConfig};
 
@@ -139,6 +140,11 @@ impl Router {
     ) -> Self {
         let mut core = RouterCore::new(RouterConfig {
             policy: fleet.policy,
+            price_interference: fleet.price_interference,
+            kv_transfer: TransferCost {
+                bytes_per_s: fleet.transfer.bytes_per_s,
+                latency_s: fleet.transfer.latency_s,
+            },
             ..RouterConfig::default()
         });
         let spec = |role| ReplicaSpec {
@@ -149,6 +155,7 @@ impl Router {
             latency: model.clone(),
             publishes_events: true,
             role,
+            kv_transfer_bytes_per_token: fleet.transfer.bytes_per_token.round() as usize,
         };
         // Zero-padded, so that the router's order (by id) is the replicas' order.
         let width = (fleet.replicas - 1).to_string().len();
@@ -179,6 +186,7 @@ impl Router {
         let request = RouteRequest {
             prompt: Prompt::Tokens(&r.prompt),
             ttft_slo: r.slo.map(|s| s.ttft).filter(|t| t.is_finite()),
+            tpot_slo: r.slo.map(|s| s.tpot).filter(|t| t.is_finite()),
             reject_unattainable: self.reject_unattainable,
             exclude: &[],
         };

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use brisk_gateway::{Discovery, Gateway, GatewayConfig, Membership};
-use brisk_router::{Policy, RouterConfig};
+use brisk_router::{Policy, RouterConfig, TransferCost};
 use brisk_scheduler::{LatencyCoefficients, LatencyModel};
 use brisk_server::{AuthSettings, Drain, DEFAULT_MAX_REQUEST_BYTES};
 
@@ -41,6 +41,24 @@ pub struct RouteArgs {
     /// `"slo": {"ttft_ms": …}`).
     #[arg(long, env = "BRISK_TTFT_SLO", value_parser = parse_positive)]
     ttft_slo: Option<f64>,
+    /// Default time-per-output-token objective, milliseconds (requests may bring
+    /// `"slo": {"tpot_ms": …}`): a prompt goes to a replica whose decodes it would push
+    /// past it only when that is cheaper than the alternatives (see
+    /// --no-interference-pricing).
+    #[arg(long, env = "BRISK_TPOT_SLO", value_parser = parse_positive)]
+    tpot_slo: Option<f64>,
+    /// Choose by predicted time to first token alone. By default the router also prices
+    /// what a placement costs others: the stall a prompt's chunks put on the decodes
+    /// running on a replica (when the step with its first chunk is predicted past the
+    /// request's TPOT objective, or always without one), and, on a `--role prefill`
+    /// replica, the hand-over of its K/V to a decode replica (--kv-transfer-gbit, the bytes
+    /// per token the replica advertises); the cheapest of the replicas that hold as much of
+    /// the prompt and are within its TTFT allowance wins.
+    #[arg(long, env = "BRISK_NO_INTERFERENCE_PRICING")]
+    no_interference_pricing: bool,
+    /// Bandwidth between replicas that hand-overs are priced at, Gbit/s.
+    #[arg(long, env = "BRISK_KV_TRANSFER_GBIT", default_value_t = 10.0, value_parser = parse_positive)]
+    kv_transfer_gbit: f64,
     /// Answer 429 at once when no replica is predicted to meet a request's TTFT.
     #[arg(long, env = "BRISK_REJECT_UNATTAINABLE", requires = "ttft_slo")]
     reject_unattainable: bool,
@@ -167,10 +185,16 @@ fn config(args: &RouteArgs) -> Result<GatewayConfig> {
             hot_spot_slack: args.hot_spot_slack,
             affinity_slack: args.affinity_slack / 1000.0,
             rebalance_slack: args.rebalance_slack,
+            price_interference: !args.no_interference_pricing,
+            kv_transfer: TransferCost {
+                bytes_per_s: args.kv_transfer_gbit * 1e9 / 8.0,
+                ..TransferCost::default()
+            },
             ..RouterConfig::default()
         },
         default_latency,
         ttft_slo: args.ttft_slo.map(|ms| ms / 1000.0),
+        tpot_slo: args.tpot_slo.map(|ms| ms / 1000.0),
         reject_unattainable: args.reject_unattainable,
         max_attempts: args.max_attempts,
         retry_backoff: Duration::from_secs_f64(args.retry_backoff_ms / 1000.0),

@@ -521,6 +521,7 @@ fn server_state(
     let mut model = loaded_model::load(path)?;
     model.backend.set_kv_cache_dtype(args.kv_cache_dtype);
     model.backend.set_kv_transfer_dtype(args.kv_transfer_dtype);
+    let kv_transfer_bytes_per_token = model.backend.kv_transfer_bytes_per_token(args.block_size);
     let geometry = model.backend.geometry().clone();
     let max_model_len = match args.max_model_len {
         None => geometry.max_context,
@@ -665,6 +666,7 @@ fn server_state(
             topic: kv_topic.clone(),
         }),
         latency,
+        kv_transfer_bytes_per_token: Some(kv_transfer_bytes_per_token),
     });
     state.drain = drain;
     let kernels = match brisk_backend::KernelChoice::from_env() {

@@ -17,6 +17,7 @@ fn spec(publishes_events: bool) -> ReplicaSpec {
         }),
         publishes_events,
         role: Role::Both,
+        kv_transfer_bytes_per_token: 0,
     }
 }
 
@@ -32,6 +33,7 @@ fn ask(tokens: &[TokenId]) -> RouteRequest<'_> {
     RouteRequest {
         prompt: Prompt::Tokens(tokens),
         ttft_slo: None,
+        tpot_slo: None,
         reject_unattainable: false,
         exclude: &[],
     }
@@ -113,6 +115,7 @@ fn unattainable_requests_are_refused_only_when_they_ask() {
     let p: Vec<TokenId> = (0..100).collect();
     let strict = RouteRequest {
         ttft_slo: Some(0.05),
+        tpot_slo: None,
         reject_unattainable: true,
         ..ask(&p)
     };
@@ -224,6 +227,7 @@ fn a_request_stays_with_its_cached_prefix_within_its_allowance() {
     );
     let tight = RouteRequest {
         ttft_slo: Some(0.6),
+        tpot_slo: None,
         ..ask(&prompt)
     };
     assert_eq!(
@@ -235,6 +239,7 @@ fn a_request_stays_with_its_cached_prefix_within_its_allowance() {
     );
     let roomy = RouteRequest {
         ttft_slo: Some(2.0),
+        tpot_slo: None,
         ..ask(&prompt)
     };
     assert_eq!(
@@ -421,4 +426,56 @@ proptest! {
             prop_assert_eq!(total, r.routed.len());
         }
     }
+}
+
+/// A mixed fleet — `b` serves both phases and already decodes two requests, `p` prefills
+/// (with one prompt queued), `d` decodes — asked where a fresh 40-token prompt goes, with
+/// the given TPOT objective and bytes per token a hand-over carries.
+fn mixed_fleet_choice(price: bool, tpot_slo: Option<f64>, transfer_bytes: usize) -> String {
+    let mut r = RouterCore::new(RouterConfig {
+        price_interference: price,
+        ..RouterConfig::default()
+    });
+    r.upsert("b", with_role(Role::Both));
+    r.upsert(
+        "p",
+        ReplicaSpec {
+            kv_transfer_bytes_per_token: transfer_bytes,
+            ..with_role(Role::Prefill)
+        },
+    );
+    r.upsert("d", with_role(Role::Decode));
+    let held: Vec<TokenId> = (0..40).collect();
+    r.apply_events("b", &[IndexEvent::Stored(hashes(&held))]);
+    for _ in 0..2 {
+        let c = r.route(&ask(&held), 0.0).unwrap();
+        assert_eq!(c.replica, "b", "its cached prefix draws it");
+        r.first_token(c.key);
+    }
+    let queued: Vec<TokenId> = (100..140).collect();
+    let only_p = RouteRequest {
+        exclude: &["b".to_string()],
+        ..ask(&queued)
+    };
+    assert_eq!(r.route(&only_p, 0.0).unwrap().replica, "p");
+    let fresh: Vec<TokenId> = (200..240).collect();
+    let req = RouteRequest {
+        tpot_slo,
+        ..ask(&fresh)
+    };
+    r.route(&req, 0.0).unwrap().replica
+}
+
+#[test]
+fn interference_pricing_sends_a_prompt_away_from_decodes_it_would_stall() {
+    // Predicted TTFT alone: `b` (41 ms) beats `p` (82 ms, one prompt ahead).
+    assert_eq!(mixed_fleet_choice(false, None, 0), "b");
+    // Priced: on `b` the prompt's 40 ms stall two decodes (+80 ms); on `p` it only waits and
+    // hands over (1 ms).
+    assert_eq!(mixed_fleet_choice(true, None, 0), "p");
+    assert_eq!(mixed_fleet_choice(true, Some(0.02), 0), "p");
+    // A TPOT objective the step with the prompt stays within (41 ms ≤ 1 s): no one loses.
+    assert_eq!(mixed_fleet_choice(true, Some(1.0), 0), "b");
+    // A hand-over slower than the stall it avoids (41 tokens × 10 MB at 10 Gbit/s: 0.33 s).
+    assert_eq!(mixed_fleet_choice(true, None, 10_000_000), "b");
 }
