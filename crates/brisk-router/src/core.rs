@@ -135,14 +135,15 @@ pub struct RouterConfig {
     /// requests decodes more than this many beyond the one decoding the fewest, one of its
     /// requests moves there. `None`: never.
     pub rebalance_slack: Option<usize>,
-    /// Price what a placement costs others, not only the request's own TTFT (DistServe's
+    /// In a fleet with both prefill replicas and replicas that serve both phases, price
+    /// what a placement costs others, not only the request's own TTFT (DistServe's
     /// question, asked per request): a prompt computed on a replica that decodes stalls
     /// the decodes running there for as long as its chunks take — counted, per decode
     /// stalled, when the step with its first chunk is predicted past the TPOT objective
     /// (always, for requests without one); a prompt computed on a prefill replica instead
     /// delays its own second token by the hand-over (`kv_transfer`). Among the replicas
     /// within a request's TTFT allowance that hold as much of its prompt, the cheapest
-    /// wins. Off: the lowest predicted TTFT wins (the choice before this existed).
+    /// wins. Off, or in fleets of one kind: the lowest predicted TTFT wins.
     pub price_interference: bool,
     /// What a hand-over's transfer is priced at.
     pub kv_transfer: TransferCost,
@@ -595,6 +596,12 @@ impl RouterCore {
             return Vec::new();
         };
         let ceiling = least + self.cfg.hot_spot_slack.max(least);
+        // Interference is priced against the alternative of stalling no one: a fleet with
+        // both a prefill replica and one that also decodes. Among replicas that all decode,
+        // every choice stalls someone (pricing the difference cost 1–2 % of capacity in
+        // `brisk sim`, BENCHMARKS.md); among prefill replicas, every choice hands over.
+        let has = |role| eligible.iter().any(|(_, r)| r.spec.role == role);
+        let price = self.cfg.price_interference && has(Role::Prefill) && has(Role::Both);
         // The prompt is hashed once per hashing scheme, not once per replica: replicas of one
         // model share one, so a fleet of any size hashes each prompt once.
         let mut hashed: Vec<PromptBlocks> = Vec::new();
@@ -616,7 +623,8 @@ impl RouterCore {
                     }
                 };
                 let h = &hashed[at];
-                self.candidate_of(id, r, req, Rc::clone(&h.hashes), h.per_block, now)
+                let hashes = Rc::clone(&h.hashes);
+                self.candidate_of(id, r, req, (hashes, h.per_block), price, now)
             })
             .collect()
     }
@@ -629,17 +637,18 @@ impl RouterCore {
         now: f64,
     ) -> Candidate<'a> {
         let (hashes, tokens_per_block) = r.prompt_blocks(req.prompt, &self.cfg);
-        self.candidate_of(id, r, req, hashes.into(), tokens_per_block, now)
+        self.candidate_of(id, r, req, (hashes.into(), tokens_per_block), false, now)
     }
 
-    /// A replica's answer, given the prompt's block hashes in its terms.
+    /// A replica's answer, given the prompt's block hashes in its terms (and tokens per
+    /// block); `price`: whether its cost includes interference or the hand-over.
     fn candidate_of<'a>(
         &self,
         id: &'a str,
         r: &Replica,
         req: &RouteRequest<'_>,
-        hashes: Rc<[u64]>,
-        tokens_per_block: usize,
+        (hashes, tokens_per_block): (Rc<[u64]>, usize),
+        price: bool,
         now: f64,
     ) -> Candidate<'a> {
         let prompt_tokens = match req.prompt {
@@ -651,7 +660,7 @@ impl RouterCore {
             (r.index.matched(&hashes, now) * tokens_per_block).min(prompt_tokens.saturating_sub(1));
         let own = r.prefill_s(cached_tokens, prompt_tokens - cached_tokens);
         let ttft = r.queued_prefill_s + own;
-        let beyond = match (self.cfg.price_interference, r.spec.role) {
+        let beyond = match (price, r.spec.role) {
             (false, _) => 0.0,
             (true, Role::Prefill) => self
                 .cfg

@@ -217,4 +217,45 @@ fn fleet_flags_that_cannot_apply_are_named() {
         "0",
     ]);
     assert!(e.starts_with("--kv-transfer-gbit:"), "{e}");
+    let e = error(&[
+        "--replicas",
+        "3",
+        "--prefill-replicas",
+        "2",
+        "--decode-replicas",
+        "2",
+    ]);
+    assert!(
+        e.starts_with("--decode-replicas: prefill and decode"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_mixed_fleet_serves_some_requests_colocated_and_hands_the_others_over() {
+    let dir = tempfile::tempdir().unwrap();
+    // Replica 0 prefills, 1 decodes, 2 serves both.
+    let flags = [
+        "--replicas",
+        "3",
+        "--prefill-replicas",
+        "1",
+        "--decode-replicas",
+        "1",
+    ];
+    let r = report(&fleet_args(dir.path(), &flags));
+    assert_eq!(r.completed, REQUESTS as usize);
+    let f = r.fleet.as_ref().unwrap();
+    assert_eq!((f.prefill_replicas, f.decode_replicas), (1, 1));
+    assert!(f.price_interference);
+    let by_replica = f.requests_by_replica.clone().unwrap();
+    assert_eq!(by_replica[1], 0, "the decode replica takes no prompt");
+    assert!(by_replica[0] > 0 && by_replica[2] > 0, "{by_replica:?}");
+    // What the prefill replica took it handed over (but requests that end at their first
+    // token).
+    assert!(
+        f.handovers > 0 && f.handovers <= by_replica[0],
+        "{}",
+        f.handovers
+    );
 }

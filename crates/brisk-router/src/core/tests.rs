@@ -479,3 +479,31 @@ fn interference_pricing_sends_a_prompt_away_from_decodes_it_would_stall() {
     // A hand-over slower than the stall it avoids (41 tokens × 10 MB at 10 Gbit/s: 0.33 s).
     assert_eq!(mixed_fleet_choice(true, None, 10_000_000), "b");
 }
+
+#[test]
+fn fleets_of_one_kind_choose_by_predicted_ttft_alone() {
+    // `a` decodes two requests, `b` has a prompt queued: `a` serves the first token sooner
+    // and, with no prefill replica to spare the decodes, takes the prompt even under a
+    // TPOT objective its step would break (priced, `b` would win: 82 ms against 41 + 80).
+    let mut r = router(2);
+    let (a, b) = ("r0", "r1");
+    let held: Vec<TokenId> = (0..40).collect();
+    r.apply_events(a, &[IndexEvent::Stored(hashes(&held))]);
+    for _ in 0..2 {
+        let c = r.route(&ask(&held), 0.0).unwrap();
+        assert_eq!(c.replica, a);
+        r.first_token(c.key);
+    }
+    let queued: Vec<TokenId> = (100..140).collect();
+    let only_b = RouteRequest {
+        exclude: &[a.to_string()],
+        ..ask(&queued)
+    };
+    assert_eq!(r.route(&only_b, 0.0).unwrap().replica, b);
+    let fresh: Vec<TokenId> = (200..240).collect();
+    let tight = RouteRequest {
+        tpot_slo: Some(0.02),
+        ..ask(&fresh)
+    };
+    assert_eq!(r.route(&tight, 0.0).unwrap().replica, a);
+}
