@@ -120,9 +120,10 @@ fn encode_group(group: &[f32], bits: u32, out: &mut Vec<u8>) -> Result<(), Strin
     }
     let (base, inv) = (min.to_f32(), step.to_f32());
     let inv = if inv > 0.0 { 1.0 / inv } else { 0.0 };
-    // Within [0, levels] after the clamp, so the cast only drops the fraction.
+    // Rounded half up by adding one half and truncating: within [0.5, levels + 0.5] after
+    // the clamp, so the cast only drops the fraction (and no `roundf` call is needed).
     #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let quant = |x: f32| ((x - base) * inv).round().clamp(0.0, levels) as u8;
+    let quant = |x: f32| (((x - base) * inv).clamp(0.0, levels) + 0.5) as u8;
     out.extend(min.to_bits().to_le_bytes());
     out.extend(step.to_bits().to_le_bytes());
     if bits == 8 {
@@ -187,16 +188,14 @@ impl CpuKvPool {
         out.reserve_exact(self.compressed_block_bytes(bits) * blocks.len());
         let layout = self.layout();
         let (mut keys, mut values) = (Vec::new(), Vec::new());
-        let mut channel = vec![0.0; bs];
         let failed = |e: String| BackendError::InvalidBatch(format!("KV export: {e}"));
         for (k, v) in &self.layers {
             for &b in blocks {
                 for head in 0..self.num_kv_heads {
                     let key = k.tiles(&[layout.key_offset(b as usize, head)], d * bs, &mut keys);
                     // `[dim][slot]`: each row is one channel across the block's tokens.
-                    for row in key[0].chunks_exact(bs) {
-                        channel.copy_from_slice(row);
-                        encode_group(&channel, bits, &mut out).map_err(failed)?;
+                    for channel in key[0].chunks_exact(bs) {
+                        encode_group(channel, bits, &mut out).map_err(failed)?;
                     }
                     let value = v.tiles(
                         &[layout.value_offset(b as usize, head, 0)],

@@ -2,15 +2,17 @@
 //! the pause it sees (export on the source, import on the destination), in one process —
 //! no network; the wire adds its own time for the same bytes.
 //!
-//! `cargo run --release -p brisk-engine --example move_bench -- MODEL.gguf [CONTEXTS] [DTYPES]`
+//! `cargo run --release -p brisk-engine --example move_bench -- MODEL.gguf [CONTEXTS] [DTYPES] [WIRES]`
 //!
 //! CONTEXTS (default `1024,4096`) are prompt lengths; DTYPES (default `f32,bf16,int8`) the
-//! KV cache types. For each, a request prefills its prompt and decodes 4 tokens, is moved,
-//! and decodes one more on the destination (checked against an undisturbed run).
+//! KV cache types; WIRES (default `auto`) the `--kv-transfer-dtype`s the source sends with.
+//! For each, a request prefills its prompt and decodes 4 tokens, is moved, and decodes one
+//! more on the destination (checked against an undisturbed run: a compressed move may
+//! differ).
 
 use std::time::Instant;
 
-use brisk_backend::{CpuBackend, KvCacheDtype};
+use brisk_backend::{CpuBackend, KvCacheDtype, KvTransferDtype};
 use brisk_engine::{Clock, EngineCore, EngineRequest, Output, RequestSpec};
 use brisk_scheduler::{SchedulerConfig, SchedulerCore};
 use brisk_types::{Backend, TokenId};
@@ -23,9 +25,15 @@ impl Clock for Wall {
     }
 }
 
-fn core(path: &str, dtype: KvCacheDtype, context: usize) -> EngineCore<CpuBackend> {
+fn core(
+    path: &str,
+    dtype: KvCacheDtype,
+    wire: KvTransferDtype,
+    context: usize,
+) -> EngineCore<CpuBackend> {
     let mut backend = CpuBackend::load(path.as_ref()).expect("the model loads");
     backend.set_kv_cache_dtype(dtype);
+    backend.set_kv_transfer_dtype(wire);
     let num_blocks = (context + 64).div_ceil(16);
     let kv = backend.allocate_kv(num_blocks, 16).unwrap();
     let cfg = SchedulerConfig {
@@ -68,25 +76,36 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let path = args
         .next()
-        .expect("usage: move_bench MODEL [CONTEXTS] [DTYPES]");
+        .expect("usage: move_bench MODEL [CONTEXTS] [DTYPES] [WIRES]");
     let contexts = args.next().unwrap_or_else(|| "1024,4096".into());
     let dtypes = args.next().unwrap_or_else(|| "f32,bf16,int8".into());
+    let wires: Vec<KvTransferDtype> = args
+        .next()
+        .unwrap_or_else(|| "auto".into())
+        .split(',')
+        .map(|w| w.parse().expect("a KV transfer dtype"))
+        .collect();
     let clock = Wall(Instant::now());
-    println!("context  dtype  kv bytes     export ms  import ms  pause ms  continues exactly");
+    println!(
+        "context  dtype  wire  kv bytes     export ms  import ms  pause ms  continues exactly"
+    );
     for context in contexts
         .split(',')
         .map(|c| c.parse::<usize>().expect("a number"))
     {
-        for dtype in dtypes
+        let dtypes = dtypes
             .split(',')
-            .map(|d| d.parse::<KvCacheDtype>().expect("a dtype"))
-        {
-            let mut alone = core(&path, dtype, context);
+            .map(|d| d.parse::<KvCacheDtype>().expect("a dtype"));
+        for (dtype, &wire) in dtypes.flat_map(|d| wires.iter().map(move |w| (d, w))) {
+            let mut alone = core(&path, dtype, wire, context);
             alone.add(1, request(context), 0.0, clock.now()).unwrap();
             let want = tokens(&mut alone, &clock, 1, 5);
             drop(alone);
 
-            let (mut source, mut dest) = (core(&path, dtype, context), core(&path, dtype, context));
+            let (mut source, mut dest) = (
+                core(&path, dtype, wire, context),
+                core(&path, dtype, KvTransferDtype::Auto, context),
+            );
             source.add(1, request(context), 0.0, clock.now()).unwrap();
             let mut got = tokens(&mut source, &clock, 1, 4);
             let t0 = Instant::now();
@@ -99,8 +118,9 @@ fn main() {
             source.release(1);
             got.extend(tokens(&mut dest, &clock, 7, 1));
             println!(
-                "{context:7}  {:5}  {bytes:11}  {:9.1}  {:9.1}  {:8.1}  {}",
+                "{context:7}  {:5}  {:4}  {bytes:11}  {:9.1}  {:9.1}  {:8.1}  {}",
                 dtype.name(),
+                wire.name(),
                 exported.as_secs_f64() * 1e3,
                 imported.as_secs_f64() * 1e3,
                 (exported + imported).as_secs_f64() * 1e3,
