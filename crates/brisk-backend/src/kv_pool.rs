@@ -613,6 +613,25 @@ impl CpuKvPool {
         }
     }
 
+    /// A pool of this CPU shaped like the one that exported `data` ([`Self::export_blocks`]),
+    /// with as many blocks as it carries, and their ids: where K/V can be converted off the
+    /// engine thread. `None` when `data` has no such header or carries no block.
+    pub(crate) fn scratch_for(data: &[u8]) -> Option<Result<(Self, Vec<u32>), BackendError>> {
+        let rest = data.strip_prefix(b"BKV1")?;
+        let name_end = rest.iter().position(|&b| b == 0)?;
+        let name = std::str::from_utf8(&rest[..name_end]).ok()?;
+        let dtype: KvCacheDtype = name
+            .trim_end_matches(" for in-place kernels")
+            .parse()
+            .ok()?;
+        let [layers, heads, head_dim, block_size, blocks] = read_geometry(&rest[name_end + 1..])?;
+        if blocks == 0 {
+            return None;
+        }
+        let ids = (0..u32::try_from(blocks).ok()?).collect();
+        Some(Self::new(layers, heads, head_dim, blocks, block_size, dtype).map(|p| (p, ids)))
+    }
+
     /// `BKV1`, the element type, the geometry and the block count, little-endian.
     fn header(&self, blocks: usize) -> Vec<u8> {
         let mut h = b"BKV1".to_vec();
@@ -644,6 +663,17 @@ impl CpuKvPool {
             v.copy_within(src * block_len..(src + 1) * block_len, dst * block_len);
         }
     }
+}
+
+/// The five little-endian u64 of a K/V header after its name (layers, K/V heads, head
+/// dimensions, block size, blocks), as `usize`.
+pub(crate) fn read_geometry(bytes: &[u8]) -> Option<[usize; 5]> {
+    let mut out = [0; 5];
+    for (i, n) in out.iter_mut().enumerate() {
+        let chunk = bytes.get(8 * i..8 * i + 8)?;
+        *n = usize::try_from(u64::from_le_bytes(chunk.try_into().ok()?)).ok()?;
+    }
+    Some(out)
 }
 
 /// Where a (block, head) lies in a layer's buffers.

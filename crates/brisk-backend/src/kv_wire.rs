@@ -18,7 +18,7 @@ use std::str::FromStr;
 use brisk_types::BackendError;
 use half::f16;
 
-use crate::kv_pool::CpuKvPool;
+use crate::kv_pool::{read_geometry, CpuKvPool, KvCacheDtype};
 
 /// How K/V travel when a request moves to another replica.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -95,6 +95,61 @@ const MAGIC: &[u8; 4] = b"BKQ1";
 /// Whether `data` is compressed K/V (rather than a pool's own bytes).
 pub(crate) fn is_compressed(data: &[u8]) -> bool {
     data.starts_with(MAGIC)
+}
+
+/// Lossless K/V as a pool of this CPU exported them ([`CpuKvPool::export_blocks`]),
+/// compressed to `dtype`: the bytes [`CpuKvPool::export_blocks_as`] would have written, made
+/// off the engine thread (in a scratch pool of the blocks' size) so that quantizing stalls
+/// no step. `Auto`, and data that carries no block, pass unchanged.
+pub fn compress(lossless: Vec<u8>, dtype: KvTransferDtype) -> Result<Vec<u8>, BackendError> {
+    if dtype == KvTransferDtype::Auto {
+        return Ok(lossless);
+    }
+    let Some(scratch) = CpuKvPool::scratch_for(&lossless) else {
+        return Ok(lossless);
+    };
+    let (mut pool, ids) = scratch?;
+    pool.import_blocks(&ids, &lossless)?;
+    pool.export_blocks_as(&ids, dtype)
+}
+
+/// Compressed K/V ([`compress`]) as a pool of `cache` type on this CPU exports them
+/// losslessly, so that the engine's import is a copy: dequantizing happens here, off the
+/// engine thread. Anything else passes unchanged (the engine's import judges it). The
+/// length is checked against the header before the scratch pool is allocated, so a peer's
+/// header cannot make this allocate more than its bytes justify.
+pub fn decompress(data: Vec<u8>, cache: KvCacheDtype) -> Result<Vec<u8>, BackendError> {
+    if !is_compressed(&data) {
+        return Ok(data);
+    }
+    let bad = |why: &str| BackendError::InvalidBatch(format!("KV import: {why}"));
+    let name_end = data
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or_else(|| bad("a compressed header without its end"))?;
+    let name = std::str::from_utf8(&data[MAGIC.len()..name_end]).unwrap_or("");
+    let dtype = KvTransferDtype::from_name(name)
+        .ok_or_else(|| bad(&format!("unknown compressed K/V `{name}`")))?;
+    let bits = dtype.bits().expect("compressed types have bits");
+    let geometry = read_geometry(&data[name_end + 1..]).ok_or_else(|| bad("a cut header"))?;
+    let [layers, heads, head_dim, block_size, blocks] = geometry;
+    let payload = (|| {
+        let tile = head_dim
+            .checked_mul(group_bytes(block_size, bits))?
+            .checked_add(block_size.checked_mul(group_bytes(head_dim, bits))?)?;
+        layers
+            .checked_mul(heads)?
+            .checked_mul(tile)?
+            .checked_mul(blocks)
+    })();
+    let header_len = name_end + 1 + 5 * 8;
+    if payload.and_then(|p| p.checked_add(header_len)) != Some(data.len()) || blocks == 0 {
+        return Err(bad("the length does not match the compressed header"));
+    }
+    let ids: Vec<u32> = (0..u32::try_from(blocks).map_err(|_| bad("too many blocks"))?).collect();
+    let mut pool = CpuKvPool::new(layers, heads, head_dim, blocks, block_size, cache)?;
+    pool.import_compressed(&ids, &data)?;
+    pool.export_blocks(&ids)
 }
 
 /// Bytes of one group of `len` values: minimum and step (f16 each), then the quants.

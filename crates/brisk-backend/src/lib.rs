@@ -38,7 +38,7 @@ pub mod internals {
 pub use error::ModelError;
 pub use kernels::{KernelChoice, KernelPath};
 pub use kv_pool::{CpuKvPool, KvCacheDtype};
-pub use kv_wire::KvTransferDtype;
+pub use kv_wire::{compress as compress_kv, decompress as decompress_kv, KvTransferDtype};
 pub use model::{compute_threads, CpuBackend};
 
 use brisk_gguf::GgufFile;

@@ -80,11 +80,10 @@ impl CpuBackend {
         self.kv_transfer = dtype;
     }
 
-    /// Bytes per token [`Backend::export_blocks`] sends, for blocks of `block_size`.
-    pub fn kv_transfer_bytes_per_token(&self, block_size: usize) -> usize {
+    /// Bytes per token of K/V sent as `wire`, for blocks of `block_size`.
+    pub fn kv_transfer_bytes_per_token(&self, wire: KvTransferDtype, block_size: usize) -> usize {
         let c = &self.config;
-        self.kv_transfer
-            .compressed_bytes_per_token(c.num_layers, c.num_kv_heads, c.head_dim, block_size)
+        wire.compressed_bytes_per_token(c.num_layers, c.num_kv_heads, c.head_dim, block_size)
             .unwrap_or(self.geometry.kv_bytes_per_token)
     }
 

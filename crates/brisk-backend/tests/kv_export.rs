@@ -5,7 +5,9 @@
 
 mod common;
 
-use brisk_backend::{CpuBackend, CpuKvPool, KvCacheDtype, KvTransferDtype};
+use brisk_backend::{
+    compress_kv, decompress_kv, CpuBackend, CpuKvPool, KvCacheDtype, KvTransferDtype,
+};
 use brisk_types::{Backend, BackendError, LogitsWanted, SeqStep, StepBatch};
 use common::COUNTING_IDS;
 
@@ -175,4 +177,59 @@ fn garbage_compressed_blocks_are_refused() {
         before,
         "nothing written"
     );
+}
+
+/// Off the engine thread: compressing a pool's lossless export gives the bytes the pool
+/// would have sent compressed, and decompressing them for a pool of some type gives what
+/// that pool holds after importing the compressed bytes itself. A header that claims more
+/// than its bytes carry is refused before anything is allocated for it.
+#[test]
+fn compression_off_the_engine_thread_matches_the_pools_own() {
+    let mut backend = common::backend();
+    let table = [9u32, 3, 12, 5];
+    let mut a = backend.allocate_kv(16, BS).unwrap();
+    step(&backend, &mut a, &COUNTING_IDS[..14], 0, &table);
+    let lossless = backend.export_blocks(&a, &table).unwrap();
+    for wire in [KvTransferDtype::Int8, KvTransferDtype::Int4] {
+        backend.set_kv_transfer_dtype(wire);
+        let direct = backend.export_blocks(&a, &table).unwrap();
+        backend.set_kv_transfer_dtype(KvTransferDtype::Auto);
+        let compressed = compress_kv(lossless.clone(), wire).unwrap();
+        assert_eq!(compressed, direct, "{wire:?}");
+        for cache in [KvCacheDtype::F32, KvCacheDtype::Bf16, KvCacheDtype::Int8] {
+            backend.set_kv_cache_dtype(cache);
+            let (mut b, mut c) = (
+                backend.allocate_kv(4, BS).unwrap(),
+                backend.allocate_kv(4, BS).unwrap(),
+            );
+            backend
+                .import_blocks(&mut b, &[0, 1, 2, 3], &compressed)
+                .unwrap();
+            let decoded = decompress_kv(compressed.clone(), cache).unwrap();
+            backend
+                .import_blocks(&mut c, &[0, 1, 2, 3], &decoded)
+                .unwrap();
+            let all = [0, 1, 2, 3];
+            assert_eq!(
+                backend.export_blocks(&b, &all).unwrap(),
+                backend.export_blocks(&c, &all).unwrap(),
+                "{wire:?} into {cache:?}"
+            );
+        }
+        backend.set_kv_cache_dtype(KvCacheDtype::F32);
+    }
+    assert_eq!(
+        compress_kv(lossless.clone(), KvTransferDtype::Auto).unwrap(),
+        lossless
+    );
+    assert_eq!(
+        decompress_kv(lossless.clone(), KvCacheDtype::F32).unwrap(),
+        lossless
+    );
+    // 2^40 blocks claimed in a few hundred bytes.
+    let mut greedy = compress_kv(lossless, KvTransferDtype::Int8).unwrap();
+    let blocks_at = greedy.iter().position(|&b| b == 0).unwrap() + 1 + 4 * 8;
+    greedy[blocks_at..blocks_at + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    let err = decompress_kv(greedy, KvCacheDtype::F32).unwrap_err();
+    assert!(err.to_string().contains("length"), "{err}");
 }

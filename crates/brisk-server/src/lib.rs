@@ -18,6 +18,7 @@ mod error;
 mod fields;
 mod fleet;
 mod generation;
+mod kv_wire;
 mod loading;
 mod metrics;
 mod protocol;
@@ -50,6 +51,7 @@ pub use auth::{constant_time_eq, require_api_key, AuthSettings, KeyClient};
 pub use drain_migration::migrate_running;
 pub use error::ApiError;
 pub use fleet::{KvEventsEndpoints, ReplicaInfo};
+pub use kv_wire::KvWire;
 pub use loading::Readiness;
 pub use metrics::{count_panics, Metrics};
 pub use queue::{WaitingQueue, WaitingTicket};
@@ -102,6 +104,9 @@ pub struct ServerState {
     /// Compiles and caches the grammars of structured outputs (`None`: the vocabulary could
     /// not be read for them, and such requests are refused).
     pub grammars: Option<Arc<brisk_structured::Grammars>>,
+    /// How K/V are converted for the wire when requests move (`None`: sent as the engine
+    /// exports them).
+    pub kv_wire: Option<Arc<dyn KvWire>>,
     next_id: AtomicU64,
 }
 
@@ -148,6 +153,7 @@ impl ServerState {
             cache_config: CacheConfig::default(),
             replica_info: None,
             grammars,
+            kv_wire: None,
             next_id: AtomicU64::new(1),
         }
     }

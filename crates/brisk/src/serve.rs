@@ -520,8 +520,9 @@ fn server_state(
 ) -> Result<(ServerState, String)> {
     let mut model = loaded_model::load(path)?;
     model.backend.set_kv_cache_dtype(args.kv_cache_dtype);
-    model.backend.set_kv_transfer_dtype(args.kv_transfer_dtype);
-    let kv_transfer_bytes_per_token = model.backend.kv_transfer_bytes_per_token(args.block_size);
+    let kv_transfer_bytes_per_token = model
+        .backend
+        .kv_transfer_bytes_per_token(args.kv_transfer_dtype, args.block_size);
     let geometry = model.backend.geometry().clone();
     let max_model_len = match args.max_model_len {
         None => geometry.max_context,
@@ -649,6 +650,10 @@ fn server_state(
         dtype: args.kv_cache_dtype.name().to_string(),
         prefix_caching: !args.no_prefix_caching,
     };
+    state.kv_wire = Some(std::sync::Arc::new(CpuKvWire {
+        send: args.kv_transfer_dtype,
+        cache: args.kv_cache_dtype,
+    }));
     state.replica_info = Some(ReplicaInfo {
         url: advertised_url(args, addr),
         model: name.clone(),
@@ -740,6 +745,23 @@ fn default_name(path: &Path) -> String {
     );
     name.strip_suffix(".gguf")
         .map_or(name.clone(), str::to_string)
+}
+
+/// The CPU backend's K/V wire formats, converted on the server's blocking pool: what this
+/// replica sends (`--kv-transfer-dtype`), and whatever it receives into its cache's type.
+struct CpuKvWire {
+    send: KvTransferDtype,
+    cache: KvCacheDtype,
+}
+
+impl brisk_server::KvWire for CpuKvWire {
+    fn encode(&self, kv: Vec<u8>) -> Result<Vec<u8>, brisk_engine::MoveError> {
+        Ok(brisk_backend::compress_kv(kv, self.send)?)
+    }
+
+    fn decode(&self, kv: Vec<u8>) -> Result<Vec<u8>, brisk_engine::MoveError> {
+        Ok(brisk_backend::decompress_kv(kv, self.cache)?)
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! thread each, an API key): its client's stream on the source goes on, token for token
 //! what an undisturbed run gives, greedy and seeded; a move to a replica that cannot be
 //! reached, or that dies mid-copy, is refused and the request finishes where it was; a
-//! replica of an etcd fleet that is told to stop migrates its running request to a peer.
+//! replica of an etcd fleet that is told to stop migrates its running request to a peer; a
+//! replica sending compressed K/V migrates at a fraction of the bytes.
 
 mod common;
 
@@ -273,4 +274,41 @@ fn smollm2_a_migration_sends_full_blocks_ahead_and_stops_only_for_the_rest() {
     assert_eq!(status, 400);
     let (status, _) = call(b.addr, "POST", "/internal/v1/blocks", None, "garbage");
     assert_eq!(status, 401);
+}
+
+/// A replica sending its K/V as int4 (`--kv-transfer-dtype int4`) migrates a request with
+/// pre-copy at a sixth of the lossless bytes, quantized and dequantized off the engine
+/// threads, and the client's stream runs to its end (the tokens after the move may differ
+/// from an undisturbed run's: the K/V were rounded).
+#[test]
+fn smollm2_a_compressed_migration_sends_a_fraction_of_the_bytes_and_the_stream_goes_on() {
+    let a = start(
+        &["--api-key", KEY, "--kv-transfer-dtype", "int4"],
+        &[("BRISK_THREADS", "1")],
+    );
+    let b = replica();
+    let prompt: Vec<u32> = (0..300).map(|i| 200 + (i * 37) % 5000).collect();
+    let body = |stream: bool| {
+        json!({"prompt": prompt, "max_tokens": 60, "ignore_eos": true, "temperature": 0,
+               "stream": stream})
+        .to_string()
+    };
+    let (_, mut stream, mut got, id) = undisturbed_then_streaming_of(&a, body);
+    let to = json!({"to": format!("http://{}", b.addr)}).to_string();
+    let path = format!("/internal/v1/requests/{id}/move");
+    let (status, text) = call(a.addr, "POST", &path, Some(KEY), &to);
+    assert_eq!(status, 200, "{text}");
+    let moved = body_of(&text);
+    assert!(moved["stages"].as_u64().unwrap() >= 1, "{moved}");
+    got.push_str(&read_stream(&mut stream));
+    assert!(!got.is_empty());
+    assert_eq!(metric(&b, "brisk_migrations_total{direction=\"in\"}"), 1.0);
+    // At most 21 blocks of SmolLM2-135M's f32 K/V (30 layers × 3 K/V heads × 64 × 2 × 4
+    // bytes × 16 tokens each) lossless; int4 takes 16 % of it.
+    let lossless = 21.0 * 16.0 * 46_080.0;
+    let received = metric(&b, "brisk_kv_transfer_bytes_total{direction=\"received\"}");
+    assert!(
+        received > 0.0 && received < 0.2 * lossless,
+        "{received} bytes"
+    );
 }

@@ -44,6 +44,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::ApiError;
+use crate::kv_wire::{convert, Direction};
 use crate::shutdown::HTTP2_WINDOW;
 use crate::transfer_metrics::MoveKind;
 use crate::ServerState;
@@ -368,15 +369,19 @@ async fn send_ahead(state: &Arc<ServerState>, id: u64, to: &str) -> Ahead {
             .engine
             .export_blocks(id, ahead.blocks, STAGE_BLOCKS)
             .await;
-        let Ok(Some(blocks)) = exported else {
+        let Ok(Some(mut blocks)) = exported else {
             break;
         };
         let full = blocks.tokens.len() / block_size;
         if full < ahead.blocks + MIN_STAGE_BLOCKS {
             break;
         }
-        let bytes = blocks.kv.len();
         let started = Instant::now();
+        let Ok(kv) = convert(state.kv_wire.as_ref(), Direction::Encode, blocks.kv).await else {
+            break;
+        };
+        blocks.kv = kv;
+        let bytes = blocks.kv.len();
         let request = post_parts(
             state,
             &format!("{to}/internal/v1/blocks"),
@@ -414,6 +419,10 @@ async fn send_export(
     export: RequestExport,
     started: Instant,
 ) -> Result<Moved, MoveFailure> {
+    let mut export = export;
+    export.kv = convert(state.kv_wire.as_ref(), Direction::Encode, export.kv)
+        .await
+        .map_err(MoveFailure::NotMovable)?;
     let exported_ms = started.elapsed().as_secs_f64() * 1e3;
     let kv_bytes = export.kv_bytes();
     let url = format!("{to}/internal/v1/requests/import?kind={}", kind.as_str());
@@ -548,8 +557,11 @@ pub async fn import_blocks(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let body = super::read_body(body)?;
-    let blocks = BlockExport::from_vec(Vec::from(body)).map_err(refused)?;
+    let mut blocks = BlockExport::from_vec(Vec::from(body)).map_err(refused)?;
     let bytes = blocks.kv.len();
+    blocks.kv = convert(state.kv_wire.as_ref(), Direction::Decode, blocks.kv)
+        .await
+        .map_err(refused)?;
     let held = state.engine.import_blocks(blocks).await.map_err(refused)?;
     state
         .metrics
@@ -581,9 +593,12 @@ pub async fn import(
     let body = super::read_body(body)?;
     let size = body.len();
     // Unique after collection: the K/V stay in the buffer they arrived in.
-    let export = RequestExport::from_vec(Vec::from(body)).map_err(refused)?;
-    let decoded_ms = started.elapsed().as_secs_f64() * 1e3;
+    let mut export = RequestExport::from_vec(Vec::from(body)).map_err(refused)?;
     let kv_bytes = export.kv_bytes();
+    export.kv = convert(state.kv_wire.as_ref(), Direction::Decode, export.kv)
+        .await
+        .map_err(refused)?;
+    let decoded_ms = started.elapsed().as_secs_f64() * 1e3;
     let stream = state.engine.import(export).await.map_err(refused)?;
     state
         .metrics
