@@ -74,8 +74,10 @@ impl CpuBackend {
         self.kv_dtype
     }
 
-    /// Sends K/V exported from now on as `dtype` (`--kv-transfer-dtype`): the pool's own
-    /// bytes (`Auto`) or quantized for the wire. Imports take either.
+    /// Exports K/V from now on as `dtype`: the pool's own bytes (`Auto`) or quantized for
+    /// the wire, on the calling (engine) thread. Imports take either. `brisk serve` leaves
+    /// it at `Auto` and quantizes off the engine thread instead ([`crate::compress_kv`]);
+    /// in-process tools (`kv_accuracy`, `move_bench`) set it.
     pub fn set_kv_transfer_dtype(&mut self, dtype: KvTransferDtype) {
         self.kv_transfer = dtype;
     }
