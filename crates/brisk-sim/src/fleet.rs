@@ -10,7 +10,7 @@
 //! prompt tokens of completed requests) and how requests spread over the replicas.
 
 use brisk_bench::report::{FleetReport, Spread};
-use brisk_router::Policy;
+use brisk_router::{Policy, TransferCost};
 use brisk_types::Role;
 
 use crate::{SimOutcome, SimRunError};
@@ -66,14 +66,13 @@ impl FleetSettings {
     }
 }
 
-/// The link between replicas: a hand-over of `n` tokens' K/V takes `latency_s + n ×
-/// bytes_per_token / bytes_per_s`, during which the request produces nothing.
+/// Hand-overs between replicas: a hand-over of `n` tokens' K/V takes what the link
+/// ([`TransferCost`], the router's pricing of it too) needs for `n × bytes_per_token`,
+/// during which the request produces nothing.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TransferSettings {
-    /// Bytes per second.
-    pub bytes_per_s: f64,
-    /// Seconds per hand-over beyond the bytes (connection, export, import).
-    pub latency_s: f64,
+    /// Bandwidth and fixed cost per hand-over (connection, export, import).
+    pub link: TransferCost,
     /// K/V bytes per token of context.
     pub bytes_per_token: f64,
 }
@@ -82,8 +81,7 @@ impl Default for TransferSettings {
     /// 10 Gbit/s, 1 ms, SmolLM2-135M's f32 K/V (30 layers × 2 × 3 heads × 64 × 4 bytes).
     fn default() -> Self {
         Self {
-            bytes_per_s: 10e9 / 8.0,
-            latency_s: 1e-3,
+            link: TransferCost::default(),
             bytes_per_token: 46_080.0,
         }
     }
@@ -92,7 +90,7 @@ impl Default for TransferSettings {
 impl TransferSettings {
     /// Seconds to hand over `tokens` tokens' K/V.
     pub fn seconds(&self, tokens: usize) -> f64 {
-        self.latency_s + tokens as f64 * self.bytes_per_token / self.bytes_per_s
+        self.link.seconds(tokens as f64 * self.bytes_per_token)
     }
 }
 
@@ -218,8 +216,10 @@ impl FleetArgs {
             },
             price_interference: !self.no_interference_pricing,
             transfer: TransferSettings {
-                bytes_per_s: self.kv_transfer_gbit * 1e9 / 8.0,
-                latency_s: self.kv_transfer_latency_ms * 1e-3,
+                link: TransferCost {
+                    bytes_per_s: self.kv_transfer_gbit * 1e9 / 8.0,
+                    latency_s: self.kv_transfer_latency_ms * 1e-3,
+                },
                 bytes_per_token: self.kv_bytes_per_token,
             },
             policy: match self.router {

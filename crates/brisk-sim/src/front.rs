@@ -6,7 +6,6 @@ use std::collections::{HashMap, VecDeque};
 use brisk_kv::KvEvent;
 use brisk_router::{
     IndexEvent, Prompt, Refusal, ReplicaSpec, RequestKey, RouteRequest, RouterConfig, RouterCore,
-    TransferCost,
 };
 use brisk_scheduler::{LatencyModel, SchedulerConfig};
 
@@ -141,10 +140,7 @@ impl Router {
         let mut core = RouterCore::new(RouterConfig {
             policy: fleet.policy,
             price_interference: fleet.price_interference,
-            kv_transfer: TransferCost {
-                bytes_per_s: fleet.transfer.bytes_per_s,
-                latency_s: fleet.transfer.latency_s,
-            },
+            kv_transfer: fleet.transfer.link,
             ..RouterConfig::default()
         });
         let spec = |role| ReplicaSpec {
