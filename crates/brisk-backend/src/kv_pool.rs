@@ -617,14 +617,9 @@ impl CpuKvPool {
     /// with as many blocks as it carries, and their ids: where K/V can be converted off the
     /// engine thread. `None` when `data` has no such header or carries no block.
     pub(crate) fn scratch_for(data: &[u8]) -> Option<Result<(Self, Vec<u32>), BackendError>> {
-        let rest = data.strip_prefix(b"BKV1")?;
-        let name_end = rest.iter().position(|&b| b == 0)?;
-        let name = std::str::from_utf8(&rest[..name_end]).ok()?;
-        let dtype: KvCacheDtype = name
-            .trim_end_matches(" for in-place kernels")
-            .parse()
-            .ok()?;
-        let [layers, heads, head_dim, block_size, blocks] = read_geometry(&rest[name_end + 1..])?;
+        let (name, geometry_at) = read_name(data, LOSSLESS_MAGIC)?;
+        let dtype: KvCacheDtype = name.trim_end_matches(IN_PLACE_SUFFIX).parse().ok()?;
+        let [layers, heads, head_dim, block_size, blocks] = read_geometry(&data[geometry_at..])?;
         if blocks == 0 {
             return None;
         }
@@ -634,24 +629,22 @@ impl CpuKvPool {
 
     /// `BKV1`, the element type, the geometry and the block count, little-endian.
     fn header(&self, blocks: usize) -> Vec<u8> {
-        let mut h = b"BKV1".to_vec();
-        h.extend(self.dtype.name().as_bytes());
         // Pools of one type lay their keys out for the kernels that read them, which
         // differ between CPUs: another layout is another pool.
-        if self.in_place {
-            h.extend(b" for in-place kernels");
-        }
-        h.push(0);
-        for n in [
+        let suffix = if self.in_place { IN_PLACE_SUFFIX } else { "" };
+        let name = format!("{}{suffix}", self.dtype.name());
+        write_header(LOSSLESS_MAGIC, &name, self.geometry(blocks))
+    }
+
+    /// Layers, K/V heads, head dimensions, block size and `blocks`: what a K/V header names.
+    pub(crate) fn geometry(&self, blocks: usize) -> [usize; 5] {
+        [
             self.layers.len(),
             self.num_kv_heads,
             self.head_dim,
             self.block_size,
             blocks,
-        ] {
-            h.extend((n as u64).to_le_bytes());
-        }
-        h
+        ]
     }
 
     /// Copies a sequence's cached K/V for one layer, from `src` block to `dst` block: the copy
@@ -663,6 +656,32 @@ impl CpuKvPool {
             v.copy_within(src * block_len..(src + 1) * block_len, dst * block_len);
         }
     }
+}
+
+const LOSSLESS_MAGIC: &[u8; 4] = b"BKV1";
+
+/// What the name of a lossless export of keys laid out for the in-place kernels ends with.
+const IN_PLACE_SUFFIX: &str = " for in-place kernels";
+
+/// A K/V header (lossless `BKV1` or compressed `BKQ1`): `magic`, `name`, a zero byte, and
+/// the `geometry` ([`CpuKvPool::geometry`]) as little-endian u64.
+pub(crate) fn write_header(magic: &[u8; 4], name: &str, geometry: [usize; 5]) -> Vec<u8> {
+    let mut h = magic.to_vec();
+    h.extend(name.as_bytes());
+    h.push(0);
+    for n in geometry {
+        h.extend((n as u64).to_le_bytes());
+    }
+    h
+}
+
+/// The name in a header [`write_header`] wrote with `magic`, and where its geometry
+/// starts; `None` for other data.
+pub(crate) fn read_name<'a>(data: &'a [u8], magic: &[u8; 4]) -> Option<(&'a str, usize)> {
+    let rest = data.strip_prefix(magic)?;
+    let name_end = rest.iter().position(|&b| b == 0)?;
+    let name = std::str::from_utf8(&rest[..name_end]).ok()?;
+    Some((name, magic.len() + name_end + 1))
 }
 
 /// The five little-endian u64 of a K/V header after its name (layers, K/V heads, head

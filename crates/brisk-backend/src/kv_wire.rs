@@ -18,7 +18,7 @@ use std::str::FromStr;
 use brisk_types::BackendError;
 use half::f16;
 
-use crate::kv_pool::{read_geometry, CpuKvPool, KvCacheDtype};
+use crate::kv_pool::{read_geometry, read_name, write_header, CpuKvPool, KvCacheDtype};
 
 /// How K/V travel when a request moves to another replica.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -62,10 +62,9 @@ impl KvTransferDtype {
         head_dim: usize,
         block_size: usize,
     ) -> Option<usize> {
-        let bits = self.bits()?;
-        let tile =
-            head_dim * group_bytes(block_size, bits) + block_size * group_bytes(head_dim, bits);
-        Some((layers * kv_heads * tile).div_ceil(block_size.max(1)))
+        let block = compressed_bytes([layers, kv_heads, head_dim, block_size, 1], self.bits()?)
+            .expect("a model's block of K/V fits in memory");
+        Some(block.div_ceil(block_size.max(1)))
     }
 
     fn from_name(name: &str) -> Option<Self> {
@@ -123,26 +122,15 @@ pub fn decompress(data: Vec<u8>, cache: KvCacheDtype) -> Result<Vec<u8>, Backend
         return Ok(data);
     }
     let bad = |why: &str| BackendError::InvalidBatch(format!("KV import: {why}"));
-    let name_end = data
-        .iter()
-        .position(|&b| b == 0)
-        .ok_or_else(|| bad("a compressed header without its end"))?;
-    let name = std::str::from_utf8(&data[MAGIC.len()..name_end]).unwrap_or("");
+    let (name, geometry_at) =
+        read_name(&data, MAGIC).ok_or_else(|| bad("a compressed header without its end"))?;
     let dtype = KvTransferDtype::from_name(name)
         .ok_or_else(|| bad(&format!("unknown compressed K/V `{name}`")))?;
     let bits = dtype.bits().expect("compressed types have bits");
-    let geometry = read_geometry(&data[name_end + 1..]).ok_or_else(|| bad("a cut header"))?;
+    let geometry = read_geometry(&data[geometry_at..]).ok_or_else(|| bad("a cut header"))?;
     let [layers, heads, head_dim, block_size, blocks] = geometry;
-    let payload = (|| {
-        let tile = head_dim
-            .checked_mul(group_bytes(block_size, bits))?
-            .checked_add(block_size.checked_mul(group_bytes(head_dim, bits))?)?;
-        layers
-            .checked_mul(heads)?
-            .checked_mul(tile)?
-            .checked_mul(blocks)
-    })();
-    let header_len = name_end + 1 + 5 * 8;
+    let header_len = geometry_at + 5 * 8;
+    let payload = compressed_bytes(geometry, bits);
     if payload.and_then(|p| p.checked_add(header_len)) != Some(data.len()) || blocks == 0 {
         return Err(bad("the length does not match the compressed header"));
     }
@@ -150,6 +138,19 @@ pub fn decompress(data: Vec<u8>, cache: KvCacheDtype) -> Result<Vec<u8>, Backend
     let mut pool = CpuKvPool::new(layers, heads, head_dim, blocks, block_size, cache)?;
     pool.import_compressed(&ids, &data)?;
     pool.export_blocks(&ids)
+}
+
+/// Bytes of the compressed K/V of a pool's `geometry` ([`CpuKvPool::geometry`], its block
+/// count included) at `bits`, header apart; `None` when that overflows.
+fn compressed_bytes(geometry: [usize; 5], bits: u32) -> Option<usize> {
+    let [layers, heads, head_dim, block_size, blocks] = geometry;
+    let tile = head_dim
+        .checked_mul(group_bytes(block_size, bits))?
+        .checked_add(block_size.checked_mul(group_bytes(head_dim, bits))?)?;
+    layers
+        .checked_mul(heads)?
+        .checked_mul(tile)?
+        .checked_mul(blocks)
 }
 
 /// Bytes of one group of `len` values: minimum and step (f16 each), then the quants.
@@ -240,7 +241,7 @@ impl CpuKvPool {
         self.check_blocks(blocks)?;
         let (bs, d) = (self.block_size, self.head_dim);
         let mut out = self.wire_header(dtype, blocks.len());
-        out.reserve_exact(self.compressed_block_bytes(bits) * blocks.len());
+        out.reserve_exact(self.compressed_len(blocks.len(), bits));
         let layout = self.layout();
         let (mut keys, mut values) = (Vec::new(), Vec::new());
         let failed = |e: String| BackendError::InvalidBatch(format!("KV export: {e}"));
@@ -275,8 +276,7 @@ impl CpuKvPool {
         data: &[u8],
     ) -> Result<(), BackendError> {
         let bad = |why: String| Err(BackendError::InvalidBatch(format!("KV import: {why}")));
-        let name_end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
-        let name = std::str::from_utf8(&data[MAGIC.len()..name_end]).unwrap_or("");
+        let name = read_name(data, MAGIC).map_or("", |(name, _)| name);
         let Some(dtype) = KvTransferDtype::from_name(name) else {
             return bad(format!("unknown compressed K/V `{name}`"));
         };
@@ -294,7 +294,7 @@ impl CpuKvPool {
             ));
         }
         let payload = &data[header.len()..];
-        let want = self.compressed_block_bytes(bits) * blocks.len();
+        let want = self.compressed_len(blocks.len(), bits);
         if payload.len() != want {
             return bad(format!(
                 "{} bytes where {} compressed blocks take {}",
@@ -335,29 +335,14 @@ impl CpuKvPool {
         Ok(())
     }
 
-    /// Bytes one block takes compressed to `bits` (every layer's keys and values).
-    fn compressed_block_bytes(&self, bits: u32) -> usize {
-        let (bs, d) = (self.block_size, self.head_dim);
-        self.layers.len()
-            * self.num_kv_heads
-            * (d * group_bytes(bs, bits) + bs * group_bytes(d, bits))
+    /// Bytes `blocks` of this pool take compressed to `bits`, header apart.
+    fn compressed_len(&self, blocks: usize, bits: u32) -> usize {
+        compressed_bytes(self.geometry(blocks), bits).expect("a pool's blocks fit in memory")
     }
 
     /// `BKQ1`, the transfer type, the geometry and the block count, little-endian.
     fn wire_header(&self, dtype: KvTransferDtype, blocks: usize) -> Vec<u8> {
-        let mut h = MAGIC.to_vec();
-        h.extend(dtype.name().as_bytes());
-        h.push(0);
-        for n in [
-            self.layers.len(),
-            self.num_kv_heads,
-            self.head_dim,
-            self.block_size,
-            blocks,
-        ] {
-            h.extend((n as u64).to_le_bytes());
-        }
-        h
+        write_header(MAGIC, dtype.name(), self.geometry(blocks))
     }
 }
 
