@@ -239,17 +239,19 @@ fn smollm2_a_draining_replica_migrates_its_running_request_and_the_stream_goes_o
     );
 }
 
+/// A greedy completion of a 300-token prompt (18 full blocks to send ahead while it
+/// decodes), 60 tokens long.
+fn long_completion(stream: bool) -> String {
+    let prompt: Vec<u32> = (0..300).map(|i| 200 + (i * 37) % 5000).collect();
+    json!({"prompt": prompt, "max_tokens": 60, "ignore_eos": true, "temperature": 0,
+           "stream": stream})
+    .to_string()
+}
+
 #[test]
 fn smollm2_a_migration_sends_full_blocks_ahead_and_stops_only_for_the_rest() {
     let (a, b) = (replica(), replica());
-    // A 300-token prompt: 18 full blocks to send ahead while it decodes.
-    let prompt: Vec<u32> = (0..300).map(|i| 200 + (i * 37) % 5000).collect();
-    let body = |stream: bool| {
-        json!({"prompt": prompt, "max_tokens": 60, "ignore_eos": true, "temperature": 0,
-               "stream": stream})
-        .to_string()
-    };
-    let (want, mut stream, mut got, id) = undisturbed_then_streaming_of(&a, body);
+    let (want, mut stream, mut got, id) = undisturbed_then_streaming_of(&a, long_completion);
     let to = json!({"to": format!("http://{}", b.addr)}).to_string();
     let (status, text) = call(
         a.addr,
@@ -287,13 +289,7 @@ fn smollm2_a_compressed_migration_sends_a_fraction_of_the_bytes_and_the_stream_g
         &[("BRISK_THREADS", "1")],
     );
     let b = replica();
-    let prompt: Vec<u32> = (0..300).map(|i| 200 + (i * 37) % 5000).collect();
-    let body = |stream: bool| {
-        json!({"prompt": prompt, "max_tokens": 60, "ignore_eos": true, "temperature": 0,
-               "stream": stream})
-        .to_string()
-    };
-    let (_, mut stream, mut got, id) = undisturbed_then_streaming_of(&a, body);
+    let (_, mut stream, mut got, id) = undisturbed_then_streaming_of(&a, long_completion);
     let to = json!({"to": format!("http://{}", b.addr)}).to_string();
     let path = format!("/internal/v1/requests/{id}/move");
     let (status, text) = call(a.addr, "POST", &path, Some(KEY), &to);
