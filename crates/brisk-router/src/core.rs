@@ -6,8 +6,12 @@ use std::rc::Rc;
 use brisk_scheduler::{LatencyModel, StepShape};
 use brisk_types::{Role, TokenId};
 
-use crate::health::{Breaker, BreakerConfig};
-use crate::index::{BlockIndex, IndexEvent};
+use crate::health::BreakerConfig;
+use crate::index::IndexEvent;
+
+mod replica;
+
+use replica::{Outstanding, Replica};
 
 /// What the router needs to know about a replica (from what it advertises).
 #[derive(Clone, Debug, PartialEq)]
@@ -211,140 +215,6 @@ pub struct ReplicaLoad {
     pub confirmed_entries: usize,
     /// Whether its circuit is closed at the time asked.
     pub available: bool,
-}
-
-#[derive(Clone, Debug)]
-struct Outstanding {
-    prefill_s: f64,
-    context: usize,
-    prefilled: bool,
-    /// The replica it moves to after its first token (disaggregated serving).
-    decode_on: Option<String>,
-}
-
-#[derive(Debug)]
-struct Replica {
-    spec: ReplicaSpec,
-    index: BlockIndex,
-    breaker: Breaker,
-    outstanding: HashMap<RequestKey, Outstanding>,
-    queued_prefill_s: f64,
-    decoding: usize,
-    decode_context: usize,
-    /// The key of the last request routed here (0: none): among equal predictions the
-    /// least recently chosen replica wins, so idle replicas share new prefixes.
-    last_chosen: RequestKey,
-}
-
-impl Replica {
-    fn new(spec: ReplicaSpec) -> Self {
-        Self {
-            spec,
-            index: BlockIndex::default(),
-            breaker: Breaker::default(),
-            outstanding: HashMap::new(),
-            queued_prefill_s: 0.0,
-            decoding: 0,
-            decode_context: 0,
-            last_chosen: 0,
-        }
-    }
-
-    /// The prompt's block hashes in this replica's terms, and tokens per block.
-    fn prompt_blocks(&self, prompt: Prompt<'_>, cfg: &RouterConfig) -> (Vec<u64>, usize) {
-        match prompt {
-            Prompt::Tokens(tokens) => (
-                brisk_kv::hash::hash_blocks(tokens, self.spec.block_size, self.spec.hash_salt)
-                    .into_iter()
-                    .map(|h| h.0)
-                    .collect(),
-                self.spec.block_size,
-            ),
-            Prompt::Text(text) => (
-                text_hashes(text, cfg.text_block_bytes),
-                (cfg.text_block_bytes / cfg.text_bytes_per_token).max(1),
-            ),
-        }
-    }
-
-    /// Predicted seconds to compute `tokens` prompt tokens from position `cached`, beside
-    /// the decodes running now.
-    fn prefill_s(&self, cached: usize, tokens: usize) -> f64 {
-        self.spec.latency.prefill_time(
-            cached,
-            tokens,
-            self.spec.chunk_tokens,
-            self.decoding,
-            self.decode_context,
-        )
-    }
-
-    /// Seconds of stall that computing `tokens` prompt tokens from position `cached` here
-    /// (predicted to take `own`) puts on the decodes running here, summed over them: the
-    /// steps' time beyond what the decodes alone would take, once per decode — or 0 when the
-    /// step with the first chunk stays within the request's TPOT objective (the decodes
-    /// beside it, taken to share it, lose nothing they were promised).
-    fn interference_s(
-        &self,
-        cached: usize,
-        tokens: usize,
-        own: f64,
-        req: &RouteRequest<'_>,
-    ) -> f64 {
-        if self.decoding == 0 || tokens == 0 {
-            return 0.0;
-        }
-        let chunk = self.spec.chunk_tokens.max(1);
-        let decodes = StepShape {
-            decode_seqs: self.decoding,
-            decode_context: self.decode_context,
-            ..StepShape::default()
-        };
-        if let Some(tpot) = req.tpot_slo {
-            let mut first = decodes;
-            first.add_prefill(cached, chunk.min(tokens));
-            if self.spec.latency.predict(&first) <= tpot {
-                return 0.0;
-            }
-        }
-        let alone = tokens.div_ceil(chunk) as f64 * self.spec.latency.predict(&decodes);
-        self.decoding as f64 * (own - alone).max(0.0)
-    }
-
-    /// Whether a prompt may go here: it prefills, its circuit is closed and the request has
-    /// not failed here.
-    fn eligible(&self, req: &RouteRequest<'_>, id: &String, now: f64) -> bool {
-        self.spec.role.prefills() && self.breaker.is_closed(now) && !req.exclude.contains(id)
-    }
-
-    fn load(&self, now: f64) -> ReplicaLoad {
-        ReplicaLoad {
-            outstanding: self.outstanding.len(),
-            prefilling: self.outstanding.len() - self.decoding,
-            queued_prefill_s: self.queued_prefill_s,
-            index_entries: self.index.len(),
-            confirmed_entries: self.index.confirmed(),
-            available: self.breaker.is_closed(now),
-        }
-    }
-}
-
-/// Chained hashes of `text` in blocks of `block_bytes` (whole blocks only), in a space of
-/// their own (they never name token blocks).
-fn text_hashes(text: &str, block_bytes: usize) -> Vec<u64> {
-    const TEXT_SPACE: u64 = 0x7465_7874_2d62_6c6b; // "text-blk"
-    let mut parent = TEXT_SPACE;
-    text.as_bytes()
-        .chunks_exact(block_bytes.max(1))
-        .map(|chunk| {
-            let mut h = parent ^ 0xcbf2_9ce4_8422_2325;
-            for b in chunk {
-                h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-            }
-            parent = h;
-            h
-        })
-        .collect()
 }
 
 /// A prompt's block hashes under one hashing scheme (block size, salt).
