@@ -416,10 +416,9 @@ async fn send_export(
     id: u64,
     to: &str,
     kind: MoveKind,
-    export: RequestExport,
+    mut export: RequestExport,
     started: Instant,
 ) -> Result<Moved, MoveFailure> {
-    let mut export = export;
     export.kv = convert(state.kv_wire.as_ref(), Direction::Encode, export.kv)
         .await
         .map_err(MoveFailure::NotMovable)?;
