@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use brisk_kv::KvEvent;
 use brisk_sampling::Sampler;
 use brisk_scheduler::{
-    SchedRequest, SchedulerCore, SchedulerError, SchedulerStats, SeqEvent, StepPlan,
+    Priority, SchedRequest, SchedulerCore, SchedulerError, SchedulerStats, SeqEvent, StepPlan,
 };
 use brisk_types::{Backend, BackendError, LogitsWanted, TokenId};
 
@@ -282,6 +282,11 @@ impl<B: Backend> EngineCore<B> {
     pub fn release(&mut self, id: RequestId) -> bool {
         self.requests.remove(&id);
         self.scheduler.release(id)
+    }
+
+    /// Request `id`'s priority class, if it is here.
+    pub fn priority(&self, id: RequestId) -> Option<Priority> {
+        self.scheduler.seq_view(id).map(|v| v.priority)
     }
 
     /// Whether any request is waiting or running.

@@ -168,8 +168,12 @@ impl<B: Backend> Engine<B> {
                 self.core.release(id);
                 let _ = reply.send(stream);
             }
-            Command::Requests { reply } => {
-                let _ = reply.send(self.streams.keys().copied().collect());
+            Command::Requests { class, reply } => {
+                let ids = self.streams.keys().copied();
+                let ids = ids
+                    .filter(|&id| class.is_none_or(|c| self.core.priority(id) == Some(c)))
+                    .collect();
+                let _ = reply.send(ids);
             }
             Command::Release(id) => {
                 // Dropping the sender ends the request's stream without an event.

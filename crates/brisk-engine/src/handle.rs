@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
+use brisk_scheduler::Priority;
 use tokio::sync::mpsc as tokio_mpsc;
 
 use crate::export::{BlockExport, MoveError, RequestExport};
@@ -59,8 +60,9 @@ pub(crate) enum Command {
         id: RequestId,
         reply: tokio::sync::oneshot::Sender<Option<tokio_mpsc::UnboundedSender<EngineEvent>>>,
     },
-    /// The ids of the requests the engine holds.
+    /// The ids of the requests the engine holds (of one class, if given).
     Requests {
+        class: Option<Priority>,
         reply: tokio::sync::oneshot::Sender<Vec<RequestId>>,
     },
 }
@@ -205,11 +207,12 @@ impl EngineHandle {
         answer.await.map_err(|_| EngineStopped)
     }
 
-    /// The ids of the requests the engine holds (waiting or running), in no order.
-    pub async fn requests(&self) -> Result<Vec<RequestId>, EngineStopped> {
+    /// The ids of the requests the engine holds (waiting or running), in no order; with
+    /// `class`, only those of that priority class.
+    pub async fn requests(&self, class: Option<Priority>) -> Result<Vec<RequestId>, EngineStopped> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.commands
-            .send(Command::Requests { reply })
+            .send(Command::Requests { class, reply })
             .map_err(|_| EngineStopped)?;
         answer.await.map_err(|_| EngineStopped)
     }

@@ -51,7 +51,8 @@ impl Membership {
             Discovery::Etcd { .. } => Vec::new(),
         };
         let mut tasks = vec![tokio::spawn(health_loop(Arc::clone(gateway), statics))];
-        if gateway.cfg.router.rebalance_slack.is_some() {
+        let router = &gateway.cfg.router;
+        if router.rebalance_slack.is_some() || router.priority_migration {
             tasks.push(tokio::spawn(crate::rebalance::rebalance_loop(Arc::clone(
                 gateway,
             ))));

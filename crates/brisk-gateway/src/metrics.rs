@@ -27,8 +27,8 @@ pub struct GatewayMetrics {
     pub text_routed: IntCounter,
     /// Requests sent to a prefill replica with a decode replica to hand them to.
     pub disaggregated: IntCounter,
-    /// Running requests migrated for load balance.
-    pub migrations: IntCounter,
+    /// Running requests migrated, by `reason`: `balance` or `priority`.
+    pub migrations: IntCounterVec,
     /// Streams whose replica failed mid-stream: `continued` elsewhere or `failed`.
     pub failovers: IntCounterVec,
     /// The predicted TTFT of each decision.
@@ -100,9 +100,10 @@ impl GatewayMetrics {
                 "brisk_router_text_routed_total",
                 "Prompts routed by their text because no replica could render them",
             ),
-            migrations: counter(
+            migrations: counter_vec(
                 "brisk_router_migrations_total",
-                "Running requests the router had moved from the busiest replica to the idlest",
+                "Running requests the router had moved to another replica, by reason: balance (busiest to idlest) or priority (batch work off a replica serving interactive work)",
+                &["reason"],
             ),
             disaggregated: counter(
                 "brisk_router_disaggregated_total",

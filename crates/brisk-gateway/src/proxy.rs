@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use brisk_router::{Choice, Prompt, Refusal, RequestKey, RouteRequest};
+use brisk_scheduler::Priority;
 use brisk_server::{read_body, ApiError, DECODE_ON_HEADER};
 use brisk_types::TokenId;
 use futures_util::StreamExt;
@@ -302,6 +303,15 @@ fn prompt_text(body: &Value) -> String {
 
 /// The request's objective `field` (`ttft_ms`, `tpot_ms`) in seconds: its own or the
 /// gateway's `default`.
+/// The request's priority class (`interactive` unless it says `batch`; the replica refuses
+/// other values).
+pub(crate) fn priority_of(body: &Value) -> Priority {
+    body["priority"]
+        .as_str()
+        .and_then(Priority::parse)
+        .unwrap_or_default()
+}
+
 fn slo_s(body: &Value, field: &str, default: Option<f64>) -> Option<f64> {
     body.get("slo")
         .and_then(|slo| slo.get(field))
@@ -401,6 +411,7 @@ async fn generate(
     };
     let slo = slo_s(&json, "ttft_ms", gateway.cfg.ttft_slo);
     let tpot_slo = slo_s(&json, "tpot_ms", gateway.cfg.tpot_slo);
+    let priority = priority_of(&json);
     let ctx = Arc::new(StreamContext {
         chat: path == "/v1/chat/completions",
         stream: json["stream"].as_bool().unwrap_or(false),
@@ -428,10 +439,17 @@ async fn generate(
                 ttft_slo: slo,
                 tpot_slo,
                 reject_unattainable: gateway.cfg.reject_unattainable,
+                priority,
                 exclude: &exclude,
             };
             gateway.core().route(&request, now)
         };
+        if routed.is_ok()
+            && priority == Priority::Interactive
+            && gateway.cfg.router.priority_migration
+        {
+            gateway.migration_due.notify_one();
+        }
         let choice = match routed {
             Ok(c) => c,
             Err(refusal) => {

@@ -144,6 +144,7 @@ impl Relay {
                     ttft_slo: None,
                     tpot_slo: None,
                     reject_unattainable: false,
+                    priority: crate::proxy::priority_of(&self.ctx.request),
                     exclude: &self.tried,
                 };
                 let now = gateway.now();

@@ -37,7 +37,8 @@ pub struct GatewayConfig {
     /// How often replicas are checked.
     pub health_interval: Duration,
     /// How often the decoding load is checked for a migration (with
-    /// `router.rebalance_slack`).
+    /// `router.rebalance_slack` or `router.priority_migration`; an interactive request
+    /// routed also wakes the check with priority migration on).
     pub rebalance_interval: Duration,
     /// Who may call the API.
     pub auth: AuthSettings,
@@ -56,6 +57,8 @@ pub struct Gateway {
     pub(crate) client: reqwest::Client,
     pub(crate) metrics: GatewayMetrics,
     pub(crate) events: crate::events::Subscriptions,
+    /// Wakes the migration loop before its next tick (an interactive request was routed).
+    pub(crate) migration_due: tokio::sync::Notify,
     started: Instant,
 }
 
@@ -78,6 +81,7 @@ impl Gateway {
             client,
             metrics: GatewayMetrics::new(),
             events: crate::events::Subscriptions::default(),
+            migration_due: tokio::sync::Notify::new(),
             started: Instant::now(),
         }))
     }

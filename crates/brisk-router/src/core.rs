@@ -3,14 +3,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
-use brisk_scheduler::{LatencyModel, StepShape};
+use brisk_scheduler::{LatencyModel, Priority, StepShape};
 use brisk_types::{Role, TokenId};
 
 use crate::health::BreakerConfig;
 use crate::index::IndexEvent;
 
+mod migration;
 mod replica;
 
+pub use migration::Migration;
 use replica::{Outstanding, Replica};
 
 /// What the router needs to know about a replica (from what it advertises).
@@ -59,6 +61,8 @@ pub struct RouteRequest<'a> {
     /// Refuse it when no replica is predicted to meet `ttft_slo` (otherwise it goes to the
     /// fastest anyway).
     pub reject_unattainable: bool,
+    /// Its priority class (see [`RouterConfig::priority_migration`]).
+    pub priority: Priority,
     /// Replicas not to use (they already failed this request).
     pub exclude: &'a [String],
 }
@@ -139,6 +143,13 @@ pub struct RouterConfig {
     /// requests decodes more than this many beyond the one decoding the fewest, one of its
     /// requests moves there. `None`: never.
     pub rebalance_slack: Option<usize>,
+    /// Live migration for priority (Llumnix): a replica serving an interactive request
+    /// beside batch-class decodes gives those up, one per look, to the replica decoding
+    /// fewest among those serving no interactive request — freeing the interactive burst's
+    /// replica from work nobody waits on. With it, load balance (`rebalance_slack`) never
+    /// moves a request from a replica serving only batch work onto one serving interactive
+    /// work (priority would move it back).
+    pub priority_migration: bool,
     /// In a fleet with both prefill replicas and replicas that serve both phases, price
     /// what a placement costs others, not only the request's own TTFT (DistServe's
     /// question, asked per request): a prompt computed on a replica that decodes stalls
@@ -167,6 +178,7 @@ impl Default for RouterConfig {
             affinity_slack: 0.25,
             slo_headroom: 0.5,
             rebalance_slack: None,
+            priority_migration: false,
             price_interference: true,
             kv_transfer: TransferCost::default(),
             breaker: BreakerConfig::default(),
@@ -370,6 +382,7 @@ impl RouterCore {
                 context: prompt_tokens,
                 prefilled: false,
                 decode_on: decode_on.clone(),
+                priority: req.priority,
             },
         );
         self.routed.insert(key, id.clone());
@@ -616,38 +629,6 @@ impl RouterCore {
     pub fn success(&mut self, id: &str) {
         if let Some(r) = self.replicas.get_mut(id) {
             r.breaker.success();
-        }
-    }
-
-    /// The migration that would even out decoding load at `now`, if one is due (see
-    /// [`RouterConfig::rebalance_slack`]): from the available replica decoding the most
-    /// requests to the one decoding the fewest, among replicas that decode.
-    pub fn rebalance(&self, now: f64) -> Option<(String, String)> {
-        let slack = self.cfg.rebalance_slack?;
-        let decoders = self
-            .replicas
-            .iter()
-            .filter(|(_, r)| r.spec.role.decodes() && r.breaker.is_closed(now));
-        let busiest = decoders.clone().max_by_key(|(_, r)| r.decoding)?;
-        let idlest = decoders.min_by_key(|(_, r)| r.decoding)?;
-        (busiest.1.decoding > idlest.1.decoding + slack)
-            .then(|| (busiest.0.clone(), idlest.0.clone()))
-    }
-
-    /// A request decoding on `from` moved to `to`: the longest context outstanding there
-    /// goes over in the accounting (the router does not know which request the replica
-    /// chose; the counts stay right).
-    pub fn migrated(&mut self, from: &str, to: &str) {
-        let longest = self.replicas.get(from).and_then(|source| {
-            source
-                .outstanding
-                .iter()
-                .filter(|(_, o)| o.prefilled)
-                .max_by_key(|(k, o)| (o.context, **k))
-                .map(|(k, _)| *k)
-        });
-        if let Some(key) = longest {
-            self.move_decode(key, from, to);
         }
     }
 

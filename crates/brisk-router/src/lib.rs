@@ -29,7 +29,7 @@ pub mod health;
 pub mod index;
 
 pub use crate::core::{
-    Choice, Policy, Prompt, Refusal, ReplicaLoad, ReplicaSpec, RequestKey, RouteRequest,
+    Choice, Migration, Policy, Prompt, Refusal, ReplicaLoad, ReplicaSpec, RequestKey, RouteRequest,
     RouterConfig, RouterCore, TransferCost,
 };
 pub use crate::index::IndexEvent;

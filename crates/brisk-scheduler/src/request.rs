@@ -127,6 +127,13 @@ impl Priority {
             Self::Batch => "batch",
         }
     }
+
+    /// The class a label names (see [`Self::as_str`]).
+    pub fn parse(label: &str) -> Option<Self> {
+        [Self::Interactive, Self::Batch]
+            .into_iter()
+            .find(|p| p.as_str() == label)
+    }
 }
 
 impl SchedRequest {

@@ -34,7 +34,7 @@ pub async fn migrate_running(
     // Requests that cannot move (structured output): left to finish here.
     let mut staying: HashSet<u64> = HashSet::new();
     while !peers.is_empty() && started.elapsed() < limit {
-        let Ok(ids) = state.engine.requests().await else {
+        let Ok(ids) = state.engine.requests(None).await else {
             break;
         };
         let movable: Vec<u64> = ids.into_iter().filter(|id| !staying.contains(id)).collect();

@@ -179,12 +179,12 @@ fn client(fields: &SamplingFields) -> Result<Option<String>, ApiError> {
 fn priority(fields: &SamplingFields) -> Result<Priority, ApiError> {
     match fields.priority.as_ref() {
         None | Some(serde_json::Value::Null) => Ok(Priority::Interactive),
-        Some(serde_json::Value::String(s)) if s == "interactive" => Ok(Priority::Interactive),
-        Some(serde_json::Value::String(s)) if s == "batch" => Ok(Priority::Batch),
-        Some(other) => Err(ApiError::invalid(
-            "priority",
-            format!("`priority` must be \"interactive\" or \"batch\", got {other}"),
-        )),
+        Some(value) => value.as_str().and_then(Priority::parse).ok_or_else(|| {
+            ApiError::invalid(
+                "priority",
+                format!("`priority` must be \"interactive\" or \"batch\", got {value}"),
+            )
+        }),
     }
 }
 

@@ -184,6 +184,7 @@ impl Router {
             ttft_slo: r.slo.map(|s| s.ttft).filter(|t| t.is_finite()),
             tpot_slo: r.slo.map(|s| s.tpot).filter(|t| t.is_finite()),
             reject_unattainable: self.reject_unattainable,
+            priority: r.priority,
             exclude: &[],
         };
         match self.core.route(&request, now) {

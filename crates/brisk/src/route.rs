@@ -89,7 +89,13 @@ pub struct RouteArgs {
     /// client's stream goes on). Off unless given.
     #[arg(long, env = "BRISK_REBALANCE_SLACK", value_name = "N")]
     rebalance_slack: Option<usize>,
-    /// Seconds between two looks at the balance (with --rebalance-slack).
+    /// Live migration for priority: a replica serving an interactive request (`"priority"`
+    /// absent or `"interactive"`) moves its `"batch"` decodes, one by one, to the replica
+    /// decoding fewest among those serving no interactive request.
+    #[arg(long, env = "BRISK_PRIORITY_MIGRATION")]
+    priority_migration: bool,
+    /// Seconds between two looks at the balance (with --rebalance-slack or
+    /// --priority-migration).
     #[arg(long, env = "BRISK_REBALANCE_INTERVAL", default_value_t = 0.5, value_parser = parse_positive)]
     rebalance_interval: f64,
     /// Require `Authorization: Bearer KEY` (passed on to the replicas).
@@ -185,6 +191,7 @@ fn config(args: &RouteArgs) -> Result<GatewayConfig> {
             hot_spot_slack: args.hot_spot_slack,
             affinity_slack: args.affinity_slack / 1000.0,
             rebalance_slack: args.rebalance_slack,
+            priority_migration: args.priority_migration,
             price_interference: !args.no_interference_pricing,
             kv_transfer: TransferCost {
                 bytes_per_s: args.kv_transfer_gbit * 1e9 / 8.0,

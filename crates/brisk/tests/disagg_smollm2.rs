@@ -64,16 +64,7 @@ fn text_with(
             .unwrap()
             .to_string();
     }
-    let mut out = String::new();
-    for data in text.lines().filter_map(|l| l.trim().strip_prefix("data: ")) {
-        if data == "[DONE]" {
-            return out;
-        }
-        let event: Value = serde_json::from_str(data).unwrap();
-        assert!(event.get("error").is_none(), "{event}");
-        out.push_str(event["choices"][0]["text"].as_str().unwrap_or_default());
-    }
-    panic!("no [DONE] in {text}");
+    common::streamed_text(text.lines())
 }
 
 fn text_of(addr: std::net::SocketAddr, prompt: &str, stream: bool) -> String {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use brisk_scheduler::StepShape;
+use brisk_scheduler::{Priority, StepShape};
 
 use super::{Prompt, ReplicaLoad, ReplicaSpec, RequestKey, RouteRequest, RouterConfig};
 use crate::health::Breaker;
@@ -17,6 +17,7 @@ pub(super) struct Outstanding {
     pub(super) prefilled: bool,
     /// The replica it moves to after its first token (disaggregated serving).
     pub(super) decode_on: Option<String>,
+    pub(super) priority: Priority,
 }
 
 /// A member: its advertisement, its cached-block index, its circuit breaker and the load
@@ -118,6 +119,24 @@ impl Replica {
     /// not failed here.
     pub(super) fn eligible(&self, req: &RouteRequest<'_>, id: &String, now: f64) -> bool {
         self.spec.role.prefills() && self.breaker.is_closed(now) && !req.exclude.contains(id)
+    }
+
+    /// Whether a request of class `priority` is routed here and not finished.
+    pub(super) fn serves(&self, priority: Priority) -> bool {
+        self.outstanding.values().any(|o| o.priority == priority)
+    }
+
+    /// How many requests of class `priority` decode here.
+    pub(super) fn decoding_of(&self, priority: Priority) -> usize {
+        self.outstanding
+            .values()
+            .filter(|o| o.prefilled && o.priority == priority)
+            .count()
+    }
+
+    /// Whether it decodes and its circuit is closed at `now`: a migration may touch it.
+    pub(super) fn migratable(&self, now: f64) -> bool {
+        self.spec.role.decodes() && self.breaker.is_closed(now)
     }
 
     pub(super) fn load(&self, now: f64) -> ReplicaLoad {

@@ -1,4 +1,4 @@
-use brisk_scheduler::{LatencyCoefficients, LatencyModel};
+use brisk_scheduler::{LatencyCoefficients, LatencyModel, Priority};
 use proptest::prelude::*;
 
 use super::*;
@@ -35,6 +35,7 @@ fn ask(tokens: &[TokenId]) -> RouteRequest<'_> {
         ttft_slo: None,
         tpot_slo: None,
         reject_unattainable: false,
+        priority: Priority::Interactive,
         exclude: &[],
     }
 }
@@ -323,6 +324,35 @@ fn colocated_replicas_keep_their_requests_and_decode_only_fleets_refuse_prompts(
     assert_eq!(r.route(&ask(&prompt), 0.1), Err(Refusal::NoReplica));
 }
 
+fn migration(from: &str, to: &str, class: Option<Priority>) -> Option<Migration> {
+    Some(Migration {
+        from: from.into(),
+        to: to.into(),
+        class,
+    })
+}
+
+/// Routes `n` requests of one shared prompt in class `priority` at time 0 and starts
+/// them decoding; returns where each went.
+fn decoding(r: &mut RouterCore, n: usize, priority: Priority) -> Vec<(RequestKey, String)> {
+    let prompt: Vec<TokenId> = (0..40).collect();
+    (0..n)
+        .map(|_| {
+            let c = r
+                .route(
+                    &RouteRequest {
+                        priority,
+                        ..ask(&prompt)
+                    },
+                    0.0,
+                )
+                .unwrap();
+            r.first_token(c.key);
+            (c.key, c.replica)
+        })
+        .collect()
+}
+
 #[test]
 fn a_replica_decoding_more_than_the_slack_beyond_another_gives_one_up() {
     let mut r = RouterCore::new(RouterConfig {
@@ -332,28 +362,81 @@ fn a_replica_decoding_more_than_the_slack_beyond_another_gives_one_up() {
     });
     r.upsert("a", spec(true));
     r.upsert("b", spec(true));
-    let prompt: Vec<TokenId> = (0..40).collect();
     // One shared prefix: everything follows the first request to its replica.
-    let keys: Vec<RequestKey> = (0..4)
-        .map(|_| r.route(&ask(&prompt), 0.0).unwrap())
-        .inspect(|c| assert_eq!(c.replica, "a"))
-        .map(|c| c.key)
-        .collect();
-    keys.iter().for_each(|&k| r.first_token(k));
-    assert_eq!(r.rebalance(0.0), Some(("a".into(), "b".into())));
-    r.migrated("a", "b");
+    let routed = decoding(&mut r, 4, Priority::Interactive);
+    assert!(routed.iter().all(|(_, id)| id == "a"));
+    let m = r.migration(0.0);
+    assert_eq!(m, migration("a", "b", None));
+    r.migrated(&m.unwrap());
     assert_eq!(r.load("a", 0.0).unwrap().outstanding, 3);
     assert_eq!(r.load("b", 0.0).unwrap().outstanding, 1);
-    assert_eq!(r.rebalance(0.0), None, "3 against 1 is within the slack");
+    assert_eq!(r.migration(0.0), None, "3 against 1 is within the slack");
     // Whichever key moved, finishing every request leaves both idle.
-    for k in keys {
+    for (k, _) in routed {
         r.finished(k, true, 0.1);
     }
     assert_eq!(r.load("a", 0.0).unwrap().outstanding, 0);
     assert_eq!(r.load("b", 0.0).unwrap().outstanding, 0);
     assert_eq!(
-        RouterCore::new(RouterConfig::default()).rebalance(0.0),
+        RouterCore::new(RouterConfig::default()).migration(0.0),
         None
+    );
+}
+
+#[test]
+fn an_interactive_request_frees_its_replica_of_batch_decodes() {
+    let mut r = RouterCore::new(RouterConfig {
+        priority_migration: true,
+        hot_spot_slack: 100,
+        ..RouterConfig::default()
+    });
+    for id in ["a", "b", "c"] {
+        r.upsert(id, spec(true));
+    }
+    // Three batch decodes on `a` (one shared prefix), none elsewhere: nothing to free.
+    decoding(&mut r, 3, Priority::Batch);
+    assert_eq!(r.load("a", 0.0).unwrap().outstanding, 3);
+    assert_eq!(
+        r.migration(0.0),
+        None,
+        "no interactive request is waiting on anyone"
+    );
+    // An interactive request of the same prefix joins them; `b` and `c` serve no
+    // interactive work, so the batch decodes leave `a`, each for the idlest of the two.
+    let interactive = decoding(&mut r, 1, Priority::Interactive);
+    assert_eq!(interactive[0].1, "a");
+    let mut went = Vec::new();
+    while let Some(m) = r.migration(0.0) {
+        assert_eq!((m.from.as_str(), m.class), ("a", Some(Priority::Batch)));
+        went.push(m.to.clone());
+        r.migrated(&m);
+    }
+    assert_eq!(went, ["b", "c", "b"]);
+    assert_eq!(
+        r.load("a", 0.0).unwrap().outstanding,
+        1,
+        "the interactive one stays"
+    );
+    // Balance never moves batch work back onto the interactive replica.
+    let mut balanced = RouterCore::new(RouterConfig {
+        priority_migration: true,
+        rebalance_slack: Some(0),
+        hot_spot_slack: 100,
+        ..RouterConfig::default()
+    });
+    balanced.upsert("a", spec(true));
+    balanced.upsert("b", spec(true));
+    decoding(&mut balanced, 3, Priority::Batch);
+    decoding(&mut balanced, 1, Priority::Interactive);
+    for _ in 0..3 {
+        let m = balanced.migration(0.0).unwrap();
+        assert_eq!((m.from.as_str(), m.to.as_str()), ("a", "b"));
+        balanced.migrated(&m);
+    }
+    assert_eq!(
+        balanced.migration(0.0),
+        None,
+        "three batch decodes on `b` against one interactive on `a` stay apart"
     );
 }
 
@@ -364,7 +447,7 @@ enum Op {
     Finish(u8, bool),
     Remove(u8),
     Add(u8),
-    Migrate(u8, u8),
+    Migrate(u8, u8, Option<Priority>),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -374,7 +457,15 @@ fn op() -> impl Strategy<Value = Op> {
         (0u8..32, any::<bool>()).prop_map(|(k, ok)| Op::Finish(k, ok)),
         (0u8..3).prop_map(Op::Remove),
         (0u8..3).prop_map(Op::Add),
-        (0u8..3, 0u8..3).prop_map(|(a, b)| Op::Migrate(a, b)),
+        (
+            0u8..3,
+            0u8..3,
+            proptest::option::of(prop_oneof![
+                Just(Priority::Interactive),
+                Just(Priority::Batch)
+            ])
+        )
+            .prop_map(|(a, b, class)| Op::Migrate(a, b, class)),
     ]
 }
 
@@ -402,7 +493,8 @@ proptest! {
             match op {
                 Op::Route(p, n) => {
                     let prompt: Vec<TokenId> = (0..u32::from(n)).map(|t| t + u32::from(p) * 100).collect();
-                    if let Ok(c) = r.route(&ask(&prompt), now) {
+                    let priority = if p % 2 == 0 { Priority::Interactive } else { Priority::Batch };
+                    if let Ok(c) = r.route(&RouteRequest { priority, ..ask(&prompt) }, now) {
                         keys.push(c.key);
                     }
                 }
@@ -410,7 +502,11 @@ proptest! {
                 Op::Finish(k, ok) => if let Some(k) = keys.get(usize::from(k)) { r.finished(*k, ok, now) },
                 Op::Remove(i) => { r.remove(&format!("r{i}")); }
                 Op::Add(i) => r.upsert(&format!("r{i}"), with_role(role(i))),
-                Op::Migrate(a, b) => r.migrated(&format!("r{a}"), &format!("r{b}")),
+                Op::Migrate(a, b, class) => r.migrated(&Migration {
+                    from: format!("r{a}"),
+                    to: format!("r{b}"),
+                    class,
+                }),
             }
             let mut total = 0;
             for (id, replica) in &r.replicas {

@@ -37,7 +37,7 @@ use brisk_engine::{
     BlockExport, EngineEvent, EngineFailure, FinishReason, GeneratedToken, MoveError,
     RequestExport, RequestStream,
 };
-use brisk_scheduler::SchedulerError;
+use brisk_scheduler::{Priority, SchedulerError};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -146,11 +146,31 @@ fn refused(e: MoveError) -> ApiError {
     }
 }
 
-/// `GET /internal/v1/requests`: the engine ids of the requests this replica holds.
-pub async fn list(State(state): State<Arc<ServerState>>) -> Result<Response, ApiError> {
+/// What to list.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Only requests of this priority class (`interactive` or `batch`).
+    priority: Option<String>,
+}
+
+/// `GET /internal/v1/requests[?priority=interactive|batch]`: the engine ids of the requests
+/// this replica holds (of that class).
+pub async fn list(
+    State(state): State<Arc<ServerState>>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::invalid("priority", e.body_text()))?;
+    let class =
+        match params.priority.as_deref() {
+            None => None,
+            Some(label) => Some(Priority::parse(label).ok_or_else(|| {
+                ApiError::invalid("priority", "expected `interactive` or `batch`")
+            })?),
+        };
     let mut ids = state
         .engine
-        .requests()
+        .requests(class)
         .await
         .map_err(|_| ApiError::unavailable("the engine has stopped"))?;
     ids.sort_unstable();

@@ -223,3 +223,28 @@ pub fn read_to_first_event(stream: &mut BufReader<TcpStream>) -> String {
     }
     seen
 }
+
+/// The text a streamed completion's `data:` events carry, from `lines` (of the HTTP answer,
+/// head included) up to `[DONE]`; panics at an error event or when `[DONE]` never comes.
+pub fn streamed_text<S: AsRef<str>>(lines: impl IntoIterator<Item = S>) -> String {
+    let mut text = String::new();
+    for line in lines {
+        let Some(data) = line.as_ref().trim().strip_prefix("data: ") else {
+            continue;
+        };
+        if data == "[DONE]" {
+            return text;
+        }
+        let event: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert!(event.get("error").is_none(), "{event}");
+        text.push_str(event["choices"][0]["text"].as_str().unwrap_or_default());
+    }
+    panic!("no [DONE]; so far {text:?}");
+}
+
+/// [`streamed_text`] of a streaming answer read from `stream` to its end, after `seen`
+/// (what [`read_to_first_event`] returned, if it was called).
+pub fn read_streamed_text(seen: &str, stream: BufReader<TcpStream>) -> String {
+    let rest = stream.lines().map(|l| l.unwrap());
+    streamed_text(seen.lines().map(str::to_string).chain(rest))
+}
