@@ -153,6 +153,11 @@ pub struct FleetReport {
     pub price_interference: bool,
     /// Requests handed from a prefill replica to a decode replica.
     pub handovers: usize,
+    /// Running requests live-migrated (for balance or priority).
+    pub migrations: usize,
+    /// The pause of the median and the 99th-percentile migration, ms (with migrations).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migration_pause_ms: Option<(f64, f64)>,
 }
 
 /// Smallest, mean and largest of a set of counts.

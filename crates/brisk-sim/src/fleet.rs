@@ -9,10 +9,11 @@
 //! gives the prefix-cache hit rate the replicas' schedulers saw (cached prompt tokens over
 //! prompt tokens of completed requests) and how requests spread over the replicas.
 
-use brisk_bench::report::{FleetReport, Spread};
+use brisk_bench::report::{percentile, FleetReport, Spread};
 use brisk_router::{Policy, TransferCost};
 use brisk_types::Role;
 
+use crate::migration::MigrationSettings;
 use crate::{SimOutcome, SimRunError};
 
 /// How many replicas there are and how requests reach them.
@@ -33,8 +34,11 @@ pub struct FleetSettings {
     /// The router prices interference and hand-overs
     /// ([`brisk_router::RouterConfig::price_interference`]).
     pub price_interference: bool,
-    /// How K/V travel from a prefill replica to a decode replica.
+    /// How K/V travel from a prefill replica to a decode replica (and a migrated
+    /// request's from its source to its destination).
     pub transfer: TransferSettings,
+    /// When the router migrates running requests.
+    pub migration: MigrationSettings,
 }
 
 impl Default for FleetSettings {
@@ -49,6 +53,7 @@ impl Default for FleetSettings {
             decode_replicas: 0,
             price_interference: true,
             transfer: TransferSettings::default(),
+            migration: MigrationSettings::default(),
         }
     }
 }
@@ -155,6 +160,18 @@ pub struct FleetArgs {
     /// K/V bytes per token a hand-over carries (default: SmolLM2-135M in f32).
     #[arg(long, default_value_t = 46_080.0, env = "BRISK_SIM_KV_BYTES_PER_TOKEN")]
     pub kv_bytes_per_token: f64,
+    /// Live migration for load balance, as `brisk route --rebalance-slack N`: the replica
+    /// decoding the most requests moves one (with pre-copy over the hand-over link) to the
+    /// one decoding the fewest when it leads by more than N.
+    #[arg(long, value_name = "N", env = "BRISK_SIM_REBALANCE_SLACK")]
+    pub rebalance_slack: Option<usize>,
+    /// Live migration for priority, as `brisk route --priority-migration`: batch-class
+    /// decodes leave a replica serving interactive requests.
+    #[arg(long, env = "BRISK_SIM_PRIORITY_MIGRATION")]
+    pub priority_migration: bool,
+    /// Seconds between the router's looks for migrations.
+    #[arg(long, default_value_t = 0.5, env = "BRISK_SIM_REBALANCE_INTERVAL")]
+    pub rebalance_interval: f64,
 }
 
 impl FleetArgs {
@@ -170,15 +187,25 @@ impl FleetArgs {
         if !(self.router_event_delay.is_finite() && self.router_event_delay >= 0.0) {
             return Err(bad("router-event-delay", "must be a number of seconds ≥ 0"));
         }
-        let routed = self.router_reject_unattainable || self.router_event_delay > 0.0;
-        if self.replicas == 1 && routed {
+        let routed = [
+            (
+                self.router_reject_unattainable,
+                "router-reject-unattainable",
+            ),
+            (self.router_event_delay > 0.0, "router-event-delay"),
+            (self.rebalance_slack.is_some(), "rebalance-slack"),
+            (self.priority_migration, "priority-migration"),
+        ];
+        if let Some((_, flag)) = routed.iter().find(|(on, _)| *on && self.replicas == 1) {
             return Err(bad(
-                if self.router_reject_unattainable {
-                    "router-reject-unattainable"
-                } else {
-                    "router-event-delay"
-                },
+                flag,
                 "there is no router with one replica; give --replicas 2 or more",
+            ));
+        }
+        if !(self.rebalance_interval.is_finite() && self.rebalance_interval > 0.0) {
+            return Err(bad(
+                "rebalance-interval",
+                "must be a number of seconds above 0",
             ));
         }
         if self.prefill_replicas > 0 && self.prefill_replicas >= self.replicas {
@@ -228,6 +255,11 @@ impl FleetArgs {
             },
             reject_unattainable: self.router_reject_unattainable,
             event_delay: self.router_event_delay,
+            migration: MigrationSettings {
+                rebalance_slack: self.rebalance_slack,
+                priority: self.priority_migration,
+                interval: self.rebalance_interval,
+            },
         })
     }
 }
@@ -259,6 +291,12 @@ pub fn fleet_report(fleet: &FleetSettings, outcome: &SimOutcome) -> Option<Fleet
         decode_replicas: fleet.decode_replicas,
         price_interference: fleet.price_interference,
         handovers: outcome.handovers,
+        migrations: outcome.migrations,
+        migration_pause_ms: (!outcome.migration_pauses.is_empty()).then(|| {
+            let mut ms: Vec<f64> = outcome.migration_pauses.iter().map(|s| s * 1e3).collect();
+            ms.sort_by(f64::total_cmp);
+            (percentile(&ms, 50.0), percentile(&ms, 99.0))
+        }),
     })
 }
 
@@ -279,8 +317,15 @@ pub(crate) fn fleet_line(f: &FleetReport) -> String {
     } else {
         " without interference pricing"
     };
+    let migrations = match f.migration_pause_ms {
+        Some((p50, p99)) => format!(
+            ", {} migrations (pause p50 {p50:.1} ms, p99 {p99:.1} ms)",
+            f.migrations
+        ),
+        None => String::new(),
+    };
     format!(
-        "fleet: {} replicas{layout}, router {}{pricing}, prefix-cache hit rate {:.1}%, requests per replica {}/{:.1}/{} (min/mean/max), {} refused by the router",
+        "fleet: {} replicas{layout}, router {}{pricing}, prefix-cache hit rate {:.1}%, requests per replica {}/{:.1}/{} (min/mean/max), {} refused by the router{migrations}",
         f.replicas,
         f.router,
         f.prefix_cache_hit_rate * 100.0,

@@ -5,7 +5,8 @@ use std::collections::{HashMap, VecDeque};
 
 use brisk_kv::KvEvent;
 use brisk_router::{
-    IndexEvent, Prompt, Refusal, ReplicaSpec, RequestKey, RouteRequest, RouterConfig, RouterCore,
+    IndexEvent, Migration, Prompt, Refusal, ReplicaSpec, RequestKey, RouteRequest, RouterConfig,
+    RouterCore,
 };
 use brisk_scheduler::{LatencyModel, SchedulerConfig};
 
@@ -98,6 +99,23 @@ impl Front {
         }
     }
 
+    /// The migration due at `now`, with its source and destination replicas.
+    pub(crate) fn migration(&self, now: f64) -> Option<(Migration, usize, usize)> {
+        let Self::Routed(router) = self else {
+            return None;
+        };
+        let plan = router.core.migration(now)?;
+        let (from, to) = (router.index[&plan.from], router.index[&plan.to]);
+        Some((plan, from, to))
+    }
+
+    /// `plan`'s move was made.
+    pub(crate) fn migrated(&mut self, plan: &Migration) {
+        if let Self::Routed(router) = self {
+            router.core.migrated(plan);
+        }
+    }
+
     /// Requests the router refused.
     pub(crate) fn refused(&self) -> usize {
         match self {
@@ -139,6 +157,8 @@ impl Router {
     ) -> Self {
         let mut core = RouterCore::new(RouterConfig {
             policy: fleet.policy,
+            rebalance_slack: fleet.migration.rebalance_slack,
+            priority_migration: fleet.migration.priority,
             price_interference: fleet.price_interference,
             kv_transfer: fleet.transfer.link,
             ..RouterConfig::default()

@@ -33,6 +33,7 @@
 pub mod backend;
 pub mod fleet;
 mod front;
+mod migration;
 pub mod profile;
 mod replica;
 pub mod sim;
@@ -51,6 +52,7 @@ use brisk_scheduler::{
 };
 
 pub use fleet::{fleet_report, FleetArgs, FleetSettings, RouterName};
+pub use migration::MigrationSettings;
 pub use replica::ReplicaOutcome;
 pub use sim::{simulate, SimError, SimOutcome, SimRequest, SimSettings};
 

@@ -78,19 +78,20 @@ impl Replica {
         self.outcome.requests += 1;
     }
 
-    /// Request `i` produced its first token and is paused for its hand-over.
+    /// A request is paused for a move: after its first token for its hand-over, or
+    /// stopped by [`Self::export`] for a migration.
     pub(crate) fn parked(&mut self) {
         self.parked += 1;
     }
 
-    /// Takes paused request `i` out for its hand-over (`None` if it is no longer here).
+    /// Takes request `i` out for a move, pausing it (`None` if it is no longer here).
     pub(crate) fn export(&mut self, i: usize, now: f64) -> Option<RequestExport> {
-        self.parked -= 1;
         self.core.export(i as u64, now).ok()
     }
 
-    /// The hand-over of exported request `i` happened (`moved`), or not: it goes on here.
+    /// The move of parked request `i` happened (`moved`), or not: it goes on here.
     pub(crate) fn handed_over(&mut self, i: usize, moved: bool) {
+        self.parked -= 1;
         if moved {
             self.core.release(i as u64);
         } else {

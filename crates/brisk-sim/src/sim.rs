@@ -30,6 +30,7 @@ use brisk_types::TokenId;
 
 use crate::fleet::FleetSettings;
 use crate::front::Front;
+use crate::migration::{blocks_s, next_round, Migrations, Move, Stage};
 use crate::replica::{Replica, ReplicaOutcome};
 
 /// One request to replay.
@@ -79,6 +80,10 @@ pub struct SimOutcome {
     pub refused: usize,
     /// Requests handed from a prefill replica to a decode replica.
     pub handovers: usize,
+    /// Running requests migrated (live, for balance or priority).
+    pub migrations: usize,
+    /// Each migration's pause (its stop to its continuation elsewhere), seconds.
+    pub migration_pauses: Vec<f64>,
     /// Each replica's share.
     pub replicas: Vec<ReplicaOutcome>,
 }
@@ -177,6 +182,7 @@ pub fn simulate(settings: &SimSettings, requests: &[SimRequest]) -> Result<SimOu
         run.end_steps(now);
         run.front.deliver(now);
         run.hand_over(now);
+        run.migrate(now);
         run.route_arrivals(now);
         run.start_steps(now)?;
     }
@@ -196,6 +202,11 @@ struct Run<'a> {
     ready: Vec<usize>,
     /// Each request's hand-over, if it has one: (prefill replica, decode replica).
     handover: Vec<Option<(usize, usize)>>,
+    /// The replica each routed request runs on now.
+    placed: Vec<Option<usize>>,
+    /// Requests whose hand-over is under way.
+    handing_over: Vec<bool>,
+    migrations: Migrations,
     /// Hand-overs under way, earliest arrival first, by request.
     transfers: BinaryHeap<Reverse<Due>>,
     /// How long a hand-over takes.
@@ -225,6 +236,9 @@ impl<'a> Run<'a> {
             running: BinaryHeap::new(),
             ready: Vec::new(),
             handover: vec![None; requests.len()],
+            placed: vec![None; requests.len()],
+            handing_over: vec![false; requests.len()],
+            migrations: Migrations::new(settings.fleet.migration),
             transfers: BinaryHeap::new(),
             transfer: settings.fleet.transfer,
             block_size: settings.scheduler.block_size,
@@ -233,9 +247,10 @@ impl<'a> Run<'a> {
         })
     }
 
-    /// The time of the next arrival, step end or delivery of KV events; `None` when done.
+    /// The time of the next arrival, step end, delivery of KV events or migration event;
+    /// `None` when done (a look for migrations alone keeps nothing going).
     fn next_event(&self) -> Option<f64> {
-        [
+        let work = [
             self.requests.get(self.next).map(|r| r.arrival),
             self.running.peek().map(|Reverse(s)| s.at),
             self.transfers.peek().map(|Reverse(t)| t.at),
@@ -243,7 +258,12 @@ impl<'a> Run<'a> {
         ]
         .into_iter()
         .flatten()
-        .min_by(f64::total_cmp)
+        .min_by(f64::total_cmp);
+        match (work, self.migrations.next_due()) {
+            (Some(w), Some(m)) => Some(w.min(m)),
+            (None, _) if self.migrations.under_way.is_none() => None,
+            (w, m) => w.or(m),
+        }
     }
 
     /// The steps ending by `now` hand out what they did.
@@ -296,6 +316,7 @@ impl<'a> Run<'a> {
             return; // done at its first token: nothing to decode
         }
         self.replicas[from].parked();
+        self.handing_over[i] = true;
         // Whole blocks travel, the last one part-filled.
         let blocks = self.requests[i].prompt.len().div_ceil(self.block_size);
         let at = now + self.transfer.seconds(blocks * self.block_size);
@@ -309,12 +330,16 @@ impl<'a> Run<'a> {
             self.transfers.pop();
             let i = t.index;
             let (from, to) = self.handover[i].expect("only hand-overs travel");
-            let Some(export) = self.replicas[from].export(i, now) else {
-                continue;
+            self.handing_over[i] = false;
+            let moved = match self.replicas[from].export(i, now) {
+                Some(export) => self.replicas[to].import(i, export, now).is_ok(),
+                None => false,
             };
-            let moved = self.replicas[to].import(i, export, now).is_ok();
             self.replicas[from].handed_over(i, moved);
             self.handovers += usize::from(moved);
+            if moved {
+                self.placed[i] = Some(to);
+            }
             // Both may have work now: the request, or the blocks it gave back.
             for r in [from, to] {
                 if !self.replicas[r].is_busy() {
@@ -324,6 +349,137 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Live migration at `now` (see [`crate::migration`]): the move under way advances, or
+    /// a look due now plans the next.
+    fn migrate(&mut self, now: f64) {
+        let Some(m) = self.migrations.under_way.as_ref() else {
+            if self.migrations.next_look.is_some_and(|at| at <= now) {
+                self.look(now);
+            }
+            return;
+        };
+        match m.stage {
+            Stage::Ahead {
+                until,
+                sent,
+                rounds,
+            } if until <= now => self.ahead(now, sent, rounds),
+            Stage::Stopping { sent } if !self.replicas[m.from].is_busy() => self.stop(now, sent),
+            Stage::Final { until } if until <= now => self.arrive(now),
+            _ => {}
+        }
+    }
+
+    /// Plans a move at `now`: the source's newest decoding request of the class asked for.
+    fn look(&mut self, now: f64) {
+        let Some((plan, from, to)) = self.front.migration(now) else {
+            return self.migrations.idle(now);
+        };
+        let movable = |i: &usize| {
+            let t = &self.log.timing[*i];
+            self.placed[*i] == Some(from)
+                && t.first.is_some()
+                && !t.done
+                && self.log.errors[*i].is_none()
+                && !self.handing_over[*i]
+                && plan.class.is_none_or(|c| self.requests[*i].priority == c)
+        };
+        let Some(request) = (0..self.next).rev().find(movable) else {
+            return self.migrations.idle(now);
+        };
+        self.migrations.under_way = Some(Move {
+            plan,
+            request,
+            from,
+            to,
+            stage: Stage::Stopping { sent: 0 },
+            stopped: now,
+            export: None,
+        });
+        self.ahead(now, 0, 0);
+    }
+
+    /// Tokens whose K/V request `i` holds now (its prompt and the tokens it has made).
+    fn context(&self, i: usize) -> usize {
+        self.requests[i].prompt.len() + self.log.timing[i].tokens
+    }
+
+    /// A pre-copy round ended at `now` with `sent` full blocks at the destination: the
+    /// next round sets off, or the request stops.
+    fn ahead(&mut self, now: f64, sent: usize, rounds: usize) {
+        let m = self
+            .migrations
+            .under_way
+            .as_ref()
+            .expect("a move is under way");
+        if self.log.timing[m.request].done {
+            return self.migrations.ended(now, false);
+        }
+        let full = self.context(m.request) / self.block_size;
+        let stage = match next_round(full, sent, rounds) {
+            Some(blocks) => Stage::Ahead {
+                until: now + blocks_s(&self.transfer, blocks, self.block_size),
+                sent: sent + blocks,
+                rounds: rounds + 1,
+            },
+            None => Stage::Stopping { sent },
+        };
+        self.migrations.under_way.as_mut().expect("as above").stage = stage;
+        if matches!(stage, Stage::Stopping { .. }) {
+            self.migrate(now);
+        }
+    }
+
+    /// The request stops at its source at `now` (between two of its steps) and the rest of
+    /// its K/V sets off.
+    fn stop(&mut self, now: f64, sent: usize) {
+        let m = self
+            .migrations
+            .under_way
+            .as_ref()
+            .expect("a move is under way");
+        let (i, from) = (m.request, m.from);
+        let Some(export) = self.replicas[from].export(i, now) else {
+            return self.migrations.ended(now, false);
+        };
+        self.replicas[from].parked();
+        let rest = self
+            .context(i)
+            .div_ceil(self.block_size)
+            .saturating_sub(sent);
+        let m = self.migrations.under_way.as_mut().expect("as above");
+        m.export = Some(export);
+        m.stopped = now;
+        m.stage = Stage::Final {
+            until: now + blocks_s(&self.transfer, rest, self.block_size),
+        };
+    }
+
+    /// The rest of the K/V arrived at `now`: the request continues at the destination, or
+    /// at its source when the destination has no room.
+    fn arrive(&mut self, now: f64) {
+        let mut m = self
+            .migrations
+            .under_way
+            .take()
+            .expect("a move is under way");
+        let export = m.export.take().expect("the stop exported it");
+        let moved = self.replicas[m.to].import(m.request, export, now).is_ok();
+        self.replicas[m.from].handed_over(m.request, moved);
+        if moved {
+            self.placed[m.request] = Some(m.to);
+            self.front.migrated(&m.plan);
+            self.migrations.made += 1;
+            self.migrations.pauses.push(now - m.stopped);
+        }
+        for r in [m.from, m.to] {
+            if !self.replicas[r].is_busy() {
+                self.ready.push(r);
+            }
+        }
+        self.migrations.ended(now, moved);
+    }
+
     /// The requests arrived by `now` go to their replicas (or are refused).
     fn route_arrivals(&mut self, now: f64) {
         while let Some(r) = self.requests.get(self.next).filter(|r| r.arrival <= now) {
@@ -331,6 +487,10 @@ impl<'a> Run<'a> {
                 Ok(route) => {
                     let i = route.replica;
                     self.handover[self.next] = route.decode_on.map(|d| (i, d));
+                    self.placed[self.next] = Some(i);
+                    if r.priority == Priority::Interactive {
+                        self.migrations.wake(now);
+                    }
                     self.replicas[i].send(self.next, route.decode_on.is_some());
                     if !self.replicas[i].is_busy() {
                         self.ready.push(i);
@@ -374,6 +534,8 @@ impl<'a> Run<'a> {
             preemptions: replicas.iter().map(|r| r.preemptions).sum(),
             refused: self.front.refused(),
             handovers: self.handovers,
+            migrations: self.migrations.made,
+            migration_pauses: self.migrations.pauses,
             replicas,
         }
     }

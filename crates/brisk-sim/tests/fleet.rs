@@ -229,6 +229,13 @@ fn fleet_flags_that_cannot_apply_are_named() {
         e.starts_with("--decode-replicas: prefill and decode"),
         "{e}"
     );
+    let e = error(&["--priority-migration"]);
+    assert!(
+        e.starts_with("--priority-migration: there is no router"),
+        "{e}"
+    );
+    let e = error(&["--replicas", "2", "--rebalance-interval", "0"]);
+    assert!(e.starts_with("--rebalance-interval:"), "{e}");
 }
 
 #[test]
@@ -258,4 +265,48 @@ fn a_mixed_fleet_serves_some_requests_colocated_and_hands_the_others_over() {
         "{}",
         f.handovers
     );
+}
+
+#[test]
+fn migration_moves_running_requests_and_every_request_still_gets_its_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = ["--replicas", "2", "--rate", "8", "--num-requests", "120"];
+    let with = |extra: &[&str]| {
+        let flags: Vec<&str> = base.iter().chain(extra).copied().collect();
+        report(&fleet_args(dir.path(), &flags))
+    };
+    let still = with(&[]);
+    assert_eq!(still.fleet.as_ref().unwrap().migrations, 0);
+    // Load balance: any lead at all moves a request.
+    let balanced = with(&["--rebalance-slack", "0", "--rebalance-interval", "0.05"]);
+    let f = balanced.fleet.as_ref().unwrap();
+    assert!(f.migrations > 0);
+    let (p50, p99) = f.migration_pause_ms.unwrap();
+    assert!(p50 > 0.0 && p99 >= p50, "{p50} {p99}");
+    assert_eq!(balanced.completed, still.completed);
+    assert_eq!(
+        balanced.total_output_tokens, still.total_output_tokens,
+        "no token lost or doubled"
+    );
+    // Priority: only with batch-class requests beside interactive ones.
+    let priority = ["--priority-migration", "--rebalance-interval", "0.05"];
+    assert_eq!(
+        with(&priority).fleet.unwrap().migrations,
+        0,
+        "all interactive"
+    );
+    let classes = [
+        &priority[..],
+        &[
+            "--slo-class",
+            "batch:ttft=60000,tpot=1000,share=0.5",
+            "--send-slo",
+        ],
+    ]
+    .concat();
+    let mixed = with(&classes);
+    assert!(mixed.fleet.as_ref().unwrap().migrations > 0);
+    assert_eq!(mixed.total_output_tokens, still.total_output_tokens);
+    // The same input gives the same run.
+    assert_eq!(with(&classes).fleet, mixed.fleet);
 }
