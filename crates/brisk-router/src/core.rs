@@ -146,9 +146,10 @@ pub struct RouterConfig {
     /// Live migration for priority (Llumnix): a replica serving an interactive request
     /// beside batch-class decodes gives those up, one per look, to the replica decoding
     /// fewest among those serving no interactive request — freeing the interactive burst's
-    /// replica from work nobody waits on. With it, load balance (`rebalance_slack`) never
-    /// moves a request from a replica serving only batch work onto one serving interactive
-    /// work (priority would move it back).
+    /// replica from work nobody waits on. With it, batch-class prompts go to replicas
+    /// serving no interactive request while there are any, and load balance
+    /// (`rebalance_slack`) never moves a request from a replica serving only batch work
+    /// onto one serving interactive work (priority would move it back).
     pub priority_migration: bool,
     /// In a fleet with both prefill replicas and replicas that serve both phases, price
     /// what a placement costs others, not only the request's own TTFT (DistServe's
@@ -470,11 +471,19 @@ impl RouterCore {
 
     /// Every eligible replica's answer, past the hot-spot guard.
     fn candidates(&self, req: &RouteRequest<'_>, now: f64) -> Vec<Candidate<'_>> {
-        let eligible: Vec<(&String, &Replica)> = self
+        let mut eligible: Vec<(&String, &Replica)> = self
             .replicas
             .iter()
             .filter(|(id, r)| r.eligible(req, id, now))
             .collect();
+        // With priority migration, batch work goes where no interactive request is (where
+        // there is such a replica): placed beside one, it would be moved off again.
+        if self.cfg.priority_migration
+            && req.priority == Priority::Batch
+            && eligible.iter().any(|(_, r)| !r.serves(Priority::Interactive))
+        {
+            eligible.retain(|(_, r)| !r.serves(Priority::Interactive));
+        }
         let Some(least) = eligible.iter().map(|(_, r)| r.outstanding.len()).min() else {
             return Vec::new();
         };

@@ -603,3 +603,33 @@ fn fleets_of_one_kind_choose_by_predicted_ttft_alone() {
     };
     assert_eq!(r.route(&tight, 0.0).unwrap().replica, a);
 }
+
+#[test]
+fn with_priority_migration_batch_prompts_avoid_replicas_serving_interactive_work() {
+    let prompt: Vec<TokenId> = (0..40).collect();
+    let batch = RouteRequest {
+        priority: Priority::Batch,
+        ..ask(&prompt)
+    };
+    for priority_migration in [false, true] {
+        let mut r = RouterCore::new(RouterConfig {
+            priority_migration,
+            hot_spot_slack: 100,
+            ..RouterConfig::default()
+        });
+        r.upsert("a", spec(true));
+        r.upsert("b", spec(true));
+        // An interactive request holds `a`, whose cache draws the same prompt back.
+        decoding(&mut r, 1, Priority::Interactive);
+        let to = r.route(&batch, 0.0).unwrap().replica;
+        assert_eq!(to, if priority_migration { "b" } else { "a" });
+    }
+    // Where every replica serves interactive work, batch goes where it would anyway.
+    let mut r = RouterCore::new(RouterConfig {
+        priority_migration: true,
+        ..RouterConfig::default()
+    });
+    r.upsert("a", spec(true));
+    decoding(&mut r, 1, Priority::Interactive);
+    assert_eq!(r.route(&batch, 0.0).unwrap().replica, "a");
+}
