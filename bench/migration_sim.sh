@@ -6,8 +6,9 @@
 #   off           no migration
 #   balance:S     --rebalance-slack S (Llumnix's load balance)
 #   priority      --priority-migration, with half the requests in a `batch` class
-#                 (ttft 60 s, tpot 1 s, sent as priority batch) — `off` then runs the same
-#                 classes without it, so compare priority against off-classes
+#                 (ttft 60 s, tpot 1 s, sent as priority batch), against the same classes
+#                 with --priority-placement alone (`placement`) and with neither
+#                 (`off-classes`)
 # and reports per class: SLO attainment, p99 TTFT and TPOT, migrations and their pause.
 #
 #   bench/migration_sim.sh [OUTDIR]        # default /tmp/migration-sim-<utc timestamp>
@@ -41,12 +42,13 @@ for n in $SIZES; do
       for mode in $MODES; do
         # Priority is measured against the same mixed classes without migration.
         variants=("$mode")
-        [ "$mode" = priority ] && variants=(off-classes priority)
+        [ "$mode" = priority ] && variants=(off-classes placement priority)
         for v in "${variants[@]}"; do
           flags=(--kv-transfer-gbit "$GBIT")
           case $v in
             balance:*) flags+=(--rebalance-slack "${v#balance:}") ;;
             priority) flags+=(--priority-migration "${CLASSES[@]}") ;;
+            placement) flags+=(--priority-placement "${CLASSES[@]}") ;;
             off-classes) flags+=("${CLASSES[@]}") ;;
           esac
           [ -n "$BURSTINESS" ] && flags+=(--burstiness "$BURSTINESS")

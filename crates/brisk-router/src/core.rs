@@ -146,11 +146,13 @@ pub struct RouterConfig {
     /// Live migration for priority (Llumnix): a replica serving an interactive request
     /// beside batch-class decodes gives those up, one per look, to the replica decoding
     /// fewest among those serving no interactive request — freeing the interactive burst's
-    /// replica from work nobody waits on. With it, batch-class prompts go to replicas
-    /// serving no interactive request while there are any, and load balance
-    /// (`rebalance_slack`) never moves a request from a replica serving only batch work
-    /// onto one serving interactive work (priority would move it back).
+    /// replica from work nobody waits on. It implies `priority_placement`; and load
+    /// balance (`rebalance_slack`) then never moves a request from a replica serving only
+    /// batch work onto one serving interactive work (priority would move it back).
     pub priority_migration: bool,
+    /// Batch-class prompts go to replicas serving no interactive request, while there are
+    /// any (among those, the usual choice).
+    pub priority_placement: bool,
     /// In a fleet with both prefill replicas and replicas that serve both phases, price
     /// what a placement costs others, not only the request's own TTFT (DistServe's
     /// question, asked per request): a prompt computed on a replica that decodes stalls
@@ -180,6 +182,7 @@ impl Default for RouterConfig {
             slo_headroom: 0.5,
             rebalance_slack: None,
             priority_migration: false,
+            priority_placement: false,
             price_interference: true,
             kv_transfer: TransferCost::default(),
             breaker: BreakerConfig::default(),
@@ -476,11 +479,13 @@ impl RouterCore {
             .iter()
             .filter(|(id, r)| r.eligible(req, id, now))
             .collect();
-        // With priority migration, batch work goes where no interactive request is (where
-        // there is such a replica): placed beside one, it would be moved off again.
-        if self.cfg.priority_migration
+        // Batch work goes where no interactive request is (where there is such a replica):
+        // placed beside one, it would slow it, or be moved off again.
+        if (self.cfg.priority_placement || self.cfg.priority_migration)
             && req.priority == Priority::Batch
-            && eligible.iter().any(|(_, r)| !r.serves(Priority::Interactive))
+            && eligible
+                .iter()
+                .any(|(_, r)| !r.serves(Priority::Interactive))
         {
             eligible.retain(|(_, r)| !r.serves(Priority::Interactive));
         }

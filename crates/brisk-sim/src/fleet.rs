@@ -23,6 +23,9 @@ pub struct FleetSettings {
     pub replicas: usize,
     /// How the router chooses a replica.
     pub policy: Policy,
+    /// Batch-class prompts avoid replicas serving interactive requests
+    /// ([`brisk_router::RouterConfig::priority_placement`]).
+    pub priority_placement: bool,
     /// The router refuses (429) requests no replica is predicted to serve within their TTFT.
     pub reject_unattainable: bool,
     /// Seconds from the end of a replica's step to the router reading its KV events.
@@ -47,6 +50,7 @@ impl Default for FleetSettings {
         Self {
             replicas: 1,
             policy: Policy::PredictedTtft,
+            priority_placement: false,
             reject_unattainable: false,
             event_delay: 0.0,
             prefill_replicas: 0,
@@ -169,6 +173,10 @@ pub struct FleetArgs {
     /// decodes leave a replica serving interactive requests.
     #[arg(long, env = "BRISK_SIM_PRIORITY_MIGRATION")]
     pub priority_migration: bool,
+    /// Batch-class prompts go to replicas serving no interactive request while there are
+    /// any, as `brisk route --priority-placement` (implied by --priority-migration).
+    #[arg(long, env = "BRISK_SIM_PRIORITY_PLACEMENT")]
+    pub priority_placement: bool,
     /// Seconds between the router's looks for migrations.
     #[arg(long, default_value_t = 0.5, env = "BRISK_SIM_REBALANCE_INTERVAL")]
     pub rebalance_interval: f64,
@@ -195,6 +203,7 @@ impl FleetArgs {
             (self.router_event_delay > 0.0, "router-event-delay"),
             (self.rebalance_slack.is_some(), "rebalance-slack"),
             (self.priority_migration, "priority-migration"),
+            (self.priority_placement, "priority-placement"),
         ];
         if let Some((_, flag)) = routed.iter().find(|(on, _)| *on && self.replicas == 1) {
             return Err(bad(
@@ -253,6 +262,7 @@ impl FleetArgs {
                 RouterName::Ttft => Policy::PredictedTtft,
                 RouterName::RoundRobin => Policy::RoundRobin,
             },
+            priority_placement: self.priority_placement,
             reject_unattainable: self.router_reject_unattainable,
             event_delay: self.router_event_delay,
             migration: MigrationSettings {

@@ -159,6 +159,7 @@ impl Router {
             policy: fleet.policy,
             rebalance_slack: fleet.migration.rebalance_slack,
             priority_migration: fleet.migration.priority,
+            priority_placement: fleet.priority_placement,
             price_interference: fleet.price_interference,
             kv_transfer: fleet.transfer.link,
             ..RouterConfig::default()

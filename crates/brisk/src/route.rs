@@ -92,8 +92,13 @@ pub struct RouteArgs {
     /// Live migration for priority: a replica serving an interactive request (`"priority"`
     /// absent or `"interactive"`) moves its `"batch"` decodes, one by one, to the replica
     /// decoding fewest among those serving no interactive request.
+    /// Implies --priority-placement.
     #[arg(long, env = "BRISK_PRIORITY_MIGRATION")]
     priority_migration: bool,
+    /// Send `"batch"` prompts to replicas serving no interactive request, while there are
+    /// any.
+    #[arg(long, env = "BRISK_PRIORITY_PLACEMENT")]
+    priority_placement: bool,
     /// Seconds between two looks at the balance (with --rebalance-slack or
     /// --priority-migration).
     #[arg(long, env = "BRISK_REBALANCE_INTERVAL", default_value_t = 0.5, value_parser = parse_positive)]
@@ -192,6 +197,7 @@ fn config(args: &RouteArgs) -> Result<GatewayConfig> {
             affinity_slack: args.affinity_slack / 1000.0,
             rebalance_slack: args.rebalance_slack,
             priority_migration: args.priority_migration,
+            priority_placement: args.priority_placement,
             price_interference: !args.no_interference_pricing,
             kv_transfer: TransferCost {
                 bytes_per_s: args.kv_transfer_gbit * 1e9 / 8.0,

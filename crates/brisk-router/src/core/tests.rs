@@ -605,14 +605,15 @@ fn fleets_of_one_kind_choose_by_predicted_ttft_alone() {
 }
 
 #[test]
-fn with_priority_migration_batch_prompts_avoid_replicas_serving_interactive_work() {
+fn with_priority_placement_batch_prompts_avoid_replicas_serving_interactive_work() {
     let prompt: Vec<TokenId> = (0..40).collect();
     let batch = RouteRequest {
         priority: Priority::Batch,
         ..ask(&prompt)
     };
-    for priority_migration in [false, true] {
+    for (priority_placement, priority_migration) in [(false, false), (true, false), (false, true)] {
         let mut r = RouterCore::new(RouterConfig {
+            priority_placement,
             priority_migration,
             hot_spot_slack: 100,
             ..RouterConfig::default()
@@ -622,7 +623,8 @@ fn with_priority_migration_batch_prompts_avoid_replicas_serving_interactive_work
         // An interactive request holds `a`, whose cache draws the same prompt back.
         decoding(&mut r, 1, Priority::Interactive);
         let to = r.route(&batch, 0.0).unwrap().replica;
-        assert_eq!(to, if priority_migration { "b" } else { "a" });
+        let avoids = priority_placement || priority_migration;
+        assert_eq!(to, if avoids { "b" } else { "a" });
     }
     // Where every replica serves interactive work, batch goes where it would anyway.
     let mut r = RouterCore::new(RouterConfig {
