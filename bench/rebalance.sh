@@ -55,7 +55,7 @@ for run in $RUNS; do
   "$BRISK" bench --url http://127.0.0.1:8810 --trace "$OUT/shared.jsonl" --num-requests "$NUM" \
     --slo ttft=2000,tpot=150 --seed 0 --no-progress --output "$OUT/$run-$n.json" \
     >"$OUT/$run-$n.txt" 2>&1
-  migrations=$(sample 8810 brisk_router_migrations_total)
+  migrations=$(sample 8810 'brisk_router_migrations_total{reason="balance"}')
   served1=$(sample 8811 'brisk_request_success_total{finished_reason="length"}')
   python3 - "$OUT/$run-$n.json" "$run" "$migrations" "$served1" <<'PY' | tee -a "$OUT/summary.jsonl"
 import json, sys

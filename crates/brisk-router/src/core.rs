@@ -144,9 +144,11 @@ pub struct RouterConfig {
     /// requests moves there. `None`: never.
     pub rebalance_slack: Option<usize>,
     /// Live migration for priority (Llumnix): a replica serving an interactive request
-    /// beside batch-class decodes gives those up, one per look, to the replica decoding
-    /// fewest among those serving no interactive request — freeing the interactive burst's
-    /// replica from work nobody waits on. It implies `priority_placement`; and load
+    /// beside batch-class decodes, whose decode step is predicted past the tightest TPOT
+    /// objective of its interactive requests (any step, for requests without one), gives
+    /// those up, one per look, to the replica decoding fewest among those serving no
+    /// interactive request — freeing the interactive burst's replica from work nobody waits
+    /// on when it would otherwise miss what it promised. It implies `priority_placement`; and load
     /// balance (`rebalance_slack`) then never moves a request from a replica serving only
     /// batch work onto one serving interactive work (priority would move it back).
     pub priority_migration: bool,
@@ -387,6 +389,7 @@ impl RouterCore {
                 prefilled: false,
                 decode_on: decode_on.clone(),
                 priority: req.priority,
+                tpot_slo: req.tpot_slo,
             },
         );
         self.routed.insert(key, id.clone());

@@ -36,15 +36,16 @@ impl RouterCore {
         self.replicas.iter().filter(move |(_, r)| r.migratable(now))
     }
 
-    /// From the replica serving interactive work with the most batch decodes, one batch
-    /// decode to the replica decoding fewest among those serving no interactive request.
+    /// From the replica serving interactive work with the most batch decodes, among those
+    /// whose decode step misses the interactive requests' TPOT objective, one batch decode
+    /// to the replica decoding fewest among those serving no interactive request.
     fn for_priority(&self, now: f64) -> Option<Migration> {
         if !self.cfg.priority_migration {
             return None;
         }
         let (from, _) = self
             .decoders(now)
-            .filter(|(_, r)| r.serves(Priority::Interactive))
+            .filter(|(_, r)| r.interactive_tpot_missed())
             .map(|(id, r)| (id, r.decoding_of(Priority::Batch)))
             .filter(|&(_, batch)| batch > 0)
             .max_by_key(|&(id, batch)| (batch, Reverse(id)))?;

@@ -18,6 +18,8 @@ pub(super) struct Outstanding {
     /// The replica it moves to after its first token (disaggregated serving).
     pub(super) decode_on: Option<String>,
     pub(super) priority: Priority,
+    /// Its TPOT objective, seconds.
+    pub(super) tpot_slo: Option<f64>,
 }
 
 /// A member: its advertisement, its cached-block index, its circuit breaker and the load
@@ -124,6 +126,27 @@ impl Replica {
     /// Whether a request of class `priority` is routed here and not finished.
     pub(super) fn serves(&self, priority: Priority) -> bool {
         self.outstanding.values().any(|o| o.priority == priority)
+    }
+
+    /// Whether its decode step, as it stands, is predicted past the tightest TPOT objective
+    /// of the interactive requests routed here (any step, when one has no objective; none
+    /// without interactive requests).
+    pub(super) fn interactive_tpot_missed(&self) -> bool {
+        let tightest = self
+            .outstanding
+            .values()
+            .filter(|o| o.priority == Priority::Interactive)
+            .map(|o| o.tpot_slo.unwrap_or(0.0))
+            .min_by(f64::total_cmp);
+        let Some(tightest) = tightest else {
+            return false;
+        };
+        let decodes = StepShape {
+            decode_seqs: self.decoding,
+            decode_context: self.decode_context,
+            ..StepShape::default()
+        };
+        self.spec.latency.predict(&decodes) > tightest
     }
 
     /// How many requests of class `priority` decode here.

@@ -335,6 +335,16 @@ fn migration(from: &str, to: &str, class: Option<Priority>) -> Option<Migration>
 /// Routes `n` requests of one shared prompt in class `priority` at time 0 and starts
 /// them decoding; returns where each went.
 fn decoding(r: &mut RouterCore, n: usize, priority: Priority) -> Vec<(RequestKey, String)> {
+    decoding_within(r, n, priority, None)
+}
+
+/// [`decoding`] with a TPOT objective.
+fn decoding_within(
+    r: &mut RouterCore,
+    n: usize,
+    priority: Priority,
+    tpot_slo: Option<f64>,
+) -> Vec<(RequestKey, String)> {
     let prompt: Vec<TokenId> = (0..40).collect();
     (0..n)
         .map(|_| {
@@ -342,6 +352,7 @@ fn decoding(r: &mut RouterCore, n: usize, priority: Priority) -> Vec<(RequestKey
                 .route(
                     &RouteRequest {
                         priority,
+                        tpot_slo,
                         ..ask(&prompt)
                     },
                     0.0,
@@ -417,6 +428,25 @@ fn an_interactive_request_frees_its_replica_of_batch_decodes() {
         1,
         "the interactive one stays"
     );
+    // Only while the interactive request's TPOT objective is missed: a decode step here
+    // is predicted at 1 ms.
+    for (tpot_slo, moves) in [(0.010, false), (0.0005, true)] {
+        let mut r = RouterCore::new(RouterConfig {
+            priority_migration: true,
+            hot_spot_slack: 100,
+            ..RouterConfig::default()
+        });
+        r.upsert("a", spec(true));
+        r.upsert("b", spec(true));
+        decoding(&mut r, 2, Priority::Batch);
+        // Its prefix draws it beside the batch decodes.
+        let joined = decoding_within(&mut r, 1, Priority::Interactive, Some(tpot_slo));
+        let m = r.migration(0.0);
+        assert_eq!(m.is_some(), moves, "{m:?}");
+        if let Some(m) = m {
+            assert_eq!((m.from, m.to), (joined[0].1.clone(), "b".to_string()));
+        }
+    }
     // Balance never moves batch work back onto the interactive replica.
     let mut balanced = RouterCore::new(RouterConfig {
         priority_migration: true,
