@@ -19,7 +19,7 @@
 //! wall clock or draws a random number, so the same input gives the same output bit for bit.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeSet, BinaryHeap};
 
 use brisk_bench::client::RequestRecord;
 use brisk_engine::{EngineRequest, Output, RequestSpec};
@@ -206,6 +206,8 @@ struct Run<'a> {
     placed: Vec<Option<usize>>,
     /// Requests whose hand-over is under way.
     handing_over: Vec<bool>,
+    /// Requests past their first token and not ended (migration's candidates).
+    decoding: BTreeSet<usize>,
     migrations: Migrations,
     /// Hand-overs under way, earliest arrival first, by request.
     transfers: BinaryHeap<Reverse<Due>>,
@@ -238,6 +240,7 @@ impl<'a> Run<'a> {
             handover: vec![None; requests.len()],
             placed: vec![None; requests.len()],
             handing_over: vec![false; requests.len()],
+            decoding: BTreeSet::new(),
             migrations: Migrations::new(settings.fleet.migration),
             transfers: BinaryHeap::new(),
             transfer: settings.fleet.transfer,
@@ -285,6 +288,7 @@ impl<'a> Run<'a> {
             Output::Token { id, .. } => {
                 let i = id as usize;
                 if self.log.token(i, now) {
+                    self.decoding.insert(i);
                     self.front.first_token(i);
                     self.start_hand_over(i, now);
                 }
@@ -296,11 +300,13 @@ impl<'a> Run<'a> {
                 ..
             } => {
                 self.log.finished(id as usize, now);
+                self.decoding.remove(&(id as usize));
                 self.replicas[replica].served(prompt_tokens, cached_tokens);
                 self.front.finished(id as usize, true, now);
             }
             Output::Failed { id, message } => {
                 self.log.errors[id as usize] = Some(format!("HTTP 500: {message}"));
+                self.decoding.remove(&(id as usize));
                 self.front.finished(id as usize, false, now);
             }
         }
@@ -375,16 +381,12 @@ impl<'a> Run<'a> {
         let Some((plan, from, to)) = self.front.migration(now) else {
             return self.migrations.idle(now);
         };
-        let movable = |i: &usize| {
-            let t = &self.log.timing[*i];
-            self.placed[*i] == Some(from)
-                && t.first.is_some()
-                && !t.done
-                && self.log.errors[*i].is_none()
-                && !self.handing_over[*i]
-                && plan.class.is_none_or(|c| self.requests[*i].priority == c)
+        let movable = |i: &&usize| {
+            self.placed[**i] == Some(from)
+                && !self.handing_over[**i]
+                && plan.class.is_none_or(|c| self.requests[**i].priority == c)
         };
-        let Some(request) = (0..self.next).rev().find(movable) else {
+        let Some(&request) = self.decoding.iter().rev().find(movable) else {
             return self.migrations.idle(now);
         };
         self.migrations.under_way = Some(Move {
@@ -412,7 +414,7 @@ impl<'a> Run<'a> {
             .under_way
             .as_ref()
             .expect("a move is under way");
-        if self.log.timing[m.request].done {
+        if !self.decoding.contains(&m.request) {
             return self.migrations.ended(now, false);
         }
         let full = self.context(m.request) / self.block_size;
