@@ -295,9 +295,13 @@ fn migration_moves_running_requests_and_every_request_still_gets_its_tokens() {
         0,
         "all interactive"
     );
+    // An interactive TPOT objective no step meets: batch decodes beside interactive work
+    // always move.
     let classes = [
         &priority[..],
         &[
+            "--slo",
+            "ttft=2000,tpot=1",
             "--slo-class",
             "batch:ttft=60000,tpot=1000,share=0.5",
             "--send-slo",
