@@ -17,6 +17,7 @@ use crate::error::ApiError;
 use crate::generation::{ChoiceRun, Delta, Finish, FirstTokenHook, TokenLogprob};
 use crate::protocol::{PromptTokensDetails, Usage};
 use crate::request_id::in_current_span;
+use crate::routes::handover::{hand_over, PromptStream};
 use crate::tool_calls::ToolCall;
 use crate::validate::GenerationSpec;
 use crate::ServerState;
@@ -83,7 +84,10 @@ fn submit_one(
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
     let hand_over = decode_on.map(|to| {
         let (state, id) = (Arc::clone(state), stream.id());
-        Box::new(move || crate::routes::handover::hand_over(state, id, to)) as FirstTokenHook
+        // The prompt's blocks set off as its chunks are computed; the hook stops the
+        // stream and copies the rest.
+        let streamed = PromptStream::start(Arc::clone(&state), id, to.clone());
+        Box::new(move || hand_over(state, id, to, streamed)) as FirstTokenHook
     });
     Ok(ChoiceRun::new(
         stream,

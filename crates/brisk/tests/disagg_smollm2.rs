@@ -4,7 +4,7 @@
 //! first token. The answers are a colocated replica's, token for token; the decode replica
 //! computes none of their prompts; a hand-over that cannot happen leaves the request
 //! decoding where it was; transfers want the key; a compressed hand-over sends a fraction of
-//! the bytes.
+//! the bytes; a long prompt's blocks travel while it is computed.
 
 mod common;
 
@@ -242,4 +242,59 @@ fn smollm2_a_compressed_hand_over_sends_a_fraction_of_the_cache() {
         metric(&decode, "brisk_prompt_tokens_computed_total"),
         decode_computed
     );
+}
+
+#[test]
+fn smollm2_a_long_prompt_streams_its_blocks_to_the_decode_replica_while_it_is_computed() {
+    // Chunks of 64 prompt tokens: a prompt of about 400 takes seven steps, and the blocks
+    // each fills set off before the next.
+    let prefill = start(
+        &[
+            "--api-key",
+            KEY,
+            "--role",
+            "prefill",
+            "--max-num-batched-tokens",
+            "64",
+        ],
+        ONE_THREAD,
+    );
+    let decode = replica("decode");
+    let decode_computed = metric(&decode, "brisk_prompt_tokens_computed_total");
+    let decode_url = url(&decode);
+    let prompt = "Bread is made from flour, water, salt and yeast. ".repeat(35);
+    let got = text_with(
+        prefill.addr,
+        &[("x-brisk-decode-on", decode_url.as_str())],
+        &prompt,
+        true,
+    );
+    assert_eq!(
+        metric(&decode, "brisk_disagg_handovers_total{direction=\"in\"}"),
+        1.0
+    );
+    // One transfer per round sent ahead, and the stop's.
+    let transfers = metric(
+        &prefill,
+        "brisk_kv_transfer_seconds_count{direction=\"sent\"}",
+    );
+    assert!(transfers >= 3.0, "{transfers} transfers");
+    assert_eq!(
+        metric(
+            &decode,
+            "brisk_kv_transfer_bytes_total{direction=\"received\"}"
+        ),
+        metric(
+            &prefill,
+            "brisk_kv_transfer_bytes_total{direction=\"sent\"}"
+        ),
+    );
+    assert_eq!(
+        metric(&decode, "brisk_prompt_tokens_computed_total"),
+        decode_computed,
+        "the decode replica computed none of the prompt"
+    );
+    // What the prefill replica answers on its own (from its prefix cache now: the same
+    // tokens).
+    assert_eq!(got, text_of(prefill.addr, &prompt, false));
 }

@@ -40,7 +40,7 @@ use brisk_engine::{
 use brisk_scheduler::{Priority, SchedulerError};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::ApiError;
@@ -48,6 +48,11 @@ use crate::kv_wire::{convert, Direction};
 use crate::shutdown::HTTP2_WINDOW;
 use crate::transfer_metrics::MoveKind;
 use crate::ServerState;
+
+mod ahead;
+
+pub(crate) use ahead::PromptStream;
+use ahead::{send_ahead, Ahead};
 
 /// One engine event on the wire between replicas.
 #[derive(Debug, Serialize, Deserialize)]
@@ -250,11 +255,21 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for DecodeOn {
     }
 }
 
-/// Hands request `id`, parked after its first token, to the decode replica at `to`; on
-/// failure it decodes here (the move resumes it).
-pub(crate) fn hand_over(state: Arc<ServerState>, id: u64, to: String) {
+/// Hands request `id`, parked after its first token, to the decode replica at `to`,
+/// which holds what `streamed` sent of its prompt already; on failure it decodes here (the
+/// move resumes it).
+pub(crate) fn hand_over(state: Arc<ServerState>, id: u64, to: String, streamed: PromptStream) {
     tokio::spawn(crate::request_id::in_current_span(async move {
-        if let Err(e) = move_to(&state, id, &to, MoveKind::Handover, CopyMode::StopAndCopy).await {
+        let ahead = streamed.finish().await;
+        let moved = stop_and_copy(&state, id, &to, MoveKind::Handover, ahead).await;
+        if let Ok(moved) = &moved {
+            tracing::info!(
+                "hand-over of request {id}: {} bytes of its prompt's K/V streamed in {} rounds while it was computed",
+                moved.kv_bytes_ahead,
+                moved.stages
+            );
+        }
+        if let Err(e) = moved {
             let e = ApiError::from(e);
             tracing::warn!(
                 "request {id} decodes here: its hand-over to {to} failed: {}",
@@ -284,24 +299,6 @@ pub(crate) enum CopyMode {
     /// Llumnix's multi-stage pre-copy: send full blocks ahead while it keeps decoding,
     /// round after round while enough new ones fill, then stop it for the rest.
     PreCopy,
-}
-
-/// Most rounds of blocks sent ahead.
-const MAX_STAGES: usize = 64;
-/// Most blocks one round sends: the engine copies them between two steps, so a bounded
-/// copy (32 blocks of SmolLM2 in f32: 24 MB, ~20 ms here) keeps the request's own tokens
-/// (and everyone's) flowing while a long context travels.
-const STAGE_BLOCKS: usize = 32;
-/// Fewer new full blocks than this are not worth another round: the stop takes them.
-const MIN_STAGE_BLOCKS: usize = 2;
-
-/// Blocks sent ahead so far.
-#[derive(Default)]
-struct Ahead {
-    /// Full blocks the destination holds.
-    blocks: usize,
-    stages: usize,
-    bytes: usize,
 }
 
 /// Why a move did not happen.
@@ -346,6 +343,18 @@ pub(crate) async fn move_to(
         CopyMode::PreCopy => send_ahead(state, id, to).await,
         CopyMode::StopAndCopy => Ahead::default(),
     };
+    stop_and_copy(state, id, to, kind, ahead).await
+}
+
+/// The end of a move, `ahead` of its blocks at the destination already: stops the request,
+/// sends the rest (everything, should the destination have lost those) and hands it off.
+async fn stop_and_copy(
+    state: &Arc<ServerState>,
+    id: u64,
+    to: &str,
+    kind: MoveKind,
+    ahead: Ahead,
+) -> Result<Moved, MoveFailure> {
     let mut first_block = ahead.blocks;
     loop {
         let stopped = Instant::now();
@@ -375,59 +384,6 @@ pub(crate) async fn move_to(
             ..moved
         });
     }
-}
-
-/// Sends request `id`'s full blocks to `to` in rounds of at most [`STAGE_BLOCKS`] while it
-/// keeps decoding here; stops when a round would carry fewer than [`MIN_STAGE_BLOCKS`] new
-/// blocks, after [`MAX_STAGES`], or at the first failure (the stop then copies what the
-/// destination lacks).
-async fn send_ahead(state: &Arc<ServerState>, id: u64, to: &str) -> Ahead {
-    let block_size = state.cache_config.block_size.max(1);
-    let mut ahead = Ahead::default();
-    while ahead.stages < MAX_STAGES {
-        let exported = state
-            .engine
-            .export_blocks(id, ahead.blocks, STAGE_BLOCKS)
-            .await;
-        let Ok(Some(mut blocks)) = exported else {
-            break;
-        };
-        let full = blocks.tokens.len() / block_size;
-        if full < ahead.blocks + MIN_STAGE_BLOCKS {
-            break;
-        }
-        let started = Instant::now();
-        let Ok(kv) = convert(state.kv_wire.as_ref(), Direction::Encode, blocks.kv).await else {
-            break;
-        };
-        blocks.kv = kv;
-        let bytes = blocks.kv.len();
-        let request = post_parts(
-            state,
-            &format!("{to}/internal/v1/blocks"),
-            blocks.into_wire_parts(),
-        );
-        let held = match request.send().await {
-            Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
-            _ => None,
-        };
-        // A count past what was sent is not an answer (the stop would skip blocks it lacks).
-        let held = held
-            .and_then(|v| v["cached_blocks"].as_u64())
-            .and_then(|h| usize::try_from(h).ok())
-            .filter(|&h| h <= full);
-        let Some(held) = held else {
-            break;
-        };
-        state
-            .metrics
-            .transfers
-            .kv_sent(bytes, started.elapsed().as_secs_f64());
-        ahead.blocks = held;
-        ahead.stages += 1;
-        ahead.bytes += bytes;
-    }
-    ahead
 }
 
 /// The rest of [`move_to`], once the request is exported.
