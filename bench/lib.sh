@@ -56,3 +56,40 @@ describe_machine() {
   echo "cores: $(nproc)"
   echo "flags: $(grep -o -w 'avx2\|avx_vnni\|avx512f\|avx512_vnni\|avx512_bf16\|amx_int8\|amx_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ')"
 }
+
+# Namespaces brisk-n1 and brisk-n2 (root), each joined to this one by a veth pair (10.77.I.1
+# here, 10.77.I.2 there) whose two ends are limited to $LINK_RATE (tbf; netem with $DELAY
+# added, where the kernel has netem); traffic between them is forwarded here. netns_up sets
+# HOSTS and NS (the command prefix that runs in namespace I).
+netns_down() {
+  local i
+  for i in 1 2; do
+    ip netns del "brisk-n$i" 2>/dev/null || true
+    ip link del "brisk-v$i" 2>/dev/null || true
+  done
+}
+netns_up() {
+  local i
+  netns_down
+  sysctl -qw net.ipv4.ip_forward=1
+  for i in 1 2; do
+    ip netns add "brisk-n$i"
+    ip link add "brisk-v$i" type veth peer name "brisk-w$i"
+    ip link set "brisk-w$i" netns "brisk-n$i"
+    ip addr add "10.77.$i.1/24" dev "brisk-v$i"
+    ip link set "brisk-v$i" up
+    ip netns exec "brisk-n$i" ip addr add "10.77.$i.2/24" dev "brisk-w$i"
+    ip netns exec "brisk-n$i" ip link set "brisk-w$i" up
+    ip netns exec "brisk-n$i" ip link set lo up
+    ip netns exec "brisk-n$i" ip route add default via "10.77.$i.1"
+    if [ -n "$DELAY" ]; then
+      tc qdisc add dev "brisk-v$i" root netem delay "$DELAY" rate "$LINK_RATE"
+      ip netns exec "brisk-n$i" tc qdisc add dev "brisk-w$i" root netem delay "$DELAY" rate "$LINK_RATE"
+    else
+      tc qdisc add dev "brisk-v$i" root tbf rate "$LINK_RATE" burst 256kb latency 100ms
+      ip netns exec "brisk-n$i" tc qdisc add dev "brisk-w$i" root tbf rate "$LINK_RATE" burst 256kb latency 100ms
+    fi
+  done
+  HOSTS=(10.77.1.2 10.77.2.2)
+  NS=("ip netns exec brisk-n1" "ip netns exec brisk-n2")
+}
