@@ -6,7 +6,7 @@
 # replica, prefill in chunks of CHUNK tokens. Per request: TTFT and the gap between the first
 # and second token (the hand-over as the client sees it), and the prefill replica's pause
 # (`brisk_migration_pause_seconds{kind="handover"}`). BASELINE (a brisk binary without
-# streaming, e.g. built from 05a5b89) and BRISK alternate, REPEATS rounds.
+# streaming, e.g. built from 8da9e6b) and BRISK alternate, REPEATS rounds.
 #
 #   BASELINE=/tmp/brisk-nostream bench/handover_stream.sh [OUTDIR]
 #
