@@ -75,9 +75,10 @@ impl FleetSettings {
     }
 }
 
-/// Hand-overs between replicas: a hand-over of `n` tokens' K/V takes what the link
-/// ([`TransferCost`], the router's pricing of it too) needs for `n × bytes_per_token`,
-/// during which the request produces nothing.
+/// K/V moving between replicas: `n` tokens' K/V take what the link ([`TransferCost`], the
+/// router's pricing of it too) needs for `n × bytes_per_token`. A hand-over's prompt streams
+/// while it is computed, so the request waits after its first token for what its last
+/// chunk filled (or for the link to catch up); a migration's pause is its final copy.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TransferSettings {
     /// Bandwidth and fixed cost per hand-over (connection, export, import).

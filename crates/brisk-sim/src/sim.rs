@@ -215,6 +215,8 @@ struct Run<'a> {
     transfer: crate::fleet::TransferSettings,
     /// Tokens per KV block.
     block_size: usize,
+    /// Most prompt tokens a step computes (a chunk).
+    chunk_tokens: usize,
     handovers: usize,
     log: Log,
 }
@@ -245,6 +247,7 @@ impl<'a> Run<'a> {
             transfers: BinaryHeap::new(),
             transfer: settings.fleet.transfer,
             block_size: settings.scheduler.block_size,
+            chunk_tokens: settings.scheduler.max_num_batched_tokens.max(1),
             handovers: 0,
             log: Log::new(requests.len()),
         })
@@ -323,9 +326,16 @@ impl<'a> Run<'a> {
         }
         self.replicas[from].parked();
         self.handing_over[i] = true;
-        // Whole blocks travel, the last one part-filled.
-        let blocks = self.requests[i].prompt.len().div_ceil(self.block_size);
-        let at = now + self.transfer.seconds(blocks * self.block_size);
+        // Whole blocks travel, the last one part-filled. The full ones stream to the decode
+        // replica as the prompt's chunks are computed (the server's prompt stream), so what
+        // is left at the first token is what the last chunk filled — unless the link has not
+        // caught up with the earlier ones, which set off no sooner than the request arrived.
+        let prompt = self.requests[i].prompt.len();
+        let blocks = prompt.div_ceil(self.block_size);
+        let before_last_chunk = prompt.saturating_sub(1) / self.chunk_tokens * self.chunk_tokens;
+        let left = blocks - before_last_chunk / self.block_size;
+        let at = (now + self.transfer.seconds(left * self.block_size))
+            .max(self.requests[i].arrival + self.transfer.seconds(blocks * self.block_size));
         self.transfers.push(Reverse(Due { at, index: i }));
     }
 
