@@ -9,9 +9,9 @@
 #   bench/route.sh [OUTDIR]          # default /tmp/route-<utc timestamp>
 #
 # Knobs (env): RATES, NUM (requests), SCALE (--scale-lengths), POOL (KV tokens per
-# replica), POLICIES, ROUTE_ARGS (extra flags for `brisk route`, e.g. `--latency-model
-# FILE`). Raw outputs stay out of git; the summary goes into BENCHMARKS.md by
-# hand. Run after `cargo build --release -p brisk`.
+# replica), POLICIES, SEED (the bench's seed: arrivals; 0), ROUTE_ARGS (extra flags for
+# `brisk route`, e.g. `--latency-model FILE`). Raw outputs stay out of git; the summary goes
+# into BENCHMARKS.md by hand. Run after `cargo build --release -p brisk`.
 set -u
 cd "$(dirname "$0")/.."
 MODEL=${MODEL:-$HOME/.cache/brisk/models/SmolLM2-135M-Instruct.Q4_1.gguf}
@@ -87,7 +87,7 @@ for rate in $RATES; do
     fi
     "$BRISK" bench --url "$url" --trace "$TRACE" --scale-lengths "$SCALE" --rate "$rate" \
       --num-requests "$NUM" --max-prompt-tokens 4096 --max-output-tokens 32 \
-      --slo ttft=2000,tpot=200 --seed 0 --no-progress --output "$OUT/$policy-$rate.json" \
+      --slo ttft=2000,tpot=200 --seed "${SEED:-0}" --no-progress --output "$OUT/$policy-$rate.json" \
       >"$OUT/$policy-$rate.txt" 2>&1
     hits=$(counter brisk_prefix_cache_hits_total "${ports[@]}")
     queries=$(counter brisk_prefix_cache_queries_total "${ports[@]}")
