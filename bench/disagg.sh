@@ -38,10 +38,7 @@ mkdir -p "$OUT"
 SPID=
 # shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"
-HOSTS=(127.0.0.1 127.0.0.1)
-NS=("" "")
-trap 'stop_pids; [ "$NETNS" = 1 ] && netns_down' EXIT
-[ "$NETNS" = 1 ] && netns_up
+replica_hosts
 describe_machine | tee "$OUT/machine.txt"
 echo "netns: $NETNS, link rate: $LINK_RATE, delay: ${DELAY:-none}" | tee -a "$OUT/machine.txt"
 LENGTHS="$OUT/azure-lengths.csv"
@@ -50,17 +47,7 @@ LENGTHS="$OUT/azure-lengths.csv"
 # Starts replica I (port 860I, on HOSTS[I-1], in its namespace with NETNS=1) in role ROLE,
 # sending K/V as WIRE (default auto).
 start_replica() {
-  local i=$1 role=$2 wire=${3:-auto} host=${HOSTS[$(($1 - 1))]} n
-  # shellcheck disable=SC2086
-  ${NS[$(($1 - 1))]} env BRISK_THREADS=1 "$BRISK" serve --model "$MODEL" --host "$host" \
-    --port "860$i" --role "$role" --kv-transfer-dtype "$wire" >>"$OUT/replica-$i.log" 2>&1 &
-  PIDS+=("$!")
-  for n in $(seq 1 240); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$host:860$i/health")" = 200 ] && return 0
-    sleep 0.5
-  done
-  echo "replica $i not healthy; see $OUT/replica-$i.log" >&2
-  return 1
+  start_replica_at "$1" "860$1" "$BRISK" --role "$2" --kv-transfer-dtype "${3:-auto}"
 }
 
 # The value of one sample of the metrics of replica I (0 when absent).

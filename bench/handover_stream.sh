@@ -27,27 +27,15 @@ OUT=${1:-/tmp/handover-stream-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
 # shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"
-HOSTS=(127.0.0.1 127.0.0.1)
-NS=("" "")
-trap 'stop_pids; [ "$NETNS" = 1 ] && netns_down' EXIT
-[ "$NETNS" = 1 ] && netns_up
+SPID=
+replica_hosts
 describe_machine | tee "$OUT/machine.txt"
 echo "netns: $NETNS, link rate: $LINK_RATE, chunk: $CHUNK" | tee -a "$OUT/machine.txt"
 
 # Starts replica I of binary BIN in role ROLE on HOSTS[I-1]:863I.
 start_replica() {
-  local bin=$1 i=$2 role=$3 host=${HOSTS[$(($2 - 1))]} n
-  # shellcheck disable=SC2086
-  ${NS[$(($i - 1))]} env BRISK_THREADS=1 "$bin" serve --model "$MODEL" --host "$host" \
-    --port "863$i" --role "$role" --max-model-len 8192 --max-num-batched-tokens "$CHUNK" \
-    >>"$OUT/replica-$i.log" 2>&1 &
-  PIDS+=("$!")
-  for n in $(seq 1 240); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$host:863$i/health")" = 200 ] && return 0
-    sleep 0.5
-  done
-  echo "replica $i not healthy; see $OUT/replica-$i.log" >&2
-  return 1
+  start_replica_at "$2" "863$2" "$1" --role "$3" --max-model-len 8192 \
+    --max-num-batched-tokens "$CHUNK"
 }
 
 for round in $(seq "$REPEATS"); do

@@ -1,12 +1,14 @@
 # Shell helpers shared by the bench scripts (sourced, not run). They expect $SPID to hold the
 # server's pid once started, and log what they saw under $OUT.
 
-# Waits (at most 120 s) for http://127.0.0.1:PORT/health to answer 200; fails early when the
-# server process has exited. Usage: wait_health PORT LOGFILE
+# Waits (at most 120 s) for http://127.0.0.1:PORT/health (or http://HOST:PORT/health) to
+# answer 200; fails early when the server process has exited.
+# Usage: wait_health PORT|HOST:PORT LOGFILE
 wait_health() {
-  local i
+  local i addr=$1
+  [ "${addr#*:}" = "$addr" ] && addr=127.0.0.1:$addr
   for i in $(seq 1 240); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/health")" = 200 ] && return 0
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$addr/health")" = 200 ] && return 0
     kill -0 "$SPID" 2>/dev/null || { echo "server exited; see $2" >&2; tail -5 "$2" >&2; return 1; }
     sleep 0.5
   done
@@ -92,4 +94,29 @@ netns_up() {
   done
   HOSTS=(10.77.1.2 10.77.2.2)
   NS=("ip netns exec brisk-n1" "ip netns exec brisk-n2")
+}
+
+# Where replicas 1 and 2 run: HOSTS (their addresses) and NS (the command prefix that runs in
+# each one's namespace) — loopback, or with NETNS=1 the namespaces above, removed at exit
+# (this sets the EXIT trap, which also stops $PIDS). Usage: replica_hosts
+replica_hosts() {
+  HOSTS=(127.0.0.1 127.0.0.1)
+  NS=("" "")
+  trap 'stop_pids; [ "$NETNS" = 1 ] && netns_down' EXIT
+  if [ "$NETNS" = 1 ]; then netns_up; fi
+}
+
+# Starts replica I (1 or 2) as `BINARY serve --model $MODEL` with one compute thread on
+# HOSTS[I-1]:PORT, in its namespace (see replica_hosts), with the further serve ARGS, logging
+# to $OUT/replica-I.log; keeps its pid in $SPID and $PIDS and waits for its /health.
+# Usage: start_replica_at I PORT BINARY [ARGS…]
+start_replica_at() {
+  local i=$1 port=$2 bin=$3 host=${HOSTS[$(($1 - 1))]}
+  shift 3
+  # shellcheck disable=SC2086
+  ${NS[$((i - 1))]} env BRISK_THREADS=1 "$bin" serve --model "$MODEL" --host "$host" \
+    --port "$port" "$@" >>"$OUT/replica-$i.log" 2>&1 &
+  SPID=$!
+  PIDS+=("$SPID")
+  wait_health "$host:$port" "$OUT/replica-$i.log"
 }
