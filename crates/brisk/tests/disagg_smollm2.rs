@@ -15,7 +15,16 @@ const KEY: &str = "disagg-key-41";
 const ONE_THREAD: &[(&str, &str)] = &[("BRISK_THREADS", "1")];
 
 fn replica(role: &str) -> Server {
-    start(&["--api-key", KEY, "--role", role], ONE_THREAD)
+    replica_with(role, &[])
+}
+
+/// A replica in `role` with further `brisk serve` flags.
+fn replica_with(role: &str, flags: &[&str]) -> Server {
+    let args: Vec<&str> = ["--api-key", KEY, "--role", role]
+        .into_iter()
+        .chain(flags.iter().copied())
+        .collect();
+    start(&args, ONE_THREAD)
 }
 
 fn url(server: &Server) -> String {
@@ -198,17 +207,7 @@ fn smollm2_a_hand_over_that_cannot_happen_leaves_the_request_decoding_where_it_w
 /// itself) continues from them without computing the prompt.
 #[test]
 fn smollm2_a_compressed_hand_over_sends_a_fraction_of_the_cache() {
-    let prefill = start(
-        &[
-            "--api-key",
-            KEY,
-            "--role",
-            "prefill",
-            "--kv-transfer-dtype",
-            "int8",
-        ],
-        ONE_THREAD,
-    );
+    let prefill = replica_with("prefill", &["--kv-transfer-dtype", "int8"]);
     let decode = replica("decode");
     let decode_computed = metric(&decode, "brisk_prompt_tokens_computed_total");
     let decode_url = url(&decode);
@@ -248,17 +247,7 @@ fn smollm2_a_compressed_hand_over_sends_a_fraction_of_the_cache() {
 fn smollm2_a_long_prompt_streams_its_blocks_to_the_decode_replica_while_it_is_computed() {
     // Chunks of 64 prompt tokens: a prompt of about 400 takes seven steps, and the blocks
     // each fills set off before the next.
-    let prefill = start(
-        &[
-            "--api-key",
-            KEY,
-            "--role",
-            "prefill",
-            "--max-num-batched-tokens",
-            "64",
-        ],
-        ONE_THREAD,
-    );
+    let prefill = replica_with("prefill", &["--max-num-batched-tokens", "64"]);
     let decode = replica("decode");
     let decode_computed = metric(&decode, "brisk_prompt_tokens_computed_total");
     let decode_url = url(&decode);

@@ -59,6 +59,26 @@ fn listed(replica: &Server, priority: &str) -> Vec<u64> {
     serde_json::from_value(body["requests"].clone()).unwrap()
 }
 
+/// `brisk route` over `a` and `b` with the hot-spot guard off, cache affinity over any
+/// queue, a look for migrations every 0.1 s, and `flags`.
+fn router_over(a: &Server, b: &Server, flags: &[&str]) -> Server {
+    let (a, b) = (format!("http://{}", a.addr), format!("http://{}", b.addr));
+    let mut args = vec![
+        "--replica",
+        &a,
+        "--replica",
+        &b,
+        "--hot-spot-slack",
+        "1000",
+        "--affinity-slack",
+        "60000",
+        "--rebalance-interval",
+        "0.1",
+    ];
+    args.extend_from_slice(flags);
+    start_router(&args)
+}
+
 /// The text of a streamed completion read to its end.
 fn read_all(stream: std::net::TcpStream) -> String {
     read_streamed_text("", BufReader::new(stream))
@@ -67,20 +87,7 @@ fn read_all(stream: std::net::TcpStream) -> String {
 #[test]
 fn smollm2_the_router_moves_running_requests_off_a_hot_replica_and_streams_go_on() {
     let (a, b) = (start(&[], ONE_THREAD), start(&[], ONE_THREAD));
-    let router = start_router(&[
-        "--replica",
-        &format!("http://{}", a.addr),
-        "--replica",
-        &format!("http://{}", b.addr),
-        "--hot-spot-slack",
-        "1000",
-        "--affinity-slack",
-        "60000",
-        "--rebalance-slack",
-        "0",
-        "--rebalance-interval",
-        "0.1",
-    ]);
+    let router = router_over(&a, &b, &["--rebalance-slack", "0"]);
     let questions = [
         "What is rust?",
         "Name a colour.",
@@ -124,19 +131,7 @@ fn smollm2_an_interactive_request_has_the_batch_decodes_beside_it_moved_away() {
         "",
     );
     assert_eq!(status, 400, "an unknown class is refused: {text}");
-    let router = start_router(&[
-        "--replica",
-        &format!("http://{}", a.addr),
-        "--replica",
-        &format!("http://{}", b.addr),
-        "--hot-spot-slack",
-        "1000",
-        "--affinity-slack",
-        "60000",
-        "--priority-migration",
-        "--rebalance-interval",
-        "0.1",
-    ]);
+    let router = router_over(&a, &b, &["--priority-migration"]);
     let questions = ["What is rust?", "Name a colour.", "Count to five."];
     let want: Vec<String> = questions.iter().map(|q| undisturbed(&a, q)).collect();
     // Batch work through the router: the shared prefix draws it all to one replica, and
