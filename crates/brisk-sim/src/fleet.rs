@@ -10,7 +10,7 @@
 //! prompt tokens of completed requests) and how requests spread over the replicas.
 
 use brisk_bench::report::{percentile, FleetReport, Spread};
-use brisk_router::{Policy, TransferCost};
+use brisk_router::{Policy, RouterConfig, TransferCost};
 use brisk_types::Role;
 
 use crate::migration::MigrationSettings;
@@ -30,6 +30,9 @@ pub struct FleetSettings {
     pub reject_unattainable: bool,
     /// Seconds from the end of a replica's step to the router reading its KV events.
     pub event_delay: f64,
+    /// Predicted TTFT a request without an objective may give up to follow its cached
+    /// blocks, seconds ([`brisk_router::RouterConfig::affinity_slack`]).
+    pub affinity_slack: f64,
     /// Of the replicas, how many are prefill replicas (the first ones).
     pub prefill_replicas: usize,
     /// How many are decode replicas (the next ones); the rest serve both phases.
@@ -53,6 +56,7 @@ impl Default for FleetSettings {
             priority_placement: false,
             reject_unattainable: false,
             event_delay: 0.0,
+            affinity_slack: RouterConfig::default().affinity_slack,
             prefill_replicas: 0,
             decode_replicas: 0,
             price_interference: true,
@@ -140,6 +144,15 @@ pub struct FleetArgs {
     /// `--replicas` above 1; the router's own speculative entries bridge the gap).
     #[arg(long, default_value_t = 0.0, env = "BRISK_SIM_ROUTER_EVENT_DELAY")]
     pub router_event_delay: f64,
+    /// Milliseconds of predicted TTFT a request without an objective may give up to go
+    /// where more of its prompt is cached, as `brisk route --affinity-slack`.
+    #[arg(
+        long,
+        default_value_t = 250.0,
+        value_name = "MS",
+        env = "BRISK_SIM_ROUTER_AFFINITY_SLACK"
+    )]
+    pub router_affinity_slack: f64,
     /// Prefill/decode disaggregation: this many of the replicas are prefill replicas
     /// (`brisk serve --role prefill`), the rest decode replicas (or as --decode-replicas
     /// says); a request prefilled on one is handed with its K/V to another after its first
@@ -195,6 +208,9 @@ impl FleetArgs {
         }
         if !(self.router_event_delay.is_finite() && self.router_event_delay >= 0.0) {
             return Err(bad("router-event-delay", "must be a number of seconds ≥ 0"));
+        }
+        if !(self.router_affinity_slack.is_finite() && self.router_affinity_slack >= 0.0) {
+            return Err(bad("router-affinity-slack", "must be a number of ms ≥ 0"));
         }
         let routed = [
             (
@@ -266,6 +282,7 @@ impl FleetArgs {
             priority_placement: self.priority_placement,
             reject_unattainable: self.router_reject_unattainable,
             event_delay: self.router_event_delay,
+            affinity_slack: self.router_affinity_slack / 1000.0,
             migration: MigrationSettings {
                 rebalance_slack: self.rebalance_slack,
                 priority: self.priority_migration,

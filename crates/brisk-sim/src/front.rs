@@ -157,6 +157,7 @@ impl Router {
     ) -> Self {
         let mut core = RouterCore::new(RouterConfig {
             policy: fleet.policy,
+            affinity_slack: fleet.affinity_slack,
             rebalance_slack: fleet.migration.rebalance_slack,
             priority_migration: fleet.migration.priority,
             priority_placement: fleet.priority_placement,

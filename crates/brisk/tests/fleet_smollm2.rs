@@ -300,6 +300,10 @@ fn smollm2_failing_slow_and_garbage_replicas_are_retried_around_and_isolated() {
     });
     // Prompts that share no block, so no replica holds a cached prefix the router would
     // prefer: ties go to the replica chosen least recently, and every bad one is tried.
+    // Each bad replica's circuit is seen open after some request (it reads open for a
+    // second after tripping, then half-open until its next trial).
+    let bad = [failing.url(), garbage.url(), slow.url()];
+    let mut seen_open = [false; 3];
     for i in 0..12 {
         let system = format!("{i}: be brief.");
         let (status, by) = chat(router.addr, &system, &format!("Question {i}"));
@@ -308,15 +312,17 @@ fn smollm2_failing_slow_and_garbage_replicas_are_retried_around_and_isolated() {
             (200, url(&good).as_str()),
             "request {i}"
         );
+        let m = metrics(&router);
+        for (seen, bad) in seen_open.iter_mut().zip(&bad) {
+            *seen |= gauge(&m, "brisk_router_replica_available", bad) == Some(0.0);
+        }
     }
-    let m = metrics(&router);
-    for bad in [failing.url(), garbage.url(), slow.url()] {
-        assert_eq!(
-            gauge(&m, "brisk_router_replica_available", &bad),
-            Some(0.0),
-            "{bad} is isolated:\n{m}"
-        );
-    }
+    assert_eq!(
+        seen_open,
+        [true; 3],
+        "{bad:?} isolated:\n{}",
+        metrics(&router)
+    );
 }
 
 /// The `data:` payloads of a stream read to its end over HTTP/1.0 (no chunked encoding),
