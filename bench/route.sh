@@ -9,7 +9,7 @@
 #   bench/route.sh [OUTDIR]          # default /tmp/route-<utc timestamp>
 #
 # Knobs (env): RATES, NUM (requests), SCALE (--scale-lengths), POOL (KV tokens per
-# replica), POLICIES, SEED (the bench's seed: arrivals; 0), ROUTE_ARGS (extra flags for
+# replica), POLICIES (`brisk-ttft@MS`: `brisk route --affinity-slack MS`), SEED (the bench's seed: arrivals; 0), ROUTE_ARGS (extra flags for
 # `brisk route`, e.g. `--latency-model FILE`). Raw outputs stay out of git; the summary goes
 # into BENCHMARKS.md by hand. Run after `cargo build --release -p brisk`.
 set -u
@@ -37,7 +37,7 @@ start_replica() {
   start_bg "850$i" "$OUT/replica-$i.log" env BRISK_THREADS=1 "$BRISK" serve --model "$MODEL" \
     --port "850$i" --kv-cache-tokens "$pool" --max-model-len 8192 \
     --kv-events-config "{\"enable_kv_cache_events\": true, \"endpoint\": \"tcp://*:556$i\", \"replay_endpoint\": \"tcp://*:557$i\"}"
-  PIDS+=("$SPID")
+  PIDS+=("$SPID"); REPLICA_PIDS+=("$SPID")
 }
 
 # Sums a counter (all its label sets) over the replicas on the given ports.
@@ -57,6 +57,8 @@ start_router() {
   case $policy in
     brisk-ttft) start_bg 8500 "$OUT/router.log" "$BRISK" route --port 8500 ${ROUTE_ARGS:-} \
         --replica http://127.0.0.1:8501 --replica http://127.0.0.1:8502 ;;
+    brisk-ttft@*) start_bg 8500 "$OUT/router.log" "$BRISK" route --port 8500 ${ROUTE_ARGS:-} \
+        --affinity-slack "${policy#*@}" --replica http://127.0.0.1:8501 --replica http://127.0.0.1:8502 ;;
     brisk-round-robin) start_bg 8500 "$OUT/router.log" "$BRISK" route --port 8500 --policy round-robin \
         --replica http://127.0.0.1:8501 --replica http://127.0.0.1:8502 ;;
     vllm-cache_aware) start_bg 8500 "$OUT/router.log" "${VLLM_ROUTER[@]}" --host 127.0.0.1 --port 8500 \
@@ -71,13 +73,20 @@ start_router() {
         --kv-event-replay-source http://127.0.0.1:8501=tcp://127.0.0.1:5571 \
         --kv-event-replay-source http://127.0.0.1:8502=tcp://127.0.0.1:5572 ;;
   esac
-  PIDS+=("$SPID")
+  PIDS+=("$SPID"); ROUTER_PID=$SPID
   sleep 2
+}
+
+# CPU seconds (user + system, all threads) a live process has used.
+cpu_seconds() {
+  [ -n "$1" ] && [ -r "/proc/$1/stat" ] || { echo 0; return; }
+  awk -v hz="$(getconf CLK_TCK)" '{sub(/.*\) /, ""); print ($12 + $13) / hz}' "/proc/$1/stat"
 }
 
 for rate in $RATES; do
   for policy in $POLICIES; do
     wait_quiet "$policy-$rate"
+    REPLICA_PIDS=(); ROUTER_PID=
     if [ "$policy" = single ]; then
       start_replica 1 $((2 * POOL)); ports=(8501); url=http://127.0.0.1:8501
     else
@@ -89,15 +98,24 @@ for rate in $RATES; do
       --num-requests "$NUM" --max-prompt-tokens 4096 --max-output-tokens 32 \
       --slo ttft=2000,tpot=200 --seed "${SEED:-0}" --no-progress --output "$OUT/$policy-$rate.json" \
       >"$OUT/$policy-$rate.txt" 2>&1
+    # CPU seconds the router (with its threads) and the replicas used: they share the cores.
+    router_cpu=$(cpu_seconds "${ROUTER_PID:-}"); replica_cpu=0
+    for p in "${REPLICA_PIDS[@]}"; do replica_cpu=$(awk -v a="$replica_cpu" -v b="$(cpu_seconds "$p")" 'BEGIN{print a+b}'); done
     hits=$(counter brisk_prefix_cache_hits_total "${ports[@]}")
     queries=$(counter brisk_prefix_cache_queries_total "${ports[@]}")
     per=""
     for port in "${ports[@]}"; do per="$per $(counter brisk_request_success_total "$port")"; done
-    python3 - "$OUT/$policy-$rate.json" "$policy" "$rate" "$hits" "$queries" "$per" <<'PY' | tee -a "$OUT/summary.txt"
+    python3 - "$OUT/$policy-$rate.json" "$policy" "$rate" "$hits" "$queries" "$per" "$router_cpu" "$replica_cpu" <<'PY' | tee -a "$OUT/summary.txt"
 import json, sys
-path, policy, rate, hits, queries, per = sys.argv[1:]
+path, policy, rate, hits, queries, per, router_cpu, replica_cpu = sys.argv[1:]
 r = json.load(open(path))
-print(json.dumps({"policy": policy, "rate": float(rate),
+slo = r["slo"] or {}
+done = [q for q in r["requests"] if not q["error"]]
+ttft_missed = sum(q["ttft"] > (slo.get("ttft_ms") or float("inf")) for q in done)
+tpot_missed = sum((q["tpot"] or 0) > (slo.get("tpot_ms") or float("inf")) for q in done)
+print(json.dumps({"policy": policy, "rate": float(rate), "seed": r["seed"],
+    "router_cpu_s": float(router_cpu), "replica_cpu_s": float(replica_cpu),
+    "ttft_missed": ttft_missed, "tpot_missed": tpot_missed,
     "hit_rate": round(float(hits) / max(float(queries), 1), 3),
     "served_per_replica": per.split(), "completed": r["completed"], "failed": r["failed"],
     "ttft_p50_ms": round(r["median_ttft_ms"]), "ttft_p99_ms": round(r["p99_ttft_ms"]),
