@@ -112,6 +112,11 @@ pub enum Policy {
     PredictedTtft,
     /// Each available replica in turn, blind to caches and load: the baseline.
     RoundRobin,
+    /// The lowest product of prompt work and load: (uncached prompt tokens plus those of
+    /// the prompts routed there and not yet answered) × (requests routed there and not
+    /// finished + 1) — the overlap-against-load cost of vllm-router's `kv_aware` and
+    /// Dynamo's KV router, with no latency model: the baseline that knows caches and load.
+    OverlapLoad,
 }
 
 /// Settings of the router core.
@@ -249,6 +254,8 @@ struct Candidate<'a> {
     /// the chosen one's become its speculative entries).
     hashes: Rc<[u64]>,
     outstanding: usize,
+    /// Uncached prompt tokens of the requests routed there and not yet answered.
+    queued_tokens: usize,
     last_chosen: RequestKey,
     ttft: f64,
     /// `ttft` plus what the placement costs beyond it (see
@@ -342,6 +349,7 @@ impl RouterCore {
         let best = match self.cfg.policy {
             Policy::PredictedTtft => self.best_candidate(req, now),
             Policy::RoundRobin => self.next_in_turn(req, now),
+            Policy::OverlapLoad => self.least_overlap_load(req, now),
         }
         .ok_or(Refusal::NoReplica)?;
         if let (Some(slo), true) = (req.ttft_slo, req.reject_unattainable) {
@@ -385,6 +393,7 @@ impl RouterCore {
             key,
             Outstanding {
                 prefill_s,
+                uncached: prompt_tokens - cached_tokens,
                 context: prompt_tokens,
                 prefilled: false,
                 decode_on: decode_on.clone(),
@@ -473,6 +482,20 @@ impl RouterCore {
                     .then(a.last_chosen.cmp(&b.last_chosen))
                     .then(a.id.cmp(b.id))
             })
+    }
+
+    /// The candidate with the lowest overlap-against-load cost ([`Policy::OverlapLoad`]);
+    /// ties to the least recently chosen.
+    fn least_overlap_load(&self, req: &RouteRequest<'_>, now: f64) -> Option<Candidate<'_>> {
+        let cost = |c: &Candidate<'_>| {
+            (c.prompt_tokens - c.cached_tokens + c.queued_tokens) * (c.outstanding + 1)
+        };
+        self.candidates(req, now).into_iter().min_by(|a, b| {
+            cost(a)
+                .cmp(&cost(b))
+                .then(a.last_chosen.cmp(&b.last_chosen))
+                .then(a.id.cmp(b.id))
+        })
     }
 
     /// Every eligible replica's answer, past the hot-spot guard.
@@ -572,6 +595,7 @@ impl RouterCore {
             id,
             hashes,
             outstanding: r.outstanding.len(),
+            queued_tokens: r.queued_tokens(),
             last_chosen: r.last_chosen,
             ttft,
             cost: ttft + beyond,

@@ -113,6 +113,7 @@ pub fn policy_name(policy: Policy) -> &'static str {
     match policy {
         Policy::PredictedTtft => "ttft",
         Policy::RoundRobin => "round-robin",
+        Policy::OverlapLoad => "overlap-load",
     }
 }
 
@@ -123,6 +124,9 @@ pub enum RouterName {
     Ttft,
     /// Each replica in turn, blind to caches and load: the baseline.
     RoundRobin,
+    /// (Uncached prompt tokens + those queued there) × (requests there + 1), as
+    /// vllm-router's `kv_aware`: caches and load, no latency model.
+    OverlapLoad,
 }
 
 /// `brisk sim`'s fleet flags: how many replicas, and the router in front of them.
@@ -278,6 +282,7 @@ impl FleetArgs {
             policy: match self.router {
                 RouterName::Ttft => Policy::PredictedTtft,
                 RouterName::RoundRobin => Policy::RoundRobin,
+                RouterName::OverlapLoad => Policy::OverlapLoad,
             },
             priority_placement: self.priority_placement,
             reject_unattainable: self.router_reject_unattainable,

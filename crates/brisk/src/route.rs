@@ -125,6 +125,9 @@ pub enum RoutePolicy {
     Ttft,
     /// Each replica in turn.
     RoundRobin,
+    /// The lowest (uncached prompt tokens + those queued there) × (requests there + 1):
+    /// vllm-router's `kv_aware` cost, without a latency model.
+    OverlapLoad,
 }
 
 fn parse_non_negative(text: &str) -> Result<f64, String> {
@@ -192,6 +195,7 @@ fn config(args: &RouteArgs) -> Result<GatewayConfig> {
             policy: match args.policy {
                 RoutePolicy::Ttft => Policy::PredictedTtft,
                 RoutePolicy::RoundRobin => Policy::RoundRobin,
+                RoutePolicy::OverlapLoad => Policy::OverlapLoad,
             },
             hot_spot_slack: args.hot_spot_slack,
             affinity_slack: args.affinity_slack / 1000.0,

@@ -13,6 +13,8 @@ use crate::index::BlockIndex;
 #[derive(Clone, Debug)]
 pub(super) struct Outstanding {
     pub(super) prefill_s: f64,
+    /// Prompt tokens it was routed to compute (not believed cached).
+    pub(super) uncached: usize,
     pub(super) context: usize,
     pub(super) prefilled: bool,
     /// The replica it moves to after its first token (disaggregated serving).
@@ -121,6 +123,15 @@ impl Replica {
     /// not failed here.
     pub(super) fn eligible(&self, req: &RouteRequest<'_>, id: &String, now: f64) -> bool {
         self.spec.role.prefills() && self.breaker.is_closed(now) && !req.exclude.contains(id)
+    }
+
+    /// Uncached prompt tokens of the requests routed here and not yet answered.
+    pub(super) fn queued_tokens(&self) -> usize {
+        self.outstanding
+            .values()
+            .filter(|o| !o.prefilled)
+            .map(|o| o.uncached)
+            .sum()
     }
 
     /// Whether a request of class `priority` is routed here and not finished.

@@ -269,6 +269,29 @@ fn round_robin_takes_each_available_replica_in_turn_whatever_it_caches() {
     assert_eq!(seen, ["r0", "r1", "r2", "r0"]);
 }
 
+#[test]
+fn overlap_load_weighs_uncached_and_queued_prompt_work_by_requests_in_flight() {
+    let mut r = RouterCore::new(RouterConfig {
+        policy: Policy::OverlapLoad,
+        ..RouterConfig::default()
+    });
+    r.upsert("r0", spec(true));
+    r.upsert("r1", spec(true));
+    let shared: Vec<TokenId> = (0..32).collect();
+    r.apply_events("r1", &[IndexEvent::Stored(hashes(&shared))]);
+    // Prompts sharing r1's 32 cached tokens, each with 8 of its own.
+    let prompt = |i: TokenId| [shared.clone(), vec![1000 + i; 8]].concat();
+    // r0: 40 × 1; r1: 8 × 1.
+    let first = r.route(&ask(&prompt(0)), 0.0).unwrap();
+    assert_eq!((first.replica.as_str(), first.cached_tokens), ("r1", 32));
+    // r1: (8 + 8 queued) × 2 = 32 < 40.
+    assert_eq!(r.route(&ask(&prompt(1)), 0.0).unwrap().replica, "r1");
+    // The first is answered (its prompt work leaves the queue) but still decodes:
+    // r1: (8 + 8) × 3 = 48 > 40, and the load outweighs the cached blocks.
+    r.first_token(first.key);
+    assert_eq!(r.route(&ask(&prompt(2)), 0.0).unwrap().replica, "r0");
+}
+
 fn with_role(role: Role) -> ReplicaSpec {
     ReplicaSpec { role, ..spec(true) }
 }
