@@ -139,7 +139,10 @@ pub struct RouterConfig {
     /// Predicted TTFT a request may give up, seconds, to go where more of its prompt is
     /// cached (requests without a TTFT objective): keeping a conversation's turns on the
     /// replica that holds its history pays on every later turn, which the greedy choice of
-    /// the fastest replica would forget.
+    /// the fastest replica would forget. Default 2 s: in `brisk sim` at 8–64 replicas on the
+    /// Mooncake conversation trace capacity grew with it up to there (3–7 % over 250 ms, and
+    /// above vllm-router `kv_aware`'s cost), live at 2 replicas it was neutral
+    /// (BENCHMARKS.md); the hot-spot guard still bounds the pile-up.
     pub affinity_slack: f64,
     /// Share of a request's TTFT objective it may spend to go where more of its prompt is
     /// cached (requests with one; never less than the fastest prediction).
@@ -185,7 +188,7 @@ impl Default for RouterConfig {
             text_block_bytes: 64,
             text_bytes_per_token: 4,
             hot_spot_slack: 4,
-            affinity_slack: 0.25,
+            affinity_slack: 2.0,
             slo_headroom: 0.5,
             rebalance_slack: None,
             priority_migration: false,
