@@ -55,10 +55,11 @@ counter() {
 start_router() {
   local policy=$1
   case $policy in
-    brisk-ttft) start_bg 8500 "$OUT/router.log" "$BRISK" route --port 8500 ${ROUTE_ARGS:-} \
+    brisk-ttft|brisk-ttft@*)
+      local slack=()
+      [[ $policy == *@* ]] && slack=(--affinity-slack "${policy#*@}")
+      start_bg 8500 "$OUT/router.log" "$BRISK" route --port 8500 ${ROUTE_ARGS:-} "${slack[@]}" \
         --replica http://127.0.0.1:8501 --replica http://127.0.0.1:8502 ;;
-    brisk-ttft@*) start_bg 8500 "$OUT/router.log" "$BRISK" route --port 8500 ${ROUTE_ARGS:-} \
-        --affinity-slack "${policy#*@}" --replica http://127.0.0.1:8501 --replica http://127.0.0.1:8502 ;;
     brisk-round-robin) start_bg 8500 "$OUT/router.log" "$BRISK" route --port 8500 --policy round-robin \
         --replica http://127.0.0.1:8501 --replica http://127.0.0.1:8502 ;;
     vllm-cache_aware) start_bg 8500 "$OUT/router.log" "${VLLM_ROUTER[@]}" --host 127.0.0.1 --port 8500 \

@@ -257,8 +257,6 @@ struct Candidate<'a> {
     /// the chosen one's become its speculative entries).
     hashes: Rc<[u64]>,
     outstanding: usize,
-    /// Uncached prompt tokens of the requests routed there and not yet answered.
-    queued_tokens: usize,
     last_chosen: RequestKey,
     ttft: f64,
     /// `ttft` plus what the placement costs beyond it (see
@@ -491,7 +489,8 @@ impl RouterCore {
     /// ties to the least recently chosen.
     fn least_overlap_load(&self, req: &RouteRequest<'_>, now: f64) -> Option<Candidate<'_>> {
         let cost = |c: &Candidate<'_>| {
-            (c.prompt_tokens - c.cached_tokens + c.queued_tokens) * (c.outstanding + 1)
+            let queued = self.replicas[c.id].queued_tokens();
+            (c.prompt_tokens - c.cached_tokens + queued) * (c.outstanding + 1)
         };
         self.candidates(req, now).into_iter().min_by(|a, b| {
             cost(a)
@@ -598,7 +597,6 @@ impl RouterCore {
             id,
             hashes,
             outstanding: r.outstanding.len(),
-            queued_tokens: r.queued_tokens(),
             last_chosen: r.last_chosen,
             ttft,
             cost: ttft + beyond,

@@ -152,7 +152,7 @@ pub struct FleetArgs {
     /// where more of its prompt is cached, as `brisk route --affinity-slack`.
     #[arg(
         long,
-        default_value_t = 2000.0,
+        default_value_t = RouterConfig::default().affinity_slack * 1000.0,
         value_name = "MS",
         env = "BRISK_SIM_ROUTER_AFFINITY_SLACK"
     )]

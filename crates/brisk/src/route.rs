@@ -78,7 +78,7 @@ pub struct RouteArgs {
     health_interval: f64,
     /// Milliseconds of predicted time to first token a request without an objective may
     /// give up to go where more of its prompt is cached (with an objective: half of it).
-    #[arg(long, env = "BRISK_AFFINITY_SLACK", default_value_t = 2000.0, value_parser = parse_non_negative)]
+    #[arg(long, env = "BRISK_AFFINITY_SLACK", default_value_t = RouterConfig::default().affinity_slack * 1000.0, value_parser = parse_non_negative)]
     affinity_slack: f64,
     /// Requests a replica may have beyond the least loaded one's before it gets no more
     /// (guards against one shared prefix sending everything to one replica).
