@@ -5,6 +5,8 @@
 # the hit rate at that rate, over several arrival seeds, for each of ROUTERS:
 #   ttft@MS        brisk's choice by predicted TTFT with an affinity allowance of MS
 #                  (`brisk route --affinity-slack MS`)
+#   ttft@MSxR      … and an allowance of R times the fastest prediction (`--affinity-ratio R`;
+#                  1: none, the rule before it existed)
 #   overlap-load   (uncached + queued prompt tokens) × (requests + 1): vllm-router kv_aware's cost
 #   round-robin    blind
 #
@@ -13,7 +15,8 @@
 # Knobs (env): SIZES ("2 8 16"), ROUTERS ("ttft@0 ttft@50 ttft@250 ttft@1000 overlap-load
 # round-robin"), SEEDS ("0 1 2 3"),
 # NUM (requests for 2 replicas: 600, as bench/route.sh; larger fleets replay the whole
-# trace), SCALE (0.02), LATENCY (the model; default: the one kept for one thread). Raw
+# trace), SCALE (0.02), LATENCY (the model; default: the one kept for one thread), SIM_ARGS
+# (more `brisk sim` flags, e.g. `--send-slo`: requests carry their objective to the router). Raw
 # outputs stay out of git; the summary goes into BENCHMARKS.md by hand.
 set -u
 cd "$(dirname "$0")/.."
@@ -32,6 +35,8 @@ for n in $SIZES; do
   for seed in $SEEDS; do
     for router in $ROUTERS; do
       case $router in
+        ttft@*x*) spec=${router#*@}
+          flags=(--router ttft --router-affinity-slack "${spec%x*}" --router-affinity-ratio "${spec#*x}") ;;
         ttft@*) flags=(--router ttft --router-affinity-slack "${router#*@}") ;;
         *) flags=(--router "$router") ;;
       esac
@@ -39,7 +44,7 @@ for n in $SIZES; do
       "$BRISK" sim --latency-model "$LATENCY" --trace "$TRACE" --scale-lengths "$SCALE" \
         "${count[@]}" --max-prompt-tokens 4096 --max-output-tokens 32 \
         --slo ttft=2000,tpot=200 --kv-cache-tokens 65536 --max-model-len 8192 \
-        --replicas "$n" "${flags[@]}" \
+        --replicas "$n" "${flags[@]}" ${SIM_ARGS:-} \
         --find-capacity $((8 * n)) --capacity-steps 7 --seed "$seed" --output "$out" \
         >"$OUT/n$n-s$seed-$router.txt" 2>&1 || { echo "failed: $out" >&2; continue; }
       python3 - "$out" "$n" "$seed" "$router" <<'PY' | tee -a "$OUT/summary.jsonl"

@@ -33,6 +33,9 @@ pub struct FleetSettings {
     /// Predicted TTFT a request without an objective may give up to follow its cached
     /// blocks, seconds ([`brisk_router::RouterConfig::affinity_slack`]).
     pub affinity_slack: f64,
+    /// Multiple of the fastest predicted TTFT a request may also accept to follow its
+    /// cached blocks ([`brisk_router::RouterConfig::affinity_ratio`]).
+    pub affinity_ratio: f64,
     /// Of the replicas, how many are prefill replicas (the first ones).
     pub prefill_replicas: usize,
     /// How many are decode replicas (the next ones); the rest serve both phases.
@@ -57,6 +60,7 @@ impl Default for FleetSettings {
             reject_unattainable: false,
             event_delay: 0.0,
             affinity_slack: RouterConfig::default().affinity_slack,
+            affinity_ratio: RouterConfig::default().affinity_ratio,
             prefill_replicas: 0,
             decode_replicas: 0,
             price_interference: true,
@@ -157,6 +161,15 @@ pub struct FleetArgs {
         env = "BRISK_SIM_ROUTER_AFFINITY_SLACK"
     )]
     pub router_affinity_slack: f64,
+    /// Multiple of the fastest predicted TTFT a request may also accept to go where more of
+    /// its prompt is cached (at least 1), as `brisk route --affinity-ratio`.
+    #[arg(
+        long,
+        default_value_t = RouterConfig::default().affinity_ratio,
+        value_name = "X",
+        env = "BRISK_SIM_ROUTER_AFFINITY_RATIO"
+    )]
+    pub router_affinity_ratio: f64,
     /// Prefill/decode disaggregation: this many of the replicas are prefill replicas
     /// (`brisk serve --role prefill`), the rest decode replicas (or as --decode-replicas
     /// says); a request prefilled on one is handed with its K/V to another after its first
@@ -215,6 +228,9 @@ impl FleetArgs {
         }
         if !(self.router_affinity_slack.is_finite() && self.router_affinity_slack >= 0.0) {
             return Err(bad("router-affinity-slack", "must be a number of ms ≥ 0"));
+        }
+        if !(self.router_affinity_ratio.is_finite() && self.router_affinity_ratio >= 1.0) {
+            return Err(bad("router-affinity-ratio", "must be a number ≥ 1"));
         }
         let routed = [
             (
@@ -288,6 +304,7 @@ impl FleetArgs {
             reject_unattainable: self.router_reject_unattainable,
             event_delay: self.router_event_delay,
             affinity_slack: self.router_affinity_slack / 1000.0,
+            affinity_ratio: self.router_affinity_ratio,
             migration: MigrationSettings {
                 rebalance_slack: self.rebalance_slack,
                 priority: self.priority_migration,

@@ -158,6 +158,7 @@ impl Router {
         let mut core = RouterCore::new(RouterConfig {
             policy: fleet.policy,
             affinity_slack: fleet.affinity_slack,
+            affinity_ratio: fleet.affinity_ratio,
             rebalance_slack: fleet.migration.rebalance_slack,
             priority_migration: fleet.migration.priority,
             priority_placement: fleet.priority_placement,

@@ -77,9 +77,15 @@ pub struct RouteArgs {
     #[arg(long, env = "BRISK_HEALTH_INTERVAL", default_value_t = 1.0, value_parser = parse_positive)]
     health_interval: f64,
     /// Milliseconds of predicted time to first token a request without an objective may
-    /// give up to go where more of its prompt is cached (with an objective: half of it).
+    /// give up to go where more of its prompt is cached (with an objective: up to half of
+    /// it; either way at least what `--affinity-ratio` allows).
     #[arg(long, env = "BRISK_AFFINITY_SLACK", default_value_t = RouterConfig::default().affinity_slack * 1000.0, value_parser = parse_non_negative)]
     affinity_slack: f64,
+    /// A request may also give up predicted time to first token up to this multiple of the
+    /// fastest prediction to follow its cached blocks (the allowance grows with the queues,
+    /// so the fleet keeps its hit rate under load).
+    #[arg(long, env = "BRISK_AFFINITY_RATIO", default_value_t = RouterConfig::default().affinity_ratio, value_parser = parse_ratio)]
+    affinity_ratio: f64,
     /// Requests a replica may have beyond the least loaded one's before it gets no more
     /// (guards against one shared prefix sending everything to one replica).
     #[arg(long, env = "BRISK_HOT_SPOT_SLACK", default_value_t = 4)]
@@ -134,6 +140,14 @@ fn parse_non_negative(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
         _ => Err(format!("{text:?} is not a non-negative number")),
+    }
+}
+
+/// A multiple of at least 1 (1: no allowance beyond the fixed one).
+fn parse_ratio(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 1.0 => Ok(v),
+        _ => Err(format!("{text:?} is not a number ≥ 1")),
     }
 }
 
@@ -199,6 +213,7 @@ fn config(args: &RouteArgs) -> Result<GatewayConfig> {
             },
             hot_spot_slack: args.hot_spot_slack,
             affinity_slack: args.affinity_slack / 1000.0,
+            affinity_ratio: args.affinity_ratio,
             rebalance_slack: args.rebalance_slack,
             priority_migration: args.priority_migration,
             priority_placement: args.priority_placement,
