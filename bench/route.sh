@@ -10,7 +10,8 @@
 #
 # Knobs (env): RATES, NUM (requests), SCALE (--scale-lengths), POOL (KV tokens per
 # replica), RECORD_STEPS (1: each replica writes its engine steps to
-# OUT/steps-POLICY-RATE-I.jsonl, for `brisk profile --from-steps`), POLICIES (`brisk-ttft@MS`: `brisk route --affinity-slack MS`), SEED (the bench's seed: arrivals; 0), ROUTE_ARGS (extra flags for
+# OUT/steps-POLICY-RATE-I.jsonl, for `brisk profile --from-steps`), REPLICA_ARGS (extra
+# flags for each `brisk serve`, e.g. `--latency-model FILE`), POLICIES (`brisk-ttft@MS`: `brisk route --affinity-slack MS`), SEED (the bench's seed: arrivals; 0), ROUTE_ARGS (extra flags for
 # `brisk route`, e.g. `--latency-model FILE`). Raw outputs stay out of git; the summary goes
 # into BENCHMARKS.md by hand. Run after `cargo build --release -p brisk`.
 set -u
@@ -37,7 +38,7 @@ start_replica() {
   local i=$1 pool=$2 record=()
   [ "${RECORD_STEPS:-0}" = 1 ] && record=(--record-steps "$OUT/steps-$policy-$rate-$i.jsonl")
   start_bg "850$i" "$OUT/replica-$i.log" env BRISK_THREADS=1 "$BRISK" serve --model "$MODEL" \
-    --port "850$i" --kv-cache-tokens "$pool" --max-model-len 8192 "${record[@]}" \
+    --port "850$i" --kv-cache-tokens "$pool" --max-model-len 8192 "${record[@]}" ${REPLICA_ARGS:-} \
     --kv-events-config "{\"enable_kv_cache_events\": true, \"endpoint\": \"tcp://*:556$i\", \"replay_endpoint\": \"tcp://*:557$i\"}"
   PIDS+=("$SPID"); REPLICA_PIDS+=("$SPID")
 }

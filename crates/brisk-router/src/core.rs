@@ -139,10 +139,10 @@ pub struct RouterConfig {
     /// Predicted TTFT a request may give up, seconds, to go where more of its prompt is
     /// cached (requests without a TTFT objective): keeping a conversation's turns on the
     /// replica that holds its history pays on every later turn, which the greedy choice of
-    /// the fastest replica would forget. Default 2 s: in `brisk sim` at 8–64 replicas on the
-    /// Mooncake conversation trace capacity grew with it up to there (3–7 % over 250 ms, and
-    /// above vllm-router `kv_aware`'s cost), live at 2 replicas it was neutral
-    /// (BENCHMARKS.md); the hot-spot guard still bounds the pile-up.
+    /// the fastest replica would forget. Default 2 s: in `brisk sim` (idle profile) at 8–64
+    /// replicas on the Mooncake conversation trace capacity grew with it up to there (3–7 %
+    /// over 250 ms), live at 2 replicas it was neutral (BENCHMARKS.md); under load
+    /// `affinity_ratio` takes over, and the hot-spot guard still bounds the pile-up.
     pub affinity_slack: f64,
     /// Multiple of the fastest predicted TTFT a request may also accept to go where more of
     /// its prompt is cached (with or without an objective): under load every queue is long,

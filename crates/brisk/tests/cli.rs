@@ -200,6 +200,35 @@ fn sim_fleets_need_a_replica_and_report_their_router() {
     let (ok, _, err) = sim("0");
     assert!(!ok);
     assert!(err.contains("--replicas: must be at least 1"), "{err}");
+    let (ok, _, err) = brisk(&[
+        "sim",
+        "--latency-model",
+        model.to_str().unwrap(),
+        "--synthetic",
+        "prompt=100,output=20",
+        "--replicas",
+        "2",
+        "--router-affinity-ratio",
+        "0.5",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("--router-affinity-ratio: must be a number ≥ 1"),
+        "{err}"
+    );
+    // `brisk route` refuses the same before it starts.
+    let (ok, _, err) = brisk(&[
+        "route",
+        "--replica",
+        "http://127.0.0.1:9",
+        "--affinity-ratio",
+        "0.5",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("--affinity-ratio") && err.contains("is not a number ≥ 1"),
+        "{err}"
+    );
     let (ok, stdout, err) = sim("4");
     assert!(ok, "{err}");
     assert!(
