@@ -210,6 +210,8 @@ fn sim_fleets_need_a_replica_and_report_their_router() {
         "2",
         "--router-affinity-ratio",
         "0.5",
+        "--output",
+        out.to_str().unwrap(),
     ]);
     assert!(!ok);
     assert!(
