@@ -9,10 +9,11 @@
 #   bench/route.sh [OUTDIR]          # default /tmp/route-<utc timestamp>
 #
 # Knobs (env): RATES, NUM (requests), SCALE (--scale-lengths), POOL (KV tokens per
-# replica), RECORD_STEPS (1: each replica writes its engine steps to
-# OUT/steps-POLICY-RATE-I.jsonl, for `brisk profile --from-steps`), REPLICA_ARGS (extra
-# flags for each `brisk serve`, e.g. `--latency-model FILE`), POLICIES (`brisk-ttft@MS`: `brisk route --affinity-slack MS`), SEED (the bench's seed: arrivals; 0), ROUTE_ARGS (extra flags for
-# `brisk route`, e.g. `--latency-model FILE`). Raw outputs stay out of git; the summary goes
+# replica), POLICIES (`brisk-ttft@MS`: `brisk route --affinity-slack MS`), SEED (the bench's
+# seed: arrivals; 0), ROUTE_ARGS (extra flags for `brisk route`, e.g. `--affinity-ratio 1`),
+# REPLICA_ARGS (extra flags for each `brisk serve`, e.g. `--latency-model FILE`),
+# RECORD_STEPS (1: each replica writes its engine steps to OUT/steps-POLICY-RATE-I.jsonl,
+# for `brisk profile --from-steps`: a latency model of the live fleet for `brisk sim`). Raw outputs stay out of git; the summary goes
 # into BENCHMARKS.md by hand. Run after `cargo build --release -p brisk`.
 set -u
 cd "$(dirname "$0")/.."
