@@ -151,7 +151,7 @@ pub struct RouterConfig {
     /// compute it again — the hit rate falls and the fleet tips over. Default 8: in `brisk
     /// sim` calibrated on live steps, near capacity at 16 replicas it kept 93 % attainment
     /// where the fixed allowance alone kept 69 % (with objectives sent: 95 % against 52 %),
-    /// and cost under 0.3 points at 70 % load (BENCHMARKS.md).
+    /// and cost under 0.3 points at two thirds of capacity (BENCHMARKS.md).
     pub affinity_ratio: f64,
     /// Share of a request's TTFT objective it may spend to go where more of its prompt is
     /// cached (requests with one; never less than the fastest prediction).
