@@ -498,18 +498,25 @@ impl RouterCore {
     }
 
     /// The candidate with the lowest overlap-against-load cost ([`Policy::OverlapLoad`]);
-    /// ties to the least recently chosen.
+    /// ties to the least recently chosen. Each candidate's cost is computed once (its
+    /// queued tokens are a sum over the replica's outstanding requests).
     fn least_overlap_load(&self, req: &RouteRequest<'_>, now: f64) -> Option<Candidate<'_>> {
-        let cost = |c: &Candidate<'_>| {
-            let queued = self.replicas[c.id].queued_tokens();
-            (c.prompt_tokens - c.cached_tokens + queued) * (c.outstanding + 1)
-        };
-        self.candidates(req, now).into_iter().min_by(|a, b| {
-            cost(a)
-                .cmp(&cost(b))
-                .then(a.last_chosen.cmp(&b.last_chosen))
-                .then(a.id.cmp(b.id))
-        })
+        self.candidates(req, now)
+            .into_iter()
+            .map(|c| {
+                let queued = self.replicas[c.id].queued_tokens();
+                (
+                    (c.prompt_tokens - c.cached_tokens + queued) * (c.outstanding + 1),
+                    c,
+                )
+            })
+            .min_by(|(cost_a, a), (cost_b, b)| {
+                cost_a
+                    .cmp(cost_b)
+                    .then(a.last_chosen.cmp(&b.last_chosen))
+                    .then(a.id.cmp(b.id))
+            })
+            .map(|(_, c)| c)
     }
 
     /// Every eligible replica's answer, past the hot-spot guard.

@@ -192,25 +192,38 @@ fn text_prompts_follow_the_routing_history() {
     assert_eq!(second.cached_tokens, system.len() / 64 * 16);
 }
 
+/// Replicas r0 and r1, r1 holding all of `prompt` but its last block, each with
+/// `queued[i]` tokens of other prompt work routed to it first (0: none).
+fn prefix_on_r1_behind_queues(
+    cfg: RouterConfig,
+    prompt: &[TokenId],
+    queued: [TokenId; 2],
+) -> RouterCore {
+    let mut r = RouterCore::new(cfg);
+    r.upsert("r0", spec(true));
+    r.upsert("r1", spec(true));
+    r.apply_events(
+        "r1",
+        &[IndexEvent::Stored(hashes(&prompt[..prompt.len() - 4]))],
+    );
+    for (i, tokens) in queued.into_iter().enumerate().filter(|&(_, t)| t > 0) {
+        let work: Vec<TokenId> = (10_000..10_000 + tokens).collect();
+        let exclude = [format!("r{}", 1 - i)];
+        let queued = RouteRequest {
+            exclude: &exclude,
+            ..ask(&work)
+        };
+        assert_eq!(r.route(&queued, 0.0).unwrap().replica, format!("r{i}"));
+    }
+    r
+}
+
 #[test]
 fn a_request_stays_with_its_cached_prefix_within_its_allowance() {
     let prompt: Vec<TokenId> = (0..400).collect();
     // r1 holds the prefix but has 0.5 s of prompt work queued: 0.505 s there against
     // 0.401 s for the whole prompt on idle r0.
-    let setup = |cfg: RouterConfig| {
-        let mut r = RouterCore::new(cfg);
-        r.upsert("r0", spec(true));
-        r.upsert("r1", spec(true));
-        r.apply_events("r1", &[IndexEvent::Stored(hashes(&prompt[..396]))]);
-        let work: Vec<TokenId> = (5000..5499).collect();
-        let exclude = ["r0".to_owned()];
-        let queued = RouteRequest {
-            exclude: &exclude,
-            ..ask(&work)
-        };
-        assert_eq!(r.route(&queued, 0.0).unwrap().replica, "r1");
-        r
-    };
+    let setup = |cfg| prefix_on_r1_behind_queues(cfg, &prompt, [0, 499]);
     // Within the default slack (2 s) it stays with its blocks.
     let c = setup(RouterConfig::default())
         .route(&ask(&prompt), 0.0)
@@ -256,22 +269,7 @@ fn under_load_the_allowance_grows_with_the_queues() {
     let prompt: Vec<TokenId> = (0..400).collect();
     // r0 has ~3 s of prompt work queued, r1 ~6 s and the prompt's prefix: 3.397 s for the
     // whole prompt on r0 against 6.005 s on r1, further apart than the fixed 2 s.
-    let setup = |cfg: RouterConfig| {
-        let mut r = RouterCore::new(cfg);
-        r.upsert("r0", spec(true));
-        r.upsert("r1", spec(true));
-        r.apply_events("r1", &[IndexEvent::Stored(hashes(&prompt[..396]))]);
-        for (on, tokens) in [("r0", 2990), ("r1", 5988)] {
-            let work: Vec<TokenId> = (10_000..10_000 + tokens).collect();
-            let exclude = [if on == "r0" { "r1" } else { "r0" }.to_owned()];
-            let queued = RouteRequest {
-                exclude: &exclude,
-                ..ask(&work)
-            };
-            assert_eq!(r.route(&queued, 0.0).unwrap().replica, on);
-        }
-        r
-    };
+    let setup = |cfg| prefix_on_r1_behind_queues(cfg, &prompt, [2990, 5988]);
     let fixed_only = RouterConfig {
         affinity_ratio: 1.0,
         ..RouterConfig::default()
